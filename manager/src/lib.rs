@@ -1,0 +1,1 @@
+//! Canopy's web console (filled in by the console work).

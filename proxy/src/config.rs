@@ -1,0 +1,971 @@
+//! The configuration model: every setting, its default, how it is written as text, and the
+//! validation that both the proxy and the manager use before a config version is applied.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// One wrong field: which setting, the value given, and what was expected instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{key} = {value:?}: {message}")]
+pub struct FieldError {
+    pub key: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(key: &str, value: impl fmt::Display, message: impl Into<String>) -> Self {
+        FieldError {
+            key: key.to_owned(),
+            value: value.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error found in a config, so a form can show each beside its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// A size in bytes, written with an optional K, M or G suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let upper = t.to_ascii_uppercase();
+        let digits = upper.trim_end_matches('B').trim_end_matches('I');
+        let (number, shift) = match digits.chars().last() {
+            Some('K') => (&digits[..digits.len() - 1], 10),
+            Some('M') => (&digits[..digits.len() - 1], 20),
+            Some('G') => (&digits[..digits.len() - 1], 30),
+            _ => (digits, 0),
+        };
+        let n: u64 = number.trim().parse().map_err(|_| {
+            "expected a size in bytes, such as 1048576, 512K, 256M or 2G".to_owned()
+        })?;
+        n.checked_mul(1 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| "size is too large".to_owned())
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+            if n >= 1 << shift && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl TryFrom<String> for ByteSize {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(b: ByteSize) -> String {
+        b.to_string()
+    }
+}
+
+/// A host (name or address) and a port, written `host:port` (`[v6]:port` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host before the port"));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(format!("{host:?} is not a host name or address"));
+        }
+        let port = parse_port(port).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(h: HostPort) -> String {
+        h.to_string()
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        _ => Err(format!(
+            "port {:?} is not a number from 1 to 65535",
+            s.trim()
+        )),
+    }
+}
+
+/// The parent list in the seeds' form, `parent1:3128; parent2:3128;`, in the order tried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ParentList(pub Vec<HostPort>);
+
+impl FromStr for ParentList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parents = Vec::new();
+        for item in s.split([';', ',']).map(str::trim).filter(|i| !i.is_empty()) {
+            let parent: HostPort = item.parse()?;
+            if parents.contains(&parent) {
+                return Err(format!("{parent} is listed twice"));
+            }
+            parents.push(parent);
+        }
+        Ok(ParentList(parents))
+    }
+}
+
+impl fmt::Display for ParentList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{p};")?;
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for ParentList {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ParentList> for String {
+    fn from(p: ParentList) -> String {
+        p.to_string()
+    }
+}
+
+/// A list of networks in CIDR form (`10.0.0.0/8, ::1/128`); a bare address is one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CidrList(pub Vec<IpNet>);
+
+impl CidrList {
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&addr))
+    }
+}
+
+impl FromStr for CidrList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|i| !i.is_empty())
+        {
+            let net = match item.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => item
+                    .parse::<IpAddr>()
+                    .map(IpNet::from)
+                    .map_err(|_| format!("{item:?} is not an address or CIDR network"))?,
+            };
+            nets.push(net);
+        }
+        Ok(CidrList(nets))
+    }
+}
+
+impl fmt::Display for CidrList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+impl TryFrom<String> for CidrList {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<CidrList> for String {
+    fn from(c: CidrList) -> String {
+        c.to_string()
+    }
+}
+
+/// An optional address: empty text means "not set".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OptionalAddr(pub Option<IpAddr>);
+
+impl FromStr for OptionalAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(OptionalAddr(None));
+        }
+        s.parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| format!("{s:?} is not an IP address (or empty for every address)"))
+    }
+}
+
+impl fmt::Display for OptionalAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TryFrom<String> for OptionalAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<OptionalAddr> for String {
+    fn from(a: OptionalAddr) -> String {
+        a.to_string()
+    }
+}
+
+/// A yes/no setting; accepts the spellings administrators use in Squid and Traffic Server files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Flag(pub bool);
+
+impl FromStr for Flag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok(Flag(true)),
+            "false" | "off" | "no" | "0" => Ok(Flag(false)),
+            other => Err(format!("{other:?} is not on/off (true/false)")),
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "true" } else { "false" })
+    }
+}
+
+/// How this proxy takes part in ICP (Traffic Server's three modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IcpMode {
+    #[default]
+    Disabled,
+    /// Answer queries from peers, never send any.
+    Receive,
+    /// Answer queries and query peers on every miss that may go to them.
+    SendReceive,
+}
+
+impl IcpMode {
+    pub const ALL: [IcpMode; 3] = [IcpMode::Disabled, IcpMode::Receive, IcpMode::SendReceive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcpMode::Disabled => "disabled",
+            IcpMode::Receive => "receive",
+            IcpMode::SendReceive => "send-receive",
+        }
+    }
+
+    pub fn answers_queries(self) -> bool {
+        self != IcpMode::Disabled
+    }
+}
+
+impl FromStr for IcpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        IcpMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("{s:?} is not an ICP mode: expected disabled, receive or send-receive")
+            })
+    }
+}
+
+impl fmt::Display for IcpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the HTTP parent list is used (Traffic Server's `round_robin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundRobin {
+    /// In list order; the next parent only when the one before it fails.
+    #[default]
+    False,
+    /// Rotate through the parents request by request.
+    Strict,
+}
+
+impl RoundRobin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundRobin::False => "false",
+            RoundRobin::Strict => "strict",
+        }
+    }
+}
+
+impl FromStr for RoundRobin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "false" | "off" | "no" => Ok(RoundRobin::False),
+            "strict" | "true" | "on" | "yes" => Ok(RoundRobin::Strict),
+            other => Err(format!(
+                "{other:?} is not a round robin mode: expected false or strict"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RoundRobin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a peer is one level up (parent) or beside us (sibling) in the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    Parent,
+    Sibling,
+}
+
+impl PeerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Parent => "parent",
+            PeerKind::Sibling => "sibling",
+        }
+    }
+}
+
+impl FromStr for PeerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "parent" => Ok(PeerKind::Parent),
+            "sibling" => Ok(PeerKind::Sibling),
+            other => Err(format!(
+                "{other:?} is not a peer type: expected parent or sibling"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A neighbouring cache that takes ICP queries and HTTP requests from us (Squid's cache_peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub host: String,
+    #[serde(rename = "type")]
+    pub kind: PeerKind,
+    pub http_port: u16,
+    pub icp_port: u16,
+    /// Objects fetched through this peer are not stored here.
+    #[serde(default)]
+    pub proxy_only: bool,
+    /// Never sent ICP queries.
+    #[serde(default)]
+    pub no_query: bool,
+    /// Answers queries sent to the multicast group, so its reply is expected there.
+    #[serde(default)]
+    pub multicast_responder: bool,
+    /// A sibling that may fetch misses through us (Squid's allow-miss).
+    #[serde(default)]
+    pub allow_miss: bool,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+macro_rules! settings {
+    ($( $key:ident : $ty:ty = $default:expr, $help:literal; )*) => {
+        /// The whole configuration of one Canopy: what a config version holds.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( #[doc = $help] pub $key: $ty, )*
+            /// Neighbouring caches (ICP peers), edited with `canopy peer` and the console.
+            pub peers: Vec<Peer>,
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $key: $default, )* peers: Vec::new() }
+            }
+        }
+
+        /// Every scalar setting, in the order `canopy config list` shows them.
+        pub const SETTINGS: &[Setting] = &[ $( Setting { key: stringify!($key), help: $help }, )* ];
+
+        impl Config {
+            /// A setting's value written as text, as `config set` takes it.
+            pub fn get(&self, key: &str) -> Result<String, FieldError> {
+                match key {
+                    $( stringify!($key) => Ok(self.$key.to_string()), )*
+                    _ => Err(unknown_key(key)),
+                }
+            }
+
+            /// Parses one setting from text. The whole config should be validated afterwards.
+            fn parse_into(&mut self, key: &str, value: &str) -> Result<(), FieldError> {
+                match key {
+                    $( stringify!($key) => {
+                        self.$key = value
+                            .trim()
+                            .parse::<$ty>()
+                            .map_err(|e| FieldError::new(key, value, e.to_string()))?;
+                        Ok(())
+                    } )*
+                    _ => Err(unknown_key(key)),
+                }
+            }
+        }
+    };
+}
+
+/// A setting's name and what it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub help: &'static str,
+}
+
+fn unknown_key(key: &str) -> FieldError {
+    let known: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+    FieldError::new(
+        key,
+        "",
+        format!("unknown setting; known settings: {}", known.join(", ")),
+    )
+}
+
+settings! {
+    visible_name: String = "canopy".to_owned(),
+        "Name shown in Via and X-Cache headers; peers see it in loops.";
+    bind_address: OptionalAddr = OptionalAddr(None),
+        "The one address of this proxy: its listener, ICP socket and outgoing connections. Empty: listen on every address.";
+    http_port: u16 = 3128,
+        "TCP port of the proxy listener.";
+    allowed_clients: CidrList = default_allowed_clients(),
+        "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
+    cache_mem: ByteSize = ByteSize(256 << 20),
+        "Memory for cached objects (bytes; K, M, G suffixes).";
+    max_object_size: ByteSize = ByteSize(8 << 20),
+        "Largest object stored; bigger ones pass through uncached.";
+    heuristic_lm_factor: f64 = 0.1,
+        "Heuristic freshness as a fraction of the time since Last-Modified.";
+    heuristic_min_s: u64 = 0,
+        "Floor of heuristic freshness, seconds.";
+    heuristic_max_s: u64 = 86_400,
+        "Cap of heuristic freshness, seconds.";
+    parent_caching: Flag = Flag(true),
+        "Send misses through the HTTP parents listed in parents.";
+    parents: ParentList = ParentList::default(),
+        "HTTP parent caches, `host:port; host:port;`, tried in this order.";
+    round_robin: RoundRobin = RoundRobin::False,
+        "false: parents in order, the next on failure; strict: rotate.";
+    never_direct: Flag = Flag(false),
+        "Never go to the origin server: only through parents.";
+    connect_timeout_ms: u64 = 5_000,
+        "Time allowed to connect to a parent or origin, milliseconds.";
+    read_timeout_ms: u64 = 60_000,
+        "Time allowed for an upstream response to start, milliseconds.";
+    access_log: String = "access.log".to_owned(),
+        "Access log in Squid's native format (relative to the data dir); empty: off.";
+    manager_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        "Address and port of the web console.";
+    icp_mode: IcpMode = IcpMode::Disabled,
+        "ICP: disabled, receive (answer only) or send-receive.";
+    icp_port: u16 = 3130,
+        "UDP port of ICP queries and replies.";
+    icp_multicast_enabled: Flag = Flag(false),
+        "Send ICP queries once to the multicast group instead of to each peer.";
+    icp_multicast_group: Ipv4Addr = Ipv4Addr::new(239, 255, 31, 30),
+        "ICP multicast group (224.0.0.0/4).";
+    icp_multicast_ttl: u8 = 1,
+        "TTL of multicast ICP queries (1-255).";
+    icp_query_timeout_ms: u64 = 0,
+        "How long to wait for ICP replies, milliseconds; 0: dynamic.";
+    icp_dead_peer_timeout_s: u64 = 10,
+        "A peer that has not answered ICP for this long is dead.";
+    icp_hit_fresh_for_s: u64 = 30,
+        "Answer ICP HIT only for objects fresh at least this much longer.";
+    icp_allowed_clients: CidrList = CidrList::default(),
+        "Child caches that are not peers but may send ICP queries.";
+}
+
+fn default_allowed_clients() -> CidrList {
+    "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7, fe80::/10"
+        .parse()
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// Sets one setting from text and checks the result; on any error nothing changes.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigErrors> {
+        let mut next = self.clone();
+        next.parse_into(key, value)
+            .map_err(|e| ConfigErrors(vec![e]))?;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Sets many settings from text at once (a form): every parse error is reported.
+    pub fn set_all<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ConfigErrors> {
+        let mut next = self.clone();
+        let mut errors = Vec::new();
+        for (key, value) in values {
+            if let Err(e) = next.parse_into(key, value) {
+                errors.push(e);
+            }
+        }
+        if let Err(ConfigErrors(more)) = next.validate() {
+            for m in more {
+                if !errors.iter().any(|e| e.key == m.key) {
+                    errors.push(m);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Reads a config from TOML (as `config export` writes it), then validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![FieldError::new("file", "", e.message())]))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// The address the proxy listener binds.
+    pub fn http_listen(&self) -> SocketAddr {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.http_port)
+    }
+
+    /// The address the ICP socket binds.
+    pub fn icp_listen(&self) -> SocketAddr {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.icp_port)
+    }
+
+    /// Checks every rule that parsing alone cannot; returns every broken rule at once.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, value: String, message: &str| {
+            if !ok {
+                errors.push(FieldError::new(key, value, message));
+            }
+        };
+        check(
+            !self.visible_name.is_empty()
+                && self
+                    .visible_name
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != ',' && c != '('),
+            "visible_name",
+            self.visible_name.clone(),
+            "expected a host name: letters, digits, dots and dashes, no spaces",
+        );
+        for (key, port) in [("http_port", self.http_port), ("icp_port", self.icp_port)] {
+            check(
+                port != 0,
+                key,
+                port.to_string(),
+                "expected a port number from 1 to 65535",
+            );
+        }
+        check(
+            self.manager_listen.port() != 0,
+            "manager_listen",
+            self.manager_listen.to_string(),
+            "expected an address with a port from 1 to 65535",
+        );
+        check(
+            self.max_object_size <= self.cache_mem,
+            "max_object_size",
+            self.max_object_size.to_string(),
+            "must not be larger than cache_mem",
+        );
+        check(
+            self.heuristic_lm_factor.is_finite()
+                && (0.0..=10.0).contains(&self.heuristic_lm_factor),
+            "heuristic_lm_factor",
+            self.heuristic_lm_factor.to_string(),
+            "expected a fraction from 0 to 10, such as 0.1",
+        );
+        check(
+            self.heuristic_min_s <= self.heuristic_max_s,
+            "heuristic_min_s",
+            self.heuristic_min_s.to_string(),
+            "must not be larger than heuristic_max_s",
+        );
+        check(
+            self.connect_timeout_ms > 0 && self.connect_timeout_ms <= 600_000,
+            "connect_timeout_ms",
+            self.connect_timeout_ms.to_string(),
+            "expected 1 to 600000 milliseconds",
+        );
+        check(
+            self.read_timeout_ms > 0 && self.read_timeout_ms <= 3_600_000,
+            "read_timeout_ms",
+            self.read_timeout_ms.to_string(),
+            "expected 1 to 3600000 milliseconds",
+        );
+        check(
+            self.icp_multicast_group.is_multicast(),
+            "icp_multicast_group",
+            self.icp_multicast_group.to_string(),
+            "expected a multicast group in 224.0.0.0/4",
+        );
+        check(
+            self.icp_multicast_ttl >= 1,
+            "icp_multicast_ttl",
+            self.icp_multicast_ttl.to_string(),
+            "expected a TTL from 1 to 255",
+        );
+        check(
+            self.icp_query_timeout_ms <= 60_000,
+            "icp_query_timeout_ms",
+            self.icp_query_timeout_ms.to_string(),
+            "expected 0 (dynamic) or up to 60000 milliseconds",
+        );
+        check(
+            self.icp_dead_peer_timeout_s >= 1,
+            "icp_dead_peer_timeout_s",
+            self.icp_dead_peer_timeout_s.to_string(),
+            "expected at least 1 second",
+        );
+        errors.extend(self.peer_errors());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn peer_errors(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut names = BTreeSet::new();
+        for peer in &self.peers {
+            let key = format!("peers.{}", peer.name);
+            if peer.name.is_empty()
+                || !peer
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.name,
+                    "peer name: expected letters, digits, dots, dashes or underscores",
+                ));
+            }
+            if !names.insert(peer.name.as_str()) {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.name,
+                    "two peers have this name",
+                ));
+            }
+            if format!("{}:{}", peer.host, peer.http_port)
+                .parse::<HostPort>()
+                .is_err()
+            {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.host,
+                    "expected a host name or address, and an HTTP port from 1 to 65535",
+                ));
+            }
+            if peer.icp_port == 0 {
+                errors.push(FieldError::new(
+                    &key,
+                    peer.icp_port,
+                    "expected an ICP port from 1 to 65535",
+                ));
+            }
+            if peer.weight == 0 {
+                errors.push(FieldError::new(
+                    &key,
+                    peer.weight,
+                    "weight must be at least 1",
+                ));
+            }
+        }
+        errors
+    }
+
+    /// What changed from `before` to `self`, one readable line per setting or peer.
+    pub fn diff(&self, before: &Config) -> Vec<String> {
+        let mut changes = Vec::new();
+        for setting in SETTINGS {
+            let (old, new) = (before.get(setting.key), self.get(setting.key));
+            if old != new {
+                changes.push(format!(
+                    "{}: {} → {}",
+                    setting.key,
+                    shown(&old.unwrap_or_default()),
+                    shown(&new.unwrap_or_default())
+                ));
+            }
+        }
+        for peer in &before.peers {
+            match self.peers.iter().find(|p| p.name == peer.name) {
+                None => changes.push(format!("peer {} removed", peer.name)),
+                Some(now) if now != peer => changes.push(format!("peer {} changed", peer.name)),
+                Some(_) => {}
+            }
+        }
+        for peer in &self.peers {
+            if !before.peers.iter().any(|p| p.name == peer.name) {
+                changes.push(format!(
+                    "peer {} added ({} {}:{})",
+                    peer.name, peer.kind, peer.host, peer.http_port
+                ));
+            }
+        }
+        changes
+    }
+}
+
+fn shown(value: &str) -> String {
+    if value.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_safe() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.http_port, 3128);
+        assert_eq!(config.icp_port, 3130);
+        assert_eq!(config.icp_mode, IcpMode::Disabled);
+        assert!(config
+            .allowed_clients
+            .contains("127.0.0.1".parse().unwrap()));
+        assert!(config
+            .allowed_clients
+            .contains("192.168.1.9".parse().unwrap()));
+        assert!(!config.allowed_clients.contains("8.8.8.8".parse().unwrap()));
+        assert_eq!(config.manager_listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn byte_sizes_take_suffixes() {
+        assert_eq!("512K".parse::<ByteSize>().unwrap().0, 512 * 1024);
+        assert_eq!("256m".parse::<ByteSize>().unwrap().0, 256 << 20);
+        assert_eq!("2GB".parse::<ByteSize>().unwrap().0, 2 << 30);
+        assert_eq!("1000".parse::<ByteSize>().unwrap().0, 1000);
+        assert_eq!(ByteSize(256 << 20).to_string(), "256M");
+        assert!("banana".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn parent_list_reads_the_seeds_form() {
+        let list: ParentList = "parent1:3128; parent2:8080;".parse().unwrap();
+        assert_eq!(list.0.len(), 2);
+        assert_eq!(list.0[1].host, "parent2");
+        assert_eq!(list.to_string(), "parent1:3128; parent2:8080;");
+        assert_eq!(list.to_string().parse::<ParentList>().unwrap(), list);
+        assert!("parent1".parse::<ParentList>().is_err());
+        assert!("p:0;".parse::<ParentList>().is_err());
+        assert!("p:70000;".parse::<ParentList>().is_err());
+        assert!("p:1; p:1;".parse::<ParentList>().is_err());
+    }
+
+    #[test]
+    fn set_refuses_bad_values_and_changes_nothing() {
+        let mut config = Config::default();
+        let err = config.set("cache_mem", "banana").unwrap_err();
+        assert_eq!(err.0[0].key, "cache_mem");
+        assert!(err.to_string().contains("banana"), "{err}");
+        assert_eq!(config, Config::default());
+        assert!(config.set("http_port", "0").is_err());
+        assert!(config.set("http_port", "70000").is_err());
+        assert!(config.set("icp_multicast_group", "10.0.0.1").is_err());
+        assert!(config.set("icp_mode", "sometimes").is_err());
+        let unknown = config.set("no_such_key", "1").unwrap_err();
+        assert!(unknown.to_string().contains("unknown setting"));
+        assert_eq!(config, Config::default());
+        config.set("http_port", "8081").unwrap();
+        assert_eq!(config.get("http_port").unwrap(), "8081");
+    }
+
+    #[test]
+    fn set_all_reports_every_bad_field() {
+        let mut config = Config::default();
+        let err = config
+            .set_all([
+                ("http_port", "0"),
+                ("icp_port", "x"),
+                ("icp_mode", "receive"),
+            ])
+            .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["icp_port", "http_port"]);
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn every_setting_round_trips_through_text() {
+        let config = Config::default();
+        for setting in SETTINGS {
+            let text = config.get(setting.key).unwrap();
+            let mut copy = config.clone();
+            copy.set(setting.key, &text)
+                .unwrap_or_else(|e| panic!("{}: {e}", setting.key));
+            assert_eq!(copy, config, "{}", setting.key);
+        }
+    }
+
+    #[test]
+    fn toml_round_trips_with_peers() {
+        let mut config = Config::default();
+        config.peers.push(Peer {
+            name: "squid".into(),
+            host: "127.0.0.2".into(),
+            kind: PeerKind::Sibling,
+            http_port: 3128,
+            icp_port: 3130,
+            proxy_only: false,
+            no_query: false,
+            multicast_responder: false,
+            allow_miss: false,
+            weight: 1,
+        });
+        config.set("parents", "a:1; b:2;").unwrap();
+        let text = config.to_toml();
+        assert_eq!(Config::from_toml(&text).unwrap(), config);
+        let bad = Config::from_toml("http_port = 0").unwrap_err();
+        assert_eq!(bad.0[0].key, "http_port");
+        let unknown = Config::from_toml("colour = \"red\"").unwrap_err();
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
+    }
+
+    #[test]
+    fn diff_names_each_change() {
+        let before = Config::default();
+        let mut after = before.clone();
+        after.set("http_port", "3129").unwrap();
+        assert_eq!(after.diff(&before), ["http_port: 3128 → 3129"]);
+    }
+}

@@ -1,0 +1,342 @@
+//! The control socket: how `canopy` and the manager talk to a running proxy.
+//!
+//! A Unix stream socket, mode 0600. Each request is one JSON object on one line, and each
+//! gets one JSON object on one line back: `{"cmd":"status"}`, `{"cmd":"stats"}`,
+//! `{"cmd":"reload"}`. Every reply carries `"ok"`; when it is false, `"error"` says why.
+//! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
+//! connection stays usable; nothing a client sends can stop the proxy.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::stats::StatsSnapshot;
+
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Command {
+    Status,
+    Stats,
+    Reload,
+}
+
+/// What `status` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub pid: u32,
+    pub version: String,
+    pub uptime_s: u64,
+    pub config_version: i64,
+    /// The newest version the proxy refused, when it is newer than the one in force.
+    pub rejected_version: Option<RejectedVersion>,
+    pub http_listen: String,
+    pub icp_listen: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedVersion {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// What a successful `reload` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// The version now in force.
+    pub config_version: i64,
+    /// False when the newest version was already in force.
+    pub changed: bool,
+    pub elapsed_ms: u64,
+}
+
+/// What a proxy must do for each command.
+pub trait ControlHandler: Send + Sync + 'static {
+    fn status(&self) -> impl Future<Output = StatusReply> + Send;
+    fn stats(&self) -> StatsSnapshot;
+    /// Applies the newest config version; `Err` says why the old one stays in force.
+    fn reload(&self) -> impl Future<Output = Result<ReloadReply, String>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the proxy is not running (nothing listens on {0})")]
+    NotRunning(PathBuf),
+    #[error("control socket {0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("the proxy sent a reply that is not understood: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Listens on `path` (replacing a stale socket file) with mode 0600.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another proxy is already listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control connections until the listener fails.
+pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, handler).await {
+                        tracing::debug!("control connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection<H: ControlHandler>(
+    stream: UnixStream,
+    handler: Arc<H>,
+) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let reply = if line.len() > MAX_LINE && !line.ends_with(b"\n") {
+            skip_rest_of_line(&mut reader).await?;
+            error_reply(format!(
+                "request line longer than {MAX_LINE} bytes; one JSON object per line"
+            ))
+        } else {
+            answer(&line, &*handler).await
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+}
+
+async fn skip_rest_of_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<()> {
+    let mut sink = Vec::new();
+    loop {
+        sink.clear();
+        let n = reader
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut sink)
+            .await?;
+        if n == 0 || sink.ends_with(b"\n") {
+            return Ok(());
+        }
+    }
+}
+
+async fn answer<H: ControlHandler>(line: &[u8], handler: &H) -> Value {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return error_reply(
+            "empty request; expected {\"cmd\":\"status\"}, \"stats\" or \"reload\"",
+        );
+    }
+    let command: Command = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            return error_reply(format!(
+                "cannot read request {:?}: {e}; expected {{\"cmd\":\"status\"}}, \"stats\" or \"reload\"",
+                truncate(text, 80)
+            ))
+        }
+    };
+    match command {
+        Command::Status => ok_reply(handler.status().await),
+        Command::Stats => ok_reply(handler.stats()),
+        Command::Reload => match handler.reload().await {
+            Ok(reply) => ok_reply(reply),
+            Err(reason) => error_reply(reason),
+        },
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn ok_reply(body: impl Serialize) -> Value {
+    let mut value = serde_json::to_value(body).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.insert("ok".into(), Value::Bool(true));
+    }
+    value
+}
+
+fn error_reply(error: impl Into<String>) -> Value {
+    json!({ "ok": false, "error": error.into() })
+}
+
+/// Sends one command to the proxy listening on `path` and returns its reply.
+pub async fn call(path: &Path, command: Command) -> Result<Value, ControlError> {
+    let io_err = |e| ControlError::Io(path.to_owned(), e);
+    let stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning(path.to_owned()))
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut request =
+        serde_json::to_vec(&command).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    request.push(b'\n');
+    write.write_all(&request).await.map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io_err)?;
+    if line.is_empty() {
+        return Err(ControlError::Protocol(
+            "the proxy closed the connection".into(),
+        ));
+    }
+    let reply: Value =
+        serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    if reply["ok"] == Value::Bool(true) {
+        Ok(reply)
+    } else {
+        Err(ControlError::Refused(
+            reply["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned(),
+        ))
+    }
+}
+
+/// [`call`], with the reply read as `T`.
+pub async fn call_typed<T: DeserializeOwned>(
+    path: &Path,
+    command: Command,
+) -> Result<T, ControlError> {
+    let reply = call(path, command).await?;
+    serde_json::from_value(reply).map_err(|e| ControlError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Stats;
+
+    struct Fixed;
+
+    impl ControlHandler for Fixed {
+        async fn status(&self) -> StatusReply {
+            StatusReply {
+                pid: 7,
+                version: "test".into(),
+                uptime_s: 1,
+                config_version: 3,
+                rejected_version: None,
+                http_listen: "127.0.0.1:3128".into(),
+                icp_listen: None,
+            }
+        }
+        fn stats(&self) -> StatsSnapshot {
+            Stats::default().snapshot(0, 0)
+        }
+        async fn reload(&self) -> Result<ReloadReply, String> {
+            Err("icp_port 3130: address in use".into())
+        }
+    }
+
+    async fn start() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.sock");
+        let listener = bind(&path).unwrap();
+        tokio::spawn(serve(listener, Arc::new(Fixed)));
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn commands_get_typed_replies() {
+        let (_dir, path) = start().await;
+        let status: StatusReply = call_typed(&path, Command::Status).await.unwrap();
+        assert_eq!(status.config_version, 3);
+        let err = call(&path, Command::Reload).await.unwrap_err();
+        assert_eq!(err.to_string(), "icp_port 3130: address in use");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_an_error_and_the_connection_goes_on() {
+        let (_dir, path) = start().await;
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        for bad in [
+            "garbage\n".to_owned(),
+            "{\"cmd\":\"explode\"}\n".to_owned(),
+            format!("{}\n", "x".repeat(MAX_LINE + 10)),
+        ] {
+            write.write_all(bad.as_bytes()).await.unwrap();
+            let reply: Value =
+                serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+            assert_eq!(reply["ok"], false);
+            assert!(reply["error"].as_str().unwrap().len() > 10);
+        }
+        write.write_all(b"{\"cmd\":\"stats\"}\n").await.unwrap();
+        let reply: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(reply["ok"], true);
+        assert_eq!(reply["requests"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_means_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = call(&dir.path().join("none.sock"), Command::Status)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::NotRunning(_)));
+        assert!(err.to_string().contains("not running"));
+    }
+}

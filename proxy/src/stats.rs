@@ -1,0 +1,174 @@
+//! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::versions::now_rfc3339;
+
+/// Totals for the whole proxy. Relaxed atomics: each counter is independent.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub hits_fresh: AtomicU64,
+    pub hits_revalidated: AtomicU64,
+    pub misses: AtomicU64,
+    pub uncacheable: AtomicU64,
+    pub bytes_from_cache: AtomicU64,
+    pub bytes_from_upstream: AtomicU64,
+    pub denied_clients: AtomicU64,
+    pub tunnels: AtomicU64,
+    pub errors: AtomicU64,
+    pub reloads_applied: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+    peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
+}
+
+/// Counters of one peer or HTTP parent; kept across reloads by its name.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    pub fetches: AtomicU64,
+    pub failures: AtomicU64,
+    pub bytes: AtomicU64,
+    last_failure: Mutex<Option<Failure>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub at: String,
+    pub reason: String,
+}
+
+impl PeerStats {
+    pub fn record_failure(&self, reason: impl Into<String>) {
+        self.failures.fetch_add(1, Relaxed);
+        let failure = Failure {
+            at: now_rfc3339(),
+            reason: reason.into(),
+        };
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = Some(failure);
+        }
+    }
+
+    fn snapshot(&self, name: &str) -> PeerSnapshot {
+        PeerSnapshot {
+            name: name.to_owned(),
+            fetches: self.fetches.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
+        }
+    }
+}
+
+impl Stats {
+    /// The counters of the peer called `name`, created on first use.
+    pub fn peer(&self, name: &str) -> Arc<PeerStats> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.entry(name.to_owned()).or_default().clone()
+    }
+
+    pub fn snapshot(&self, objects: u64, bytes_held: u64) -> StatsSnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        let hits = load(&self.hits_fresh) + load(&self.hits_revalidated);
+        let requests = load(&self.requests);
+        let (cache_bytes, upstream_bytes) = (
+            load(&self.bytes_from_cache),
+            load(&self.bytes_from_upstream),
+        );
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        StatsSnapshot {
+            requests,
+            hits_fresh: load(&self.hits_fresh),
+            hits_revalidated: load(&self.hits_revalidated),
+            misses: load(&self.misses),
+            uncacheable: load(&self.uncacheable),
+            bytes_from_cache: cache_bytes,
+            bytes_from_upstream: upstream_bytes,
+            hit_ratio: ratio(hits, requests),
+            byte_hit_ratio: ratio(cache_bytes, cache_bytes + upstream_bytes),
+            objects,
+            bytes_held,
+            denied_clients: load(&self.denied_clients),
+            tunnels: load(&self.tunnels),
+            errors: load(&self.errors),
+            reloads_applied: load(&self.reloads_applied),
+            reloads_rejected: load(&self.reloads_rejected),
+            peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
+        }
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// What `stats` returns over the control socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub hits_fresh: u64,
+    pub hits_revalidated: u64,
+    pub misses: u64,
+    pub uncacheable: u64,
+    pub bytes_from_cache: u64,
+    pub bytes_from_upstream: u64,
+    pub hit_ratio: f64,
+    pub byte_hit_ratio: f64,
+    pub objects: u64,
+    pub bytes_held: u64,
+    pub denied_clients: u64,
+    pub tunnels: u64,
+    pub errors: u64,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSnapshot {
+    pub name: String,
+    pub fetches: u64,
+    pub failures: u64,
+    pub bytes: u64,
+    pub last_failure: Option<Failure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_count_both_kinds_of_hit() {
+        let stats = Stats::default();
+        stats.requests.store(4, Relaxed);
+        stats.hits_fresh.store(1, Relaxed);
+        stats.hits_revalidated.store(1, Relaxed);
+        stats.bytes_from_cache.store(300, Relaxed);
+        stats.bytes_from_upstream.store(100, Relaxed);
+        let s = stats.snapshot(0, 0);
+        assert_eq!(s.hit_ratio, 0.5);
+        assert_eq!(s.byte_hit_ratio, 0.75);
+    }
+
+    #[test]
+    fn peer_counters_keep_the_last_failure() {
+        let stats = Stats::default();
+        stats.peer("p:1").record_failure("connection refused");
+        stats.peer("p:1").fetches.fetch_add(1, Relaxed);
+        let s = stats.snapshot(0, 0);
+        assert_eq!(s.peers[0].failures, 1);
+        assert_eq!(s.peers[0].fetches, 1);
+        assert_eq!(
+            s.peers[0].last_failure.as_ref().unwrap().reason,
+            "connection refused"
+        );
+    }
+}

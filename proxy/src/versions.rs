@@ -1,0 +1,306 @@
+//! Config versions in SQLite: the single source of truth for configuration, shared by the
+//! proxy, the manager and the `canopy` command.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+use crate::config::{Config, ConfigErrors};
+
+/// Where a config version stands with the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    /// Saved, not yet tried by a running proxy.
+    Saved,
+    Applied,
+    Rejected,
+}
+
+impl VersionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Saved => "saved",
+            VersionState::Applied => "applied",
+            VersionState::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for VersionState {
+    type Err = sqlx::Error;
+    fn from_str(s: &str) -> Result<Self, sqlx::Error> {
+        match s {
+            "saved" => Ok(VersionState::Saved),
+            "applied" => Ok(VersionState::Applied),
+            "rejected" => Ok(VersionState::Rejected),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown config version state {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// One saved configuration, with who made it and what the proxy did with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigVersion {
+    pub id: i64,
+    pub created_at: String,
+    pub author: String,
+    pub summary: String,
+    pub config: Config,
+    pub state: VersionState,
+    pub state_reason: Option<String>,
+    pub state_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid config: {0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("config version {based_on} is out of date: version {current} was saved meanwhile")]
+    Stale { based_on: i64, current: i64 },
+    #[error("config version {0} holds a config this Canopy cannot read: {1}")]
+    Unreadable(i64, String),
+    #[error("no config version {0}")]
+    NotFound(i64),
+}
+
+/// The database both processes use.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+/// The current time as RFC 3339 in UTC, to the millisecond.
+pub fn now_rfc3339() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
+}
+
+impl Db {
+    /// Opens (creating when missing) the database, brings its schema up to date, and saves
+    /// the default config as version 1 when there is none.
+    pub async fn open(path: &Path) -> Result<Db, VersionError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+        let db = Db { pool };
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM config_versions")
+            .fetch_one(&db.pool)
+            .await?;
+        if count == 0 {
+            db.save(&Config::default(), "canopy", "default configuration", None)
+                .await?;
+        }
+        Ok(db)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Saves `config` as a new version. With `based_on`, refuses when a newer version was
+    /// saved since the one the change was made from, so no one's change is overwritten.
+    pub async fn save(
+        &self,
+        config: &Config,
+        author: &str,
+        summary: &str,
+        based_on: Option<i64>,
+    ) -> Result<i64, VersionError> {
+        config.validate()?;
+        let json = serde_json::to_string(config)
+            .map_err(|e| VersionError::Unreadable(0, e.to_string()))?;
+        // One statement, so the check and the insert cannot be split by another writer.
+        let result = sqlx::query(
+            "INSERT INTO config_versions (created_at, author, summary, config)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE ?5 IS NULL OR ?5 = (SELECT max(id) FROM config_versions)",
+        )
+        .bind(now_rfc3339())
+        .bind(author)
+        .bind(summary)
+        .bind(json)
+        .bind(based_on)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            let current = self.latest().await?.id;
+            return Err(VersionError::Stale {
+                based_on: based_on.unwrap_or_default(),
+                current,
+            });
+        }
+        Ok(result.last_insert_rowid())
+    }
+
+    /// Saves `config` with a summary of what changed from the newest version.
+    pub async fn save_change(
+        &self,
+        config: &Config,
+        author: &str,
+        based_on: Option<i64>,
+    ) -> Result<i64, VersionError> {
+        let latest = self.latest().await?;
+        let changes = config.diff(&latest.config);
+        let summary = if changes.is_empty() {
+            "no change".to_owned()
+        } else {
+            changes.join("; ")
+        };
+        self.save(config, author, &summary, based_on).await
+    }
+
+    pub async fn latest(&self) -> Result<ConfigVersion, VersionError> {
+        let row = sqlx::query("SELECT * FROM config_versions ORDER BY id DESC LIMIT 1")
+            .fetch_one(&self.pool)
+            .await?;
+        version_from_row(&row)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<ConfigVersion, VersionError> {
+        let row = sqlx::query("SELECT * FROM config_versions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(VersionError::NotFound(id))?;
+        version_from_row(&row)
+    }
+
+    /// Versions a starting proxy may run, newest first: every one not rejected.
+    pub async fn candidates(&self) -> Result<Vec<ConfigVersion>, VersionError> {
+        let rows =
+            sqlx::query("SELECT * FROM config_versions WHERE state != 'rejected' ORDER BY id DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// The newest versions first, at most `limit`.
+    pub async fn list(&self, limit: i64) -> Result<Vec<ConfigVersion>, VersionError> {
+        let rows = sqlx::query("SELECT * FROM config_versions ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    pub async fn mark(
+        &self,
+        id: i64,
+        state: VersionState,
+        reason: Option<&str>,
+    ) -> Result<(), VersionError> {
+        sqlx::query(
+            "UPDATE config_versions SET state = ?, state_reason = ?, state_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConfigVersion, VersionError> {
+    let id: i64 = row.try_get("id")?;
+    let text: String = row.try_get("config")?;
+    let config: Config =
+        serde_json::from_str(&text).map_err(|e| VersionError::Unreadable(id, e.to_string()))?;
+    let state: String = row.try_get("state")?;
+    Ok(ConfigVersion {
+        id,
+        created_at: row.try_get("created_at")?,
+        author: row.try_get("author")?,
+        summary: row.try_get("summary")?,
+        config,
+        state: state.parse()?,
+        state_reason: row.try_get("state_reason")?,
+        state_at: row.try_get("state_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_database_holds_the_defaults_as_version_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let v = db.latest().await.unwrap();
+        assert_eq!(v.id, 1);
+        assert_eq!(v.config, Config::default());
+        assert_eq!(v.state, VersionState::Saved);
+    }
+
+    #[tokio::test]
+    async fn a_change_from_an_old_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let mut config = Config::default();
+        config.set("http_port", "3129").unwrap();
+        let v2 = db.save_change(&config, "alice", Some(1)).await.unwrap();
+        assert_eq!(v2, 2);
+        assert_eq!(db.get(2).await.unwrap().summary, "http_port: 3128 → 3129");
+        config.set("http_port", "3130").unwrap();
+        let err = db.save_change(&config, "bob", Some(1)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VersionError::Stale {
+                    based_on: 1,
+                    current: 2
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(db.latest().await.unwrap().id, 2);
+    }
+
+    #[tokio::test]
+    async fn rejected_versions_are_not_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let v2 = db
+            .save(&Config::default(), "t", "again", None)
+            .await
+            .unwrap();
+        db.mark(v2, VersionState::Rejected, Some("port taken"))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = db
+            .candidates()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.id)
+            .collect();
+        assert_eq!(ids, [1]);
+        let v = db.get(v2).await.unwrap();
+        assert_eq!(v.state_reason.as_deref(), Some("port taken"));
+    }
+}
