@@ -368,3 +368,90 @@ async fn the_access_log_is_in_squids_native_format() {
     assert_eq!(lines[1][8], "HIER_NONE/-");
     assert_eq!(lines[0][9], "text/plain");
 }
+
+#[tokio::test]
+async fn the_first_bytes_arrive_before_the_whole_object() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let origin = Origin::start(move |_| {
+        let released = released.clone();
+        let chunks = futures_util::stream::unfold(0, move |i| {
+            let mut released = released.clone();
+            async move {
+                match i {
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first "))),
+                        1,
+                    )),
+                    1 => {
+                        // The rest only once the client has shown it got the first part.
+                        let _ = released.wait_for(|r| *r).await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"rest"))), 2))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        Response::builder()
+            .header("cache-control", "max-age=300")
+            .body(StreamBody::new(chunks).boxed())
+            .unwrap()
+    })
+    .await;
+    let proxy = Canopy::start(&[]).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(origin.url("/streamed"))
+        .header("host", origin.addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first ");
+    release.send(true).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "rest");
+    let again = proxy.get(&origin.url("/streamed")).await;
+    assert_eq!(again.text(), "first rest");
+    assert_eq!(again.header("x-cache"), "HIT from canopy-under-test");
+}
+
+#[tokio::test]
+async fn an_origin_that_does_not_answer_in_time_gives_504() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    // Accepts and never answers.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let proxy = Canopy::start(&[("read_timeout_ms", "300")]).await;
+    let r = proxy.get(&format!("http://{silent_addr}/slow")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(r.text().contains(&silent_addr.to_string()), "{}", r.text());
+    assert!(r.text().contains("300 ms"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn objects_over_max_object_size_pass_through_uncached() {
+    let origin = Origin::start(|seen| {
+        let size = if seen.path == "/big" { 64 * 1024 } else { 1024 };
+        Response::builder()
+            .header("cache-control", "max-age=300")
+            .body(full(vec![b'z'; size]))
+            .unwrap()
+    })
+    .await;
+    let proxy = Canopy::start(&[("max_object_size", "16K")]).await;
+    for _ in 0..2 {
+        assert_eq!(proxy.get(&origin.url("/big")).await.body.len(), 64 * 1024);
+        assert_eq!(proxy.get(&origin.url("/small")).await.body.len(), 1024);
+    }
+    assert_eq!(origin.count("/big"), 2);
+    assert_eq!(origin.count("/small"), 1);
+}
