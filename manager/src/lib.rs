@@ -1,1 +1,130 @@
-//! Canopy's web console (filled in by the console work).
+//! Canopy's web console: Monitor and Configure, in the style of Traffic Manager.
+//!
+//! - [`accounts`]: console accounts (argon2 hashes), sessions and failed-login counting.
+//! - [`auth`]: the extractors that require a session, and the CSRF check of every form.
+//! - [`apply`]: Make These Changes: save a config version, ask the proxy to reload, and say
+//!   plainly what happened.
+//! - [`proxy`]: the calls to the running proxy's control socket, each bounded in time.
+//! - [`samples`]: the proxy's counters sampled into SQLite, thinned after a week, and read
+//!   back as series for charts.
+//! - [`charts`]: server-side SVG line charts (no script, no network).
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - `pages`: one module per console page; `api`: the same data as JSON.
+
+pub mod accounts;
+mod api;
+pub mod apply;
+pub mod auth;
+pub mod charts;
+pub mod metrics;
+mod pages;
+pub mod proxy;
+pub mod samples;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use canopy_proxy::versions::Db;
+
+/// What every handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    /// The proxy's control socket.
+    pub control: PathBuf,
+    /// How long a failed login waits before it is answered, so guessing is slow.
+    pub login_delay: Duration,
+}
+
+impl AppState {
+    pub fn new(db: Db, control: PathBuf) -> AppState {
+        AppState {
+            db,
+            control,
+            login_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Every page, form, API call and static file of the console.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::monitor::dashboard))
+        .route("/login", get(pages::login::form).post(pages::login::submit))
+        .route("/logout", post(pages::login::logout))
+        .route("/monitor/peers", get(pages::monitor::peers))
+        .route("/monitor/peers/{name}", get(pages::monitor::peer))
+        .route(
+            "/configure/routing",
+            get(pages::routing::form).post(pages::routing::submit),
+        )
+        .route(
+            "/configure/peers",
+            get(pages::peers::list).post(pages::peers::submit),
+        )
+        .route("/configure/peers/new", get(pages::peers::new_form))
+        .route("/configure/peers/{name}", get(pages::peers::edit_form))
+        .route("/configure/peers/{name}/remove", post(pages::peers::remove))
+        .route("/configure/history", get(pages::history::list))
+        .route("/configure/history/{id}", get(pages::history::show))
+        .route(
+            "/configure/history/{id}/restore",
+            post(pages::history::restore),
+        )
+        .route("/api/status", get(api::status))
+        .route("/api/stats", get(api::stats))
+        .route("/api/peers", get(api::peers))
+        .route("/api/peers/{name}/history", get(api::peer_history))
+        .route("/api/history", get(api::history))
+        .route("/api/config", get(api::config))
+        .route("/metrics", get(metrics::render))
+        .route("/static/canopy.css", get(stylesheet))
+        .route("/static/canopy.js", get(script))
+        .with_state(state)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/canopy.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/canopy.js"),
+    )
+}
+
+/// How to run the console.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub control: PathBuf,
+    /// Where to listen; the config's `manager_listen` when not given.
+    pub listen: Option<SocketAddr>,
+    /// How often the proxy's counters are sampled for the charts.
+    pub sample_every: Duration,
+}
+
+/// Starts the sampler and serves the console until the listener fails.
+pub async fn run(db: Db, options: Options) -> anyhow::Result<()> {
+    let listen = match options.listen {
+        Some(listen) => listen,
+        None => db.latest().await?.config.manager_listen,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} for the console"))?;
+    tracing::info!("console on http://{listen}/");
+    let state = AppState::new(db, options.control);
+    tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
+    axum::serve(listener, router(state)).await?;
+    Ok(())
+}
