@@ -36,12 +36,36 @@ impl VersionRow {
             id: v.id,
             when: when(&v.created_at),
             author: v.author.clone(),
-            changes: v.summary.split("; ").map(str::to_owned).collect(),
+            changes: changes_of(&v.summary),
             state: v.state.as_str(),
             reason: v.state_reason.clone().unwrap_or_default(),
             newest,
         }
     }
+}
+
+/// A version's summary, one change per item. The summary joins changes with "; ", which
+/// also ends each entry of a parent list, so a piece that does not begin a change (a
+/// `setting: …`, `peer …` or `restored …`) belongs to the one before it.
+fn changes_of(summary: &str) -> Vec<String> {
+    let begins_change = |piece: &str| {
+        let key = piece.split(": ").next().unwrap_or_default();
+        piece.starts_with("peer ")
+            || piece.starts_with("restored ")
+            || (piece.contains(": ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    };
+    let mut changes: Vec<String> = Vec::new();
+    for piece in summary.split("; ") {
+        match changes.last_mut() {
+            Some(last) if !begins_change(piece) => {
+                last.push_str("; ");
+                last.push_str(piece);
+            }
+            _ => changes.push(piece.to_owned()),
+        }
+    }
+    changes
 }
 
 #[derive(Template, WebTemplate)]
@@ -173,5 +197,19 @@ pub async fn restore(
     match history_page(&state, &session, Some(notice)).await {
         Ok(page) => (status, page).into_response(),
         Err(e) => internal_error("reading the history", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_of;
+
+    #[test]
+    fn a_parent_list_stays_one_change() {
+        assert_eq!(
+            changes_of("parents: (empty) → a:1; b:2;; icp_port: 3130 → 3131; peer x removed"),
+            ["parents: (empty) → a:1; b:2;", "icp_port: 3130 → 3131", "peer x removed"]
+        );
+        assert_eq!(changes_of("default configuration"), ["default configuration"]);
     }
 }
