@@ -1,1 +1,400 @@
-fn main() {}
+//! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command as Process};
+use tokio::signal::unix::{signal, SignalKind};
+
+use canopy_proxy::config::{Config, ConfigErrors, SETTINGS};
+use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
+use canopy_proxy::stats::StatsSnapshot;
+use canopy_proxy::versions::{Db, VersionError};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Canopy: a caching proxy for cache hierarchies, with a web console"
+)]
+struct Cli {
+    /// Where Canopy keeps its database, control socket and logs.
+    #[arg(long, global = true, default_value = "./canopy-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Action>,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Start the proxy and the console (the default).
+    Run,
+    /// Show or change settings; every change is a new config version.
+    #[command(subcommand)]
+    Config(ConfigAction),
+    /// Apply the newest config version to the running proxy.
+    Reload,
+    /// Show whether the proxy runs, and on which config version.
+    Status,
+    /// Show the proxy's counters.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Every setting with its value.
+    List,
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+    /// The whole config as TOML.
+    Export,
+    /// Replace the config with a TOML file (as `export` writes it).
+    Import {
+        file: PathBuf,
+    },
+}
+
+/// A failure the user caused or can fix: printed plainly, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+struct Paths {
+    data_dir: PathBuf,
+    db: PathBuf,
+    control: PathBuf,
+}
+
+impl Paths {
+    fn new(data_dir: &Path) -> Paths {
+        Paths {
+            data_dir: data_dir.to_owned(),
+            db: data_dir.join("canopy.db"),
+            control: data_dir.join("canopy.sock"),
+        }
+    }
+
+    async fn open_db(&self) -> anyhow::Result<Db> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        Db::open(&self.db)
+            .await
+            .with_context(|| format!("opening {}", self.db.display()))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = Paths::new(&cli.data_dir);
+    let result = match cli.command.unwrap_or(Action::Run) {
+        Action::Run => run(&paths).await,
+        Action::Config(action) => config(&paths, action).await,
+        Action::Reload => reload(&paths).await,
+        Action::Status => status(&paths).await,
+        Action::Stats { json } => stats(&paths, json).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(user) = e.downcast_ref::<UserError>() {
+                eprintln!("canopy: {user}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("canopy: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn refused(errors: ConfigErrors) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| {
+            if e.value.is_empty() {
+                format!("{}: {}", e.key, e.message)
+            } else {
+                format!("{} = {:?}: {}", e.key, e.value, e.message)
+            }
+        })
+        .collect();
+    UserError(format!("{}; nothing was changed", lines.join("\n"))).into()
+}
+
+fn author() -> String {
+    format!(
+        "{} (canopy command)",
+        std::env::var("USER").unwrap_or_else(|_| "admin".to_owned())
+    )
+}
+
+async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode> {
+    let db = paths.open_db().await?;
+    let latest = db.latest().await?;
+    let mut config = latest.config.clone();
+    match action {
+        ConfigAction::List => {
+            for setting in SETTINGS {
+                println!("{} = {}", setting.key, config.get(setting.key)?);
+            }
+            println!(
+                "# config version {}; {} peers",
+                latest.id,
+                config.peers.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        ConfigAction::Get { key } => {
+            let value = config
+                .get(&key)
+                .map_err(|e| UserError(format!("{key}: {}", e.message)))?;
+            println!("{value}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        ConfigAction::Export => {
+            print!("{}", config.to_toml());
+            return Ok(ExitCode::SUCCESS);
+        }
+        ConfigAction::Set { key, value } => config.set(&key, &value).map_err(refused)?,
+        ConfigAction::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
+            config = Config::from_toml(&text).map_err(refused)?;
+        }
+    }
+    if config == latest.config {
+        println!("no change: config version {} already says so", latest.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = match db.save_change(&config, &author(), Some(latest.id)).await {
+        Ok(id) => id,
+        Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
+        Err(e) => return Err(e.into()),
+    };
+    let saved = db.get(id).await?;
+    println!("config version {id} saved: {}", saved.summary);
+    println!("run `canopy reload` to apply it to a running proxy");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn not_running(e: ControlError) -> anyhow::Error {
+    match e {
+        ControlError::NotRunning(path) => UserError(format!(
+            "the proxy is not running (nothing listens on {}); start it with `canopy run`",
+            path.display()
+        ))
+        .into(),
+        other => other.into(),
+    }
+}
+
+async fn reload(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match control::call_typed::<ReloadReply>(&paths.control, Command::Reload).await {
+        Ok(reply) if reply.changed => {
+            println!(
+                "config version {} applied in {} ms",
+                reply.config_version, reply.elapsed_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(reply) => {
+            println!(
+                "config version {} is already in force",
+                reply.config_version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::Refused(reason)) => {
+            eprintln!("canopy: reload refused: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(not_running(e)),
+    }
+}
+
+async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let status: StatusReply = control::call_typed(&paths.control, Command::Status)
+        .await
+        .map_err(not_running)?;
+    println!(
+        "proxy running: pid {}, up {} s",
+        status.pid, status.uptime_s
+    );
+    println!("config version in force: {}", status.config_version);
+    if let Some(rejected) = &status.rejected_version {
+        println!(
+            "config version {} was rejected: {}",
+            rejected.id, rejected.reason
+        );
+    }
+    println!("listening on {}", status.http_listen);
+    if let Some(icp) = &status.icp_listen {
+        println!("ICP on {icp}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let reply = control::call(&paths.control, Command::Stats)
+            .await
+            .map_err(not_running)?;
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s: StatsSnapshot = control::call_typed(&paths.control, Command::Stats)
+        .await
+        .map_err(not_running)?;
+    println!("requests          {}", s.requests);
+    println!("hits (fresh)      {}", s.hits_fresh);
+    println!("hits (revalidated) {}", s.hits_revalidated);
+    println!("misses            {}", s.misses);
+    println!("uncacheable       {}", s.uncacheable);
+    println!("hit ratio         {:.1} %", s.hit_ratio * 100.0);
+    println!("byte hit ratio    {:.1} %", s.byte_hit_ratio * 100.0);
+    println!("bytes from cache  {}", s.bytes_from_cache);
+    println!("bytes upstream    {}", s.bytes_from_upstream);
+    println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
+    println!("denied clients    {}", s.denied_clients);
+    for peer in &s.peers {
+        println!(
+            "parent {:<24} fetches {} failures {} bytes {}{}",
+            peer.name,
+            peer.fetches,
+            peer.failures,
+            peer.bytes,
+            peer.last_failure
+                .as_ref()
+                .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The binaries `run` starts: beside this one (as cargo builds them), or on the PATH.
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
+    Process::new(sibling_binary(name))
+        .arg("--db")
+        .arg(&paths.db)
+        .arg("--control")
+        .arg(&paths.control)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name} (build it with `cargo build --release`)"))
+}
+
+async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let db = paths.open_db().await?;
+    let version = db.latest().await?;
+    drop(db);
+    let mut proxy = spawn("canopy-proxy", paths)?;
+    let status = match wait_until_up(paths, &mut proxy).await {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = proxy.start_kill();
+            return Err(e);
+        }
+    };
+    let mut manager = spawn("canopy-manager", paths)?;
+    let listen = status.http_listen.replace("0.0.0.0", "127.0.0.1");
+    println!(
+        "Canopy {} is running (config version {}).",
+        env!("CARGO_PKG_VERSION"),
+        status.config_version
+    );
+    if status.config_version != version.id {
+        println!(
+            "  Note: config version {} was rejected; see `canopy status`.",
+            version.id
+        );
+    }
+    println!("  Proxy:   {listen}   try: curl -x http://{listen} http://example.com/");
+    println!("  Console: http://{}/", version.config.manager_listen);
+    println!("  Data:    {}", paths.data_dir.display());
+    println!("Press Ctrl-C to stop.");
+    let mut terminate = signal(SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
+        exited = proxy.wait() => Some(("canopy-proxy", exited?)),
+        exited = manager.wait() => Some(("canopy-manager", exited?)),
+    };
+    stop(&mut proxy).await;
+    stop(&mut manager).await;
+    match outcome {
+        None => {
+            println!("Canopy stopped.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((name, exited)) => {
+            eprintln!(
+                "canopy: {name} {}; the other process was stopped",
+                describe_exit(exited)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits for the proxy's control socket to answer, or for the proxy to die trying.
+async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<StatusReply> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(exited) = proxy.try_wait()? {
+            anyhow::bail!("canopy-proxy {} while starting", describe_exit(exited));
+        }
+        match control::call_typed::<StatusReply>(&paths.control, Command::Status).await {
+            Ok(status) => return Ok(status),
+            Err(e) if Instant::now() > deadline => {
+                anyhow::bail!("canopy-proxy did not answer on its control socket: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after five seconds.
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "exited".to_owned(),
+    }
+}

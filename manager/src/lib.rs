@@ -113,8 +113,12 @@ pub struct Options {
     pub sample_every: Duration,
 }
 
-/// Starts the sampler and serves the console until the listener fails.
-pub async fn run(db: Db, options: Options) -> anyhow::Result<()> {
+/// Starts the sampler and serves the console until `shutdown` completes.
+pub async fn run(
+    db: Db,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listen = match options.listen {
         Some(listen) => listen,
         None => db.latest().await?.config.manager_listen,
@@ -125,6 +129,8 @@ pub async fn run(db: Db, options: Options) -> anyhow::Result<()> {
     tracing::info!("console on http://{listen}/");
     let state = AppState::new(db, options.control);
     tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
-    axum::serve(listener, router(state)).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

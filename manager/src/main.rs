@@ -4,12 +4,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use canopy_proxy::versions::Db;
 
 #[derive(Parser)]
 #[command(version, about = "Canopy's web console")]
 struct Args {
-    /// The SQLite database the proxy uses.
+    /// The SQLite config database shared with the proxy.
     #[arg(long)]
     db: PathBuf,
     /// The proxy's control socket.
@@ -29,19 +33,26 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let db = canopy_proxy::versions::Db::open(&args.db).await?;
+    let db = Db::open(&args.db)
+        .await
+        .with_context(|| format!("opening {}", args.db.display()))?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
         println!("Created the console account admin with password: {password}");
     }
-    canopy_manager::run(
-        db,
-        canopy_manager::Options {
-            control: args.control,
-            listen: args.listen,
-            sample_every: Duration::from_secs(args.sample_every.max(1)),
-        },
-    )
-    .await
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    let options = canopy_manager::Options {
+        control: args.control,
+        listen: args.listen,
+        sample_every: Duration::from_secs(args.sample_every.max(1)),
+    };
+    canopy_manager::run(db, options, shutdown).await
 }

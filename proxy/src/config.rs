@@ -533,7 +533,7 @@ fn unknown_key(key: &str) -> FieldError {
 }
 
 settings! {
-    visible_name: String = "canopy".to_owned(),
+    visible_name: String = default_visible_name(),
         "Name shown in Via and X-Cache headers; peers see it in loops.";
     bind_address: OptionalAddr = OptionalAddr(None),
         "The one address of this proxy: its listener, ICP socket and outgoing connections. Empty: listen on every address.";
@@ -585,6 +585,21 @@ settings! {
         "Answer ICP HIT only for objects fresh at least this much longer.";
     icp_allowed_clients: CidrList = CidrList::default(),
         "Child caches that are not peers but may send ICP queries.";
+}
+
+/// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the
+/// name cannot be read or is not a valid header token.
+fn default_visible_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        })
+        .unwrap_or_else(|| "canopy".to_owned())
 }
 
 fn default_allowed_clients() -> CidrList {

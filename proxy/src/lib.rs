@@ -1,11 +1,22 @@
-//! Canopy's caching proxy.
+//! Canopy's caching proxy. Modules follow a request's path:
 //!
+//! - [`http`]: the listener, access control, forwarding, CONNECT tunnels, error pages.
+//! - [`cache`]: the store, the freshness policy, and collapsing of concurrent misses.
+//! - [`hierarchy`]: choosing the next hop (parents, origin) and the upstream clients.
+//! - [`server`]: the runtime state built from a config version, and `reload`.
 //! - [`config`]: every setting, its default and its validation (shared with the manager).
 //! - [`versions`]: config versions in SQLite, the single source of truth.
 //! - [`control`]: the control socket's protocol, server and client.
 //! - [`stats`]: counters, in total and per peer.
+//! - [`access_log`]: the access log in Squid's native format.
 
+pub mod access_log;
+pub mod cache;
 pub mod config;
 pub mod control;
+pub mod hierarchy;
+pub mod http;
+pub mod icp;
+pub mod server;
 pub mod stats;
 pub mod versions;

@@ -1,1 +1,53 @@
-fn main() {}
+//! `canopy-proxy`: runs the caching proxy on a config database, with a control socket.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use canopy_proxy::control;
+use canopy_proxy::server::Proxy;
+use canopy_proxy::versions::Db;
+
+#[derive(Parser)]
+#[command(version, about = "Canopy's caching proxy")]
+struct Args {
+    /// The SQLite config database (created with the defaults when missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// The control socket (`canopy reload`, `status`, `stats` and the console use it).
+    #[arg(long)]
+    control: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let db = Db::open(&args.db)
+        .await
+        .with_context(|| format!("opening {}", args.db.display()))?;
+    let data_dir = args
+        .db
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let control_listener = control::bind(&args.control)
+        .with_context(|| format!("control socket {}", args.control.display()))?;
+    let proxy = Proxy::start(db, data_dir).await?;
+    tokio::spawn(control::serve(control_listener, proxy.clone()));
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    let _ = std::fs::remove_file(&args.control);
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The access log in Squid's native format, so existing log tools read it:
+//! `time elapsed client code/status bytes method URL ident hierarchy/from type`.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub elapsed: Duration,
+    pub client: IpAddr,
+    /// Squid's result code, such as `TCP_HIT` or `TCP_MISS`.
+    pub result: &'static str,
+    pub status: u16,
+    pub bytes: u64,
+    pub method: String,
+    pub url: String,
+    /// Squid's hierarchy code and host, such as `HIER_DIRECT/example.com`.
+    pub hierarchy: String,
+    pub content_type: String,
+}
+
+impl Entry {
+    pub fn to_line(&self) -> String {
+        let since = self.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        format!(
+            "{}.{:03} {:>6} {} {}/{:03} {} {} {} - {} {}",
+            since.as_secs(),
+            since.subsec_millis(),
+            self.elapsed.as_millis(),
+            self.client,
+            self.result,
+            self.status,
+            self.bytes,
+            self.method,
+            self.url,
+            self.hierarchy,
+            if self.content_type.is_empty() {
+                "-"
+            } else {
+                &self.content_type
+            }
+        )
+    }
+}
+
+/// Where entries go: a background writer so the request path never waits on the disk.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl AccessLog {
+    /// Opens (appending) `path` and starts its writer.
+    pub fn open(path: &Path) -> std::io::Result<AccessLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let (tx, mut rx) = mpsc::channel::<Entry>(4096);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                while let Some(entry) = rx.blocking_recv() {
+                    let _ = writeln!(out, "{}", entry.to_line());
+                    // Flush whenever the queue is drained, so the log is current when idle.
+                    if rx.is_empty() {
+                        let _ = out.flush();
+                    }
+                }
+            })?;
+        Ok(AccessLog { tx })
+    }
+
+    /// Queues an entry; when the writer is far behind the entry is dropped, not awaited.
+    pub fn write(&self, entry: Entry) {
+        if self.tx.try_send(entry).is_err() {
+            tracing::warn!("access log writer is behind; an entry was dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_follow_squids_native_format() {
+        let entry = Entry {
+            time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            elapsed: Duration::from_millis(45),
+            client: "127.0.0.1".parse().unwrap(),
+            result: "TCP_MISS",
+            status: 200,
+            bytes: 1234,
+            method: "GET".into(),
+            url: "http://example.com/".into(),
+            hierarchy: "HIER_DIRECT/example.com".into(),
+            content_type: "text/html".into(),
+        };
+        assert_eq!(
+            entry.to_line(),
+            "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://example.com/ - HIER_DIRECT/example.com text/html"
+        );
+    }
+}

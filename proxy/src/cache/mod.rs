@@ -1,0 +1,5 @@
+//! The shared cache: the store, the freshness policy, and collapsed forwarding.
+
+pub mod collapse;
+pub mod policy;
+pub mod store;

@@ -1,0 +1,199 @@
+//! Choosing the next hop for a miss and fetching through it: the HTTP parents in order
+//! (or rotated), then the origin server unless `never_direct` forbids it.
+
+pub mod upstream;
+
+use std::error::Error as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::request::Parts;
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::config::RoundRobin;
+use crate::http::errors::ProxyError;
+use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
+use crate::http::{empty_body, BoxError};
+use crate::server::{Parent, Runtime};
+
+/// One place a miss can be fetched from.
+pub enum Hop<'a> {
+    Parent(&'a Parent),
+    Origin,
+}
+
+/// An upstream response and where it came from.
+pub struct Fetched {
+    pub response: Response<Incoming>,
+    /// Squid's hierarchy code and host, for the access log.
+    pub hierarchy: String,
+    /// Whether this proxy may keep a copy.
+    pub may_store: bool,
+}
+
+/// The hops to try, in order.
+pub fn hops<'a>(runtime: &'a Runtime, headers: &HeaderMap) -> Vec<Hop<'a>> {
+    let mut hops = Vec::new();
+    // A request that has been through us already must not go round again.
+    if !is_loop(headers, &runtime.config.visible_name) && !runtime.parents.is_empty() {
+        let start = match runtime.config.round_robin {
+            RoundRobin::False => 0,
+            RoundRobin::Strict => runtime.next_parent.fetch_add(1, Relaxed) % runtime.parents.len(),
+        };
+        let parents = &runtime.parents;
+        hops.extend((0..parents.len()).map(|i| Hop::Parent(&parents[(start + i) % parents.len()])));
+    }
+    if !runtime.config.never_direct.0 {
+        hops.push(Hop::Origin);
+    }
+    hops
+}
+
+/// Sends the request through the first hop that takes it. A hop that cannot be connected
+/// to is passed over (and counted); any other failure ends the request.
+pub async fn fetch(
+    runtime: &Runtime,
+    parts: &Parts,
+    headers: HeaderMap,
+    body: Option<Incoming>,
+) -> Result<Fetched, (ProxyError, String)> {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    let mut headers = headers;
+    remove_hop_by_hop(&mut headers);
+    append_via(&mut headers, &runtime.via);
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, value);
+        }
+    }
+    let mut body = body.filter(|b| !http_body::Body::is_end_stream(b));
+    let had_body = body.is_some();
+    let mut tried: Vec<String> = Vec::new();
+    let strict = runtime.config.round_robin == RoundRobin::Strict;
+    for hop in hops(runtime, &parts.headers) {
+        if had_body && body.is_none() {
+            break;
+        }
+        let (client, hierarchy, stats, name) = match hop {
+            Hop::Parent(p) => (
+                &p.client,
+                format!(
+                    "{}/{}",
+                    if strict {
+                        "ROUNDROBIN_PARENT"
+                    } else {
+                        "FIRSTUP_PARENT"
+                    },
+                    p.host
+                ),
+                Some(&p.stats),
+                p.name.as_str(),
+            ),
+            Hop::Origin => (
+                &runtime.origin,
+                format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
+                None,
+                host.as_str(),
+            ),
+        };
+        let mut request = Request::new(
+            body.take()
+                .map(|b| b.map_err(BoxError::from).boxed_unsync())
+                .unwrap_or_else(empty_body),
+        );
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers.clone();
+        let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
+        match attempt {
+            Ok(Ok(response)) => {
+                if let Some(stats) = stats {
+                    stats.fetches.fetch_add(1, Relaxed);
+                    if let Some(len) = response.headers().get(http::header::CONTENT_LENGTH) {
+                        let len: u64 = len.to_str().ok().and_then(|l| l.parse().ok()).unwrap_or(0);
+                        stats.bytes.fetch_add(len, Relaxed);
+                    }
+                }
+                return Ok(Fetched {
+                    response,
+                    hierarchy,
+                    may_store: true,
+                });
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                let reason = innermost(&e);
+                tracing::info!("cannot connect to {name}: {reason}");
+                if let Some(stats) = stats {
+                    stats.record_failure(format!("connect: {reason}"));
+                }
+                tried.push(format!("{name}: {reason}"));
+                if matches!(hop, Hop::Origin) {
+                    let error = if reason.contains("timed out") || reason.contains("timeout") {
+                        ProxyError::gateway_timeout(format!("connecting to {host} timed out"))
+                    } else {
+                        ProxyError::bad_gateway(format!("cannot connect to {host}: {reason}"))
+                    };
+                    return Err((error, hierarchy));
+                }
+            }
+            Ok(Err(e)) => {
+                let reason = innermost(&e);
+                if let Some(stats) = stats {
+                    stats.record_failure(reason.clone());
+                }
+                return Err((
+                    ProxyError::bad_gateway(format!("{name} failed: {reason}")),
+                    hierarchy,
+                ));
+            }
+            Err(_) => {
+                if let Some(stats) = stats {
+                    stats.record_failure("no response in time");
+                }
+                return Err((
+                    ProxyError::gateway_timeout(format!(
+                        "{name} did not answer within {} ms",
+                        runtime.read_timeout.as_millis()
+                    )),
+                    hierarchy,
+                ));
+            }
+        }
+    }
+    let reason = if had_body && !tried.is_empty() {
+        format!(
+            "the request body was sent to {} and cannot be sent again: {}",
+            tried.last().map(String::as_str).unwrap_or(""),
+            tried.join("; ")
+        )
+    } else if tried.is_empty() {
+        "never_direct is on and no parent is configured".to_owned()
+    } else {
+        format!(
+            "never_direct is on and no parent could be reached: {}",
+            tried.join("; ")
+        )
+    };
+    Err((
+        ProxyError::gateway_timeout(reason),
+        "HIER_NONE/-".to_owned(),
+    ))
+}
+
+/// The most specific message in an error's chain ("Connection refused", not "client error").
+fn innermost(error: &hyper_util::client::legacy::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        message = s.to_string();
+        source = s.source();
+    }
+    message
+}

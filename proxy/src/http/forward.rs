@@ -1,0 +1,733 @@
+//! Forwarding one request: from the cache when it may, otherwise through the next hop,
+//! storing what may be stored on the way.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log;
+use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome};
+use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
+use crate::cache::store::Stored;
+use crate::hierarchy;
+use crate::http::errors::ProxyError;
+use crate::http::headers::{append_via, remove_hop_by_hop, times_seen};
+use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
+use crate::server::{Runtime, Shared};
+
+/// Request fields that make a request conditional; the cache asks its own questions.
+const CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// A response on its way to the client, with what the log and counters need to know.
+struct Served {
+    response: Response<ProxyBody>,
+    /// Squid's result code: TCP_HIT, TCP_MISS, TCP_REFRESH_UNMODIFIED, ...
+    result: &'static str,
+    hierarchy: String,
+    from_cache: bool,
+}
+
+impl Served {
+    fn error(error: ProxyError, runtime: &Runtime, hierarchy: String) -> Served {
+        Served {
+            response: error.to_response(&runtime.config.visible_name),
+            result: if error.status == StatusCode::FORBIDDEN {
+                "TCP_DENIED"
+            } else {
+                "TCP_MISS"
+            },
+            hierarchy,
+            from_cache: false,
+        }
+    }
+}
+
+/// Entry point for every request on a client connection.
+pub async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let time = SystemTime::now();
+    let runtime = shared.runtime.load_full();
+    shared.stats.requests.fetch_add(1, Relaxed);
+    let method = req.method().clone();
+    let url = req.uri().to_string();
+    let served = route(&shared, &runtime, req).await;
+    if served.response.status().is_server_error() {
+        shared.stats.errors.fetch_add(1, Relaxed);
+    }
+    let mut response = served.response;
+    let headers = response.headers_mut();
+    append_via(headers, &runtime.via);
+    let x_cache = if served.from_cache {
+        &runtime.x_cache_hit
+    } else {
+        &runtime.x_cache_miss
+    };
+    headers.insert("x-cache", x_cache.clone());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let entry = access_log::Entry {
+        time,
+        elapsed: started.elapsed(),
+        client: client.ip(),
+        result: served.result,
+        status: response.status().as_u16(),
+        bytes: 0,
+        method: method.to_string(),
+        url,
+        hierarchy: served.hierarchy,
+        content_type,
+    };
+    let done = Accounting {
+        shared: shared.clone(),
+        runtime,
+        from_cache: served.from_cache,
+        started,
+        entry,
+    };
+    Ok(response.map(|body| Accounted::new(body, done).boxed_unsync()))
+}
+
+async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incoming>) -> Served {
+    if req.method() == Method::CONNECT {
+        return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
+            Ok((response, hierarchy)) => Served {
+                response,
+                result: "TCP_TUNNEL",
+                hierarchy,
+                from_cache: false,
+            },
+            Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
+        };
+    }
+    if let Err(e) = check_target(req.uri()) {
+        return Served::error(e, runtime, "HIER_NONE/-".into());
+    }
+    if times_seen(req.headers(), &runtime.config.visible_name) >= 2 {
+        let error = ProxyError::new(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "Forwarding loop: this request has passed through {} before, even when sent direct",
+                runtime.config.visible_name
+            ),
+        );
+        return Served::error(error, runtime, "HIER_NONE/-".into());
+    }
+    let (parts, body) = req.into_parts();
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        cached(shared, runtime, parts).await
+    } else {
+        pass_through(shared, runtime, parts, body).await
+    }
+}
+
+/// A forward proxy takes absolute-form `http://` requests only.
+fn check_target(uri: &Uri) -> Result<(), ProxyError> {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(()),
+        (Some(scheme), Some(_)) => Err(ProxyError::bad_request(format!(
+            "{scheme}:// URLs are not proxied here; https goes through CONNECT"
+        ))),
+        _ => Err(ProxyError::bad_request(format!(
+            "This is a proxy: the request line must carry a whole URL such as http://example.com/, not {uri:?}"
+        ))),
+    }
+}
+
+/// The cache key: the absolute URL, scheme and host in lower case.
+fn cache_key(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{scheme}://{authority}{path}")
+}
+
+/// GET and HEAD: served from the cache when fresh, revalidated when stale, fetched once
+/// for all concurrent clients when missing.
+async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> Served {
+    let key = cache_key(&parts.uri);
+    let request_cc = CacheControl::parse_request(&parts.headers);
+    let credentials = parts.headers.contains_key(header::AUTHORIZATION);
+    let store = shared.store.load_full();
+    if !credentials {
+        if let Some(stored) = store.lookup(&key, &parts.headers) {
+            let now = SystemTime::now();
+            let reuse = policy::evaluate(
+                &Method::GET,
+                &parts.headers,
+                stored.status,
+                &stored.headers,
+                &stored.times,
+                now,
+                &runtime.heuristics,
+            );
+            match reuse {
+                Reuse::Fresh { .. } | Reuse::Stale { .. } => {
+                    shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                    return serve_stored(&parts, &stored, "TCP_HIT");
+                }
+                Reuse::StaleWhileRevalidate { .. } => {
+                    shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                    revalidate_in_background(shared, runtime, &parts, &key, &stored);
+                    return serve_stored(&parts, &stored, "TCP_STALE_HIT");
+                }
+                Reuse::Revalidate { .. } if request_cc.only_if_cached => {}
+                Reuse::Revalidate { .. } => {
+                    return revalidate(shared, runtime, &parts, &key, stored).await
+                }
+                Reuse::Miss => {}
+            }
+        }
+    }
+    if request_cc.only_if_cached {
+        shared.stats.misses.fetch_add(1, Relaxed);
+        return Served::error(
+            ProxyError::gateway_timeout(format!(
+                "{key} is not in the cache, and the request said only-if-cached"
+            )),
+            runtime,
+            "HIER_NONE/-".into(),
+        );
+    }
+    shared.stats.misses.fetch_add(1, Relaxed);
+    if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
+        return forward_uncached(shared, runtime, &parts, None).await;
+    }
+    match shared.in_flight.join(&key) {
+        Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
+        Join::Follower(waiting) => match InFlight::wait(waiting).await {
+            Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => Served {
+                response: from_fill(&parts, &fill),
+                result: "TCP_MISS",
+                hierarchy: "HIER_NONE/-".into(),
+                from_cache: false,
+            },
+            _ => fetch_and_fill(shared, runtime, &parts, &key, None).await,
+        },
+    }
+}
+
+fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
+    match &fill.vary {
+        None => true,
+        Some(values) => policy::vary_matches(values, request),
+    }
+}
+
+/// A response from the store, with its current Age; 304 when it answers the client's own
+/// conditional request.
+fn serve_stored(parts: &Parts, stored: &Stored, result: &'static str) -> Served {
+    let age = policy::current_age(&stored.headers, &stored.times, SystemTime::now());
+    let mut headers = stored.headers.clone();
+    headers.insert(header::AGE, policy::age_header(age));
+    let response = respond(parts, stored.status, headers, Some(stored.body.clone()));
+    Served {
+        response,
+        result,
+        hierarchy: "HIER_NONE/-".into(),
+        from_cache: true,
+    }
+}
+
+/// Builds the client's response from a (stored or arriving) response's parts.
+fn respond(
+    parts: &Parts,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Option<Bytes>,
+) -> Response<ProxyBody> {
+    if status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+        return not_modified(headers);
+    }
+    let body = match body {
+        Some(bytes) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            if parts.method == Method::HEAD {
+                empty_body()
+            } else {
+                full_body(bytes)
+            }
+        }
+        None => empty_body(),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A 304 carrying the fields RFC 9110 §15.4.5 asks for.
+fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
+    let mut response = Response::new(empty_body());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+        header::AGE,
+    ] {
+        for value in headers.get_all(&name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// The client's response streamed from a fill that is still arriving.
+fn from_fill(parts: &Parts, fill: &Arc<Fill>) -> Response<ProxyBody> {
+    let headers = fill.headers.clone();
+    if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+        return not_modified(headers);
+    }
+    let body = if parts.method == Method::HEAD {
+        empty_body()
+    } else {
+        let fill = fill.clone();
+        let chunks = futures_util::stream::unfold((fill, 0usize), |(fill, index)| async move {
+            match fill.next(index).await {
+                Next::Chunk(chunk) => Some((Ok(Frame::data(chunk)), (fill, index + 1))),
+                Next::End => None,
+                Next::Broken(reason) => Some((Err(BoxError::from(reason)), (fill, usize::MAX))),
+            }
+        });
+        http_body_util::StreamBody::new(chunks).boxed_unsync()
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = fill.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Fetches a missing object. When the response may be stored it is streamed to the client
+/// through a fill (which waiting clients share), otherwise passed straight through.
+async fn fetch_and_fill(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    key: &str,
+    leader: Option<Leader>,
+) -> Served {
+    let mut headers = parts.headers.clone();
+    for name in &CONDITIONALS {
+        headers.remove(name);
+    }
+    let request_time = SystemTime::now();
+    match hierarchy::fetch(runtime, parts, headers, None).await {
+        Ok(fetched) => {
+            let result = "TCP_MISS";
+            store_and_serve(
+                shared,
+                runtime,
+                parts,
+                key,
+                fetched,
+                request_time,
+                leader,
+                result,
+            )
+        }
+        Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),
+    }
+}
+
+/// Serves an upstream response to a GET, storing it on the way when it may be stored.
+#[allow(clippy::too_many_arguments)]
+fn store_and_serve(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    key: &str,
+    fetched: hierarchy::Fetched,
+    request_time: SystemTime,
+    leader: Option<Leader>,
+    result: &'static str,
+) -> Served {
+    let (mut head, body) = fetched.response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    let max = runtime.config.max_object_size.0;
+    let too_big = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > max);
+    let storable = !too_big
+        && fetched.may_store
+        && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
+    let vary = policy::vary_request_values(&head.headers, &parts.headers);
+    if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
+        shared.stats.uncacheable.fetch_add(1, Relaxed);
+        if let Some(leader) = leader {
+            leader.finish();
+        }
+        let mut response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
+        if parts.method == Method::HEAD {
+            *response.body_mut() = empty_body();
+        }
+        return Served {
+            response,
+            result,
+            hierarchy: fetched.hierarchy,
+            from_cache: false,
+        };
+    }
+    for name in policy::fields_to_strip(&head.headers) {
+        head.headers.remove(name);
+    }
+    let vary = if head.headers.contains_key(header::VARY) {
+        vary
+    } else {
+        None
+    };
+    let fill = Fill::new(head.status, head.headers, vary);
+    if let Some(leader) = &leader {
+        leader.share(fill.clone());
+    }
+    let filling = Filling {
+        shared: shared.clone(),
+        key: key.to_owned(),
+        fill: fill.clone(),
+        request_time,
+        max,
+        leader,
+    };
+    tokio::spawn(filling.run(body));
+    Served {
+        response: from_fill(parts, &fill),
+        result,
+        hierarchy: fetched.hierarchy,
+        from_cache: false,
+    }
+}
+
+/// Reads an upstream body into a fill, whoever is reading it, and stores it when complete.
+struct Filling {
+    shared: Arc<Shared>,
+    key: String,
+    fill: Arc<Fill>,
+    request_time: SystemTime,
+    max: u64,
+    leader: Option<Leader>,
+}
+
+impl Filling {
+    async fn run(self, mut body: Incoming) {
+        let mut total = 0u64;
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        total += data.len() as u64;
+                        self.fill.push(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.fill
+                        .finish(Err(format!("upstream body broke off: {e}")));
+                    return;
+                }
+                None => break,
+            }
+        }
+        self.fill.finish(Ok(()));
+        if total <= self.max {
+            if let Some(body) = self.fill.body() {
+                let stored = Stored {
+                    status: self.fill.status,
+                    headers: self.fill.headers.clone(),
+                    body,
+                    times: StoredTimes {
+                        request_time: self.request_time,
+                        response_time: SystemTime::now(),
+                    },
+                    vary: self.fill.vary.clone(),
+                };
+                self.shared.store.load().insert(&self.key, stored);
+            }
+        }
+        if let Some(leader) = self.leader {
+            leader.finish();
+        }
+    }
+}
+
+/// Asks upstream whether a stale stored response is still good.
+async fn revalidate(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    key: &str,
+    stored: Arc<Stored>,
+) -> Served {
+    let mut headers = parts.headers.clone();
+    for name in &CONDITIONALS {
+        headers.remove(name);
+    }
+    headers.extend(policy::conditional_request_headers(&stored.headers));
+    let request_time = SystemTime::now();
+    let now = || SystemTime::now();
+    let stale_ok = |stored: &Stored| {
+        policy::may_serve_stale_on_error(
+            &parts.headers,
+            stored.status,
+            &stored.headers,
+            &stored.times,
+            now(),
+            &runtime.heuristics,
+        )
+    };
+    match hierarchy::fetch(runtime, parts, headers, None).await {
+        Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
+            let not_modified = fetched.response.headers();
+            if !policy::not_modified_matches(&stored.headers, not_modified) {
+                shared.stats.misses.fetch_add(1, Relaxed);
+                return fetch_and_fill(shared, runtime, parts, key, None).await;
+            }
+            let refreshed = Stored {
+                status: stored.status,
+                headers: policy::merge_not_modified(&stored.headers, not_modified),
+                body: stored.body.clone(),
+                times: StoredTimes {
+                    request_time,
+                    response_time: SystemTime::now(),
+                },
+                vary: stored.vary.clone(),
+            };
+            shared.stats.hits_revalidated.fetch_add(1, Relaxed);
+            let mut served = serve_stored(parts, &refreshed, "TCP_REFRESH_UNMODIFIED");
+            served.hierarchy = fetched.hierarchy;
+            shared.store.load().insert(key, refreshed);
+            served
+        }
+        Ok(fetched) if fetched.response.status().is_server_error() && stale_ok(&stored) => {
+            shared.stats.hits_fresh.fetch_add(1, Relaxed);
+            serve_stored(parts, &stored, "TCP_REFRESH_FAIL_OLD")
+        }
+        Ok(fetched) => {
+            shared.stats.misses.fetch_add(1, Relaxed);
+            store_and_serve(
+                shared,
+                runtime,
+                parts,
+                key,
+                fetched,
+                request_time,
+                None,
+                "TCP_REFRESH_MODIFIED",
+            )
+        }
+        Err(_) if stale_ok(&stored) => {
+            shared.stats.hits_fresh.fetch_add(1, Relaxed);
+            serve_stored(parts, &stored, "TCP_REFRESH_FAIL_OLD")
+        }
+        Err((error, hierarchy)) => {
+            shared.stats.misses.fetch_add(1, Relaxed);
+            Served::error(error, runtime, hierarchy)
+        }
+    }
+}
+
+/// stale-while-revalidate: one background revalidation per URL at a time.
+fn revalidate_in_background(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    key: &str,
+    stored: &Arc<Stored>,
+) {
+    let Join::Leader(leader) = shared.in_flight.join(key) else {
+        return;
+    };
+    let (shared, runtime, key, stored) = (
+        shared.clone(),
+        runtime.clone(),
+        key.to_owned(),
+        stored.clone(),
+    );
+    let mut background = Request::new(());
+    *background.method_mut() = Method::GET;
+    *background.uri_mut() = parts.uri.clone();
+    *background.headers_mut() = parts.headers.clone();
+    let (parts, ()) = background.into_parts();
+    tokio::spawn(async move {
+        let served = revalidate(&shared, &runtime, &parts, &key, stored).await;
+        // Drain what the client would have read, so a changed object is stored.
+        let _ = served.response.into_body().collect().await;
+        leader.finish();
+    });
+}
+
+/// Everything but GET and HEAD: forwarded as is; a successful unsafe method invalidates
+/// what the cache holds for the URL.
+async fn pass_through(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: Parts,
+    body: Incoming,
+) -> Served {
+    shared.stats.misses.fetch_add(1, Relaxed);
+    let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
+    if policy::invalidates(&parts.method, served.response.status()) {
+        let store = shared.store.load();
+        store.remove(&cache_key(&parts.uri));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let target = served
+                .response
+                .headers()
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Uri>().ok());
+            if let Some(target) = target {
+                if target.authority() == parts.uri.authority() {
+                    store.remove(&cache_key(&target));
+                }
+            }
+        }
+    }
+    served
+}
+
+async fn forward_uncached(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    body: Option<Incoming>,
+) -> Served {
+    match hierarchy::fetch(runtime, parts, parts.headers.clone(), body).await {
+        Ok(fetched) => {
+            shared.stats.uncacheable.fetch_add(1, Relaxed);
+            let (mut head, body) = fetched.response.into_parts();
+            remove_hop_by_hop(&mut head.headers);
+            Served {
+                response: Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()),
+                result: "TCP_MISS",
+                hierarchy: fetched.hierarchy,
+                from_cache: false,
+            }
+        }
+        Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),
+    }
+}
+
+/// What is counted and logged once the client has its response (or has gone away).
+struct Accounting {
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    from_cache: bool,
+    started: Instant,
+    entry: access_log::Entry,
+}
+
+/// A response body that counts the bytes sent, and logs the request when it is done.
+struct Accounted {
+    inner: ProxyBody,
+    sent: u64,
+    done: Option<Accounting>,
+}
+
+impl Accounted {
+    fn new(inner: ProxyBody, done: Accounting) -> Accounted {
+        Accounted {
+            inner,
+            sent: 0,
+            done: Some(done),
+        }
+    }
+}
+
+impl Body for Accounted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Accounted {
+    fn drop(&mut self) {
+        let Some(mut done) = self.done.take() else {
+            return;
+        };
+        let counter = if done.from_cache {
+            &done.shared.stats.bytes_from_cache
+        } else {
+            &done.shared.stats.bytes_from_upstream
+        };
+        counter.fetch_add(self.sent, Relaxed);
+        if let Some(log) = &done.runtime.access_log {
+            done.entry.bytes = self.sent;
+            done.entry.elapsed = done.started.elapsed();
+            log.write(done.entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_ignore_case_of_scheme_and_host() {
+        let a: Uri = "http://Example.COM/A?b=1".parse().unwrap();
+        assert_eq!(cache_key(&a), "http://example.com/A?b=1");
+    }
+
+    #[test]
+    fn origin_form_requests_are_refused() {
+        let e = check_target(&"/index.html".parse().unwrap()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.reason.contains("whole URL"));
+        assert!(check_target(&"http://a/".parse().unwrap()).is_ok());
+        assert!(check_target(&"ftp://a/".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Header rules of a forwarding proxy: hop-by-hop fields, Via, X-Cache and loop detection.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, VIA};
+
+/// Fields that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop fields, including every field named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(http::header::TRANSFER_ENCODING);
+}
+
+/// The Via entry this proxy adds: `1.1 <name> (canopy/<version>)`.
+pub fn via_value(visible_name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "1.1 {visible_name} (canopy/{})",
+        env!("CARGO_PKG_VERSION")
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("1.1 canopy"))
+}
+
+/// Appends this proxy's Via entry to the existing ones.
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    headers.append(VIA, via.clone());
+}
+
+/// True when a Via entry names this proxy: the request has been here before.
+pub fn is_loop(headers: &HeaderMap, visible_name: &str) -> bool {
+    times_seen(headers, visible_name) > 0
+}
+
+/// How many Via entries name this proxy. Twice means even going direct came back here.
+pub fn times_seen(headers: &HeaderMap, visible_name: &str) -> usize {
+    headers
+        .get_all(VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| entry.split_whitespace().nth(1) == Some(visible_name))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn a_via_naming_us_is_a_loop() {
+        let mut h = HeaderMap::new();
+        h.append(VIA, HeaderValue::from_static("1.1 squid (squid/5.7)"));
+        assert!(!is_loop(&h, "edge"));
+        append_via(&mut h, &via_value("edge"));
+        assert!(is_loop(&h, "edge"));
+        assert!(!is_loop(&h, "edg"));
+    }
+}

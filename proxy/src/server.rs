@@ -1,0 +1,316 @@
+//! The running proxy: the state built from one config version, how it is swapped on
+//! `reload`, and what the control socket asks of it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::sync::oneshot;
+
+use crate::access_log::AccessLog;
+use crate::cache::collapse::InFlight;
+use crate::cache::policy::Heuristics;
+use crate::cache::store::Store;
+use crate::config::Config;
+use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
+use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
+use crate::http::{headers, listener};
+use crate::stats::{PeerStats, Stats, StatsSnapshot};
+use crate::versions::{ConfigVersion, Db, VersionState};
+
+/// An HTTP parent from the `parents` list, with its pooled client.
+pub struct Parent {
+    /// `host:port`, the name its counters are kept under.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub client: UpstreamClient,
+    pub stats: Arc<PeerStats>,
+}
+
+/// Everything built from one config version. Requests take the one in force when they
+/// start and finish on it, whatever reloads happen meanwhile.
+pub struct Runtime {
+    pub version: i64,
+    pub config: Arc<Config>,
+    pub via: HeaderValue,
+    pub x_cache_hit: HeaderValue,
+    pub x_cache_miss: HeaderValue,
+    pub heuristics: Heuristics,
+    pub origin: UpstreamClient,
+    pub parents: Vec<Parent>,
+    /// Where strict round robin starts next.
+    pub next_parent: AtomicUsize,
+    pub access_log: Option<AccessLog>,
+    pub read_timeout: Duration,
+}
+
+impl Runtime {
+    fn build(version: &ConfigVersion, data_dir: &Path, stats: &Stats) -> Result<Runtime, String> {
+        let config = &version.config;
+        config.validate().map_err(|e| e.to_string())?;
+        let settings = ConnectSettings {
+            local_address: config.bind_address.0,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        };
+        let parents = if config.parent_caching.0 {
+            config
+                .parents
+                .0
+                .iter()
+                .map(|p| {
+                    Ok(Parent {
+                        name: p.to_string(),
+                        host: p.host.clone(),
+                        port: p.port,
+                        client: upstream::parent_client(&p.host, p.port, settings)?,
+                        stats: stats.peer(&p.to_string()),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?
+        } else {
+            Vec::new()
+        };
+        let access_log = if config.access_log.is_empty() {
+            None
+        } else {
+            let path = data_dir.join(&config.access_log);
+            Some(
+                AccessLog::open(&path)
+                    .map_err(|e| format!("access_log {}: {e}", path.display()))?,
+            )
+        };
+        let name = &config.visible_name;
+        let header = |text: String| {
+            HeaderValue::from_str(&text)
+                .map_err(|_| format!("visible_name {name:?} cannot be sent in a header"))
+        };
+        Ok(Runtime {
+            version: version.id,
+            via: headers::via_value(name),
+            x_cache_hit: header(format!("HIT from {name}"))?,
+            x_cache_miss: header(format!("MISS from {name}"))?,
+            heuristics: Heuristics {
+                lm_factor: config.heuristic_lm_factor,
+                min: Duration::from_secs(config.heuristic_min_s),
+                max: Duration::from_secs(config.heuristic_max_s),
+            },
+            origin: upstream::origin_client(settings),
+            parents,
+            next_parent: AtomicUsize::new(0),
+            access_log,
+            read_timeout: Duration::from_millis(config.read_timeout_ms),
+            config: Arc::new(config.clone()),
+        })
+    }
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub store: ArcSwap<Store>,
+    pub in_flight: Arc<InFlight>,
+    pub stats: Stats,
+}
+
+struct Listening {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+}
+
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    db: Db,
+    data_dir: PathBuf,
+    started: Instant,
+    /// The listener in force; its lock also makes reloads one at a time.
+    listening: tokio::sync::Mutex<Listening>,
+    rejected: Mutex<Option<RejectedVersion>>,
+}
+
+impl Proxy {
+    /// Starts on the newest version that works: one that fails is marked rejected and the
+    /// one before it is tried.
+    pub async fn start(db: Db, data_dir: PathBuf) -> anyhow::Result<Arc<Proxy>> {
+        let stats = Stats::default();
+        let mut rejected = None;
+        for version in db.candidates().await? {
+            let prepared = Runtime::build(&version, &data_dir, &stats).and_then(|runtime| {
+                let addr = runtime.config.http_listen();
+                let bound =
+                    listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                Ok((runtime, bound))
+            });
+            let (runtime, bound) = match prepared {
+                Ok(ready) => ready,
+                Err(reason) => {
+                    tracing::error!("config version {} rejected: {reason}", version.id);
+                    db.mark(version.id, VersionState::Rejected, Some(&reason))
+                        .await?;
+                    rejected.get_or_insert(RejectedVersion {
+                        id: version.id,
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            db.mark(version.id, VersionState::Applied, None).await?;
+            let addr = bound.local_addr()?;
+            let store = Store::new(runtime.config.cache_mem.0);
+            let shared = Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(runtime),
+                store: ArcSwap::from_pointee(store),
+                in_flight: Arc::default(),
+                stats,
+            });
+            let (stop, stopped) = oneshot::channel();
+            tokio::spawn(listener::accept_loop(bound, shared.clone(), stopped));
+            tracing::info!(
+                "config version {} in force; proxy listening on {addr}",
+                version.id
+            );
+            return Ok(Arc::new(Proxy {
+                shared,
+                db,
+                data_dir,
+                started: Instant::now(),
+                listening: tokio::sync::Mutex::new(Listening { addr, stop }),
+                rejected: Mutex::new(rejected),
+            }));
+        }
+        anyhow::bail!(
+            "no config version can be applied{}",
+            rejected
+                .map(|r| format!(" (newest: version {}: {})", r.id, r.reason))
+                .unwrap_or_default()
+        )
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listening
+            .try_lock()
+            .map(|l| l.addr)
+            .unwrap_or_else(|_| self.shared.runtime.load().config.http_listen())
+    }
+
+    async fn apply_newest(&self) -> Result<ReloadReply, String> {
+        let began = Instant::now();
+        let mut listening = self.listening.lock().await;
+        let newest = self.db.latest().await.map_err(|e| e.to_string())?;
+        let current = self.shared.runtime.load_full();
+        if newest.id == current.version {
+            return Ok(ReloadReply {
+                config_version: current.version,
+                changed: false,
+                elapsed_ms: began.elapsed().as_millis() as u64,
+            });
+        }
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats)?;
+        let addr = runtime.config.http_listen();
+        let rebound = if addr != listening.addr {
+            Some(listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+        } else {
+            None
+        };
+        if runtime.config.cache_mem != current.config.cache_mem {
+            let resized = self.shared.store.load().resized(runtime.config.cache_mem.0);
+            self.shared.store.store(Arc::new(resized));
+        }
+        self.shared.runtime.store(Arc::new(runtime));
+        if let Some(bound) = rebound {
+            let (stop, stopped) = oneshot::channel();
+            tokio::spawn(listener::accept_loop(bound, self.shared.clone(), stopped));
+            let old = std::mem::replace(&mut *listening, Listening { addr, stop });
+            // Connections accepted on the old listener go on until their clients close them.
+            let _ = old.stop.send(());
+            tracing::info!("proxy listener moved from {} to {addr}", old.addr);
+        }
+        Ok(ReloadReply {
+            config_version: newest.id,
+            changed: true,
+            elapsed_ms: began.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+impl ControlHandler for Proxy {
+    async fn status(&self) -> StatusReply {
+        let runtime = self.shared.runtime.load();
+        StatusReply {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: self.started.elapsed().as_secs(),
+            config_version: runtime.version,
+            rejected_version: self
+                .rejected
+                .lock()
+                .ok()
+                .and_then(|r| r.clone())
+                .filter(|r| r.id > runtime.version),
+            http_listen: self.listening.lock().await.addr.to_string(),
+            icp_listen: None,
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        let (objects, bytes) = self.shared.store.load().usage();
+        self.shared.stats.snapshot(objects, bytes)
+    }
+
+    async fn reload(&self) -> Result<ReloadReply, String> {
+        match self.apply_newest().await {
+            Ok(reply) => {
+                if reply.changed {
+                    self.shared.stats.reloads_applied.fetch_add(1, Relaxed);
+                    if let Err(e) = self
+                        .db
+                        .mark(reply.config_version, VersionState::Applied, None)
+                        .await
+                    {
+                        tracing::error!(
+                            "config version {} applied but not marked: {e}",
+                            reply.config_version
+                        );
+                    }
+                    if let Ok(mut rejected) = self.rejected.lock() {
+                        *rejected = None;
+                    }
+                    tracing::info!(
+                        "config version {} applied in {} ms",
+                        reply.config_version,
+                        reply.elapsed_ms
+                    );
+                }
+                Ok(reply)
+            }
+            Err(reason) => {
+                self.shared.stats.reloads_rejected.fetch_add(1, Relaxed);
+                let current = self.shared.runtime.load().version;
+                let newest = self.db.latest().await.map(|v| v.id).unwrap_or_default();
+                if newest > current {
+                    if let Err(e) = self
+                        .db
+                        .mark(newest, VersionState::Rejected, Some(&reason))
+                        .await
+                    {
+                        tracing::error!("config version {newest} rejected but not marked: {e}");
+                    }
+                    if let Ok(mut rejected) = self.rejected.lock() {
+                        *rejected = Some(RejectedVersion {
+                            id: newest,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                tracing::warn!("config version {newest} rejected: {reason}");
+                Err(format!(
+                    "config version {newest} rejected: {reason}; version {current} stays in force"
+                ))
+            }
+        }
+    }
+}
