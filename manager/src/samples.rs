@@ -319,11 +319,13 @@ pub fn increases(samples: &[Sample], window: Window) -> Vec<Option<(f64, Vec<f64
     buckets
 }
 
-/// The mean of column `index` over the samples in each bucket (for gauges).
+/// The mean of column `index` over the samples in each bucket (for gauges, such as a
+/// reply time, where 0 means nothing was measured).
 pub fn means(samples: &[Sample], index: usize, window: Window) -> Vec<Option<f64>> {
     let mut sums = vec![(0.0, 0u32); window.buckets];
     for s in samples {
-        if let (Some(b), Some(v)) = (window.bucket_of(s.at), s.values.get(index)) {
+        let value = s.values.get(index).filter(|v| **v > 0.0);
+        if let (Some(b), Some(v)) = (window.bucket_of(s.at), value) {
             sums[b].0 += v;
             sums[b].1 += 1;
         }

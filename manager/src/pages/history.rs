@@ -53,7 +53,9 @@ fn changes_of(summary: &str) -> Vec<String> {
         piece.starts_with("peer ")
             || piece.starts_with("restored ")
             || (piece.contains(": ")
-                && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
     };
     let mut changes: Vec<String> = Vec::new();
     for piece in summary.split("; ") {
@@ -208,8 +210,15 @@ mod tests {
     fn a_parent_list_stays_one_change() {
         assert_eq!(
             changes_of("parents: (empty) → a:1; b:2;; icp_port: 3130 → 3131; peer x removed"),
-            ["parents: (empty) → a:1; b:2;", "icp_port: 3130 → 3131", "peer x removed"]
+            [
+                "parents: (empty) → a:1; b:2;",
+                "icp_port: 3130 → 3131",
+                "peer x removed"
+            ]
         );
-        assert_eq!(changes_of("default configuration"), ["default configuration"]);
+        assert_eq!(
+            changes_of("default configuration"),
+            ["default configuration"]
+        );
     }
 }
