@@ -240,6 +240,12 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
         s.tunnels as f64,
     );
     out.one(
+        "canopy_retries_total",
+        "counter",
+        "Requests sent on to another hop after one failed.",
+        s.retries as f64,
+    );
+    out.one(
         "canopy_errors_total",
         "counter",
         "Requests that ended in an error.",
@@ -355,6 +361,18 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
             "canopy_peer_icp_reply_seconds",
             &[("peer", &p.name), ("window", "recent")],
             p.icp_reply_ms_recent / 1000.0,
+        );
+    }
+    out.family(
+        "canopy_peer_down",
+        "gauge",
+        "Whether the HTTP parent is out of use (1), after failures or by hand.",
+    );
+    for p in &s.peers {
+        out.value(
+            "canopy_peer_down",
+            &[("peer", &p.name)],
+            if p.health.down { 1.0 } else { 0.0 },
         );
     }
     out.family(

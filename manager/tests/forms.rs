@@ -11,6 +11,7 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_manager::{accounts, router, AppState};
 use canopy_proxy::control::{self, ControlHandler, ReloadReply, StatusReply};
+use canopy_proxy::hierarchy::health::HealthSnapshot;
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::Db;
 use http_body_util::BodyExt;
@@ -43,19 +44,32 @@ impl ControlHandler for FakeProxy {
             hits_fresh: 10,
             misses: 30,
             hit_ratio: 0.25,
-            peers: vec![PeerSnapshot {
-                name: "squid".into(),
-                fetches: 7,
-                icp_queries: 31,
-                icp_replies: [("HIT".to_owned(), 11), ("MISS".to_owned(), 17)]
-                    .into_iter()
-                    .collect(),
-                icp_timeouts: 3,
-                icp_reply_ms_avg: 1.5,
-                state: Some(PeerState::Up),
-                false_hits: 2,
-                ..PeerSnapshot::default()
-            }],
+            peers: vec![
+                PeerSnapshot {
+                    name: "squid".into(),
+                    fetches: 7,
+                    icp_queries: 31,
+                    icp_replies: [("HIT".to_owned(), 11), ("MISS".to_owned(), 17)]
+                        .into_iter()
+                        .collect(),
+                    icp_timeouts: 3,
+                    icp_reply_ms_avg: 1.5,
+                    state: Some(PeerState::Up),
+                    false_hits: 2,
+                    ..PeerSnapshot::default()
+                },
+                PeerSnapshot {
+                    name: "127.0.0.1:3999".into(),
+                    failures: 3,
+                    health: HealthSnapshot {
+                        down: true,
+                        down_since: Some("2026-01-02T03:04:05.000Z".into()),
+                        down_reason: Some("connection refused".into()),
+                        down_by_hand: false,
+                    },
+                    ..PeerSnapshot::default()
+                },
+            ],
             ..StatsSnapshot::default()
         }
     }
@@ -72,6 +86,10 @@ impl ControlHandler for FakeProxy {
             changed: true,
             elapsed_ms: 3,
         })
+    }
+
+    fn set_parent(&self, name: &str, _down: Option<&str>) -> Result<PeerSnapshot, String> {
+        Err(format!("no parent named {name}"))
     }
 }
 
@@ -385,13 +403,25 @@ async fn a_valid_routing_post_saves_a_version_and_reloads() {
     assert_eq!(config.icp_mode.as_str(), "send-receive");
     assert_eq!(config.icp_port, 3131);
     assert_eq!(config.icp_query_timeout_ms, 0, "blank means automatic");
-    assert!(!config.round_robin.as_str().eq("strict"));
+    assert_eq!(
+        config.round_robin.as_str(),
+        "false",
+        "no choice means list order"
+    );
     assert!(!config.icp_multicast_enabled.0, "an unchecked box is off");
     assert_eq!(
         hidden(&page, "based_on"),
         "2",
         "the form now edits version 2"
     );
+    let hashed = with(console.routing_form("2"), "round_robin", "consistent_hash");
+    let (status, page) = console.post_owned("/configure/routing", &hashed).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("<option value=\"consistent_hash\" selected>"),
+        "{page}"
+    );
+    assert_eq!(console.reloads(), 2);
 }
 
 #[tokio::test]
@@ -405,6 +435,7 @@ async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_sav
         ("parents", "parent1:99999;", "not a number from 1 to 65535"),
         ("icp_mode", "sometimes", "is not an ICP mode"),
         ("icp_multicast_ttl", "300", "TTL from 1 to 255"),
+        ("round_robin", "sideways", "is not a round robin mode"),
     ];
     for (key, value, message) in cases {
         let form = with(console.routing_form("1"), key, value);
@@ -429,7 +460,7 @@ async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_sav
             "{key}={value}: {}",
             &beside[error..error + 200]
         );
-        if key != "icp_mode" {
+        if key != "icp_mode" && key != "round_robin" {
             assert!(
                 page.contains(&format!("value=\"{value}\"")),
                 "{key}: the input is kept"
@@ -683,6 +714,10 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
         peers.contains("squid") && peers.contains(">31<") && peers.contains(">11<"),
         "{peers}"
     );
+    assert!(
+        peers.contains("down since 2026-01-02 03:04:05 UTC: connection refused"),
+        "an HTTP parent out of use says why: {peers}"
+    );
     let (status, peer) = console.get("/monitor/peers/squid").await;
     assert_eq!(status, StatusCode::OK);
     assert!(peer.contains("2 false hits"), "{peer}");
@@ -697,6 +732,10 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let (status, metrics) = console.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(metrics.contains("canopy_peer_icp_replies_total{peer=\"squid\",opcode=\"HIT\"} 11"));
+    assert!(
+        metrics.contains("canopy_peer_down{peer=\"127.0.0.1:3999\"} 1"),
+        "{metrics}"
+    );
     let scrape = |auth: &str| {
         Request::get("/metrics")
             .header(header::AUTHORIZATION, auth)

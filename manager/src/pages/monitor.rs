@@ -32,6 +32,9 @@ pub async fn live(state: &AppState) -> Live {
     Live { status, stats }
 }
 
+/// The kind shown for an entry of the parent list.
+const HTTP_PARENT: &str = "HTTP parent";
+
 /// One peer's row: the configured peer joined with its counters.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerRow {
@@ -57,7 +60,13 @@ pub struct PeerRow {
     pub bytes: u64,
     pub failures: u64,
     pub last_failure: Option<Failure>,
+    /// Whether ICP queries go to this peer in the config.
     pub queried: bool,
+    /// An HTTP parent taken out of use, after failures or by hand.
+    pub down: bool,
+    pub down_since: Option<String>,
+    pub down_reason: Option<String>,
+    pub down_by_hand: bool,
 }
 
 impl PeerRow {
@@ -96,16 +105,29 @@ impl PeerRow {
             failures: s.failures,
             last_failure: s.last_failure.clone(),
             queried,
+            down: s.health.down,
+            down_since: s.health.down_since.clone(),
+            down_reason: s.health.down_reason.clone(),
+            down_by_hand: s.health.down_by_hand,
         }
     }
 
     pub fn status_text(&self) -> String {
         let since = |t: &Option<String>| t.as_deref().map(|t| format!(" since {}", when(t)));
+        if self.down {
+            let since = since(&self.down_since).unwrap_or_default();
+            return match (&self.down_reason, self.down_by_hand) {
+                (_, true) => format!("down by hand{since}"),
+                (Some(reason), false) => format!("down{since}: {reason}"),
+                (None, false) => format!("down{since}"),
+            };
+        }
         match self.state {
             Some(PeerState::Up) => format!("up{}", since(&self.state_since).unwrap_or_default()),
             Some(PeerState::Dead) => {
                 format!("dead{}", since(&self.state_since).unwrap_or_default())
             }
+            None if self.kind == HTTP_PARENT => "up".to_owned(),
             None if !self.queried => "not queried".to_owned(),
             None => "no ICP reply yet".to_owned(),
         }
@@ -113,8 +135,10 @@ impl PeerRow {
 
     pub fn tone(&self) -> &'static str {
         match self.state {
+            _ if self.down => "error",
             Some(PeerState::Up) => "ok",
             Some(PeerState::Dead) => "error",
+            None if self.kind == HTTP_PARENT => "ok",
             None => "muted",
         }
     }
@@ -163,12 +187,18 @@ pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow>
             )
         })
         .collect();
-    for parent in &config.parents.0 {
-        let name = parent.to_string();
+    let rule_parents = config.parent_rules.iter().flat_map(|r| r.parents.0.iter());
+    for parent in config.parents.0.iter().chain(rule_parents) {
+        // The proxy counts a parent under its address, whatever its weight.
+        let name = parent.addr.to_string();
+        if rows.iter().any(|r| r.name == name) {
+            continue;
+        }
+        let address = parent.to_string();
         rows.push(PeerRow::new(
             &name,
-            "HTTP parent",
-            name.clone(),
+            HTTP_PARENT,
+            address,
             find(&name),
             false,
         ));

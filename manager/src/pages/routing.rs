@@ -38,6 +38,9 @@ pub struct RoutingPage {
     notice: Option<Notice>,
     /// Errors about settings this page does not show.
     other_errors: Vec<String>,
+    /// Routing rules (parent.config), which come before the list above; shown, edited
+    /// with `canopy rule`.
+    rules: Vec<String>,
 }
 
 impl RoutingPage {
@@ -48,6 +51,20 @@ impl RoutingPage {
             based_on: version.id,
             notice: None,
             other_errors: Vec::new(),
+            rules: version
+                .config
+                .parent_rules
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} → {} (round robin {}{})",
+                        r.matcher(),
+                        r.parents,
+                        r.round_robin,
+                        if r.go_direct { "" } else { ", never direct" }
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -73,7 +90,7 @@ fn posted(form: &FormData) -> Vec<(&'static str, String)> {
                 "parent_caching" | "icp_multicast_enabled" => {
                     (if form.checked(key) { "true" } else { "false" }).to_owned()
                 }
-                "round_robin" => (if form.checked(key) { "strict" } else { "false" }).to_owned(),
+                "round_robin" => form.get(key).unwrap_or("false").to_owned(),
                 "icp_query_timeout_ms" => match form.get(key).map(str::trim) {
                     None | Some("") => "0".to_owned(),
                     Some(v) => v.to_owned(),
@@ -146,8 +163,6 @@ pub async fn submit(
             "icp_multicast_enabled",
             form.checked("icp_multicast_enabled").to_string(),
         );
-        page.fields
-            .set("round_robin", form.checked("round_robin").to_string());
         place_errors(&mut page.fields, &mut page.other_errors, &errors);
         page.notice = Some(Notice::error(
             "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
