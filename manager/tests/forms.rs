@@ -379,11 +379,13 @@ async fn a_wrong_password_is_refused_and_counted() {
         "the login form needs its token too"
     );
     assert_eq!(accounts::failed_login_total(&console.db).await.unwrap(), 1);
-    let alice = accounts::account(&console.db, "alice")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(alice.failed_logins, 1);
+    assert_eq!(
+        accounts::record_failed_login(&console.db, "alice")
+            .await
+            .unwrap(),
+        2,
+        "the failure was counted for alice"
+    );
 }
 
 #[tokio::test]
@@ -709,6 +711,10 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     assert!(dashboard.contains("pid 4242"), "{dashboard}");
     assert!(dashboard.contains("25.0 %"));
     assert!(dashboard.contains("<svg"));
+    assert!(
+        dashboard.contains("Console: 0 failed logins so far."),
+        "{dashboard}"
+    );
     let (_, peers) = console.get("/monitor/peers").await;
     assert!(
         peers.contains("squid") && peers.contains(">31<") && peers.contains(">11<"),

@@ -244,6 +244,8 @@ pub struct DashboardPage {
     peers_up: usize,
     peers_dead: usize,
     charts: Vec<String>,
+    /// Failed console logins ever, so guessing is noticed.
+    failed_logins: i64,
 }
 
 pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
@@ -258,6 +260,10 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
     let samples = match samples::totals(&state.db, window.start()).await {
         Ok(samples) => samples,
         Err(e) => return internal_error("reading the stats samples", e),
+    };
+    let failed_logins = match crate::accounts::failed_login_total(&state.db).await {
+        Ok(n) => n,
+        Err(e) => return internal_error("counting failed logins", e),
     };
     let mut page = DashboardPage {
         chrome: Chrome::new(&session, "dashboard"),
@@ -296,6 +302,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
             .filter(|p| p.state == Some(PeerState::Dead))
             .count(),
         charts: dashboard_charts(&samples, window),
+        failed_logins,
     };
     if let Ok(status) = &status {
         page.pid = status.pid.to_string();
