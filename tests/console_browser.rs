@@ -326,6 +326,19 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
         .wait("//figcaption[contains(., 'HTTP through this peer')]")
         .await;
     browser.screenshot("peer").await;
+    browser.fill("Reason", "maintenance").await;
+    browser.press("Take out of use").await;
+    browser.notice("is out of use").await;
+    browser.screenshot("peer-down").await;
+    let direct = proxy.get(&origin.url("/while-the-parent-is-down")).await;
+    assert_eq!(direct.status, StatusCode::OK);
+    assert!(
+        !direct.header("via").contains("the-parent"),
+        "{}",
+        direct.header("via")
+    );
+    browser.press("Bring back into use").await;
+    browser.notice("is back in use").await;
 
     browser.follow("ICP Peers").await;
     browser.follow("Add a peer").await;
@@ -348,6 +361,11 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
         ))
         .await;
     browser.screenshot("history").await;
+    browser.follow("Version 3").await;
+    browser
+        .wait("//h2[normalize-space()='Restoring it would change']")
+        .await;
+    browser.screenshot("version").await;
 
     // Live figures: the dashboard's request count follows the proxy without a reload.
     browser.follow("Dashboard").await;
@@ -371,6 +389,9 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
         json!(true),
         "the figures changed without a reload"
     );
+    browser
+        .wait("//figure[figcaption[contains(., 'Requests per second')]]//*[name()='path' and string-length(@d) > 0]")
+        .await;
     browser.screenshot("dashboard-live").await;
 
     browser

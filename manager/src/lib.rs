@@ -61,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         .route("/monitor/peers", get(pages::monitor::peers))
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
         .route(
+            "/monitor/peers/{name}/use",
+            post(pages::monitor::set_parent),
+        )
+        .route(
             "/configure/routing",
             get(pages::routing::form).post(pages::routing::submit),
         )

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use canopy_proxy::control::{call_typed, Command, ControlError, ReloadReply, StatusReply};
-use canopy_proxy::stats::StatsSnapshot;
+use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
 use serde::de::DeserializeOwned;
 
 /// Status and stats answer at once; a page waits this long at most.
@@ -34,6 +34,21 @@ pub async fn status(path: &Path) -> Result<StatusReply, ControlError> {
 
 pub async fn stats(path: &Path) -> Result<StatsSnapshot, ControlError> {
     bounded(path, Command::Stats, QUERY_TIMEOUT).await
+}
+
+/// Takes the HTTP parent `name` out of use (`down`) for `reason`, or brings it back.
+pub async fn set_parent(
+    path: &Path,
+    name: &str,
+    down: bool,
+    reason: String,
+) -> Result<PeerSnapshot, ControlError> {
+    let command = Command::Parent {
+        name: name.to_owned(),
+        down,
+        reason: down.then_some(reason),
+    };
+    bounded(path, command, QUERY_TIMEOUT).await
 }
 
 pub async fn reload(path: &Path) -> Result<ReloadReply, ControlError> {

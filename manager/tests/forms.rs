@@ -23,6 +23,8 @@ struct FakeProxy {
     /// `Some(reason)`: reload is refused with it.
     refuse: Mutex<Option<String>>,
     in_force: AtomicU64,
+    /// Each `set_parent` call: the reason it went down, or `None` for back up.
+    parent_changes: Mutex<Vec<Option<String>>>,
 }
 
 impl ControlHandler for FakeProxy {
@@ -88,8 +90,18 @@ impl ControlHandler for FakeProxy {
         })
     }
 
-    fn set_parent(&self, name: &str, _down: Option<&str>) -> Result<PeerSnapshot, String> {
-        Err(format!("no parent named {name}"))
+    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {
+        if name != "127.0.0.1:3999" {
+            return Err(format!("no parent named {name}"));
+        }
+        self.parent_changes
+            .lock()
+            .unwrap()
+            .push(down.map(str::to_owned));
+        Ok(PeerSnapshot {
+            name: name.to_owned(),
+            ..PeerSnapshot::default()
+        })
     }
 }
 
@@ -116,6 +128,7 @@ async fn console(running: bool) -> Console {
         reloads: AtomicU64::new(0),
         refuse: Mutex::new(None),
         in_force: AtomicU64::new(1),
+        parent_changes: Mutex::new(Vec::new()),
     });
     if running {
         tokio::spawn(control::serve(
@@ -504,6 +517,10 @@ async fn forms_without_their_csrf_token_are_forbidden() {
         ("/configure/peers", &peer[..]),
         ("/configure/peers/squid/remove", &[("based_on", "1")][..]),
         ("/configure/history/1/restore", &[("based_on", "1")][..]),
+        (
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[("action", "down")][..],
+        ),
         ("/logout", &[][..]),
     ] {
         let (status, _) = console.post(path, fields).await;
@@ -755,4 +772,45 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let bad = base64::engine::general_purpose::STANDARD.encode("alice:nope");
     let response = console.send(scrape(&format!("Basic {bad}"))).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
+    let console = console(true).await;
+    let (status, page) = console
+        .post(
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[
+                ("csrf", &console.csrf),
+                ("action", "down"),
+                ("reason", "maintenance"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("127.0.0.1:3999 is out of use until it is brought back."),
+        "{page}"
+    );
+    let (_, page) = console
+        .post(
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[("csrf", &console.csrf), ("action", "up")],
+        )
+        .await;
+    assert!(page.contains("127.0.0.1:3999 is back in use."), "{page}");
+    assert_eq!(
+        *console.proxy.parent_changes.lock().unwrap(),
+        [Some("maintenance (by alice)".to_owned()), None]
+    );
+    let (_, page) = console
+        .post(
+            "/monitor/peers/squid/use",
+            &[("csrf", &console.csrf), ("action", "down")],
+        )
+        .await;
+    assert!(
+        page.contains("The proxy did not change squid: no parent named squid."),
+        "{page}"
+    );
 }

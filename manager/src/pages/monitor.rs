@@ -6,13 +6,15 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Form;
 use canopy_proxy::config::Config;
 use canopy_proxy::control::{ControlError, StatusReply};
 use canopy_proxy::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use serde::Serialize;
 
-use super::{bytes, duration, internal_error, percent, when, Chrome};
+use super::{bytes, duration, internal_error, percent, when, Chrome, Notice};
 use crate::accounts::{unix_now, Session};
+use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
 use crate::samples::{self, Sample, Window};
 use crate::{proxy, AppState};
@@ -131,6 +133,10 @@ impl PeerRow {
             None if !self.queried => "not queried".to_owned(),
             None => "no ICP reply yet".to_owned(),
         }
+    }
+
+    pub fn is_http_parent(&self) -> bool {
+        self.kind == HTTP_PARENT
     }
 
     pub fn tone(&self) -> &'static str {
@@ -406,6 +412,7 @@ pub struct PeerPage {
     row: PeerRow,
     charts: Vec<String>,
     failures: Vec<samples::FailureSeen>,
+    notice: Option<Notice>,
 }
 
 pub async fn peer(
@@ -413,11 +420,51 @@ pub async fn peer(
     session: Session,
     Path(name): Path<String>,
 ) -> Response {
+    peer_page(&state, &session, &name, None).await
+}
+
+/// Takes an HTTP parent out of use by hand, or brings it back, then shows its page.
+pub async fn set_parent(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    Form(form): Form<FormData>,
+) -> Response {
+    if !csrf_ok(&session, &form) {
+        return auth::forbidden();
+    }
+    let down = form.get("action") == Some("down");
+    let reason = form
+        .get("reason")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("{r} (by {})", session.user))
+        .unwrap_or_else(|| format!("taken out of use by {}", session.user));
+    let notice = match proxy::set_parent(&state.control, &name, down, reason).await {
+        Ok(_) if down => Notice {
+            tone: "warn",
+            text: format!("{name} is out of use until it is brought back."),
+        },
+        Ok(_) => Notice {
+            tone: "ok",
+            text: format!("{name} is back in use."),
+        },
+        Err(e) => Notice::error(format!("The proxy did not change {name}: {e}.")),
+    };
+    peer_page(&state, &session, &name, Some(notice)).await
+}
+
+async fn peer_page(
+    state: &AppState,
+    session: &Session,
+    name: &str,
+    notice: Option<Notice>,
+) -> Response {
     let newest = match state.db.latest().await {
         Ok(v) => v,
         Err(e) => return internal_error("reading the config", e),
     };
-    let Live { status, stats } = live(&state).await;
+    let Live { status, stats } = live(state).await;
     let Some(row) = peer_rows(&newest.config, stats.as_ref())
         .into_iter()
         .find(|r| r.name == name)
@@ -430,8 +477,8 @@ pub async fn peer(
     };
     let window = Window::last_hour(unix_now());
     let (samples, mut failures) = match (
-        samples::peer(&state.db, &name, window.start()).await,
-        samples::recent_failures(&state.db, &name, 10).await,
+        samples::peer(&state.db, name, window.start()).await,
+        samples::recent_failures(&state.db, name, 10).await,
     ) {
         (Ok(s), Ok(f)) => (s, f),
         (Err(e), _) | (_, Err(e)) => return internal_error("reading the peer's samples", e),
@@ -451,11 +498,12 @@ pub async fn peer(
         f.at = when(&f.at);
     }
     PeerPage {
-        chrome: Chrome::new(&session, "peers"),
+        chrome: Chrome::new(session, "peers"),
         running: status.is_ok(),
         row,
         charts: peer_charts(&samples, window),
         failures,
+        notice,
     }
     .into_response()
 }
