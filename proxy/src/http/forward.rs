@@ -23,7 +23,7 @@ use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
-use crate::http::headers::{append_via, remove_hop_by_hop, times_seen};
+use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::server::{Runtime, Shared};
 
@@ -75,6 +75,7 @@ pub async fn handle(
     shared.stats.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let url = req.uri().to_string();
+    tracing::debug!(%client, %method, %url, "request");
     let served = route(&shared, &runtime, client, req).await;
     if served.response.status().is_server_error() {
         shared.stats.errors.fetch_add(1, Relaxed);
@@ -238,6 +239,11 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
     shared.stats.misses.fetch_add(1, Relaxed);
     if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
         return forward_uncached(shared, runtime, &parts, None).await;
+    }
+    // A request that comes back to us is part of a fetch already under way here: waiting
+    // for that fetch would wait for itself.
+    if is_loop(&parts.headers, &runtime.config.visible_name) {
+        return fetch_and_fill(shared, runtime, &parts, &key, None).await;
     }
     match shared.in_flight.join(&key) {
         Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
