@@ -106,7 +106,7 @@ impl ControlHandler for FakeProxy {
 }
 
 struct Console {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     db: Db,
     app: Router,
     proxy: Arc<FakeProxy>,
@@ -140,7 +140,7 @@ async fn console(running: bool) -> Console {
     state.login_delay = Duration::from_millis(1);
     let app = router(state);
     let mut console = Console {
-        _dir: dir,
+        dir,
         db,
         app,
         proxy,
@@ -271,6 +271,10 @@ impl Console {
         self.db.latest().await.unwrap().id
     }
 
+    fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("canopy.sock")
+    }
+
     fn reloads(&self) -> u64 {
         self.proxy.reloads.load(Ordering::SeqCst)
     }
@@ -334,6 +338,11 @@ async fn the_session_cookie_is_httponly_and_strict_and_logout_ends_it() {
         ])))
         .unwrap();
     let response = console.send(request).await;
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
     let raw = response
         .headers()
         .get_all(header::SET_COOKIE)
@@ -751,6 +760,27 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let (_, json) = console.get("/api/peers").await;
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(rows["peers"][0]["false_hits"], 2);
+
+    let (_, json) = console.get("/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["status"]["pid"], 4242);
+    let (_, json) = console.get("/api/history").await;
+    let history: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(history[0]["id"], 1);
+    let (_, json) = console.get("/api/config").await;
+    let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(config["config"]["icp_port"], 3130);
+    let snapshot = canopy_manager::proxy::stats(&console.control_socket())
+        .await
+        .unwrap();
+    canopy_manager::samples::record(&console.db, accounts::unix_now() - 5, &snapshot)
+        .await
+        .unwrap();
+    let (_, json) = console.get("/api/peers/squid/history?minutes=10").await;
+    let history: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(history["columns"][3], "icp_queries");
+    assert_eq!(history["samples"][0]["values"][3], 31.0);
 
     let (status, metrics) = console.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
