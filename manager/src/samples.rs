@@ -27,7 +27,7 @@ pub const KEEP_ROLLED_UP_S: i64 = 400 * 24 * 3600;
 
 /// Samples the proxy's `stats` every `every` for as long as the console runs.
 pub async fn run_sampler(state: AppState, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rollup = 0;
     loop {

@@ -43,6 +43,11 @@ impl ControlHandler for FakeProxy {
     fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
             requests: 40,
+            icp_queries_received: 9,
+            icp_answers: [("DENIED".to_owned(), 1), ("MISS".to_owned(), 8)]
+                .into_iter()
+                .collect(),
+            reloads_applied: 4,
             hits_fresh: 10,
             misses: 30,
             hit_ratio: 0.25,
@@ -736,6 +741,14 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     assert_eq!(status, StatusCode::OK);
     assert!(dashboard.contains("pid 4242"), "{dashboard}");
     assert!(dashboard.contains("25.0 %"));
+    assert!(
+        dashboard.contains("we answered: DENIED 1 · MISS 8"),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("reloads: 4 applied · 0 rejected"),
+        "{dashboard}"
+    );
     assert!(dashboard.contains("<svg"));
     assert!(
         dashboard.contains("Console: 0 failed logins so far."),

@@ -247,6 +247,10 @@ pub struct DashboardPage {
     icp_sent: u64,
     icp_answered: u64,
     icp_received: u64,
+    /// Answers this proxy gave to ICP queries, as `HIT 3 · MISS 5`.
+    icp_answers: String,
+    reloads_applied: u64,
+    reloads_rejected: u64,
     peers_up: usize,
     peers_dead: usize,
     charts: Vec<String>,
@@ -297,6 +301,14 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
         icp_sent: s.peers.iter().map(|p| p.icp_queries).sum(),
         icp_answered: s.peers.iter().flat_map(|p| p.icp_replies.values()).sum(),
         icp_received: s.icp_queries_received,
+        icp_answers: s
+            .icp_answers
+            .iter()
+            .map(|(opcode, n)| format!("{opcode} {n}"))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        reloads_applied: s.reloads_applied,
+        reloads_rejected: s.reloads_rejected,
         peers_up: s
             .peers
             .iter()
