@@ -25,6 +25,14 @@ pub struct Live {
     pub stats: Option<StatsSnapshot>,
 }
 
+/// Why the proxy did not answer, in words that fit "The proxy is not running (…)".
+fn why_down(e: &ControlError) -> String {
+    match e {
+        ControlError::NotRunning(path) => format!("nothing listens on {}", path.display()),
+        other => other.to_string(),
+    }
+}
+
 pub async fn live(state: &AppState) -> Live {
     let status = proxy::status(&state.control).await;
     let stats = match status {
@@ -278,11 +286,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
     let mut page = DashboardPage {
         chrome: Chrome::new(&session, "dashboard"),
         running: status.is_ok(),
-        down_reason: status
-            .as_ref()
-            .err()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
         pid: String::new(),
         uptime: String::new(),
         http_listen: String::new(),
@@ -410,7 +414,7 @@ pub async fn peers(State(state): State<AppState>, session: Session) -> Response 
     PeersPage {
         chrome: Chrome::new(&session, "peers"),
         running: status.is_ok(),
-        down_reason: status.err().map(|e| e.to_string()).unwrap_or_default(),
+        down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
         rows: peer_rows(&newest.config, stats.as_ref()),
     }
     .into_response()
