@@ -687,6 +687,11 @@ async fn peers_are_added_edited_checked_and_removed() {
     assert_eq!(status, StatusCode::OK);
     let config = console.db.latest().await.unwrap().config;
     assert_eq!(config.peers[0].icp_port, 3140);
+    let (_, history) = console.get("/configure/history").await;
+    assert!(
+        history.contains("peer squid: icp_port 3130 → 3140, type sibling → parent"),
+        "{history}"
+    );
     assert_eq!(config.peers[0].kind.as_str(), "parent");
 
     let (status, page) = console

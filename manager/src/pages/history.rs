@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
+use canopy_proxy::config::Config;
 use canopy_proxy::versions::{ConfigVersion, VersionError};
 
 use super::routing::stale_message;
@@ -31,17 +32,76 @@ pub struct VersionRow {
 }
 
 impl VersionRow {
-    fn new(v: &ConfigVersion, newest: bool) -> VersionRow {
+    /// `before`: the version saved just before this one, when at hand, so the changes
+    /// can be told field by field.
+    fn new(v: &ConfigVersion, before: Option<&ConfigVersion>, newest: bool) -> VersionRow {
+        let changes = match before {
+            Some(before) => {
+                let mut changes = readable_diff(&v.config, &before.config);
+                if v.summary.starts_with("restored ") {
+                    let label = v.summary.split(':').next().unwrap_or_default();
+                    changes.insert(0, label.to_owned());
+                }
+                if changes.is_empty() {
+                    changes.push("no change".to_owned());
+                }
+                changes
+            }
+            None => changes_of(&v.summary),
+        };
         VersionRow {
             id: v.id,
             when: when(&v.created_at),
             author: v.author.clone(),
-            changes: changes_of(&v.summary),
+            changes,
             state: v.state.as_str(),
             reason: v.state_reason.clone().unwrap_or_default(),
             newest,
         }
     }
+}
+
+/// What changed from `before` to `after`, one line per setting, and for a changed peer
+/// each of its fields that changed.
+pub fn readable_diff(after: &Config, before: &Config) -> Vec<String> {
+    after
+        .diff(before)
+        .into_iter()
+        .map(|line| {
+            let changed_peer = line
+                .strip_prefix("peer ")
+                .and_then(|rest| rest.strip_suffix(" changed"));
+            match changed_peer {
+                Some(name) => peer_change(name, after, before).unwrap_or(line),
+                None => line,
+            }
+        })
+        .collect()
+}
+
+fn peer_change(name: &str, after: &Config, before: &Config) -> Option<String> {
+    let fields = |config: &Config| {
+        config
+            .peers
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| serde_json::to_value(p).ok())
+            .and_then(|v| v.as_object().cloned())
+    };
+    let (new, old) = (fields(after)?, fields(before)?);
+    let parts: Vec<String> = new
+        .iter()
+        .filter(|(key, value)| old.get(*key) != Some(value))
+        .map(|(key, value)| {
+            let was = old.get(key).map(ToString::to_string).unwrap_or_default();
+            format!(
+                "{key} {} → {}",
+                was.trim_matches('"'),
+                value.to_string().trim_matches('"')
+            )
+        })
+        .collect();
+    Some(format!("peer {name}: {}", parts.join(", ")))
 }
 
 /// A version's summary, one change per item. The summary joins changes with "; ", which
@@ -83,9 +143,8 @@ pub struct HistoryPage {
 #[template(path = "version.html")]
 pub struct VersionPage {
     chrome: Chrome,
+    /// With what it changed from the version before it.
     version: VersionRow,
-    /// What this version changed from the one before it.
-    changed: Vec<String>,
     /// What restoring it would change in the newest version.
     restoring_changes: Vec<String>,
     toml: String,
@@ -103,7 +162,8 @@ async fn history_page(
         chrome: Chrome::new(session, "history"),
         versions: versions
             .iter()
-            .map(|v| VersionRow::new(v, v.id == newest))
+            .enumerate()
+            .map(|(i, v)| VersionRow::new(v, versions.get(i + 1), v.id == newest))
             .collect(),
         based_on: newest,
         notice,
@@ -137,19 +197,15 @@ pub async fn show(
         Ok(v) => v,
         Err(e) => return internal_error("reading the config", e),
     };
-    let changed = match id {
-        1 => vec!["the first version".to_owned()],
-        _ => match state.db.get(id - 1).await {
-            Ok(before) => version.config.diff(&before.config),
-            Err(_) => vec![version.summary.clone()],
-        },
+    let before = match id {
+        1 => None,
+        _ => state.db.get(id - 1).await.ok(),
     };
     VersionPage {
         chrome: Chrome::new(&session, "history"),
-        restoring_changes: version.config.diff(&latest.config),
+        restoring_changes: readable_diff(&version.config, &latest.config),
         toml: version.config.to_toml(),
-        version: VersionRow::new(&version, version.id == latest.id),
-        changed,
+        version: VersionRow::new(&version, before.as_ref(), version.id == latest.id),
         based_on: latest.id,
     }
     .into_response()
