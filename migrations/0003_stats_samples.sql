@@ -25,7 +25,7 @@ CREATE TABLE peer_samples (
     icp_misses        INTEGER NOT NULL,
     icp_other_replies INTEGER NOT NULL,
     icp_timeouts      INTEGER NOT NULL,
-    icp_reply_ms      REAL    NOT NULL,  -- average reply time so far
+    icp_reply_ms      REAL    NOT NULL,  -- recent ICP reply time (the average if no recent one); 0: none
     hits_served       INTEGER NOT NULL,
     false_hits        INTEGER NOT NULL,
     last_failure_at   TEXT,
