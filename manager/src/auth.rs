@@ -62,7 +62,45 @@ impl FromRequestParts<AppState> for Session {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         session_of(parts, state)
             .await?
-            .ok_or_else(|| Redirect::to("/login").into_response())
+            .ok_or_else(|| Redirect::to(&login_url(parts)).into_response())
+    }
+}
+
+/// The login page, told to come back to the page asked for (a GET; a form posted
+/// without a session is not replayed).
+fn login_url(parts: &Parts) -> String {
+    if parts.method != axum::http::Method::GET {
+        return "/login".to_owned();
+    }
+    match parts.uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("/") => "/login".to_owned(),
+        Some(path) => format!("/login?next={}", percent_encode(path)),
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Where to go after logging in: a path of this console, never another site.
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control) =>
+        {
+            path
+        }
+        _ => "/",
     }
 }
 

@@ -298,17 +298,20 @@ fn with(
 #[tokio::test]
 async fn without_a_login_pages_redirect_and_the_api_refuses() {
     let console = console(true).await;
-    for path in [
-        "/",
-        "/monitor/peers",
-        "/configure/routing",
-        "/configure/history",
+    for (path, login) in [
+        ("/", "/login"),
+        ("/monitor/peers", "/login?next=/monitor/peers"),
+        ("/configure/routing", "/login?next=/configure/routing"),
+        (
+            "/configure/history?x=1&y",
+            "/login?next=/configure/history%3Fx%3D1%26y",
+        ),
     ] {
         let response = console
             .send(Request::get(path).body(Body::empty()).unwrap())
             .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
-        assert_eq!(response.headers()[header::LOCATION], "/login", "{path}");
+        assert_eq!(response.headers()[header::LOCATION], login, "{path}");
     }
     let post = Request::post("/configure/routing")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -861,4 +864,34 @@ async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
         page.contains("The proxy did not change squid: no parent named squid."),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn after_logging_in_the_page_asked_for_opens_and_never_another_site() {
+    let console = console(true).await;
+    for (next, lands) in [
+        ("/configure/history", "/configure/history"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+    ] {
+        let form = console
+            .send(Request::get("/login").body(Body::empty()).unwrap())
+            .await;
+        let login_cookie = set_cookie(&form, "canopy_login").unwrap();
+        let token = hidden(&body_text(form).await, "csrf");
+        let request = Request::post("/login")
+            .header(header::COOKIE, &login_cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(&[
+                ("csrf", &token),
+                ("user", "alice"),
+                ("password", PASSWORD),
+                ("next", next),
+            ])))
+            .unwrap();
+        let response = console.send(request).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers()[header::LOCATION], lands, "{next}");
+    }
 }

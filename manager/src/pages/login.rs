@@ -4,7 +4,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -23,6 +23,13 @@ pub struct LoginPage {
     csrf: String,
     user: String,
     error: Option<String>,
+    /// The console page to go to once logged in.
+    next: String,
+}
+
+#[derive(serde::Deserialize)]
+pub struct Next {
+    next: Option<String>,
 }
 
 async fn logged_in(state: &AppState, headers: &HeaderMap) -> bool {
@@ -32,9 +39,14 @@ async fn logged_in(state: &AppState, headers: &HeaderMap) -> bool {
     }
 }
 
-pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(next): Query<Next>,
+) -> Response {
+    let next = auth::safe_next(next.next.as_deref()).to_owned();
     if logged_in(&state, &headers).await {
-        return Redirect::to("/").into_response();
+        return Redirect::to(&next).into_response();
     }
     let token = match accounts::random_token() {
         Ok(token) => token,
@@ -49,6 +61,7 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response
             csrf: token,
             user: String::new(),
             error: None,
+            next,
         },
     )
         .into_response()
@@ -65,6 +78,7 @@ pub async fn submit(
         _ => return auth::forbidden(),
     }
     let user = form.get("user").unwrap_or_default().trim();
+    let next = auth::safe_next(form.get("next"));
     let password = form.get("password").unwrap_or_default();
     let good = match accounts::verify_password(&state.db, user, password).await {
         Ok(good) => good,
@@ -73,7 +87,7 @@ pub async fn submit(
     if good {
         return match accounts::start_session(&state.db, user).await {
             Ok(session) => {
-                let mut response = Redirect::to("/").into_response();
+                let mut response = Redirect::to(next).into_response();
                 let headers = response.headers_mut();
                 headers.append(header::SET_COOKIE, auth::session_cookie(&session));
                 headers.append(header::SET_COOKIE, auth::clear_cookie(LOGIN_COOKIE));
@@ -97,6 +111,7 @@ pub async fn submit(
             csrf: token.to_owned(),
             user: user.to_owned(),
             error: Some("Wrong user name or password.".to_owned()),
+            next: next.to_owned(),
         },
     )
         .into_response()
