@@ -183,39 +183,52 @@ pub async fn fetch(
     let hop_count = plan.hops.len();
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
+        // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
+        let logged = runtime.access_log.is_some();
+        let explained = runtime.config.debug_headers.0;
         let (client, hierarchy, parent, name, route) = match hop {
             Hop::Parent(p) => (
                 &p.client,
-                format!(
-                    "{}/{}",
-                    if plan.reason == "in_order" {
+                if logged {
+                    let code = if plan.reason == "in_order" {
                         "FIRSTUP_PARENT"
                     } else {
                         "ROUNDROBIN_PARENT"
-                    },
-                    p.host
-                ),
+                    };
+                    format!("{code}/{}", p.host)
+                } else {
+                    String::new()
+                },
                 Some(*p),
                 p.name.as_str(),
-                format!(
-                    "parent={} rule={} reason={}",
-                    p.name, plan.rule, plan.reason
-                ),
+                if explained {
+                    format!(
+                        "parent={} rule={} reason={}",
+                        p.name, plan.rule, plan.reason
+                    )
+                } else {
+                    String::new()
+                },
             ),
             Hop::Origin => (
                 &runtime.origin,
-                format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
+                if logged {
+                    format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-"))
+                } else {
+                    String::new()
+                },
                 None,
                 authority.as_str(),
-                format!(
-                    "direct rule={} reason={}",
-                    plan.rule,
-                    if n == 0 {
+                if explained {
+                    let why = if n == 0 {
                         plan.reason
                     } else {
                         "parents_failed"
-                    }
-                ),
+                    };
+                    format!("direct rule={} reason={why}", plan.rule)
+                } else {
+                    String::new()
+                },
             ),
         };
         if n > 0 {
