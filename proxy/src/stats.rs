@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hierarchy::health::{Health, HealthSnapshot};
 use crate::versions::now_rfc3339;
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
@@ -21,6 +22,8 @@ pub struct Stats {
     pub denied_clients: AtomicU64,
     pub tunnels: AtomicU64,
     pub errors: AtomicU64,
+    /// Requests sent on to another hop after one failed.
+    pub retries: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
@@ -33,6 +36,8 @@ pub struct PeerStats {
     pub failures: AtomicU64,
     pub bytes: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
+    /// Up or down, for HTTP parents.
+    pub health: Health,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,13 +58,14 @@ impl PeerStats {
         }
     }
 
-    fn snapshot(&self, name: &str) -> PeerSnapshot {
+    pub fn snapshot(&self, name: &str) -> PeerSnapshot {
         PeerSnapshot {
             name: name.to_owned(),
             fetches: self.fetches.load(Relaxed),
             failures: self.failures.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
+            health: self.health.snapshot(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl Stats {
             denied_clients: load(&self.denied_clients),
             tunnels: load(&self.tunnels),
             errors: load(&self.errors),
+            retries: load(&self.retries),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
@@ -127,6 +134,7 @@ pub struct StatsSnapshot {
     pub denied_clients: u64,
     pub tunnels: u64,
     pub errors: u64,
+    pub retries: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     pub peers: Vec<PeerSnapshot>,
@@ -139,6 +147,8 @@ pub struct PeerSnapshot {
     pub failures: u64,
     pub bytes: u64,
     pub last_failure: Option<Failure>,
+    #[serde(flatten)]
+    pub health: HealthSnapshot,
 }
 
 #[cfg(test)]

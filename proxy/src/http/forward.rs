@@ -21,7 +21,7 @@ use crate::access_log;
 use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome};
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
-use crate::hierarchy;
+use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, remove_hop_by_hop, times_seen};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
@@ -43,6 +43,8 @@ struct Served {
     result: &'static str,
     hierarchy: String,
     from_cache: bool,
+    /// Which hop served and why (`X-Canopy-Hop`), for fetched responses.
+    hop: Option<String>,
 }
 
 impl Served {
@@ -56,6 +58,7 @@ impl Served {
             },
             hierarchy,
             from_cache: false,
+            hop: None,
         }
     }
 }
@@ -72,7 +75,7 @@ pub async fn handle(
     shared.stats.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let url = req.uri().to_string();
-    let served = route(&shared, &runtime, req).await;
+    let served = route(&shared, &runtime, client, req).await;
     if served.response.status().is_server_error() {
         shared.stats.errors.fetch_add(1, Relaxed);
     }
@@ -85,6 +88,15 @@ pub async fn handle(
         &runtime.x_cache_miss
     };
     headers.insert("x-cache", x_cache.clone());
+    if runtime.config.debug_headers.0 {
+        let hop = served
+            .hop
+            .as_deref()
+            .unwrap_or(if served.from_cache { "cache" } else { "none" });
+        if let Ok(value) = HeaderValue::from_str(hop) {
+            headers.insert("x-canopy-hop", value);
+        }
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -112,7 +124,12 @@ pub async fn handle(
     Ok(response.map(|body| Accounted::new(body, done).boxed_unsync()))
 }
 
-async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incoming>) -> Served {
+async fn route(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Served {
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
             Ok((response, hierarchy)) => Served {
@@ -120,6 +137,7 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
                 result: "TCP_TUNNEL",
                 hierarchy,
                 from_cache: false,
+                hop: None,
             },
             Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
         };
@@ -137,7 +155,8 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
         );
         return Served::error(error, runtime, "HIER_NONE/-".into());
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ClientAddr(client.ip()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
         cached(shared, runtime, parts).await
     } else {
@@ -228,6 +247,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 result: "TCP_MISS",
                 hierarchy: "HIER_NONE/-".into(),
                 from_cache: false,
+                hop: None,
             },
             _ => fetch_and_fill(shared, runtime, &parts, &key, None).await,
         },
@@ -253,6 +273,7 @@ fn serve_stored(parts: &Parts, stored: &Stored, result: &'static str) -> Served 
         result,
         hierarchy: "HIER_NONE/-".into(),
         from_cache: true,
+        hop: None,
     }
 }
 
@@ -400,6 +421,7 @@ fn store_and_serve(
             result,
             hierarchy: fetched.hierarchy,
             from_cache: false,
+            hop: Some(fetched.route),
         };
     }
     for name in policy::fields_to_strip(&head.headers) {
@@ -428,6 +450,7 @@ fn store_and_serve(
         result,
         hierarchy: fetched.hierarchy,
         from_cache: false,
+        hop: Some(fetched.route),
     }
 }
 
@@ -634,6 +657,7 @@ async fn forward_uncached(
                 result: "TCP_MISS",
                 hierarchy: fetched.hierarchy,
                 from_cache: false,
+                hop: Some(fetched.route),
             }
         }
         Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),
