@@ -52,6 +52,15 @@ enum Action {
     /// Take an HTTP parent down by hand, or bring it back up.
     #[command(subcommand)]
     Parent(ParentAction),
+    /// Manage the console's accounts.
+    #[command(subcommand)]
+    Admin(AdminAction),
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Set (or create the account with) USER's console password, read from stdin.
+    SetPassword { user: String },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +180,7 @@ async fn main() -> ExitCode {
         Action::Stats { json } => stats(&paths, json).await,
         Action::Rule(action) => rule(&paths, action).await,
         Action::Parent(action) => parent(&paths, action).await,
+        Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
     };
     match result {
         Ok(code) => code,
@@ -424,6 +434,25 @@ async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads the password from stdin (one line, or all of it without the final newline), so
+/// scripts and tests can set it without a terminal.
+async fn set_password(paths: &Paths, user: &str) -> anyhow::Result<ExitCode> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .context("reading the password from stdin")?;
+    let password = input.strip_suffix('\n').unwrap_or(&input);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(UserError("no password on stdin; nothing was changed".to_owned()).into());
+    }
+    let db = paths.open_db().await?;
+    canopy_manager::accounts::set_password(&db, user, password)
+        .await
+        .map_err(|e| UserError(format!("{e}; nothing was changed")))?;
+    println!("Password of {user} set; their other sessions were logged out.");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let reply = control::call(&paths.control, Command::Stats)
@@ -487,6 +516,11 @@ fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
 async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     let db = paths.open_db().await?;
     let version = db.latest().await?;
+    if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
+        // Printed at once, so it is not lost if the proxy then fails to start.
+        println!("Console account created: admin, password {password} (shown only now;");
+        println!("  change it with `canopy admin set-password admin`).");
+    }
     drop(db);
     let mut proxy = spawn("canopy-proxy", paths)?;
     let status = match wait_until_up(paths, &mut proxy).await {

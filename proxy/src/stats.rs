@@ -66,6 +66,7 @@ impl PeerStats {
             bytes: self.bytes.load(Relaxed),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
             health: self.health.snapshot(),
+            ..PeerSnapshot::default()
         }
     }
 }
@@ -105,6 +106,7 @@ impl Stats {
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
+            ..StatsSnapshot::default()
         }
     }
 }
@@ -118,7 +120,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// What `stats` returns over the control socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     pub requests: u64,
     pub hits_fresh: u64,
@@ -138,17 +140,65 @@ pub struct StatsSnapshot {
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     pub peers: Vec<PeerSnapshot>,
+    /// ICP queries this proxy received from peers and children.
+    #[serde(default)]
+    pub icp_queries_received: u64,
+    /// Answers this proxy gave, by opcode name as in RFC 2186 without the `ICP_OP_` prefix
+    /// (`HIT`, `MISS`, `MISS_NOFETCH`, `DENIED`, `ERR`).
+    #[serde(default)]
+    pub icp_answers: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Up,
+    Dead,
+}
+
+/// One peer's counters. The ICP fields stay at their defaults for a peer never queried
+/// (and for an HTTP parent), so older proxies and the manager agree on the format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     pub name: String,
+    /// HTTP requests sent through this peer.
     pub fetches: u64,
+    /// TCP connect and fetch failures.
     pub failures: u64,
     pub bytes: u64,
     pub last_failure: Option<Failure>,
     #[serde(flatten)]
     pub health: HealthSnapshot,
+    /// None when the proxy does not track this peer's liveness (no ICP).
+    #[serde(default)]
+    pub state: Option<PeerState>,
+    #[serde(default)]
+    pub state_since: Option<String>,
+    #[serde(default)]
+    pub icp_queries: u64,
+    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`].
+    #[serde(default)]
+    pub icp_replies: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub icp_timeouts: u64,
+    /// Replies that came after the wait was over, or with an unknown request number.
+    #[serde(default)]
+    pub icp_late_replies: u64,
+    #[serde(default)]
+    pub icp_reply_ms_avg: f64,
+    #[serde(default)]
+    pub icp_reply_ms_recent: f64,
+    #[serde(default)]
+    pub last_query_at: Option<String>,
+    #[serde(default)]
+    pub last_reply_at: Option<String>,
+    /// Cache hits this peer served us.
+    #[serde(default)]
+    pub hits_served: u64,
+    /// ICP HITs that turned out to be misses.
+    #[serde(default)]
+    pub false_hits: u64,
 }
 
 #[cfg(test)]
