@@ -246,7 +246,12 @@ pub async fn fetch(
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers.clone();
+        // The last hop can have the fields themselves; earlier ones need a copy to retry with.
+        *request.headers_mut() = if is_last {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
         let failure = match attempt {
             Ok(Ok(response)) => {
