@@ -138,6 +138,22 @@ fn field_of(message: &str) -> Option<(&'static str, &str)> {
     }
 }
 
+/// A regex error as one line: the regex crate's message draws a caret under the pattern
+/// over several lines, then says what is wrong on its last.
+fn one_line(message: &str) -> String {
+    match message.split_once('\n') {
+        None => message.to_owned(),
+        Some((first, rest)) => {
+            let what = rest.lines().last().unwrap_or_default();
+            format!(
+                "{} {}",
+                first.trim_end_matches("regex parse error:").trim_end(),
+                what.trim_start_matches("error: ")
+            )
+        }
+    }
+}
+
 /// The newest version, when the form carries this session's token and was made from it;
 /// otherwise the answer to give instead (403, or the Routing page refusing a stale form).
 async fn current(
@@ -270,7 +286,7 @@ pub async fn submit(
         let key = format!("parent_rules.{index}");
         for e in errors.0 {
             match field_of(&e.message).filter(|_| e.key == key) {
-                Some((field, message)) => fields.set_error(field, message),
+                Some((field, message)) => fields.set_error(field, one_line(message)),
                 None => other_errors.push(e.to_string()),
             }
         }
@@ -505,6 +521,13 @@ mod tests {
                 "url_regex"
             ]
         );
+    }
+
+    #[test]
+    fn a_regex_error_fits_on_one_line() {
+        let message = "does not compile: regex parse error:\n    (\n    ^\nerror: unclosed group";
+        assert_eq!(one_line(message), "does not compile: unclosed group");
+        assert_eq!(one_line("expected 1 to 65535"), "expected 1 to 65535");
     }
 
     #[test]
