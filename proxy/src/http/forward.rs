@@ -217,7 +217,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 &Method::GET,
                 &parts.headers,
                 stored.status,
-                &stored.headers,
+                &stored.headers(),
                 &stored.times,
                 now,
                 &runtime.heuristics,
@@ -284,7 +284,7 @@ fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
 /// A response from the store, with its current Age; 304 when it answers the client's own
 /// conditional request.
 fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: &'static str) -> Served {
-    let mut headers = stored.headers.clone();
+    let mut headers = stored.headers();
     headers.insert(header::AGE, policy::age_header(age));
     let response = respond(parts, stored.status, headers, Some(stored.body.clone()));
     Served {
@@ -297,7 +297,7 @@ fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: &'static 
 }
 
 fn age_now(stored: &Stored) -> Duration {
-    policy::current_age(&stored.headers, &stored.times, SystemTime::now())
+    policy::current_age(&stored.headers(), &stored.times, SystemTime::now())
 }
 
 /// Builds the client's response from a (stored or arriving) response's parts.
@@ -544,14 +544,15 @@ async fn revalidate(
     stored: Arc<Stored>,
 ) -> Served {
     let mut headers = unconditional(&parts.headers);
-    headers.extend(policy::conditional_request_headers(&stored.headers));
+    let stored_headers = stored.headers();
+    headers.extend(policy::conditional_request_headers(&stored_headers));
     let request_time = SystemTime::now();
     let now = || SystemTime::now();
     let stale_ok = |stored: &Stored| {
         policy::may_serve_stale_on_error(
             &parts.headers,
             stored.status,
-            &stored.headers,
+            &stored.headers(),
             &stored.times,
             now(),
             &runtime.heuristics,
@@ -560,7 +561,7 @@ async fn revalidate(
     match hierarchy::fetch(runtime, parts, headers, None).await {
         Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
             let not_modified = fetched.response.headers();
-            if !policy::not_modified_matches(&stored.headers, not_modified) {
+            if !policy::not_modified_matches(&stored_headers, not_modified) {
                 shared.stats.misses.fetch_add(1, Relaxed);
                 return fetch_and_fill(shared, runtime, parts, key, None).await;
             }
@@ -570,7 +571,7 @@ async fn revalidate(
             };
             let refreshed = Stored::new(
                 stored.status,
-                policy::merge_not_modified(&stored.headers, not_modified),
+                policy::merge_not_modified(&stored_headers, not_modified),
                 stored.body.clone(),
                 times,
                 stored.vary.clone(),
