@@ -17,8 +17,10 @@ use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::config::Config;
 use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
+use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
 use crate::http::{headers, listener};
+use crate::icp::endpoint::{Endpoint, IcpSettings};
 use crate::stats::{PeerStats, Stats, StatsSnapshot};
 use crate::versions::{ConfigVersion, Db, VersionState};
 
@@ -47,10 +49,19 @@ pub struct Runtime {
     pub next_parent: AtomicUsize,
     pub access_log: Option<AccessLog>,
     pub read_timeout: Duration,
+    /// The neighbour caches (ICP peers).
+    pub peers: Vec<PeerEntry>,
+    /// The ICP socket, when ICP is not disabled.
+    pub icp: Option<Arc<Endpoint>>,
 }
 
 impl Runtime {
-    fn build(version: &ConfigVersion, data_dir: &Path, stats: &Stats) -> Result<Runtime, String> {
+    fn build(
+        version: &ConfigVersion,
+        data_dir: &Path,
+        stats: &Stats,
+        icp: Option<Arc<Endpoint>>,
+    ) -> Result<Runtime, String> {
         let config = &version.config;
         config.validate().map_err(|e| e.to_string())?;
         let settings = ConnectSettings {
@@ -75,6 +86,11 @@ impl Runtime {
         } else {
             Vec::new()
         };
+        let peers = config
+            .peers
+            .iter()
+            .map(|peer| PeerEntry::build(peer, settings, stats))
+            .collect::<Result<Vec<_>, String>>()?;
         let access_log = if config.access_log.is_empty() {
             None
         } else {
@@ -104,8 +120,42 @@ impl Runtime {
             next_parent: AtomicUsize::new(0),
             access_log,
             read_timeout: Duration::from_millis(config.read_timeout_ms),
+            peers,
+            icp,
             config: Arc::new(config.clone()),
         })
+    }
+
+    /// A configured sibling at `ip` that may take hits from us but not misses.
+    pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
+        peers::by_address(&self.peers, ip)
+            .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
+    }
+}
+
+/// The ICP endpoint a config version needs: the current one when nothing about its sockets
+/// changed, a newly bound one when something did, none when ICP is disabled.
+fn icp_endpoint(
+    config: &Config,
+    current: Option<&Arc<Endpoint>>,
+) -> Result<Option<Arc<Endpoint>>, String> {
+    let Some(settings) = IcpSettings::of(config) else {
+        return Ok(None);
+    };
+    match current {
+        Some(current) if current.settings == settings => Ok(Some(current.clone())),
+        _ => Endpoint::prepare(settings, current.map(|c| &**c))
+            .map(|endpoint| Some(Arc::new(endpoint)))
+            .map_err(|e| {
+                let what = match settings.multicast {
+                    Some((group, _)) => format!(
+                        "cannot bind the ICP socket on {} (multicast group {group})",
+                        settings.listen
+                    ),
+                    None => format!("cannot bind the ICP socket on {}", settings.listen),
+                };
+                format!("{what}: {e}")
+            }),
     }
 }
 
@@ -139,12 +189,14 @@ impl Proxy {
         let stats = Stats::default();
         let mut rejected = None;
         for version in db.candidates().await? {
-            let prepared = Runtime::build(&version, &data_dir, &stats).and_then(|runtime| {
-                let addr = runtime.config.http_listen();
-                let bound =
-                    listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                Ok((runtime, bound))
-            });
+            let prepared = icp_endpoint(&version.config, None)
+                .and_then(|icp| Runtime::build(&version, &data_dir, &stats, icp))
+                .and_then(|runtime| {
+                    let addr = runtime.config.http_listen();
+                    let bound = listener::bind(addr)
+                        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                    Ok((runtime, bound))
+                });
             let (runtime, bound) = match prepared {
                 Ok(ready) => ready,
                 Err(reason) => {
@@ -169,6 +221,10 @@ impl Proxy {
             });
             let (stop, stopped) = oneshot::channel();
             tokio::spawn(listener::accept_loop(bound, shared.clone(), stopped));
+            if let Some(icp) = &shared.runtime.load().icp {
+                icp.start(shared.clone());
+                tracing::info!("ICP on {}", icp.local);
+            }
             tracing::info!(
                 "config version {} in force; proxy listening on {addr}",
                 version.id
@@ -209,7 +265,8 @@ impl Proxy {
                 elapsed_ms: began.elapsed().as_millis() as u64,
             });
         }
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats)?;
+        let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
         let addr = runtime.config.http_listen();
         let rebound = if addr != listening.addr {
             Some(listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?)
@@ -220,7 +277,9 @@ impl Proxy {
             let resized = self.shared.store.load().resized(runtime.config.cache_mem.0);
             self.shared.store.store(Arc::new(resized));
         }
-        self.shared.runtime.store(Arc::new(runtime));
+        let runtime = Arc::new(runtime);
+        self.shared.runtime.store(runtime.clone());
+        self.switch_icp(current.icp.as_ref(), runtime.icp.as_ref());
         if let Some(bound) = rebound {
             let (stop, stopped) = oneshot::channel();
             tokio::spawn(listener::accept_loop(bound, self.shared.clone(), stopped));
@@ -234,6 +293,28 @@ impl Proxy {
             changed: true,
             elapsed_ms: began.elapsed().as_millis() as u64,
         })
+    }
+}
+
+impl Proxy {
+    /// Starts the new ICP endpoint's loops and retires the old one, when they differ.
+    fn switch_icp(&self, old: Option<&Arc<Endpoint>>, new: Option<&Arc<Endpoint>>) {
+        if let (Some(old), Some(new)) = (old, new) {
+            if Arc::ptr_eq(old, new) {
+                return;
+            }
+        }
+        if let Some(new) = new {
+            new.start(self.shared.clone());
+        }
+        if let Some(old) = old {
+            old.retire(new.map(|n| &**n));
+        }
+        match (old, new) {
+            (_, Some(new)) => tracing::info!("ICP now on {}", new.local),
+            (Some(old), None) => tracing::info!("ICP on {} turned off", old.local),
+            (None, None) => {}
+        }
     }
 }
 
@@ -252,7 +333,7 @@ impl ControlHandler for Proxy {
                 .and_then(|r| r.clone())
                 .filter(|r| r.id > runtime.version),
             http_listen: self.listening.lock().await.addr.to_string(),
-            icp_listen: None,
+            icp_listen: runtime.icp.as_ref().map(|icp| icp.local.to_string()),
         }
     }
 

@@ -1,11 +1,13 @@
 //! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::icp::codec::IcpOpcode;
 use crate::versions::now_rfc3339;
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
@@ -23,7 +25,51 @@ pub struct Stats {
     pub errors: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    pub icp: IcpTotals,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
+}
+
+/// ICP datagrams this proxy received, and the answers its responder gave.
+#[derive(Debug, Default)]
+pub struct IcpTotals {
+    pub queries_received: AtomicU64,
+    pub answered_hit: AtomicU64,
+    pub answered_miss: AtomicU64,
+    pub answered_miss_nofetch: AtomicU64,
+    pub answered_err: AtomicU64,
+    pub answered_denied: AtomicU64,
+    /// Too short, a length that disagrees, another version, an unknown opcode.
+    pub dropped: AtomicU64,
+    /// Replies from no peer, or to no query of ours.
+    pub replies_ignored: AtomicU64,
+}
+
+impl IcpTotals {
+    fn snapshot(&self) -> IcpTotalsSnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        IcpTotalsSnapshot {
+            queries_received: load(&self.queries_received),
+            answered_hit: load(&self.answered_hit),
+            answered_miss: load(&self.answered_miss),
+            answered_miss_nofetch: load(&self.answered_miss_nofetch),
+            answered_err: load(&self.answered_err),
+            answered_denied: load(&self.answered_denied),
+            dropped: load(&self.dropped),
+            replies_ignored: load(&self.replies_ignored),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcpTotalsSnapshot {
+    pub queries_received: u64,
+    pub answered_hit: u64,
+    pub answered_miss: u64,
+    pub answered_miss_nofetch: u64,
+    pub answered_err: u64,
+    pub answered_denied: u64,
+    pub dropped: u64,
+    pub replies_ignored: u64,
 }
 
 /// Counters of one peer or HTTP parent; kept across reloads by its name.
@@ -33,6 +79,44 @@ pub struct PeerStats {
     pub failures: AtomicU64,
     pub bytes: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
+    /// Set by a failed connection, cleared by a response: whether it can fetch for us now.
+    pub down: AtomicBool,
+    pub icp_queries: AtomicU64,
+    pub icp_hit: AtomicU64,
+    pub icp_miss: AtomicU64,
+    pub icp_miss_nofetch: AtomicU64,
+    pub icp_denied: AtomicU64,
+    pub icp_err: AtomicU64,
+    pub icp_timeouts: AtomicU64,
+    /// Replies after the round was over, or that did not match what was asked.
+    pub icp_late_or_ignored: AtomicU64,
+    /// Objects it said HIT for and then served us.
+    pub hits_served: AtomicU64,
+    /// Objects it said HIT for and then could not serve.
+    pub false_hits: AtomicU64,
+    health: Mutex<Health>,
+}
+
+/// What decides whether a peer is up or dead, and its reply times.
+#[derive(Debug, Default)]
+struct Health {
+    /// The first query since its last reply: a peer silent this long past the dead-peer
+    /// timeout is dead.
+    first_unanswered: Option<(Instant, SystemTime)>,
+    dead_after: Duration,
+    up_since: Option<SystemTime>,
+    /// Smoothed reply time (weight 1/8, as TCP smooths its RTT).
+    average_ms: Option<f64>,
+    recent_ms: Option<u64>,
+    last_query: Option<SystemTime>,
+    last_reply: Option<SystemTime>,
+}
+
+impl Health {
+    fn dead_at(&self, now: Instant) -> bool {
+        self.first_unanswered
+            .is_some_and(|(since, _)| now.duration_since(since) >= self.dead_after)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +128,7 @@ pub struct Failure {
 impl PeerStats {
     pub fn record_failure(&self, reason: impl Into<String>) {
         self.failures.fetch_add(1, Relaxed);
+        self.down.store(true, Relaxed);
         let failure = Failure {
             at: now_rfc3339(),
             reason: reason.into(),
@@ -53,13 +138,97 @@ impl PeerStats {
         }
     }
 
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A query went to this peer; `dead_after` is the dead-peer timeout in force.
+    pub fn query_sent(&self, dead_after: Duration) {
+        self.icp_queries.fetch_add(1, Relaxed);
+        let mut health = self.health();
+        health.dead_after = dead_after;
+        health.last_query = Some(SystemTime::now());
+        health
+            .first_unanswered
+            .get_or_insert((Instant::now(), SystemTime::now()));
+    }
+
+    /// Any reply from the peer, in time or late: it is alive.
+    pub fn reply_seen(&self) {
+        let mut health = self.health();
+        if health.dead_at(Instant::now()) || health.up_since.is_none() {
+            health.up_since = Some(SystemTime::now());
+        }
+        health.first_unanswered = None;
+        health.last_reply = Some(SystemTime::now());
+    }
+
+    /// A reply that answered a query still waiting, `elapsed` after it was sent.
+    pub fn reply_in_time(&self, opcode: IcpOpcode, elapsed: Duration) {
+        let counter = match opcode {
+            IcpOpcode::Hit | IcpOpcode::HitObj => &self.icp_hit,
+            IcpOpcode::MissNofetch => &self.icp_miss_nofetch,
+            IcpOpcode::Denied => &self.icp_denied,
+            IcpOpcode::Err => &self.icp_err,
+            _ => &self.icp_miss,
+        };
+        counter.fetch_add(1, Relaxed);
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let mut health = self.health();
+        health.recent_ms = Some(elapsed.as_millis() as u64);
+        health.average_ms = Some(match health.average_ms {
+            Some(average) => average + (ms - average) / 8.0,
+            None => ms,
+        });
+        drop(health);
+        self.reply_seen();
+    }
+
+    /// Whether the peer has been silent past the dead-peer timeout.
+    pub fn is_dead(&self) -> bool {
+        self.health().dead_at(Instant::now())
+    }
+
+    /// The smoothed reply time, once it has replied.
+    pub fn average_reply(&self) -> Option<Duration> {
+        self.health()
+            .average_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+
     fn snapshot(&self, name: &str) -> PeerSnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        let health = self.health();
+        let dead = health.dead_at(Instant::now());
+        let state_since = if dead {
+            health
+                .first_unanswered
+                .map(|(_, at)| at + health.dead_after)
+        } else {
+            health.up_since
+        };
         PeerSnapshot {
             name: name.to_owned(),
-            fetches: self.fetches.load(Relaxed),
-            failures: self.failures.load(Relaxed),
-            bytes: self.bytes.load(Relaxed),
+            state: if dead { "dead" } else { "up" }.to_owned(),
+            state_since: state_since.map(rfc3339),
+            fetches: load(&self.fetches),
+            failures: load(&self.failures),
+            bytes: load(&self.bytes),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
+            icp_queries: load(&self.icp_queries),
+            icp_hit: load(&self.icp_hit),
+            icp_miss: load(&self.icp_miss),
+            icp_miss_nofetch: load(&self.icp_miss_nofetch),
+            icp_denied: load(&self.icp_denied),
+            icp_err: load(&self.icp_err),
+            icp_timeouts: load(&self.icp_timeouts),
+            icp_late_or_ignored: load(&self.icp_late_or_ignored),
+            average_reply_ms: health.average_ms,
+            recent_reply_ms: health.recent_ms,
+            last_query: health.last_query.map(rfc3339),
+            last_reply: health.last_reply.map(rfc3339),
+            hits_served: load(&self.hits_served),
+            false_hits: load(&self.false_hits),
         }
     }
 }
@@ -97,6 +266,7 @@ impl Stats {
             errors: load(&self.errors),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
+            icp: self.icp.snapshot(),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
         }
     }
@@ -129,16 +299,60 @@ pub struct StatsSnapshot {
     pub errors: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    #[serde(default)]
+    pub icp: IcpTotalsSnapshot,
     pub peers: Vec<PeerSnapshot>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     pub name: String,
+    /// `up` or `dead` (silent to ICP past the dead-peer timeout).
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub state_since: Option<String>,
     pub fetches: u64,
     pub failures: u64,
     pub bytes: u64,
     pub last_failure: Option<Failure>,
+    #[serde(default)]
+    pub icp_queries: u64,
+    #[serde(default)]
+    pub icp_hit: u64,
+    #[serde(default)]
+    pub icp_miss: u64,
+    #[serde(default)]
+    pub icp_miss_nofetch: u64,
+    #[serde(default)]
+    pub icp_denied: u64,
+    #[serde(default)]
+    pub icp_err: u64,
+    #[serde(default)]
+    pub icp_timeouts: u64,
+    #[serde(default)]
+    pub icp_late_or_ignored: u64,
+    #[serde(default)]
+    pub average_reply_ms: Option<f64>,
+    #[serde(default)]
+    pub recent_reply_ms: Option<u64>,
+    #[serde(default)]
+    pub last_query: Option<String>,
+    #[serde(default)]
+    pub last_reply: Option<String>,
+    #[serde(default)]
+    pub hits_served: u64,
+    #[serde(default)]
+    pub false_hits: u64,
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(at)
+        .format(&format)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,26 +1,39 @@
-//! Choosing the next hop for a miss and fetching through it: the HTTP parents in order
-//! (or rotated), then the origin server unless `never_direct` forbids it.
+//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a sibling
+//! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents in order (or
+//! rotated), the fastest ICP parent that answered, then the origin server unless
+//! `never_direct` forbids it.
 
+pub mod peers;
 pub mod upstream;
 
 use std::error::Error as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use http::header::{HeaderMap, HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, HOST};
 use http::request::Parts;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::config::RoundRobin;
+use crate::config::{IcpMode, RoundRobin};
+use crate::hierarchy::peers::PeerEntry;
 use crate::http::errors::ProxyError;
+use crate::http::forward::cache_key;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::http::{empty_body, BoxError};
+use crate::icp::codec::IcpOpcode;
+use crate::icp::querier::{self, Answer};
 use crate::server::{Parent, Runtime};
 
 /// One place a miss can be fetched from.
+#[derive(Clone, Copy)]
 pub enum Hop<'a> {
     Parent(&'a Parent),
+    /// A peer that answered ICP HIT. If it cannot serve the object after all, that is a
+    /// false hit: counted, and the next hop is tried.
+    PeerHit(&'a PeerEntry),
+    /// An ICP parent asked to fetch a miss; `code` is Squid's hierarchy code for it.
+    PeerParent(&'a PeerEntry, &'static str),
     Origin,
 }
 
@@ -33,22 +46,79 @@ pub struct Fetched {
     pub may_store: bool,
 }
 
-/// The hops to try, in order.
-pub fn hops<'a>(runtime: &'a Runtime, headers: &HeaderMap) -> Vec<Hop<'a>> {
+/// The hops to try, in order. `answers` are the ICP replies to this request's round, if
+/// one was made (`None`: no round, as for a request that may not go to siblings).
+pub fn hops<'a>(
+    runtime: &'a Runtime,
+    headers: &HeaderMap,
+    answers: Option<&[Answer]>,
+) -> Vec<Hop<'a>> {
     let mut hops = Vec::new();
     // A request that has been through us already must not go round again.
-    if !is_loop(headers, &runtime.config.visible_name) && !runtime.parents.is_empty() {
-        let start = match runtime.config.round_robin {
-            RoundRobin::False => 0,
-            RoundRobin::Strict => runtime.next_parent.fetch_add(1, Relaxed) % runtime.parents.len(),
+    if !is_loop(headers, &runtime.config.visible_name) {
+        let peers = &runtime.peers;
+        let answered = answers.unwrap_or_default();
+        let hits = |sibling: bool| {
+            answered
+                .iter()
+                .filter(move |a| a.opcode == IcpOpcode::Hit)
+                .filter_map(|a| peers.get(a.peer))
+                .filter(move |p| p.is_sibling() == sibling)
         };
-        let parents = &runtime.parents;
-        hops.extend((0..parents.len()).map(|i| Hop::Parent(&parents[(start + i) % parents.len()])));
+        hops.extend(hits(true).map(Hop::PeerHit));
+        hops.extend(hits(false).map(Hop::PeerHit));
+        if !runtime.parents.is_empty() {
+            let start = match runtime.config.round_robin {
+                RoundRobin::False => 0,
+                RoundRobin::Strict => {
+                    runtime.next_parent.fetch_add(1, Relaxed) % runtime.parents.len()
+                }
+            };
+            let parents = &runtime.parents;
+            hops.extend(
+                (0..parents.len()).map(|i| Hop::Parent(&parents[(start + i) % parents.len()])),
+            );
+        }
+        if runtime.config.icp_mode == IcpMode::SendReceive {
+            hops.extend(icp_parents(peers, answers));
+        }
     }
     if !runtime.config.never_direct.0 {
         hops.push(Hop::Origin);
     }
     hops
+}
+
+/// The ICP parents that may fetch a miss: those that answered MISS, fastest first; then
+/// those never asked (no-query, or no round was made) that are not dead. A parent that
+/// was asked and did not answer is passed over for this request.
+fn icp_parents<'a>(peers: &'a [PeerEntry], answers: Option<&[Answer]>) -> Vec<Hop<'a>> {
+    let is_parent = |p: &&PeerEntry| !p.is_sibling();
+    let mut hops: Vec<Hop<'a>> = Vec::new();
+    if let Some(answers) = answers {
+        hops.extend(
+            answers
+                .iter()
+                .filter(|a| a.opcode == IcpOpcode::Miss)
+                .filter_map(|a| peers.get(a.peer))
+                .filter(is_parent)
+                .map(|p| Hop::PeerParent(p, "FIRST_PARENT_MISS")),
+        );
+    }
+    let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
+    hops.extend(
+        peers
+            .iter()
+            .filter(is_parent)
+            .filter(|p| !asked(p) && !p.stats.is_dead())
+            .map(|p| Hop::PeerParent(p, "FIRSTUP_PARENT")),
+    );
+    hops
+}
+
+/// Whether a response from a peer after its HIT shows it did not hold the object after all.
+fn is_false_hit(peer: &PeerEntry, status: http::StatusCode) -> bool {
+    status == http::StatusCode::GATEWAY_TIMEOUT || (peer.is_sibling() && status.is_server_error())
 }
 
 /// Sends the request through the first hop that takes it. A hop that cannot be connected
@@ -76,11 +146,39 @@ pub async fn fetch(
     let had_body = body.is_some();
     let mut tried: Vec<String> = Vec::new();
     let strict = runtime.config.round_robin == RoundRobin::Strict;
-    for hop in hops(runtime, &parts.headers) {
+    let answers = if body.is_none()
+        && !is_loop(&parts.headers, &runtime.config.visible_name)
+        && querier::eligible(runtime, &parts.method, &parts.headers)
+    {
+        Some(querier::ask(runtime, &cache_key(&parts.uri)).await)
+    } else {
+        None
+    };
+    for hop in hops(runtime, &parts.headers, answers.as_deref()) {
         if had_body && body.is_none() {
             break;
         }
         let (client, hierarchy, stats, name) = match hop {
+            Hop::PeerHit(p) => (
+                &p.client,
+                format!(
+                    "{}/{}",
+                    if p.is_sibling() {
+                        "SIBLING_HIT"
+                    } else {
+                        "PARENT_HIT"
+                    },
+                    p.config.host
+                ),
+                Some(&p.stats),
+                p.config.name.as_str(),
+            ),
+            Hop::PeerParent(p, code) => (
+                &p.client,
+                format!("{code}/{}", p.config.host),
+                Some(&p.stats),
+                p.config.name.as_str(),
+            ),
             Hop::Parent(p) => (
                 &p.client,
                 format!(
@@ -111,10 +209,50 @@ pub async fn fetch(
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = headers.clone();
+        if let Hop::PeerHit(peer) = hop {
+            if peer.is_sibling() {
+                // A sibling serves us hits only; it must not fetch a miss for us.
+                request
+                    .headers_mut()
+                    .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
+            }
+        }
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
+        if let Hop::PeerHit(peer) = hop {
+            let served = match &attempt {
+                Ok(Ok(response)) => !is_false_hit(peer, response.status()),
+                _ => false,
+            };
+            if !served {
+                peer.stats.false_hits.fetch_add(1, Relaxed);
+                let reason = match &attempt {
+                    Ok(Ok(response)) => format!("answered {}", response.status().as_u16()),
+                    Ok(Err(e)) => innermost(e),
+                    Err(_) => "no response in time".to_owned(),
+                };
+                if let Ok(Err(e)) = &attempt {
+                    if e.is_connect() {
+                        peer.stats.record_failure(format!("connect: {reason}"));
+                    }
+                }
+                tracing::info!(
+                    "false hit: {} said HIT for {} but {reason}",
+                    peer.config.name,
+                    parts.uri
+                );
+                tried.push(format!("{name}: false hit, {reason}"));
+                continue;
+            }
+            peer.stats.hits_served.fetch_add(1, Relaxed);
+        }
+        let may_store = match hop {
+            Hop::PeerHit(p) | Hop::PeerParent(p, _) => !p.config.proxy_only,
+            Hop::Parent(_) | Hop::Origin => true,
+        };
         match attempt {
             Ok(Ok(response)) => {
                 if let Some(stats) = stats {
+                    stats.down.store(false, Relaxed);
                     stats.fetches.fetch_add(1, Relaxed);
                     if let Some(len) = response.headers().get(http::header::CONTENT_LENGTH) {
                         let len: u64 = len.to_str().ok().and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -124,7 +262,7 @@ pub async fn fetch(
                 return Ok(Fetched {
                     response,
                     hierarchy,
-                    may_store: true,
+                    may_store,
                 });
             }
             Ok(Err(e)) if e.is_connect() => {

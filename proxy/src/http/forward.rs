@@ -72,7 +72,11 @@ pub async fn handle(
     shared.stats.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let url = req.uri().to_string();
-    let served = route(&shared, &runtime, req).await;
+    let served = if runtime.is_hits_only_sibling(client.ip()) {
+        hits_only(&shared, &runtime, req).await
+    } else {
+        route(&shared, &runtime, req).await
+    };
     if served.response.status().is_server_error() {
         shared.stats.errors.fetch_add(1, Relaxed);
     }
@@ -135,6 +139,30 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
     }
 }
 
+/// A configured sibling takes hits from us, never misses (Squid's `miss_access deny`):
+/// its requests are answered from the cache only, as if they said `only-if-cached`.
+async fn hits_only(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    mut req: Request<Incoming>,
+) -> Served {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Served::error(
+            ProxyError::gateway_timeout(format!(
+                "{} from a sibling cache: a sibling takes hits only",
+                req.method()
+            )),
+            runtime,
+            "HIER_NONE/-".into(),
+        );
+    }
+    req.headers_mut().append(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("only-if-cached"),
+    );
+    route(shared, runtime, req).await
+}
+
 /// A forward proxy takes absolute-form `http://` requests only.
 fn check_target(uri: &Uri) -> Result<(), ProxyError> {
     match (uri.scheme_str(), uri.authority()) {
@@ -149,7 +177,7 @@ fn check_target(uri: &Uri) -> Result<(), ProxyError> {
 }
 
 /// The cache key: the absolute URL, scheme and host in lower case.
-fn cache_key(uri: &Uri) -> String {
+pub fn cache_key(uri: &Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
     let authority = uri
         .authority()
