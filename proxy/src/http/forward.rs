@@ -23,7 +23,7 @@ use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy;
 use crate::http::errors::ProxyError;
-use crate::http::headers::{append_via, remove_hop_by_hop};
+use crate::http::headers::{append_via, remove_hop_by_hop, times_seen};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::server::{Runtime, Shared};
 
@@ -130,6 +130,16 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
     }
     if let Err(e) = check_target(req.uri()) {
         return Served::error(e, runtime, "HIER_NONE/-".into());
+    }
+    if times_seen(req.headers(), &runtime.config.visible_name) >= 2 {
+        let error = ProxyError::new(
+            StatusCode::LOOP_DETECTED,
+            format!(
+                "Forwarding loop: this request has passed through {} before, even when sent direct",
+                runtime.config.visible_name
+            ),
+        );
+        return Served::error(error, runtime, "HIER_NONE/-".into());
     }
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET || parts.method == Method::HEAD {

@@ -48,12 +48,18 @@ pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
 
 /// True when a Via entry names this proxy: the request has been here before.
 pub fn is_loop(headers: &HeaderMap, visible_name: &str) -> bool {
+    times_seen(headers, visible_name) > 0
+}
+
+/// How many Via entries name this proxy. Twice means even going direct came back here.
+pub fn times_seen(headers: &HeaderMap, visible_name: &str) -> usize {
     headers
         .get_all(VIA)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|entry| entry.split_whitespace().nth(1) == Some(visible_name))
+        .filter(|entry| entry.split_whitespace().nth(1) == Some(visible_name))
+        .count()
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! End-to-end harness: real `canopy-proxy` processes on temporary data dirs and free
+//! loopback ports, a real origin server that records what it receives, and an HTTP client
+//! that speaks to a proxy as browsers and curl do (absolute-form request lines).
+
+#![allow(dead_code)] // Each test binary uses its own part of the harness.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpSocket};
+
+use canopy_proxy::control::{self, Command as ControlCommand, StatusReply};
+use canopy_proxy::stats::StatsSnapshot;
+use canopy_proxy::versions::Db;
+
+pub type OriginBody = BoxBody<Bytes, Infallible>;
+
+/// Waits for `check` to hold, polling, and fails the test with `what` after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port nobody listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A UDP port nobody uses now, on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+pub fn full(body: impl Into<Bytes>) -> OriginBody {
+    Full::new(body.into()).boxed()
+}
+
+/// A request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+type Handler = dyn Fn(&Seen) -> Response<OriginBody> + Send + Sync;
+
+/// An origin server on loopback that answers with `handler` and records every request.
+pub struct Origin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    pub async fn start(
+        handler: impl Fn(&Seen) -> Response<OriginBody> + Send + Sync + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin bind");
+        let addr = listener.local_addr().expect("origin addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (handler, recorded) = (handler.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let seen = Seen {
+                            method: req.method().to_string(),
+                            path: req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            headers: req.headers().clone(),
+                        };
+                        recorded.lock().unwrap().push(seen.clone());
+                        let response = handler(&seen);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, seen }
+    }
+
+    /// The URL of `path` on this origin.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests for `path` arrived.
+    pub fn count(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.path == path).count()
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request through the proxy at `proxy`, from `from` when given.
+pub async fn request_via(
+    proxy: SocketAddr,
+    from: Option<IpAddr>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Fetched, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if let Some(from) = from {
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| e.to_string())?;
+    }
+    let stream = socket.connect(proxy).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut builder = Request::builder().method(method).uri(url);
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    builder = builder.header("host", authority);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+fn binary(name: &str) -> PathBuf {
+    let canopy = PathBuf::from(env!("CARGO_BIN_EXE_canopy"));
+    let path = canopy.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// A running `canopy-proxy` on its own data dir.
+pub struct Canopy {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Canopy {
+    /// Writes `settings` as a config version (with `visible_name` and a free `http_port`
+    /// unless given), then starts the proxy and waits until it answers.
+    pub async fn start(settings: &[(&str, &str)]) -> Canopy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port().to_string();
+        let mut all: HashMap<&str, &str> = HashMap::from([
+            ("http_port", port.as_str()),
+            ("visible_name", "canopy-under-test"),
+            ("bind_address", "127.0.0.1"),
+        ]);
+        all.extend(settings.iter().copied());
+        let db = Db::open(&dir.path().join("canopy.db")).await.expect("db");
+        let mut config = db.latest().await.expect("latest").config;
+        config
+            .set_all(all.iter().map(|(k, v)| (*k, *v)))
+            .expect("valid test settings");
+        db.save_change(&config, "test", None).await.expect("saved");
+        drop(db);
+        let mut canopy = Canopy {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: spawn_proxy(dir.path()),
+            dir,
+        };
+        canopy.wait_until_up().await;
+        canopy
+    }
+
+    async fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("canopy-proxy exited while starting: {status}");
+            }
+            if let Ok(status) = self.status().await {
+                self.addr = status.http_listen.parse().expect("listen address");
+                return;
+            }
+            assert!(Instant::now() < deadline, "canopy-proxy did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn control_path(&self) -> PathBuf {
+        self.dir.path().join("canopy.sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs the `canopy` command on this proxy's data dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        canopy_cli(self.data_dir(), args)
+    }
+
+    pub async fn status(&self) -> Result<StatusReply, control::ControlError> {
+        control::call_typed(&self.control_path(), ControlCommand::Status).await
+    }
+
+    pub async fn stats(&self) -> StatsSnapshot {
+        control::call_typed(&self.control_path(), ControlCommand::Stats)
+            .await
+            .expect("stats")
+    }
+
+    pub async fn get(&self, url: &str) -> Fetched {
+        self.request("GET", url, &[]).await
+    }
+
+    pub async fn request(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> Fetched {
+        request_via(self.addr, None, method, url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url} through {}: {e}", self.addr))
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Canopy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_proxy(data_dir: &Path) -> std::process::Child {
+    let log = std::fs::File::create(data_dir.join("proxy.log")).expect("proxy log");
+    Command::new(binary("canopy-proxy"))
+        .arg("--db")
+        .arg(data_dir.join("canopy.db"))
+        .arg("--control")
+        .arg(data_dir.join("canopy.sock"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start canopy-proxy")
+}
+
+/// Runs `canopy --data-dir DIR ARGS...`.
+pub fn canopy_cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run canopy")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
