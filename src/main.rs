@@ -1,5 +1,7 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
+mod peer_import;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::config::{Config, ConfigErrors, SETTINGS};
+use canopy_proxy::config::{Config, ConfigErrors, Peer, PeerKind, SETTINGS};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
 use canopy_proxy::stats::StatsSnapshot;
 use canopy_proxy::versions::{Db, VersionError};
@@ -45,6 +47,52 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Show or change the neighbour caches (ICP peers); every change is a new config version.
+    #[command(subcommand)]
+    Peer(PeerAction),
+}
+
+#[derive(Subcommand)]
+enum PeerAction {
+    /// Add a parent or sibling cache.
+    Add {
+        name: String,
+        host: String,
+        #[arg(long = "type", value_parser = parse_kind)]
+        kind: PeerKind,
+        #[arg(long, default_value_t = 3128)]
+        http_port: u16,
+        #[arg(long, default_value_t = 3130)]
+        icp_port: u16,
+        /// Do not store what is fetched through it.
+        #[arg(long)]
+        proxy_only: bool,
+        /// Never send it ICP queries.
+        #[arg(long)]
+        no_query: bool,
+        /// It answers queries sent to the multicast group.
+        #[arg(long)]
+        multicast_responder: bool,
+        /// A sibling that may fetch misses through this proxy.
+        #[arg(long)]
+        allow_miss: bool,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Every peer, one a line.
+    List,
+    Remove {
+        name: String,
+    },
+    /// Add the peers in a file of Squid `cache_peer` lines or Traffic Server `icp.config`
+    /// lines; if any line cannot be mapped, nothing is imported.
+    Import {
+        file: PathBuf,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<PeerKind, String> {
+    text.parse()
 }
 
 #[derive(Subcommand)]
@@ -105,6 +153,7 @@ async fn main() -> ExitCode {
         Action::Reload => reload(&paths).await,
         Action::Status => status(&paths).await,
         Action::Stats { json } => stats(&paths, json).await,
+        Action::Peer(action) => peer(&paths, action).await,
     };
     match result {
         Ok(code) => code,
@@ -180,6 +229,99 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
         println!("no change: config version {} already says so", latest.id);
         return Ok(ExitCode::SUCCESS);
     }
+    let id = match db.save_change(&config, &author(), Some(latest.id)).await {
+        Ok(id) => id,
+        Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
+        Err(e) => return Err(e.into()),
+    };
+    let saved = db.get(id).await?;
+    println!("config version {id} saved: {}", saved.summary);
+    println!("run `canopy reload` to apply it to a running proxy");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
+    let db = paths.open_db().await?;
+    let latest = db.latest().await?;
+    let mut config = latest.config.clone();
+    match action {
+        PeerAction::List => {
+            for p in &config.peers {
+                let options: Vec<&str> = [
+                    (p.proxy_only, "proxy-only"),
+                    (p.no_query, "no-query"),
+                    (p.multicast_responder, "multicast-responder"),
+                    (p.allow_miss, "allow-miss"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                println!(
+                    "{} {} {} http {} icp {} weight {}{}{}",
+                    p.name,
+                    p.kind,
+                    p.host,
+                    p.http_port,
+                    p.icp_port,
+                    p.weight,
+                    if options.is_empty() { "" } else { " " },
+                    options.join(" ")
+                );
+            }
+            println!(
+                "# config version {}; {} peers",
+                latest.id,
+                config.peers.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeerAction::Add {
+            name,
+            host,
+            kind,
+            http_port,
+            icp_port,
+            proxy_only,
+            no_query,
+            multicast_responder,
+            allow_miss,
+            weight,
+        } => config.peers.push(Peer {
+            name,
+            host,
+            kind,
+            http_port,
+            icp_port,
+            proxy_only,
+            no_query,
+            multicast_responder,
+            allow_miss,
+            weight,
+        }),
+        PeerAction::Remove { name } => {
+            let before = config.peers.len();
+            config.peers.retain(|p| p.name != name);
+            if config.peers.len() == before {
+                return Err(UserError(format!(
+                    "no peer is called {name:?}; see `canopy peer list`"
+                ))
+                .into());
+            }
+        }
+        PeerAction::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
+            let peers = peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
+                let report: Vec<String> = lines
+                    .iter()
+                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.reason))
+                    .collect();
+                UserError(format!("{}\nnothing was imported", report.join("\n")))
+            })?;
+            config.peers.extend(peers);
+        }
+    }
+    config.validate().map_err(refused)?;
     let id = match db.save_change(&config, &author(), Some(latest.id)).await {
         Ok(id) => id,
         Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
@@ -270,10 +412,23 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("bytes upstream    {}", s.bytes_from_upstream);
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
+    let icp = &s.icp;
+    println!(
+        "ICP queries in     {} (answered HIT {}, MISS {}, MISS_NOFETCH {}, ERR {}, DENIED {}; dropped {})",
+        icp.queries_received,
+        icp.answered_hit,
+        icp.answered_miss,
+        icp.answered_miss_nofetch,
+        icp.answered_err,
+        icp.answered_denied,
+        icp.dropped
+    );
+    println!("ICP replies ignored {}", icp.replies_ignored);
     for peer in &s.peers {
         println!(
-            "parent {:<24} fetches {} failures {} bytes {}{}",
+            "peer {:<24} {} fetches {} failures {} bytes {}{}",
             peer.name,
+            peer.state,
             peer.fetches,
             peer.failures,
             peer.bytes,
@@ -282,6 +437,24 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
                 .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
                 .unwrap_or_default()
         );
+        if peer.icp_queries > 0 {
+            println!(
+                "     ICP sent {} HIT {} MISS {} MISS_NOFETCH {} DENIED {} ERR {} timeouts {} late {} avg {} ms; hits served {} false hits {}",
+                peer.icp_queries,
+                peer.icp_hit,
+                peer.icp_miss,
+                peer.icp_miss_nofetch,
+                peer.icp_denied,
+                peer.icp_err,
+                peer.icp_timeouts,
+                peer.icp_late_or_ignored,
+                peer.average_reply_ms
+                    .map(|ms| format!("{ms:.1}"))
+                    .unwrap_or_else(|| "-".to_owned()),
+                peer.hits_served,
+                peer.false_hits
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
