@@ -218,7 +218,7 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
     let origin = origin().await;
     let squid = Squid::start(&binary, "");
     let (mut settings, _) = icp_settings("send-receive");
-    settings.push(("icp_query_timeout_ms", "300".into()));
+    settings.push(("icp_query_timeout_ms", "1000".into()));
     settings.push(("icp_dead_peer_timeout_s", "1".into()));
     let canopy = start_canopy(&settings).await;
     add_squid_peer(&canopy, &squid, "parent", &[]);

@@ -126,6 +126,24 @@ impl Runtime {
         })
     }
 
+    /// A runtime for unit tests: no ICP socket, no access log.
+    #[cfg(test)]
+    pub(crate) fn for_tests(mut config: Config) -> Runtime {
+        config.access_log.clear();
+        let version = ConfigVersion {
+            id: 1,
+            created_at: String::new(),
+            author: String::new(),
+            summary: String::new(),
+            config,
+            state: VersionState::Saved,
+            state_reason: None,
+            state_at: None,
+        };
+        Runtime::build(&version, Path::new("."), &Stats::default(), None)
+            .expect("a valid test config")
+    }
+
     /// A configured sibling at `ip` that may take hits from us but not misses.
     pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
         peers::by_address(&self.peers, ip)

@@ -373,6 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_peer_is_dead_after_the_timeout_and_any_reply_revives_it() {
+        let peer = PeerStats::default();
+        assert!(!peer.is_dead());
+        peer.query_sent(Duration::ZERO);
+        assert!(peer.is_dead(), "silent past a zero timeout");
+        assert_eq!(peer.snapshot("p").state, "dead");
+        peer.reply_seen();
+        assert!(!peer.is_dead());
+        peer.query_sent(Duration::from_secs(3600));
+        assert!(!peer.is_dead(), "silent, but not for long");
+        peer.reply_in_time(IcpOpcode::Hit, Duration::from_millis(8));
+        peer.query_sent(Duration::from_secs(3600));
+        peer.reply_in_time(IcpOpcode::Miss, Duration::from_millis(16));
+        let s = peer.snapshot("p");
+        assert_eq!((s.icp_queries, s.icp_hit, s.icp_miss), (3, 1, 1));
+        assert_eq!(s.recent_reply_ms, Some(16));
+        assert_eq!(s.average_reply_ms, Some(9.0), "8 + (16 - 8) / 8");
+        assert_eq!(s.state, "up");
+        assert!(s.last_reply.is_some() && s.state_since.is_some());
+    }
+
+    #[test]
     fn peer_counters_keep_the_last_failure() {
         let stats = Stats::default();
         stats.peer("p:1").record_failure("connection refused");

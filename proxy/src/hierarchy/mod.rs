@@ -8,6 +8,7 @@ pub mod upstream;
 
 use std::error::Error as _;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, HOST};
 use http::request::Parts;
@@ -89,20 +90,26 @@ pub fn hops<'a>(
     hops
 }
 
-/// The ICP parents that may fetch a miss: those that answered MISS, fastest first; then
+/// The ICP parents that may fetch a miss: those that answered MISS, fastest first (reply
+/// time divided by weight, as Squid weighs them); then
 /// those never asked (no-query, or no round was made) that are not dead. A parent that
 /// was asked and did not answer is passed over for this request.
 fn icp_parents<'a>(peers: &'a [PeerEntry], answers: Option<&[Answer]>) -> Vec<Hop<'a>> {
     let is_parent = |p: &&PeerEntry| !p.is_sibling();
     let mut hops: Vec<Hop<'a>> = Vec::new();
     if let Some(answers) = answers {
+        let mut missed: Vec<(Duration, &PeerEntry)> = answers
+            .iter()
+            .filter(|a| a.opcode == IcpOpcode::Miss)
+            .filter_map(|a| Some((a.elapsed, peers.get(a.peer)?)))
+            .filter(|(_, p)| is_parent(p))
+            .map(|(elapsed, p)| (elapsed / p.config.weight.max(1), p))
+            .collect();
+        missed.sort_by_key(|(weighed, _)| *weighed);
         hops.extend(
-            answers
-                .iter()
-                .filter(|a| a.opcode == IcpOpcode::Miss)
-                .filter_map(|a| peers.get(a.peer))
-                .filter(is_parent)
-                .map(|p| Hop::PeerParent(p, "FIRST_PARENT_MISS")),
+            missed
+                .into_iter()
+                .map(|(_, p)| Hop::PeerParent(p, "FIRST_PARENT_MISS")),
         );
     }
     let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
@@ -334,4 +341,137 @@ fn innermost(error: &hyper_util::client::legacy::Error) -> String {
         source = s.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    use crate::config::{Config, Flag, Peer, PeerKind};
+
+    fn peer(name: &str, kind: PeerKind, no_query: bool) -> Peer {
+        Peer {
+            name: name.to_owned(),
+            host: format!("10.0.0.{}", name.len()),
+            kind,
+            http_port: 3128,
+            icp_port: 3130,
+            proxy_only: false,
+            no_query,
+            multicast_responder: false,
+            allow_miss: false,
+            weight: 1,
+        }
+    }
+
+    fn names(hops: &[Hop<'_>]) -> Vec<String> {
+        hops.iter()
+            .map(|hop| match hop {
+                Hop::PeerHit(p) => format!("hit:{}", p.config.name),
+                Hop::PeerParent(p, code) => format!("{code}:{}", p.config.name),
+                Hop::Parent(p) => format!("http:{}", p.name),
+                Hop::Origin => "origin".to_owned(),
+            })
+            .collect()
+    }
+
+    fn answer(peer: usize, opcode: IcpOpcode, ms: u64) -> Answer {
+        Answer {
+            peer,
+            from: SocketAddr::from(([10, 0, 0, 1], 3130)),
+            opcode,
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn hops_follow_the_seeds_order() {
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            parents: "http-parent:3128;".parse().unwrap(),
+            peers: vec![
+                peer("sib", PeerKind::Sibling, false),
+                peer("icp-par", PeerKind::Parent, false),
+                peer("late-parent", PeerKind::Parent, false),
+                peer("quiet-parent", PeerKind::Parent, true),
+                peer("silent-parent", PeerKind::Parent, false),
+            ],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let answers = [
+            answer(2, IcpOpcode::Miss, 1),
+            answer(1, IcpOpcode::Hit, 2),
+            answer(0, IcpOpcode::Hit, 3),
+        ];
+        let hops = hops(&runtime, &HeaderMap::new(), Some(&answers));
+        assert_eq!(
+            names(&hops),
+            [
+                "hit:sib",
+                "hit:icp-par",
+                "http:http-parent:3128",
+                "FIRST_PARENT_MISS:late-parent",
+                "FIRSTUP_PARENT:quiet-parent",
+                "origin"
+            ]
+        );
+        // Without a round (a POST, say) no sibling; every parent that is not dead, in order.
+        let no_round = super::hops(&runtime, &HeaderMap::new(), None);
+        assert_eq!(
+            names(&no_round),
+            [
+                "http:http-parent:3128",
+                "FIRSTUP_PARENT:icp-par",
+                "FIRSTUP_PARENT:late-parent",
+                "FIRSTUP_PARENT:quiet-parent",
+                "FIRSTUP_PARENT:silent-parent",
+                "origin"
+            ]
+        );
+    }
+
+    #[test]
+    fn weight_favours_a_parent_among_those_that_missed() {
+        let mut heavy = peer("heavy", PeerKind::Parent, false);
+        heavy.weight = 4;
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            peers: vec![peer("light", PeerKind::Parent, false), heavy],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let answers = [
+            answer(0, IcpOpcode::Miss, 10),
+            answer(1, IcpOpcode::Miss, 20),
+        ];
+        assert_eq!(
+            names(&hops(&runtime, &HeaderMap::new(), Some(&answers))),
+            [
+                "FIRST_PARENT_MISS:heavy",
+                "FIRST_PARENT_MISS:light",
+                "origin"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loop_goes_direct_and_never_direct_has_no_origin() {
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            visible_name: "edge".to_owned(),
+            never_direct: Flag(true),
+            peers: vec![peer("par", PeerKind::Parent, true)],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let mut looped = HeaderMap::new();
+        looped.insert(http::header::VIA, HeaderValue::from_static("1.1 edge"));
+        assert!(names(&hops(&runtime, &looped, None)).is_empty());
+        assert_eq!(
+            names(&hops(&runtime, &HeaderMap::new(), None)),
+            ["FIRSTUP_PARENT:par"]
+        );
+    }
 }

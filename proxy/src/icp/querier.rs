@@ -27,6 +27,8 @@ pub struct Answer {
     pub peer: usize,
     pub from: SocketAddr,
     pub opcode: IcpOpcode,
+    /// From our query to this reply.
+    pub elapsed: Duration,
 }
 
 /// Whether a request may be asked about over ICP: a GET without credentials, in
@@ -183,8 +185,14 @@ pub fn take_reply(
             IcpOpcode::HitObj => IcpOpcode::Hit,
             other => other,
         };
-        stats.reply_in_time(opcode, round.sent_at.elapsed());
-        let _ = round.replies.send(Answer { peer, from, opcode });
+        let elapsed = round.sent_at.elapsed();
+        stats.reply_in_time(opcode, elapsed);
+        let _ = round.replies.send(Answer {
+            peer,
+            from,
+            opcode,
+            elapsed,
+        });
         return;
     }
     drop(rounds);
