@@ -13,10 +13,11 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::config::{Config, ConfigErrors, Peer, PeerKind, SETTINGS};
+use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
-use canopy_proxy::stats::StatsSnapshot;
-use canopy_proxy::versions::{Db, VersionError};
+use canopy_proxy::hierarchy::parent_config;
+use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
 
 #[derive(Parser)]
 #[command(
@@ -47,9 +48,72 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Routing rules, as in Traffic Server's parent.config: the first that matches decides.
+    #[command(subcommand)]
+    Rule(RuleAction),
+    /// Take an HTTP parent down by hand, or bring it back up.
+    #[command(subcommand)]
+    Parent(ParentAction),
     /// Show or change the neighbour caches (ICP peers); every change is a new config version.
     #[command(subcommand)]
     Peer(PeerAction),
+}
+
+#[derive(Subcommand)]
+enum RuleAction {
+    /// Every rule, numbered, as parent.config lines.
+    List,
+    /// Add a rule (at the end, or at --position).
+    Add(Box<RuleArgs>),
+    /// Remove rule number N.
+    Remove { number: usize },
+    /// Replace every rule with those of a Traffic Server parent.config file.
+    Import { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RuleArgs {
+    /// The domain and its subdomains ("." for every host).
+    #[arg(long)]
+    dest_domain: Option<String>,
+    #[arg(long)]
+    dest_host: Option<String>,
+    /// An address or CIDR network.
+    #[arg(long)]
+    dest_ip: Option<String>,
+    #[arg(long)]
+    url_regex: Option<String>,
+    #[arg(long)]
+    scheme: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long)]
+    method: Option<String>,
+    /// Parents in the seeds' form, `host:port; host:port|weight;`.
+    #[arg(long, default_value = "")]
+    parents: String,
+    /// false, true (by client), strict or consistent_hash.
+    #[arg(long, default_value = "false")]
+    round_robin: String,
+    /// Whether the origin may be tried when every parent has failed.
+    #[arg(long, default_value = "true")]
+    go_direct: String,
+    /// Where the rule goes (1 = first); the end by default.
+    #[arg(long)]
+    position: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum ParentAction {
+    /// Stop sending requests to the parent `host:port` until `canopy parent up`.
+    Down {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Up {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +217,8 @@ async fn main() -> ExitCode {
         Action::Reload => reload(&paths).await,
         Action::Status => status(&paths).await,
         Action::Stats { json } => stats(&paths, json).await,
+        Action::Rule(action) => rule(&paths, action).await,
+        Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,
     };
     match result {
@@ -225,11 +291,16 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
             config = Config::from_toml(&text).map_err(refused)?;
         }
     }
-    if config == latest.config {
+    save(&db, &latest, &config).await
+}
+
+/// Saves `config` as a new version based on `latest`, and says what changed.
+async fn save(db: &Db, latest: &ConfigVersion, config: &Config) -> anyhow::Result<ExitCode> {
+    if *config == latest.config {
         println!("no change: config version {} already says so", latest.id);
         return Ok(ExitCode::SUCCESS);
     }
-    let id = match db.save_change(&config, &author(), Some(latest.id)).await {
+    let id = match db.save_change(config, &author(), Some(latest.id)).await {
         Ok(id) => id,
         Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
         Err(e) => return Err(e.into()),
@@ -238,6 +309,111 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
     println!("config version {id} saved: {}", saved.summary);
     println!("run `canopy reload` to apply it to a running proxy");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<ExitCode> {
+    let db = paths.open_db().await?;
+    let latest = db.latest().await?;
+    let mut config = latest.config.clone();
+    match action {
+        RuleAction::List => {
+            for (i, rule) in config.parent_rules.iter().enumerate() {
+                println!("{:>3}  {}", i + 1, parent_config::line(rule));
+            }
+            println!(
+                "default  parent=\"{}\" round_robin={} (every other request)",
+                config.parents, config.round_robin
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        RuleAction::Add(args) => {
+            let args = *args;
+            let bad =
+                |field: &str, e: String| UserError(format!("{field}: {e}; nothing was changed"));
+            let rule = ParentRule {
+                dest_domain: args.dest_domain,
+                dest_host: args.dest_host,
+                dest_ip: args.dest_ip,
+                url_regex: args.url_regex,
+                scheme: args.scheme,
+                port: args.port,
+                method: args.method,
+                parents: args.parents.parse().map_err(|e| bad("--parents", e))?,
+                round_robin: args
+                    .round_robin
+                    .parse()
+                    .map_err(|e| bad("--round-robin", e))?,
+                go_direct: args
+                    .go_direct
+                    .parse::<Flag>()
+                    .map_err(|e| bad("--go-direct", e))?
+                    .0,
+            };
+            let position = args.position.unwrap_or(config.parent_rules.len() + 1);
+            if position == 0 || position > config.parent_rules.len() + 1 {
+                return Err(bad(
+                    "--position",
+                    format!("expected 1 to {}", config.parent_rules.len() + 1),
+                )
+                .into());
+            }
+            config.parent_rules.insert(position - 1, rule);
+        }
+        RuleAction::Remove { number } => {
+            if number == 0 || number > config.parent_rules.len() {
+                return Err(UserError(format!(
+                    "there is no rule {number}; `canopy rule list` shows {} rules",
+                    config.parent_rules.len()
+                ))
+                .into());
+            }
+            config.parent_rules.remove(number - 1);
+        }
+        RuleAction::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
+            config.parent_rules = parent_config::parse(&text).map_err(|problems| {
+                UserError(format!(
+                    "{} cannot be imported:\n{}\nnothing was changed",
+                    file.display(),
+                    problems.join("\n")
+                ))
+            })?;
+        }
+    }
+    config.validate().map_err(refused)?;
+    save(&db, &latest, &config).await
+}
+
+async fn parent(paths: &Paths, action: ParentAction) -> anyhow::Result<ExitCode> {
+    let command = match action {
+        ParentAction::Down { name, reason } => Command::Parent {
+            name,
+            down: true,
+            reason,
+        },
+        ParentAction::Up { name } => Command::Parent {
+            name,
+            down: false,
+            reason: None,
+        },
+    };
+    match control::call_typed::<PeerSnapshot>(&paths.control, command).await {
+        Ok(peer) if peer.health.down => {
+            println!(
+                "parent {} is down: {}",
+                peer.name,
+                peer.health.down_reason.unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(peer) => {
+            println!("parent {} is up", peer.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::Refused(reason)) => Err(UserError(reason).into()),
+        Err(e) => Err(not_running(e)),
+    }
 }
 
 async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
@@ -322,15 +498,7 @@ async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
         }
     }
     config.validate().map_err(refused)?;
-    let id = match db.save_change(&config, &author(), Some(latest.id)).await {
-        Ok(id) => id,
-        Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
-        Err(e) => return Err(e.into()),
-    };
-    let saved = db.get(id).await?;
-    println!("config version {id} saved: {}", saved.summary);
-    println!("run `canopy reload` to apply it to a running proxy");
-    Ok(ExitCode::SUCCESS)
+    save(&db, &latest, &config).await
 }
 
 fn not_running(e: ControlError) -> anyhow::Error {
@@ -412,23 +580,24 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("bytes upstream    {}", s.bytes_from_upstream);
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
+    println!("retries           {}", s.retries);
     let icp = &s.icp;
     println!(
-        "ICP queries in     {} (answered HIT {}, MISS {}, MISS_NOFETCH {}, ERR {}, DENIED {}; dropped {})",
+        "ICP queries in    {} (answered HIT {}, MISS {}, MISS_NOFETCH {}, ERR {}, DENIED {}; dropped {}; replies ignored {})",
         icp.queries_received,
         icp.answered_hit,
         icp.answered_miss,
         icp.answered_miss_nofetch,
         icp.answered_err,
         icp.answered_denied,
-        icp.dropped
+        icp.dropped,
+        icp.replies_ignored
     );
-    println!("ICP replies ignored {}", icp.replies_ignored);
     for peer in &s.peers {
         println!(
-            "peer {:<24} {} fetches {} failures {} bytes {}{}",
+            "parent {:<24} {} fetches {} failures {} bytes {}{}",
             peer.name,
-            peer.state,
+            if peer.health.down { "DOWN" } else { "up" },
             peer.fetches,
             peer.failures,
             peer.bytes,
@@ -439,7 +608,9 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
         );
         if peer.icp_queries > 0 {
             println!(
-                "     ICP sent {} HIT {} MISS {} MISS_NOFETCH {} DENIED {} ERR {} timeouts {} late {} avg {} ms; hits served {} false hits {}",
+                "  ICP {} since {}: sent {} HIT {} MISS {} MISS_NOFETCH {} DENIED {} ERR {} timeouts {} late {} avg {} ms; hits served {} false hits {}",
+                peer.icp_state,
+                peer.icp_state_since.as_deref().unwrap_or("-"),
                 peer.icp_queries,
                 peer.icp_hit,
                 peer.icp_miss,

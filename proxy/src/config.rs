@@ -156,19 +156,63 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
-/// The parent list in the seeds' form, `parent1:3128; parent2:3128;`, in the order tried.
+/// One HTTP parent: where it is, and its share of requests (Traffic Server's `|weight`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ParentEntry {
+    pub addr: HostPort,
+    pub weight: u32,
+}
+
+impl FromStr for ParentEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, weight) = match s.split_once('|') {
+            Some((addr, weight)) => (addr, parse_weight(weight)?),
+            None => (s, 1),
+        };
+        Ok(ParentEntry {
+            addr: addr.parse()?,
+            weight,
+        })
+    }
+}
+
+impl fmt::Display for ParentEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.weight == 1 {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}|{}", self.addr, self.weight)
+        }
+    }
+}
+
+/// A weight as Traffic Server writes it (`3` or `3.0`): a whole number from 1 to 1000.
+fn parse_weight(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let whole = text.strip_suffix(".0").unwrap_or(text);
+    match whole.parse::<u32>() {
+        Ok(w @ 1..=1000) => Ok(w),
+        _ => Err(format!(
+            "weight {text:?} is not a whole number from 1 to 1000"
+        )),
+    }
+}
+
+/// The parent list in the seeds' form, `parent1:3128; parent2:3128;`, in the order tried;
+/// `host:port|3` gives a parent three times the share of a weight-1 one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ParentList(pub Vec<HostPort>);
+pub struct ParentList(pub Vec<ParentEntry>);
 
 impl FromStr for ParentList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut parents = Vec::new();
+        let mut parents: Vec<ParentEntry> = Vec::new();
         for item in s.split([';', ',']).map(str::trim).filter(|i| !i.is_empty()) {
-            let parent: HostPort = item.parse()?;
-            if parents.contains(&parent) {
-                return Err(format!("{parent} is listed twice"));
+            let parent: ParentEntry = item.parse()?;
+            if parents.iter().any(|p| p.addr == parent.addr) {
+                return Err(format!("{} is listed twice", parent.addr));
             }
             parents.push(parent);
         }
@@ -198,6 +242,45 @@ impl TryFrom<String> for ParentList {
 impl From<ParentList> for String {
     fn from(p: ParentList) -> String {
         p.to_string()
+    }
+}
+
+/// HTTP status codes, written `502, 503`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StatusList(pub Vec<u16>);
+
+impl FromStr for StatusList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|i| !i.is_empty())
+            .map(|code| match code.parse::<u16>() {
+                Ok(c @ 100..=599) => Ok(c),
+                _ => Err(format!("{code:?} is not an HTTP status code (100-599)")),
+            })
+            .collect::<Result<Vec<u16>, String>>()
+            .map(StatusList)
+    }
+}
+
+impl fmt::Display for StatusList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+impl TryFrom<String> for StatusList {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<StatusList> for String {
+    fn from(c: StatusList) -> String {
+        c.to_string()
     }
 }
 
@@ -365,22 +448,36 @@ impl fmt::Display for IcpMode {
     }
 }
 
-/// How the HTTP parent list is used (Traffic Server's `round_robin`).
+/// How a parent list is used (Traffic Server's `round_robin`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoundRobin {
     /// In list order; the next parent only when the one before it fails.
     #[default]
     False,
-    /// Rotate through the parents request by request.
+    /// By client address: each client sticks to one parent.
+    True,
+    /// Rotate through the parents request by request, by weight.
     Strict,
+    /// By URL on a weighted hash, so each URL has one home parent and adding or
+    /// removing a parent moves only that parent's share.
+    ConsistentHash,
 }
 
 impl RoundRobin {
+    pub const ALL: [RoundRobin; 4] = [
+        RoundRobin::False,
+        RoundRobin::True,
+        RoundRobin::Strict,
+        RoundRobin::ConsistentHash,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RoundRobin::False => "false",
+            RoundRobin::True => "true",
             RoundRobin::Strict => "strict",
+            RoundRobin::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -390,9 +487,11 @@ impl FromStr for RoundRobin {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "false" | "off" | "no" => Ok(RoundRobin::False),
-            "strict" | "true" | "on" | "yes" => Ok(RoundRobin::Strict),
+            "true" | "on" | "yes" => Ok(RoundRobin::True),
+            "strict" => Ok(RoundRobin::Strict),
+            "consistent_hash" => Ok(RoundRobin::ConsistentHash),
             other => Err(format!(
-                "{other:?} is not a round robin mode: expected false or strict"
+                "{other:?} is not a round robin mode: expected false, true, strict or consistent_hash"
             )),
         }
     }
@@ -401,6 +500,95 @@ impl FromStr for RoundRobin {
 impl fmt::Display for RoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// One routing rule (a Traffic Server parent.config line): which requests it matches, and
+/// the parents they go through. Every matcher given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParentRule {
+    /// The domain and its subdomains; `.` matches every host.
+    pub dest_domain: Option<String>,
+    pub dest_host: Option<String>,
+    /// An address or CIDR network the host is written as.
+    pub dest_ip: Option<String>,
+    pub url_regex: Option<String>,
+    pub scheme: Option<String>,
+    pub port: Option<u16>,
+    pub method: Option<String>,
+    pub parents: ParentList,
+    pub round_robin: RoundRobin,
+    /// Whether the origin may be tried when every parent has failed.
+    pub go_direct: bool,
+}
+
+impl ParentRule {
+    /// What the rule matches, in parent.config's words.
+    pub fn matcher(&self) -> String {
+        let mut parts = Vec::new();
+        let fields = [
+            ("dest_domain", &self.dest_domain),
+            ("dest_host", &self.dest_host),
+            ("dest_ip", &self.dest_ip),
+            ("url_regex", &self.url_regex),
+            ("scheme", &self.scheme),
+            ("method", &self.method),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                parts.push(format!("{name}={value}"));
+            }
+        }
+        if let Some(port) = self.port {
+            parts.push(format!("port={port}"));
+        }
+        parts.join(" ")
+    }
+
+    fn errors(&self, key: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut fail =
+            |value: &str, message: &str| errors.push(FieldError::new(key, value, message));
+        let matchers = [
+            &self.dest_domain,
+            &self.dest_host,
+            &self.dest_ip,
+            &self.url_regex,
+        ];
+        if matchers.iter().all(|m| m.is_none()) {
+            fail(
+                "",
+                "a rule needs dest_domain, dest_host, dest_ip or url_regex",
+            );
+        }
+        if let Some(ip) = &self.dest_ip {
+            if ip.parse::<IpNet>().is_err() && ip.parse::<IpAddr>().is_err() {
+                fail(ip, "dest_ip: expected an address or CIDR network");
+            }
+        }
+        if let Some(regex) = &self.url_regex {
+            if let Err(e) = regex::Regex::new(regex) {
+                fail(regex, &format!("url_regex does not compile: {e}"));
+            }
+        }
+        if let Some(scheme) = &self.scheme {
+            if !matches!(scheme.as_str(), "http" | "https") {
+                fail(scheme, "scheme: expected http or https");
+            }
+        }
+        if self.port == Some(0) {
+            fail("0", "port: expected 1 to 65535");
+        }
+        if let Some(method) = &self.method {
+            if method.is_empty() || !method.chars().all(|c| c.is_ascii_uppercase()) {
+                fail(method, "method: expected an upper-case method such as GET");
+            }
+        }
+        if self.parents.0.is_empty() && !self.go_direct {
+            fail("", "a rule with no parents must allow go_direct");
+        }
+        errors
     }
 }
 
@@ -479,11 +667,13 @@ macro_rules! settings {
             $( #[doc = $help] pub $key: $ty, )*
             /// Neighbouring caches (ICP peers), edited with `canopy peer` and the console.
             pub peers: Vec<Peer>,
+            /// Routing rules, first match wins; `parents` is the rule for everything else.
+            pub parent_rules: Vec<ParentRule>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $key: $default, )* peers: Vec::new() }
+                Config { $( $key: $default, )* peers: Vec::new(), parent_rules: Vec::new() }
             }
         }
 
@@ -556,9 +746,19 @@ settings! {
     parents: ParentList = ParentList::default(),
         "HTTP parent caches, `host:port; host:port;`, tried in this order.";
     round_robin: RoundRobin = RoundRobin::False,
-        "false: parents in order, the next on failure; strict: rotate.";
+        "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
     never_direct: Flag = Flag(false),
         "Never go to the origin server: only through parents.";
+    always_direct: Flag = Flag(false),
+        "Always go to the origin server, never through parents.";
+    fail_threshold: u32 = 10,
+        "Connection failures within retry_time_s that mark a parent down.";
+    retry_time_s: u64 = 300,
+        "How long a parent stays down before it is tried again, seconds.";
+    retry_statuses: StatusList = StatusList(vec![502, 503]),
+        "Parent responses that send an idempotent request on to the next parent.";
+    debug_headers: Flag = Flag(false),
+        "Add X-Canopy-Hop to responses: which hop served, by which rule, and why.";
     connect_timeout_ms: u64 = 5_000,
         "Time allowed to connect to a parent or origin, milliseconds.";
     read_timeout_ms: u64 = 60_000,
@@ -764,6 +964,27 @@ impl Config {
             self.icp_dead_peer_timeout_s.to_string(),
             "expected at least 1 second",
         );
+        check(
+            !(self.never_direct.0 && self.always_direct.0),
+            "always_direct",
+            "true".to_owned(),
+            "cannot be on together with never_direct",
+        );
+        check(
+            self.fail_threshold >= 1,
+            "fail_threshold",
+            self.fail_threshold.to_string(),
+            "expected at least 1 failure",
+        );
+        check(
+            self.retry_time_s >= 1,
+            "retry_time_s",
+            self.retry_time_s.to_string(),
+            "expected at least 1 second",
+        );
+        for (i, rule) in self.parent_rules.iter().enumerate() {
+            errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
+        }
         errors.extend(self.peer_errors());
         if errors.is_empty() {
             Ok(())
@@ -845,6 +1066,13 @@ impl Config {
                 Some(_) => {}
             }
         }
+        if self.parent_rules != before.parent_rules {
+            changes.push(format!(
+                "parent rules: {} → {}",
+                before.parent_rules.len(),
+                self.parent_rules.len()
+            ));
+        }
         for peer in &self.peers {
             if !before.peers.iter().any(|p| p.name == peer.name) {
                 changes.push(format!(
@@ -900,7 +1128,11 @@ mod tests {
     fn parent_list_reads_the_seeds_form() {
         let list: ParentList = "parent1:3128; parent2:8080;".parse().unwrap();
         assert_eq!(list.0.len(), 2);
-        assert_eq!(list.0[1].host, "parent2");
+        assert_eq!(list.0[1].addr.host, "parent2");
+        let weighted: ParentList = "a:1|1.0; b:2|3".parse().unwrap();
+        assert_eq!(weighted.0[1].weight, 3);
+        assert_eq!(weighted.to_string(), "a:1; b:2|3;");
+        assert!("a:1|0".parse::<ParentList>().is_err());
         assert_eq!(list.to_string(), "parent1:3128; parent2:8080;");
         assert_eq!(list.to_string().parse::<ParentList>().unwrap(), list);
         assert!("parent1".parse::<ParentList>().is_err());

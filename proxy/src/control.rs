@@ -2,7 +2,9 @@
 //!
 //! A Unix stream socket, mode 0600. Each request is one JSON object on one line, and each
 //! gets one JSON object on one line back: `{"cmd":"status"}`, `{"cmd":"stats"}`,
-//! `{"cmd":"reload"}`. Every reply carries `"ok"`; when it is false, `"error"` says why.
+//! `{"cmd":"reload"}`, and `{"cmd":"parent","name":"host:port","down":true,"reason":"..."}`
+//! to take an HTTP parent down by hand (or up, with `"down":false`).
+//! Every reply carries `"ok"`; when it is false, `"error"` says why.
 //! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
 //! connection stays usable; nothing a client sends can stop the proxy.
 
@@ -19,17 +21,24 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::stats::StatsSnapshot;
+use crate::stats::{PeerSnapshot, StatsSnapshot};
 
 /// The longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Command {
     Status,
     Stats,
     Reload,
+    /// Takes a parent down by hand (with a reason), or brings it back up.
+    Parent {
+        name: String,
+        down: bool,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// What `status` returns.
@@ -67,6 +76,8 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn stats(&self) -> StatsSnapshot;
     /// Applies the newest config version; `Err` says why the old one stays in force.
     fn reload(&self) -> impl Future<Output = Result<ReloadReply, String>> + Send;
+    /// Takes the parent `name` down by hand with `reason`, or up when `reason` is `None`.
+    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +196,13 @@ async fn answer<H: ControlHandler>(line: &[u8], handler: &H) -> Value {
             Ok(reply) => ok_reply(reply),
             Err(reason) => error_reply(reason),
         },
+        Command::Parent { name, down, reason } => {
+            let reason = reason.unwrap_or_else(|| "taken down by the administrator".to_owned());
+            match handler.set_parent(&name, down.then_some(reason.as_str())) {
+                Ok(reply) => ok_reply(reply),
+                Err(e) => error_reply(e),
+            }
+        }
     }
 }
 
@@ -284,6 +302,9 @@ mod tests {
         }
         async fn reload(&self) -> Result<ReloadReply, String> {
             Err("icp_port 3130: address in use".into())
+        }
+        fn set_parent(&self, name: &str, _down: Option<&str>) -> Result<PeerSnapshot, String> {
+            Err(format!("no parent named {name}"))
         }
     }
 

@@ -1,9 +1,10 @@
 //! The running proxy: the state built from one config version, how it is swapped on
 //! `reload`, and what the control socket asks of it.
 
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,14 @@ use crate::access_log::AccessLog;
 use crate::cache::collapse::InFlight;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
-use crate::config::Config;
+use crate::config::{Config, HostPort, ParentEntry};
 use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
 use crate::hierarchy::peers::{self, PeerEntry};
+use crate::hierarchy::rules::Route;
 use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
 use crate::http::{headers, listener};
 use crate::icp::endpoint::{Endpoint, IcpSettings};
-use crate::stats::{PeerStats, Stats, StatsSnapshot};
+use crate::stats::{PeerSnapshot, PeerStats, Stats, StatsSnapshot};
 use crate::versions::{ConfigVersion, Db, VersionState};
 
 /// An HTTP parent from the `parents` list, with its pooled client.
@@ -44,9 +46,14 @@ pub struct Runtime {
     pub x_cache_miss: HeaderValue,
     pub heuristics: Heuristics,
     pub origin: UpstreamClient,
+    /// Every parent any rule names, once each.
     pub parents: Vec<Parent>,
-    /// Where strict round robin starts next.
-    pub next_parent: AtomicUsize,
+    /// `parent_rules`, in order; the first that matches decides.
+    pub routes: Vec<Route>,
+    /// The `parents` list, for requests no rule matches.
+    pub default_route: Route,
+    pub retry_time: Duration,
+    pub stats: Arc<Stats>,
     pub access_log: Option<AccessLog>,
     pub read_timeout: Duration,
     /// The neighbour caches (ICP peers).
@@ -59,7 +66,7 @@ impl Runtime {
     fn build(
         version: &ConfigVersion,
         data_dir: &Path,
-        stats: &Stats,
+        stats: &Arc<Stats>,
         icp: Option<Arc<Endpoint>>,
     ) -> Result<Runtime, String> {
         let config = &version.config;
@@ -68,24 +75,45 @@ impl Runtime {
             local_address: config.bind_address.0,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         };
-        let parents = if config.parent_caching.0 {
+        let mut parents: Vec<Parent> = Vec::new();
+        let mut index = |entry: &ParentEntry| -> Option<usize> {
+            if is_this_proxy(config, &entry.addr) {
+                tracing::warn!("parent {} is this proxy itself; it is ignored", entry.addr);
+                return None;
+            }
+            let name = entry.addr.to_string();
+            if let Some(i) = parents.iter().position(|p| p.name == name) {
+                return Some(i);
+            }
+            let client =
+                upstream::parent_client(&entry.addr.host, entry.addr.port, settings).ok()?;
+            parents.push(Parent {
+                stats: stats.peer(&name),
+                name,
+                host: entry.addr.host.clone(),
+                port: entry.addr.port,
+                client,
+            });
+            Some(parents.len() - 1)
+        };
+        let caching = config.parent_caching.0;
+        let mut routes = Vec::new();
+        if caching {
+            for (i, rule) in config.parent_rules.iter().enumerate() {
+                routes.push(Route::compile(i + 1, rule, &mut index)?);
+            }
+        }
+        let default_parents = if caching {
             config
                 .parents
                 .0
                 .iter()
-                .map(|p| {
-                    Ok(Parent {
-                        name: p.to_string(),
-                        host: p.host.clone(),
-                        port: p.port,
-                        client: upstream::parent_client(&p.host, p.port, settings)?,
-                        stats: stats.peer(&p.to_string()),
-                    })
-                })
-                .collect::<Result<Vec<_>, String>>()?
+                .filter_map(|p| index(p).map(|i| (i, p.weight)))
+                .collect()
         } else {
             Vec::new()
         };
+        let default_route = Route::default_rule(default_parents, config.round_robin, true);
         let peers = config
             .peers
             .iter()
@@ -117,7 +145,10 @@ impl Runtime {
             },
             origin: upstream::origin_client(settings),
             parents,
-            next_parent: AtomicUsize::new(0),
+            routes,
+            default_route,
+            retry_time: Duration::from_secs(config.retry_time_s),
+            stats: stats.clone(),
             access_log,
             read_timeout: Duration::from_millis(config.read_timeout_ms),
             peers,
@@ -140,7 +171,7 @@ impl Runtime {
             state_reason: None,
             state_at: None,
         };
-        Runtime::build(&version, Path::new("."), &Stats::default(), None)
+        Runtime::build(&version, Path::new("."), &Arc::default(), None)
             .expect("a valid test config")
     }
 
@@ -177,12 +208,29 @@ fn icp_endpoint(
     }
 }
 
+/// Whether `addr` is this proxy's own listener, which must never be its own parent.
+fn is_this_proxy(config: &Config, addr: &HostPort) -> bool {
+    if addr.port != config.http_port {
+        return false;
+    }
+    let host: Option<IpAddr> = if addr.host == "localhost" {
+        Some(IpAddr::from([127, 0, 0, 1]))
+    } else {
+        addr.host.parse().ok()
+    };
+    match (host, config.bind_address.0) {
+        (Some(ip), Some(bound)) => ip == bound,
+        (Some(ip), None) => ip.is_loopback() || ip.is_unspecified(),
+        (None, _) => false,
+    }
+}
+
 /// What every request handler shares.
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub store: ArcSwap<Store>,
     pub in_flight: Arc<InFlight>,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
 }
 
 struct Listening {
@@ -204,7 +252,7 @@ impl Proxy {
     /// Starts on the newest version that works: one that fails is marked rejected and the
     /// one before it is tried.
     pub async fn start(db: Db, data_dir: PathBuf) -> anyhow::Result<Arc<Proxy>> {
-        let stats = Stats::default();
+        let stats = Arc::new(Stats::default());
         let mut rejected = None;
         for version in db.candidates().await? {
             let prepared = icp_endpoint(&version.config, None)
@@ -358,6 +406,36 @@ impl ControlHandler for Proxy {
     fn stats(&self) -> StatsSnapshot {
         let (objects, bytes) = self.shared.store.load().usage();
         self.shared.stats.snapshot(objects, bytes)
+    }
+
+    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {
+        let runtime = self.shared.runtime.load();
+        let parent = runtime
+            .parents
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = runtime.parents.iter().map(|p| p.name.as_str()).collect();
+                format!(
+                    "no parent named {name:?}; the parents are: {}",
+                    if names.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            })?;
+        parent.stats.health.set_by_hand(down);
+        match down {
+            Some(reason) => tracing::warn!("parent {name} taken down by hand: {reason}"),
+            None => tracing::info!("parent {name} brought up by hand"),
+        }
+        Ok(self
+            .stats()
+            .peers
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| parent.stats.snapshot(name)))
     }
 
     async fn reload(&self) -> Result<ReloadReply, String> {

@@ -1,12 +1,13 @@
 //! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hierarchy::health::{Health, HealthSnapshot};
 use crate::icp::codec::IcpOpcode;
 use crate::versions::now_rfc3339;
 
@@ -23,6 +24,8 @@ pub struct Stats {
     pub denied_clients: AtomicU64,
     pub tunnels: AtomicU64,
     pub errors: AtomicU64,
+    /// Requests sent on to another hop after one failed.
+    pub retries: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
     pub icp: IcpTotals,
@@ -79,8 +82,8 @@ pub struct PeerStats {
     pub failures: AtomicU64,
     pub bytes: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
-    /// Set by a failed connection, cleared by a response: whether it can fetch for us now.
-    pub down: AtomicBool,
+    /// Up or down as a place to fetch from (TCP), for HTTP parents and peers.
+    pub health: Health,
     pub icp_queries: AtomicU64,
     pub icp_hit: AtomicU64,
     pub icp_miss: AtomicU64,
@@ -94,12 +97,12 @@ pub struct PeerStats {
     pub hits_served: AtomicU64,
     /// Objects it said HIT for and then could not serve.
     pub false_hits: AtomicU64,
-    health: Mutex<Health>,
+    icp_health: Mutex<IcpHealth>,
 }
 
-/// What decides whether a peer is up or dead, and its reply times.
+/// Whether a peer is alive to ICP (answering queries) or dead, and its reply times.
 #[derive(Debug, Default)]
-struct Health {
+struct IcpHealth {
     /// The first query since its last reply: a peer silent this long past the dead-peer
     /// timeout is dead.
     first_unanswered: Option<(Instant, SystemTime)>,
@@ -112,7 +115,7 @@ struct Health {
     last_reply: Option<SystemTime>,
 }
 
-impl Health {
+impl IcpHealth {
     fn dead_at(&self, now: Instant) -> bool {
         self.first_unanswered
             .is_some_and(|(since, _)| now.duration_since(since) >= self.dead_after)
@@ -128,7 +131,6 @@ pub struct Failure {
 impl PeerStats {
     pub fn record_failure(&self, reason: impl Into<String>) {
         self.failures.fetch_add(1, Relaxed);
-        self.down.store(true, Relaxed);
         let failure = Failure {
             at: now_rfc3339(),
             reason: reason.into(),
@@ -138,14 +140,14 @@ impl PeerStats {
         }
     }
 
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    fn icp_health(&self) -> std::sync::MutexGuard<'_, IcpHealth> {
+        self.icp_health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A query went to this peer; `dead_after` is the dead-peer timeout in force.
     pub fn query_sent(&self, dead_after: Duration) {
         self.icp_queries.fetch_add(1, Relaxed);
-        let mut health = self.health();
+        let mut health = self.icp_health();
         health.dead_after = dead_after;
         health.last_query = Some(SystemTime::now());
         health
@@ -155,7 +157,7 @@ impl PeerStats {
 
     /// Any reply from the peer, in time or late: it is alive.
     pub fn reply_seen(&self) {
-        let mut health = self.health();
+        let mut health = self.icp_health();
         if health.dead_at(Instant::now()) || health.up_since.is_none() {
             health.up_since = Some(SystemTime::now());
         }
@@ -174,7 +176,7 @@ impl PeerStats {
         };
         counter.fetch_add(1, Relaxed);
         let ms = elapsed.as_secs_f64() * 1000.0;
-        let mut health = self.health();
+        let mut health = self.icp_health();
         health.recent_ms = Some(elapsed.as_millis() as u64);
         health.average_ms = Some(match health.average_ms {
             Some(average) => average + (ms - average) / 8.0,
@@ -186,35 +188,34 @@ impl PeerStats {
 
     /// Whether the peer has been silent past the dead-peer timeout.
     pub fn is_dead(&self) -> bool {
-        self.health().dead_at(Instant::now())
+        self.icp_health().dead_at(Instant::now())
     }
 
     /// The smoothed reply time, once it has replied.
     pub fn average_reply(&self) -> Option<Duration> {
-        self.health()
+        self.icp_health()
             .average_ms
             .map(|ms| Duration::from_secs_f64(ms / 1000.0))
     }
 
-    fn snapshot(&self, name: &str) -> PeerSnapshot {
+    pub fn snapshot(&self, name: &str) -> PeerSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
-        let health = self.health();
-        let dead = health.dead_at(Instant::now());
-        let state_since = if dead {
-            health
-                .first_unanswered
-                .map(|(_, at)| at + health.dead_after)
+        let icp = self.icp_health();
+        let dead = icp.dead_at(Instant::now());
+        let since = if dead {
+            icp.first_unanswered.map(|(_, at)| at + icp.dead_after)
         } else {
-            health.up_since
+            icp.up_since
         };
         PeerSnapshot {
             name: name.to_owned(),
-            state: if dead { "dead" } else { "up" }.to_owned(),
-            state_since: state_since.map(rfc3339),
             fetches: load(&self.fetches),
             failures: load(&self.failures),
             bytes: load(&self.bytes),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
+            health: self.health.snapshot(),
+            icp_state: if dead { "dead" } else { "up" }.to_owned(),
+            icp_state_since: since.map(rfc3339),
             icp_queries: load(&self.icp_queries),
             icp_hit: load(&self.icp_hit),
             icp_miss: load(&self.icp_miss),
@@ -223,10 +224,10 @@ impl PeerStats {
             icp_err: load(&self.icp_err),
             icp_timeouts: load(&self.icp_timeouts),
             icp_late_or_ignored: load(&self.icp_late_or_ignored),
-            average_reply_ms: health.average_ms,
-            recent_reply_ms: health.recent_ms,
-            last_query: health.last_query.map(rfc3339),
-            last_reply: health.last_reply.map(rfc3339),
+            average_reply_ms: icp.average_ms,
+            recent_reply_ms: icp.recent_ms,
+            last_query: icp.last_query.map(rfc3339),
+            last_reply: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
             false_hits: load(&self.false_hits),
         }
@@ -264,6 +265,7 @@ impl Stats {
             denied_clients: load(&self.denied_clients),
             tunnels: load(&self.tunnels),
             errors: load(&self.errors),
+            retries: load(&self.retries),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
             icp: self.icp.snapshot(),
@@ -297,6 +299,7 @@ pub struct StatsSnapshot {
     pub denied_clients: u64,
     pub tunnels: u64,
     pub errors: u64,
+    pub retries: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
     #[serde(default)]
@@ -307,15 +310,17 @@ pub struct StatsSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     pub name: String,
-    /// `up` or `dead` (silent to ICP past the dead-peer timeout).
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub state_since: Option<String>,
     pub fetches: u64,
     pub failures: u64,
     pub bytes: u64,
     pub last_failure: Option<Failure>,
+    #[serde(flatten)]
+    pub health: HealthSnapshot,
+    /// `up`, or `dead`: silent to ICP past the dead-peer timeout.
+    #[serde(default)]
+    pub icp_state: String,
+    #[serde(default)]
+    pub icp_state_since: Option<String>,
     #[serde(default)]
     pub icp_queries: u64,
     #[serde(default)]
@@ -378,7 +383,7 @@ mod tests {
         assert!(!peer.is_dead());
         peer.query_sent(Duration::ZERO);
         assert!(peer.is_dead(), "silent past a zero timeout");
-        assert_eq!(peer.snapshot("p").state, "dead");
+        assert_eq!(peer.snapshot("p").icp_state, "dead");
         peer.reply_seen();
         assert!(!peer.is_dead());
         peer.query_sent(Duration::from_secs(3600));
@@ -390,8 +395,8 @@ mod tests {
         assert_eq!((s.icp_queries, s.icp_hit, s.icp_miss), (3, 1, 1));
         assert_eq!(s.recent_reply_ms, Some(16));
         assert_eq!(s.average_reply_ms, Some(9.0), "8 + (16 - 8) / 8");
-        assert_eq!(s.state, "up");
-        assert!(s.last_reply.is_some() && s.state_since.is_some());
+        assert_eq!(s.icp_state, "up");
+        assert!(s.last_reply.is_some() && s.icp_state_since.is_some());
     }
 
     #[test]

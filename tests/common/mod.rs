@@ -298,6 +298,22 @@ impl Canopy {
             .unwrap_or_else(|e| panic!("{method} {url} through {}: {e}", self.addr))
     }
 
+    /// Starts the proxy again on the same data dir (after [`Canopy::kill`]).
+    pub async fn restart(&mut self) {
+        self.child = spawn_proxy(self.dir.path());
+        self.wait_until_up().await;
+    }
+
+    /// Changes settings with `canopy config set` and applies them with `canopy reload`.
+    pub fn reconfigure(&self, settings: &[(&str, &str)]) {
+        for (key, value) in settings {
+            let set = self.cli(&["config", "set", key, value]);
+            assert!(set.status.success(), "config set {key}: {}", stderr(&set));
+        }
+        let reload = self.cli(&["reload"]);
+        assert!(reload.status.success(), "reload: {}", stderr(&reload));
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -318,7 +334,10 @@ fn spawn_proxy(data_dir: &Path) -> std::process::Child {
         .arg(data_dir.join("canopy.db"))
         .arg("--control")
         .arg(data_dir.join("canopy.sock"))
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("CANOPY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -1,23 +1,28 @@
 //! Choosing the next hop for a miss and fetching through it, in the seeds' order: a sibling
-//! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents in order (or
-//! rotated), the fastest ICP parent that answered, then the origin server unless
+//! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents (the first
+//! routing rule that matches gives them and their order; those known to be down are
+//! skipped), the fastest ICP parent that answered, then the origin unless the rule or
 //! `never_direct` forbids it.
 
+pub mod health;
+pub mod parent_config;
 pub mod peers;
+pub mod rules;
+pub mod selection;
 pub mod upstream;
 
 use std::error::Error as _;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, HOST};
 use http::request::Parts;
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::config::{IcpMode, RoundRobin};
-use crate::hierarchy::peers::PeerEntry;
 use crate::http::errors::ProxyError;
 use crate::http::forward::cache_key;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
@@ -25,9 +30,16 @@ use crate::http::{empty_body, BoxError};
 use crate::icp::codec::IcpOpcode;
 use crate::icp::querier::{self, Answer};
 use crate::server::{Parent, Runtime};
+use crate::stats::PeerStats;
+use peers::PeerEntry;
+use rules::Route;
+use selection::Candidate;
+
+/// The client's address, kept in the request's extensions for routing by client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
 
 /// One place a miss can be fetched from.
-#[derive(Clone, Copy)]
 pub enum Hop<'a> {
     Parent(&'a Parent),
     /// A peer that answered ICP HIT. If it cannot serve the object after all, that is a
@@ -38,6 +50,16 @@ pub enum Hop<'a> {
     Origin,
 }
 
+/// The hops for one request, in order, and why.
+pub struct Plan<'a> {
+    pub hops: Vec<Hop<'a>>,
+    /// The rule that decided (0: the default rule).
+    pub rule: usize,
+    pub reason: &'static str,
+    /// Parents left out because they are down, with why.
+    pub skipped: Vec<String>,
+}
+
 /// An upstream response and where it came from.
 pub struct Fetched {
     pub response: Response<Incoming>,
@@ -45,58 +67,138 @@ pub struct Fetched {
     pub hierarchy: String,
     /// Whether this proxy may keep a copy.
     pub may_store: bool,
+    /// Which hop served and why, for `X-Canopy-Hop`.
+    pub route: String,
 }
 
-/// The hops to try, in order. `answers` are the ICP replies to this request's round, if
-/// one was made (`None`: no round, as for a request that may not go to siblings).
-pub fn hops<'a>(
+fn reason(mode: RoundRobin) -> &'static str {
+    match mode {
+        RoundRobin::False => "in_order",
+        RoundRobin::True => "client_address",
+        RoundRobin::Strict => "strict",
+        RoundRobin::ConsistentHash => "consistent_hash",
+    }
+}
+
+/// The hops to try for a request. `answers` are the ICP replies to this request's round,
+/// if one was made (`None`: no round, as for a request that may not go to siblings).
+pub fn plan<'a>(
     runtime: &'a Runtime,
-    headers: &HeaderMap,
+    method: &Method,
+    parts: &Parts,
     answers: Option<&[Answer]>,
-) -> Vec<Hop<'a>> {
-    let mut hops = Vec::new();
+) -> Plan<'a> {
+    let config = &runtime.config;
+    let direct = |go_direct: bool| !config.never_direct.0 && go_direct;
     // A request that has been through us already must not go round again.
-    if !is_loop(headers, &runtime.config.visible_name) {
-        let peers = &runtime.peers;
-        let answered = answers.unwrap_or_default();
-        let hits = |sibling: bool| {
+    if is_loop(&parts.headers, &config.visible_name) || config.always_direct.0 {
+        return Plan {
+            hops: if config.never_direct.0 {
+                Vec::new()
+            } else {
+                vec![Hop::Origin]
+            },
+            rule: 0,
+            reason: if config.always_direct.0 {
+                "always_direct"
+            } else {
+                "loop"
+            },
+            skipped: Vec::new(),
+        };
+    }
+    let route: &Route = runtime
+        .routes
+        .iter()
+        .find(|r| r.matches(method, &parts.uri))
+        .unwrap_or(&runtime.default_route);
+    let candidates: Vec<Candidate<'_>> = route
+        .parents
+        .iter()
+        .map(|&(i, weight)| Candidate {
+            name: &runtime.parents[i].name,
+            weight,
+        })
+        .collect();
+    let client = parts
+        .extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let url = parts.uri.to_string();
+    let order = selection::order(
+        route.round_robin,
+        &candidates,
+        &url,
+        client,
+        &route.rotation,
+    );
+    let now = Instant::now();
+    let usable = |p: &&PeerEntry| p.stats.health.available(now, runtime.retry_time);
+    let mut hops = Vec::new();
+    let mut skipped = Vec::new();
+    let answered = answers.unwrap_or_default();
+    for sibling in [true, false] {
+        hops.extend(
             answered
                 .iter()
-                .filter(move |a| a.opcode == IcpOpcode::Hit)
-                .filter_map(|a| peers.get(a.peer))
-                .filter(move |p| p.is_sibling() == sibling)
-        };
-        hops.extend(hits(true).map(Hop::PeerHit));
-        hops.extend(hits(false).map(Hop::PeerHit));
-        if !runtime.parents.is_empty() {
-            let start = match runtime.config.round_robin {
-                RoundRobin::False => 0,
-                RoundRobin::Strict => {
-                    runtime.next_parent.fetch_add(1, Relaxed) % runtime.parents.len()
-                }
-            };
-            let parents = &runtime.parents;
-            hops.extend(
-                (0..parents.len()).map(|i| Hop::Parent(&parents[(start + i) % parents.len()])),
-            );
-        }
-        if runtime.config.icp_mode == IcpMode::SendReceive {
-            hops.extend(icp_parents(peers, answers));
+                .filter(|a| a.opcode == IcpOpcode::Hit)
+                .filter_map(|a| runtime.peers.get(a.peer))
+                .filter(|p| p.is_sibling() == sibling)
+                .filter(usable)
+                .map(Hop::PeerHit),
+        );
+    }
+    let mut http_parents = 0;
+    for i in order {
+        let parent = &runtime.parents[route.parents[i].0];
+        if parent.stats.health.available(now, runtime.retry_time) {
+            hops.push(Hop::Parent(parent));
+            http_parents += 1;
+        } else {
+            let health = parent.stats.health.snapshot();
+            skipped.push(format!(
+                "{}: down since {} ({})",
+                parent.name,
+                health.down_since.unwrap_or_default(),
+                health.down_reason.unwrap_or_default()
+            ));
         }
     }
-    if !runtime.config.never_direct.0 {
+    let reason = if http_parents == 0 {
+        "direct"
+    } else {
+        reason(route.round_robin)
+    };
+    if config.icp_mode == IcpMode::SendReceive {
+        hops.extend(
+            icp_parents(&runtime.peers, answers)
+                .into_iter()
+                .filter(|p| usable(&p.0))
+                .map(|(p, code)| Hop::PeerParent(p, code)),
+        );
+    }
+    if direct(route.go_direct) {
         hops.push(Hop::Origin);
     }
-    hops
+    Plan {
+        hops,
+        rule: route.number,
+        reason,
+        skipped,
+    }
 }
 
 /// The ICP parents that may fetch a miss: those that answered MISS, fastest first (reply
 /// time divided by weight, as Squid weighs them); then
 /// those never asked (no-query, or no round was made) that are not dead. A parent that
 /// was asked and did not answer is passed over for this request.
-fn icp_parents<'a>(peers: &'a [PeerEntry], answers: Option<&[Answer]>) -> Vec<Hop<'a>> {
+fn icp_parents<'a>(
+    peers: &'a [PeerEntry],
+    answers: Option<&[Answer]>,
+) -> Vec<(&'a PeerEntry, &'static str)> {
     let is_parent = |p: &&PeerEntry| !p.is_sibling();
-    let mut hops: Vec<Hop<'a>> = Vec::new();
+    let mut hops = Vec::new();
     if let Some(answers) = answers {
         let mut missed: Vec<(Duration, &PeerEntry)> = answers
             .iter()
@@ -106,11 +208,7 @@ fn icp_parents<'a>(peers: &'a [PeerEntry], answers: Option<&[Answer]>) -> Vec<Ho
             .map(|(elapsed, p)| (elapsed / p.config.weight.max(1), p))
             .collect();
         missed.sort_by_key(|(weighed, _)| *weighed);
-        hops.extend(
-            missed
-                .into_iter()
-                .map(|(_, p)| Hop::PeerParent(p, "FIRST_PARENT_MISS")),
-        );
+        hops.extend(missed.into_iter().map(|(_, p)| (p, "FIRST_PARENT_MISS")));
     }
     let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
     hops.extend(
@@ -118,25 +216,51 @@ fn icp_parents<'a>(peers: &'a [PeerEntry], answers: Option<&[Answer]>) -> Vec<Ho
             .iter()
             .filter(is_parent)
             .filter(|p| !asked(p) && !p.stats.is_dead())
-            .map(|p| Hop::PeerParent(p, "FIRSTUP_PARENT")),
+            .map(|p| (p, "FIRSTUP_PARENT")),
     );
     hops
 }
 
-/// Whether a response from a peer after its HIT shows it did not hold the object after all.
-fn is_false_hit(peer: &PeerEntry, status: http::StatusCode) -> bool {
-    status == http::StatusCode::GATEWAY_TIMEOUT || (peer.is_sibling() && status.is_server_error())
+/// Why a peer that answered HIT did not serve the object after all (a 504 to
+/// `only-if-cached`, a sibling's server error, no connection, no answer); `None` when it
+/// served it.
+fn false_hit(
+    peer: &PeerEntry,
+    attempt: &Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Option<String> {
+    match attempt {
+        Ok(Ok(response)) => {
+            let status = response.status();
+            (status == StatusCode::GATEWAY_TIMEOUT
+                || (peer.is_sibling() && status.is_server_error()))
+            .then(|| format!("answered {}", status.as_u16()))
+        }
+        Ok(Err(e)) if e.is_connect() => Some(format!("connect: {}", innermost(e))),
+        Ok(Err(e)) => Some(innermost(e)),
+        Err(_) => Some("no response in time".to_owned()),
+    }
 }
 
-/// Sends the request through the first hop that takes it. A hop that cannot be connected
-/// to is passed over (and counted); any other failure ends the request.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Sends the request through the first hop that takes it. A parent that cannot be reached
+/// is passed over (and counted); an idempotent request without a body also moves on when a
+/// parent fails before answering, or answers with one of `retry_statuses`.
 pub async fn fetch(
     runtime: &Runtime,
     parts: &Parts,
     headers: HeaderMap,
     body: Option<Incoming>,
 ) -> Result<Fetched, (ProxyError, String)> {
-    let host = parts
+    let authority = parts
         .uri
         .authority()
         .map(|a| a.as_str().to_owned())
@@ -144,15 +268,12 @@ pub async fn fetch(
     let mut headers = headers;
     remove_hop_by_hop(&mut headers);
     append_via(&mut headers, &runtime.via);
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(HOST, value);
-        }
+    if let Ok(value) = HeaderValue::from_str(&authority) {
+        headers.insert(HOST, value);
     }
     let mut body = body.filter(|b| !http_body::Body::is_end_stream(b));
     let had_body = body.is_some();
-    let mut tried: Vec<String> = Vec::new();
-    let strict = runtime.config.round_robin == RoundRobin::Strict;
+    let may_retry = !had_body && idempotent(&parts.method);
     let answers = if body.is_none()
         && !is_loop(&parts.headers, &runtime.config.visible_name)
         && querier::eligible(runtime, &parts.method, &parts.headers)
@@ -161,11 +282,14 @@ pub async fn fetch(
     } else {
         None
     };
-    for hop in hops(runtime, &parts.headers, answers.as_deref()) {
-        if had_body && body.is_none() {
-            break;
-        }
-        let (client, hierarchy, stats, name) = match hop {
+    let plan = plan(runtime, &parts.method, parts, answers.as_deref());
+    let mut tried: Vec<String> = plan.skipped.clone();
+    let mut answered_badly = false;
+    let hop_count = plan.hops.len();
+    for (n, hop) in plan.hops.iter().enumerate() {
+        let is_last = n + 1 == hop_count;
+        let (client, hierarchy, counters, name, route): (_, _, Option<&PeerStats>, _, _) = match hop
+        {
             Hop::PeerHit(p) => (
                 &p.client,
                 format!(
@@ -177,36 +301,58 @@ pub async fn fetch(
                     },
                     p.config.host
                 ),
-                Some(&p.stats),
+                Some(&*p.stats),
                 p.config.name.as_str(),
+                format!("peer={} icp=HIT", p.config.name),
             ),
             Hop::PeerParent(p, code) => (
                 &p.client,
                 format!("{code}/{}", p.config.host),
-                Some(&p.stats),
+                Some(&*p.stats),
                 p.config.name.as_str(),
+                format!("peer={} hierarchy={code}", p.config.name),
             ),
             Hop::Parent(p) => (
                 &p.client,
                 format!(
                     "{}/{}",
-                    if strict {
-                        "ROUNDROBIN_PARENT"
-                    } else {
+                    if plan.reason == "in_order" {
                         "FIRSTUP_PARENT"
+                    } else {
+                        "ROUNDROBIN_PARENT"
                     },
                     p.host
                 ),
-                Some(&p.stats),
+                Some(&*p.stats),
                 p.name.as_str(),
+                format!(
+                    "parent={} rule={} reason={}",
+                    p.name, plan.rule, plan.reason
+                ),
             ),
             Hop::Origin => (
                 &runtime.origin,
                 format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
                 None,
-                host.as_str(),
+                authority.as_str(),
+                format!(
+                    "direct rule={} reason={}",
+                    plan.rule,
+                    if n == 0 {
+                        plan.reason
+                    } else {
+                        "parents_failed"
+                    }
+                ),
             ),
         };
+        if n > 0 {
+            // A body goes once: after a failed attempt it is gone.
+            if had_body {
+                break;
+            }
+            runtime.stats.retries.fetch_add(1, Relaxed);
+        }
         let mut request = Request::new(
             body.take()
                 .map(|b| b.map_err(BoxError::from).boxed_unsync())
@@ -226,21 +372,10 @@ pub async fn fetch(
         }
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
         if let Hop::PeerHit(peer) = hop {
-            let served = match &attempt {
-                Ok(Ok(response)) => !is_false_hit(peer, response.status()),
-                _ => false,
-            };
-            if !served {
+            if let Some(reason) = false_hit(peer, &attempt) {
                 peer.stats.false_hits.fetch_add(1, Relaxed);
-                let reason = match &attempt {
-                    Ok(Ok(response)) => format!("answered {}", response.status().as_u16()),
-                    Ok(Err(e)) => innermost(e),
-                    Err(_) => "no response in time".to_owned(),
-                };
-                if let Ok(Err(e)) = &attempt {
-                    if e.is_connect() {
-                        peer.stats.record_failure(format!("connect: {reason}"));
-                    }
+                if reason.starts_with("connect: ") {
+                    record_failure(runtime, &peer.stats, name, &reason);
                 }
                 tracing::info!(
                     "false hit: {} said HIT for {} but {reason}",
@@ -256,80 +391,93 @@ pub async fn fetch(
             Hop::PeerHit(p) | Hop::PeerParent(p, _) => !p.config.proxy_only,
             Hop::Parent(_) | Hop::Origin => true,
         };
-        match attempt {
+        let failure = match attempt {
             Ok(Ok(response)) => {
-                if let Some(stats) = stats {
-                    stats.down.store(false, Relaxed);
-                    stats.fetches.fetch_add(1, Relaxed);
+                let status = response.status();
+                if let Some(counters) = counters {
+                    counters.fetches.fetch_add(1, Relaxed);
                     if let Some(len) = response.headers().get(http::header::CONTENT_LENGTH) {
                         let len: u64 = len.to_str().ok().and_then(|l| l.parse().ok()).unwrap_or(0);
-                        stats.bytes.fetch_add(len, Relaxed);
+                        counters.bytes.fetch_add(len, Relaxed);
+                    }
+                    if counters.health.record_success() {
+                        tracing::info!("{name} is up again");
+                    }
+                    if may_retry
+                        && !is_last
+                        && runtime.config.retry_statuses.0.contains(&status.as_u16())
+                    {
+                        tried.push(format!("{name}: answered {status}"));
+                        answered_badly = true;
+                        continue;
                     }
                 }
                 return Ok(Fetched {
                     response,
                     hierarchy,
                     may_store,
+                    route,
                 });
             }
-            Ok(Err(e)) if e.is_connect() => {
-                let reason = innermost(&e);
-                tracing::info!("cannot connect to {name}: {reason}");
-                if let Some(stats) = stats {
-                    stats.record_failure(format!("connect: {reason}"));
-                }
-                tried.push(format!("{name}: {reason}"));
-                if matches!(hop, Hop::Origin) {
-                    let error = if reason.contains("timed out") || reason.contains("timeout") {
-                        ProxyError::gateway_timeout(format!("connecting to {host} timed out"))
-                    } else {
-                        ProxyError::bad_gateway(format!("cannot connect to {host}: {reason}"))
-                    };
-                    return Err((error, hierarchy));
-                }
-            }
-            Ok(Err(e)) => {
-                let reason = innermost(&e);
-                if let Some(stats) = stats {
-                    stats.record_failure(reason.clone());
-                }
-                return Err((
-                    ProxyError::bad_gateway(format!("{name} failed: {reason}")),
-                    hierarchy,
-                ));
-            }
-            Err(_) => {
-                if let Some(stats) = stats {
-                    stats.record_failure("no response in time");
-                }
-                return Err((
-                    ProxyError::gateway_timeout(format!(
-                        "{name} did not answer within {} ms",
-                        runtime.read_timeout.as_millis()
-                    )),
-                    hierarchy,
-                ));
-            }
+            Ok(Err(e)) if e.is_connect() => format!("connect: {}", innermost(&e)),
+            Ok(Err(e)) => innermost(&e),
+            Err(_) => format!("no response within {} ms", runtime.read_timeout.as_millis()),
+        };
+        tracing::info!("{name} failed: {failure}");
+        tried.push(format!("{name}: {failure}"));
+        if let Some(counters) = counters {
+            record_failure(runtime, counters, name, &failure);
+        }
+        let connect_failed = failure.starts_with("connect: ");
+        if !(connect_failed || may_retry) || matches!(hop, Hop::Origin) {
+            let error = if failure.starts_with("no response") || failure.contains("timed out") {
+                ProxyError::gateway_timeout(format!("{name}: {failure}"))
+            } else if connect_failed && matches!(hop, Hop::Origin) {
+                ProxyError::bad_gateway(format!("cannot connect to {name}: {}", &failure[9..]))
+            } else {
+                ProxyError::bad_gateway(format!("{name} failed: {failure}"))
+            };
+            return Err((error, hierarchy));
         }
     }
     let reason = if had_body && !tried.is_empty() {
         format!(
-            "the request body was sent to {} and cannot be sent again: {}",
-            tried.last().map(String::as_str).unwrap_or(""),
+            "the request body was sent once and cannot be sent again: {}",
             tried.join("; ")
         )
     } else if tried.is_empty() {
         "never_direct is on and no parent is configured".to_owned()
+    } else if runtime.config.never_direct.0 {
+        format!(
+            "never_direct is on and no parent could serve: {}",
+            tried.join("; ")
+        )
     } else {
         format!(
-            "never_direct is on and no parent could be reached: {}",
+            "no hop could serve (going direct is not allowed by rule {}): {}",
+            plan.rule,
             tried.join("; ")
         )
     };
-    Err((
-        ProxyError::gateway_timeout(reason),
-        "HIER_NONE/-".to_owned(),
-    ))
+    let status = if answered_badly {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::GATEWAY_TIMEOUT
+    };
+    Err((ProxyError::new(status, reason), "HIER_NONE/-".to_owned()))
+}
+
+/// Counts a failed fetch through a parent or peer, and marks it down past the threshold.
+fn record_failure(runtime: &Runtime, counters: &PeerStats, name: &str, failure: &str) {
+    counters.record_failure(failure);
+    if counters.health.record_failure(
+        Instant::now(),
+        runtime.config.fail_threshold,
+        runtime.retry_time,
+        failure,
+    ) {
+        tracing::warn!("{name} marked down: {failure}");
+    }
 }
 
 /// The most specific message in an error's chain ("Connection refused", not "client error").
@@ -363,6 +511,15 @@ mod tests {
             allow_miss: false,
             weight: 1,
         }
+    }
+
+    /// The hops `plan` gives a GET for http://example.com/ with `answers`.
+    fn hops(runtime: &Runtime, headers: HeaderMap, answers: Option<&[Answer]>) -> Vec<String> {
+        let mut request = Request::new(());
+        *request.uri_mut() = "http://example.com/".parse().unwrap();
+        *request.headers_mut() = headers;
+        let (parts, ()) = request.into_parts();
+        names(&plan(runtime, &Method::GET, &parts, answers).hops)
     }
 
     fn names(hops: &[Hop<'_>]) -> Vec<String> {
@@ -405,9 +562,8 @@ mod tests {
             answer(1, IcpOpcode::Hit, 2),
             answer(0, IcpOpcode::Hit, 3),
         ];
-        let hops = hops(&runtime, &HeaderMap::new(), Some(&answers));
         assert_eq!(
-            names(&hops),
+            hops(&runtime, HeaderMap::new(), Some(&answers)),
             [
                 "hit:sib",
                 "hit:icp-par",
@@ -418,9 +574,8 @@ mod tests {
             ]
         );
         // Without a round (a POST, say) no sibling; every parent that is not dead, in order.
-        let no_round = super::hops(&runtime, &HeaderMap::new(), None);
         assert_eq!(
-            names(&no_round),
+            hops(&runtime, HeaderMap::new(), None),
             [
                 "http:http-parent:3128",
                 "FIRSTUP_PARENT:icp-par",
@@ -447,7 +602,7 @@ mod tests {
             answer(1, IcpOpcode::Miss, 20),
         ];
         assert_eq!(
-            names(&hops(&runtime, &HeaderMap::new(), Some(&answers))),
+            hops(&runtime, HeaderMap::new(), Some(&answers)),
             [
                 "FIRST_PARENT_MISS:heavy",
                 "FIRST_PARENT_MISS:light",
@@ -468,9 +623,9 @@ mod tests {
         let runtime = Runtime::for_tests(config);
         let mut looped = HeaderMap::new();
         looped.insert(http::header::VIA, HeaderValue::from_static("1.1 edge"));
-        assert!(names(&hops(&runtime, &looped, None)).is_empty());
+        assert!(hops(&runtime, looped, None).is_empty());
         assert_eq!(
-            names(&hops(&runtime, &HeaderMap::new(), None)),
+            hops(&runtime, HeaderMap::new(), None),
             ["FIRSTUP_PARENT:par"]
         );
     }

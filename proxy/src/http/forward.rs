@@ -21,9 +21,9 @@ use crate::access_log;
 use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome};
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
-use crate::hierarchy;
+use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
-use crate::http::headers::{append_via, remove_hop_by_hop, times_seen};
+use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::server::{Runtime, Shared};
 
@@ -43,6 +43,8 @@ struct Served {
     result: &'static str,
     hierarchy: String,
     from_cache: bool,
+    /// Which hop served and why (`X-Canopy-Hop`), for fetched responses.
+    hop: Option<String>,
 }
 
 impl Served {
@@ -56,6 +58,7 @@ impl Served {
             },
             hierarchy,
             from_cache: false,
+            hop: None,
         }
     }
 }
@@ -72,10 +75,11 @@ pub async fn handle(
     shared.stats.requests.fetch_add(1, Relaxed);
     let method = req.method().clone();
     let url = req.uri().to_string();
+    tracing::debug!(%client, %method, %url, "request");
     let served = if runtime.is_hits_only_sibling(client.ip()) {
-        hits_only(&shared, &runtime, req).await
+        hits_only(&shared, &runtime, client, req).await
     } else {
-        route(&shared, &runtime, req).await
+        route(&shared, &runtime, client, req).await
     };
     if served.response.status().is_server_error() {
         shared.stats.errors.fetch_add(1, Relaxed);
@@ -89,6 +93,15 @@ pub async fn handle(
         &runtime.x_cache_miss
     };
     headers.insert("x-cache", x_cache.clone());
+    if runtime.config.debug_headers.0 {
+        let hop = served
+            .hop
+            .as_deref()
+            .unwrap_or(if served.from_cache { "cache" } else { "none" });
+        if let Ok(value) = HeaderValue::from_str(hop) {
+            headers.insert("x-canopy-hop", value);
+        }
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -116,7 +129,12 @@ pub async fn handle(
     Ok(response.map(|body| Accounted::new(body, done).boxed_unsync()))
 }
 
-async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incoming>) -> Served {
+async fn route(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Served {
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
             Ok((response, hierarchy)) => Served {
@@ -124,6 +142,7 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
                 result: "TCP_TUNNEL",
                 hierarchy,
                 from_cache: false,
+                hop: None,
             },
             Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
         };
@@ -141,7 +160,8 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
         );
         return Served::error(error, runtime, "HIER_NONE/-".into());
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(ClientAddr(client.ip()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
         cached(shared, runtime, parts).await
     } else {
@@ -154,6 +174,7 @@ async fn route(shared: &Arc<Shared>, runtime: &Arc<Runtime>, req: Request<Incomi
 async fn hits_only(
     shared: &Arc<Shared>,
     runtime: &Arc<Runtime>,
+    client: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Served {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -170,7 +191,7 @@ async fn hits_only(
         header::CACHE_CONTROL,
         HeaderValue::from_static("only-if-cached"),
     );
-    route(shared, runtime, req).await
+    route(shared, runtime, client, req).await
 }
 
 /// A forward proxy takes absolute-form `http://` requests only.
@@ -248,6 +269,11 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
     if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
         return forward_uncached(shared, runtime, &parts, None).await;
     }
+    // A request that comes back to us is part of a fetch already under way here: waiting
+    // for that fetch would wait for itself.
+    if is_loop(&parts.headers, &runtime.config.visible_name) {
+        return fetch_and_fill(shared, runtime, &parts, &key, None).await;
+    }
     match shared.in_flight.join(&key) {
         Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
         Join::Follower(waiting) => match InFlight::wait(waiting).await {
@@ -256,6 +282,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 result: "TCP_MISS",
                 hierarchy: "HIER_NONE/-".into(),
                 from_cache: false,
+                hop: None,
             },
             _ => fetch_and_fill(shared, runtime, &parts, &key, None).await,
         },
@@ -281,6 +308,7 @@ fn serve_stored(parts: &Parts, stored: &Stored, result: &'static str) -> Served 
         result,
         hierarchy: "HIER_NONE/-".into(),
         from_cache: true,
+        hop: None,
     }
 }
 
@@ -428,6 +456,7 @@ fn store_and_serve(
             result,
             hierarchy: fetched.hierarchy,
             from_cache: false,
+            hop: Some(fetched.route),
         };
     }
     for name in policy::fields_to_strip(&head.headers) {
@@ -456,6 +485,7 @@ fn store_and_serve(
         result,
         hierarchy: fetched.hierarchy,
         from_cache: false,
+        hop: Some(fetched.route),
     }
 }
 
@@ -662,6 +692,7 @@ async fn forward_uncached(
                 result: "TCP_MISS",
                 hierarchy: fetched.hierarchy,
                 from_cache: false,
+                hop: Some(fetched.route),
             }
         }
         Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),

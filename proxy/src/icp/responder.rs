@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Uri};
 
@@ -13,7 +13,7 @@ use crate::hierarchy::peers;
 use crate::http::forward::cache_key;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
 use crate::server::Runtime;
-use crate::stats::IcpTotals;
+use crate::stats::{IcpTotals, PeerStats};
 
 /// The opcode answering `query` from `from`, counted.
 pub fn answer(
@@ -88,19 +88,18 @@ fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
 }
 
 /// This proxy will not fetch a miss: the admin said so, or it may not go direct and no
-/// parent can take it.
+/// parent can take it now.
 fn will_not_fetch(runtime: &Runtime) -> bool {
+    let now = Instant::now();
+    let unusable = |stats: &PeerStats| !stats.health.available(now, runtime.retry_time);
     runtime.config.icp_hits_only.0
         || runtime.config.never_direct.0
-            && runtime
-                .parents
-                .iter()
-                .all(|parent| parent.stats.down.load(Relaxed))
+            && runtime.parents.iter().all(|parent| unusable(&parent.stats))
             && runtime
                 .peers
                 .iter()
                 .filter(|peer| !peer.is_sibling())
-                .all(|peer| peer.stats.is_dead() || peer.stats.down.load(Relaxed))
+                .all(|peer| peer.stats.is_dead() || unusable(&peer.stats))
 }
 
 #[cfg(test)]

@@ -1,0 +1,195 @@
+//! Whether a parent is up: failures within `retry_time` past `fail_threshold` mark it down;
+//! once `retry_time` has passed it is tried again, and one success brings it back.
+//! An administrator can also take a parent down by hand, with a reason.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::versions::now_rfc3339;
+
+#[derive(Debug, Default)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When recent failures happened, oldest first; only those within retry_time count.
+    failures: VecDeque<Instant>,
+    down: Option<Down>,
+}
+
+#[derive(Debug, Clone)]
+struct Down {
+    /// When it was marked down, or last failed a retry.
+    since: Instant,
+    at: String,
+    reason: String,
+    by_hand: bool,
+}
+
+/// How a parent stands, as `stats` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSnapshot {
+    pub down: bool,
+    pub down_since: Option<String>,
+    pub down_reason: Option<String>,
+    pub down_by_hand: bool,
+}
+
+impl Health {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request may try this parent now: up, or down long enough to be retried.
+    pub fn available(&self, now: Instant, retry_time: Duration) -> bool {
+        match &self.state().down {
+            None => true,
+            Some(down) => !down.by_hand && now.duration_since(down.since) >= retry_time,
+        }
+    }
+
+    /// Counts a failure; returns true when this one marked the parent down.
+    pub fn record_failure(
+        &self,
+        now: Instant,
+        threshold: u32,
+        retry_time: Duration,
+        reason: &str,
+    ) -> bool {
+        let mut state = self.state();
+        if let Some(down) = &mut state.down {
+            // A retry that failed: down for another retry_time.
+            if !down.by_hand {
+                down.since = now;
+            }
+            return false;
+        }
+        state.failures.push_back(now);
+        while state
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > retry_time)
+        {
+            state.failures.pop_front();
+        }
+        if state.failures.len() as u32 >= threshold {
+            state.failures.clear();
+            state.down = Some(Down {
+                since: now,
+                at: now_rfc3339(),
+                reason: format!(
+                    "{threshold} failures within {} s; last: {reason}",
+                    retry_time.as_secs()
+                ),
+                by_hand: false,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// A response came back: the parent is up (unless an administrator took it down).
+    /// Returns true when this brought it back.
+    pub fn record_success(&self) -> bool {
+        let mut state = self.state();
+        state.failures.clear();
+        if state.down.as_ref().is_some_and(|d| !d.by_hand) {
+            state.down = None;
+            return true;
+        }
+        false
+    }
+
+    /// Takes the parent down by hand (`Some(reason)`) or brings it back (`None`).
+    pub fn set_by_hand(&self, down: Option<&str>) {
+        let mut state = self.state();
+        state.failures.clear();
+        state.down = down.map(|reason| Down {
+            since: Instant::now(),
+            at: now_rfc3339(),
+            reason: reason.to_owned(),
+            by_hand: true,
+        });
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        match &self.state().down {
+            None => HealthSnapshot::default(),
+            Some(down) => HealthSnapshot {
+                down: true,
+                down_since: Some(down.at.clone()),
+                down_reason: Some(down.reason.clone()),
+                down_by_hand: down.by_hand,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn threshold_failures_within_retry_time_mark_down() {
+        let health = Health::default();
+        let t0 = Instant::now();
+        assert!(!health.record_failure(t0, 3, RETRY, "refused"));
+        assert!(!health.record_failure(t0 + Duration::from_secs(1), 3, RETRY, "refused"));
+        assert!(health.available(t0, RETRY));
+        assert!(health.record_failure(t0 + Duration::from_secs(2), 3, RETRY, "refused"));
+        assert!(!health.available(t0 + Duration::from_secs(3), RETRY));
+        let snapshot = health.snapshot();
+        assert!(snapshot.down);
+        assert!(snapshot
+            .down_reason
+            .unwrap()
+            .contains("3 failures within 300 s"));
+    }
+
+    #[test]
+    fn failures_further_apart_than_retry_time_do_not_add_up() {
+        let health = Health::default();
+        let t0 = Instant::now();
+        health.record_failure(t0, 2, RETRY, "refused");
+        assert!(!health.record_failure(t0 + RETRY + Duration::from_secs(1), 2, RETRY, "refused"));
+        assert!(health.available(t0 + RETRY + Duration::from_secs(1), RETRY));
+    }
+
+    #[test]
+    fn a_down_parent_is_retried_after_retry_time_and_a_success_brings_it_back() {
+        let health = Health::default();
+        let t0 = Instant::now();
+        health.record_failure(t0, 1, RETRY, "refused");
+        assert!(!health.available(t0 + RETRY - Duration::from_secs(1), RETRY));
+        assert!(health.available(t0 + RETRY, RETRY));
+        // The retry fails: down for another retry_time from then.
+        health.record_failure(t0 + RETRY, 1, RETRY, "refused");
+        assert!(!health.available(t0 + RETRY + Duration::from_secs(1), RETRY));
+        assert!(health.available(t0 + RETRY * 2, RETRY));
+        assert!(health.record_success());
+        assert!(!health.snapshot().down);
+    }
+
+    #[test]
+    fn down_by_hand_stays_down_until_brought_up_by_hand() {
+        let health = Health::default();
+        health.set_by_hand(Some("maintenance"));
+        let later = Instant::now() + RETRY * 10;
+        assert!(!health.available(later, RETRY));
+        assert!(!health.record_success());
+        assert_eq!(
+            health.snapshot().down_reason.as_deref(),
+            Some("maintenance")
+        );
+        assert!(health.snapshot().down_by_hand);
+        health.set_by_hand(None);
+        assert!(health.available(later, RETRY));
+    }
+}

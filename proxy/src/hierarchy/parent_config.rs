@@ -1,0 +1,178 @@
+//! Reads Traffic Server `parent.config` lines into routing rules. A line with anything
+//! Canopy cannot honour is reported, and then nothing is imported.
+
+use crate::config::{ParentList, ParentRule, RoundRobin};
+
+/// The rules of a parent.config file, or every problem, one per line.
+pub fn parse(text: &str) -> Result<Vec<ParentRule>, Vec<String>> {
+    let mut rules = Vec::new();
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(rule) => rules.push(rule),
+            Err(errors) => problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("line {}: {e}", number + 1)),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(problems)
+    }
+}
+
+fn parse_line(line: &str) -> Result<ParentRule, Vec<String>> {
+    let mut rule = ParentRule {
+        go_direct: true,
+        ..ParentRule::default()
+    };
+    let mut errors = Vec::new();
+    for (key, value) in pairs(line).map_err(|e| vec![e])? {
+        let value = value.as_str();
+        let outcome: Result<(), String> = match key.as_str() {
+            "dest_domain" => {
+                rule.dest_domain = Some(value.to_owned());
+                Ok(())
+            }
+            "dest_host" => {
+                rule.dest_host = Some(value.to_owned());
+                Ok(())
+            }
+            "dest_ip" if value.contains('-') => Err(format!(
+                "dest_ip={value}: address ranges are not supported; write a CIDR network"
+            )),
+            "dest_ip" => {
+                rule.dest_ip = Some(value.to_owned());
+                Ok(())
+            }
+            "url_regex" => {
+                rule.url_regex = Some(value.to_owned());
+                Ok(())
+            }
+            "scheme" => {
+                rule.scheme = Some(value.to_ascii_lowercase());
+                Ok(())
+            }
+            "port" => value
+                .parse()
+                .map(|p| rule.port = Some(p))
+                .map_err(|_| format!("port={value}: expected a port number")),
+            "method" => {
+                rule.method = Some(value.to_ascii_uppercase());
+                Ok(())
+            }
+            "parent" => value
+                .parse::<ParentList>()
+                .map(|p| rule.parents = p)
+                .map_err(|e| format!("parent=\"{value}\": {e}")),
+            "round_robin" => value
+                .parse::<RoundRobin>()
+                .map(|r| rule.round_robin = r)
+                .map_err(|e| format!("round_robin={value}: {e}")),
+            "go_direct" => match value {
+                "true" => {
+                    rule.go_direct = true;
+                    Ok(())
+                }
+                "false" => {
+                    rule.go_direct = false;
+                    Ok(())
+                }
+                other => Err(format!("go_direct={other}: expected true or false")),
+            },
+            other => Err(format!("{other}= is not supported by Canopy")),
+        };
+        if let Err(e) = outcome {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        Ok(rule)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A rule written as a parent.config line, so it can be read back.
+pub fn line(rule: &ParentRule) -> String {
+    let mut line = rule.matcher();
+    if !rule.parents.0.is_empty() {
+        line.push_str(&format!(" parent=\"{}\"", rule.parents));
+    }
+    line.push_str(&format!(
+        " round_robin={} go_direct={}",
+        rule.round_robin, rule.go_direct
+    ));
+    line
+}
+
+/// `key=value` pairs separated by spaces; a value may be in double quotes.
+fn pairs(line: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("{rest:?} is not key=value"))?;
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted
+                .find('"')
+                .ok_or_else(|| format!("{key}= has an unclosed quote"))?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push((key.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        rest = after.trim_start();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_traffic_server_rules_are_read() {
+        let text = r#"
+# route the test domain to b, everything else to a
+dest_domain=a.test parent="127.0.0.1:3129" round_robin=false go_direct=false
+url_regex=\.iso$ parent="p1:3128|1.0; p2:3128|3.0" round_robin=consistent_hash
+dest_domain=. parent="127.0.0.1:3128" go_direct=true
+"#;
+        let rules = parse(text).unwrap();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0].dest_domain.as_deref(), Some("a.test"));
+        assert!(!rules[0].go_direct);
+        assert_eq!(rules[1].round_robin, RoundRobin::ConsistentHash);
+        assert_eq!(rules[1].parents.0[1].weight, 3);
+        assert_eq!(rules[1].url_regex.as_deref(), Some("\\.iso$"));
+        assert!(rules[2].go_direct);
+    }
+
+    #[test]
+    fn a_written_line_reads_back_as_the_same_rule() {
+        let rules = parse("dest_domain=a.test port=8080 parent=\"p1:3128; p2:3128|2\" round_robin=strict go_direct=false").unwrap();
+        let again = parse(&line(&rules[0])).unwrap();
+        assert_eq!(again, rules);
+    }
+
+    #[test]
+    fn what_cannot_be_mapped_is_reported_line_by_line() {
+        let text = "dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
+                    dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n\
+                    dest_host=ok.test parent=\"p:1\"\n";
+        let problems = parse(text).unwrap_err();
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].starts_with("line 1: qstring="), "{problems:?}");
+        assert!(problems[1].starts_with("line 2: dest_ip="), "{problems:?}");
+    }
+}
