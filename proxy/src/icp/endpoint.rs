@@ -69,11 +69,20 @@ impl Endpoint {
     /// address its socket (and the rounds waiting on it) carry over, so nothing is dropped.
     pub fn prepare(settings: IcpSettings, current: Option<&Endpoint>) -> io::Result<Endpoint> {
         let (socket, rounds, next_request) = match current {
-            Some(current) if current.settings.listen == settings.listen => (
-                current.socket.clone(),
-                current.rounds.clone(),
-                current.next_request.clone(),
-            ),
+            Some(current) if current.settings.listen == settings.listen => {
+                if let (Some((group, _)), true) =
+                    (current.settings.multicast, current.joins_itself())
+                {
+                    // Rejoined below if the group stays; a failure means it was not joined.
+                    let _ = SockRef::from(&*current.socket)
+                        .leave_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED);
+                }
+                (
+                    current.socket.clone(),
+                    current.rounds.clone(),
+                    current.next_request.clone(),
+                )
+            }
             _ => (
                 Arc::new(bind_unicast(settings.listen)?),
                 Arc::default(),
@@ -85,13 +94,22 @@ impl Endpoint {
             Some((group, ttl)) => {
                 let sending = SockRef::from(&*socket);
                 sending.set_multicast_ttl_v4(u32::from(ttl))?;
-                sending.set_multicast_loop_v4(true)?;
-                if let IpAddr::V4(ip) = settings.listen.ip() {
-                    if !ip.is_unspecified() {
+                match settings.listen.ip() {
+                    IpAddr::V4(ip) if !ip.is_unspecified() => {
                         sending.set_multicast_if_v4(&ip)?;
+                        // Other proxies on this host, on their own addresses, are members too.
+                        sending.set_multicast_loop_v4(true)?;
+                        Some(join_group(group, settings.listen)?)
+                    }
+                    _ => {
+                        // Bound to every address, this socket takes the group's datagrams
+                        // itself (a second socket on the port could not be bound); without
+                        // loopback it does not hear its own queries.
+                        sending.set_multicast_loop_v4(false)?;
+                        sending.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+                        None
                     }
                 }
-                Some(join_group(group, settings.listen)?)
             }
             None => None,
         };
@@ -105,6 +123,11 @@ impl Endpoint {
             group_socket: Mutex::new(group_socket),
             stop,
         })
+    }
+
+    /// Whether the group is joined on the ICP socket itself (bound to every address).
+    fn joins_itself(&self) -> bool {
+        self.settings.listen.ip().is_unspecified()
     }
 
     /// Starts answering and taking replies.
@@ -244,4 +267,46 @@ fn first_request_number() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     nanos ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(listen: &str, multicast: bool) -> IcpSettings {
+        IcpSettings {
+            listen: listen.parse().unwrap(),
+            multicast: multicast.then_some((Ipv4Addr::new(239, 255, 31, 39), 1)),
+        }
+    }
+
+    #[tokio::test]
+    async fn multicast_works_bound_to_one_address_or_to_every_address() {
+        let one = Endpoint::prepare(settings("127.0.0.1:0", true), None).unwrap();
+        assert!(one.group_socket.lock().unwrap().is_some());
+        let every = Endpoint::prepare(settings("0.0.0.0:0", true), None).unwrap();
+        assert!(every.group_socket.lock().unwrap().is_none());
+        assert_eq!(every.local.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_same_address_keeps_its_socket_and_another_gets_a_new_one() {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let first = Endpoint::prepare(settings(&listen, false), None).unwrap();
+        let next = Endpoint::prepare(settings(&listen, true), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.socket, &next.socket));
+        assert!(Arc::ptr_eq(&first.rounds, &next.rounds));
+        let elsewhere = format!("127.0.0.1:{}", free_port());
+        let moved = Endpoint::prepare(settings(&elsewhere, false), Some(&next)).unwrap();
+        assert!(!Arc::ptr_eq(&moved.socket, &next.socket));
+        let taken = Endpoint::prepare(settings(&elsewhere, false), None);
+        assert!(taken.is_err(), "the port is taken");
+    }
 }
