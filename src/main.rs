@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
 use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
 
 #[derive(Parser)]
@@ -57,6 +57,15 @@ enum Action {
     /// Show or change the neighbour caches (ICP peers); every change is a new config version.
     #[command(subcommand)]
     Peer(PeerAction),
+    /// Manage the console's accounts.
+    #[command(subcommand)]
+    Admin(AdminAction),
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Set (or create the account with) USER's console password, read from stdin.
+    SetPassword { user: String },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +229,7 @@ async fn main() -> ExitCode {
         Action::Rule(action) => rule(&paths, action).await,
         Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,
+        Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
     };
     match result {
         Ok(code) => code,
@@ -558,6 +568,25 @@ async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads the password from stdin (one line, or all of it without the final newline), so
+/// scripts and tests can set it without a terminal.
+async fn set_password(paths: &Paths, user: &str) -> anyhow::Result<ExitCode> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .context("reading the password from stdin")?;
+    let password = input.strip_suffix('\n').unwrap_or(&input);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(UserError("no password on stdin; nothing was changed".to_owned()).into());
+    }
+    let db = paths.open_db().await?;
+    canopy_manager::accounts::set_password(&db, user, password)
+        .await
+        .map_err(|e| UserError(format!("{e}; nothing was changed")))?;
+    println!("Password of {user} set; their other sessions were logged out.");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let reply = control::call(&paths.control, Command::Stats)
@@ -581,17 +610,17 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
     println!("retries           {}", s.retries);
-    let icp = &s.icp;
+    let answers: Vec<String> = s
+        .icp_answers
+        .iter()
+        .map(|(opcode, n)| format!("{opcode} {n}"))
+        .collect();
     println!(
-        "ICP queries in    {} (answered HIT {}, MISS {}, MISS_NOFETCH {}, ERR {}, DENIED {}; dropped {}; replies ignored {})",
-        icp.queries_received,
-        icp.answered_hit,
-        icp.answered_miss,
-        icp.answered_miss_nofetch,
-        icp.answered_err,
-        icp.answered_denied,
-        icp.dropped,
-        icp.replies_ignored
+        "ICP queries in    {} (answered {}; dropped {}; replies ignored {})",
+        s.icp_queries_received,
+        answers.join(", "),
+        s.icp_dropped,
+        s.icp_replies_ignored
     );
     for peer in &s.peers {
         println!(
@@ -606,22 +635,21 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
                 .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
                 .unwrap_or_default()
         );
-        if peer.icp_queries > 0 {
+        if let Some(state) = peer.state {
+            let replies: Vec<String> = peer
+                .icp_replies
+                .iter()
+                .map(|(opcode, n)| format!("{opcode} {n}"))
+                .collect();
             println!(
-                "  ICP {} since {}: sent {} HIT {} MISS {} MISS_NOFETCH {} DENIED {} ERR {} timeouts {} late {} avg {} ms; hits served {} false hits {}",
-                peer.icp_state,
-                peer.icp_state_since.as_deref().unwrap_or("-"),
+                "  ICP {} since {}: queries {}, replies {}, timeouts {}, late {}, avg {:.1} ms; hits served {}, false hits {}",
+                if state == PeerState::Dead { "dead" } else { "up" },
+                peer.state_since.as_deref().unwrap_or("-"),
                 peer.icp_queries,
-                peer.icp_hit,
-                peer.icp_miss,
-                peer.icp_miss_nofetch,
-                peer.icp_denied,
-                peer.icp_err,
+                replies.join(", "),
                 peer.icp_timeouts,
-                peer.icp_late_or_ignored,
-                peer.average_reply_ms
-                    .map(|ms| format!("{ms:.1}"))
-                    .unwrap_or_else(|| "-".to_owned()),
+                peer.icp_late_replies,
+                peer.icp_reply_ms_avg,
                 peer.hits_served,
                 peer.false_hits
             );
@@ -653,6 +681,11 @@ fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
 async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     let db = paths.open_db().await?;
     let version = db.latest().await?;
+    if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
+        // Printed at once, so it is not lost if the proxy then fails to start.
+        println!("Console account created: admin, password {password} (shown only now;");
+        println!("  change it with `canopy admin set-password admin`).");
+    }
     drop(db);
     let mut proxy = spawn("canopy-proxy", paths)?;
     let status = match wait_until_up(paths, &mut proxy).await {

@@ -7,6 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use canopy_proxy::stats::PeerState;
 use hyper::{Response, StatusCode};
 
 use common::squid::{squid_binary, Squid, SQUID_IP};
@@ -136,7 +137,10 @@ async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
     squid.wait_logged("_HIT/200", &held).await;
     wait_canopy_logged(&canopy, "SIBLING_HIT/127.0.0.2", &held).await;
     let squid_peer = peer_stats(&canopy, "squid").await;
-    assert_eq!((squid_peer.icp_hit, squid_peer.hits_served), (1, 1));
+    assert_eq!(
+        (squid_peer.icp_replies["HIT"], squid_peer.hits_served),
+        (1, 1)
+    );
 
     let neither = origin.url("/neither");
     let got = canopy.get(&neither).await;
@@ -150,8 +154,11 @@ async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
         "squid was asked over HTTP"
     );
     let squid_peer = peer_stats(&canopy, "squid").await;
-    assert_eq!((squid_peer.icp_queries, squid_peer.icp_miss), (2, 1));
-    assert_eq!(squid_peer.icp_state, "up");
+    assert_eq!(
+        (squid_peer.icp_queries, squid_peer.icp_replies["MISS"]),
+        (2, 1)
+    );
+    assert_eq!(squid_peer.state, Some(PeerState::Up));
 
     // proxy-only: what came from the sibling was not stored here, what came direct was.
     assert_eq!(canopy.stats().await.objects, 1);
@@ -189,7 +196,7 @@ async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
     })
     .await;
 
-    let before = canopy.stats().await.icp;
+    let before = canopy.stats().await.icp_answers;
     let held = origin.url("/canopy-holds");
     canopy.get(&held).await;
     let got = request_via(squid.http, None, "GET", &held, &[])
@@ -209,10 +216,10 @@ async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
         .unwrap();
     assert_eq!(got.text(), "object /canopy-lacks");
     squid.wait_logged("HIER_DIRECT/", &lacks).await;
-    let after = canopy.stats().await.icp;
-    assert_eq!(after.answered_hit, before.answered_hit + 1);
-    assert_eq!(after.answered_miss, before.answered_miss + 1);
-    assert_eq!(after.answered_denied, 0);
+    let after = canopy.stats().await.icp_answers;
+    assert_eq!(after["HIT"], before["HIT"] + 1);
+    assert_eq!(after["MISS"], before["MISS"] + 1);
+    assert_eq!(after["DENIED"], 0);
 }
 
 #[tokio::test]
@@ -237,7 +244,7 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
     wait_canopy_logged(&canopy, "HIER_DIRECT/", &silent).await;
     assert_eq!(peer_stats(&canopy, "squid").await.icp_timeouts, 1);
     wait_for("the parent to be marked dead", LIMIT, || async {
-        peer_stats(&canopy, "squid").await.icp_state == "dead"
+        peer_stats(&canopy, "squid").await.state == Some(PeerState::Dead)
     })
     .await;
 
@@ -254,14 +261,14 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
         after.icp_timeouts, before.icp_timeouts,
         "a dead peer is not waited for"
     );
-    assert!(after.icp_state_since.is_some());
+    assert!(after.state_since.is_some());
 
     squid.resume();
     wait_for("the parent's late answers to revive it", LIMIT, || async {
-        peer_stats(&canopy, "squid").await.icp_state == "up"
+        peer_stats(&canopy, "squid").await.state == Some(PeerState::Up)
     })
     .await;
-    assert!(peer_stats(&canopy, "squid").await.icp_late_or_ignored >= 1);
+    assert!(peer_stats(&canopy, "squid").await.icp_late_replies >= 1);
     let revived = origin.url("/p4");
     canopy.get(&revived).await;
     wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &revived).await;
@@ -289,7 +296,10 @@ async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
     squid.wait_logged("/504", &url).await;
     wait_canopy_logged(&canopy, "HIER_DIRECT/", &url).await;
     let peer = peer_stats(&canopy, "squid").await;
-    assert_eq!((peer.icp_hit, peer.false_hits, peer.hits_served), (1, 1, 0));
+    assert_eq!(
+        (peer.icp_replies["HIT"], peer.false_hits, peer.hits_served),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test]
@@ -440,12 +450,12 @@ async fn strangers_get_denied_and_malformed_datagrams_are_dropped_or_answered_er
         "the responder keeps answering"
     );
 
-    let icp = canopy.stats().await.icp;
-    assert_eq!(icp.dropped, 3);
-    assert_eq!(icp.answered_denied, 1);
-    assert_eq!(icp.answered_err, 2);
-    assert_eq!(icp.answered_miss, 2);
-    assert_eq!(icp.queries_received, 5);
+    let stats = canopy.stats().await;
+    assert_eq!(stats.icp_dropped, 3);
+    assert_eq!(stats.icp_answers["DENIED"], 1);
+    assert_eq!(stats.icp_answers["ERR"], 2);
+    assert_eq!(stats.icp_answers["MISS"], 2);
+    assert_eq!(stats.icp_queries_received, 5);
 }
 
 #[tokio::test]
@@ -499,18 +509,21 @@ async fn one_multicast_query_is_answered_by_two_responders() {
     let url = origin.url("/multicast");
     assert_eq!(querier.get(&url).await.status, StatusCode::OK);
     for (name, responder) in [("first", &first), ("second", &second)] {
-        let icp = responder.stats().await.icp;
-        assert_eq!(icp.queries_received, 1, "{name} got the one query once");
-        assert_eq!(icp.answered_miss, 1);
+        let stats = responder.stats().await;
+        assert_eq!(
+            stats.icp_queries_received, 1,
+            "{name} got the one query once"
+        );
+        assert_eq!(stats.icp_answers["MISS"], 1);
         let peer = peer_stats(&querier, name).await;
         assert_eq!(
-            (peer.icp_miss, peer.icp_timeouts),
+            (peer.icp_replies["MISS"], peer.icp_timeouts),
             (1, 0),
             "{name}: {peer:?}"
         );
     }
     assert_eq!(
-        querier.stats().await.icp.queries_received,
+        querier.stats().await.icp_queries_received,
         0,
         "its own query is ignored"
     );
@@ -537,7 +550,7 @@ async fn reload_turns_icp_on_and_moves_its_port_with_the_same_pid() {
     let url = origin.url("/after-turning-on");
     canopy.get(&url).await;
     squid.wait_logged("UDP_MISS/", &url).await;
-    assert_eq!(peer_stats(&canopy, "squid").await.icp_miss, 1);
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 1);
 
     let second_port = free_udp_port().to_string();
     cli_ok(&canopy, &["config", "set", "icp_port", &second_port]);
@@ -549,7 +562,7 @@ async fn reload_turns_icp_on_and_moves_its_port_with_the_same_pid() {
     canopy.get(&url).await;
     squid.wait_logged("UDP_MISS/", &url).await;
     // Squid answers the address and port the query came from: the reply was matched.
-    assert_eq!(peer_stats(&canopy, "squid").await.icp_miss, 2);
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 2);
     wait_for("the old ICP port to be let go", LIMIT, || async {
         std::net::UdpSocket::bind(format!("127.0.0.1:{first_port}")).is_ok()
     })

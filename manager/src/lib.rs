@@ -1,13 +1,165 @@
-//! Canopy's web console. Until the console's pages land, one page that says so.
+//! Canopy's web console: Monitor and Configure, in the style of Traffic Manager.
+//!
+//! - [`accounts`]: console accounts (argon2 hashes), sessions and failed-login counting.
+//! - [`auth`]: the extractors that require a session, and the CSRF check of every form.
+//! - [`apply`]: Make These Changes: save a config version, ask the proxy to reload, and say
+//!   plainly what happened.
+//! - [`proxy`]: the calls to the running proxy's control socket, each bounded in time.
+//! - [`samples`]: the proxy's counters sampled into SQLite, thinned after a week, and read
+//!   back as series for charts.
+//! - [`charts`]: server-side SVG line charts (no script, no network).
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - `pages`: one module per console page; `api`: the same data as JSON.
 
-use axum::response::Html;
-use axum::routing::get;
+pub mod accounts;
+mod api;
+pub mod apply;
+pub mod auth;
+pub mod charts;
+pub mod metrics;
+mod pages;
+pub mod proxy;
+pub mod samples;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{header, HeaderValue};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
+use canopy_proxy::versions::Db;
 
-pub fn router() -> Router {
-    Router::new().route("/", get(placeholder))
+/// What every handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    /// The proxy's control socket.
+    pub control: PathBuf,
+    /// How long a failed login waits before it is answered, so guessing is slow.
+    pub login_delay: Duration,
 }
 
-async fn placeholder() -> Html<&'static str> {
-    Html("<!DOCTYPE html><title>Canopy</title><h1>Canopy</h1><p>The console is coming.</p>")
+impl AppState {
+    pub fn new(db: Db, control: PathBuf) -> AppState {
+        AppState {
+            db,
+            control,
+            login_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Every page, form, API call and static file of the console.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::monitor::dashboard))
+        .route("/login", get(pages::login::form).post(pages::login::submit))
+        .route("/logout", post(pages::login::logout))
+        .route("/monitor/peers", get(pages::monitor::peers))
+        .route("/monitor/peers/{name}", get(pages::monitor::peer))
+        .route(
+            "/monitor/peers/{name}/use",
+            post(pages::monitor::set_parent),
+        )
+        .route(
+            "/configure/routing",
+            get(pages::routing::form).post(pages::routing::submit),
+        )
+        .route(
+            "/configure/peers",
+            get(pages::peers::list).post(pages::peers::submit),
+        )
+        .route("/configure/peers/new", get(pages::peers::new_form))
+        .route("/configure/peers/{name}", get(pages::peers::edit_form))
+        .route("/configure/peers/{name}/remove", post(pages::peers::remove))
+        .route("/configure/history", get(pages::history::list))
+        .route("/configure/history/{id}", get(pages::history::show))
+        .route(
+            "/configure/history/{id}/restore",
+            post(pages::history::restore),
+        )
+        .route("/api/status", get(api::status))
+        .route("/api/stats", get(api::stats))
+        .route("/api/peers", get(api::peers))
+        .route("/api/peers/{name}/history", get(api::peer_history))
+        .route("/api/history", get(api::history))
+        .route("/api/config", get(api::config))
+        .route("/metrics", get(metrics::render))
+        .route("/static/canopy.css", get(stylesheet))
+        .route("/static/canopy.js", get(script))
+        .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Every answer may only use the console's own files, and no other site may frame it
+/// (a framed console could be clicked through by someone else's page).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/canopy.css"),
+    )
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/canopy.js"),
+    )
+}
+
+/// How to run the console.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub control: PathBuf,
+    /// Where to listen; the config's `manager_listen` when not given.
+    pub listen: Option<SocketAddr>,
+    /// How often the proxy's counters are sampled for the charts.
+    pub sample_every: Duration,
+}
+
+/// Starts the sampler and serves the console until `shutdown` completes.
+pub async fn run(
+    db: Db,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = match options.listen {
+        Some(listen) => listen,
+        None => db.latest().await?.config.manager_listen,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} for the console"))?;
+    tracing::info!("console on http://{listen}/");
+    let state = AppState::new(db, options.control);
+    tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
-//! `canopy-manager`: the web console.
+//! `canopy-manager`: serves the web console of one Canopy.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -17,6 +19,12 @@ struct Args {
     /// The proxy's control socket.
     #[arg(long)]
     control: PathBuf,
+    /// Listen here instead of the config's manager_listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Seconds between two samples of the proxy's counters.
+    #[arg(long, default_value_t = 5)]
+    sample_every: u64,
 }
 
 #[tokio::main]
@@ -31,11 +39,9 @@ async fn main() -> anyhow::Result<()> {
     let db = Db::open(&args.db)
         .await
         .with_context(|| format!("opening {}", args.db.display()))?;
-    let listen = db.latest().await?.config.manager_listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("console cannot listen on {listen}"))?;
-    tracing::info!("console listening on http://{listen}/");
+    if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
+        println!("Created the console account admin with password: {password}");
+    }
     let mut terminate = signal(SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! {
@@ -43,8 +49,10 @@ async fn main() -> anyhow::Result<()> {
             _ = terminate.recv() => {}
         }
     };
-    axum::serve(listener, canopy_manager::router())
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let options = canopy_manager::Options {
+        control: args.control,
+        listen: args.listen,
+        sample_every: Duration::from_secs(args.sample_every.max(1)),
+    };
+    canopy_manager::run(db, options, shutdown).await
 }

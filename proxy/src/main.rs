@@ -10,6 +10,11 @@ use canopy_proxy::control;
 use canopy_proxy::server::Proxy;
 use canopy_proxy::versions::Db;
 
+/// mimalloc: the request path allocates small, short-lived objects on several threads,
+/// where it spends about half the instructions of the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Canopy's caching proxy")]
 struct Args {

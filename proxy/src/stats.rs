@@ -1,7 +1,7 @@
 //! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,31 +48,19 @@ pub struct IcpTotals {
 }
 
 impl IcpTotals {
-    fn snapshot(&self) -> IcpTotalsSnapshot {
-        let load = |c: &AtomicU64| c.load(Relaxed);
-        IcpTotalsSnapshot {
-            queries_received: load(&self.queries_received),
-            answered_hit: load(&self.answered_hit),
-            answered_miss: load(&self.answered_miss),
-            answered_miss_nofetch: load(&self.answered_miss_nofetch),
-            answered_err: load(&self.answered_err),
-            answered_denied: load(&self.answered_denied),
-            dropped: load(&self.dropped),
-            replies_ignored: load(&self.replies_ignored),
-        }
+    /// The answers given, by opcode name.
+    fn answers(&self) -> BTreeMap<String, u64> {
+        [
+            (IcpOpcode::Hit, &self.answered_hit),
+            (IcpOpcode::Miss, &self.answered_miss),
+            (IcpOpcode::MissNofetch, &self.answered_miss_nofetch),
+            (IcpOpcode::Denied, &self.answered_denied),
+            (IcpOpcode::Err, &self.answered_err),
+        ]
+        .into_iter()
+        .map(|(opcode, counter)| (opcode.to_string(), counter.load(Relaxed)))
+        .collect()
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IcpTotalsSnapshot {
-    pub queries_received: u64,
-    pub answered_hit: u64,
-    pub answered_miss: u64,
-    pub answered_miss_nofetch: u64,
-    pub answered_err: u64,
-    pub answered_denied: u64,
-    pub dropped: u64,
-    pub replies_ignored: u64,
 }
 
 /// Counters of one peer or HTTP parent; kept across reloads by its name.
@@ -97,6 +85,8 @@ pub struct PeerStats {
     pub hits_served: AtomicU64,
     /// Objects it said HIT for and then could not serve.
     pub false_hits: AtomicU64,
+    /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
+    pub icp_tracked: AtomicBool,
     icp_health: Mutex<IcpHealth>,
 }
 
@@ -110,7 +100,7 @@ struct IcpHealth {
     up_since: Option<SystemTime>,
     /// Smoothed reply time (weight 1/8, as TCP smooths its RTT).
     average_ms: Option<f64>,
-    recent_ms: Option<u64>,
+    recent_ms: Option<f64>,
     last_query: Option<SystemTime>,
     last_reply: Option<SystemTime>,
 }
@@ -177,7 +167,7 @@ impl PeerStats {
         counter.fetch_add(1, Relaxed);
         let ms = elapsed.as_secs_f64() * 1000.0;
         let mut health = self.icp_health();
-        health.recent_ms = Some(elapsed.as_millis() as u64);
+        health.recent_ms = Some(ms);
         health.average_ms = Some(match health.average_ms {
             Some(average) => average + (ms - average) / 8.0,
             None => ms,
@@ -201,11 +191,26 @@ impl PeerStats {
     pub fn snapshot(&self, name: &str) -> PeerSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
         let icp = self.icp_health();
+        let tracked = self.icp_tracked.load(Relaxed);
         let dead = icp.dead_at(Instant::now());
         let since = if dead {
             icp.first_unanswered.map(|(_, at)| at + icp.dead_after)
         } else {
             icp.up_since
+        };
+        let replies = if tracked {
+            [
+                (IcpOpcode::Hit, &self.icp_hit),
+                (IcpOpcode::Miss, &self.icp_miss),
+                (IcpOpcode::MissNofetch, &self.icp_miss_nofetch),
+                (IcpOpcode::Denied, &self.icp_denied),
+                (IcpOpcode::Err, &self.icp_err),
+            ]
+            .into_iter()
+            .map(|(opcode, counter)| (opcode.to_string(), load(counter)))
+            .collect()
+        } else {
+            BTreeMap::new()
         };
         PeerSnapshot {
             name: name.to_owned(),
@@ -214,20 +219,16 @@ impl PeerStats {
             bytes: load(&self.bytes),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
             health: self.health.snapshot(),
-            icp_state: if dead { "dead" } else { "up" }.to_owned(),
-            icp_state_since: since.map(rfc3339),
+            state: tracked.then_some(if dead { PeerState::Dead } else { PeerState::Up }),
+            state_since: since.filter(|_| tracked).map(rfc3339),
             icp_queries: load(&self.icp_queries),
-            icp_hit: load(&self.icp_hit),
-            icp_miss: load(&self.icp_miss),
-            icp_miss_nofetch: load(&self.icp_miss_nofetch),
-            icp_denied: load(&self.icp_denied),
-            icp_err: load(&self.icp_err),
+            icp_replies: replies,
             icp_timeouts: load(&self.icp_timeouts),
-            icp_late_or_ignored: load(&self.icp_late_or_ignored),
-            average_reply_ms: icp.average_ms,
-            recent_reply_ms: icp.recent_ms,
-            last_query: icp.last_query.map(rfc3339),
-            last_reply: icp.last_reply.map(rfc3339),
+            icp_late_replies: load(&self.icp_late_or_ignored),
+            icp_reply_ms_avg: icp.average_ms.unwrap_or_default(),
+            icp_reply_ms_recent: icp.recent_ms.unwrap_or_default(),
+            last_query_at: icp.last_query.map(rfc3339),
+            last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
             false_hits: load(&self.false_hits),
         }
@@ -268,8 +269,11 @@ impl Stats {
             retries: load(&self.retries),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
-            icp: self.icp.snapshot(),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
+            icp_queries_received: load(&self.icp.queries_received),
+            icp_answers: self.icp.answers(),
+            icp_dropped: load(&self.icp.dropped),
+            icp_replies_ignored: load(&self.icp.replies_ignored),
         }
     }
 }
@@ -283,7 +287,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// What `stats` returns over the control socket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     pub requests: u64,
     pub hits_fresh: u64,
@@ -302,51 +306,71 @@ pub struct StatsSnapshot {
     pub retries: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
-    #[serde(default)]
-    pub icp: IcpTotalsSnapshot,
     pub peers: Vec<PeerSnapshot>,
+    /// ICP queries this proxy received from peers and children.
+    #[serde(default)]
+    pub icp_queries_received: u64,
+    /// Answers this proxy gave, by opcode name as in RFC 2186 without the `ICP_OP_` prefix
+    /// (`HIT`, `MISS`, `MISS_NOFETCH`, `DENIED`, `ERR`).
+    #[serde(default)]
+    pub icp_answers: BTreeMap<String, u64>,
+    /// Datagrams dropped unanswered: too short, a length that disagrees, another version,
+    /// an unknown opcode.
+    #[serde(default)]
+    pub icp_dropped: u64,
+    /// Replies from no peer, or from a peer's address but another port.
+    #[serde(default)]
+    pub icp_replies_ignored: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Up,
+    Dead,
+}
+
+/// One peer's counters. The ICP fields stay at their defaults for a peer never queried
+/// (and for an HTTP parent), so older proxies and the manager agree on the format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeerSnapshot {
     pub name: String,
+    /// HTTP requests sent through this peer.
     pub fetches: u64,
+    /// TCP connect and fetch failures.
     pub failures: u64,
     pub bytes: u64,
     pub last_failure: Option<Failure>,
     #[serde(flatten)]
     pub health: HealthSnapshot,
-    /// `up`, or `dead`: silent to ICP past the dead-peer timeout.
+    /// None when the proxy does not track this peer's liveness (no ICP).
     #[serde(default)]
-    pub icp_state: String,
+    pub state: Option<PeerState>,
     #[serde(default)]
-    pub icp_state_since: Option<String>,
+    pub state_since: Option<String>,
     #[serde(default)]
     pub icp_queries: u64,
+    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`].
     #[serde(default)]
-    pub icp_hit: u64,
-    #[serde(default)]
-    pub icp_miss: u64,
-    #[serde(default)]
-    pub icp_miss_nofetch: u64,
-    #[serde(default)]
-    pub icp_denied: u64,
-    #[serde(default)]
-    pub icp_err: u64,
+    pub icp_replies: BTreeMap<String, u64>,
     #[serde(default)]
     pub icp_timeouts: u64,
+    /// Replies that came after the wait was over, or with an unknown request number.
     #[serde(default)]
-    pub icp_late_or_ignored: u64,
+    pub icp_late_replies: u64,
     #[serde(default)]
-    pub average_reply_ms: Option<f64>,
+    pub icp_reply_ms_avg: f64,
     #[serde(default)]
-    pub recent_reply_ms: Option<u64>,
+    pub icp_reply_ms_recent: f64,
     #[serde(default)]
-    pub last_query: Option<String>,
+    pub last_query_at: Option<String>,
     #[serde(default)]
-    pub last_reply: Option<String>,
+    pub last_reply_at: Option<String>,
+    /// Cache hits this peer served us.
     #[serde(default)]
     pub hits_served: u64,
+    /// ICP HITs that turned out to be misses.
     #[serde(default)]
     pub false_hits: u64,
 }
@@ -380,10 +404,12 @@ mod tests {
     #[test]
     fn a_silent_peer_is_dead_after_the_timeout_and_any_reply_revives_it() {
         let peer = PeerStats::default();
+        assert_eq!(peer.snapshot("p").state, None, "not an ICP peer yet");
+        peer.icp_tracked.store(true, Relaxed);
         assert!(!peer.is_dead());
         peer.query_sent(Duration::ZERO);
         assert!(peer.is_dead(), "silent past a zero timeout");
-        assert_eq!(peer.snapshot("p").icp_state, "dead");
+        assert_eq!(peer.snapshot("p").state, Some(PeerState::Dead));
         peer.reply_seen();
         assert!(!peer.is_dead());
         peer.query_sent(Duration::from_secs(3600));
@@ -392,11 +418,13 @@ mod tests {
         peer.query_sent(Duration::from_secs(3600));
         peer.reply_in_time(IcpOpcode::Miss, Duration::from_millis(16));
         let s = peer.snapshot("p");
-        assert_eq!((s.icp_queries, s.icp_hit, s.icp_miss), (3, 1, 1));
-        assert_eq!(s.recent_reply_ms, Some(16));
-        assert_eq!(s.average_reply_ms, Some(9.0), "8 + (16 - 8) / 8");
-        assert_eq!(s.icp_state, "up");
-        assert!(s.last_reply.is_some() && s.icp_state_since.is_some());
+        assert_eq!(s.icp_queries, 3);
+        assert_eq!((s.icp_replies["HIT"], s.icp_replies["MISS"]), (1, 1));
+        assert_eq!(s.icp_replies["DENIED"], 0);
+        assert_eq!(s.icp_reply_ms_recent, 16.0);
+        assert_eq!(s.icp_reply_ms_avg, 9.0, "8 + (16 - 8) / 8");
+        assert_eq!(s.state, Some(PeerState::Up));
+        assert!(s.last_reply_at.is_some() && s.state_since.is_some());
     }
 
     #[test]

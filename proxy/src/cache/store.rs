@@ -1,11 +1,12 @@
 //! The in-memory store: responses by URL, each URL with its Vary variants, bounded in bytes.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{header, HeaderMap, HeaderName, StatusCode};
 
-use crate::cache::policy::{self, StoredTimes};
+use crate::cache::policy::{self, CacheControl, Heuristics, StoredTimes};
 
 /// One stored response.
 #[derive(Debug, Clone)]
@@ -16,9 +17,55 @@ pub struct Stored {
     pub times: StoredTimes,
     /// The request's values of the fields named by Vary, when the response has Vary.
     pub vary: Option<Vec<(HeaderName, Option<String>)>>,
+    precomputed: Option<Precomputed>,
+}
+
+/// Freshness worked out once, at store time, when the response states it explicitly and
+/// does not demand revalidation: a hit then compares two durations instead of parsing
+/// headers. Heuristic freshness is left to the full policy, since its settings can change.
+#[derive(Debug, Clone, Copy)]
+struct Precomputed {
+    lifetime: Duration,
+    /// The corrected initial age (RFC 9111 §4.2.3): current age minus resident time.
+    initial_age: Duration,
 }
 
 impl Stored {
+    pub fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        times: StoredTimes,
+        vary: Option<Vec<(HeaderName, Option<String>)>>,
+    ) -> Stored {
+        let cc = CacheControl::parse(&headers);
+        let explicit =
+            cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(header::EXPIRES);
+        let precomputed = (explicit && !cc.no_cache).then(|| Precomputed {
+            lifetime: policy::freshness_lifetime(status, &headers, &times, &Heuristics::default()),
+            initial_age: policy::current_age(&headers, &times, times.response_time),
+        });
+        Stored {
+            status,
+            headers,
+            body,
+            times,
+            vary,
+            precomputed,
+        }
+    }
+
+    /// For a request without cache directives of its own: `Some(age)` when this response
+    /// is fresh, `None` when the full policy must decide.
+    pub fn fresh_age(&self, now: SystemTime) -> Option<Duration> {
+        let p = self.precomputed?;
+        let resident = now
+            .duration_since(self.times.response_time)
+            .unwrap_or_default();
+        let age = p.initial_age.saturating_add(resident);
+        (p.lifetime > age).then_some(age)
+    }
+
     fn weight(&self) -> u64 {
         let headers: usize = self
             .headers
@@ -121,16 +168,50 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn stored(body: &'static str, vary: Option<Vec<(HeaderName, Option<String>)>>) -> Stored {
-        Stored {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: Bytes::from_static(body.as_bytes()),
-            times: StoredTimes {
-                request_time: UNIX_EPOCH,
-                response_time: UNIX_EPOCH,
-            },
+        let times = StoredTimes {
+            request_time: UNIX_EPOCH,
+            response_time: UNIX_EPOCH,
+        };
+        Stored::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+            times,
             vary,
-        }
+        )
+    }
+
+    #[test]
+    fn explicit_freshness_is_worked_out_once_and_agrees_with_the_policy() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        headers.insert(header::AGE, HeaderValue::from_static("10"));
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let times = StoredTimes {
+            request_time: t0,
+            response_time: t0,
+        };
+        let s = Stored::new(StatusCode::OK, headers.clone(), Bytes::new(), times, None);
+        assert_eq!(
+            s.fresh_age(t0 + Duration::from_secs(20)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(s.fresh_age(t0 + Duration::from_secs(50)), None);
+        let now = t0 + Duration::from_secs(20);
+        assert_eq!(
+            policy::current_age(&headers, &times, now),
+            Duration::from_secs(30)
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, no-cache"),
+        );
+        let must_ask = Stored::new(StatusCode::OK, headers, Bytes::new(), times, None);
+        assert_eq!(must_ask.fresh_age(t0), None);
+        assert_eq!(stored("heuristic", None).fresh_age(UNIX_EPOCH), None);
     }
 
     #[test]

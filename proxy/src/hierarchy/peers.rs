@@ -2,6 +2,7 @@
 //! client and its counters.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::config::{Peer, PeerKind};
@@ -28,11 +29,15 @@ impl PeerEntry {
                 peer.host
             );
         }
+        let counters = stats.peer(&peer.name);
+        if !peer.no_query {
+            counters.icp_tracked.store(true, Relaxed);
+        }
         Ok(PeerEntry {
             client: upstream::parent_client(&peer.host, peer.http_port, settings)?,
             config: peer.clone(),
             address,
-            stats: stats.peer(&peer.name),
+            stats: counters,
         })
     }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -73,9 +73,12 @@ pub async fn handle(
     let time = SystemTime::now();
     let runtime = shared.runtime.load_full();
     shared.stats.requests.fetch_add(1, Relaxed);
-    let method = req.method().clone();
-    let url = req.uri().to_string();
-    tracing::debug!(%client, %method, %url, "request");
+    tracing::debug!(%client, method = %req.method(), url = %req.uri(), "request");
+    // The access log's fields, taken before the request is consumed, only when logging.
+    let logged = runtime
+        .access_log
+        .is_some()
+        .then(|| (req.method().to_string(), req.uri().to_string()));
     let served = if runtime.is_hits_only_sibling(client.ip()) {
         hits_only(&shared, &runtime, client, req).await
     } else {
@@ -102,23 +105,23 @@ pub async fn handle(
             headers.insert("x-canopy-hop", value);
         }
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let entry = access_log::Entry {
+    let entry = logged.map(|(method, url)| access_log::Entry {
         time,
         elapsed: started.elapsed(),
         client: client.ip(),
         result: served.result,
         status: response.status().as_u16(),
         bytes: 0,
-        method: method.to_string(),
+        method,
         url,
         hierarchy: served.hierarchy,
-        content_type,
-    };
+        content_type: response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    });
     let done = Accounting {
         shared: shared.clone(),
         runtime,
@@ -161,6 +164,7 @@ async fn route(
         return Served::error(error, runtime, "HIER_NONE/-".into());
     }
     let (mut parts, body) = req.into_parts();
+    // Routing by client address reads it from here.
     parts.extensions.insert(ClientAddr(client.ip()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
         cached(shared, runtime, parts).await
@@ -209,13 +213,17 @@ fn check_target(uri: &Uri) -> Result<(), ProxyError> {
 
 /// The cache key: the absolute URL, scheme and host in lower case.
 pub fn cache_key(uri: &Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_ascii_lowercase())
-        .unwrap_or_default();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("{scheme}://{authority}{path}")
+    // Built by hand: this runs on every hit, and format! costs more than the lookup.
+    let mut key = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
+    key.push_str(scheme);
+    key.push_str("://");
+    key.push_str(authority);
+    key[..scheme.len() + 3 + authority.len()].make_ascii_lowercase();
+    key.push_str(path);
+    key
 }
 
 /// GET and HEAD: served from the cache when fresh, revalidated when stale, fetched once
@@ -228,6 +236,12 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
     if !credentials {
         if let Some(stored) = store.lookup(&key, &parts.headers) {
             let now = SystemTime::now();
+            let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
+                && !parts.headers.contains_key(header::PRAGMA);
+            if let Some(age) = stored.fresh_age(now).filter(|_| plain) {
+                shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                return serve_stored(&parts, &stored, age, "TCP_HIT");
+            }
             let reuse = policy::evaluate(
                 &Method::GET,
                 &parts.headers,
@@ -238,14 +252,14 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 &runtime.heuristics,
             );
             match reuse {
-                Reuse::Fresh { .. } | Reuse::Stale { .. } => {
+                Reuse::Fresh { age } | Reuse::Stale { age } => {
                     shared.stats.hits_fresh.fetch_add(1, Relaxed);
-                    return serve_stored(&parts, &stored, "TCP_HIT");
+                    return serve_stored(&parts, &stored, age, "TCP_HIT");
                 }
-                Reuse::StaleWhileRevalidate { .. } => {
+                Reuse::StaleWhileRevalidate { age } => {
                     shared.stats.hits_fresh.fetch_add(1, Relaxed);
                     revalidate_in_background(shared, runtime, &parts, &key, &stored);
-                    return serve_stored(&parts, &stored, "TCP_STALE_HIT");
+                    return serve_stored(&parts, &stored, age, "TCP_STALE_HIT");
                 }
                 Reuse::Revalidate { .. } if request_cc.only_if_cached => {}
                 Reuse::Revalidate { .. } => {
@@ -298,8 +312,7 @@ fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
 
 /// A response from the store, with its current Age; 304 when it answers the client's own
 /// conditional request.
-fn serve_stored(parts: &Parts, stored: &Stored, result: &'static str) -> Served {
-    let age = policy::current_age(&stored.headers, &stored.times, SystemTime::now());
+fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: &'static str) -> Served {
     let mut headers = stored.headers.clone();
     headers.insert(header::AGE, policy::age_header(age));
     let response = respond(parts, stored.status, headers, Some(stored.body.clone()));
@@ -310,6 +323,10 @@ fn serve_stored(parts: &Parts, stored: &Stored, result: &'static str) -> Served 
         from_cache: true,
         hop: None,
     }
+}
+
+fn age_now(stored: &Stored) -> Duration {
+    policy::current_age(&stored.headers, &stored.times, SystemTime::now())
 }
 
 /// Builds the client's response from a (stored or arriving) response's parts.
@@ -521,16 +538,17 @@ impl Filling {
         self.fill.finish(Ok(()));
         if total <= self.max {
             if let Some(body) = self.fill.body() {
-                let stored = Stored {
-                    status: self.fill.status,
-                    headers: self.fill.headers.clone(),
-                    body,
-                    times: StoredTimes {
-                        request_time: self.request_time,
-                        response_time: SystemTime::now(),
-                    },
-                    vary: self.fill.vary.clone(),
+                let times = StoredTimes {
+                    request_time: self.request_time,
+                    response_time: SystemTime::now(),
                 };
+                let stored = Stored::new(
+                    self.fill.status,
+                    self.fill.headers.clone(),
+                    body,
+                    times,
+                    self.fill.vary.clone(),
+                );
                 self.shared.store.load().insert(&self.key, stored);
             }
         }
@@ -572,25 +590,31 @@ async fn revalidate(
                 shared.stats.misses.fetch_add(1, Relaxed);
                 return fetch_and_fill(shared, runtime, parts, key, None).await;
             }
-            let refreshed = Stored {
-                status: stored.status,
-                headers: policy::merge_not_modified(&stored.headers, not_modified),
-                body: stored.body.clone(),
-                times: StoredTimes {
-                    request_time,
-                    response_time: SystemTime::now(),
-                },
-                vary: stored.vary.clone(),
+            let times = StoredTimes {
+                request_time,
+                response_time: SystemTime::now(),
             };
+            let refreshed = Stored::new(
+                stored.status,
+                policy::merge_not_modified(&stored.headers, not_modified),
+                stored.body.clone(),
+                times,
+                stored.vary.clone(),
+            );
             shared.stats.hits_revalidated.fetch_add(1, Relaxed);
-            let mut served = serve_stored(parts, &refreshed, "TCP_REFRESH_UNMODIFIED");
+            let mut served = serve_stored(
+                parts,
+                &refreshed,
+                age_now(&refreshed),
+                "TCP_REFRESH_UNMODIFIED",
+            );
             served.hierarchy = fetched.hierarchy;
             shared.store.load().insert(key, refreshed);
             served
         }
         Ok(fetched) if fetched.response.status().is_server_error() && stale_ok(&stored) => {
             shared.stats.hits_fresh.fetch_add(1, Relaxed);
-            serve_stored(parts, &stored, "TCP_REFRESH_FAIL_OLD")
+            serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
         }
         Ok(fetched) => {
             shared.stats.misses.fetch_add(1, Relaxed);
@@ -607,7 +631,7 @@ async fn revalidate(
         }
         Err(_) if stale_ok(&stored) => {
             shared.stats.hits_fresh.fetch_add(1, Relaxed);
-            serve_stored(parts, &stored, "TCP_REFRESH_FAIL_OLD")
+            serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
         }
         Err((error, hierarchy)) => {
             shared.stats.misses.fetch_add(1, Relaxed);
@@ -705,7 +729,7 @@ struct Accounting {
     runtime: Arc<Runtime>,
     from_cache: bool,
     started: Instant,
-    entry: access_log::Entry,
+    entry: Option<access_log::Entry>,
 }
 
 /// A response body that counts the bytes sent, and logs the request when it is done.
@@ -763,10 +787,10 @@ impl Drop for Accounted {
             &done.shared.stats.bytes_from_upstream
         };
         counter.fetch_add(self.sent, Relaxed);
-        if let Some(log) = &done.runtime.access_log {
-            done.entry.bytes = self.sent;
-            done.entry.elapsed = done.started.elapsed();
-            log.write(done.entry);
+        if let (Some(log), Some(mut entry)) = (&done.runtime.access_log, done.entry.take()) {
+            entry.bytes = self.sent;
+            entry.elapsed = done.started.elapsed();
+            log.write(entry);
         }
     }
 }

@@ -145,16 +145,16 @@ mod tests {
         let now = SystemTime::now();
         store.insert(
             url,
-            Stored {
-                status: StatusCode::OK,
+            Stored::new(
+                StatusCode::OK,
                 headers,
-                body: Bytes::from_static(b"x"),
-                times: StoredTimes {
+                Bytes::from_static(b"x"),
+                StoredTimes {
                     request_time: now,
                     response_time: now,
                 },
-                vary: None,
-            },
+                None,
+            ),
         );
     }
 

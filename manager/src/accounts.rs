@@ -1,0 +1,326 @@
+//! Console accounts, their sessions, and the counting of failed logins.
+//!
+//! Passwords are stored only as argon2id hashes. A session id is 32 random bytes; the
+//! cookie carries it, and every form carries the session's own CSRF token.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use canopy_proxy::versions::{now_rfc3339, Db};
+use sqlx::Row;
+
+/// How long a login lasts.
+pub const SESSION_SECONDS: i64 = 12 * 3600;
+
+/// A logged-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    /// Every form of this session carries this token; a POST without it is refused.
+    pub csrf: String,
+}
+
+/// Sets (or creates the account with) `user`'s password.
+pub async fn set_password(db: &Db, user: &str, password: &str) -> anyhow::Result<()> {
+    check_user_name(user)?;
+    if password.chars().count() < 8 {
+        return Err(anyhow!("the password must be at least 8 characters long"));
+    }
+    let hash = hash_password(password.to_owned()).await?;
+    sqlx::query(
+        "INSERT INTO accounts (name, password_hash, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET password_hash = ?2, failed_logins = 0",
+    )
+    .bind(user)
+    .bind(hash)
+    .bind(now_rfc3339())
+    .execute(db.pool())
+    .await?;
+    // A new password ends every session made with the old one.
+    sqlx::query("DELETE FROM sessions WHERE account = ?")
+        .bind(user)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Creates `admin` with a generated password when there is no account at all, and returns
+/// that password so the caller can print it once.
+pub async fn ensure_admin(db: &Db) -> anyhow::Result<Option<String>> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
+        .fetch_one(db.pool())
+        .await?;
+    if count > 0 {
+        return Ok(None);
+    }
+    let password = generate_password()?;
+    set_password(db, "admin", &password).await?;
+    Ok(Some(password))
+}
+
+fn check_user_name(user: &str) -> anyhow::Result<()> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "account name {user:?}: expected 1 to 64 letters, digits, dots, dashes, underscores or @"
+        ))
+    }
+}
+
+async fn hash_password(password: String) -> anyhow::Result<String> {
+    let salt_bytes = random_bytes::<16>()?;
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow!("hashing the password: {e}"))
+    })
+    .await
+    .context("password hashing task")?
+}
+
+/// Checks `user`'s password. Unknown users cost as much time as wrong passwords.
+pub async fn verify_password(db: &Db, user: &str, password: &str) -> anyhow::Result<bool> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = ?")
+            .bind(user)
+            .fetch_optional(db.pool())
+            .await?;
+    let known = stored.is_some();
+    let hash = match stored {
+        Some(hash) => hash,
+        None => hash_password(password.to_owned()).await?,
+    };
+    let password = password.to_owned();
+    let matches = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .context("password check task")?;
+    Ok(known && matches)
+}
+
+/// Counts a failed login for `user` (an account or not); returns how many in a row the
+/// account has had since its last good login (1 for a name that is not an account).
+pub async fn record_failed_login(db: &Db, user: &str) -> anyhow::Result<i64> {
+    let now = now_rfc3339();
+    sqlx::query(
+        "INSERT INTO login_failures (name, count, last_at) VALUES (?1, 1, ?2)
+         ON CONFLICT (name) DO UPDATE SET count = count + 1, last_at = ?2",
+    )
+    .bind(truncate(user, 64))
+    .bind(&now)
+    .execute(db.pool())
+    .await?;
+    let in_a_row: Option<i64> = sqlx::query_scalar(
+        "UPDATE accounts SET failed_logins = failed_logins + 1, last_failed_at = ?
+         WHERE name = ? RETURNING failed_logins",
+    )
+    .bind(&now)
+    .bind(user)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(in_a_row.unwrap_or(1))
+}
+
+/// Failed logins ever, for accounts and unknown names alike (never goes down).
+pub async fn failed_login_total(db: &Db) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(sum(count), 0) FROM login_failures")
+            .fetch_one(db.pool())
+            .await?,
+    )
+}
+
+/// Starts a session for `user` after a good password; resets the failure count.
+pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
+    let session = Session {
+        id: random_token()?,
+        user: user.to_owned(),
+        csrf: random_token()?,
+    };
+    let now = unix_now();
+    sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (id, account, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&session.id)
+    .bind(user)
+    .bind(&session.csrf)
+    .bind(now_rfc3339())
+    .bind(now + SESSION_SECONDS)
+    .execute(db.pool())
+    .await?;
+    sqlx::query("UPDATE accounts SET failed_logins = 0, last_login_at = ? WHERE name = ?")
+        .bind(now_rfc3339())
+        .bind(user)
+        .execute(db.pool())
+        .await?;
+    Ok(session)
+}
+
+/// The session with this id, when it exists and has not expired.
+pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> {
+    let row = sqlx::query("SELECT account, csrf FROM sessions WHERE id = ? AND expires_at >= ?")
+        .bind(id)
+        .bind(unix_now())
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|row| {
+        Ok(Session {
+            id: id.to_owned(),
+            user: row.try_get("account")?,
+            csrf: row.try_get("csrf")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn end_session(db: &Db, id: &str) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE id = ?")
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow!("the system's random source: {e}"))?;
+    Ok(bytes)
+}
+
+/// 32 random bytes as hex: a session id or a CSRF token.
+pub fn random_token() -> anyhow::Result<String> {
+    Ok(random_bytes::<32>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// 20 characters from an alphabet without look-alikes (no 0/O, 1/l/I).
+fn generate_password() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    // Rejection sampling keeps every character equally likely.
+    let limit = 256 - 256 % ALPHABET.len();
+    let mut password = String::new();
+    while password.len() < 20 {
+        for b in random_bytes::<32>()? {
+            if (b as usize) < limit && password.len() < 20 {
+                password.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(password)
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn the_first_admin_is_created_once() {
+        let (_dir, db) = db().await;
+        let password = ensure_admin(&db).await.unwrap().unwrap();
+        assert_eq!(password.len(), 20);
+        assert!(verify_password(&db, "admin", &password).await.unwrap());
+        assert!(!verify_password(&db, "admin", "wrong password")
+            .await
+            .unwrap());
+        assert_eq!(ensure_admin(&db).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn set_password_replaces_the_old_one_and_ends_sessions() {
+        let (_dir, db) = db().await;
+        set_password(&db, "alice", "first password").await.unwrap();
+        let session = start_session(&db, "alice").await.unwrap();
+        assert!(find_session(&db, &session.id).await.unwrap().is_some());
+        set_password(&db, "alice", "second password").await.unwrap();
+        assert!(find_session(&db, &session.id).await.unwrap().is_none());
+        assert!(!verify_password(&db, "alice", "first password")
+            .await
+            .unwrap());
+        assert!(verify_password(&db, "alice", "second password")
+            .await
+            .unwrap());
+        assert!(set_password(&db, "alice", "short").await.is_err());
+        assert!(set_password(&db, "bad name", "long enough").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_counted_for_known_and_unknown_names() {
+        let (_dir, db) = db().await;
+        set_password(&db, "alice", "a password").await.unwrap();
+        assert_eq!(record_failed_login(&db, "alice").await.unwrap(), 1);
+        assert_eq!(record_failed_login(&db, "alice").await.unwrap(), 2);
+        record_failed_login(&db, "mallory").await.unwrap();
+        assert_eq!(failed_login_total(&db).await.unwrap(), 3);
+        start_session(&db, "alice").await.unwrap();
+        assert_eq!(
+            record_failed_login(&db, "alice").await.unwrap(),
+            1,
+            "a good login starts the count again"
+        );
+        assert_eq!(
+            failed_login_total(&db).await.unwrap(),
+            4,
+            "the total never goes down"
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+    }
+}

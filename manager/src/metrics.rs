@@ -1,0 +1,425 @@
+//! `/metrics`: the proxy's counters in the Prometheus text format (version 0.0.4), per peer
+//! labelled, so existing dashboards can scrape them.
+//!
+//! Rendered by hand rather than through `metrics-exporter-prometheus`: that exporter
+//! publishes what a process records into its own global recorder, while the console relays
+//! a snapshot fetched from another process on each scrape. Writing the snapshot out
+//! directly keeps every value exactly the proxy's, adds no global state, and drops a peer
+//! the moment the proxy stops reporting it.
+//!
+//! A scraper cannot log in with a form, so besides the console's session this endpoint
+//! takes HTTP Basic credentials of a console account.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use canopy_proxy::control::StatusReply;
+use canopy_proxy::stats::{PeerState, StatsSnapshot};
+
+use crate::auth::{cookie, SESSION_COOKIE};
+use crate::{accounts, proxy, AppState};
+
+pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match authorized(&state, &headers).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"canopy\"")],
+                "log in: a console session, or HTTP Basic with a console account\n",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!("checking /metrics credentials: {e:#}");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    let status = proxy::status(&state.control).await.ok();
+    let stats = proxy::stats(&state.control).await.ok();
+    let failed_logins = accounts::failed_login_total(&state.db)
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        exposition(status.as_ref(), stats.as_ref(), failed_logins),
+    )
+        .into_response()
+}
+
+async fn authorized(state: &AppState, headers: &HeaderMap) -> anyhow::Result<bool> {
+    if let Some(id) = cookie(headers, SESSION_COOKIE) {
+        if accounts::find_session(&state.db, id).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    let Some((user, password)) = basic_credentials(headers) else {
+        return Ok(false);
+    };
+    if accounts::verify_password(&state.db, &user, &password).await? {
+        return Ok(true);
+    }
+    accounts::record_failed_login(&state.db, &user).await?;
+    tokio::time::sleep(state.login_delay).await;
+    Ok(false)
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn value(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let parts: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", parts.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.value(name, &[], value);
+    }
+}
+
+/// The whole exposition; without a snapshot only `canopy_up 0` and the console's own.
+pub fn exposition(
+    status: Option<&StatusReply>,
+    stats: Option<&StatsSnapshot>,
+    failed_logins: i64,
+) -> String {
+    let mut out = Out(String::new());
+    out.one(
+        "canopy_up",
+        "gauge",
+        "Whether the proxy answered the console (1) or not (0).",
+        if status.is_some() { 1.0 } else { 0.0 },
+    );
+    out.one(
+        "canopy_console_failed_logins_total",
+        "counter",
+        "Failed logins to the console.",
+        failed_logins as f64,
+    );
+    if let Some(status) = status {
+        out.one(
+            "canopy_uptime_seconds",
+            "gauge",
+            "Seconds since the proxy started.",
+            status.uptime_s as f64,
+        );
+        out.one(
+            "canopy_config_version",
+            "gauge",
+            "The config version in force.",
+            status.config_version as f64,
+        );
+    }
+    if let Some(stats) = stats {
+        totals(&mut out, stats);
+        peers(&mut out, stats);
+    }
+    out.0
+}
+
+fn totals(out: &mut Out, s: &StatsSnapshot) {
+    out.one(
+        "canopy_requests_total",
+        "counter",
+        "Client requests.",
+        s.requests as f64,
+    );
+    out.family(
+        "canopy_hits_total",
+        "counter",
+        "Requests served from the cache.",
+    );
+    out.value(
+        "canopy_hits_total",
+        &[("kind", "fresh")],
+        s.hits_fresh as f64,
+    );
+    out.value(
+        "canopy_hits_total",
+        &[("kind", "revalidated")],
+        s.hits_revalidated as f64,
+    );
+    out.one(
+        "canopy_misses_total",
+        "counter",
+        "Cache misses.",
+        s.misses as f64,
+    );
+    out.one(
+        "canopy_uncacheable_total",
+        "counter",
+        "Requests that could not be cached.",
+        s.uncacheable as f64,
+    );
+    out.family(
+        "canopy_bytes_total",
+        "counter",
+        "Response bytes sent to clients, by source.",
+    );
+    out.value(
+        "canopy_bytes_total",
+        &[("source", "cache")],
+        s.bytes_from_cache as f64,
+    );
+    out.value(
+        "canopy_bytes_total",
+        &[("source", "upstream")],
+        s.bytes_from_upstream as f64,
+    );
+    out.one(
+        "canopy_hit_ratio",
+        "gauge",
+        "Hits per request since start.",
+        s.hit_ratio,
+    );
+    out.one(
+        "canopy_byte_hit_ratio",
+        "gauge",
+        "Bytes from the cache per byte sent since start.",
+        s.byte_hit_ratio,
+    );
+    out.one(
+        "canopy_cache_objects",
+        "gauge",
+        "Objects in the cache.",
+        s.objects as f64,
+    );
+    out.one(
+        "canopy_cache_bytes",
+        "gauge",
+        "Bytes held in the cache.",
+        s.bytes_held as f64,
+    );
+    out.one(
+        "canopy_denied_clients_total",
+        "counter",
+        "Requests refused by access control.",
+        s.denied_clients as f64,
+    );
+    out.one(
+        "canopy_tunnels_total",
+        "counter",
+        "CONNECT tunnels.",
+        s.tunnels as f64,
+    );
+    out.one(
+        "canopy_retries_total",
+        "counter",
+        "Requests sent on to another hop after one failed.",
+        s.retries as f64,
+    );
+    out.one(
+        "canopy_errors_total",
+        "counter",
+        "Requests that ended in an error.",
+        s.errors as f64,
+    );
+    out.family(
+        "canopy_reloads_total",
+        "counter",
+        "Config reloads, by outcome.",
+    );
+    out.value(
+        "canopy_reloads_total",
+        &[("outcome", "applied")],
+        s.reloads_applied as f64,
+    );
+    out.value(
+        "canopy_reloads_total",
+        &[("outcome", "rejected")],
+        s.reloads_rejected as f64,
+    );
+    out.one(
+        "canopy_icp_queries_received_total",
+        "counter",
+        "ICP queries received from peers and children.",
+        s.icp_queries_received as f64,
+    );
+    out.family(
+        "canopy_icp_answers_total",
+        "counter",
+        "ICP answers given, by opcode.",
+    );
+    for (opcode, n) in &s.icp_answers {
+        out.value("canopy_icp_answers_total", &[("opcode", opcode)], *n as f64);
+    }
+}
+
+fn peers(out: &mut Out, s: &StatsSnapshot) {
+    type Field = fn(&canopy_proxy::stats::PeerSnapshot) -> f64;
+    let counters: [(&str, &str, Field); 8] = [
+        (
+            "canopy_peer_fetches_total",
+            "HTTP requests sent through the peer.",
+            |p| p.fetches as f64,
+        ),
+        (
+            "canopy_peer_failures_total",
+            "Connect and fetch failures.",
+            |p| p.failures as f64,
+        ),
+        (
+            "canopy_peer_bytes_total",
+            "Bytes received through the peer.",
+            |p| p.bytes as f64,
+        ),
+        (
+            "canopy_peer_icp_queries_total",
+            "ICP queries sent to the peer.",
+            |p| p.icp_queries as f64,
+        ),
+        (
+            "canopy_peer_icp_timeouts_total",
+            "ICP queries the peer did not answer in time.",
+            |p| p.icp_timeouts as f64,
+        ),
+        (
+            "canopy_peer_icp_late_replies_total",
+            "ICP replies that came late or were ignored.",
+            |p| p.icp_late_replies as f64,
+        ),
+        (
+            "canopy_peer_hits_served_total",
+            "Cache hits the peer served us.",
+            |p| p.hits_served as f64,
+        ),
+        (
+            "canopy_peer_false_hits_total",
+            "ICP HITs that turned out to be misses.",
+            |p| p.false_hits as f64,
+        ),
+    ];
+    for (name, help, field) in counters {
+        out.family(name, "counter", help);
+        for p in &s.peers {
+            out.value(name, &[("peer", &p.name)], field(p));
+        }
+    }
+    out.family(
+        "canopy_peer_icp_replies_total",
+        "counter",
+        "ICP replies from the peer, by opcode.",
+    );
+    for p in &s.peers {
+        for (opcode, n) in &p.icp_replies {
+            out.value(
+                "canopy_peer_icp_replies_total",
+                &[("peer", &p.name), ("opcode", opcode)],
+                *n as f64,
+            );
+        }
+    }
+    out.family(
+        "canopy_peer_icp_reply_seconds",
+        "gauge",
+        "ICP reply time of the peer: average since start, and recent.",
+    );
+    for p in s.peers.iter().filter(|p| p.icp_queries > 0) {
+        out.value(
+            "canopy_peer_icp_reply_seconds",
+            &[("peer", &p.name), ("window", "average")],
+            p.icp_reply_ms_avg / 1000.0,
+        );
+        out.value(
+            "canopy_peer_icp_reply_seconds",
+            &[("peer", &p.name), ("window", "recent")],
+            p.icp_reply_ms_recent / 1000.0,
+        );
+    }
+    out.family(
+        "canopy_peer_down",
+        "gauge",
+        "Whether the HTTP parent is out of use (1), after failures or by hand.",
+    );
+    for p in &s.peers {
+        out.value(
+            "canopy_peer_down",
+            &[("peer", &p.name)],
+            if p.health.down { 1.0 } else { 0.0 },
+        );
+    }
+    out.family(
+        "canopy_peer_up",
+        "gauge",
+        "Whether the peer answers ICP (1) or is dead (0).",
+    );
+    for p in &s.peers {
+        if let Some(state) = p.state {
+            out.value(
+                "canopy_peer_up",
+                &[("peer", &p.name)],
+                if state == PeerState::Up { 1.0 } else { 0.0 },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_proxy::stats::PeerSnapshot;
+
+    #[test]
+    fn peers_are_labelled_and_labels_escaped() {
+        let stats = StatsSnapshot {
+            requests: 7,
+            peers: vec![PeerSnapshot {
+                name: "we\"ird\\peer".into(),
+                icp_queries: 3,
+                icp_replies: [("HIT".to_owned(), 2)].into_iter().collect(),
+                state: Some(PeerState::Dead),
+                ..PeerSnapshot::default()
+            }],
+            ..StatsSnapshot::default()
+        };
+        let text = exposition(None, Some(&stats), 2);
+        assert!(text.contains("canopy_up 0\n"));
+        assert!(text.contains("canopy_requests_total 7\n"));
+        assert!(text.contains(
+            "canopy_peer_icp_replies_total{peer=\"we\\\"ird\\\\peer\",opcode=\"HIT\"} 2\n"
+        ));
+        assert!(text.contains("canopy_peer_up{peer=\"we\\\"ird\\\\peer\"} 0\n"));
+        assert!(text.contains("canopy_console_failed_logins_total 2\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

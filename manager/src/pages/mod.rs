@@ -1,0 +1,170 @@
+//! The console's pages: one module per page, sharing the frame (navigation, user, CSRF
+//! token), the form-field helper and the formatting of numbers and times.
+
+pub mod history;
+pub mod login;
+pub mod monitor;
+pub mod peers;
+pub mod routing;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::accounts::Session;
+use crate::apply::Outcome;
+
+/// What the frame around every page needs: who is logged in, the CSRF token of the logout
+/// form, and which navigation entry is current.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub user: String,
+    pub csrf: String,
+    pub active: &'static str,
+}
+
+impl Chrome {
+    pub fn new(session: &Session, active: &'static str) -> Chrome {
+        Chrome {
+            user: session.user.clone(),
+            csrf: session.csrf.clone(),
+            active,
+        }
+    }
+}
+
+/// A message at the top of a page after Make These Changes.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// "ok", "warn" or "error": the colour of the box.
+    pub tone: &'static str,
+    pub text: String,
+}
+
+impl From<&Outcome> for Notice {
+    fn from(outcome: &Outcome) -> Notice {
+        Notice {
+            tone: outcome.tone(),
+            text: outcome.message(),
+        }
+    }
+}
+
+impl Notice {
+    pub fn error(text: impl Into<String>) -> Notice {
+        Notice {
+            tone: "error",
+            text: text.into(),
+        }
+    }
+}
+
+/// A form's values (as posted, or as configured) and the error beside each wrong field.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    values: BTreeMap<String, String>,
+    errors: BTreeMap<String, String>,
+}
+
+impl Fields {
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.values.insert(key.to_owned(), value.into());
+    }
+
+    pub fn set_error(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.entry(key.to_owned()).or_insert(message.into());
+    }
+
+    pub fn v(&self, key: &str) -> &str {
+        self.values.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    /// A checkbox's state: any of the proxy's spellings of "on".
+    pub fn on(&self, key: &str) -> bool {
+        matches!(self.v(key), "true" | "on" | "strict" | "yes" | "1")
+    }
+
+    /// Whether a select's option is the chosen one.
+    pub fn is(&self, key: &str, value: &str) -> bool {
+        self.v(key) == value
+    }
+
+    pub fn err(&self, key: &str) -> Option<&str> {
+        self.errors.get(key).map(String::as_str)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// The page shown when the console itself fails (its database, mostly).
+pub fn internal_error(context: &str, e: impl Display) -> Response {
+    tracing::error!("{context}: {e}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("500: the console failed while {context}: {e}"),
+    )
+        .into_response()
+}
+
+/// An RFC 3339 time as people read it: `2026-11-22 21:05:03 UTC`.
+pub fn when(rfc3339: &str) -> String {
+    let trimmed = rfc3339.trim_end_matches('Z');
+    let seconds = trimmed.split('.').next().unwrap_or(trimmed);
+    format!("{} UTC", seconds.replacen('T', " ", 1))
+}
+
+/// A duration in the two largest units: `3 d 4 h`, `5 min 3 s`.
+pub fn duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s} s"),
+        (0, 0, _) => format!("{m} min {s} s"),
+        (0, _, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+/// Bytes with a binary unit: `512 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+pub fn percent(ratio: f64) -> String {
+    format!("{:.1} %", ratio * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_well() {
+        assert_eq!(when("2026-11-22T21:05:03.123Z"), "2026-11-22 21:05:03 UTC");
+        assert_eq!(duration(59), "59 s");
+        assert_eq!(duration(3 * 86_400 + 4 * 3600 + 5), "3 d 4 h");
+        assert_eq!(duration(3725), "1 h 2 min");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(percent(0.256), "25.6 %");
+    }
+}

@@ -1,0 +1,587 @@
+//! Monitor → Dashboard, Peers and each peer's page: the proxy's figures now (asked over the
+//! control socket) and over the last hour (from the samples in SQLite).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use canopy_proxy::config::Config;
+use canopy_proxy::control::{ControlError, StatusReply};
+use canopy_proxy::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use serde::Serialize;
+
+use super::{bytes, duration, internal_error, percent, when, Chrome, Notice};
+use crate::accounts::{unix_now, Session};
+use crate::auth::{self, csrf_ok, FormData};
+use crate::charts::{Chart, Series};
+use crate::samples::{self, Sample, Window};
+use crate::{proxy, AppState};
+
+/// The proxy as the console sees it right now.
+pub struct Live {
+    pub status: Result<StatusReply, ControlError>,
+    pub stats: Option<StatsSnapshot>,
+}
+
+/// Why the proxy did not answer, in words that fit "The proxy is not running (…)".
+fn why_down(e: &ControlError) -> String {
+    match e {
+        ControlError::NotRunning(path) => format!("nothing listens on {}", path.display()),
+        other => other.to_string(),
+    }
+}
+
+pub async fn live(state: &AppState) -> Live {
+    let status = proxy::status(&state.control).await;
+    let stats = match status {
+        Ok(_) => proxy::stats(&state.control).await.ok(),
+        Err(_) => None,
+    };
+    Live { status, stats }
+}
+
+/// The kind shown for an entry of the parent list.
+const HTTP_PARENT: &str = "HTTP parent";
+
+/// One peer's row: the configured peer joined with its counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRow {
+    pub name: String,
+    /// "parent", "sibling", "HTTP parent", or "no longer configured".
+    pub kind: String,
+    pub address: String,
+    pub state: Option<PeerState>,
+    pub state_since: Option<String>,
+    pub icp_queries: u64,
+    pub icp_hits: u64,
+    pub icp_misses: u64,
+    pub icp_other_replies: u64,
+    pub icp_timeouts: u64,
+    pub icp_late_replies: u64,
+    pub icp_reply_ms_avg: f64,
+    pub icp_reply_ms_recent: f64,
+    pub last_query_at: Option<String>,
+    pub last_reply_at: Option<String>,
+    pub fetches: u64,
+    pub hits_served: u64,
+    pub false_hits: u64,
+    pub bytes: u64,
+    pub failures: u64,
+    pub last_failure: Option<Failure>,
+    /// Whether ICP queries go to this peer in the config.
+    pub queried: bool,
+    /// An HTTP parent taken out of use, after failures or by hand.
+    pub down: bool,
+    pub down_since: Option<String>,
+    pub down_reason: Option<String>,
+    pub down_by_hand: bool,
+}
+
+impl PeerRow {
+    fn new(
+        name: &str,
+        kind: &str,
+        address: String,
+        s: Option<&PeerSnapshot>,
+        queried: bool,
+    ) -> PeerRow {
+        let empty = PeerSnapshot::default();
+        let s = s.unwrap_or(&empty);
+        let reply = |op: &str| s.icp_replies.get(op).copied().unwrap_or_default();
+        let hits = reply("HIT") + reply("HIT_OBJ");
+        let misses = reply("MISS");
+        PeerRow {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            address,
+            state: s.state,
+            state_since: s.state_since.clone(),
+            icp_queries: s.icp_queries,
+            icp_hits: hits,
+            icp_misses: misses,
+            icp_other_replies: s.icp_replies.values().sum::<u64>() - hits - misses,
+            icp_timeouts: s.icp_timeouts,
+            icp_late_replies: s.icp_late_replies,
+            icp_reply_ms_avg: s.icp_reply_ms_avg,
+            icp_reply_ms_recent: s.icp_reply_ms_recent,
+            last_query_at: s.last_query_at.clone(),
+            last_reply_at: s.last_reply_at.clone(),
+            fetches: s.fetches,
+            hits_served: s.hits_served,
+            false_hits: s.false_hits,
+            bytes: s.bytes,
+            failures: s.failures,
+            last_failure: s.last_failure.clone(),
+            queried,
+            down: s.health.down,
+            down_since: s.health.down_since.clone(),
+            down_reason: s.health.down_reason.clone(),
+            down_by_hand: s.health.down_by_hand,
+        }
+    }
+
+    pub fn status_text(&self) -> String {
+        let since = |t: &Option<String>| t.as_deref().map(|t| format!(" since {}", when(t)));
+        if self.down {
+            let since = since(&self.down_since).unwrap_or_default();
+            return match (&self.down_reason, self.down_by_hand) {
+                (_, true) => format!("down by hand{since}"),
+                (Some(reason), false) => format!("down{since}: {reason}"),
+                (None, false) => format!("down{since}"),
+            };
+        }
+        match self.state {
+            Some(PeerState::Up) => format!("up{}", since(&self.state_since).unwrap_or_default()),
+            Some(PeerState::Dead) => {
+                format!("dead{}", since(&self.state_since).unwrap_or_default())
+            }
+            None if self.kind == HTTP_PARENT => "up".to_owned(),
+            None if !self.queried => "not queried".to_owned(),
+            None => "no ICP reply yet".to_owned(),
+        }
+    }
+
+    pub fn is_http_parent(&self) -> bool {
+        self.kind == HTTP_PARENT
+    }
+
+    pub fn tone(&self) -> &'static str {
+        match self.state {
+            _ if self.down => "error",
+            Some(PeerState::Up) => "ok",
+            Some(PeerState::Dead) => "error",
+            None if self.kind == HTTP_PARENT => "ok",
+            None => "muted",
+        }
+    }
+
+    pub fn reply_text(&self) -> String {
+        if self.icp_queries == 0 || self.icp_reply_ms_avg <= 0.0 {
+            "—".to_owned()
+        } else {
+            format!("{:.1} ms", self.icp_reply_ms_avg)
+        }
+    }
+
+    pub fn bytes_text(&self) -> String {
+        bytes(self.bytes)
+    }
+
+    pub fn last_query_text(&self) -> String {
+        self.last_query_at
+            .as_deref()
+            .map(when)
+            .unwrap_or_else(|| "never".to_owned())
+    }
+
+    pub fn last_reply_text(&self) -> String {
+        self.last_reply_at
+            .as_deref()
+            .map(when)
+            .unwrap_or_else(|| "never".to_owned())
+    }
+}
+
+/// Every configured peer and HTTP parent, then any other the proxy still counts.
+pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow> {
+    let find = |name: &str| stats.and_then(|s| s.peers.iter().find(|p| p.name == name));
+    let icp_on = config.icp_mode == canopy_proxy::config::IcpMode::SendReceive;
+    let mut rows: Vec<PeerRow> = config
+        .peers
+        .iter()
+        .map(|p| {
+            PeerRow::new(
+                &p.name,
+                p.kind.as_str(),
+                format!("{}:{} (ICP {})", p.host, p.http_port, p.icp_port),
+                find(&p.name),
+                icp_on && !p.no_query,
+            )
+        })
+        .collect();
+    let rule_parents = config.parent_rules.iter().flat_map(|r| r.parents.0.iter());
+    for parent in config.parents.0.iter().chain(rule_parents) {
+        // The proxy counts a parent under its address, whatever its weight.
+        let name = parent.addr.to_string();
+        if rows.iter().any(|r| r.name == name) {
+            continue;
+        }
+        let address = parent.to_string();
+        rows.push(PeerRow::new(
+            &name,
+            HTTP_PARENT,
+            address,
+            find(&name),
+            false,
+        ));
+    }
+    for p in stats.map(|s| s.peers.as_slice()).unwrap_or_default() {
+        if !rows.iter().any(|r| r.name == p.name) {
+            rows.push(PeerRow::new(
+                &p.name,
+                "no longer configured",
+                "—".into(),
+                Some(p),
+                false,
+            ));
+        }
+    }
+    rows
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    chrome: Chrome,
+    running: bool,
+    down_reason: String,
+    pid: String,
+    uptime: String,
+    http_listen: String,
+    icp_listen: String,
+    in_force: String,
+    rejected: Option<(i64, String)>,
+    newest: i64,
+    newest_state: String,
+    requests: u64,
+    hits: u64,
+    misses: u64,
+    hit_ratio: String,
+    byte_hit_ratio: String,
+    bytes_from_cache: String,
+    bytes_from_upstream: String,
+    icp_sent: u64,
+    icp_answered: u64,
+    icp_received: u64,
+    /// Answers this proxy gave to ICP queries, as `HIT 3 · MISS 5`.
+    icp_answers: String,
+    reloads_applied: u64,
+    reloads_rejected: u64,
+    peers_up: usize,
+    peers_dead: usize,
+    charts: Vec<String>,
+    /// Failed console logins ever, so guessing is noticed.
+    failed_logins: i64,
+}
+
+pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
+    let newest = match state.db.latest().await {
+        Ok(v) => v,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let Live { status, stats } = live(&state).await;
+    let stats_or_zero = stats.clone().unwrap_or_default();
+    let s = &stats_or_zero;
+    let window = Window::last_hour(unix_now());
+    let samples = match samples::totals(&state.db, window.start()).await {
+        Ok(samples) => samples,
+        Err(e) => return internal_error("reading the stats samples", e),
+    };
+    let failed_logins = match crate::accounts::failed_login_total(&state.db).await {
+        Ok(n) => n,
+        Err(e) => return internal_error("counting failed logins", e),
+    };
+    let mut page = DashboardPage {
+        chrome: Chrome::new(&session, "dashboard"),
+        running: status.is_ok(),
+        down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
+        pid: String::new(),
+        uptime: String::new(),
+        http_listen: String::new(),
+        icp_listen: String::new(),
+        in_force: "—".to_owned(),
+        rejected: None,
+        newest: newest.id,
+        newest_state: newest.state.as_str().to_owned(),
+        requests: s.requests,
+        hits: s.hits_fresh + s.hits_revalidated,
+        misses: s.misses,
+        hit_ratio: percent(s.hit_ratio),
+        byte_hit_ratio: percent(s.byte_hit_ratio),
+        bytes_from_cache: bytes(s.bytes_from_cache),
+        bytes_from_upstream: bytes(s.bytes_from_upstream),
+        icp_sent: s.peers.iter().map(|p| p.icp_queries).sum(),
+        icp_answered: s.peers.iter().flat_map(|p| p.icp_replies.values()).sum(),
+        icp_received: s.icp_queries_received,
+        icp_answers: s
+            .icp_answers
+            .iter()
+            .map(|(opcode, n)| format!("{opcode} {n}"))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        reloads_applied: s.reloads_applied,
+        reloads_rejected: s.reloads_rejected,
+        peers_up: s
+            .peers
+            .iter()
+            .filter(|p| p.state == Some(PeerState::Up))
+            .count(),
+        peers_dead: s
+            .peers
+            .iter()
+            .filter(|p| p.state == Some(PeerState::Dead))
+            .count(),
+        charts: dashboard_charts(&samples, window),
+        failed_logins,
+    };
+    if let Ok(status) = &status {
+        page.pid = status.pid.to_string();
+        page.uptime = duration(status.uptime_s);
+        page.http_listen = status.http_listen.clone();
+        page.icp_listen = status
+            .icp_listen
+            .clone()
+            .unwrap_or_else(|| "off".to_owned());
+        page.in_force = status.config_version.to_string();
+        page.rejected = status
+            .rejected_version
+            .as_ref()
+            .map(|r| (r.id, r.reason.clone()));
+    } else if newest.state == canopy_proxy::versions::VersionState::Rejected {
+        page.rejected = Some((newest.id, newest.state_reason.clone().unwrap_or_default()));
+    }
+    page.into_response()
+}
+
+fn dashboard_charts(samples: &[Sample], window: Window) -> Vec<String> {
+    let inc = samples::increases(samples, window);
+    let ratio = |part: usize, whole: &[usize]| -> Vec<Option<f64>> {
+        inc.iter()
+            .map(|b| {
+                b.as_ref().and_then(|(_, d)| {
+                    let total: f64 = whole.iter().map(|i| d[*i]).sum();
+                    (total > 0.0).then(|| 100.0 * d[part] / total)
+                })
+            })
+            .collect()
+    };
+    let rate = inc
+        .iter()
+        .map(|b| {
+            b.as_ref()
+                .and_then(|(secs, d)| (*secs > 0.0).then(|| d[0] / secs))
+        })
+        .collect();
+    vec![
+        Chart {
+            title: "Hit ratio, last hour".into(),
+            unit: "%",
+            y_max: Some(100.0),
+            window,
+            series: vec![
+                Series {
+                    name: "by requests".into(),
+                    points: ratio(1, &[0]),
+                },
+                Series {
+                    name: "by bytes".into(),
+                    points: ratio(3, &[3, 4]),
+                },
+            ],
+        }
+        .html(),
+        Chart {
+            title: "Requests per second, last hour".into(),
+            unit: "",
+            y_max: None,
+            window,
+            series: vec![Series {
+                name: "requests/s".into(),
+                points: rate,
+            }],
+        }
+        .html(),
+    ]
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "peers_monitor.html")]
+pub struct PeersPage {
+    chrome: Chrome,
+    running: bool,
+    down_reason: String,
+    rows: Vec<PeerRow>,
+}
+
+pub async fn peers(State(state): State<AppState>, session: Session) -> Response {
+    let newest = match state.db.latest().await {
+        Ok(v) => v,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let Live { status, stats } = live(&state).await;
+    PeersPage {
+        chrome: Chrome::new(&session, "peers"),
+        running: status.is_ok(),
+        down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
+        rows: peer_rows(&newest.config, stats.as_ref()),
+    }
+    .into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "peer.html")]
+pub struct PeerPage {
+    chrome: Chrome,
+    running: bool,
+    row: PeerRow,
+    charts: Vec<String>,
+    failures: Vec<samples::FailureSeen>,
+    notice: Option<Notice>,
+}
+
+pub async fn peer(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Response {
+    peer_page(&state, &session, &name, None).await
+}
+
+/// Takes an HTTP parent out of use by hand, or brings it back, then shows its page.
+pub async fn set_parent(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    Form(form): Form<FormData>,
+) -> Response {
+    if !csrf_ok(&session, &form) {
+        return auth::forbidden();
+    }
+    let down = form.get("action") == Some("down");
+    let reason = form
+        .get("reason")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| format!("{r} (by {})", session.user))
+        .unwrap_or_else(|| format!("taken out of use by {}", session.user));
+    let notice = match proxy::set_parent(&state.control, &name, down, reason).await {
+        Ok(_) if down => Notice {
+            tone: "warn",
+            text: format!("{name} is out of use until it is brought back."),
+        },
+        Ok(_) => Notice {
+            tone: "ok",
+            text: format!("{name} is back in use."),
+        },
+        Err(e) => Notice::error(format!("The proxy did not change {name}: {e}.")),
+    };
+    peer_page(&state, &session, &name, Some(notice)).await
+}
+
+async fn peer_page(
+    state: &AppState,
+    session: &Session,
+    name: &str,
+    notice: Option<Notice>,
+) -> Response {
+    let newest = match state.db.latest().await {
+        Ok(v) => v,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let Live { status, stats } = live(state).await;
+    let Some(row) = peer_rows(&newest.config, stats.as_ref())
+        .into_iter()
+        .find(|r| r.name == name)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("There is no peer called {name:?}."),
+        )
+            .into_response();
+    };
+    let window = Window::last_hour(unix_now());
+    let (samples, mut failures) = match (
+        samples::peer(&state.db, name, window.start()).await,
+        samples::recent_failures(&state.db, name, 10).await,
+    ) {
+        (Ok(s), Ok(f)) => (s, f),
+        (Err(e), _) | (_, Err(e)) => return internal_error("reading the peer's samples", e),
+    };
+    if let Some(last) = &row.last_failure {
+        if !failures.iter().any(|f| f.at == last.at) {
+            failures.insert(
+                0,
+                samples::FailureSeen {
+                    at: last.at.clone(),
+                    reason: last.reason.clone(),
+                },
+            );
+        }
+    }
+    for f in &mut failures {
+        f.at = when(&f.at);
+    }
+    PeerPage {
+        chrome: Chrome::new(session, "peers"),
+        running: status.is_ok(),
+        row,
+        charts: peer_charts(&samples, window),
+        failures,
+        notice,
+    }
+    .into_response()
+}
+
+fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
+    let inc = samples::increases(samples, window);
+    let col = |name: &str| {
+        samples::PEER_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(0)
+    };
+    let per_minute = |name: &str| -> Series {
+        let i = col(name);
+        Series {
+            name: name.replace("icp_", "ICP ").replace('_', " "),
+            points: inc
+                .iter()
+                .map(|b| {
+                    b.as_ref()
+                        .and_then(|(secs, d)| (*secs > 0.0).then(|| d[i] * 60.0 / secs))
+                })
+                .collect(),
+        }
+    };
+    vec![
+        Chart {
+            title: "ICP replies per minute".into(),
+            unit: "",
+            y_max: None,
+            window,
+            series: vec![
+                per_minute("icp_hits"),
+                per_minute("icp_misses"),
+                per_minute("icp_other_replies"),
+                per_minute("icp_timeouts"),
+            ],
+        }
+        .html(),
+        Chart {
+            title: "ICP reply time".into(),
+            unit: " ms",
+            y_max: None,
+            window,
+            series: vec![Series {
+                name: "reply time".into(),
+                points: samples::means(samples, col("icp_reply_ms"), window),
+            }],
+        }
+        .html(),
+        Chart {
+            title: "HTTP through this peer, per minute".into(),
+            unit: "",
+            y_max: None,
+            window,
+            series: vec![
+                per_minute("fetches"),
+                per_minute("hits_served"),
+                per_minute("false_hits"),
+                per_minute("failures"),
+            ],
+        }
+        .html(),
+    ]
+}

@@ -1,0 +1,333 @@
+//! Configure → ICP Peers: the peer table (Squid's cache_peer lines), with add, edit and
+//! remove, each saved as a new config version and applied like every other change.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use canopy_proxy::config::{Config, Peer, PeerKind};
+use canopy_proxy::versions::ConfigVersion;
+
+use super::routing::stale_message;
+use super::{internal_error, Chrome, Fields, Notice};
+use crate::accounts::Session;
+use crate::apply::{self, ApplyError};
+use crate::auth::{self, csrf_ok, FormData};
+use crate::AppState;
+
+#[derive(Template, WebTemplate)]
+#[template(path = "peers_config.html")]
+pub struct PeerListPage {
+    chrome: Chrome,
+    peers: Vec<Peer>,
+    based_on: i64,
+    notice: Option<Notice>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "peer_form.html")]
+pub struct PeerFormPage {
+    chrome: Chrome,
+    /// The name of the peer being edited; empty when adding one.
+    original: String,
+    fields: Fields,
+    based_on: i64,
+    notice: Option<Notice>,
+    other_errors: Vec<String>,
+}
+
+fn list_page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> PeerListPage {
+    PeerListPage {
+        chrome: Chrome::new(session, "peers-config"),
+        peers: version.config.peers.clone(),
+        based_on: version.id,
+        notice,
+    }
+}
+
+fn peer_fields(peer: &Peer) -> Fields {
+    let mut fields = Fields::default();
+    fields.set("name", &peer.name);
+    fields.set("host", &peer.host);
+    fields.set("type", peer.kind.as_str());
+    fields.set("http_port", peer.http_port.to_string());
+    fields.set("icp_port", peer.icp_port.to_string());
+    fields.set("weight", peer.weight.to_string());
+    for (key, on) in [
+        ("multicast_responder", peer.multicast_responder),
+        ("proxy_only", peer.proxy_only),
+        ("no_query", peer.no_query),
+        ("allow_miss", peer.allow_miss),
+    ] {
+        fields.set(key, on.to_string());
+    }
+    fields
+}
+
+fn new_peer() -> Peer {
+    Peer {
+        name: String::new(),
+        host: String::new(),
+        kind: PeerKind::Sibling,
+        http_port: 3128,
+        icp_port: 3130,
+        proxy_only: false,
+        no_query: false,
+        multicast_responder: false,
+        allow_miss: false,
+        weight: 1,
+    }
+}
+
+pub async fn list(State(state): State<AppState>, session: Session) -> Response {
+    match state.db.latest().await {
+        Ok(latest) => list_page(&session, &latest, None).into_response(),
+        Err(e) => internal_error("reading the config", e),
+    }
+}
+
+pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
+    match state.db.latest().await {
+        Ok(latest) => PeerFormPage {
+            chrome: Chrome::new(&session, "peers-config"),
+            original: String::new(),
+            fields: peer_fields(&new_peer()),
+            based_on: latest.id,
+            notice: None,
+            other_errors: Vec::new(),
+        }
+        .into_response(),
+        Err(e) => internal_error("reading the config", e),
+    }
+}
+
+pub async fn edit_form(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Response {
+    let latest = match state.db.latest().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    match latest.config.peers.iter().find(|p| p.name == name) {
+        Some(peer) => PeerFormPage {
+            chrome: Chrome::new(&session, "peers-config"),
+            original: peer.name.clone(),
+            fields: peer_fields(peer),
+            based_on: latest.id,
+            notice: None,
+            other_errors: Vec::new(),
+        }
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            list_page(
+                &session,
+                &latest,
+                Some(Notice::error(format!("There is no peer called {name:?}."))),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn parse_port(fields: &mut Fields, key: &str) -> u16 {
+    match fields.v(key).trim().parse::<u32>() {
+        Ok(p @ 1..=65535) => p as u16,
+        _ => {
+            let message = format!("{:?} is not a port number from 1 to 65535", fields.v(key));
+            fields.set_error(key, message);
+            0
+        }
+    }
+}
+
+/// Reads the posted peer; every field that cannot be read gets its error.
+fn read_peer(form: &FormData) -> (Peer, Fields) {
+    let mut fields = Fields::default();
+    for key in ["name", "host", "type", "http_port", "icp_port", "weight"] {
+        fields.set(key, form.get(key).unwrap_or_default().trim());
+    }
+    for key in [
+        "multicast_responder",
+        "proxy_only",
+        "no_query",
+        "allow_miss",
+    ] {
+        fields.set(key, form.checked(key).to_string());
+    }
+    let kind = fields.v("type").parse::<PeerKind>().unwrap_or_else(|e| {
+        fields.set_error("type", e);
+        PeerKind::Sibling
+    });
+    let weight = match fields.v("weight").parse::<u32>() {
+        Ok(w) => w,
+        Err(_) => {
+            let message = format!(
+                "{:?} is not a whole number of at least 1",
+                fields.v("weight")
+            );
+            fields.set_error("weight", message);
+            1
+        }
+    };
+    let peer = Peer {
+        name: fields.v("name").to_owned(),
+        host: fields.v("host").to_owned(),
+        kind,
+        http_port: parse_port(&mut fields, "http_port"),
+        icp_port: parse_port(&mut fields, "icp_port"),
+        multicast_responder: fields.on("multicast_responder"),
+        proxy_only: fields.on("proxy_only"),
+        no_query: fields.on("no_query"),
+        allow_miss: fields.on("allow_miss"),
+        weight,
+    };
+    (peer, fields)
+}
+
+/// Which field a peer error from the proxy's validation belongs beside.
+fn field_of(message: &str) -> Option<&'static str> {
+    [
+        ("name", "name"),
+        ("host", "host"),
+        ("ICP port", "icp_port"),
+        ("weight", "weight"),
+    ]
+    .into_iter()
+    .find(|(word, _)| message.contains(word))
+    .map(|(_, field)| field)
+}
+
+/// Adds (when `original` is empty) or replaces the peer called `original`.
+fn with_peer(config: &Config, original: &str, peer: Peer) -> Option<Config> {
+    let mut next = config.clone();
+    if original.is_empty() {
+        next.peers.push(peer);
+    } else {
+        let slot = next.peers.iter_mut().find(|p| p.name == original)?;
+        *slot = peer;
+    }
+    Some(next)
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<FormData>,
+) -> Response {
+    if !csrf_ok(&session, &form) {
+        return auth::forbidden();
+    }
+    let latest = match state.db.latest().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
+    if based_on != Some(latest.id) {
+        let notice = Notice::error(stale_message(based_on.unwrap_or_default(), &latest));
+        return (
+            StatusCode::CONFLICT,
+            list_page(&session, &latest, Some(notice)),
+        )
+            .into_response();
+    }
+    let original = form.get("original").unwrap_or_default().to_owned();
+    let (peer, mut fields) = read_peer(&form);
+    let mut other_errors = Vec::new();
+    let config = with_peer(&latest.config, &original, peer);
+    if config.is_none() {
+        other_errors.push(format!("There is no peer called {original:?} any more."));
+    }
+    if let (Some(config), false) = (&config, fields.has_errors()) {
+        if let Err(errors) = config.validate() {
+            for e in errors.0 {
+                match (e.key.starts_with("peers."), field_of(&e.message)) {
+                    (true, Some(field)) => fields.set_error(field, e.message),
+                    _ => other_errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+    let config = match config {
+        Some(config) if !fields.has_errors() && other_errors.is_empty() => config,
+        _ => {
+            let page = PeerFormPage {
+                chrome: Chrome::new(&session, "peers-config"),
+                original,
+                fields,
+                based_on: latest.id,
+                notice: Some(Notice::error(
+                    "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
+                )),
+                other_errors,
+            };
+            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        }
+    };
+    apply_and_list(&state, &session, &config, latest.id).await
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    Form(form): Form<FormData>,
+) -> Response {
+    if !csrf_ok(&session, &form) {
+        return auth::forbidden();
+    }
+    let latest = match state.db.latest().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
+    if based_on != Some(latest.id) {
+        let notice = Notice::error(stale_message(based_on.unwrap_or_default(), &latest));
+        return (
+            StatusCode::CONFLICT,
+            list_page(&session, &latest, Some(notice)),
+        )
+            .into_response();
+    }
+    let mut config = latest.config.clone();
+    let before = config.peers.len();
+    config.peers.retain(|p| p.name != name);
+    if config.peers.len() == before {
+        let notice = Notice::error(format!("There is no peer called {name:?}."));
+        return (
+            StatusCode::NOT_FOUND,
+            list_page(&session, &latest, Some(notice)),
+        )
+            .into_response();
+    }
+    apply_and_list(&state, &session, &config, latest.id).await
+}
+
+async fn apply_and_list(
+    state: &AppState,
+    session: &Session,
+    config: &Config,
+    based_on: i64,
+) -> Response {
+    let outcome = apply::make_these_changes(state, config, &session.user, based_on, None).await;
+    let latest = match state.db.latest().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    match outcome {
+        Ok(outcome) => list_page(session, &latest, Some(Notice::from(&outcome))).into_response(),
+        Err(ApplyError::Stale { based_on, .. }) => {
+            let notice = Notice::error(stale_message(based_on, &latest));
+            (
+                StatusCode::CONFLICT,
+                list_page(session, &latest, Some(notice)),
+            )
+                .into_response()
+        }
+        Err(e) => internal_error("saving the config", e),
+    }
+}

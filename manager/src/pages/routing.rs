@@ -1,0 +1,205 @@
+//! Configure → Routing: the seeds' page. Parent caching, the parent list in the
+//! `host:port; host:port;` form, round robin, and the ICP settings, then Make These Changes.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use canopy_proxy::config::{Config, ConfigErrors};
+use canopy_proxy::versions::ConfigVersion;
+
+use super::{internal_error, Chrome, Fields, Notice};
+use crate::accounts::Session;
+use crate::apply::{self, ApplyError};
+use crate::auth::{self, csrf_ok, FormData};
+use crate::AppState;
+
+/// The settings this page edits, in the order it shows them.
+pub const KEYS: &[&str] = &[
+    "parent_caching",
+    "parents",
+    "round_robin",
+    "icp_mode",
+    "icp_port",
+    "icp_multicast_enabled",
+    "icp_multicast_group",
+    "icp_multicast_ttl",
+    "icp_query_timeout_ms",
+];
+
+#[derive(Template, WebTemplate)]
+#[template(path = "routing.html")]
+pub struct RoutingPage {
+    chrome: Chrome,
+    fields: Fields,
+    based_on: i64,
+    notice: Option<Notice>,
+    /// Errors about settings this page does not show.
+    other_errors: Vec<String>,
+    /// Routing rules (parent.config), which come before the list above; shown, edited
+    /// with `canopy rule`.
+    rules: Vec<String>,
+}
+
+impl RoutingPage {
+    fn new(session: &Session, version: &ConfigVersion) -> RoutingPage {
+        RoutingPage {
+            chrome: Chrome::new(session, "routing"),
+            fields: configured(&version.config),
+            based_on: version.id,
+            notice: None,
+            other_errors: Vec::new(),
+            rules: version
+                .config
+                .parent_rules
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} → {} (round robin {}{})",
+                        r.matcher(),
+                        r.parents,
+                        r.round_robin,
+                        if r.go_direct { "" } else { ", never direct" }
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+fn configured(config: &Config) -> Fields {
+    let mut fields = Fields::default();
+    for key in KEYS {
+        fields.set(key, config.get(key).unwrap_or_default());
+    }
+    // 0 means automatic; the form shows that as an empty box.
+    if fields.v("icp_query_timeout_ms") == "0" {
+        fields.set("icp_query_timeout_ms", "");
+    }
+    fields
+}
+
+/// The form's fields as the proxy's settings take them: unchecked boxes are off, an empty
+/// query timeout is 0 (automatic).
+fn posted(form: &FormData) -> Vec<(&'static str, String)> {
+    KEYS.iter()
+        .map(|key| {
+            let value = match *key {
+                "parent_caching" | "icp_multicast_enabled" => {
+                    (if form.checked(key) { "true" } else { "false" }).to_owned()
+                }
+                "round_robin" => form.get(key).unwrap_or("false").to_owned(),
+                "icp_query_timeout_ms" => match form.get(key).map(str::trim) {
+                    None | Some("") => "0".to_owned(),
+                    Some(v) => v.to_owned(),
+                },
+                _ => form.get(key).unwrap_or_default().to_owned(),
+            };
+            (*key, value)
+        })
+        .collect()
+}
+
+/// A message for a number the proxy could not even parse, in the form's words.
+fn friendly(key: &str, value: &str, message: &str) -> String {
+    if message.starts_with("expected") || message.contains(" is not ") {
+        return message.to_owned();
+    }
+    let expected = match key {
+        "icp_port" => "a port number from 1 to 65535",
+        "icp_multicast_ttl" => "a TTL from 1 to 255",
+        "icp_query_timeout_ms" => "empty or 0 (automatic), or up to 60000 milliseconds",
+        _ => return message.to_owned(),
+    };
+    format!("{value:?} is not {expected}")
+}
+
+/// Puts each error beside its field; errors about other settings go above the form.
+pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &ConfigErrors) {
+    for e in &errors.0 {
+        if KEYS.contains(&e.key.as_str()) {
+            fields.set_error(&e.key, friendly(&e.key, &e.value, &e.message));
+        } else {
+            other.push(e.to_string());
+        }
+    }
+}
+
+pub async fn form(State(state): State<AppState>, session: Session) -> Response {
+    match state.db.latest().await {
+        Ok(latest) => RoutingPage::new(&session, &latest).into_response(),
+        Err(e) => internal_error("reading the config", e),
+    }
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<FormData>,
+) -> Response {
+    if !csrf_ok(&session, &form) {
+        return auth::forbidden();
+    }
+    let latest = match state.db.latest().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
+    if based_on != Some(latest.id) {
+        return stale(&session, &latest, based_on.unwrap_or_default());
+    }
+    let values = posted(&form);
+    let mut config = latest.config.clone();
+    if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
+        let mut page = RoutingPage::new(&session, &latest);
+        for (key, _) in &values {
+            page.fields.set(key, form.get(key).unwrap_or_default());
+        }
+        page.fields
+            .set("parent_caching", form.checked("parent_caching").to_string());
+        page.fields.set(
+            "icp_multicast_enabled",
+            form.checked("icp_multicast_enabled").to_string(),
+        );
+        place_errors(&mut page.fields, &mut page.other_errors, &errors);
+        page.notice = Some(Notice::error(
+            "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
+        ));
+        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+    }
+    match apply::make_these_changes(&state, &config, &session.user, latest.id, None).await {
+        Ok(outcome) => match state.db.latest().await {
+            Ok(now) => {
+                let mut page = RoutingPage::new(&session, &now);
+                page.notice = Some(Notice::from(&outcome));
+                page.into_response()
+            }
+            Err(e) => internal_error("reading the config", e),
+        },
+        Err(ApplyError::Stale { based_on, .. }) => match state.db.latest().await {
+            Ok(now) => stale(&session, &now, based_on),
+            Err(e) => internal_error("reading the config", e),
+        },
+        Err(e) => internal_error("saving the config", e),
+    }
+}
+
+/// Refuses a form made from an older version, showing the values now in the database.
+fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
+    let mut page = RoutingPage::new(session, latest);
+    page.notice = Some(Notice::error(stale_message(based_on, latest)));
+    (StatusCode::CONFLICT, page).into_response()
+}
+
+pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
+    format!(
+        "Not saved: this form was made from version {based_on}, but {} saved version {} at {} \
+         meanwhile. Nothing was overwritten. The form now shows the current values; make \
+         your change again if it is still needed.",
+        latest.author,
+        latest.id,
+        super::when(&latest.created_at)
+    )
+}

@@ -1,0 +1,56 @@
+//! The console's calls to the running proxy over its control socket, each bounded in time
+//! so that a stuck proxy cannot hang a page.
+
+use std::path::Path;
+use std::time::Duration;
+
+use canopy_proxy::control::{call_typed, Command, ControlError, ReloadReply, StatusReply};
+use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
+use serde::de::DeserializeOwned;
+
+/// Status and stats answer at once; a page waits this long at most.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// A reload binds sockets and builds a peer table; it may take longer.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn bounded<T: DeserializeOwned>(
+    path: &Path,
+    command: Command,
+    limit: Duration,
+) -> Result<T, ControlError> {
+    tokio::time::timeout(limit, call_typed(path, command))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ControlError::Protocol(format!(
+                "no answer within {} s",
+                limit.as_secs()
+            )))
+        })
+}
+
+pub async fn status(path: &Path) -> Result<StatusReply, ControlError> {
+    bounded(path, Command::Status, QUERY_TIMEOUT).await
+}
+
+pub async fn stats(path: &Path) -> Result<StatsSnapshot, ControlError> {
+    bounded(path, Command::Stats, QUERY_TIMEOUT).await
+}
+
+/// Takes the HTTP parent `name` out of use (`down`) for `reason`, or brings it back.
+pub async fn set_parent(
+    path: &Path,
+    name: &str,
+    down: bool,
+    reason: String,
+) -> Result<PeerSnapshot, ControlError> {
+    let command = Command::Parent {
+        name: name.to_owned(),
+        down,
+        reason: down.then_some(reason),
+    };
+    bounded(path, command, QUERY_TIMEOUT).await
+}
+
+pub async fn reload(path: &Path) -> Result<ReloadReply, ControlError> {
+    bounded(path, Command::Reload, RELOAD_TIMEOUT).await
+}

@@ -1,0 +1,897 @@
+//! Router tests of every console form, through the router as a tower service (no socket
+//! for HTTP), with a fake proxy on a real control socket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use canopy_manager::{accounts, router, AppState};
+use canopy_proxy::control::{self, ControlHandler, ReloadReply, StatusReply};
+use canopy_proxy::hierarchy::health::HealthSnapshot;
+use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_proxy::versions::Db;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// A proxy that answers the control socket as told.
+struct FakeProxy {
+    reloads: AtomicU64,
+    /// `Some(reason)`: reload is refused with it.
+    refuse: Mutex<Option<String>>,
+    in_force: AtomicU64,
+    /// Each `set_parent` call: the reason it went down, or `None` for back up.
+    parent_changes: Mutex<Vec<Option<String>>>,
+}
+
+impl ControlHandler for FakeProxy {
+    async fn status(&self) -> StatusReply {
+        StatusReply {
+            pid: 4242,
+            version: "test".into(),
+            uptime_s: 3725,
+            config_version: self.in_force.load(Ordering::SeqCst) as i64,
+            rejected_version: None,
+            http_listen: "127.0.0.1:3128".into(),
+            icp_listen: Some("127.0.0.1:3130".into()),
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: 40,
+            icp_queries_received: 9,
+            icp_answers: [("DENIED".to_owned(), 1), ("MISS".to_owned(), 8)]
+                .into_iter()
+                .collect(),
+            reloads_applied: 4,
+            hits_fresh: 10,
+            misses: 30,
+            hit_ratio: 0.25,
+            peers: vec![
+                PeerSnapshot {
+                    name: "squid".into(),
+                    fetches: 7,
+                    icp_queries: 31,
+                    icp_replies: [("HIT".to_owned(), 11), ("MISS".to_owned(), 17)]
+                        .into_iter()
+                        .collect(),
+                    icp_timeouts: 3,
+                    icp_reply_ms_avg: 1.5,
+                    state: Some(PeerState::Up),
+                    false_hits: 2,
+                    ..PeerSnapshot::default()
+                },
+                PeerSnapshot {
+                    name: "127.0.0.1:3999".into(),
+                    failures: 3,
+                    health: HealthSnapshot {
+                        down: true,
+                        down_since: Some("2026-01-02T03:04:05.000Z".into()),
+                        down_reason: Some("connection refused".into()),
+                        down_by_hand: false,
+                    },
+                    ..PeerSnapshot::default()
+                },
+            ],
+            ..StatsSnapshot::default()
+        }
+    }
+
+    async fn reload(&self) -> Result<ReloadReply, String> {
+        self.reloads.fetch_add(1, Ordering::SeqCst);
+        if let Some(reason) = self.refuse.lock().unwrap().clone() {
+            return Err(reason);
+        }
+        let next = self.in_force.load(Ordering::SeqCst) + 1;
+        self.in_force.store(next, Ordering::SeqCst);
+        Ok(ReloadReply {
+            config_version: next as i64,
+            changed: true,
+            elapsed_ms: 3,
+        })
+    }
+
+    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {
+        if name != "127.0.0.1:3999" {
+            return Err(format!("no parent named {name}"));
+        }
+        self.parent_changes
+            .lock()
+            .unwrap()
+            .push(down.map(str::to_owned));
+        Ok(PeerSnapshot {
+            name: name.to_owned(),
+            ..PeerSnapshot::default()
+        })
+    }
+}
+
+struct Console {
+    dir: tempfile::TempDir,
+    db: Db,
+    app: Router,
+    proxy: Arc<FakeProxy>,
+    cookie: String,
+    csrf: String,
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A console with one account; `running` says whether the fake proxy listens.
+async fn console(running: bool) -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+    accounts::set_password(&db, "alice", PASSWORD)
+        .await
+        .unwrap();
+    let socket: PathBuf = dir.path().join("canopy.sock");
+    let proxy = Arc::new(FakeProxy {
+        reloads: AtomicU64::new(0),
+        refuse: Mutex::new(None),
+        in_force: AtomicU64::new(1),
+        parent_changes: Mutex::new(Vec::new()),
+    });
+    if running {
+        tokio::spawn(control::serve(
+            control::bind(&socket).unwrap(),
+            proxy.clone(),
+        ));
+    }
+    let mut state = AppState::new(db.clone(), socket);
+    state.login_delay = Duration::from_millis(1);
+    let app = router(state);
+    let mut console = Console {
+        dir,
+        db,
+        app,
+        proxy,
+        cookie: String::new(),
+        csrf: String::new(),
+    };
+    console.log_in().await;
+    console
+}
+
+fn set_cookie(response: &Response<Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// The value of the first hidden input called `name` in a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        + marker.len();
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+fn encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let escape = |s: &str| {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                            (b as char).to_string()
+                        }
+                        b' ' => "+".to_owned(),
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", escape(k), escape(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn body_text(response: Response<Body>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+impl Console {
+    async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.app.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path)
+            .header(header::COOKIE, &self.cookie)
+            .body(Body::empty())
+            .unwrap();
+        let response = self.send(request).await;
+        (response.status(), body_text(response).await)
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let request = Request::post(path)
+            .header(header::COOKIE, &self.cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(fields)))
+            .unwrap();
+        let response = self.send(request).await;
+        (response.status(), body_text(response).await)
+    }
+
+    async fn log_in(&mut self) {
+        let form = self
+            .send(Request::get("/login").body(Body::empty()).unwrap())
+            .await;
+        let login_cookie = set_cookie(&form, "canopy_login").unwrap();
+        let token = hidden(&body_text(form).await, "csrf");
+        let request = Request::post("/login")
+            .header(header::COOKIE, &login_cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(&[
+                ("csrf", &token),
+                ("user", "alice"),
+                ("password", PASSWORD),
+            ])))
+            .unwrap();
+        let response = self.send(request).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        self.cookie = set_cookie(&response, "canopy_session").unwrap();
+        let (_, page) = self.get("/configure/routing").await;
+        self.csrf = hidden(&page, "csrf");
+    }
+
+    /// A Routing form as the page posts it, from the defaults of version `based_on`.
+    fn routing_form(&self, based_on: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", self.csrf.clone()),
+            ("based_on", based_on.to_owned()),
+            ("parent_caching", "true".to_owned()),
+            ("parents", "parent1:3128; parent2:8080;".to_owned()),
+            ("icp_mode", "send-receive".to_owned()),
+            ("icp_port", "3131".to_owned()),
+            ("icp_multicast_group", "239.255.31.30".to_owned()),
+            ("icp_multicast_ttl", "1".to_owned()),
+            ("icp_query_timeout_ms", "".to_owned()),
+        ]
+    }
+
+    async fn post_owned(
+        &self,
+        path: &str,
+        fields: &[(&'static str, String)],
+    ) -> (StatusCode, String) {
+        let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.post(path, &borrowed).await
+    }
+
+    async fn latest_id(&self) -> i64 {
+        self.db.latest().await.unwrap().id
+    }
+
+    fn control_socket(&self) -> PathBuf {
+        self.dir.path().join("canopy.sock")
+    }
+
+    fn reloads(&self) -> u64 {
+        self.proxy.reloads.load(Ordering::SeqCst)
+    }
+}
+
+fn with(
+    mut form: Vec<(&'static str, String)>,
+    key: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    form.retain(|(k, _)| *k != key);
+    form.push((key, value.to_owned()));
+    form
+}
+
+#[tokio::test]
+async fn without_a_login_pages_redirect_and_the_api_refuses() {
+    let console = console(true).await;
+    for (path, login) in [
+        ("/", "/login"),
+        ("/monitor/peers", "/login?next=/monitor/peers"),
+        ("/configure/routing", "/login?next=/configure/routing"),
+        (
+            "/configure/history?x=1&y",
+            "/login?next=/configure/history%3Fx%3D1%26y",
+        ),
+    ] {
+        let response = console
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(response.headers()[header::LOCATION], login, "{path}");
+    }
+    let post = Request::post("/configure/routing")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("parents=evil%3A1%3B"))
+        .unwrap();
+    let response = console.send(post).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+    let api = console
+        .send(Request::get("/api/stats").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(console.latest_id().await, 1);
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_httponly_and_strict_and_logout_ends_it() {
+    let mut console = console(true).await;
+    console.cookie.clear();
+    let form = console
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    let login_cookie = set_cookie(&form, "canopy_login").unwrap();
+    let token = hidden(&body_text(form).await, "csrf");
+    let request = Request::post("/login")
+        .header(header::COOKIE, &login_cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(encode(&[
+            ("csrf", &token),
+            ("user", "alice"),
+            ("password", PASSWORD),
+        ])))
+        .unwrap();
+    let response = console.send(request).await;
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "DENY");
+    let raw = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("canopy_session="))
+        .unwrap();
+    assert!(raw.contains("HttpOnly"), "{raw}");
+    assert!(raw.contains("SameSite=Strict"), "{raw}");
+    console.cookie = set_cookie(&response, "canopy_session").unwrap();
+    let (status, page) = console.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = hidden(&page, "csrf");
+    let (status, _) = console.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let response = console
+        .send(
+            Request::get("/")
+                .header(header::COOKIE, &console.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.headers()[header::LOCATION], "/login");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_counted() {
+    let console = console(true).await;
+    let form = console
+        .send(Request::get("/login").body(Body::empty()).unwrap())
+        .await;
+    let login_cookie = set_cookie(&form, "canopy_login").unwrap();
+    let token = hidden(&body_text(form).await, "csrf");
+    let attempt = |password: &str, token: &str| {
+        Request::post("/login")
+            .header(header::COOKIE, &login_cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(&[
+                ("csrf", token),
+                ("user", "alice"),
+                ("password", password),
+            ])))
+            .unwrap()
+    };
+    let response = console.send(attempt("guess", &token)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&response, "canopy_session").is_none());
+    assert!(body_text(response)
+        .await
+        .contains("Wrong user name or password"));
+    let response = console.send(attempt(PASSWORD, "forged")).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::FORBIDDEN,
+        "the login form needs its token too"
+    );
+    assert_eq!(accounts::failed_login_total(&console.db).await.unwrap(), 1);
+    assert_eq!(
+        accounts::record_failed_login(&console.db, "alice")
+            .await
+            .unwrap(),
+        2,
+        "the failure was counted for alice"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_routing_post_saves_a_version_and_reloads() {
+    let console = console(true).await;
+    let (status, page) = console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 2 is in force"), "{page}");
+    assert_eq!(console.reloads(), 1);
+    let latest = console.db.latest().await.unwrap();
+    assert_eq!(latest.id, 2);
+    assert_eq!(latest.author, "alice");
+    let config = latest.config;
+    assert_eq!(config.parents.to_string(), "parent1:3128; parent2:8080;");
+    assert_eq!(config.icp_mode.as_str(), "send-receive");
+    assert_eq!(config.icp_port, 3131);
+    assert_eq!(config.icp_query_timeout_ms, 0, "blank means automatic");
+    assert_eq!(
+        config.round_robin.as_str(),
+        "false",
+        "no choice means list order"
+    );
+    assert!(!config.icp_multicast_enabled.0, "an unchecked box is off");
+    assert_eq!(
+        hidden(&page, "based_on"),
+        "2",
+        "the form now edits version 2"
+    );
+    let hashed = with(console.routing_form("2"), "round_robin", "consistent_hash");
+    let (status, page) = console.post_owned("/configure/routing", &hashed).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("<option value=\"consistent_hash\" selected>"),
+        "{page}"
+    );
+    assert_eq!(console.reloads(), 2);
+}
+
+#[tokio::test]
+async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_saved() {
+    let console = console(true).await;
+    let cases = [
+        ("icp_port", "0", "port number from 1 to 65535"),
+        ("icp_port", "70000", "port number from 1 to 65535"),
+        ("icp_multicast_group", "10.0.0.1", "224.0.0.0/4"),
+        ("parents", "parent1:3128; parent2", "is not host:port"),
+        ("parents", "parent1:99999;", "not a number from 1 to 65535"),
+        ("icp_mode", "sometimes", "is not an ICP mode"),
+        ("icp_multicast_ttl", "300", "TTL from 1 to 255"),
+        ("round_robin", "sideways", "is not a round robin mode"),
+    ];
+    for (key, value, message) in cases {
+        let form = with(console.routing_form("1"), key, value);
+        let (status, page) = console.post_owned("/configure/routing", &form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key}={value}");
+        let field = page
+            .find(&format!("id=\"{key}\""))
+            .unwrap_or_else(|| panic!("no field {key}"));
+        let beside = &page[field..];
+        let error = beside
+            .find("<p class=\"error\">")
+            .expect("an error after the field");
+        let next_field = beside[1..]
+            .find("<div class=\"field")
+            .unwrap_or(beside.len());
+        assert!(
+            error < next_field,
+            "{key}={value}: the error is not beside its field"
+        );
+        assert!(
+            beside[error..].contains(&message.replace('"', "&quot;")),
+            "{key}={value}: {}",
+            &beside[error..error + 200]
+        );
+        if key != "icp_mode" && key != "round_robin" {
+            assert!(
+                page.contains(&format!("value=\"{value}\"")),
+                "{key}: the input is kept"
+            );
+        }
+        assert!(page.contains("Nothing was saved"));
+        assert_eq!(
+            console.latest_id().await,
+            1,
+            "{key}={value} saved a version"
+        );
+        assert_eq!(console.reloads(), 0);
+    }
+}
+
+#[tokio::test]
+async fn forms_without_their_csrf_token_are_forbidden() {
+    let console = console(true).await;
+    let peer = [
+        ("based_on", "1"),
+        ("name", "squid"),
+        ("host", "127.0.0.2"),
+        ("type", "sibling"),
+        ("http_port", "3128"),
+        ("icp_port", "3130"),
+        ("weight", "1"),
+    ];
+    let routing: Vec<(&'static str, String)> = console
+        .routing_form("1")
+        .into_iter()
+        .filter(|(k, _)| *k != "csrf")
+        .collect();
+    let (status, _) = console.post_owned("/configure/routing", &routing).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let forged = with(console.routing_form("1"), "csrf", "0000");
+    let (status, _) = console.post_owned("/configure/routing", &forged).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for (path, fields) in [
+        ("/configure/peers", &peer[..]),
+        ("/configure/peers/squid/remove", &[("based_on", "1")][..]),
+        ("/configure/history/1/restore", &[("based_on", "1")][..]),
+        (
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[("action", "down")][..],
+        ),
+        ("/logout", &[][..]),
+    ] {
+        let (status, _) = console.post(path, fields).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(console.latest_id().await, 1);
+    assert_eq!(console.reloads(), 0);
+}
+
+#[tokio::test]
+async fn a_form_from_an_old_version_is_refused_and_shows_the_current_values() {
+    let console = console(true).await;
+    let mut other = console.db.latest().await.unwrap().config;
+    other.set("parents", "someone-else:3128;").unwrap();
+    console
+        .db
+        .save_change(&other, "bob", Some(1))
+        .await
+        .unwrap();
+    let (status, page) = console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        page.contains("Not saved: this form was made from version 1"),
+        "{page}"
+    );
+    assert!(page.contains("bob saved version 2"), "{page}");
+    assert!(
+        page.contains("value=\"someone-else:3128;\""),
+        "the current values are shown"
+    );
+    assert_eq!(hidden(&page, "based_on"), "2");
+    assert_eq!(console.latest_id().await, 2);
+    assert_eq!(console.reloads(), 0);
+    let peer = [
+        ("csrf", console.csrf.as_str()),
+        ("based_on", "1"),
+        ("name", "squid"),
+        ("host", "127.0.0.2"),
+        ("type", "sibling"),
+        ("http_port", "3128"),
+        ("icp_port", "3130"),
+        ("weight", "1"),
+    ];
+    let (status, page) = console.post("/configure/peers", &peer).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(page.contains("Not saved"));
+    let (status, _) = console
+        .post(
+            "/configure/history/1/restore",
+            &[("csrf", &console.csrf), ("based_on", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(console.latest_id().await, 2);
+}
+
+#[tokio::test]
+async fn with_the_proxy_down_the_version_is_saved_and_the_page_says_so() {
+    let console = console(false).await;
+    let (status, page) = console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(
+            "Saved as version 2, but the proxy is not running. It will start with this version."
+        ),
+        "{page}"
+    );
+    assert_eq!(console.latest_id().await, 2);
+    let (_, dashboard) = console.get("/").await;
+    assert!(
+        dashboard.contains("The proxy is not running"),
+        "{dashboard}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_the_proxy_rejects_is_reported_with_its_reason() {
+    let console = console(true).await;
+    *console.proxy.refuse.lock().unwrap() =
+        Some("icp_port 3131: address already in use".to_owned());
+    let (status, page) = console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(
+            "Version 2 was saved but rejected by the proxy: icp_port 3131: address already in use. \
+             Nothing changed: version 1 is still in force."
+        ),
+        "{page}"
+    );
+    assert_eq!(console.reloads(), 1);
+}
+
+#[tokio::test]
+async fn peers_are_added_edited_checked_and_removed() {
+    let console = console(true).await;
+    let peer = |based_on: &'static str,
+                original: &'static str,
+                icp_port: &'static str,
+                kind: &'static str| {
+        vec![
+            ("csrf", console.csrf.clone()),
+            ("based_on", based_on.to_owned()),
+            ("original", original.to_owned()),
+            ("name", "squid".to_owned()),
+            ("host", "127.0.0.2".to_owned()),
+            ("type", kind.to_owned()),
+            ("http_port", "3128".to_owned()),
+            ("icp_port", icp_port.to_owned()),
+            ("weight", "2".to_owned()),
+            ("proxy_only", "true".to_owned()),
+        ]
+    };
+    let (status, page) = console
+        .post_owned("/configure/peers", &peer("1", "", "3130", "sibling"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 2"), "{page}");
+    let config = console.db.latest().await.unwrap().config;
+    assert_eq!(config.peers.len(), 1);
+    assert!(config.peers[0].proxy_only && !config.peers[0].no_query);
+    assert_eq!(config.peers[0].weight, 2);
+
+    for (port, kind, message) in [
+        ("70000", "sibling", "is not a port number from 1 to 65535"),
+        ("0", "sibling", "is not a port number from 1 to 65535"),
+        ("3130", "cousin", "is not a peer type"),
+    ] {
+        let (status, page) = console
+            .post_owned("/configure/peers", &peer("2", "squid", port, kind))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{port} {kind}");
+        assert!(page.contains(message), "{message}: {page}");
+        assert_eq!(console.latest_id().await, 2);
+    }
+    let (status, page) = console
+        .post_owned("/configure/peers", &peer("2", "", "3130", "sibling"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("two peers have this name"), "{page}");
+
+    let (status, _) = console
+        .post_owned("/configure/peers", &peer("2", "squid", "3140", "parent"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let config = console.db.latest().await.unwrap().config;
+    assert_eq!(config.peers[0].icp_port, 3140);
+    let (_, history) = console.get("/configure/history").await;
+    assert!(
+        history.contains("peer squid: icp_port 3130 → 3140, type sibling → parent"),
+        "{history}"
+    );
+    assert_eq!(config.peers[0].kind.as_str(), "parent");
+
+    let (status, page) = console
+        .post(
+            "/configure/peers/squid/remove",
+            &[("csrf", &console.csrf), ("based_on", "3")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Applied: version 4"), "{page}");
+    assert!(console.db.latest().await.unwrap().config.peers.is_empty());
+    assert_eq!(console.reloads(), 3);
+}
+
+#[tokio::test]
+async fn history_shows_each_change_and_restores_a_version() {
+    let console = console(true).await;
+    console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    let (status, page) = console.get("/configure/history").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("parents: (empty) → parent1:3128; parent2:8080;"),
+        "{page}"
+    );
+    assert!(page.contains("Restore this version"));
+    let (status, detail) = console.get("/configure/history/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(detail.contains("icp_port: 3131 → 3130"), "{detail}");
+    let (status, page) = console
+        .post(
+            "/configure/history/1/restore",
+            &[("csrf", &console.csrf), ("based_on", "2")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Applied: version 3"), "{page}");
+    let v3 = console.db.latest().await.unwrap();
+    assert_eq!(v3.config, console.db.get(1).await.unwrap().config);
+    assert!(
+        v3.summary.starts_with("restored version 1: "),
+        "{}",
+        v3.summary
+    );
+}
+
+#[tokio::test]
+async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
+    let console = console(true).await;
+    let (status, dashboard) = console.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(dashboard.contains("pid 4242"), "{dashboard}");
+    assert!(dashboard.contains("25.0 %"));
+    assert!(
+        dashboard.contains("we answered: DENIED 1 · MISS 8"),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("reloads: 4 applied · 0 rejected"),
+        "{dashboard}"
+    );
+    assert!(dashboard.contains("<svg"));
+    assert!(
+        dashboard.contains("Console: 0 failed logins so far."),
+        "{dashboard}"
+    );
+    let (_, peers) = console.get("/monitor/peers").await;
+    assert!(
+        peers.contains("squid") && peers.contains(">31<") && peers.contains(">11<"),
+        "{peers}"
+    );
+    assert!(
+        peers.contains("down since 2026-01-02 03:04:05 UTC: connection refused"),
+        "an HTTP parent out of use says why: {peers}"
+    );
+    let (status, peer) = console.get("/monitor/peers/squid").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(peer.contains("2 false hits"), "{peer}");
+    let (status, json) = console.get("/api/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stats["peers"][0]["icp_queries"], 31);
+    let (_, json) = console.get("/api/peers").await;
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows["peers"][0]["false_hits"], 2);
+
+    let (_, json) = console.get("/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["status"]["pid"], 4242);
+    let (_, json) = console.get("/api/history").await;
+    let history: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(history[0]["id"], 1);
+    let (_, json) = console.get("/api/config").await;
+    let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(config["config"]["icp_port"], 3130);
+    let snapshot = canopy_manager::proxy::stats(&console.control_socket())
+        .await
+        .unwrap();
+    canopy_manager::samples::record(&console.db, accounts::unix_now() - 5, &snapshot)
+        .await
+        .unwrap();
+    let (_, json) = console.get("/api/peers/squid/history?minutes=10").await;
+    let history: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(history["columns"][3], "icp_queries");
+    assert_eq!(history["samples"][0]["values"][3], 31.0);
+
+    let (status, metrics) = console.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("canopy_peer_icp_replies_total{peer=\"squid\",opcode=\"HIT\"} 11"));
+    assert!(
+        metrics.contains("canopy_peer_down{peer=\"127.0.0.1:3999\"} 1"),
+        "{metrics}"
+    );
+    let scrape = |auth: &str| {
+        Request::get("/metrics")
+            .header(header::AUTHORIZATION, auth)
+            .body(Body::empty())
+            .unwrap()
+    };
+    use base64::Engine;
+    let good = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
+    let response = console.send(scrape(&format!("Basic {good}"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let bad = base64::engine::general_purpose::STANDARD.encode("alice:nope");
+    let response = console.send(scrape(&format!("Basic {bad}"))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
+    let console = console(true).await;
+    let (status, page) = console
+        .post(
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[
+                ("csrf", &console.csrf),
+                ("action", "down"),
+                ("reason", "maintenance"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("127.0.0.1:3999 is out of use until it is brought back."),
+        "{page}"
+    );
+    let (_, page) = console
+        .post(
+            "/monitor/peers/127.0.0.1:3999/use",
+            &[("csrf", &console.csrf), ("action", "up")],
+        )
+        .await;
+    assert!(page.contains("127.0.0.1:3999 is back in use."), "{page}");
+    assert_eq!(
+        *console.proxy.parent_changes.lock().unwrap(),
+        [Some("maintenance (by alice)".to_owned()), None]
+    );
+    let (_, page) = console
+        .post(
+            "/monitor/peers/squid/use",
+            &[("csrf", &console.csrf), ("action", "down")],
+        )
+        .await;
+    assert!(
+        page.contains("The proxy did not change squid: no parent named squid."),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn after_logging_in_the_page_asked_for_opens_and_never_another_site() {
+    let console = console(true).await;
+    for (next, lands) in [
+        ("/configure/history", "/configure/history"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+    ] {
+        let form = console
+            .send(Request::get("/login").body(Body::empty()).unwrap())
+            .await;
+        let login_cookie = set_cookie(&form, "canopy_login").unwrap();
+        let token = hidden(&body_text(form).await, "csrf");
+        let request = Request::post("/login")
+            .header(header::COOKIE, &login_cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(encode(&[
+                ("csrf", &token),
+                ("user", "alice"),
+                ("password", PASSWORD),
+                ("next", next),
+            ])))
+            .unwrap();
+        let response = console.send(request).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers()[header::LOCATION], lands, "{next}");
+    }
+}
