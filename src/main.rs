@@ -2,6 +2,7 @@
 
 mod peer_import;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
@@ -723,7 +724,8 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     stop(&mut manager).await;
     match outcome {
         None => {
-            println!("Canopy stopped.");
+            // Whoever started us may have closed our stdout by now; that is no failure.
+            let _ = writeln!(std::io::stdout(), "Canopy stopped.");
             Ok(ExitCode::SUCCESS)
         }
         Some((name, exited)) => {

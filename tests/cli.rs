@@ -213,8 +213,17 @@ async fn commands_say_plainly_when_the_proxy_is_not_running() {
     }
 }
 
-#[tokio::test]
-async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
+/// `canopy run` on a fresh data dir with free ports, once it has printed its addresses
+/// (its stdout is closed then, which it must take in its stride).
+struct Running {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    printed: String,
+    port: String,
+    manager: String,
+}
+
+fn canopy_run() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
     let manager = format!("127.0.0.1:{}", free_port());
@@ -227,7 +236,7 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
             .status
             .success());
     }
-    let mut run = Command::new(env!("CARGO_BIN_EXE_canopy"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
         .arg("--data-dir")
         .arg(dir.path())
         .arg("run")
@@ -235,7 +244,7 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut printed = String::new();
     while !printed.contains("Ctrl-C") {
         let line = lines
@@ -245,6 +254,25 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
         printed.push_str(&line);
         printed.push('\n');
     }
+    Running {
+        dir,
+        child,
+        printed,
+        port,
+        manager,
+    }
+}
+
+#[tokio::test]
+async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
+    let Running {
+        dir,
+        child: mut run,
+        printed,
+        port,
+        manager,
+        ..
+    } = canopy_run();
     assert!(
         printed.contains(&format!("Proxy:   127.0.0.1:{port}")),
         "{printed}"
@@ -272,28 +300,11 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
 
 #[tokio::test]
 async fn canopy_run_says_which_process_died() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port().to_string();
-    let manager = format!("127.0.0.1:{}", free_port());
-    for (key, value) in [
-        ("http_port", port.as_str()),
-        ("bind_address", "127.0.0.1"),
-        ("manager_listen", manager.as_str()),
-    ] {
-        assert!(canopy_cli(dir.path(), &["config", "set", key, value])
-            .status
-            .success());
-    }
-    let mut run = Command::new(env!("CARGO_BIN_EXE_canopy"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("run")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
-    while !lines.next().expect("a line").unwrap().contains("Ctrl-C") {}
+    let Running {
+        dir,
+        child: mut run,
+        ..
+    } = canopy_run();
     let status: canopy_proxy::control::StatusReply = canopy_proxy::control::call_typed(
         &dir.path().join("canopy.sock"),
         canopy_proxy::control::Command::Status,

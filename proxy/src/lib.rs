@@ -22,3 +22,13 @@ pub mod icp;
 pub mod server;
 pub mod stats;
 pub mod versions;
+
+/// Operational logs to stderr, filtered by `RUST_LOG` (default `info`); both processes use it.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -312,13 +312,6 @@ impl Proxy {
         )
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
-        self.listening
-            .try_lock()
-            .map(|l| l.addr)
-            .unwrap_or_else(|_| self.shared.runtime.load().config.http_listen())
-    }
-
     async fn apply_newest(&self) -> Result<ReloadReply, String> {
         let began = Instant::now();
         let mut listening = self.listening.lock().await;

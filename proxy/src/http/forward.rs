@@ -402,6 +402,16 @@ fn from_fill(parts: &Parts, fill: &Arc<Fill>) -> Response<ProxyBody> {
     response
 }
 
+/// The client's request fields without its conditionals: the cache asks its own questions
+/// upstream and answers the client's itself.
+fn unconditional(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    for name in &CONDITIONALS {
+        headers.remove(name);
+    }
+    headers
+}
+
 /// Fetches a missing object. When the response may be stored it is streamed to the client
 /// through a fill (which waiting clients share), otherwise passed straight through.
 async fn fetch_and_fill(
@@ -411,12 +421,8 @@ async fn fetch_and_fill(
     key: &str,
     leader: Option<Leader>,
 ) -> Served {
-    let mut headers = parts.headers.clone();
-    for name in &CONDITIONALS {
-        headers.remove(name);
-    }
     let request_time = SystemTime::now();
-    match hierarchy::fetch(runtime, parts, headers, None).await {
+    match hierarchy::fetch(runtime, parts, unconditional(&parts.headers), None).await {
         Ok(fetched) => {
             let result = "TCP_MISS";
             store_and_serve(
@@ -566,10 +572,7 @@ async fn revalidate(
     key: &str,
     stored: Arc<Stored>,
 ) -> Served {
-    let mut headers = parts.headers.clone();
-    for name in &CONDITIONALS {
-        headers.remove(name);
-    }
+    let mut headers = unconditional(&parts.headers);
     headers.extend(policy::conditional_request_headers(&stored.headers));
     let request_time = SystemTime::now();
     let now = || SystemTime::now();
