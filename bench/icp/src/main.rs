@@ -131,13 +131,16 @@ fn report(args: &Args, rounds: &[[Measured; 2]]) -> String {
     text += &format!(
         "{} rounds of {} queries per proxy, alternating, on loopback, {} in flight, half for \
          an object held (HIT), half for one not held (MISS); {} cores shared with the client. \
-         The round with the median throughput of each proxy:\n\n",
+         Load average when the run began: {} (other work on the machine makes the figures \
+         noisy; compare the round-by-round ratios). The round with the median throughput of \
+         each proxy:\n\n",
         args.rounds,
         args.queries,
         args.window,
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
+        load_average()
     );
     text += "| proxy | answers/s | reply p50 | reply p99 | HIT answers | lost |\n\
              |---|---:|---:|---:|---:|---:|\n";
@@ -161,6 +164,14 @@ fn report(args: &Args, rounds: &[[Measured; 2]]) -> String {
         ratios.join(", ")
     );
     text
+}
+
+/// The one-minute load average, as the kernel reports it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Replaces (or appends) the section this benchmark writes.
