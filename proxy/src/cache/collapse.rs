@@ -61,7 +61,8 @@ impl Fill {
         self.changed.notify_waiters();
     }
 
-    /// The whole body, once complete.
+    /// The whole body, once complete, in one new buffer: the chunks are slices of the
+    /// upstream connection's read buffers, which the store must not keep alive.
     pub fn body(&self) -> Option<Bytes> {
         let progress = self.progress();
         match progress.end {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::cache::policy::{self, CacheControl, Heuristics, StoredTimes};
 
@@ -38,6 +38,7 @@ impl Stored {
         times: StoredTimes,
         vary: Option<Vec<(HeaderName, Option<String>)>>,
     ) -> Stored {
+        let headers = owned(&headers);
         let cc = CacheControl::parse(&headers);
         let explicit =
             cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(header::EXPIRES);
@@ -85,6 +86,19 @@ impl Stored {
     fn same_variant(&self, other: &Stored) -> bool {
         self.vary == other.vary
     }
+}
+
+/// A copy of `headers` that owns its values. hyper's parsed values are slices of the
+/// connection's read buffer: storing them as they are would keep that whole buffer (kilobytes)
+/// alive for each stored object.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut fresh = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        fresh.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), fresh);
+    }
+    copy
 }
 
 /// The variants stored for one URL.
@@ -164,7 +178,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 
     fn stored(body: &'static str, vary: Option<Vec<(HeaderName, Option<String>)>>) -> Stored {

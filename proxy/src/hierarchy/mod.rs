@@ -288,62 +288,88 @@ pub async fn fetch(
     let hop_count = plan.hops.len();
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
+        // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
+        let logged = runtime.access_log.is_some();
+        let explained = runtime.config.debug_headers.0;
         let (client, hierarchy, counters, name, route): (_, _, Option<&PeerStats>, _, _) = match hop
         {
             Hop::PeerHit(p) => (
                 &p.client,
-                format!(
-                    "{}/{}",
-                    if p.is_sibling() {
+                if logged {
+                    let code = if p.is_sibling() {
                         "SIBLING_HIT"
                     } else {
                         "PARENT_HIT"
-                    },
-                    p.config.host
-                ),
+                    };
+                    format!("{code}/{}", p.config.host)
+                } else {
+                    String::new()
+                },
                 Some(&*p.stats),
                 p.config.name.as_str(),
-                format!("peer={} icp=HIT", p.config.name),
+                if explained {
+                    format!("peer={} icp=HIT", p.config.name)
+                } else {
+                    String::new()
+                },
             ),
             Hop::PeerParent(p, code) => (
                 &p.client,
-                format!("{code}/{}", p.config.host),
+                if logged {
+                    format!("{code}/{}", p.config.host)
+                } else {
+                    String::new()
+                },
                 Some(&*p.stats),
                 p.config.name.as_str(),
-                format!("peer={} hierarchy={code}", p.config.name),
+                if explained {
+                    format!("peer={} hierarchy={code}", p.config.name)
+                } else {
+                    String::new()
+                },
             ),
             Hop::Parent(p) => (
                 &p.client,
-                format!(
-                    "{}/{}",
-                    if plan.reason == "in_order" {
+                if logged {
+                    let code = if plan.reason == "in_order" {
                         "FIRSTUP_PARENT"
                     } else {
                         "ROUNDROBIN_PARENT"
-                    },
-                    p.host
-                ),
+                    };
+                    format!("{code}/{}", p.host)
+                } else {
+                    String::new()
+                },
                 Some(&*p.stats),
                 p.name.as_str(),
-                format!(
-                    "parent={} rule={} reason={}",
-                    p.name, plan.rule, plan.reason
-                ),
+                if explained {
+                    format!(
+                        "parent={} rule={} reason={}",
+                        p.name, plan.rule, plan.reason
+                    )
+                } else {
+                    String::new()
+                },
             ),
             Hop::Origin => (
                 &runtime.origin,
-                format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
+                if logged {
+                    format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-"))
+                } else {
+                    String::new()
+                },
                 None,
                 authority.as_str(),
-                format!(
-                    "direct rule={} reason={}",
-                    plan.rule,
-                    if n == 0 {
+                if explained {
+                    let why = if n == 0 {
                         plan.reason
                     } else {
                         "parents_failed"
-                    }
-                ),
+                    };
+                    format!("direct rule={} reason={why}", plan.rule)
+                } else {
+                    String::new()
+                },
             ),
         };
         if n > 0 {
@@ -361,7 +387,12 @@ pub async fn fetch(
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = headers.clone();
+        // The last hop can have the fields themselves; earlier ones need a copy to retry with.
+        *request.headers_mut() = if is_last {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         if let Hop::PeerHit(peer) = hop {
             if peer.is_sibling() {
                 // A sibling serves us hits only; it must not fetch a miss for us.
