@@ -497,3 +497,121 @@ async fn a_change_the_proxy_refuses_is_shown_with_its_reason_and_the_old_one_sta
         .await;
     browser.screenshot("history-rejected").await;
 }
+
+#[tokio::test]
+async fn a_rule_added_in_the_console_sends_its_domain_to_the_rule_s_parent() {
+    let origin = Origin::start(|seen| {
+        Response::builder()
+            .header("cache-control", "no-store")
+            .body(full(format!("origin saw {}", seen.path)))
+            .expect("response")
+    })
+    .await;
+    // The rule's parent knows a.test only as a name: it sends everything to the origin as
+    // its own parent.
+    let parent = Canopy::start(&[
+        ("visible_name", "rule-parent"),
+        ("parents", &format!("{};", origin.addr)),
+        ("never_direct", "on"),
+    ])
+    .await;
+    let proxy = Canopy::start(&[("debug_headers", "on")]).await;
+    let (_console, url) = start_console(&proxy).await;
+    let Some(browser) = Browser::start(&url, "rules").await else {
+        return;
+    };
+    browser.log_in().await;
+    browser.follow("Routing").await;
+    browser.heading("Routing").await;
+    browser.follow("Add a rule").await;
+    browser.heading("Add a rule").await;
+    browser.fill("Destination domain", "a.test").await;
+    browser.fill("Parents", &format!("{};", parent.addr)).await;
+    browser
+        .field("Go direct")
+        .await
+        .click()
+        .await
+        .expect("untick");
+    browser.screenshot("rule-form").await;
+    browser.press("Make These Changes").await;
+    let said = browser.notice("Applied").await;
+    assert!(said.contains("Applied: version 3 is in force"), "{said}");
+    browser
+        .wait("//table//td[code[normalize-space()='dest_domain=a.test']]")
+        .await;
+    browser.screenshot("routing-rule").await;
+
+    let routed = proxy.get("http://a.test/x").await;
+    assert_eq!(routed.status, StatusCode::OK);
+    assert_eq!(routed.text(), "origin saw /x");
+    assert!(
+        routed
+            .header("x-canopy-hop")
+            .starts_with(&format!("parent={} rule=1 ", parent.addr)),
+        "{}",
+        routed.header("x-canopy-hop")
+    );
+    assert_eq!(parent.stats().await.requests, 1);
+
+    // A second rule, moved above the first and removed again with the table's buttons.
+    browser.follow("Add a rule").await;
+    browser.heading("Add a rule").await;
+    browser.fill("URL regex", "(").await;
+    browser.press("Make These Changes").await;
+    browser
+        .wait("//p[@class='error' and contains(., 'does not compile')]")
+        .await;
+    browser.notice("Nothing was saved").await;
+    browser.screenshot("rule-invalid").await;
+    browser.fill("URL regex", "").await;
+    browser.fill("Destination host", "b.test").await;
+    browser.press("Make These Changes").await;
+    browser.notice("version 4 is in force").await;
+    browser.press("Up").await;
+    browser.notice("version 5 is in force").await;
+    browser
+        .client
+        .execute(
+            "document.querySelector('table.rules').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll to the rules");
+    browser.screenshot("routing-rule-moved").await;
+    let db = Db::open(&proxy.data_dir().join("canopy.db"))
+        .await
+        .expect("db");
+    let rules = db.latest().await.expect("latest").config.parent_rules;
+    assert_eq!(rules[0].dest_host.as_deref(), Some("b.test"));
+    assert_eq!(rules[1].dest_domain.as_deref(), Some("a.test"));
+    browser.press("Remove").await;
+    browser.notice("version 6 is in force").await;
+    let rules = db.latest().await.expect("latest").config.parent_rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].dest_domain.as_deref(), Some("a.test"));
+    browser.follow("Import parent.config").await;
+    browser.heading("Import parent.config").await;
+    let lines = browser
+        .field("parent.config lines")
+        .await
+        .prop("value")
+        .await
+        .expect("textarea")
+        .unwrap_or_default();
+    assert!(
+        lines.starts_with(&format!(
+            "dest_domain=a.test parent=\"{};\" round_robin=false go_direct=false",
+            parent.addr
+        )),
+        "{lines}"
+    );
+    browser.screenshot("import").await;
+    let again = proxy.get("http://www.a.test/y").await;
+    assert_eq!(again.text(), "origin saw /y");
+    assert!(
+        again.header("x-canopy-hop").contains("rule=1"),
+        "{}",
+        again.header("x-canopy-hop")
+    );
+}

@@ -69,6 +69,28 @@ pub fn router(state: AppState) -> Router {
             "/configure/routing",
             get(pages::routing::form).post(pages::routing::submit),
         )
+        .route("/configure/routing/rules", post(pages::rules::submit))
+        .route("/configure/routing/rules/new", get(pages::rules::new_form))
+        .route(
+            "/configure/routing/rules/import",
+            get(pages::rules::import_form).post(pages::rules::import),
+        )
+        .route(
+            "/configure/routing/rules/{number}",
+            get(pages::rules::edit_form),
+        )
+        .route(
+            "/configure/routing/rules/{number}/remove",
+            post(pages::rules::remove),
+        )
+        .route(
+            "/configure/routing/rules/{number}/up",
+            post(pages::rules::move_up),
+        )
+        .route(
+            "/configure/routing/rules/{number}/down",
+            post(pages::rules::move_down),
+        )
         .route(
             "/configure/peers",
             get(pages::peers::list).post(pages::peers::submit),

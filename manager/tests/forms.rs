@@ -895,3 +895,433 @@ async fn after_logging_in_the_page_asked_for_opens_and_never_another_site() {
         assert_eq!(response.headers()[header::LOCATION], lands, "{next}");
     }
 }
+
+impl Console {
+    /// A rule form as the rule page posts it: a per-domain rule, added at the end.
+    fn rule_form(&self, based_on: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", self.csrf.clone()),
+            ("based_on", based_on.to_owned()),
+            ("number", "0".to_owned()),
+            ("dest_domain", "a.test".to_owned()),
+            ("dest_host", "".to_owned()),
+            ("dest_ip", "".to_owned()),
+            ("url_regex", "".to_owned()),
+            ("scheme", "".to_owned()),
+            ("port", "".to_owned()),
+            ("method", "".to_owned()),
+            ("parents", "p1:3128;".to_owned()),
+            ("round_robin", "false".to_owned()),
+        ]
+    }
+
+    /// Posts one of a rule's buttons (up, down, remove) as the Routing page does.
+    async fn rule_button(
+        &self,
+        number: usize,
+        action: &str,
+        based_on: &str,
+    ) -> (StatusCode, String) {
+        self.post(
+            &format!("/configure/routing/rules/{number}/{action}"),
+            &[("csrf", &self.csrf), ("based_on", based_on)],
+        )
+        .await
+    }
+
+    async fn rule_matchers(&self) -> Vec<String> {
+        let config = self.db.latest().await.unwrap().config;
+        config.parent_rules.iter().map(|r| r.matcher()).collect()
+    }
+}
+
+#[tokio::test]
+async fn rules_are_added_edited_moved_and_removed_each_as_a_version() {
+    let console = console(true).await;
+    let (_, page) = console.get("/configure/routing").await;
+    assert!(page.contains("No rules"), "{page}");
+    let (status, page) = console.get("/configure/routing/rules/new").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"go_direct\" name=\"go_direct\" value=\"true\" checked"),
+        "a new rule may go direct: {page}"
+    );
+
+    let (status, page) = console
+        .post_owned("/configure/routing/rules", &console.rule_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 2 is in force"), "{page}");
+    let rule = console.db.latest().await.unwrap().config.parent_rules[0].clone();
+    assert_eq!(rule.dest_domain.as_deref(), Some("a.test"));
+    assert_eq!(rule.parents.to_string(), "p1:3128;");
+    assert!(!rule.go_direct, "an unchecked box is off");
+    assert!(rule.dest_host.is_none() && rule.port.is_none() && rule.scheme.is_none());
+    assert!(page.contains("<code>dest_domain=a.test</code>"), "{page}");
+    assert_eq!(hidden(&page, "based_on"), "2");
+
+    let iso = [
+        ("dest_domain", ""),
+        ("url_regex", r"\.iso$"),
+        ("parents", "p1:3128|1; p2:3128|3;"),
+        ("round_robin", "consistent_hash"),
+        ("go_direct", "true"),
+    ];
+    let form = iso
+        .iter()
+        .fold(console.rule_form("2"), |form, (k, v)| with(form, k, v));
+    let (status, page) = console.post_owned("/configure/routing/rules", &form).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3"), "{page}");
+    let config = console.db.latest().await.unwrap().config;
+    assert_eq!(
+        config.parent_rules[1].parents.to_string(),
+        "p1:3128; p2:3128|3;"
+    );
+    assert_eq!(
+        config.parent_rules[1].round_robin.as_str(),
+        "consistent_hash"
+    );
+    assert!(config.parent_rules[1].go_direct);
+
+    let edit = [
+        ("number", "1"),
+        ("dest_domain", "b.test"),
+        ("scheme", "http"),
+        ("port", "8080"),
+        ("method", "GET"),
+    ];
+    let form = edit
+        .iter()
+        .fold(console.rule_form("3"), |form, (k, v)| with(form, k, v));
+    let (status, page) = console.post_owned("/configure/routing/rules", &form).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 4"), "{page}");
+    assert_eq!(
+        console.rule_matchers().await,
+        [
+            "dest_domain=b.test scheme=http method=GET port=8080",
+            r"url_regex=\.iso$"
+        ]
+    );
+    let (status, page) = console.get("/configure/routing/rules/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("value=\"b.test\""), "{page}");
+    assert!(page.contains("<option value=\"http\" selected>"), "{page}");
+    let (status, _) = console.get("/configure/routing/rules/3").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, page) = console.rule_button(2, "up", "4").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 5"), "{page}");
+    assert_eq!(console.rule_matchers().await[0], r"url_regex=\.iso$");
+    let (status, _) = console.rule_button(1, "down", "5").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(console.rule_matchers().await[1], r"url_regex=\.iso$");
+    for (number, action, status, message) in [
+        (
+            1,
+            "up",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rule 1 is already the first",
+        ),
+        (
+            2,
+            "down",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rule 2 is already the last",
+        ),
+        (3, "up", StatusCode::NOT_FOUND, "there is no rule 3"),
+        (3, "remove", StatusCode::NOT_FOUND, "There is no rule 3"),
+        (0, "remove", StatusCode::NOT_FOUND, "There is no rule 0"),
+    ] {
+        let (got, page) = console.rule_button(number, action, "6").await;
+        assert_eq!(got, status, "{number} {action}");
+        assert!(page.contains(message), "{message}: {page}");
+    }
+    assert_eq!(
+        console.latest_id().await,
+        6,
+        "impossible moves save nothing"
+    );
+
+    let (status, page) = console.rule_button(1, "remove", "6").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Applied: version 7"), "{page}");
+    assert_eq!(console.rule_matchers().await, [r"url_regex=\.iso$"]);
+    assert_eq!(console.reloads(), 6);
+    let (_, history) = console.get("/configure/history").await;
+    for change in [
+        "rule 1 added: dest_domain=a.test parent=",
+        "rule 1: dest_domain=a.test parent=&#34;p1:3128;&#34; round_robin=false go_direct=false \
+         → dest_domain=b.test scheme=http method=GET port=8080 parent=",
+        r"rule 2 moved up: url_regex=\.iso$",
+        "rule 1 removed: dest_domain=b.test",
+    ] {
+        assert!(history.contains(change), "{change}: {history}");
+    }
+}
+
+/// Fields changed in a form, the field whose error is expected, and words of that error.
+type BadRule = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
+#[tokio::test]
+async fn each_invalid_rule_field_is_shown_beside_it_and_nothing_is_saved() {
+    let console = console(true).await;
+    let cases: [BadRule; 8] = [
+        (&[("url_regex", "(")], "url_regex", "does not compile"),
+        (
+            &[("dest_ip", "10.0.0.0/33")],
+            "dest_ip",
+            "expected an address or CIDR network",
+        ),
+        (&[("parents", "p1:3128; p2")], "parents", "is not host:port"),
+        (
+            &[("parents", "p1:3128|0;")],
+            "parents",
+            "is not a whole number from 1 to 1000",
+        ),
+        (&[("port", "0")], "port", "expected 1 to 65535"),
+        (&[("port", "70000")], "port", "is not a port number"),
+        (&[("method", "get")], "method", "upper-case method"),
+        (
+            &[("parents", ""), ("go_direct", "")],
+            "parents",
+            "must allow go_direct",
+        ),
+    ];
+    for (changes, key, message) in cases {
+        let form = changes
+            .iter()
+            .filter(|(k, _)| *k != "go_direct")
+            .fold(console.rule_form("1"), |form, (k, v)| with(form, k, v));
+        let (status, page) = console.post_owned("/configure/routing/rules", &form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{changes:?}");
+        let field = page
+            .find(&format!("id=\"{key}\""))
+            .unwrap_or_else(|| panic!("no field {key}"));
+        let beside = &page[field..];
+        let error = beside
+            .find("<p class=\"error\">")
+            .unwrap_or_else(|| panic!("{changes:?}: no error after {key}"));
+        let next_field = beside[1..]
+            .find("<div class=\"field")
+            .unwrap_or(beside.len());
+        assert!(
+            error < next_field,
+            "{changes:?}: the error is not beside {key}"
+        );
+        assert!(
+            beside[error..].contains(&message.replace('"', "&quot;")),
+            "{changes:?}: {}",
+            &beside[error..error + 200]
+        );
+        let (_, value) = changes[0];
+        assert!(
+            page.contains(&format!("name=\"{key}\" value=\"{value}\"")),
+            "{key}: the input is kept"
+        );
+        assert!(page.contains("Nothing was saved"));
+        assert_eq!(console.latest_id().await, 1, "{changes:?} saved a version");
+    }
+
+    let nothing = with(console.rule_form("1"), "dest_domain", "");
+    let (status, page) = console
+        .post_owned("/configure/routing/rules", &nothing)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = page
+        .find("id=\"matcher-error\"")
+        .expect("the matcher error");
+    assert!(
+        page[error..].starts_with(
+            "id=\"matcher-error\">a rule needs dest_domain, dest_host, dest_ip or url_regex"
+        ),
+        "{}",
+        &page[error..error + 120]
+    );
+    assert!(
+        page.contains("value=\"p1:3128;\""),
+        "the other fields are kept"
+    );
+
+    let gone = with(console.rule_form("1"), "number", "4");
+    let (status, page) = console.post_owned("/configure/routing/rules", &gone).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("there is no rule 4 any more"), "{page}");
+    assert_eq!(console.latest_id().await, 1);
+    assert_eq!(console.reloads(), 0);
+}
+
+#[tokio::test]
+async fn rule_forms_without_their_csrf_token_are_forbidden() {
+    let console = console(true).await;
+    console
+        .post_owned("/configure/routing/rules", &console.rule_form("1"))
+        .await;
+    let no_token: Vec<(&'static str, String)> = console
+        .rule_form("2")
+        .into_iter()
+        .filter(|(k, _)| *k != "csrf")
+        .collect();
+    let (status, _) = console
+        .post_owned("/configure/routing/rules", &no_token)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let forged = with(console.rule_form("2"), "csrf", "0000");
+    let (status, _) = console
+        .post_owned("/configure/routing/rules", &forged)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for path in [
+        "/configure/routing/rules/1/remove",
+        "/configure/routing/rules/1/up",
+        "/configure/routing/rules/1/down",
+        "/configure/routing/rules/import",
+    ] {
+        let (status, _) = console
+            .post(path, &[("based_on", "2"), ("rules", "")])
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(console.latest_id().await, 2);
+    assert_eq!(console.reloads(), 1);
+}
+
+#[tokio::test]
+async fn a_rule_form_from_an_old_version_is_refused_and_shows_the_current_rules() {
+    let console = console(true).await;
+    let mut other = console.db.latest().await.unwrap().config;
+    other.parent_rules =
+        canopy_proxy::hierarchy::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
+            .unwrap();
+    console
+        .db
+        .save_change(&other, "bob", Some(1))
+        .await
+        .unwrap();
+    let (status, page) = console
+        .post_owned("/configure/routing/rules", &console.rule_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        page.contains("Not saved: this form was made from version 1"),
+        "{page}"
+    );
+    assert!(page.contains("bob saved version 2"), "{page}");
+    assert!(
+        page.contains("<code>dest_domain=bob.test</code>"),
+        "the current rules are shown: {page}"
+    );
+    assert_eq!(hidden(&page, "based_on"), "2");
+    for action in ["remove", "down", "up"] {
+        let (status, page) = console.rule_button(1, action, "1").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{action}");
+        assert!(page.contains("Not saved"), "{page}");
+    }
+    let (status, _) = console
+        .post(
+            "/configure/routing/rules/import",
+            &[("csrf", &console.csrf), ("based_on", "1"), ("rules", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(console.latest_id().await, 2);
+    assert_eq!(console.reloads(), 0);
+}
+
+#[tokio::test]
+async fn parent_config_lines_are_imported_whole_or_not_at_all() {
+    let console = console(true).await;
+    let (status, page) = console.get("/configure/routing/rules/import").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<textarea id=\"rules\" name=\"rules\""),
+        "{page}"
+    );
+
+    let bad = "# from Traffic Server\n\
+               dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
+               dest_host=ok.test parent=\"p:1\"\n\
+               dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n";
+    let import = |text: &str| {
+        vec![
+            ("csrf", console.csrf.clone()),
+            ("based_on", "1".to_owned()),
+            ("rules", text.to_owned()),
+        ]
+    };
+    let (status, page) = console
+        .post_owned("/configure/routing/rules/import", &import(bad))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("line 2: qstring= is not supported"), "{page}");
+    assert!(page.contains("line 4: dest_ip=1.2.3.0-1.2.3.255"), "{page}");
+    assert!(page.contains("Nothing was imported"), "{page}");
+    assert!(
+        page.contains("dest_host=ok.test parent=&#34;p:1&#34;"),
+        "the text is kept: {page}"
+    );
+    let invalid = "dest_domain=a.test parent=\"p:1\"\n\n# then\nurl_regex=( parent=\"p:1\"\n";
+    let (status, page) = console
+        .post_owned("/configure/routing/rules/import", &import(invalid))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("line 4: url_regex does not compile"),
+        "{page}"
+    );
+    assert_eq!(console.latest_id().await, 1);
+
+    let good = "dest_domain=a.test parent=\"p1:3128\" go_direct=false\n\
+                url_regex=\\.iso$ parent=\"p1:3128|1.0; p2:3128|3.0\" round_robin=consistent_hash\n";
+    let (status, page) = console
+        .post_owned("/configure/routing/rules/import", &import(good))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 2"), "{page}");
+    assert_eq!(
+        console.rule_matchers().await,
+        ["dest_domain=a.test", r"url_regex=\.iso$"]
+    );
+    let (_, page) = console.get("/configure/routing/rules/import").await;
+    assert!(
+        page.contains(
+            "dest_domain=a.test parent=&#34;p1:3128;&#34; round_robin=false go_direct=false"
+        ),
+        "the rules in force are the starting text: {page}"
+    );
+    assert_eq!(console.reloads(), 1);
+}
+
+#[tokio::test]
+async fn a_rule_change_says_when_the_proxy_is_down_or_refuses_it() {
+    let stopped = console(false).await;
+    let (status, page) = stopped
+        .post_owned("/configure/routing/rules", &stopped.rule_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(
+            "Saved as version 2, but the proxy is not running. It will start with this version."
+        ),
+        "{page}"
+    );
+    let running = console(true).await;
+    *running.proxy.refuse.lock().unwrap() = Some("rule 1: parent p1:3128 is this proxy".to_owned());
+    let (status, page) = running
+        .post_owned("/configure/routing/rules", &running.rule_form("1"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(
+            "Version 2 was saved but rejected by the proxy: rule 1: parent p1:3128 is this proxy. \
+             Nothing changed: version 1 is still in force."
+        ),
+        "{page}"
+    );
+}

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::Config;
+use canopy_proxy::config::{Config, ParentRule};
+use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::versions::{ConfigVersion, VersionError};
 
 use super::routing::stale_message;
@@ -61,20 +62,71 @@ impl VersionRow {
     }
 }
 
-/// What changed from `before` to `after`, one line per setting, and for a changed peer
-/// each of its fields that changed.
+/// What changed from `before` to `after`, one line per setting, for a changed peer each
+/// of its fields that changed, and for the routing rules which rule changed and how.
 pub fn readable_diff(after: &Config, before: &Config) -> Vec<String> {
     after
         .diff(before)
         .into_iter()
-        .map(|line| {
+        .flat_map(|line| {
             let changed_peer = line
                 .strip_prefix("peer ")
                 .and_then(|rest| rest.strip_suffix(" changed"));
             match changed_peer {
-                Some(name) => peer_change(name, after, before).unwrap_or(line),
-                None => line,
+                Some(name) => vec![peer_change(name, after, before).unwrap_or(line)],
+                None if line.starts_with("parent rules:") => {
+                    rule_changes(&after.parent_rules, &before.parent_rules)
+                }
+                None => vec![line],
             }
+        })
+        .collect()
+}
+
+/// The rules as parent.config lines: one added, removed or moved up is said so; anything
+/// else, rule by rule.
+fn rule_changes(after: &[ParentRule], before: &[ParentRule]) -> Vec<String> {
+    let without = |rules: &[ParentRule], i: usize| {
+        let mut rest = rules.to_vec();
+        rest.remove(i);
+        rest
+    };
+    if let Some(i) = (0..after.len()).find(|&i| without(after, i) == before) {
+        return vec![format!(
+            "rule {} added: {}",
+            i + 1,
+            parent_config::line(&after[i])
+        )];
+    }
+    if let Some(i) = (0..before.len()).find(|&i| without(before, i) == after) {
+        return vec![format!(
+            "rule {} removed: {}",
+            i + 1,
+            parent_config::line(&before[i])
+        )];
+    }
+    let differ: Vec<usize> = (0..after.len().max(before.len()))
+        .filter(|&i| after.get(i) != before.get(i))
+        .collect();
+    if let [i, j] = differ[..] {
+        if j == i + 1 && after.get(i) == before.get(j) && after.get(j) == before.get(i) {
+            return vec![format!(
+                "rule {} moved up: {}",
+                j + 1,
+                parent_config::line(&after[i])
+            )];
+        }
+    }
+    let line = |rule: Option<&ParentRule>| rule.map_or("(none)".to_owned(), parent_config::line);
+    differ
+        .into_iter()
+        .map(|i| {
+            format!(
+                "rule {}: {} → {}",
+                i + 1,
+                line(before.get(i)),
+                line(after.get(i))
+            )
         })
         .collect()
 }
@@ -260,7 +312,35 @@ pub async fn restore(
 
 #[cfg(test)]
 mod tests {
-    use super::changes_of;
+    use super::{changes_of, rule_changes};
+    use canopy_proxy::hierarchy::parent_config::parse;
+
+    #[test]
+    fn rule_changes_say_which_rule_and_how() {
+        let two = parse("dest_domain=a parent=\"p:1\"\ndest_host=b").unwrap();
+        let moved: Vec<_> = two.iter().rev().cloned().collect();
+        let line_a = "dest_domain=a parent=\"p:1;\" round_robin=false go_direct=true";
+        let line_b = "dest_host=b round_robin=false go_direct=true";
+        assert_eq!(
+            rule_changes(&two, &two[1..]),
+            [format!("rule 1 added: {line_a}")]
+        );
+        assert_eq!(
+            rule_changes(&two[..1], &two),
+            [format!("rule 2 removed: {line_b}")]
+        );
+        assert_eq!(
+            rule_changes(&moved, &two),
+            [format!("rule 2 moved up: {line_b}")]
+        );
+        let edited = parse("dest_domain=c parent=\"p:1\"\ndest_host=b").unwrap();
+        assert_eq!(
+            rule_changes(&edited, &two),
+            [format!(
+                "rule 1: {line_a} → dest_domain=c parent=\"p:1;\" round_robin=false go_direct=true"
+            )]
+        );
+    }
 
     #[test]
     fn a_parent_list_stays_one_change() {

@@ -6,6 +6,7 @@ pub mod login;
 pub mod monitor;
 pub mod peers;
 pub mod routing;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, ConfigErrors};
+use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 use canopy_proxy::versions::ConfigVersion;
 
 use super::{internal_error, Chrome, Fields, Notice};
@@ -38,9 +38,9 @@ pub struct RoutingPage {
     notice: Option<Notice>,
     /// Errors about settings this page does not show.
     other_errors: Vec<String>,
-    /// Routing rules (parent.config), which come before the list above; shown, edited
-    /// with `canopy rule`.
-    rules: Vec<String>,
+    /// Routing rules (parent.config), which come before the list above; the table's
+    /// buttons send them to `pages::rules`.
+    rules: Vec<ParentRule>,
 }
 
 impl RoutingPage {
@@ -51,22 +51,16 @@ impl RoutingPage {
             based_on: version.id,
             notice: None,
             other_errors: Vec::new(),
-            rules: version
-                .config
-                .parent_rules
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} → {} (round robin {}{})",
-                        r.matcher(),
-                        r.parents,
-                        r.round_robin,
-                        if r.go_direct { "" } else { ", never direct" }
-                    )
-                })
-                .collect(),
+            rules: version.config.parent_rules.clone(),
         }
     }
+}
+
+/// The page as `version` has it, with `notice` at the top.
+pub fn page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> RoutingPage {
+    let mut page = RoutingPage::new(session, version);
+    page.notice = notice;
+    page
 }
 
 fn configured(config: &Config) -> Fields {
@@ -187,7 +181,7 @@ pub async fn submit(
 }
 
 /// Refuses a form made from an older version, showing the values now in the database.
-fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
+pub fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
     let mut page = RoutingPage::new(session, latest);
     page.notice = Some(Notice::error(stale_message(based_on, latest)));
     (StatusCode::CONFLICT, page).into_response()
