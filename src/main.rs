@@ -1,5 +1,7 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
+mod peer_import;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
@@ -12,10 +14,10 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, SETTINGS};
+use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
 use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
 
 #[derive(Parser)]
@@ -53,6 +55,9 @@ enum Action {
     /// Take an HTTP parent down by hand, or bring it back up.
     #[command(subcommand)]
     Parent(ParentAction),
+    /// Show or change the neighbour caches (ICP peers); every change is a new config version.
+    #[command(subcommand)]
+    Peer(PeerAction),
     /// Manage the console's accounts.
     #[command(subcommand)]
     Admin(AdminAction),
@@ -122,6 +127,49 @@ enum ParentAction {
 }
 
 #[derive(Subcommand)]
+enum PeerAction {
+    /// Add a parent or sibling cache.
+    Add {
+        name: String,
+        host: String,
+        #[arg(long = "type", value_parser = parse_kind)]
+        kind: PeerKind,
+        #[arg(long, default_value_t = 3128)]
+        http_port: u16,
+        #[arg(long, default_value_t = 3130)]
+        icp_port: u16,
+        /// Do not store what is fetched through it.
+        #[arg(long)]
+        proxy_only: bool,
+        /// Never send it ICP queries.
+        #[arg(long)]
+        no_query: bool,
+        /// It answers queries sent to the multicast group.
+        #[arg(long)]
+        multicast_responder: bool,
+        /// A sibling that may fetch misses through this proxy.
+        #[arg(long)]
+        allow_miss: bool,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Every peer, one a line.
+    List,
+    Remove {
+        name: String,
+    },
+    /// Add the peers in a file of Squid `cache_peer` lines or Traffic Server `icp.config`
+    /// lines; if any line cannot be mapped, nothing is imported.
+    Import {
+        file: PathBuf,
+    },
+}
+
+fn parse_kind(text: &str) -> Result<PeerKind, String> {
+    text.parse()
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
     /// Every setting with its value.
     List,
@@ -181,6 +229,7 @@ async fn main() -> ExitCode {
         Action::Stats { json } => stats(&paths, json).await,
         Action::Rule(action) => rule(&paths, action).await,
         Action::Parent(action) => parent(&paths, action).await,
+        Action::Peer(action) => peer(&paths, action).await,
         Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
     };
     match result {
@@ -378,6 +427,91 @@ async fn parent(paths: &Paths, action: ParentAction) -> anyhow::Result<ExitCode>
     }
 }
 
+async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
+    let db = paths.open_db().await?;
+    let latest = db.latest().await?;
+    let mut config = latest.config.clone();
+    match action {
+        PeerAction::List => {
+            for p in &config.peers {
+                let options: Vec<&str> = [
+                    (p.proxy_only, "proxy-only"),
+                    (p.no_query, "no-query"),
+                    (p.multicast_responder, "multicast-responder"),
+                    (p.allow_miss, "allow-miss"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                println!(
+                    "{} {} {} http {} icp {} weight {}{}{}",
+                    p.name,
+                    p.kind,
+                    p.host,
+                    p.http_port,
+                    p.icp_port,
+                    p.weight,
+                    if options.is_empty() { "" } else { " " },
+                    options.join(" ")
+                );
+            }
+            println!(
+                "# config version {}; {} peers",
+                latest.id,
+                config.peers.len()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        PeerAction::Add {
+            name,
+            host,
+            kind,
+            http_port,
+            icp_port,
+            proxy_only,
+            no_query,
+            multicast_responder,
+            allow_miss,
+            weight,
+        } => config.peers.push(Peer {
+            name,
+            host,
+            kind,
+            http_port,
+            icp_port,
+            proxy_only,
+            no_query,
+            multicast_responder,
+            allow_miss,
+            weight,
+        }),
+        PeerAction::Remove { name } => {
+            let before = config.peers.len();
+            config.peers.retain(|p| p.name != name);
+            if config.peers.len() == before {
+                return Err(UserError(format!(
+                    "no peer is called {name:?}; see `canopy peer list`"
+                ))
+                .into());
+            }
+        }
+        PeerAction::Import { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
+            let peers = peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
+                let report: Vec<String> = lines
+                    .iter()
+                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.reason))
+                    .collect();
+                UserError(format!("{}\nnothing was imported", report.join("\n")))
+            })?;
+            config.peers.extend(peers);
+        }
+    }
+    config.validate().map_err(refused)?;
+    save(&db, &latest, &config).await
+}
+
 fn not_running(e: ControlError) -> anyhow::Error {
     match e {
         ControlError::NotRunning(path) => UserError(format!(
@@ -477,6 +611,18 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
     println!("retries           {}", s.retries);
+    let answers: Vec<String> = s
+        .icp_answers
+        .iter()
+        .map(|(opcode, n)| format!("{opcode} {n}"))
+        .collect();
+    println!(
+        "ICP queries in    {} (answered {}; dropped {}; replies ignored {})",
+        s.icp_queries_received,
+        answers.join(", "),
+        s.icp_dropped,
+        s.icp_replies_ignored
+    );
     for peer in &s.peers {
         println!(
             "parent {:<24} {} fetches {} failures {} bytes {}{}",
@@ -490,6 +636,25 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
                 .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
                 .unwrap_or_default()
         );
+        if let Some(state) = peer.state {
+            let replies: Vec<String> = peer
+                .icp_replies
+                .iter()
+                .map(|(opcode, n)| format!("{opcode} {n}"))
+                .collect();
+            println!(
+                "  ICP {} since {}: queries {}, replies {}, timeouts {}, late {}, avg {:.1} ms; hits served {}, false hits {}",
+                if state == PeerState::Dead { "dead" } else { "up" },
+                peer.state_since.as_deref().unwrap_or("-"),
+                peer.icp_queries,
+                replies.join(", "),
+                peer.icp_timeouts,
+                peer.icp_late_replies,
+                peer.icp_reply_ms_avg,
+                peer.hits_served,
+                peer.false_hits
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -785,6 +785,8 @@ settings! {
         "Answer ICP HIT only for objects fresh at least this much longer.";
     icp_allowed_clients: CidrList = CidrList::default(),
         "Child caches that are not peers but may send ICP queries.";
+    icp_hits_only: Flag = Flag(false),
+        "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the

@@ -2,7 +2,9 @@
 //!
 //! - [`http`]: the listener, access control, forwarding, CONNECT tunnels, error pages.
 //! - [`cache`]: the store, the freshness policy, and collapsing of concurrent misses.
-//! - [`hierarchy`]: choosing the next hop (parents, origin) and the upstream clients.
+//! - [`hierarchy`]: the peer table, choosing the next hop (peers, parents, origin) and the
+//!   upstream clients.
+//! - [`icp`]: ICP with neighbour caches: the codec, the responder and the querier.
 //! - [`server`]: the runtime state built from a config version, and `reload`.
 //! - [`config`]: every setting, its default and its validation (shared with the manager).
 //! - [`versions`]: config versions in SQLite, the single source of truth.

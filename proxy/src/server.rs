@@ -18,9 +18,11 @@ use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::config::{Config, HostPort, ParentEntry};
 use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
+use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::rules::Route;
 use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
 use crate::http::{headers, listener};
+use crate::icp::endpoint::{Endpoint, IcpSettings};
 use crate::stats::{PeerSnapshot, PeerStats, Stats, StatsSnapshot};
 use crate::versions::{ConfigVersion, Db, VersionState};
 
@@ -54,6 +56,10 @@ pub struct Runtime {
     pub stats: Arc<Stats>,
     pub access_log: Option<AccessLog>,
     pub read_timeout: Duration,
+    /// The neighbour caches (ICP peers).
+    pub peers: Vec<PeerEntry>,
+    /// The ICP socket, when ICP is not disabled.
+    pub icp: Option<Arc<Endpoint>>,
 }
 
 impl Runtime {
@@ -61,6 +67,7 @@ impl Runtime {
         version: &ConfigVersion,
         data_dir: &Path,
         stats: &Arc<Stats>,
+        icp: Option<Arc<Endpoint>>,
     ) -> Result<Runtime, String> {
         let config = &version.config;
         config.validate().map_err(|e| e.to_string())?;
@@ -107,6 +114,11 @@ impl Runtime {
             Vec::new()
         };
         let default_route = Route::default_rule(default_parents, config.round_robin, true);
+        let peers = config
+            .peers
+            .iter()
+            .map(|peer| PeerEntry::build(peer, settings, stats))
+            .collect::<Result<Vec<_>, String>>()?;
         let access_log = if config.access_log.is_empty() {
             None
         } else {
@@ -139,8 +151,60 @@ impl Runtime {
             stats: stats.clone(),
             access_log,
             read_timeout: Duration::from_millis(config.read_timeout_ms),
+            peers,
+            icp,
             config: Arc::new(config.clone()),
         })
+    }
+
+    /// A runtime for unit tests: no ICP socket, no access log.
+    #[cfg(test)]
+    pub(crate) fn for_tests(mut config: Config) -> Runtime {
+        config.access_log.clear();
+        let version = ConfigVersion {
+            id: 1,
+            created_at: String::new(),
+            author: String::new(),
+            summary: String::new(),
+            config,
+            state: VersionState::Saved,
+            state_reason: None,
+            state_at: None,
+        };
+        Runtime::build(&version, Path::new("."), &Arc::default(), None)
+            .expect("a valid test config")
+    }
+
+    /// A configured sibling at `ip` that may take hits from us but not misses.
+    pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
+        peers::by_address(&self.peers, ip)
+            .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
+    }
+}
+
+/// The ICP endpoint a config version needs: the current one when nothing about its sockets
+/// changed, a newly bound one when something did, none when ICP is disabled.
+fn icp_endpoint(
+    config: &Config,
+    current: Option<&Arc<Endpoint>>,
+) -> Result<Option<Arc<Endpoint>>, String> {
+    let Some(settings) = IcpSettings::of(config) else {
+        return Ok(None);
+    };
+    match current {
+        Some(current) if current.settings == settings => Ok(Some(current.clone())),
+        _ => Endpoint::prepare(settings, current.map(|c| &**c))
+            .map(|endpoint| Some(Arc::new(endpoint)))
+            .map_err(|e| {
+                let what = match settings.multicast {
+                    Some((group, _)) => format!(
+                        "cannot bind the ICP socket on {} (multicast group {group})",
+                        settings.listen
+                    ),
+                    None => format!("cannot bind the ICP socket on {}", settings.listen),
+                };
+                format!("{what}: {e}")
+            }),
     }
 }
 
@@ -191,12 +255,14 @@ impl Proxy {
         let stats = Arc::new(Stats::default());
         let mut rejected = None;
         for version in db.candidates().await? {
-            let prepared = Runtime::build(&version, &data_dir, &stats).and_then(|runtime| {
-                let addr = runtime.config.http_listen();
-                let bound =
-                    listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                Ok((runtime, bound))
-            });
+            let prepared = icp_endpoint(&version.config, None)
+                .and_then(|icp| Runtime::build(&version, &data_dir, &stats, icp))
+                .and_then(|runtime| {
+                    let addr = runtime.config.http_listen();
+                    let bound = listener::bind(addr)
+                        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                    Ok((runtime, bound))
+                });
             let (runtime, bound) = match prepared {
                 Ok(ready) => ready,
                 Err(reason) => {
@@ -221,6 +287,10 @@ impl Proxy {
             });
             let (stop, stopped) = oneshot::channel();
             tokio::spawn(listener::accept_loop(bound, shared.clone(), stopped));
+            if let Some(icp) = &shared.runtime.load().icp {
+                icp.start(shared.clone());
+                tracing::info!("ICP on {}", icp.local);
+            }
             tracing::info!(
                 "config version {} in force; proxy listening on {addr}",
                 version.id
@@ -254,7 +324,8 @@ impl Proxy {
                 elapsed_ms: began.elapsed().as_millis() as u64,
             });
         }
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats)?;
+        let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
         let addr = runtime.config.http_listen();
         let rebound = if addr != listening.addr {
             Some(listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?)
@@ -265,7 +336,9 @@ impl Proxy {
             let resized = self.shared.store.load().resized(runtime.config.cache_mem.0);
             self.shared.store.store(Arc::new(resized));
         }
-        self.shared.runtime.store(Arc::new(runtime));
+        let runtime = Arc::new(runtime);
+        self.shared.runtime.store(runtime.clone());
+        self.switch_icp(current.icp.as_ref(), runtime.icp.as_ref());
         if let Some(bound) = rebound {
             let (stop, stopped) = oneshot::channel();
             tokio::spawn(listener::accept_loop(bound, self.shared.clone(), stopped));
@@ -279,6 +352,28 @@ impl Proxy {
             changed: true,
             elapsed_ms: began.elapsed().as_millis() as u64,
         })
+    }
+}
+
+impl Proxy {
+    /// Starts the new ICP endpoint's loops and retires the old one, when they differ.
+    fn switch_icp(&self, old: Option<&Arc<Endpoint>>, new: Option<&Arc<Endpoint>>) {
+        if let (Some(old), Some(new)) = (old, new) {
+            if Arc::ptr_eq(old, new) {
+                return;
+            }
+        }
+        if let Some(new) = new {
+            new.start(self.shared.clone());
+        }
+        if let Some(old) = old {
+            old.retire(new.map(|n| &**n));
+        }
+        match (old, new) {
+            (_, Some(new)) => tracing::info!("ICP now on {}", new.local),
+            (Some(old), None) => tracing::info!("ICP on {} turned off", old.local),
+            (None, None) => {}
+        }
     }
 }
 
@@ -297,7 +392,7 @@ impl ControlHandler for Proxy {
                 .and_then(|r| r.clone())
                 .filter(|r| r.id > runtime.version),
             http_listen: self.listening.lock().await.addr.to_string(),
-            icp_listen: None,
+            icp_listen: runtime.icp.as_ref().map(|icp| icp.local.to_string()),
         }
     }
 

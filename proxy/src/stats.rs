@@ -1,12 +1,14 @@
 //! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::hierarchy::health::{Health, HealthSnapshot};
+use crate::icp::codec::IcpOpcode;
 use crate::versions::now_rfc3339;
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
@@ -26,7 +28,39 @@ pub struct Stats {
     pub retries: AtomicU64,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    pub icp: IcpTotals,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
+}
+
+/// ICP datagrams this proxy received, and the answers its responder gave.
+#[derive(Debug, Default)]
+pub struct IcpTotals {
+    pub queries_received: AtomicU64,
+    pub answered_hit: AtomicU64,
+    pub answered_miss: AtomicU64,
+    pub answered_miss_nofetch: AtomicU64,
+    pub answered_err: AtomicU64,
+    pub answered_denied: AtomicU64,
+    /// Too short, a length that disagrees, another version, an unknown opcode.
+    pub dropped: AtomicU64,
+    /// Replies from no peer, or to no query of ours.
+    pub replies_ignored: AtomicU64,
+}
+
+impl IcpTotals {
+    /// The answers given, by opcode name.
+    fn answers(&self) -> BTreeMap<String, u64> {
+        [
+            (IcpOpcode::Hit, &self.answered_hit),
+            (IcpOpcode::Miss, &self.answered_miss),
+            (IcpOpcode::MissNofetch, &self.answered_miss_nofetch),
+            (IcpOpcode::Denied, &self.answered_denied),
+            (IcpOpcode::Err, &self.answered_err),
+        ]
+        .into_iter()
+        .map(|(opcode, counter)| (opcode.to_string(), counter.load(Relaxed)))
+        .collect()
+    }
 }
 
 /// Counters of one peer or HTTP parent; kept across reloads by its name.
@@ -36,8 +70,46 @@ pub struct PeerStats {
     pub failures: AtomicU64,
     pub bytes: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
-    /// Up or down, for HTTP parents.
+    /// Up or down as a place to fetch from (TCP), for HTTP parents and peers.
     pub health: Health,
+    pub icp_queries: AtomicU64,
+    pub icp_hit: AtomicU64,
+    pub icp_miss: AtomicU64,
+    pub icp_miss_nofetch: AtomicU64,
+    pub icp_denied: AtomicU64,
+    pub icp_err: AtomicU64,
+    pub icp_timeouts: AtomicU64,
+    /// Replies after the round was over, or that did not match what was asked.
+    pub icp_late_or_ignored: AtomicU64,
+    /// Objects it said HIT for and then served us.
+    pub hits_served: AtomicU64,
+    /// Objects it said HIT for and then could not serve.
+    pub false_hits: AtomicU64,
+    /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
+    pub icp_tracked: AtomicBool,
+    icp_health: Mutex<IcpHealth>,
+}
+
+/// Whether a peer is alive to ICP (answering queries) or dead, and its reply times.
+#[derive(Debug, Default)]
+struct IcpHealth {
+    /// The first query since its last reply: a peer silent this long past the dead-peer
+    /// timeout is dead.
+    first_unanswered: Option<(Instant, SystemTime)>,
+    dead_after: Duration,
+    up_since: Option<SystemTime>,
+    /// Smoothed reply time (weight 1/8, as TCP smooths its RTT).
+    average_ms: Option<f64>,
+    recent_ms: Option<f64>,
+    last_query: Option<SystemTime>,
+    last_reply: Option<SystemTime>,
+}
+
+impl IcpHealth {
+    fn dead_at(&self, now: Instant) -> bool {
+        self.first_unanswered
+            .is_some_and(|(since, _)| now.duration_since(since) >= self.dead_after)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,15 +130,107 @@ impl PeerStats {
         }
     }
 
+    fn icp_health(&self) -> std::sync::MutexGuard<'_, IcpHealth> {
+        self.icp_health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A query went to this peer; `dead_after` is the dead-peer timeout in force.
+    pub fn query_sent(&self, dead_after: Duration) {
+        self.icp_queries.fetch_add(1, Relaxed);
+        let mut health = self.icp_health();
+        health.dead_after = dead_after;
+        health.last_query = Some(SystemTime::now());
+        health
+            .first_unanswered
+            .get_or_insert((Instant::now(), SystemTime::now()));
+    }
+
+    /// Any reply from the peer, in time or late: it is alive.
+    pub fn reply_seen(&self) {
+        let mut health = self.icp_health();
+        if health.dead_at(Instant::now()) || health.up_since.is_none() {
+            health.up_since = Some(SystemTime::now());
+        }
+        health.first_unanswered = None;
+        health.last_reply = Some(SystemTime::now());
+    }
+
+    /// A reply that answered a query still waiting, `elapsed` after it was sent.
+    pub fn reply_in_time(&self, opcode: IcpOpcode, elapsed: Duration) {
+        let counter = match opcode {
+            IcpOpcode::Hit | IcpOpcode::HitObj => &self.icp_hit,
+            IcpOpcode::MissNofetch => &self.icp_miss_nofetch,
+            IcpOpcode::Denied => &self.icp_denied,
+            IcpOpcode::Err => &self.icp_err,
+            _ => &self.icp_miss,
+        };
+        counter.fetch_add(1, Relaxed);
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let mut health = self.icp_health();
+        health.recent_ms = Some(ms);
+        health.average_ms = Some(match health.average_ms {
+            Some(average) => average + (ms - average) / 8.0,
+            None => ms,
+        });
+        drop(health);
+        self.reply_seen();
+    }
+
+    /// Whether the peer has been silent past the dead-peer timeout.
+    pub fn is_dead(&self) -> bool {
+        self.icp_health().dead_at(Instant::now())
+    }
+
+    /// The smoothed reply time, once it has replied.
+    pub fn average_reply(&self) -> Option<Duration> {
+        self.icp_health()
+            .average_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+    }
+
     pub fn snapshot(&self, name: &str) -> PeerSnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        let icp = self.icp_health();
+        let tracked = self.icp_tracked.load(Relaxed);
+        let dead = icp.dead_at(Instant::now());
+        let since = if dead {
+            icp.first_unanswered.map(|(_, at)| at + icp.dead_after)
+        } else {
+            icp.up_since
+        };
+        let replies = if tracked {
+            [
+                (IcpOpcode::Hit, &self.icp_hit),
+                (IcpOpcode::Miss, &self.icp_miss),
+                (IcpOpcode::MissNofetch, &self.icp_miss_nofetch),
+                (IcpOpcode::Denied, &self.icp_denied),
+                (IcpOpcode::Err, &self.icp_err),
+            ]
+            .into_iter()
+            .map(|(opcode, counter)| (opcode.to_string(), load(counter)))
+            .collect()
+        } else {
+            BTreeMap::new()
+        };
         PeerSnapshot {
             name: name.to_owned(),
-            fetches: self.fetches.load(Relaxed),
-            failures: self.failures.load(Relaxed),
-            bytes: self.bytes.load(Relaxed),
+            fetches: load(&self.fetches),
+            failures: load(&self.failures),
+            bytes: load(&self.bytes),
             last_failure: self.last_failure.lock().ok().and_then(|f| f.clone()),
             health: self.health.snapshot(),
-            ..PeerSnapshot::default()
+            state: tracked.then_some(if dead { PeerState::Dead } else { PeerState::Up }),
+            state_since: since.filter(|_| tracked).map(rfc3339),
+            icp_queries: load(&self.icp_queries),
+            icp_replies: replies,
+            icp_timeouts: load(&self.icp_timeouts),
+            icp_late_replies: load(&self.icp_late_or_ignored),
+            icp_reply_ms_avg: icp.average_ms.unwrap_or_default(),
+            icp_reply_ms_recent: icp.recent_ms.unwrap_or_default(),
+            last_query_at: icp.last_query.map(rfc3339),
+            last_reply_at: icp.last_reply.map(rfc3339),
+            hits_served: load(&self.hits_served),
+            false_hits: load(&self.false_hits),
         }
     }
 }
@@ -106,7 +270,10 @@ impl Stats {
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
-            ..StatsSnapshot::default()
+            icp_queries_received: load(&self.icp.queries_received),
+            icp_answers: self.icp.answers(),
+            icp_dropped: load(&self.icp.dropped),
+            icp_replies_ignored: load(&self.icp.replies_ignored),
         }
     }
 }
@@ -147,6 +314,13 @@ pub struct StatsSnapshot {
     /// (`HIT`, `MISS`, `MISS_NOFETCH`, `DENIED`, `ERR`).
     #[serde(default)]
     pub icp_answers: BTreeMap<String, u64>,
+    /// Datagrams dropped unanswered: too short, a length that disagrees, another version,
+    /// an unknown opcode.
+    #[serde(default)]
+    pub icp_dropped: u64,
+    /// Replies from no peer, or from a peer's address but another port.
+    #[serde(default)]
+    pub icp_replies_ignored: u64,
 }
 
 /// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).
@@ -201,6 +375,15 @@ pub struct PeerSnapshot {
     pub false_hits: u64,
 }
 
+fn rfc3339(at: SystemTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from(at)
+        .format(&format)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +399,32 @@ mod tests {
         let s = stats.snapshot(0, 0);
         assert_eq!(s.hit_ratio, 0.5);
         assert_eq!(s.byte_hit_ratio, 0.75);
+    }
+
+    #[test]
+    fn a_silent_peer_is_dead_after_the_timeout_and_any_reply_revives_it() {
+        let peer = PeerStats::default();
+        assert_eq!(peer.snapshot("p").state, None, "not an ICP peer yet");
+        peer.icp_tracked.store(true, Relaxed);
+        assert!(!peer.is_dead());
+        peer.query_sent(Duration::ZERO);
+        assert!(peer.is_dead(), "silent past a zero timeout");
+        assert_eq!(peer.snapshot("p").state, Some(PeerState::Dead));
+        peer.reply_seen();
+        assert!(!peer.is_dead());
+        peer.query_sent(Duration::from_secs(3600));
+        assert!(!peer.is_dead(), "silent, but not for long");
+        peer.reply_in_time(IcpOpcode::Hit, Duration::from_millis(8));
+        peer.query_sent(Duration::from_secs(3600));
+        peer.reply_in_time(IcpOpcode::Miss, Duration::from_millis(16));
+        let s = peer.snapshot("p");
+        assert_eq!(s.icp_queries, 3);
+        assert_eq!((s.icp_replies["HIT"], s.icp_replies["MISS"]), (1, 1));
+        assert_eq!(s.icp_replies["DENIED"], 0);
+        assert_eq!(s.icp_reply_ms_recent, 16.0);
+        assert_eq!(s.icp_reply_ms_avg, 9.0, "8 + (16 - 8) / 8");
+        assert_eq!(s.state, Some(PeerState::Up));
+        assert!(s.last_reply_at.is_some() && s.state_since.is_some());
     }
 
     #[test]

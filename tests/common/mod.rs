@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
+pub mod squid;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

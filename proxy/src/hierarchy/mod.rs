@@ -1,9 +1,12 @@
-//! Choosing the next hop for a miss and fetching through it: the first routing rule that
-//! matches gives the parents and how to order them; parents known to be down are skipped;
-//! the origin comes last unless the rule or `never_direct` forbids it.
+//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a sibling
+//! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents (the first
+//! routing rule that matches gives them and their order; those known to be down are
+//! skipped), the fastest ICP parent that answered, then the origin unless the rule or
+//! `never_direct` forbids it.
 
 pub mod health;
 pub mod parent_config;
+pub mod peers;
 pub mod rules;
 pub mod selection;
 pub mod upstream;
@@ -11,19 +14,24 @@ pub mod upstream;
 use std::error::Error as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::header::{HeaderMap, HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, HOST};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::config::RoundRobin;
+use crate::config::{IcpMode, RoundRobin};
 use crate::http::errors::ProxyError;
+use crate::http::forward::cache_key;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::http::{empty_body, BoxError};
+use crate::icp::codec::IcpOpcode;
+use crate::icp::querier::{self, Answer};
 use crate::server::{Parent, Runtime};
+use crate::stats::PeerStats;
+use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;
 
@@ -34,6 +42,11 @@ pub struct ClientAddr(pub IpAddr);
 /// One place a miss can be fetched from.
 pub enum Hop<'a> {
     Parent(&'a Parent),
+    /// A peer that answered ICP HIT. If it cannot serve the object after all, that is a
+    /// false hit: counted, and the next hop is tried.
+    PeerHit(&'a PeerEntry),
+    /// An ICP parent asked to fetch a miss; `code` is Squid's hierarchy code for it.
+    PeerParent(&'a PeerEntry, &'static str),
     Origin,
 }
 
@@ -67,8 +80,14 @@ fn reason(mode: RoundRobin) -> &'static str {
     }
 }
 
-/// The hops to try for a request.
-pub fn plan<'a>(runtime: &'a Runtime, method: &Method, parts: &Parts) -> Plan<'a> {
+/// The hops to try for a request. `answers` are the ICP replies to this request's round,
+/// if one was made (`None`: no round, as for a request that may not go to siblings).
+pub fn plan<'a>(
+    runtime: &'a Runtime,
+    method: &Method,
+    parts: &Parts,
+    answers: Option<&[Answer]>,
+) -> Plan<'a> {
     let config = &runtime.config;
     let direct = |go_direct: bool| !config.never_direct.0 && go_direct;
     // A request that has been through us already must not go round again.
@@ -115,12 +134,27 @@ pub fn plan<'a>(runtime: &'a Runtime, method: &Method, parts: &Parts) -> Plan<'a
         &route.rotation,
     );
     let now = Instant::now();
+    let usable = |p: &&PeerEntry| p.stats.health.available(now, runtime.retry_time);
     let mut hops = Vec::new();
     let mut skipped = Vec::new();
+    let answered = answers.unwrap_or_default();
+    for sibling in [true, false] {
+        hops.extend(
+            answered
+                .iter()
+                .filter(|a| a.opcode == IcpOpcode::Hit)
+                .filter_map(|a| runtime.peers.get(a.peer))
+                .filter(|p| p.is_sibling() == sibling)
+                .filter(usable)
+                .map(Hop::PeerHit),
+        );
+    }
+    let mut http_parents = 0;
     for i in order {
         let parent = &runtime.parents[route.parents[i].0];
         if parent.stats.health.available(now, runtime.retry_time) {
             hops.push(Hop::Parent(parent));
+            http_parents += 1;
         } else {
             let health = parent.stats.health.snapshot();
             skipped.push(format!(
@@ -131,11 +165,19 @@ pub fn plan<'a>(runtime: &'a Runtime, method: &Method, parts: &Parts) -> Plan<'a
             ));
         }
     }
-    let reason = if hops.is_empty() {
+    let reason = if http_parents == 0 {
         "direct"
     } else {
         reason(route.round_robin)
     };
+    if config.icp_mode == IcpMode::SendReceive {
+        hops.extend(
+            icp_parents(&runtime.peers, answers)
+                .into_iter()
+                .filter(|p| usable(&p.0))
+                .map(|(p, code)| Hop::PeerParent(p, code)),
+        );
+    }
     if direct(route.go_direct) {
         hops.push(Hop::Origin);
     }
@@ -144,6 +186,61 @@ pub fn plan<'a>(runtime: &'a Runtime, method: &Method, parts: &Parts) -> Plan<'a
         rule: route.number,
         reason,
         skipped,
+    }
+}
+
+/// The ICP parents that may fetch a miss: those that answered MISS, fastest first (reply
+/// time divided by weight, as Squid weighs them); then
+/// those never asked (no-query, or no round was made) that are not dead. A parent that
+/// was asked and did not answer is passed over for this request.
+fn icp_parents<'a>(
+    peers: &'a [PeerEntry],
+    answers: Option<&[Answer]>,
+) -> Vec<(&'a PeerEntry, &'static str)> {
+    let is_parent = |p: &&PeerEntry| !p.is_sibling();
+    let mut hops = Vec::new();
+    if let Some(answers) = answers {
+        let mut missed: Vec<(Duration, &PeerEntry)> = answers
+            .iter()
+            .filter(|a| a.opcode == IcpOpcode::Miss)
+            .filter_map(|a| Some((a.elapsed, peers.get(a.peer)?)))
+            .filter(|(_, p)| is_parent(p))
+            .map(|(elapsed, p)| (elapsed / p.config.weight.max(1), p))
+            .collect();
+        missed.sort_by_key(|(weighed, _)| *weighed);
+        hops.extend(missed.into_iter().map(|(_, p)| (p, "FIRST_PARENT_MISS")));
+    }
+    let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
+    hops.extend(
+        peers
+            .iter()
+            .filter(is_parent)
+            .filter(|p| !asked(p) && !p.stats.is_dead())
+            .map(|p| (p, "FIRSTUP_PARENT")),
+    );
+    hops
+}
+
+/// Why a peer that answered HIT did not serve the object after all (a 504 to
+/// `only-if-cached`, a sibling's server error, no connection, no answer); `None` when it
+/// served it.
+fn false_hit(
+    peer: &PeerEntry,
+    attempt: &Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Option<String> {
+    match attempt {
+        Ok(Ok(response)) => {
+            let status = response.status();
+            (status == StatusCode::GATEWAY_TIMEOUT
+                || (peer.is_sibling() && status.is_server_error()))
+            .then(|| format!("answered {}", status.as_u16()))
+        }
+        Ok(Err(e)) if e.is_connect() => Some(format!("connect: {}", innermost(e))),
+        Ok(Err(e)) => Some(innermost(e)),
+        Err(_) => Some("no response in time".to_owned()),
     }
 }
 
@@ -177,7 +274,15 @@ pub async fn fetch(
     let mut body = body.filter(|b| !http_body::Body::is_end_stream(b));
     let had_body = body.is_some();
     let may_retry = !had_body && idempotent(&parts.method);
-    let plan = plan(runtime, &parts.method, parts);
+    let answers = if body.is_none()
+        && !is_loop(&parts.headers, &runtime.config.visible_name)
+        && querier::eligible(runtime, &parts.method, &parts.headers)
+    {
+        Some(querier::ask(runtime, &cache_key(&parts.uri)).await)
+    } else {
+        None
+    };
+    let plan = plan(runtime, &parts.method, parts, answers.as_deref());
     let mut tried: Vec<String> = plan.skipped.clone();
     let mut answered_badly = false;
     let hop_count = plan.hops.len();
@@ -186,7 +291,43 @@ pub async fn fetch(
         // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
         let logged = runtime.access_log.is_some();
         let explained = runtime.config.debug_headers.0;
-        let (client, hierarchy, parent, name, route) = match hop {
+        let (client, hierarchy, counters, name, route): (_, _, Option<&PeerStats>, _, _) = match hop
+        {
+            Hop::PeerHit(p) => (
+                &p.client,
+                if logged {
+                    let code = if p.is_sibling() {
+                        "SIBLING_HIT"
+                    } else {
+                        "PARENT_HIT"
+                    };
+                    format!("{code}/{}", p.config.host)
+                } else {
+                    String::new()
+                },
+                Some(&*p.stats),
+                p.config.name.as_str(),
+                if explained {
+                    format!("peer={} icp=HIT", p.config.name)
+                } else {
+                    String::new()
+                },
+            ),
+            Hop::PeerParent(p, code) => (
+                &p.client,
+                if logged {
+                    format!("{code}/{}", p.config.host)
+                } else {
+                    String::new()
+                },
+                Some(&*p.stats),
+                p.config.name.as_str(),
+                if explained {
+                    format!("peer={} hierarchy={code}", p.config.name)
+                } else {
+                    String::new()
+                },
+            ),
             Hop::Parent(p) => (
                 &p.client,
                 if logged {
@@ -199,7 +340,7 @@ pub async fn fetch(
                 } else {
                     String::new()
                 },
-                Some(*p),
+                Some(&*p.stats),
                 p.name.as_str(),
                 if explained {
                     format!(
@@ -252,18 +393,46 @@ pub async fn fetch(
         } else {
             headers.clone()
         };
+        if let Hop::PeerHit(peer) = hop {
+            if peer.is_sibling() {
+                // A sibling serves us hits only; it must not fetch a miss for us.
+                request
+                    .headers_mut()
+                    .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
+            }
+        }
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
+        if let Hop::PeerHit(peer) = hop {
+            if let Some(reason) = false_hit(peer, &attempt) {
+                peer.stats.false_hits.fetch_add(1, Relaxed);
+                if reason.starts_with("connect: ") {
+                    record_failure(runtime, &peer.stats, name, &reason);
+                }
+                tracing::info!(
+                    "false hit: {} said HIT for {} but {reason}",
+                    peer.config.name,
+                    parts.uri
+                );
+                tried.push(format!("{name}: false hit, {reason}"));
+                continue;
+            }
+            peer.stats.hits_served.fetch_add(1, Relaxed);
+        }
+        let may_store = match hop {
+            Hop::PeerHit(p) | Hop::PeerParent(p, _) => !p.config.proxy_only,
+            Hop::Parent(_) | Hop::Origin => true,
+        };
         let failure = match attempt {
             Ok(Ok(response)) => {
                 let status = response.status();
-                if let Some(parent) = parent {
-                    parent.stats.fetches.fetch_add(1, Relaxed);
+                if let Some(counters) = counters {
+                    counters.fetches.fetch_add(1, Relaxed);
                     if let Some(len) = response.headers().get(http::header::CONTENT_LENGTH) {
                         let len: u64 = len.to_str().ok().and_then(|l| l.parse().ok()).unwrap_or(0);
-                        parent.stats.bytes.fetch_add(len, Relaxed);
+                        counters.bytes.fetch_add(len, Relaxed);
                     }
-                    if parent.stats.health.record_success() {
-                        tracing::info!("parent {} is up again", parent.name);
+                    if counters.health.record_success() {
+                        tracing::info!("{name} is up again");
                     }
                     if may_retry
                         && !is_last
@@ -277,7 +446,7 @@ pub async fn fetch(
                 return Ok(Fetched {
                     response,
                     hierarchy,
-                    may_store: true,
+                    may_store,
                     route,
                 });
             }
@@ -287,17 +456,8 @@ pub async fn fetch(
         };
         tracing::info!("{name} failed: {failure}");
         tried.push(format!("{name}: {failure}"));
-        if let Some(parent) = parent {
-            parent.stats.record_failure(failure.clone());
-            let config = &runtime.config;
-            if parent.stats.health.record_failure(
-                Instant::now(),
-                config.fail_threshold,
-                runtime.retry_time,
-                &failure,
-            ) {
-                tracing::warn!("parent {} marked down: {failure}", parent.name);
-            }
+        if let Some(counters) = counters {
+            record_failure(runtime, counters, name, &failure);
         }
         let connect_failed = failure.starts_with("connect: ");
         if !(connect_failed || may_retry) || matches!(hop, Hop::Origin) {
@@ -338,6 +498,19 @@ pub async fn fetch(
     Err((ProxyError::new(status, reason), "HIER_NONE/-".to_owned()))
 }
 
+/// Counts a failed fetch through a parent or peer, and marks it down past the threshold.
+fn record_failure(runtime: &Runtime, counters: &PeerStats, name: &str, failure: &str) {
+    counters.record_failure(failure);
+    if counters.health.record_failure(
+        Instant::now(),
+        runtime.config.fail_threshold,
+        runtime.retry_time,
+        failure,
+    ) {
+        tracing::warn!("{name} marked down: {failure}");
+    }
+}
+
 /// The most specific message in an error's chain ("Connection refused", not "client error").
 fn innermost(error: &hyper_util::client::legacy::Error) -> String {
     let mut message = error.to_string();
@@ -347,4 +520,144 @@ fn innermost(error: &hyper_util::client::legacy::Error) -> String {
         source = s.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    use crate::config::{Config, Flag, Peer, PeerKind};
+
+    fn peer(name: &str, kind: PeerKind, no_query: bool) -> Peer {
+        Peer {
+            name: name.to_owned(),
+            host: format!("10.0.0.{}", name.len()),
+            kind,
+            http_port: 3128,
+            icp_port: 3130,
+            proxy_only: false,
+            no_query,
+            multicast_responder: false,
+            allow_miss: false,
+            weight: 1,
+        }
+    }
+
+    /// The hops `plan` gives a GET for http://example.com/ with `answers`.
+    fn hops(runtime: &Runtime, headers: HeaderMap, answers: Option<&[Answer]>) -> Vec<String> {
+        let mut request = Request::new(());
+        *request.uri_mut() = "http://example.com/".parse().unwrap();
+        *request.headers_mut() = headers;
+        let (parts, ()) = request.into_parts();
+        names(&plan(runtime, &Method::GET, &parts, answers).hops)
+    }
+
+    fn names(hops: &[Hop<'_>]) -> Vec<String> {
+        hops.iter()
+            .map(|hop| match hop {
+                Hop::PeerHit(p) => format!("hit:{}", p.config.name),
+                Hop::PeerParent(p, code) => format!("{code}:{}", p.config.name),
+                Hop::Parent(p) => format!("http:{}", p.name),
+                Hop::Origin => "origin".to_owned(),
+            })
+            .collect()
+    }
+
+    fn answer(peer: usize, opcode: IcpOpcode, ms: u64) -> Answer {
+        Answer {
+            peer,
+            from: SocketAddr::from(([10, 0, 0, 1], 3130)),
+            opcode,
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn hops_follow_the_seeds_order() {
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            parents: "http-parent:3128;".parse().unwrap(),
+            peers: vec![
+                peer("sib", PeerKind::Sibling, false),
+                peer("icp-par", PeerKind::Parent, false),
+                peer("late-parent", PeerKind::Parent, false),
+                peer("quiet-parent", PeerKind::Parent, true),
+                peer("silent-parent", PeerKind::Parent, false),
+            ],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let answers = [
+            answer(2, IcpOpcode::Miss, 1),
+            answer(1, IcpOpcode::Hit, 2),
+            answer(0, IcpOpcode::Hit, 3),
+        ];
+        assert_eq!(
+            hops(&runtime, HeaderMap::new(), Some(&answers)),
+            [
+                "hit:sib",
+                "hit:icp-par",
+                "http:http-parent:3128",
+                "FIRST_PARENT_MISS:late-parent",
+                "FIRSTUP_PARENT:quiet-parent",
+                "origin"
+            ]
+        );
+        // Without a round (a POST, say) no sibling; every parent that is not dead, in order.
+        assert_eq!(
+            hops(&runtime, HeaderMap::new(), None),
+            [
+                "http:http-parent:3128",
+                "FIRSTUP_PARENT:icp-par",
+                "FIRSTUP_PARENT:late-parent",
+                "FIRSTUP_PARENT:quiet-parent",
+                "FIRSTUP_PARENT:silent-parent",
+                "origin"
+            ]
+        );
+    }
+
+    #[test]
+    fn weight_favours_a_parent_among_those_that_missed() {
+        let mut heavy = peer("heavy", PeerKind::Parent, false);
+        heavy.weight = 4;
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            peers: vec![peer("light", PeerKind::Parent, false), heavy],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let answers = [
+            answer(0, IcpOpcode::Miss, 10),
+            answer(1, IcpOpcode::Miss, 20),
+        ];
+        assert_eq!(
+            hops(&runtime, HeaderMap::new(), Some(&answers)),
+            [
+                "FIRST_PARENT_MISS:heavy",
+                "FIRST_PARENT_MISS:light",
+                "origin"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_loop_goes_direct_and_never_direct_has_no_origin() {
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            visible_name: "edge".to_owned(),
+            never_direct: Flag(true),
+            peers: vec![peer("par", PeerKind::Parent, true)],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        let mut looped = HeaderMap::new();
+        looped.insert(http::header::VIA, HeaderValue::from_static("1.1 edge"));
+        assert!(hops(&runtime, looped, None).is_empty());
+        assert_eq!(
+            hops(&runtime, HeaderMap::new(), None),
+            ["FIRSTUP_PARENT:par"]
+        );
+    }
 }

@@ -79,7 +79,11 @@ pub async fn handle(
         .access_log
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
-    let served = route(&shared, &runtime, client, req).await;
+    let served = if runtime.is_hits_only_sibling(client.ip()) {
+        hits_only(&shared, &runtime, client, req).await
+    } else {
+        route(&shared, &runtime, client, req).await
+    };
     if served.response.status().is_server_error() {
         shared.stats.errors.fetch_add(1, Relaxed);
     }
@@ -169,6 +173,31 @@ async fn route(
     }
 }
 
+/// A configured sibling takes hits from us, never misses (Squid's `miss_access deny`):
+/// its requests are answered from the cache only, as if they said `only-if-cached`.
+async fn hits_only(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    client: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Served {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Served::error(
+            ProxyError::gateway_timeout(format!(
+                "{} from a sibling cache: a sibling takes hits only",
+                req.method()
+            )),
+            runtime,
+            "HIER_NONE/-".into(),
+        );
+    }
+    req.headers_mut().append(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("only-if-cached"),
+    );
+    route(shared, runtime, client, req).await
+}
+
 /// A forward proxy takes absolute-form `http://` requests only.
 fn check_target(uri: &Uri) -> Result<(), ProxyError> {
     match (uri.scheme_str(), uri.authority()) {
@@ -183,7 +212,7 @@ fn check_target(uri: &Uri) -> Result<(), ProxyError> {
 }
 
 /// The cache key: the absolute URL, scheme and host in lower case.
-fn cache_key(uri: &Uri) -> String {
+pub fn cache_key(uri: &Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

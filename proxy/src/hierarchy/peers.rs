@@ -1,0 +1,83 @@
+//! The peer table: each configured neighbour cache with its resolved addresses, its HTTP
+//! client and its counters.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::config::{Peer, PeerKind};
+use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
+use crate::stats::{PeerStats, Stats};
+
+/// One neighbour as the running proxy sees it.
+pub struct PeerEntry {
+    pub config: Peer,
+    /// Its address, resolved once when the config version is applied: Squid knows a peer's
+    /// datagrams by this address and the ICP port, and so does Canopy.
+    pub address: Option<IpAddr>,
+    pub client: UpstreamClient,
+    pub stats: Arc<PeerStats>,
+}
+
+impl PeerEntry {
+    pub fn build(peer: &Peer, settings: ConnectSettings, stats: &Stats) -> Result<Self, String> {
+        let address = resolve(&peer.host);
+        if address.is_none() {
+            tracing::warn!(
+                "peer {}: cannot resolve {:?}; it gets no ICP queries and none of its queries are answered",
+                peer.name,
+                peer.host
+            );
+        }
+        let counters = stats.peer(&peer.name);
+        if !peer.no_query {
+            counters.icp_tracked.store(true, Relaxed);
+        }
+        Ok(PeerEntry {
+            client: upstream::parent_client(&peer.host, peer.http_port, settings)?,
+            config: peer.clone(),
+            address,
+            stats: counters,
+        })
+    }
+
+    /// Where its ICP queries go and its replies come from.
+    pub fn icp_addr(&self) -> Option<SocketAddr> {
+        self.address
+            .map(|ip| SocketAddr::new(ip, self.config.icp_port))
+    }
+
+    pub fn is_sibling(&self) -> bool {
+        self.config.kind == PeerKind::Sibling
+    }
+
+    /// Whether this peer takes ICP queries at all.
+    pub fn takes_queries(&self) -> bool {
+        !self.config.no_query && self.address.is_some()
+    }
+}
+
+fn resolve(host: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()?
+        .map(|addr| addr.ip())
+        .find(IpAddr::is_ipv4)
+}
+
+/// Maps an IPv4-mapped IPv6 address to its IPv4 form, so addresses compare as peers see them.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The peer whose address is `ip`, if any.
+pub fn by_address(peers: &[PeerEntry], ip: IpAddr) -> Option<&PeerEntry> {
+    let ip = canonical(ip);
+    peers.iter().find(|p| p.address == Some(ip))
+}

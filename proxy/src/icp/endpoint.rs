@@ -1,0 +1,312 @@
+//! The ICP socket of one proxy. Queries and replies leave from it and arrive on it, because
+//! Squid knows a peer's datagrams by their source address *and* port. With multicast on, a
+//! second socket joined to the group takes the group's queries; answers still leave from
+//! the first one.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, IcpMode};
+use crate::icp::codec::{IcpMessage, IcpOpcode, MAX_DATAGRAM_LEN};
+use crate::icp::{querier, responder};
+use crate::server::Shared;
+use crate::stats::PeerStats;
+
+/// The settings that decide which sockets are bound; a reload that changes none of them
+/// keeps the endpoint as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcpSettings {
+    pub listen: SocketAddr,
+    /// Group and TTL, when queries go to a multicast group.
+    pub multicast: Option<(Ipv4Addr, u8)>,
+}
+
+impl IcpSettings {
+    /// `None` when ICP is disabled.
+    pub fn of(config: &Config) -> Option<IcpSettings> {
+        (config.icp_mode != IcpMode::Disabled).then(|| IcpSettings {
+            listen: config.icp_listen(),
+            multicast: config
+                .icp_multicast_enabled
+                .0
+                .then_some((config.icp_multicast_group, config.icp_multicast_ttl)),
+        })
+    }
+}
+
+/// A query of ours whose replies are awaited.
+pub struct Round {
+    pub url: String,
+    pub sent_at: Instant,
+    /// The peers asked, by the address and port their replies must come from.
+    pub expected: HashMap<SocketAddr, (usize, Arc<PeerStats>)>,
+    pub replies: mpsc::UnboundedSender<querier::Answer>,
+}
+
+/// Rounds under way, by request number.
+pub type Rounds = Mutex<HashMap<u32, Round>>;
+
+pub struct Endpoint {
+    pub settings: IcpSettings,
+    pub local: SocketAddr,
+    pub socket: Arc<UdpSocket>,
+    pub rounds: Arc<Rounds>,
+    next_request: Arc<AtomicU32>,
+    group_socket: Mutex<Option<UdpSocket>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Endpoint {
+    /// Binds what `settings` needs, off to the side. When `current` listens on the same
+    /// address its socket (and the rounds waiting on it) carry over, so nothing is dropped.
+    pub fn prepare(settings: IcpSettings, current: Option<&Endpoint>) -> io::Result<Endpoint> {
+        let (socket, rounds, next_request) = match current {
+            Some(current) if current.settings.listen == settings.listen => {
+                if let (Some((group, _)), true) =
+                    (current.settings.multicast, current.joins_itself())
+                {
+                    // Rejoined below if the group stays; a failure means it was not joined.
+                    let _ = SockRef::from(&*current.socket)
+                        .leave_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED);
+                }
+                (
+                    current.socket.clone(),
+                    current.rounds.clone(),
+                    current.next_request.clone(),
+                )
+            }
+            _ => (
+                Arc::new(bind_unicast(settings.listen)?),
+                Arc::default(),
+                Arc::new(AtomicU32::new(first_request_number())),
+            ),
+        };
+        let local = socket.local_addr()?;
+        let group_socket = match settings.multicast {
+            Some((group, ttl)) => {
+                let sending = SockRef::from(&*socket);
+                sending.set_multicast_ttl_v4(u32::from(ttl))?;
+                match settings.listen.ip() {
+                    IpAddr::V4(ip) if !ip.is_unspecified() => {
+                        sending.set_multicast_if_v4(&ip)?;
+                        // Other proxies on this host, on their own addresses, are members too.
+                        sending.set_multicast_loop_v4(true)?;
+                        Some(join_group(group, settings.listen)?)
+                    }
+                    _ => {
+                        // Bound to every address, this socket takes the group's datagrams
+                        // itself (a second socket on the port could not be bound); without
+                        // loopback it does not hear its own queries.
+                        sending.set_multicast_loop_v4(false)?;
+                        sending.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)?;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let (stop, _) = watch::channel(false);
+        Ok(Endpoint {
+            settings,
+            local,
+            socket,
+            rounds,
+            next_request,
+            group_socket: Mutex::new(group_socket),
+            stop,
+        })
+    }
+
+    /// Whether the group is joined on the ICP socket itself (bound to every address).
+    fn joins_itself(&self) -> bool {
+        self.settings.listen.ip().is_unspecified()
+    }
+
+    /// Starts answering and taking replies.
+    pub fn start(self: &Arc<Self>, shared: Arc<Shared>) {
+        tokio::spawn(receive(
+            self.socket.clone(),
+            self.clone(),
+            shared.clone(),
+            self.stop.subscribe(),
+        ));
+        let group = self
+            .group_socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(group) = group {
+            tokio::spawn(receive(
+                Arc::new(group),
+                self.clone(),
+                shared,
+                self.stop.subscribe(),
+            ));
+        }
+    }
+
+    /// Stops its receive loops. Unless `successor` took over the socket, rounds still
+    /// waiting end now with the replies they have, and the port is let go.
+    pub fn retire(&self, successor: Option<&Endpoint>) {
+        let _ = self.stop.send(true);
+        let kept = successor.is_some_and(|next| Arc::ptr_eq(&next.socket, &self.socket));
+        if !kept {
+            self.rounds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+    }
+
+    pub fn next_request_number(&self) -> u32 {
+        self.next_request.fetch_add(1, Relaxed)
+    }
+
+    async fn handle(&self, shared: &Shared, datagram: &[u8], from: SocketAddr) {
+        // Squid ignores ICP from its own address; our own multicast query comes back too.
+        if from == self.local {
+            return;
+        }
+        let runtime = shared.runtime.load();
+        let icp = &shared.stats.icp;
+        let message = match IcpMessage::decode(datagram) {
+            Ok(message) => message,
+            Err(error) => {
+                match error.reply_with_err() {
+                    Some(request_number) => {
+                        icp.queries_received.fetch_add(1, Relaxed);
+                        let opcode = responder::refuse_or_err(&runtime, from, icp);
+                        self.send(&IcpMessage::reply(opcode, request_number, ""), from)
+                            .await;
+                    }
+                    None => {
+                        icp.dropped.fetch_add(1, Relaxed);
+                    }
+                }
+                tracing::debug!(%from, "ICP datagram not understood: {error}");
+                return;
+            }
+        };
+        if message.opcode == IcpOpcode::Query {
+            icp.queries_received.fetch_add(1, Relaxed);
+            let opcode = responder::answer(&runtime, &shared.store.load(), from, &message, icp);
+            let reply = IcpMessage::reply(opcode, message.request_number, message.payload.url());
+            self.send(&reply, from).await;
+        } else {
+            querier::take_reply(&self.rounds, &runtime, shared, &message, from);
+        }
+    }
+
+    pub async fn send(&self, message: &IcpMessage, to: SocketAddr) {
+        match message.encode() {
+            Ok(bytes) => {
+                if let Err(e) = self.socket.send_to(&bytes, to).await {
+                    tracing::debug!(%to, "ICP send failed: {e}");
+                }
+            }
+            Err(e) => tracing::debug!(%to, "ICP message not sent: {e}"),
+        }
+    }
+}
+
+async fn receive(
+    socket: Arc<UdpSocket>,
+    endpoint: Arc<Endpoint>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // One octet more than the largest datagram, so an oversized one is seen as such.
+    let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok((len, from)) => endpoint.handle(&shared, &buffer[..len], from).await,
+                // An ICMP error from an earlier send; the socket goes on working.
+                Err(e) => tracing::debug!("ICP receive: {e}"),
+            }
+        }
+    }
+}
+
+fn bind_unicast(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// A socket on the group's address and our ICP port, joined on the interface of our one
+/// address. Several proxies on one machine may each hold one (SO_REUSEADDR).
+fn join_group(group: Ipv4Addr, listen: SocketAddr) -> io::Result<UdpSocket> {
+    let interface = match listen.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(IpAddr::V4(group), listen.port()).into())?;
+    socket.join_multicast_v4(&group, &interface)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Request numbers start somewhere unpredictable, so a restarted proxy does not take a
+/// late reply to its former self's query for one of its own.
+fn first_request_number() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(listen: &str, multicast: bool) -> IcpSettings {
+        IcpSettings {
+            listen: listen.parse().unwrap(),
+            multicast: multicast.then_some((Ipv4Addr::new(239, 255, 31, 39), 1)),
+        }
+    }
+
+    #[tokio::test]
+    async fn multicast_works_bound_to_one_address_or_to_every_address() {
+        let one = Endpoint::prepare(settings("127.0.0.1:0", true), None).unwrap();
+        assert!(one.group_socket.lock().unwrap().is_some());
+        let every = Endpoint::prepare(settings("0.0.0.0:0", true), None).unwrap();
+        assert!(every.group_socket.lock().unwrap().is_none());
+        assert_eq!(every.local.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+
+    fn free_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_same_address_keeps_its_socket_and_another_gets_a_new_one() {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let first = Endpoint::prepare(settings(&listen, false), None).unwrap();
+        let next = Endpoint::prepare(settings(&listen, true), Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.socket, &next.socket));
+        assert!(Arc::ptr_eq(&first.rounds, &next.rounds));
+        let elsewhere = format!("127.0.0.1:{}", free_port());
+        let moved = Endpoint::prepare(settings(&elsewhere, false), Some(&next)).unwrap();
+        assert!(!Arc::ptr_eq(&moved.socket, &next.socket));
+        let taken = Endpoint::prepare(settings(&elsewhere, false), None);
+        assert!(taken.is_err(), "the port is taken");
+    }
+}

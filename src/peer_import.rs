@@ -1,0 +1,206 @@
+//! Reads neighbour caches from other proxies' files: Squid `cache_peer` lines and Traffic
+//! Server `icp.config` lines. Every line that cannot be mapped is reported; a file with
+//! any such line imports nothing.
+
+use canopy_proxy::config::{Peer, PeerKind};
+
+/// A line that could not be mapped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmapped {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// The peers in `text`, or every line that cannot be mapped.
+pub fn parse(text: &str, multicast_group: std::net::Ipv4Addr) -> Result<Vec<Peer>, Vec<Unmapped>> {
+    let mut peers = Vec::new();
+    let mut unmapped = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = if line.starts_with("cache_peer") {
+            squid_cache_peer(line)
+        } else if line.contains(':') && !line.contains(char::is_whitespace) {
+            traffic_server_icp(line, multicast_group)
+        } else {
+            Err("neither a Squid cache_peer line nor a Traffic Server icp.config line".to_owned())
+        };
+        match parsed {
+            Ok(peer) => peers.push(peer),
+            Err(reason) => unmapped.push(Unmapped {
+                line: index + 1,
+                reason,
+            }),
+        }
+    }
+    if unmapped.is_empty() {
+        Ok(peers)
+    } else {
+        Err(unmapped)
+    }
+}
+
+fn port(field: &str, what: &str) -> Result<u16, String> {
+    field
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{what} {field:?} is not a port from 1 to 65535"))
+}
+
+/// `cache_peer host type http-port icp-port [options]`.
+fn squid_cache_peer(line: &str) -> Result<Peer, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [_, host, kind, http_port, icp_port, options @ ..] = fields.as_slice() else {
+        return Err("cache_peer needs a host, a type, an HTTP port and an ICP port".to_owned());
+    };
+    let kind = match *kind {
+        "parent" => PeerKind::Parent,
+        "sibling" => PeerKind::Sibling,
+        other => {
+            return Err(format!(
+                "peer type {other:?} cannot be mapped: Canopy has parent and sibling peers"
+            ))
+        }
+    };
+    let mut peer = Peer {
+        name: (*host).to_owned(),
+        host: (*host).to_owned(),
+        kind,
+        http_port: port(http_port, "HTTP port")?,
+        icp_port: port(icp_port, "ICP port")?,
+        proxy_only: false,
+        no_query: false,
+        multicast_responder: false,
+        allow_miss: false,
+        weight: 1,
+    };
+    for option in options {
+        match option.split_once('=') {
+            None => match *option {
+                "proxy-only" => peer.proxy_only = true,
+                "no-query" => peer.no_query = true,
+                "multicast-responder" => peer.multicast_responder = true,
+                "allow-miss" => peer.allow_miss = true,
+                // Canopy exchanges neither digests nor netdb: what these ask is what it does.
+                "no-digest" | "no-netdb-exchange" => {}
+                other => return Err(format!("option {other:?} cannot be mapped")),
+            },
+            Some(("name", name)) => peer.name = name.to_owned(),
+            Some(("weight", weight)) => {
+                peer.weight = weight
+                    .parse()
+                    .ok()
+                    .filter(|&w| w >= 1)
+                    .ok_or_else(|| format!("weight {weight:?} is not a number from 1 up"))?
+            }
+            Some((other, _)) => return Err(format!("option {other}= cannot be mapped")),
+        }
+    }
+    Ok(peer)
+}
+
+/// `host:host_IP:type:proxy_port:icp_port:MC_on:MC_IP:MC_TTL:` (type 1 parent, 2 sibling).
+fn traffic_server_icp(line: &str, multicast_group: std::net::Ipv4Addr) -> Result<Peer, String> {
+    let fields: Vec<&str> = line.trim_end_matches(':').split(':').collect();
+    let [name, ip, kind, http_port, icp_port, mc_on, mc_ip, _mc_ttl] = fields.as_slice() else {
+        return Err(format!(
+            "icp.config lines have 8 fields (host:host_IP:type:proxy_port:icp_port:MC_on:MC_IP:MC_TTL:), this one has {}",
+            fields.len()
+        ));
+    };
+    let kind = match *kind {
+        "1" => PeerKind::Parent,
+        "2" => PeerKind::Sibling,
+        other => {
+            return Err(format!(
+                "peer type {other:?}: expected 1 (parent) or 2 (sibling)"
+            ))
+        }
+    };
+    let host = if ip.is_empty() { name } else { ip };
+    if host.is_empty() {
+        return Err("neither a host name nor an address is given".to_owned());
+    }
+    let multicast_responder = match *mc_on {
+        "0" => false,
+        "1" => {
+            let group: std::net::Ipv4Addr = mc_ip
+                .parse()
+                .map_err(|_| format!("multicast address {mc_ip:?} is not an IPv4 address"))?;
+            if group != multicast_group {
+                return Err(format!(
+                    "multicast group {group} differs from icp_multicast_group {multicast_group}; set that first"
+                ));
+            }
+            true
+        }
+        other => return Err(format!("MC_on {other:?}: expected 0 or 1")),
+    };
+    Ok(Peer {
+        name: if name.is_empty() { host } else { name }.to_string(),
+        host: host.to_string(),
+        kind,
+        http_port: port(http_port, "proxy port")?,
+        icp_port: port(icp_port, "ICP port")?,
+        proxy_only: false,
+        no_query: false,
+        multicast_responder,
+        allow_miss: false,
+        weight: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 255, 31, 30);
+
+    #[test]
+    fn squid_lines_map_with_their_options() {
+        let peers = parse(
+            "# neighbours\ncache_peer 10.0.0.2 sibling 3128 3130 proxy-only no-digest name=east\n\
+             cache_peer up.example.net parent 8080 3130 no-query weight=3\n",
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0].name, "east");
+        assert_eq!(peers[0].kind, PeerKind::Sibling);
+        assert!(peers[0].proxy_only);
+        assert_eq!(peers[1].name, "up.example.net");
+        assert!(peers[1].no_query);
+        assert_eq!(peers[1].weight, 3);
+    }
+
+    #[test]
+    fn traffic_server_lines_map() {
+        let peers = parse(
+            "host1:123.12.1.23:1:8080:3130:0:0.0.0.0:1:\n:10.0.0.9:2:3128:3130:1:239.255.31.30:1:\n",
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(peers[0].name, "host1");
+        assert_eq!(peers[0].host, "123.12.1.23");
+        assert_eq!(peers[0].kind, PeerKind::Parent);
+        assert_eq!(peers[1].name, "10.0.0.9");
+        assert!(peers[1].multicast_responder);
+    }
+
+    #[test]
+    fn every_unmappable_line_is_reported() {
+        let errors = parse(
+            "cache_peer a parent 3128 3130 login=PASS\ncache_peer b multicast 3128 3130\n\
+             cache_peer ok sibling 3128 3130\nhttp_port 3128\nh:1.2.3.4:3:1:2:0:0.0.0.0:1:\n",
+            GROUP,
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 2, 4, 5]);
+        assert!(errors[0].reason.contains("login"), "{:?}", errors[0]);
+        assert!(errors[1].reason.contains("multicast"), "{:?}", errors[1]);
+    }
+}

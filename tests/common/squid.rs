@@ -1,0 +1,187 @@
+//! A real Squid (Debian's 5.7) as a neighbour in the tests, run as DESIGN.md §9 says: on
+//! 127.0.0.2 for everything (Squid ignores ICP from its own address), in the foreground,
+//! with pinger and network-distance rules off, logs in a temporary folder that the
+//! `proxy` user can write to.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::free_port;
+
+/// Squid's address in every test.
+pub const SQUID_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Squid's binary, or `None` (said loudly) when it is not installed; under `CI=true` a
+/// missing Squid fails the test instead.
+pub fn squid_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/squid", "/usr/bin/squid"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "squid is not installed (apt-get install -y squid); CI must run the Squid tests"
+        );
+        eprintln!(
+            "SKIPPED: squid is not installed (apt-get install -y squid); this test did NOT run"
+        );
+    }
+    found
+}
+
+/// A running Squid.
+pub struct Squid {
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub icp_port: u16,
+    child: Child,
+}
+
+impl Squid {
+    /// Starts Squid with `extra` lines appended to the base config (cache_peer lines,
+    /// timeouts), and waits until its HTTP port accepts connections.
+    pub fn start(binary: &Path, extra: &str) -> Squid {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod squid dir");
+        let http_port = free_port_on(SQUID_IP);
+        let icp_port = free_udp_port_on(SQUID_IP);
+        let d = dir.path().display();
+        let config = format!(
+            "http_port {SQUID_IP}:{http_port}\n\
+             icp_port {icp_port}\n\
+             udp_incoming_address {SQUID_IP}\n\
+             udp_outgoing_address {SQUID_IP}\n\
+             tcp_outgoing_address {SQUID_IP}\n\
+             acl loopback src 127.0.0.0/8\n\
+             http_access allow loopback\n\
+             http_access deny all\n\
+             icp_access allow loopback\n\
+             icp_access deny all\n\
+             cache_mem 16 MB\n\
+             pid_filename {d}/squid.pid\n\
+             cache_log {d}/cache.log\n\
+             access_log stdio:{d}/access.log\n\
+             coredump_dir {d}\n\
+             pinger_enable off\n\
+             minimum_direct_rtt 0\n\
+             minimum_direct_hops 0\n\
+             netdb_filename none\n\
+             shutdown_lifetime 0 seconds\n\
+             visible_hostname squid-under-test\n\
+             logfile_rotate 0\n\
+             {extra}\n"
+        );
+        let conf = dir.path().join("squid.conf");
+        std::fs::write(&conf, config).expect("write squid.conf");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("squid stderr");
+        let child = Command::new(binary)
+            .arg("-N")
+            .arg("-f")
+            .arg(&conf)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start squid");
+        let mut squid = Squid {
+            dir,
+            http: SocketAddr::new(SQUID_IP, http_port),
+            icp_port,
+            child,
+        };
+        squid.wait_until_up();
+        squid
+    }
+
+    fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "squid exited while starting ({status}):\n{}",
+                    self.cache_log()
+                );
+            }
+            let accepting = std::net::TcpStream::connect(self.http).is_ok();
+            if accepting && self.cache_log().contains("Accepting ICP messages") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "squid did not come up:\n{}",
+                self.cache_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    pub fn cache_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cache.log")).unwrap_or_default()
+    }
+
+    /// Access log lines that mention `url` and contain `what`.
+    pub fn logged(&self, what: &str, url: &str) -> usize {
+        self.access_log()
+            .lines()
+            .filter(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
+            .count()
+    }
+
+    /// Waits until the access log has a line for `url` containing `what`.
+    pub async fn wait_logged(&self, what: &str, url: &str) {
+        super::wait_for(
+            &format!("squid to log {what} for {url}"),
+            Duration::from_secs(10),
+            || async { self.logged(what, url) > 0 },
+        )
+        .await;
+    }
+
+    /// SIGSTOP: Squid stops answering anything until [`Squid::resume`].
+    pub fn pause(&self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGSTOP).expect("SIGSTOP squid");
+    }
+
+    pub fn resume(&self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT).expect("SIGCONT squid");
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UDP port free now on `ip`.
+pub fn free_udp_port_on(ip: IpAddr) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// A TCP port free now on `ip`.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    if ip == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        return free_port();
+    }
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

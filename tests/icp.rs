@@ -1,0 +1,630 @@
+//! ICP peering end to end, with a real Squid as the neighbour on both sides (DESIGN.md §4,
+//! §5, §9): real `canopy-proxy` processes, a counting origin, Squid's access log as the
+//! witness of what Squid did.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use canopy_proxy::stats::PeerState;
+use hyper::{Response, StatusCode};
+
+use common::squid::{squid_binary, Squid, SQUID_IP};
+use common::{free_udp_port, full, request_via, stderr, stdout, wait_for, Canopy, Origin};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Cacheable for an hour; paths with "vary" vary on X-Variant.
+async fn origin() -> Origin {
+    Origin::start(|seen| {
+        let mut response = Response::new(full(format!("object {}", seen.path)));
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "max-age=3600".parse().unwrap());
+        if seen.path.contains("vary") {
+            headers.insert("vary", "X-Variant".parse().unwrap());
+        }
+        response
+    })
+    .await
+}
+
+/// Settings of a Canopy taking part in ICP on a free port; returns the port too. The query
+/// timeout is fixed and generous, so that a busy machine does not turn a reply into a
+/// timeout (the dynamic timeout has its unit tests).
+fn icp_settings(mode: &str) -> (Vec<(&'static str, String)>, u16) {
+    let port = free_udp_port();
+    (
+        vec![
+            ("icp_mode", mode.to_owned()),
+            ("icp_port", port.to_string()),
+            ("icp_query_timeout_ms", "2000".to_owned()),
+        ],
+        port,
+    )
+}
+
+async fn start_canopy(settings: &[(&'static str, String)]) -> Canopy {
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Canopy::start(&pairs).await
+}
+
+/// Runs `canopy ARGS` on the proxy's data dir and insists it worked.
+fn cli_ok(canopy: &Canopy, args: &[&str]) -> String {
+    let output = canopy.cli(args);
+    assert!(
+        output.status.success(),
+        "canopy {args:?} failed: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Adds Squid as a peer of `kind` and applies it.
+fn add_squid_peer(canopy: &Canopy, squid: &Squid, kind: &str, extra: &[&str]) {
+    let (http, icp) = (squid.http.port().to_string(), squid.icp_port.to_string());
+    let mut args = vec![
+        "peer",
+        "add",
+        "squid",
+        "127.0.0.2",
+        "--type",
+        kind,
+        "--http-port",
+        &http,
+        "--icp-port",
+        &icp,
+    ];
+    args.extend_from_slice(extra);
+    cli_ok(canopy, &args);
+    cli_ok(canopy, &["reload"]);
+}
+
+fn canopy_log(canopy: &Canopy) -> String {
+    std::fs::read_to_string(canopy.data_dir().join("access.log")).unwrap_or_default()
+}
+
+/// Waits until Canopy's access log has a line for `url` containing `what`.
+async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
+    wait_for(
+        &format!("canopy to log {what} for {url}"),
+        LIMIT,
+        || async {
+            canopy_log(canopy)
+                .lines()
+                .any(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
+        },
+    )
+    .await;
+}
+
+async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_proxy::stats::PeerSnapshot {
+    canopy
+        .stats()
+        .await
+        .peers
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no counters for peer {name}"))
+}
+
+#[tokio::test]
+async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let squid = Squid::start(&binary, "");
+    let held = origin.url("/held");
+    let warm = request_via(squid.http, None, "GET", &held, &[])
+        .await
+        .unwrap();
+    assert_eq!(warm.status, StatusCode::OK);
+    assert_eq!(origin.count("/held"), 1);
+
+    let (settings, _) = icp_settings("send-receive");
+    let canopy = start_canopy(&settings).await;
+    add_squid_peer(&canopy, &squid, "sibling", &["--proxy-only"]);
+
+    let got = canopy.get(&held).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "object /held");
+    assert_eq!(
+        origin.count("/held"),
+        1,
+        "the origin saw the object fetched again"
+    );
+    squid.wait_logged("UDP_HIT/", &held).await;
+    squid.wait_logged("_HIT/200", &held).await;
+    wait_canopy_logged(&canopy, "SIBLING_HIT/127.0.0.2", &held).await;
+    let squid_peer = peer_stats(&canopy, "squid").await;
+    assert_eq!(
+        (squid_peer.icp_replies["HIT"], squid_peer.hits_served),
+        (1, 1)
+    );
+
+    let neither = origin.url("/neither");
+    let got = canopy.get(&neither).await;
+    assert_eq!(got.text(), "object /neither");
+    assert_eq!(origin.count("/neither"), 1);
+    squid.wait_logged("UDP_MISS/", &neither).await;
+    wait_canopy_logged(&canopy, "HIER_DIRECT/", &neither).await;
+    assert_eq!(
+        squid.logged("TCP_", &neither),
+        0,
+        "squid was asked over HTTP"
+    );
+    let squid_peer = peer_stats(&canopy, "squid").await;
+    assert_eq!(
+        (squid_peer.icp_queries, squid_peer.icp_replies["MISS"]),
+        (2, 1)
+    );
+    assert_eq!(squid_peer.state, Some(PeerState::Up));
+
+    // proxy-only: what came from the sibling was not stored here, what came direct was.
+    assert_eq!(canopy.stats().await.objects, 1);
+}
+
+#[tokio::test]
+async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let (settings, icp_port) = icp_settings("receive");
+    let canopy = start_canopy(&settings).await;
+    let squid = Squid::start(
+        &binary,
+        &format!(
+            "cache_peer 127.0.0.1 sibling {} {icp_port} name=canopy\nicp_query_timeout 2000\n",
+            canopy.addr.port()
+        ),
+    );
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+
+    // Squid counts a peer it has not reached over TCP yet as dead: warm it up with objects
+    // Canopy holds until Squid fetches one from Canopy.
+    let mut round = 0;
+    wait_for("squid to use canopy as a sibling", LIMIT, || {
+        round += 1;
+        let url = origin.url(&format!("/warm-up-{round}"));
+        let (canopy, squid) = (&canopy, &squid);
+        async move {
+            canopy.get(&url).await;
+            request_via(squid.http, None, "GET", &url, &[])
+                .await
+                .unwrap();
+            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
+        }
+    })
+    .await;
+
+    let before = canopy.stats().await.icp_answers;
+    let held = origin.url("/canopy-holds");
+    canopy.get(&held).await;
+    let got = request_via(squid.http, None, "GET", &held, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "object /canopy-holds");
+    assert_eq!(origin.count("/canopy-holds"), 1);
+    squid.wait_logged("SIBLING_HIT/127.0.0.1", &held).await;
+    wait_canopy_logged(&canopy, "TCP_HIT/200", &held).await;
+    assert!(canopy_log(&canopy)
+        .lines()
+        .any(|l| l.contains("127.0.0.2") && l.contains(&held)));
+
+    let lacks = origin.url("/canopy-lacks");
+    let got = request_via(squid.http, None, "GET", &lacks, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "object /canopy-lacks");
+    squid.wait_logged("HIER_DIRECT/", &lacks).await;
+    let after = canopy.stats().await.icp_answers;
+    assert_eq!(after["HIT"], before["HIT"] + 1);
+    assert_eq!(after["MISS"], before["MISS"] + 1);
+    assert_eq!(after["DENIED"], 0);
+}
+
+#[tokio::test]
+async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let squid = Squid::start(&binary, "");
+    let (mut settings, _) = icp_settings("send-receive");
+    settings.push(("icp_query_timeout_ms", "1000".into()));
+    settings.push(("icp_dead_peer_timeout_s", "1".into()));
+    let canopy = start_canopy(&settings).await;
+    add_squid_peer(&canopy, &squid, "parent", &[]);
+
+    let first = origin.url("/p1");
+    canopy.get(&first).await;
+    squid.wait_logged("UDP_MISS/", &first).await;
+    wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &first).await;
+
+    squid.pause();
+    let silent = origin.url("/p2");
+    assert_eq!(canopy.get(&silent).await.status, StatusCode::OK);
+    wait_canopy_logged(&canopy, "HIER_DIRECT/", &silent).await;
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_timeouts, 1);
+    wait_for("the parent to be marked dead", LIMIT, || async {
+        peer_stats(&canopy, "squid").await.state == Some(PeerState::Dead)
+    })
+    .await;
+
+    let before = peer_stats(&canopy, "squid").await;
+    let while_dead = origin.url("/p3");
+    assert_eq!(canopy.get(&while_dead).await.status, StatusCode::OK);
+    let after = peer_stats(&canopy, "squid").await;
+    assert_eq!(
+        after.icp_queries,
+        before.icp_queries + 1,
+        "a dead peer is still asked"
+    );
+    assert_eq!(
+        after.icp_timeouts, before.icp_timeouts,
+        "a dead peer is not waited for"
+    );
+    assert!(after.state_since.is_some());
+
+    squid.resume();
+    wait_for("the parent's late answers to revive it", LIMIT, || async {
+        peer_stats(&canopy, "squid").await.state == Some(PeerState::Up)
+    })
+    .await;
+    assert!(peer_stats(&canopy, "squid").await.icp_late_replies >= 1);
+    let revived = origin.url("/p4");
+    canopy.get(&revived).await;
+    wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &revived).await;
+}
+
+#[tokio::test]
+async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let squid = Squid::start(&binary, "");
+    // Squid holds variant "a"; ICP carries only the URL, so it answers HIT for variant "b".
+    let url = origin.url("/vary-me");
+    request_via(squid.http, None, "GET", &url, &[("x-variant", "a")])
+        .await
+        .unwrap();
+    let (settings, _) = icp_settings("send-receive");
+    let canopy = start_canopy(&settings).await;
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+
+    let got = canopy.request("GET", &url, &[("x-variant", "b")]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "object /vary-me");
+    assert_eq!(origin.count("/vary-me"), 2);
+    squid.wait_logged("UDP_HIT/", &url).await;
+    squid.wait_logged("/504", &url).await;
+    wait_canopy_logged(&canopy, "HIER_DIRECT/", &url).await;
+    let peer = peer_stats(&canopy, "squid").await;
+    assert_eq!(
+        (peer.icp_replies["HIT"], peer.false_hits, peer.hits_served),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_sibling_gets_hits_only_unless_it_may_miss() {
+    let origin = origin().await;
+    let (settings, _) = icp_settings("receive");
+    let canopy = start_canopy(&settings).await;
+    cli_ok(
+        &canopy,
+        &[
+            "peer",
+            "add",
+            "squid",
+            "127.0.0.2",
+            "--type",
+            "sibling",
+            "--http-port",
+            "3128",
+        ],
+    );
+    cli_ok(&canopy, &["reload"]);
+    let sibling = Some(SQUID_IP);
+
+    let lacks = origin.url("/lacks");
+    let got = request_via(canopy.addr, sibling, "GET", &lacks, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(origin.count("/lacks"), 0);
+
+    let holds = origin.url("/holds");
+    canopy.get(&holds).await;
+    let got = request_via(canopy.addr, sibling, "GET", &holds, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "object /holds");
+    assert!(
+        got.header("x-cache").starts_with("HIT"),
+        "{:?}",
+        got.headers
+    );
+    assert_eq!(origin.count("/holds"), 1);
+
+    cli_ok(&canopy, &["peer", "remove", "squid"]);
+    cli_ok(
+        &canopy,
+        &[
+            "peer",
+            "add",
+            "squid",
+            "127.0.0.2",
+            "--type",
+            "sibling",
+            "--http-port",
+            "3128",
+            "--allow-miss",
+        ],
+    );
+    cli_ok(&canopy, &["reload"]);
+    let got = request_via(canopy.addr, sibling, "GET", &lacks, &[])
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(origin.count("/lacks"), 1);
+}
+
+/// An ICP datagram: header fields as given, then `payload`, the length field set to match.
+fn datagram(opcode: u8, version: u8, number: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![opcode, version];
+    bytes.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    bytes.extend_from_slice(&number.to_be_bytes());
+    bytes.extend_from_slice(&[0; 12]);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn query(number: u32, url: &str) -> Vec<u8> {
+    let mut payload = vec![0, 0, 0, 0];
+    payload.extend_from_slice(url.as_bytes());
+    payload.push(0);
+    datagram(1, 2, number, &payload)
+}
+
+/// The next reply on `socket`: (opcode, version, request number).
+async fn reply(socket: &tokio::net::UdpSocket) -> (u8, u8, u32) {
+    let mut buffer = [0u8; 2048];
+    let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buffer))
+        .await
+        .expect("an ICP reply in time")
+        .expect("recv");
+    assert!(len >= 20, "reply of {len} octets");
+    let number = u32::from_be_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]);
+    (buffer[0], buffer[1], number)
+}
+
+#[tokio::test]
+async fn strangers_get_denied_and_malformed_datagrams_are_dropped_or_answered_err() {
+    let (mut settings, icp_port) = icp_settings("receive");
+    settings.push(("icp_allowed_clients", "127.0.0.1/32".into()));
+    let canopy = start_canopy(&settings).await;
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), icp_port);
+    let url = "http://example.com/";
+
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    stranger.send_to(&query(7, url), target).await.unwrap();
+    assert_eq!(
+        reply(&stranger).await,
+        (22, 2, 7),
+        "DENIED, version 2, number echoed"
+    );
+
+    let child = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut wrong_length = query(1, url);
+    wrong_length[3] += 5;
+    let mut version_1 = query(2, url);
+    version_1[1] = 1;
+    for bad in [&b"too short"[..], &wrong_length, &version_1] {
+        child.send_to(bad, target).await.unwrap();
+    }
+    let mut version_3 = query(8, url);
+    version_3[1] = 3;
+    child.send_to(&version_3, target).await.unwrap();
+    // Loopback keeps order: nothing answered the three bad ones, the first reply is the v3's.
+    assert_eq!(
+        reply(&child).await,
+        (3, 2, 8),
+        "a version 3 query gets a version 2 MISS"
+    );
+    child
+        .send_to(&datagram(1, 2, 9, b"\0\0\0\0http://no-terminator/"), target)
+        .await
+        .unwrap();
+    assert_eq!(reply(&child).await, (4, 2, 9), "ERR for a URL without NUL");
+    child
+        .send_to(&query(10, "not a url"), target)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&child).await,
+        (4, 2, 10),
+        "ERR for a URL that does not parse"
+    );
+    child.send_to(&query(11, url), target).await.unwrap();
+    assert_eq!(
+        reply(&child).await,
+        (3, 2, 11),
+        "the responder keeps answering"
+    );
+
+    let stats = canopy.stats().await;
+    assert_eq!(stats.icp_dropped, 3);
+    assert_eq!(stats.icp_answers["DENIED"], 1);
+    assert_eq!(stats.icp_answers["ERR"], 2);
+    assert_eq!(stats.icp_answers["MISS"], 2);
+    assert_eq!(stats.icp_queries_received, 5);
+}
+
+#[tokio::test]
+async fn one_multicast_query_is_answered_by_two_responders() {
+    let origin = origin().await;
+    let icp_port = free_udp_port().to_string();
+    let responder = |ip: &'static str| {
+        let icp_port = icp_port.clone();
+        async move {
+            Canopy::start(&[
+                ("bind_address", ip),
+                ("icp_mode", "receive"),
+                ("icp_port", &icp_port),
+                ("icp_multicast_enabled", "on"),
+                ("icp_allowed_clients", "127.0.0.1/32"),
+            ])
+            .await
+        }
+    };
+    let first = responder("127.0.0.11").await;
+    let second = responder("127.0.0.12").await;
+    let querier = Canopy::start(&[
+        ("icp_mode", "send-receive"),
+        ("icp_port", &icp_port),
+        ("icp_multicast_enabled", "on"),
+        ("icp_query_timeout_ms", "2000"),
+    ])
+    .await;
+    for (name, responder) in [("first", &first), ("second", &second)] {
+        let http = responder.addr.port().to_string();
+        let host = responder.addr.ip().to_string();
+        cli_ok(
+            &querier,
+            &[
+                "peer",
+                "add",
+                name,
+                &host,
+                "--type",
+                "sibling",
+                "--http-port",
+                &http,
+                "--icp-port",
+                &icp_port,
+                "--multicast-responder",
+            ],
+        );
+    }
+    cli_ok(&querier, &["reload"]);
+
+    let url = origin.url("/multicast");
+    assert_eq!(querier.get(&url).await.status, StatusCode::OK);
+    for (name, responder) in [("first", &first), ("second", &second)] {
+        let stats = responder.stats().await;
+        assert_eq!(
+            stats.icp_queries_received, 1,
+            "{name} got the one query once"
+        );
+        assert_eq!(stats.icp_answers["MISS"], 1);
+        let peer = peer_stats(&querier, name).await;
+        assert_eq!(
+            (peer.icp_replies["MISS"], peer.icp_timeouts),
+            (1, 0),
+            "{name}: {peer:?}"
+        );
+    }
+    assert_eq!(
+        querier.stats().await.icp_queries_received,
+        0,
+        "its own query is ignored"
+    );
+}
+
+#[tokio::test]
+async fn reload_turns_icp_on_and_moves_its_port_with_the_same_pid() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let squid = Squid::start(&binary, "");
+    let canopy = Canopy::start(&[]).await;
+    let pid = canopy.pid();
+    assert_eq!(canopy.status().await.unwrap().icp_listen, None);
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+
+    let first_port = free_udp_port().to_string();
+    cli_ok(&canopy, &["config", "set", "icp_mode", "send-receive"]);
+    cli_ok(&canopy, &["config", "set", "icp_port", &first_port]);
+    cli_ok(&canopy, &["config", "set", "icp_query_timeout_ms", "2000"]);
+    cli_ok(&canopy, &["reload"]);
+    let status = canopy.status().await.unwrap();
+    assert_eq!(status.pid, pid);
+    assert_eq!(status.icp_listen, Some(format!("127.0.0.1:{first_port}")));
+    let url = origin.url("/after-turning-on");
+    canopy.get(&url).await;
+    squid.wait_logged("UDP_MISS/", &url).await;
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 1);
+
+    let second_port = free_udp_port().to_string();
+    cli_ok(&canopy, &["config", "set", "icp_port", &second_port]);
+    cli_ok(&canopy, &["reload"]);
+    let status = canopy.status().await.unwrap();
+    assert_eq!(status.pid, pid);
+    assert_eq!(status.icp_listen, Some(format!("127.0.0.1:{second_port}")));
+    let url = origin.url("/after-moving");
+    canopy.get(&url).await;
+    squid.wait_logged("UDP_MISS/", &url).await;
+    // Squid answers the address and port the query came from: the reply was matched.
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 2);
+    wait_for("the old ICP port to be let go", LIMIT, || async {
+        std::net::UdpSocket::bind(format!("127.0.0.1:{first_port}")).is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peers_are_added_listed_removed_and_imported_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| common::canopy_cli(dir.path(), args);
+    let added = cli(&[
+        "peer",
+        "add",
+        "east",
+        "10.0.0.2",
+        "--type",
+        "sibling",
+        "--http-port",
+        "3128",
+        "--icp-port",
+        "3130",
+        "--proxy-only",
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let listed = stdout(&cli(&["peer", "list"]));
+    assert!(
+        listed.contains("east sibling 10.0.0.2 http 3128 icp 3130 weight 1 proxy-only"),
+        "{listed}"
+    );
+
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        "cache_peer up.example.net parent 3128 3130 no-query\ncache_peer x parent 3128 3130 login=PASS\nh:1.2.3.4:7:1:2:0:0.0.0.0:1:\n",
+    )
+    .unwrap();
+    let refused = cli(&["peer", "import", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let report = stderr(&refused);
+    assert!(
+        report.contains("bad.conf:2: option login= cannot be mapped"),
+        "{report}"
+    );
+    assert!(report.contains("bad.conf:3:"), "{report}");
+    assert!(report.contains("nothing was imported"), "{report}");
+    assert!(!stdout(&cli(&["peer", "list"])).contains("up.example.net"));
+
+    let good = dir.path().join("icp.config");
+    std::fs::write(
+        &good,
+        "# Traffic Server\nup:10.0.0.9:1:8080:3130:0:0.0.0.0:1:\ncache_peer 10.0.0.3 sibling 3128 3130 name=west no-digest\n",
+    )
+    .unwrap();
+    let imported = cli(&["peer", "import", good.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let listed = stdout(&cli(&["peer", "list"]));
+    assert!(listed.contains("up parent 10.0.0.9 http 8080"), "{listed}");
+    assert!(listed.contains("west sibling 10.0.0.3"), "{listed}");
+
+    let removed = cli(&["peer", "remove", "east"]);
+    assert!(removed.status.success());
+    assert!(!stdout(&cli(&["peer", "list"])).contains("east"));
+    let missing = cli(&["peer", "remove", "east"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
