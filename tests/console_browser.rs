@@ -463,7 +463,6 @@ async fn with_the_proxy_stopped_the_change_is_saved_and_canopy_run_starts_with_i
 }
 
 #[tokio::test]
-#[ignore = "needs the proxy to bind its ICP socket on reload (the ICP work of issue 2)"]
 async fn a_change_the_proxy_refuses_is_shown_with_its_reason_and_the_old_one_stays() {
     let origin = Origin::start(|_| cacheable("still served")).await;
     let proxy = Canopy::start(&[]).await;

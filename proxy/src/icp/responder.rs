@@ -79,7 +79,7 @@ fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
     };
     let left = policy::remaining_freshness(
         stored.status,
-        &stored.headers,
+        &stored.headers(),
         &stored.times,
         SystemTime::now(),
         &runtime.heuristics,
