@@ -625,7 +625,7 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     );
     for peer in &s.peers {
         println!(
-            "parent {:<24} {} fetches {} failures {} bytes {}{}",
+            "peer {:<26} {} fetches {} failures {} bytes {}{}",
             peer.name,
             if peer.health.down { "DOWN" } else { "up" },
             peer.fetches,

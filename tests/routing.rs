@@ -390,3 +390,22 @@ async fn a_traffic_server_parent_config_imports_with_the_same_routing() {
     );
     assert_eq!(stdout(&child.cli(&["rule", "list"])).lines().count(), 4);
 }
+
+#[tokio::test]
+async fn always_direct_skips_the_parents() {
+    let origin = Origin::start(uncacheable).await;
+    let ps = parents(1).await;
+    let child = Canopy::start(&[
+        ("parents", &list(&[&ps[0]])),
+        ("always_direct", "on"),
+        ("debug_headers", "on"),
+    ])
+    .await;
+    let r = child.get(&origin.url("/direct")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-canopy-hop"), "direct rule=0 reason=always_direct");
+    assert_eq!(ps[0].stats().await.requests, 0);
+    let both = child.cli(&["config", "set", "never_direct", "on"]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(stderr(&both).contains("cannot be on together with never_direct"), "{}", stderr(&both));
+}
