@@ -403,9 +403,16 @@ async fn always_direct_skips_the_parents() {
     .await;
     let r = child.get(&origin.url("/direct")).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.header("x-canopy-hop"), "direct rule=0 reason=always_direct");
+    assert_eq!(
+        r.header("x-canopy-hop"),
+        "direct rule=0 reason=always_direct"
+    );
     assert_eq!(ps[0].stats().await.requests, 0);
     let both = child.cli(&["config", "set", "never_direct", "on"]);
     assert_eq!(both.status.code(), Some(2));
-    assert!(stderr(&both).contains("cannot be on together with never_direct"), "{}", stderr(&both));
+    assert!(
+        stderr(&both).contains("cannot be on together with never_direct"),
+        "{}",
+        stderr(&both)
+    );
 }
