@@ -125,7 +125,12 @@ pub fn plan<'a>(
         .get::<ClientAddr>()
         .map(|c| c.0)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let url = parts.uri.to_string();
+    // Only the consistent hash reads the URL; the other orders should not format it.
+    let url = if route.round_robin == RoundRobin::ConsistentHash {
+        parts.uri.to_string()
+    } else {
+        String::new()
+    };
     let order = selection::order(
         route.round_robin,
         &candidates,
