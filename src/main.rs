@@ -680,6 +680,10 @@ fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
 }
 
 async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
+    // Taken over before any child starts: a SIGTERM that came while starting would
+    // otherwise end this process and leave the children running.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let db = paths.open_db().await?;
     let version = db.latest().await?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
@@ -713,9 +717,8 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     println!("  Console: http://{}/", version.config.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
-    let mut terminate = signal(SignalKind::terminate())?;
     let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
+        _ = interrupt.recv() => None,
         _ = terminate.recv() => None,
         exited = proxy.wait() => Some(("canopy-proxy", exited?)),
         exited = manager.wait() => Some(("canopy-manager", exited?)),

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -35,12 +36,21 @@ fn cacheable(body: &'static str) -> Response<OriginBody> {
         .expect("response")
 }
 
-/// A child process that is stopped when the test ends, however it ends.
+/// A child process, started in a process group of its own, that is stopped with everything
+/// it started when the test ends, however it ends: SIGTERM first, so that `canopy run`
+/// stops its children itself, then SIGKILL to the group, so that no Chromium that
+/// chromedriver started is left behind.
 struct Process(Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -95,6 +105,7 @@ async fn start_console(canopy: &Canopy) -> (Process, String) {
         .arg("1")
         .stdout(Stdio::null())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .expect("start canopy-manager");
     let console = Process(child);
@@ -128,6 +139,7 @@ impl Browser {
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
+                .process_group(0)
                 .spawn()
                 .expect("start chromedriver"),
         );
@@ -443,6 +455,7 @@ async fn with_the_proxy_stopped_the_change_is_saved_and_canopy_run_starts_with_i
             .arg("run")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("canopy run"),
     );
