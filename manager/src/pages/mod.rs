@@ -14,6 +14,8 @@ use std::fmt::Display;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use canopy_proxy::versions::ConfigVersion;
+
 use crate::accounts::Session;
 use crate::apply::Outcome;
 
@@ -102,6 +104,30 @@ impl Fields {
 }
 
 /// The page shown when the console itself fails (its database, mostly).
+/// The newest config version, when the form carries this session's CSRF token and was made
+/// from that version; otherwise the answer to give instead: 403, or `stale` (the page
+/// refusing a form made from an older version, with the current values).
+pub async fn current_version(
+    state: &crate::AppState,
+    session: &Session,
+    form: &crate::auth::FormData,
+    stale: impl FnOnce(&ConfigVersion, i64) -> Response,
+) -> Result<ConfigVersion, Response> {
+    if !crate::auth::csrf_ok(session, form) {
+        return Err(crate::auth::forbidden());
+    }
+    let latest = state
+        .db
+        .latest()
+        .await
+        .map_err(|e| internal_error("reading the config", e))?;
+    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
+    if based_on != Some(latest.id) {
+        return Err(stale(&latest, based_on.unwrap_or_default()));
+    }
+    Ok(latest)
+}
+
 pub fn internal_error(context: &str, e: impl Display) -> Response {
     tracing::error!("{context}: {e}");
     (

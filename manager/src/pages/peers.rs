@@ -11,10 +11,10 @@ use canopy_proxy::config::{Config, Peer, PeerKind};
 use canopy_proxy::versions::ConfigVersion;
 
 use super::routing::stale_message;
-use super::{internal_error, Chrome, Fields, Notice};
+use super::{current_version, internal_error, Chrome, Fields, Notice};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
-use crate::auth::{self, csrf_ok, FormData};
+use crate::auth::FormData;
 use crate::AppState;
 
 #[derive(Template, WebTemplate)]
@@ -214,27 +214,29 @@ fn with_peer(config: &Config, original: &str, peer: Peer) -> Option<Config> {
     Some(next)
 }
 
+/// The peer list refusing a form made from an older version, with the current peers.
+fn stale_list(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
+    let notice = Notice::error(stale_message(based_on, latest));
+    (
+        StatusCode::CONFLICT,
+        list_page(session, latest, Some(notice)),
+    )
+        .into_response()
+}
+
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
 ) -> Response {
-    if !csrf_ok(&session, &form) {
-        return auth::forbidden();
-    }
-    let latest = match state.db.latest().await {
+    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+        stale_list(&session, latest, based_on)
+    })
+    .await
+    {
         Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
+        Err(refused) => return refused,
     };
-    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
-    if based_on != Some(latest.id) {
-        let notice = Notice::error(stale_message(based_on.unwrap_or_default(), &latest));
-        return (
-            StatusCode::CONFLICT,
-            list_page(&session, &latest, Some(notice)),
-        )
-            .into_response();
-    }
     let original = form.get("original").unwrap_or_default().to_owned();
     let (peer, mut fields) = read_peer(&form);
     let mut other_errors = Vec::new();
@@ -277,22 +279,14 @@ pub async fn remove(
     Path(name): Path<String>,
     Form(form): Form<FormData>,
 ) -> Response {
-    if !csrf_ok(&session, &form) {
-        return auth::forbidden();
-    }
-    let latest = match state.db.latest().await {
+    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+        stale_list(&session, latest, based_on)
+    })
+    .await
+    {
         Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
+        Err(refused) => return refused,
     };
-    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
-    if based_on != Some(latest.id) {
-        let notice = Notice::error(stale_message(based_on.unwrap_or_default(), &latest));
-        return (
-            StatusCode::CONFLICT,
-            list_page(&session, &latest, Some(notice)),
-        )
-            .into_response();
-    }
     let mut config = latest.config.clone();
     let before = config.peers.len();
     config.peers.retain(|p| p.name != name);

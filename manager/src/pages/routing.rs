@@ -10,10 +10,10 @@ use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 use canopy_proxy::versions::ConfigVersion;
 
-use super::{internal_error, Chrome, Fields, Notice};
+use super::{current_version, internal_error, Chrome, Fields, Notice};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
-use crate::auth::{self, csrf_ok, FormData};
+use crate::auth::FormData;
 use crate::AppState;
 
 /// The settings this page edits, in the order it shows them.
@@ -133,17 +133,14 @@ pub async fn submit(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Response {
-    if !csrf_ok(&session, &form) {
-        return auth::forbidden();
-    }
-    let latest = match state.db.latest().await {
+    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+        stale(&session, latest, based_on)
+    })
+    .await
+    {
         Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
+        Err(refused) => return refused,
     };
-    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
-    if based_on != Some(latest.id) {
-        return stale(&session, &latest, based_on.unwrap_or_default());
-    }
     let values = posted(&form);
     let mut config = latest.config.clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {

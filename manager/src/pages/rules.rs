@@ -13,10 +13,10 @@ use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::versions::ConfigVersion;
 
 use super::routing::{self, stale};
-use super::{internal_error, Chrome, Fields, Notice};
+use super::{current_version, internal_error, Chrome, Fields, Notice};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
-use crate::auth::{self, csrf_ok, FormData};
+use crate::auth::FormData;
 use crate::AppState;
 
 /// The rule form's text fields, as `ParentRule` names them.
@@ -161,19 +161,10 @@ async fn current(
     session: &Session,
     form: &FormData,
 ) -> Result<ConfigVersion, Response> {
-    if !csrf_ok(session, form) {
-        return Err(auth::forbidden());
-    }
-    let latest = state
-        .db
-        .latest()
-        .await
-        .map_err(|e| internal_error("reading the config", e))?;
-    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
-    if based_on != Some(latest.id) {
-        return Err(stale(session, &latest, based_on.unwrap_or_default()));
-    }
-    Ok(latest)
+    current_version(state, session, form, |latest, based_on| {
+        stale(session, latest, based_on)
+    })
+    .await
 }
 
 /// Saves and applies `config`, then shows the Routing page with what happened.
