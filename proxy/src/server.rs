@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::sync::oneshot;
 
 use crate::access_log::AccessLog;
 use crate::cache::collapse::InFlight;
@@ -235,7 +234,7 @@ pub struct Shared {
 
 struct Listening {
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
+    _accepting: listener::Accepting,
 }
 
 pub struct Proxy {
@@ -285,8 +284,7 @@ impl Proxy {
                 in_flight: Arc::default(),
                 stats,
             });
-            let (stop, stopped) = oneshot::channel();
-            tokio::spawn(listener::accept_loop(bound, shared.clone(), stopped));
+            let accepting = listener::serve(bound, &shared)?;
             if let Some(icp) = &shared.runtime.load().icp {
                 icp.start(shared.clone());
                 tracing::info!("ICP on {}", icp.local);
@@ -300,7 +298,10 @@ impl Proxy {
                 db,
                 data_dir,
                 started: Instant::now(),
-                listening: tokio::sync::Mutex::new(Listening { addr, stop }),
+                listening: tokio::sync::Mutex::new(Listening {
+                    addr,
+                    _accepting: accepting,
+                }),
                 rejected: Mutex::new(rejected),
             }));
         }
@@ -327,8 +328,13 @@ impl Proxy {
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
         let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
         let addr = runtime.config.http_listen();
+        // A new port is served before the swap (its first requests may meet the old
+        // runtime): once the swap is made, nothing is left that can fail.
         let rebound = if addr != listening.addr {
-            Some(listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+            let accepting = listener::bind(addr)
+                .and_then(|bound| listener::serve(bound, &self.shared))
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            Some(accepting)
         } else {
             None
         };
@@ -339,12 +345,15 @@ impl Proxy {
         let runtime = Arc::new(runtime);
         self.shared.runtime.store(runtime.clone());
         self.switch_icp(current.icp.as_ref(), runtime.icp.as_ref());
-        if let Some(bound) = rebound {
-            let (stop, stopped) = oneshot::channel();
-            tokio::spawn(listener::accept_loop(bound, self.shared.clone(), stopped));
-            let old = std::mem::replace(&mut *listening, Listening { addr, stop });
+        if let Some(accepting) = rebound {
+            let old = std::mem::replace(
+                &mut *listening,
+                Listening {
+                    addr,
+                    _accepting: accepting,
+                },
+            );
             // Connections accepted on the old listener go on until their clients close them.
-            let _ = old.stop.send(());
             tracing::info!("proxy listener moved from {} to {addr}", old.addr);
         }
         Ok(ReloadReply {

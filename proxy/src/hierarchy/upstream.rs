@@ -9,13 +9,23 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::http::{BoxError, ProxyBody};
+use crate::http::{workers, BoxError, ProxyBody};
 
-pub type UpstreamClient = Client<Connector, ProxyBody>;
+/// Pooled connections to one destination, a pool for each HTTP worker: a connection's task
+/// runs on the worker that opened it, so each worker reuses only its own.
+pub struct UpstreamClient {
+    per_worker: Box<[Client<Connector, ProxyBody>]>,
+}
+
+impl UpstreamClient {
+    pub fn request(&self, request: http::Request<ProxyBody>) -> ResponseFuture {
+        self.per_worker[workers::current() % self.per_worker.len()].request(request)
+    }
+}
 
 /// Where a client's connections go: to each request's own host, or always to one parent.
 #[derive(Debug, Clone)]
@@ -112,10 +122,15 @@ fn http_connector(settings: ConnectSettings) -> HttpConnector {
 }
 
 fn client(connector: Connector) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(32)
-        .build(connector)
+    let per_worker = (0..workers::count())
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(32)
+                .build(connector.clone())
+        })
+        .collect();
+    UpstreamClient { per_worker }
 }
 
 /// A client that connects to each request's origin server.

@@ -11,14 +11,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::http::errors::ProxyError;
-use crate::http::forward;
+use crate::http::{forward, workers};
 use crate::server::Shared;
 
 /// Binds the listener with SO_REUSEADDR, so a restart does not wait for TIME_WAIT.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -28,18 +28,40 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// Accepts until `stop` fires; connections already accepted go on until they end.
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
+/// A listener being served; dropping it stops the accepting, while connections already
+/// accepted go on until their clients close them.
+pub struct Accepting {
+    _stop: watch::Sender<()>,
+}
+
+/// Serves `listener` on every HTTP worker: each accepts on its own copy of the socket, and
+/// the connections it accepts are its own.
+pub fn serve(listener: std::net::TcpListener, shared: &Arc<Shared>) -> std::io::Result<Accepting> {
+    let copies = workers::handles()
+        .iter()
+        .map(|_| listener.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (stop, stopped) = watch::channel(());
+    for (worker, listener) in workers::handles().iter().zip(copies) {
+        let (shared, stopped) = (shared.clone(), stopped.clone());
+        worker.spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, shared, stopped).await,
+                Err(e) => tracing::error!("a worker cannot take the listener: {e}"),
+            }
+        });
+    }
+    Ok(Accepting { _stop: stop })
+}
+
+/// Accepts until `stop` is dropped.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     tokio::spawn(serve_connection(stream, client, shared.clone()));

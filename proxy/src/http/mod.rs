@@ -5,6 +5,7 @@ pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod tunnel;
+pub mod workers;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
