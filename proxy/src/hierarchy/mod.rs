@@ -34,6 +34,7 @@ use crate::stats::PeerStats;
 use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;
+use upstream::UpstreamError;
 
 /// The client's address, kept in the request's extensions for routing by client.
 #[derive(Debug, Clone, Copy)]
@@ -231,10 +232,7 @@ fn icp_parents<'a>(
 /// served it.
 fn false_hit(
     peer: &PeerEntry,
-    attempt: &Result<
-        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-        tokio::time::error::Elapsed,
-    >,
+    attempt: &Result<Result<Response<Incoming>, UpstreamError>, tokio::time::error::Elapsed>,
 ) -> Option<String> {
     match attempt {
         Ok(Ok(response)) => {
@@ -517,7 +515,7 @@ fn record_failure(runtime: &Runtime, counters: &PeerStats, name: &str, failure: 
 }
 
 /// The most specific message in an error's chain ("Connection refused", not "client error").
-fn innermost(error: &hyper_util::client::legacy::Error) -> String {
+fn innermost(error: &UpstreamError) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

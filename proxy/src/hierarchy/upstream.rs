@@ -1,107 +1,196 @@
-//! Pooled HTTP clients towards origins and parents, leaving from this proxy's one address.
+//! HTTP clients towards origins and parents, leaving from this proxy's one address, with
+//! their connections kept open between requests.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
 
 use crate::http::{workers, BoxError, ProxyBody};
 
-/// Pooled connections to one destination, a pool for each HTTP worker: a connection's task
-/// runs on the worker that opened it, so each worker reuses only its own.
+/// How long a connection may sit unused before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often, at most, a worker's pool is swept of closed and long-idle connections.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// The most connections a worker keeps to one destination; more are closed after use.
+const MAX_PER_DESTINATION: usize = 64;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made.
+    #[error("connect error")]
+    Connect(#[source] BoxError),
+    /// The connection failed or closed before the response arrived.
+    #[error("request failed")]
+    Request(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_))
+    }
+}
+
+/// Connections to origin servers, or always to one parent.
 pub struct UpstreamClient {
-    per_worker: Box<[Client<Connector, ProxyBody>]>,
+    connector: HttpConnector,
+    /// The parent every connection goes to; requests to it keep their absolute-form URL.
+    parent: Option<Uri>,
+    /// Each HTTP worker's connections: a connection's task runs on the worker that opened
+    /// it, so each worker uses only its own.
+    per_worker: Box<[Mutex<Pool>]>,
+}
+
+/// One worker's connections by destination, those busy with a response included.
+struct Pool {
+    by_destination: HashMap<Destination, Vec<Pooled>>,
+    swept: Instant,
+}
+
+/// A destination's `host:port` as written. `Authority` hashes byte by byte in lower case,
+/// several times dearer; a name written in two cases just gets two sets of connections.
+#[derive(PartialEq, Eq, Hash)]
+struct Destination(Box<str>);
+
+impl std::borrow::Borrow<str> for Destination {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+struct Pooled {
+    sender: SendRequest<ProxyBody>,
+    used: Instant,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            by_destination: HashMap::new(),
+            swept: Instant::now(),
+        }
+    }
+
+    /// A connection to `destination` that is free for a request, the last used first.
+    fn free_connection(&mut self, destination: &str) -> Option<&mut SendRequest<ProxyBody>> {
+        let now = Instant::now();
+        if now.duration_since(self.swept) > SWEEP_INTERVAL {
+            self.sweep(now);
+        }
+        let connection = self
+            .by_destination
+            .get_mut(destination)?
+            .iter_mut()
+            .rev()
+            .find(|c| c.sender.is_ready())?;
+        connection.used = now;
+        Some(&mut connection.sender)
+    }
+
+    /// Drops connections the other side closed and those idle too long.
+    fn sweep(&mut self, now: Instant) {
+        self.swept = now;
+        self.by_destination.retain(|_, connections| {
+            connections.retain(|c| {
+                let idle_too_long =
+                    c.sender.is_ready() && now.duration_since(c.used) > IDLE_TIMEOUT;
+                !(c.sender.is_closed() || idle_too_long)
+            });
+            !connections.is_empty()
+        });
+    }
 }
 
 impl UpstreamClient {
-    pub fn request(&self, request: http::Request<ProxyBody>) -> ResponseFuture {
-        self.per_worker[workers::current() % self.per_worker.len()].request(request)
-    }
-}
-
-/// Where a client's connections go: to each request's own host, or always to one parent.
-#[derive(Debug, Clone)]
-enum Target {
-    Origin,
-    Parent(Uri),
-}
-
-/// Connects like `HttpConnector`, but to a fixed parent when it has one, marking those
-/// connections as proxied so requests on them keep their absolute-form URL.
-#[derive(Debug, Clone)]
-pub struct Connector {
-    http: HttpConnector,
-    target: Target,
-}
-
-/// A connection to an origin or a parent.
-#[derive(Debug)]
-pub struct UpstreamStream {
-    io: TokioIo<TcpStream>,
-    proxied: bool,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamStream;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
+    fn new(connector: HttpConnector, parent: Option<Uri>) -> UpstreamClient {
+        UpstreamClient {
+            connector,
+            parent,
+            per_worker: (0..workers::count())
+                .map(|_| Mutex::new(Pool::new()))
+                .collect(),
+        }
     }
 
-    fn call(&mut self, destination: Uri) -> Self::Future {
-        let (uri, proxied) = match &self.target {
-            Target::Origin => (destination, false),
-            Target::Parent(parent) => (parent.clone(), true),
+    /// Sends `request` on a connection that is free, or on a new one.
+    pub async fn request(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let destination = match &self.parent {
+            Some(parent) => parent.clone(),
+            None => request.uri().clone(),
         };
-        let connecting = self.http.call(uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(UpstreamStream { io, proxied })
-        })
-    }
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        self.io.connected().proxy(self.proxied)
-    }
-}
-
-impl hyper::rt::Read for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let Some(authority) = destination.authority().cloned() else {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "the URL names no host");
+            return Err(UpstreamError::Connect(error.into()));
+        };
+        if self.parent.is_none() {
+            // An origin server is sent the path only.
+            let path = request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(path);
+        }
+        let pool = &self.per_worker[workers::current() % self.per_worker.len()];
+        let pooled = {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+            match pool.free_connection(authority.as_str()) {
+                Some(sender) => Ok(sender.try_send_request(request)),
+                None => Err(request),
+            }
+        };
+        let request = match pooled {
+            Ok(sent) => match sent.await {
+                Ok(response) => return Ok(response),
+                // The connection closed as the request was given to it: it was not sent,
+                // so it goes on a new connection.
+                Err(mut e) => match e.take_message() {
+                    Some(request) => request,
+                    None => return Err(UpstreamError::Request(e.into_error())),
+                },
+            },
+            Err(request) => request,
+        };
+        let io = self
+            .connector
+            .clone()
+            .call(destination)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.into()))?;
+        let (mut sender, connection) =
+            http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        let sent = sender.send_request(request);
+        {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+            let connections = pool
+                .by_destination
+                .entry(Destination(authority.as_str().into()))
+                .or_default();
+            if connections.len() < MAX_PER_DESTINATION {
+                connections.push(Pooled {
+                    sender,
+                    used: Instant::now(),
+                });
+            }
+        }
+        sent.await.map_err(UpstreamError::Request)
     }
 }
 
@@ -121,24 +210,9 @@ fn http_connector(settings: ConnectSettings) -> HttpConnector {
     http
 }
 
-fn client(connector: Connector) -> UpstreamClient {
-    let per_worker = (0..workers::count())
-        .map(|_| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(32)
-                .build(connector.clone())
-        })
-        .collect();
-    UpstreamClient { per_worker }
-}
-
 /// A client that connects to each request's origin server.
 pub fn origin_client(settings: ConnectSettings) -> UpstreamClient {
-    client(Connector {
-        http: http_connector(settings),
-        target: Target::Origin,
-    })
+    UpstreamClient::new(http_connector(settings), None)
 }
 
 /// A client whose every connection goes to the parent at `host:port`.
@@ -155,8 +229,142 @@ pub fn parent_client(
     let uri: Uri = format!("http://{authority}/")
         .parse()
         .map_err(|e| format!("parent {authority}: {e}"))?;
-    Ok(client(Connector {
-        http: http_connector(settings),
-        target: Target::Parent(uri),
-    }))
+    Ok(UpstreamClient::new(http_connector(settings), Some(uri)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server that answers every request with `body`, closing the connection after each
+    /// answer when `close` is set; it counts connections and keeps the request lines.
+    async fn server(
+        close: bool,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<AtomicUsize>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, lines) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (counter, seen) = (accepted.clone(), lines.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                            seen.lock()
+                                .unwrap()
+                                .push(head.lines().next().unwrap().to_owned());
+                            buf.drain(..end + 4);
+                            let connection = if close { "close" } else { "keep-alive" };
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: {connection}\r\n\r\nok"
+                            );
+                            stream.write_all(answer.as_bytes()).await.unwrap();
+                            if close {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted, lines)
+    }
+
+    fn settings() -> ConnectSettings {
+        ConnectSettings {
+            local_address: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    async fn get(client: &UpstreamClient, url: &str) -> String {
+        let mut request = Request::new(crate::http::empty_body());
+        *request.uri_mut() = url.parse().unwrap();
+        let response = client.request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_used_again_once_its_response_is_read() {
+        let (addr, accepted, lines) = server(false).await;
+        let client = origin_client(settings());
+        for _ in 0..3 {
+            assert_eq!(get(&client, &format!("http://{addr}/a?b")).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // An origin server is sent the path, not the whole URL.
+        assert_eq!(lines.lock().unwrap()[0], "GET /a?b HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_get_connections_of_their_own() {
+        let (addr, accepted, _) = server(false).await;
+        let client = origin_client(settings());
+        let url = format!("http://{addr}/");
+        let answers = futures_util::future::join_all((0..4).map(|_| get(&client, &url))).await;
+        assert_eq!(answers, ["ok"; 4]);
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!(
+            opened > 1,
+            "{opened} connection(s) for four requests at once"
+        );
+        get(&client, &url).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            opened,
+            "a free one is reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_used_again() {
+        let (addr, accepted, _) = server(true).await;
+        let client = origin_client(settings());
+        for _ in 0..3 {
+            assert_eq!(get(&client, &format!("http://{addr}/")).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_parent_is_sent_the_whole_url_and_refusal_is_a_connect_error() {
+        let (addr, _, lines) = server(false).await;
+        let parent = parent_client("127.0.0.1", addr.port(), settings()).unwrap();
+        assert_eq!(get(&parent, "http://example.com/x").await, "ok");
+        assert_eq!(
+            lines.lock().unwrap()[0],
+            "GET http://example.com/x HTTP/1.1"
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let nobody = parent_client("127.0.0.1", port, settings()).unwrap();
+        let mut request = Request::new(crate::http::empty_body());
+        *request.uri_mut() = "http://example.com/".parse().unwrap();
+        let error = nobody.request(request).await.unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+    }
 }
