@@ -1,8 +1,11 @@
 //! Collapsed forwarding: concurrent misses for one URL make one upstream fetch, and every
-//! waiting client streams the same response as it arrives.
+//! waiting client streams the same response as it arrives. A URL whose response could not
+//! be shared is not collapsed again for a while (Varnish's hit-for-miss), so its clients do
+//! not queue behind one fetch each time only to fetch for themselves.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -104,10 +107,23 @@ pub enum Outcome {
     Alone,
 }
 
-/// The fetches under way, by cache key.
+/// How long a URL whose response could not be shared is fetched without collapsing
+/// (Varnish's default for hit-for-miss objects).
+const UNSHARED_FOR: Duration = Duration::from_secs(120);
+/// The most such URLs remembered; past it the expired are dropped, or else all of them.
+const MAX_UNSHARED: usize = 10_000;
+
+/// The fetches under way, and the URLs recently not shareable, by cache key.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    fetches: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    fetches: HashMap<String, watch::Receiver<Outcome>>,
+    /// When each stops being fetched alone.
+    unshared: HashMap<String, Instant>,
 }
 
 /// The first client for a key: it fetches, and says how it went with [`Leader::share`].
@@ -121,16 +137,28 @@ pub struct Leader {
 pub enum Join {
     Leader(Leader),
     Follower(watch::Receiver<Outcome>),
+    /// Its last response could not be shared: fetch without collapsing.
+    Alone,
 }
 
 impl InFlight {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn join(self: &Arc<Self>, key: &str) -> Join {
-        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rx) = fetches.get(key) {
+        let mut table = self.table();
+        if let Some(&until) = table.unshared.get(key) {
+            if Instant::now() < until {
+                return Join::Alone;
+            }
+            table.unshared.remove(key);
+        }
+        if let Some(rx) = table.fetches.get(key) {
             return Join::Follower(rx.clone());
         }
         let (tx, rx) = watch::channel(Outcome::Pending);
-        fetches.insert(key.to_owned(), rx);
+        table.fetches.insert(key.to_owned(), rx);
         Join::Leader(Leader {
             key: key.to_owned(),
             tx,
@@ -140,10 +168,25 @@ impl InFlight {
     }
 
     fn remove(&self, key: &str) {
-        self.fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.table().fetches.remove(key);
+    }
+
+    /// `key`'s response could not be shared: its next clients fetch alone for a while.
+    pub fn unshared(&self, key: &str) {
+        let now = Instant::now();
+        let mut table = self.table();
+        if table.unshared.len() >= MAX_UNSHARED {
+            table.unshared.retain(|_, until| now < *until);
+            if table.unshared.len() >= MAX_UNSHARED {
+                table.unshared.clear();
+            }
+        }
+        table.unshared.insert(key.to_owned(), now + UNSHARED_FOR);
+    }
+
+    /// `key`'s response was stored after all: its misses collapse again.
+    pub fn shared_again(&self, key: &str) {
+        self.table().unshared.remove(key);
     }
 
     /// Waits until the leader says how its fetch went.
@@ -214,6 +257,33 @@ mod tests {
         leader.finish();
         assert_eq!(reader.await.unwrap(), b"abcd");
         assert!(matches!(in_flight.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn a_url_not_shared_is_fetched_alone_until_it_is_stored_again() {
+        let in_flight = Arc::new(InFlight::default());
+        let Join::Leader(leader) = in_flight.join("k") else {
+            panic!("first is leader")
+        };
+        in_flight.unshared("k");
+        leader.finish();
+        assert!(matches!(in_flight.join("k"), Join::Alone));
+        assert!(matches!(in_flight.join("other"), Join::Leader(_)));
+        in_flight.shared_again("k");
+        assert!(matches!(in_flight.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn the_urls_not_shared_are_bounded() {
+        let in_flight = Arc::new(InFlight::default());
+        for i in 0..MAX_UNSHARED + 10 {
+            in_flight.unshared(&i.to_string());
+        }
+        assert!(in_flight.table().unshared.len() <= MAX_UNSHARED);
+        assert!(matches!(
+            in_flight.join(&(MAX_UNSHARED + 9).to_string()),
+            Join::Alone
+        ));
     }
 
     #[tokio::test]

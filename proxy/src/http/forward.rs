@@ -300,6 +300,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             },
             _ => fetch_and_fill(shared, runtime, &parts, &key, None).await,
         },
+        Join::Alone => fetch_and_fill(shared, runtime, &parts, &key, None).await,
     }
 }
 
@@ -467,6 +468,7 @@ fn store_and_serve(
     let vary = policy::vary_request_values(&head.headers, &parts.headers);
     if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
         shared.stats.uncacheable.fetch_add(1, Relaxed);
+        shared.in_flight.unshared(key);
         if let Some(leader) = leader {
             leader.finish();
         }
@@ -491,8 +493,9 @@ fn store_and_serve(
         None
     };
     let fill = Fill::new(head.status, head.headers, vary);
-    if let Some(leader) = &leader {
-        leader.share(fill.clone());
+    match &leader {
+        Some(leader) => leader.share(fill.clone()),
+        None => shared.in_flight.shared_again(key),
     }
     let filling = Filling {
         shared: shared.clone(),
