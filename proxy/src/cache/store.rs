@@ -1,10 +1,14 @@
 //! The in-memory store: responses by URL, each URL with its Vary variants, bounded in bytes.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::policy::{self, CacheControl, Heuristics, StoredTimes};
 
@@ -136,42 +140,183 @@ impl StoredHeaders {
     }
 }
 
-/// The variants stored for one URL.
-#[derive(Debug, Default)]
-struct Variants(Vec<Arc<Stored>>);
+/// The variants stored for one URL: nearly always one, so that case needs no list of its own.
+#[derive(Debug)]
+enum Variants {
+    One(Arc<Stored>),
+    Many(Box<[Arc<Stored>]>),
+}
+
+impl Variants {
+    fn from_vec(mut list: Vec<Arc<Stored>>) -> Variants {
+        match list.pop() {
+            Some(one) if list.is_empty() => Variants::One(one),
+            Some(last) => {
+                list.push(last);
+                Variants::Many(list.into_boxed_slice())
+            }
+            None => Variants::Many(Box::new([])),
+        }
+    }
+
+    fn as_slice(&self) -> &[Arc<Stored>] {
+        match self {
+            Variants::One(one) => std::slice::from_ref(one),
+            Variants::Many(list) => list,
+        }
+    }
+
+    fn weight(&self) -> u64 {
+        self.as_slice().iter().map(|s| s.weight()).sum()
+    }
+}
 
 /// The most variants kept for one URL; a new one pushes out the oldest.
 const MAX_VARIANTS: usize = 16;
 
+/// Independent parts of the index, each behind its own lock, so that hits on different
+/// URLs seldom meet on one lock. A power of two.
+const SHARDS: usize = 32;
+
+/// Responses by URL, bounded in bytes (the sum of [`Stored`] weights). Eviction is CLOCK
+/// (second chance): a hit sets the entry's reference bit under a read lock, and the hand
+/// passes over an entry once, clearing its bit, before evicting it.
 pub struct Store {
-    entries: moka::sync::Cache<String, Arc<Variants>>,
+    shards: Box<[RwLock<Shard>]>,
+    capacity: u64,
+    /// Weight held, over all shards.
+    bytes: AtomicU64,
+    /// The shard to evict from next: shards take turns, so all shrink alike.
+    next_victim: AtomicUsize,
+}
+
+/// One part of the index: the entries in a vector the clock hand walks, and a table from
+/// each URL's hash to its entry's position.
+#[derive(Default)]
+struct Shard {
+    table: HashTable<u32>,
+    entries: Vec<Entry>,
+    hand: usize,
+}
+
+struct Entry {
+    hash: u64,
+    url: Box<str>,
+    variants: Variants,
+    referenced: AtomicBool,
+}
+
+fn hash(url: &str) -> u64 {
+    xxh3_64(url.as_bytes())
+}
+
+impl Shard {
+    fn find(&self, hash: u64, url: &str) -> Option<usize> {
+        let entries = &self.entries;
+        self.table
+            .find(hash, |&i| {
+                let e = &entries[i as usize];
+                e.hash == hash && &*e.url == url
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn push(&mut self, hash: u64, url: Box<str>, variants: Variants, referenced: bool) {
+        let Shard { table, entries, .. } = self;
+        let at = u32::try_from(entries.len()).expect("fewer than 2^32 entries a shard");
+        table.insert_unique(hash, at, |&i| entries[i as usize].hash);
+        entries.push(Entry {
+            hash,
+            url,
+            variants,
+            referenced: AtomicBool::new(referenced),
+        });
+    }
+
+    /// Takes out the entry at `at`; the last entry moves into its place.
+    fn take(&mut self, at: usize) -> Entry {
+        let Shard { table, entries, .. } = self;
+        let last = entries.len() - 1;
+        let hash = entries[at].hash;
+        if let Ok(found) = table.find_entry(hash, |&i| i as usize == at) {
+            found.remove();
+        }
+        let entry = entries.swap_remove(at);
+        if at != last {
+            let moved = entries[at].hash;
+            if let Some(slot) = table.find_mut(moved, |&i| i as usize == last) {
+                *slot = at as u32;
+            }
+        }
+        entry
+    }
+
+    /// Evicts the first entry the hand finds unreferenced, clearing the bits it passes;
+    /// `None` after one full turn with every entry referenced (or none at all), so the
+    /// caller tries another shard before any of these loses its second chance.
+    fn evict_one(&mut self) -> Option<Entry> {
+        for _ in 0..self.entries.len() {
+            if self.hand >= self.entries.len() {
+                self.hand = 0;
+            }
+            if self.entries[self.hand].referenced.swap(false, Relaxed) {
+                self.hand += 1;
+            } else {
+                // The hand stays: the entry moved into this place is looked at next.
+                return Some(self.take(self.hand));
+            }
+        }
+        None
+    }
 }
 
 impl Store {
     pub fn new(capacity: u64) -> Store {
         Store {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .weigher(|_key: &String, variants: &Arc<Variants>| {
-                    let total: u64 = variants.0.iter().map(|s| s.weight()).sum();
-                    u32::try_from(total).unwrap_or(u32::MAX)
-                })
-                .build(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            capacity,
+            bytes: AtomicU64::new(0),
+            next_victim: AtomicUsize::new(0),
         }
+    }
+
+    /// The shard for a URL's hash. Middle bits: the table places entries by the low bits
+    /// and tells them apart by the top seven.
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     /// The stored response for `url` whose Vary values match `request`.
     pub fn lookup(&self, url: &str, request: &HeaderMap) -> Option<Arc<Stored>> {
-        let variants = self.entries.get(url)?;
-        variants.0.iter().find(|s| s.matches(request)).cloned()
+        let hash = hash(url);
+        let shard = read(self.shard(hash));
+        let entry = &shard.entries[shard.find(hash, url)?];
+        // Only written when clear, so hits on a hot entry leave its cache line shared.
+        if !entry.referenced.load(Relaxed) {
+            entry.referenced.store(true, Relaxed);
+        }
+        entry
+            .variants
+            .as_slice()
+            .iter()
+            .find(|s| s.matches(request))
+            .cloned()
     }
 
     /// Stores a response, replacing the variant it stands for.
     pub fn insert(&self, url: &str, stored: Stored) {
         let stored = Arc::new(stored);
-        let mut variants: Vec<Arc<Stored>> = match self.entries.get(url) {
+        if stored.weight() > self.capacity {
+            self.remove(url);
+            return;
+        }
+        let hash = hash(url);
+        let mut shard = write(self.shard(hash));
+        let old = shard.find(hash, url).map(|at| shard.take(at));
+        let mut variants: Vec<Arc<Stored>> = match &old {
             Some(old) => old
-                .0
+                .variants
+                .as_slice()
                 .iter()
                 .filter(|s| !s.same_variant(&stored))
                 .cloned()
@@ -185,29 +330,92 @@ impl Store {
         if variants.len() > MAX_VARIANTS {
             variants.remove(0);
         }
-        self.entries
-            .insert(url.to_owned(), Arc::new(Variants(variants)));
+        let variants = Variants::from_vec(variants);
+        let added = variants.weight();
+        let (url, removed) = match old {
+            Some(old) => (old.url, old.variants.weight()),
+            None => (url.into(), 0),
+        };
+        // A new entry starts referenced: it outlives at least one turn of the hand.
+        shard.push(hash, url, variants, true);
+        self.bytes.fetch_add(added, Relaxed);
+        self.bytes.fetch_sub(removed, Relaxed);
+        drop(shard);
+        self.evict();
+    }
+
+    /// Evicts until the weight held is within capacity, taking shards in turn.
+    fn evict(&self) {
+        // Every shard found all-referenced twice running means they are all empty, or
+        // being refilled by hits as fast as the hand clears them: give up until next time.
+        let mut idle = 0;
+        while self.bytes.load(Relaxed) > self.capacity && idle < 2 * SHARDS {
+            let victim = self.next_victim.fetch_add(1, Relaxed) % SHARDS;
+            let evicted = write(&self.shards[victim]).evict_one();
+            match evicted {
+                Some(entry) => {
+                    self.bytes.fetch_sub(entry.variants.weight(), Relaxed);
+                    idle = 0;
+                }
+                None => idle += 1,
+            }
+        }
     }
 
     pub fn remove(&self, url: &str) {
-        self.entries.invalidate(url);
+        let hash = hash(url);
+        let mut shard = write(self.shard(hash));
+        if let Some(at) = shard.find(hash, url) {
+            let entry = shard.take(at);
+            self.bytes.fetch_sub(entry.variants.weight(), Relaxed);
+        }
     }
 
     /// Objects (variants) and bytes held now.
     pub fn usage(&self) -> (u64, u64) {
-        self.entries.run_pending_tasks();
-        let objects = self.entries.iter().map(|(_, v)| v.0.len() as u64).sum();
-        (objects, self.entries.weighted_size())
+        let objects = self
+            .shards
+            .iter()
+            .map(|shard| {
+                read(shard)
+                    .entries
+                    .iter()
+                    .map(|e| e.variants.as_slice().len() as u64)
+                    .sum::<u64>()
+            })
+            .sum();
+        (objects, self.bytes.load(Relaxed))
     }
 
-    /// A store of another capacity holding what this one holds.
+    /// A store of another capacity holding what this one holds (as much as fits).
     pub fn resized(&self, capacity: u64) -> Store {
         let next = Store::new(capacity);
-        for (url, variants) in self.entries.iter() {
-            next.entries.insert(url.as_ref().clone(), variants);
+        for shard in self.shards.iter() {
+            for entry in read(shard).entries.iter() {
+                let variants = Variants::from_vec(entry.variants.as_slice().to_vec());
+                next.bytes.fetch_add(variants.weight(), Relaxed);
+                let referenced = entry.referenced.load(Relaxed);
+                write(next.shard(entry.hash)).push(
+                    entry.hash,
+                    entry.url.clone(),
+                    variants,
+                    referenced,
+                );
+            }
         }
+        next.evict();
         next
     }
+}
+
+// A panic while holding a shard's lock leaves its index consistent (every change is one
+// step), so a poisoned lock is used as it is.
+fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -308,14 +516,148 @@ mod tests {
         assert_eq!(cookies, ["a=1", "b=2"]);
     }
 
+    fn kilobyte() -> Stored {
+        stored(Box::leak("x".repeat(1000).into_boxed_str()), None)
+    }
+
+    /// Every URL in `store` found by lookup agrees with `usage`, and the bound holds.
+    fn check(store: &Store, urls: impl Iterator<Item = String>) -> usize {
+        let found = urls
+            .filter(|u| store.lookup(u, &HeaderMap::new()).is_some())
+            .count();
+        let (objects, bytes) = store.usage();
+        assert_eq!(objects, found as u64);
+        assert_eq!(bytes, objects * kilobyte().weight());
+        assert!(bytes <= store.capacity, "{bytes}");
+        found
+    }
+
     #[test]
     fn capacity_bounds_the_bytes_held() {
         let store = Store::new(64 * 1024);
-        let body: &'static str = Box::leak("x".repeat(1000).into_boxed_str());
         for i in 0..500 {
-            store.insert(&format!("http://a/{i}"), stored(body, None));
+            store.insert(&format!("http://a/{i}"), kilobyte());
         }
-        let (_, bytes) = store.usage();
-        assert!(bytes <= 64 * 1024, "{bytes}");
+        let held = check(&store, (0..500).map(|i| format!("http://a/{i}")));
+        // Eviction frees one entry at a time: the store is nearly full, not emptied.
+        assert!(
+            held as u64 > (64 * 1024) / kilobyte().weight() - 2,
+            "{held}"
+        );
+        assert!(store.lookup("http://a/499", &HeaderMap::new()).is_some());
+    }
+
+    #[test]
+    fn hits_keep_entries_through_eviction() {
+        let store = Store::new(100 * kilobyte().weight());
+        for i in 0..100 {
+            store.insert(&format!("http://a/{i}"), kilobyte());
+        }
+        // Ten hot entries, read (and stored again when missing, as the proxy does) between
+        // every two inserts of new ones: after the first turns of the hand they stay.
+        let mut misses = 0;
+        for i in 0..1000 {
+            for hot in 0..10 {
+                let url = format!("http://a/{hot}");
+                if store.lookup(&url, &HeaderMap::new()).is_none() {
+                    misses += 1;
+                    store.insert(&url, kilobyte());
+                }
+            }
+            store.insert(&format!("http://b/{i}"), kilobyte());
+        }
+        assert!(misses <= 10, "{misses}");
+        let hot = (0..10).filter(|i| {
+            let url = format!("http://a/{i}");
+            store.lookup(&url, &HeaderMap::new()).is_some()
+        });
+        assert_eq!(hot.count(), 10);
+        let all = (0..100).map(|i| format!("http://a/{i}"));
+        check(
+            &store,
+            all.chain((0..1000).map(|i| format!("http://b/{i}"))),
+        );
+    }
+
+    #[test]
+    fn an_object_bigger_than_the_store_is_not_kept() {
+        let store = Store::new(2000);
+        store.insert("http://a/", stored("small", None));
+        store.insert("http://a/", kilobyte());
+        store.insert(
+            "http://a/",
+            stored(Box::leak("x".repeat(4000).into_boxed_str()), None),
+        );
+        assert!(store.lookup("http://a/", &HeaderMap::new()).is_none());
+        assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[test]
+    fn replacing_and_removing_keep_the_count_of_bytes() {
+        let store = Store::new(1 << 20);
+        let name = HeaderName::from_static("accept-encoding");
+        let gzip = || Some(vec![(name.clone(), Some("gzip".to_owned()))]);
+        store.insert("http://a/", stored("first", gzip()));
+        store.insert("http://a/", stored("second", gzip()));
+        assert_eq!(store.usage(), (1, stored("second", gzip()).weight()));
+        for i in 0..MAX_VARIANTS + 3 {
+            store.insert(
+                "http://a/",
+                stored("v", Some(vec![(name.clone(), Some(i.to_string()))])),
+            );
+        }
+        assert_eq!(store.usage().0, MAX_VARIANTS as u64);
+        // A response without Vary stands for every request: it replaces all variants.
+        store.insert("http://a/", stored("plain", None));
+        assert_eq!(store.usage(), (1, stored("plain", None).weight()));
+        for i in 0..50 {
+            store.insert(&format!("http://b/{i}"), kilobyte());
+        }
+        for i in (0..50).step_by(3) {
+            store.remove(&format!("http://b/{i}"));
+        }
+        store.remove("http://a/");
+        store.remove("http://never/");
+        assert_eq!(check(&store, (0..50).map(|i| format!("http://b/{i}"))), 33);
+    }
+
+    #[test]
+    fn resizing_keeps_what_fits() {
+        let store = Store::new(1 << 20);
+        for i in 0..200 {
+            store.insert(&format!("http://a/{i}"), kilobyte());
+        }
+        let urls = || (0..200).map(|i| format!("http://a/{i}"));
+        let bigger = store.resized(2 << 20);
+        assert_eq!(check(&bigger, urls()), 200);
+        let smaller = store.resized(50 * kilobyte().weight());
+        assert_eq!(check(&smaller, urls()), 50);
+        assert_eq!(check(&store, urls()), 200);
+    }
+
+    #[test]
+    fn concurrent_use_keeps_the_bound_and_the_count() {
+        let store = Arc::new(Store::new(300 * kilobyte().weight()));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let url = format!("http://a/{}", (i * 7 + t) % 1000);
+                        match i % 5 {
+                            0 => store.remove(&url),
+                            1 | 2 => store.insert(&url, kilobyte()),
+                            _ => {
+                                store.lookup(&url, &HeaderMap::new());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        check(&store, (0..1000).map(|i| format!("http://a/{i}")));
     }
 }
