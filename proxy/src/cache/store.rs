@@ -99,7 +99,8 @@ impl Stored {
 /// 2 KiB for a dozen fields, and hyper's values are slices of the connection's read buffer,
 /// which storing them would keep alive. Each field is a line ending in `\n`: a common
 /// name as a one-byte code from 0x10 to 0x1F, or the name and `:`; then the value. Neither
-/// a name nor a value can hold those bytes, `\n` or (in a name) `:`.
+/// a name nor a value can hold those bytes, `\n` or (in a name) `:`. The first line is the
+/// URL the response is stored under (empty until then): the store's index keeps no copy.
 #[derive(Debug, Clone)]
 struct StoredHeaders {
     block: Bytes,
@@ -136,8 +137,9 @@ impl StoredHeaders {
         let size = headers
             .iter()
             .map(|(n, v)| code(n).map_or(n.as_str().len() + 1, |_| 1) + v.len() + 1)
-            .sum();
-        let mut block = Vec::with_capacity(size);
+            .sum::<usize>();
+        let mut block = Vec::with_capacity(1 + size);
+        block.push(b'\n');
         for (name, value) in headers {
             match code(name) {
                 Some(code) => block.push(code),
@@ -154,11 +156,34 @@ impl StoredHeaders {
         }
     }
 
+    fn url(&self) -> &[u8] {
+        &self.block[..self.fields_start() - 1]
+    }
+
+    fn fields_start(&self) -> usize {
+        self.block
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |end| end + 1)
+    }
+
+    /// The same fields, with `url` as the first line (a URI holds no `\n`).
+    fn stored_under(&self, url: &str) -> StoredHeaders {
+        let fields = &self.block[self.fields_start()..];
+        let mut block = Vec::with_capacity(url.len() + 1 + fields.len());
+        block.extend_from_slice(url.as_bytes());
+        block.push(b'\n');
+        block.extend_from_slice(fields);
+        StoredHeaders {
+            block: Bytes::from(block),
+        }
+    }
+
     fn to_map(&self) -> HeaderMap {
         let block = &self.block;
-        let lines = block.iter().filter(|&&b| b == b'\n').count();
+        let mut start = self.fields_start();
+        let lines = block[start..].iter().filter(|&&b| b == b'\n').count();
         let mut map = HeaderMap::with_capacity(lines);
-        let mut start = 0;
         while let Some(len) = block[start..].iter().position(|&b| b == b'\n') {
             let (line, end) = (&block[start..start + len], start + len);
             let (name, value_start) = match line.first() {
@@ -182,7 +207,8 @@ impl StoredHeaders {
     }
 }
 
-/// The variants stored for one URL: nearly always one, so that case needs no list of its own.
+/// The variants stored for one URL, never none: nearly always one, so that case needs no
+/// list of its own.
 #[derive(Debug)]
 enum Variants {
     One(Arc<Stored>),
@@ -191,14 +217,15 @@ enum Variants {
 
 impl Variants {
     fn from_vec(mut list: Vec<Arc<Stored>>) -> Variants {
-        match list.pop() {
-            Some(one) if list.is_empty() => Variants::One(one),
-            Some(last) => {
-                list.push(last);
-                Variants::Many(list.into_boxed_slice())
-            }
-            None => Variants::Many(Box::new([])),
+        match list.len() {
+            1 => Variants::One(list.remove(0)),
+            _ => Variants::Many(list.into_boxed_slice()),
         }
+    }
+
+    /// The URL they are stored under, which each holds.
+    fn url(&self) -> &[u8] {
+        self.as_slice()[0].headers.url()
     }
 
     fn as_slice(&self) -> &[Arc<Stored>] {
@@ -241,15 +268,15 @@ struct Shard {
     hand: usize,
 }
 
+/// Neither the URL nor its hash is kept here: the URL is in each variant's block, and the
+/// hash is worked out again on the rare occasions the table needs it.
 struct Entry {
-    hash: u64,
-    url: Box<str>,
     variants: Variants,
     referenced: AtomicBool,
 }
 
-fn hash(url: &str) -> u64 {
-    xxh3_64(url.as_bytes())
+fn hash(url: &[u8]) -> u64 {
+    xxh3_64(url)
 }
 
 impl Shard {
@@ -257,19 +284,18 @@ impl Shard {
         let entries = &self.entries;
         self.table
             .find(hash, |&i| {
-                let e = &entries[i as usize];
-                e.hash == hash && &*e.url == url
+                entries[i as usize].variants.url() == url.as_bytes()
             })
             .map(|&i| i as usize)
     }
 
-    fn push(&mut self, hash: u64, url: Box<str>, variants: Variants, referenced: bool) {
+    fn push(&mut self, variants: Variants, referenced: bool) {
         let Shard { table, entries, .. } = self;
         let at = u32::try_from(entries.len()).expect("fewer than 2^32 entries a shard");
-        table.insert_unique(hash, at, |&i| entries[i as usize].hash);
+        table.insert_unique(hash(variants.url()), at, |&i| {
+            hash(entries[i as usize].variants.url())
+        });
         entries.push(Entry {
-            hash,
-            url,
             variants,
             referenced: AtomicBool::new(referenced),
         });
@@ -279,13 +305,13 @@ impl Shard {
     fn take(&mut self, at: usize) -> Entry {
         let Shard { table, entries, .. } = self;
         let last = entries.len() - 1;
-        let hash = entries[at].hash;
-        if let Ok(found) = table.find_entry(hash, |&i| i as usize == at) {
+        if let Ok(found) = table.find_entry(hash(entries[at].variants.url()), |&i| i as usize == at)
+        {
             found.remove();
         }
         let entry = entries.swap_remove(at);
         if at != last {
-            let moved = entries[at].hash;
+            let moved = hash(entries[at].variants.url());
             if let Some(slot) = table.find_mut(moved, |&i| i as usize == last) {
                 *slot = at as u32;
             }
@@ -330,7 +356,7 @@ impl Store {
 
     /// The stored response for `url` whose Vary values match `request`.
     pub fn lookup(&self, url: &str, request: &HeaderMap) -> Option<Arc<Stored>> {
-        let hash = hash(url);
+        let hash = hash(url.as_bytes());
         let shard = read(self.shard(hash));
         let entry = &shard.entries[shard.find(hash, url)?];
         // Only written when clear, so hits on a hot entry leave its cache line shared.
@@ -346,13 +372,14 @@ impl Store {
     }
 
     /// Stores a response, replacing the variant it stands for.
-    pub fn insert(&self, url: &str, stored: Stored) {
+    pub fn insert(&self, url: &str, mut stored: Stored) {
+        stored.headers = stored.headers.stored_under(url);
         let stored = Arc::new(stored);
         if stored.weight() > self.capacity {
             self.remove(url);
             return;
         }
-        let hash = hash(url);
+        let hash = hash(url.as_bytes());
         let mut shard = write(self.shard(hash));
         let old = shard.find(hash, url).map(|at| shard.take(at));
         let mut variants: Vec<Arc<Stored>> = match &old {
@@ -374,12 +401,9 @@ impl Store {
         }
         let variants = Variants::from_vec(variants);
         let added = variants.weight();
-        let (url, removed) = match old {
-            Some(old) => (old.url, old.variants.weight()),
-            None => (url.into(), 0),
-        };
+        let removed = old.map_or(0, |old| old.variants.weight());
         // A new entry starts referenced: it outlives at least one turn of the hand.
-        shard.push(hash, url, variants, true);
+        shard.push(variants, true);
         self.bytes.fetch_add(added, Relaxed);
         self.bytes.fetch_sub(removed, Relaxed);
         drop(shard);
@@ -405,7 +429,7 @@ impl Store {
     }
 
     pub fn remove(&self, url: &str) {
-        let hash = hash(url);
+        let hash = hash(url.as_bytes());
         let mut shard = write(self.shard(hash));
         if let Some(at) = shard.find(hash, url) {
             let entry = shard.take(at);
@@ -437,12 +461,7 @@ impl Store {
                 let variants = Variants::from_vec(entry.variants.as_slice().to_vec());
                 next.bytes.fetch_add(variants.weight(), Relaxed);
                 let referenced = entry.referenced.load(Relaxed);
-                write(next.shard(entry.hash)).push(
-                    entry.hash,
-                    entry.url.clone(),
-                    variants,
-                    referenced,
-                );
+                write(next.shard(hash(variants.url()))).push(variants, referenced);
             }
         }
         next.evict();
@@ -537,6 +556,9 @@ mod tests {
             store.lookup("http://a/", &HeaderMap::new()).unwrap().body,
             "plain"
         );
+        // The URL kept with a stored response is not one of its fields.
+        let found = store.lookup("http://a/", &gzip).unwrap();
+        assert!(found.headers().is_empty());
         assert_eq!(store.usage().0, 2);
         store.remove("http://a/");
         assert!(store.lookup("http://a/", &gzip).is_none());
@@ -573,16 +595,20 @@ mod tests {
         stored(Box::leak("x".repeat(1000).into_boxed_str()), None)
     }
 
-    /// Every URL in `store` found by lookup agrees with `usage`, and the bound holds.
+    /// What lookups of `urls` find (one variant each) agrees with `usage`, within the bound.
     fn check(store: &Store, urls: impl Iterator<Item = String>) -> usize {
-        let found = urls
-            .filter(|u| store.lookup(u, &HeaderMap::new()).is_some())
-            .count();
+        let found: Vec<_> = urls
+            .filter_map(|u| store.lookup(&u, &HeaderMap::new()))
+            .collect();
         let (objects, bytes) = store.usage();
-        assert_eq!(objects, found as u64);
-        assert_eq!(bytes, objects * kilobyte().weight());
+        assert_eq!(objects, found.len() as u64);
+        assert_eq!(bytes, found.iter().map(|s| s.weight()).sum::<u64>());
         assert!(bytes <= store.capacity, "{bytes}");
-        found
+        found.len()
+    }
+
+    fn weight_of(store: &Store, url: &str) -> u64 {
+        store.lookup(url, &HeaderMap::new()).unwrap().weight()
     }
 
     #[test]
@@ -652,7 +678,11 @@ mod tests {
         let gzip = || Some(vec![(name.clone(), Some("gzip".to_owned()))]);
         store.insert("http://a/", stored("first", gzip()));
         store.insert("http://a/", stored("second", gzip()));
-        assert_eq!(store.usage(), (1, stored("second", gzip()).weight()));
+        let mut gzipped = HeaderMap::new();
+        gzipped.insert(&name, HeaderValue::from_static("gzip"));
+        let second = store.lookup("http://a/", &gzipped).unwrap();
+        assert_eq!(second.body, "second");
+        assert_eq!(store.usage(), (1, second.weight()));
         for i in 0..MAX_VARIANTS + 3 {
             store.insert(
                 "http://a/",
@@ -662,7 +692,7 @@ mod tests {
         assert_eq!(store.usage().0, MAX_VARIANTS as u64);
         // A response without Vary stands for every request: it replaces all variants.
         store.insert("http://a/", stored("plain", None));
-        assert_eq!(store.usage(), (1, stored("plain", None).weight()));
+        assert_eq!(store.usage(), (1, weight_of(&store, "http://a/")));
         for i in 0..50 {
             store.insert(&format!("http://b/{i}"), kilobyte());
         }
@@ -677,13 +707,14 @@ mod tests {
     #[test]
     fn resizing_keeps_what_fits() {
         let store = Store::new(1 << 20);
-        for i in 0..200 {
-            store.insert(&format!("http://a/{i}"), kilobyte());
+        // URLs of one length: every entry weighs the same.
+        let urls = || (0..200).map(|i| format!("http://a/{i:03}"));
+        for url in urls() {
+            store.insert(&url, kilobyte());
         }
-        let urls = || (0..200).map(|i| format!("http://a/{i}"));
         let bigger = store.resized(2 << 20);
         assert_eq!(check(&bigger, urls()), 200);
-        let smaller = store.resized(50 * kilobyte().weight());
+        let smaller = store.resized(50 * weight_of(&store, "http://a/000"));
         assert_eq!(check(&smaller, urls()), 50);
         assert_eq!(check(&store, urls()), 200);
     }
