@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -12,15 +12,20 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::cache::policy::{self, CacheControl, Heuristics, StoredTimes};
 
-/// One stored response.
+/// The request's values of the fields named by a response's Vary.
+pub type VaryValues = [(HeaderName, Option<String>)];
+
+/// One stored response. Kept within 112 bytes, so that with the `Arc`'s counts it takes
+/// the allocator's 128-byte size class: times are nanoseconds, the Vary values a boxed slice.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub status: StatusCode,
     headers: StoredHeaders,
     pub body: Bytes,
-    pub times: StoredTimes,
-    /// The request's values of the fields named by Vary, when the response has Vary.
-    pub vary: Option<Vec<(HeaderName, Option<String>)>>,
+    /// [`StoredTimes`], as nanoseconds since the Unix epoch.
+    request_time: u64,
+    response_time: u64,
+    vary: Option<Box<VaryValues>>,
     /// Freshness worked out once, at store time, when the response states it explicitly and
     /// does not demand revalidation: a hit then compares two durations instead of parsing
     /// headers. Heuristic freshness is left to the full policy, since its settings can change.
@@ -28,8 +33,17 @@ pub struct Stored {
     /// full policy then decides, as for any response found stale here. (Plain fields rather
     /// than an `Option` keep a stored response within a smaller size class.)
     lifetime_secs: u32,
-    /// The corrected initial age (RFC 9111 §4.2.3): current age minus resident time.
-    initial_age: Duration,
+    /// The corrected initial age (RFC 9111 §4.2.3): current age minus resident time, in
+    /// nanoseconds.
+    initial_age: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn since_epoch(t: SystemTime) -> u64 {
+    nanos(t.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
 impl Stored {
@@ -48,20 +62,34 @@ impl Stored {
                 policy::freshness_lifetime(status, &headers, &times, &Heuristics::default());
             (
                 u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
-                policy::current_age(&headers, &times, times.response_time),
+                nanos(policy::current_age(&headers, &times, times.response_time)),
             )
         } else {
-            (0, Duration::ZERO)
+            (0, 0)
         };
         Stored {
             status,
             headers: StoredHeaders::new(&headers),
             body,
-            times,
-            vary,
+            request_time: since_epoch(times.request_time),
+            response_time: since_epoch(times.response_time),
+            vary: vary.map(Vec::into_boxed_slice),
             lifetime_secs,
             initial_age,
         }
+    }
+
+    /// When it was requested and received, by this cache's clock.
+    pub fn times(&self) -> StoredTimes {
+        StoredTimes {
+            request_time: UNIX_EPOCH + Duration::from_nanos(self.request_time),
+            response_time: UNIX_EPOCH + Duration::from_nanos(self.response_time),
+        }
+    }
+
+    /// The request's values of the fields named by Vary, when the response has Vary.
+    pub fn vary(&self) -> Option<&VaryValues> {
+        self.vary.as_deref()
     }
 
     /// The stored response's fields, as a map of its own to send or to reason about.
@@ -72,10 +100,8 @@ impl Stored {
     /// For a request without cache directives of its own: `Some(age)` when this response
     /// is fresh, `None` when the full policy must decide.
     pub fn fresh_age(&self, now: SystemTime) -> Option<Duration> {
-        let resident = now
-            .duration_since(self.times.response_time)
-            .unwrap_or_default();
-        let age = self.initial_age.saturating_add(resident);
+        let resident = since_epoch(now).saturating_sub(self.response_time);
+        let age = Duration::from_nanos(self.initial_age.saturating_add(resident));
         (Duration::from_secs(self.lifetime_secs.into()) > age).then_some(age)
     }
 
@@ -482,7 +508,6 @@ fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     fn stored(body: &'static str, vary: Option<Vec<(HeaderName, Option<String>)>>) -> Stored {
         let times = StoredTimes {
@@ -500,8 +525,14 @@ mod tests {
 
     #[test]
     fn a_stored_response_fits_a_small_allocation() {
-        // With the Arc's two counts, 160 bytes: one of the allocator's size classes.
-        assert!(std::mem::size_of::<Stored>() <= 144);
+        assert!(std::mem::size_of::<Stored>() <= 112);
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let times = StoredTimes {
+            request_time: t,
+            response_time: t + Duration::from_millis(5),
+        };
+        let s = Stored::new(StatusCode::OK, HeaderMap::new(), Bytes::new(), times, None);
+        assert_eq!(s.times(), times);
     }
 
     #[test]
