@@ -11,7 +11,8 @@ use canopy_proxy::server::Proxy;
 use canopy_proxy::versions::Db;
 
 /// mimalloc: the request path allocates small, short-lived objects on several threads,
-/// where it spends about half the instructions of the system allocator.
+/// where it spends about half the instructions of the system allocator. Built without
+/// transparent huge pages (see the workspace Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -247,7 +247,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 &parts.headers,
                 stored.status,
                 &stored.headers(),
-                &stored.times,
+                &stored.times(),
                 now,
                 &runtime.heuristics,
             );
@@ -327,7 +327,7 @@ fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: &'static 
 }
 
 fn age_now(stored: &Stored) -> Duration {
-    policy::current_age(&stored.headers(), &stored.times, SystemTime::now())
+    policy::current_age(&stored.headers(), &stored.times(), SystemTime::now())
 }
 
 /// Builds the client's response from a (stored or arriving) response's parts.
@@ -585,7 +585,7 @@ async fn revalidate(
             &parts.headers,
             stored.status,
             &stored.headers(),
-            &stored.times,
+            &stored.times(),
             now(),
             &runtime.heuristics,
         )
@@ -606,7 +606,7 @@ async fn revalidate(
                 policy::merge_not_modified(&stored_headers, not_modified),
                 stored.body.clone(),
                 times,
-                stored.vary.clone(),
+                stored.vary().map(<[_]>::to_vec),
             );
             shared.stats.hits_revalidated.fetch_add(1, Relaxed);
             let mut served = serve_stored(

@@ -80,7 +80,7 @@ fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
     let left = policy::remaining_freshness(
         stored.status,
         &stored.headers(),
-        &stored.times,
+        &stored.times(),
         SystemTime::now(),
         &runtime.heuristics,
     );
