@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub struct Accepting {
 }
 
 /// Serves `listener` on every HTTP worker: each accepts on its own copy of the socket, and
-/// the connections it accepts are its own.
+/// the connections go to the workers in turn.
 pub fn serve(listener: std::net::TcpListener, shared: &Arc<Shared>) -> std::io::Result<Accepting> {
     let copies = workers::handles()
         .iter()
@@ -63,9 +63,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, client)) => {
-                    tokio::spawn(serve_connection(stream, client, shared.clone()));
-                }
+                Ok((stream, client)) => hand_out(stream, client, &shared),
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!("accept failed: {e}");
@@ -73,6 +71,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
                 }
             }
         }
+    }
+}
+
+/// Gives a connection to the next worker in turn: whichever worker wakes first for a burst
+/// of connections would otherwise take most of them and leave the other cores idle.
+fn hand_out(stream: TcpStream, client: SocketAddr, shared: &Arc<Shared>) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let worker = NEXT.fetch_add(1, Relaxed) % workers::count();
+    let shared = shared.clone();
+    if worker == workers::current() {
+        tokio::spawn(serve_connection(stream, client, shared));
+        return;
+    }
+    match stream.into_std() {
+        Ok(stream) => {
+            workers::handles()[worker].spawn(async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(stream, client, shared).await,
+                    Err(e) => tracing::warn!(%client, "a worker cannot take a connection: {e}"),
+                }
+            });
+        }
+        Err(e) => tracing::warn!(%client, "a connection cannot be handed to a worker: {e}"),
     }
 }
 
