@@ -175,6 +175,10 @@ impl InFlight {
     pub fn unshared(&self, key: &str) {
         let now = Instant::now();
         let mut table = self.table();
+        if let Some(until) = table.unshared.get_mut(key) {
+            *until = now + UNSHARED_FOR;
+            return;
+        }
         if table.unshared.len() >= MAX_UNSHARED {
             table.unshared.retain(|_, until| now < *until);
             if table.unshared.len() >= MAX_UNSHARED {
