@@ -26,11 +26,12 @@ struct Args {
     canopy_proxy: PathBuf,
     #[arg(long, default_value = "/usr/sbin/squid")]
     squid: PathBuf,
-    /// Queries measured per proxy, after a tenth as many to warm up.
-    #[arg(long, default_value_t = 20_000)]
+    /// Queries measured per proxy, after a tenth as many to warm up (a round of 20,000 lasted
+    /// a fifth of a second, too short to be steady on a shared machine).
+    #[arg(long, default_value_t = 200_000)]
     queries: u32,
     /// Rounds per proxy (alternating); the median round is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// Queries kept in flight at once.
     #[arg(long, default_value_t = 8)]
