@@ -13,15 +13,20 @@ thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
 }
 
-/// The workers' runtimes, started on first use and kept for the life of the process.
+/// The workers' runtimes, one per core the process may use when they start (on first use);
+/// kept for the life of the process.
 pub fn handles() -> &'static [Handle] {
     static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
-    WORKERS.get_or_init(|| (0..count()).map(start).collect())
+    WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..cores).map(start).collect()
+    })
 }
 
-/// How many workers there are: one per core the process may use.
+/// How many workers there are; fixed once they have started, even if the cores the
+/// process may use change later.
 pub fn count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    handles().len()
 }
 
 /// The worker this code runs on.
