@@ -61,6 +61,52 @@ pub struct Plan<'a> {
     pub skipped: Vec<String>,
 }
 
+impl Hop<'_> {
+    /// Squid's hierarchy code and host, for the access log.
+    fn hierarchy_code(&self, plan: &Plan<'_>, parts: &Parts) -> String {
+        match self {
+            Hop::PeerHit(p) => {
+                let code = if p.is_sibling() {
+                    "SIBLING_HIT"
+                } else {
+                    "PARENT_HIT"
+                };
+                format!("{code}/{}", p.config.host)
+            }
+            Hop::PeerParent(p, code) => format!("{code}/{}", p.config.host),
+            Hop::Parent(p) => {
+                let code = if plan.reason == "in_order" {
+                    "FIRSTUP_PARENT"
+                } else {
+                    "ROUNDROBIN_PARENT"
+                };
+                format!("{code}/{}", p.host)
+            }
+            Hop::Origin => format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
+        }
+    }
+
+    /// Which hop served and why, for `X-Canopy-Hop`; `n` is its place in the plan.
+    fn explanation(&self, plan: &Plan<'_>, n: usize) -> String {
+        match self {
+            Hop::PeerHit(p) => format!("peer={} icp=HIT", p.config.name),
+            Hop::PeerParent(p, code) => format!("peer={} hierarchy={code}", p.config.name),
+            Hop::Parent(p) => format!(
+                "parent={} rule={} reason={}",
+                p.name, plan.rule, plan.reason
+            ),
+            Hop::Origin => {
+                let why = if n == 0 {
+                    plan.reason
+                } else {
+                    "parents_failed"
+                };
+                format!("direct rule={} reason={why}", plan.rule)
+            }
+        }
+    }
+}
+
 /// An upstream response and where it came from.
 pub struct Fetched {
     pub response: Response<Incoming>,
@@ -291,89 +337,23 @@ pub async fn fetch(
     let hop_count = plan.hops.len();
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
+        let (client, counters, name): (_, Option<&PeerStats>, _) = match hop {
+            Hop::PeerHit(p) | Hop::PeerParent(p, _) => {
+                (&p.client, Some(&*p.stats), p.config.name.as_str())
+            }
+            Hop::Parent(p) => (&p.client, Some(&*p.stats), p.name.as_str()),
+            Hop::Origin => (&runtime.origin, None, authority.as_str()),
+        };
         // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
-        let logged = runtime.access_log.is_some();
-        let explained = runtime.config.debug_headers.0;
-        let (client, hierarchy, counters, name, route): (_, _, Option<&PeerStats>, _, _) = match hop
-        {
-            Hop::PeerHit(p) => (
-                &p.client,
-                if logged {
-                    let code = if p.is_sibling() {
-                        "SIBLING_HIT"
-                    } else {
-                        "PARENT_HIT"
-                    };
-                    format!("{code}/{}", p.config.host)
-                } else {
-                    String::new()
-                },
-                Some(&*p.stats),
-                p.config.name.as_str(),
-                if explained {
-                    format!("peer={} icp=HIT", p.config.name)
-                } else {
-                    String::new()
-                },
-            ),
-            Hop::PeerParent(p, code) => (
-                &p.client,
-                if logged {
-                    format!("{code}/{}", p.config.host)
-                } else {
-                    String::new()
-                },
-                Some(&*p.stats),
-                p.config.name.as_str(),
-                if explained {
-                    format!("peer={} hierarchy={code}", p.config.name)
-                } else {
-                    String::new()
-                },
-            ),
-            Hop::Parent(p) => (
-                &p.client,
-                if logged {
-                    let code = if plan.reason == "in_order" {
-                        "FIRSTUP_PARENT"
-                    } else {
-                        "ROUNDROBIN_PARENT"
-                    };
-                    format!("{code}/{}", p.host)
-                } else {
-                    String::new()
-                },
-                Some(&*p.stats),
-                p.name.as_str(),
-                if explained {
-                    format!(
-                        "parent={} rule={} reason={}",
-                        p.name, plan.rule, plan.reason
-                    )
-                } else {
-                    String::new()
-                },
-            ),
-            Hop::Origin => (
-                &runtime.origin,
-                if logged {
-                    format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-"))
-                } else {
-                    String::new()
-                },
-                None,
-                authority.as_str(),
-                if explained {
-                    let why = if n == 0 {
-                        plan.reason
-                    } else {
-                        "parents_failed"
-                    };
-                    format!("direct rule={} reason={why}", plan.rule)
-                } else {
-                    String::new()
-                },
-            ),
+        let hierarchy = if runtime.access_log.is_some() {
+            hop.hierarchy_code(&plan, parts)
+        } else {
+            String::new()
+        };
+        let route = if runtime.config.debug_headers.0 {
+            hop.explanation(&plan, n)
+        } else {
+            String::new()
         };
         if n > 0 {
             // A body goes once: after a failed attempt it is gone.
