@@ -8,28 +8,51 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::hierarchy::health::{Health, HealthSnapshot};
+use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
 use crate::versions::now_rfc3339;
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub requests: AtomicU64,
-    pub hits_fresh: AtomicU64,
-    pub hits_revalidated: AtomicU64,
-    pub misses: AtomicU64,
-    pub uncacheable: AtomicU64,
-    pub bytes_from_cache: AtomicU64,
-    pub bytes_from_upstream: AtomicU64,
-    pub denied_clients: AtomicU64,
-    pub tunnels: AtomicU64,
-    pub errors: AtomicU64,
+    pub requests: Counter,
+    pub hits_fresh: Counter,
+    pub hits_revalidated: Counter,
+    pub misses: Counter,
+    pub uncacheable: Counter,
+    pub bytes_from_cache: Counter,
+    pub bytes_from_upstream: Counter,
+    pub denied_clients: Counter,
+    pub tunnels: Counter,
+    pub errors: Counter,
     /// Requests sent on to another hop after one failed.
-    pub retries: AtomicU64,
+    pub retries: Counter,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
     pub icp: IcpTotals,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
+}
+
+/// A count the HTTP workers add to on every request. Each worker adds on its own cache
+/// line, so the cores do not pass one line back and forth; reading sums the lines.
+#[derive(Debug, Default)]
+pub struct Counter([Lane; LANES]);
+
+/// More lanes than workers only costs memory; workers past the last share lanes.
+const LANES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Lane(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0[workers::current() % LANES].0.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|lane| lane.0.load(Relaxed)).sum()
+    }
 }
 
 /// ICP datagrams this proxy received, and the answers its responder gave.
@@ -244,29 +267,28 @@ impl Stats {
 
     pub fn snapshot(&self, objects: u64, bytes_held: u64) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
-        let hits = load(&self.hits_fresh) + load(&self.hits_revalidated);
-        let requests = load(&self.requests);
-        let (cache_bytes, upstream_bytes) = (
-            load(&self.bytes_from_cache),
-            load(&self.bytes_from_upstream),
-        );
+        let get = Counter::get;
+        let hits = get(&self.hits_fresh) + get(&self.hits_revalidated);
+        let requests = get(&self.requests);
+        let (cache_bytes, upstream_bytes) =
+            (get(&self.bytes_from_cache), get(&self.bytes_from_upstream));
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         StatsSnapshot {
             requests,
-            hits_fresh: load(&self.hits_fresh),
-            hits_revalidated: load(&self.hits_revalidated),
-            misses: load(&self.misses),
-            uncacheable: load(&self.uncacheable),
+            hits_fresh: get(&self.hits_fresh),
+            hits_revalidated: get(&self.hits_revalidated),
+            misses: get(&self.misses),
+            uncacheable: get(&self.uncacheable),
             bytes_from_cache: cache_bytes,
             bytes_from_upstream: upstream_bytes,
             hit_ratio: ratio(hits, requests),
             byte_hit_ratio: ratio(cache_bytes, cache_bytes + upstream_bytes),
             objects,
             bytes_held,
-            denied_clients: load(&self.denied_clients),
-            tunnels: load(&self.tunnels),
-            errors: load(&self.errors),
-            retries: load(&self.retries),
+            denied_clients: get(&self.denied_clients),
+            tunnels: get(&self.tunnels),
+            errors: get(&self.errors),
+            retries: get(&self.retries),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
@@ -391,14 +413,29 @@ mod tests {
     #[test]
     fn ratios_count_both_kinds_of_hit() {
         let stats = Stats::default();
-        stats.requests.store(4, Relaxed);
-        stats.hits_fresh.store(1, Relaxed);
-        stats.hits_revalidated.store(1, Relaxed);
-        stats.bytes_from_cache.store(300, Relaxed);
-        stats.bytes_from_upstream.store(100, Relaxed);
+        stats.requests.add(4);
+        stats.hits_fresh.add(1);
+        stats.hits_revalidated.add(1);
+        stats.bytes_from_cache.add(300);
+        stats.bytes_from_upstream.add(100);
         let s = stats.snapshot(0, 0);
         assert_eq!(s.hit_ratio, 0.5);
         assert_eq!(s.byte_hit_ratio, 0.75);
+    }
+
+    #[test]
+    fn a_counter_sums_what_every_thread_added() {
+        let counter = Arc::new(Counter::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let counter = counter.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| counter.add(2)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        // As the last worker would add.
+        counter.0[LANES - 1].0.fetch_add(5, Relaxed);
+        assert_eq!(counter.get(), 8005);
     }
 
     #[test]

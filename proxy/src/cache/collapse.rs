@@ -3,11 +3,11 @@
 //! be shared is not collapsed again for a while (Varnish's hit-for-miss), so its clients do
 //! not queue behind one fetch each time only to fetch for themselves.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tokio::sync::{watch, Notify};
 

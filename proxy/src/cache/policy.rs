@@ -301,14 +301,17 @@ pub fn is_storable(method: &Method, req: &HeaderMap, status: StatusCode, resp: &
     if method != Method::GET || !(200..600).contains(&code) || code == 206 || code == 304 {
         return false;
     }
-    let request = CacheControl::parse(req);
+    // The response's refusals first: an uncacheable response then costs no more parsing.
     let response = CacheControl::parse(resp);
     let refused_by_directive = if response.must_understand {
         !understood(status)
     } else {
         response.no_store
     };
-    if request.no_store || refused_by_directive || response.private || vary_names(resp).is_none() {
+    if refused_by_directive || response.private || vary_names(resp).is_none() {
+        return false;
+    }
+    if CacheControl::parse(req).no_store {
         return false;
     }
     let shareable = response.public || response.must_revalidate || response.s_maxage.is_some();

@@ -360,7 +360,7 @@ pub async fn fetch(
             if had_body {
                 break;
             }
-            runtime.stats.retries.fetch_add(1, Relaxed);
+            runtime.stats.retries.add(1);
         }
         let mut request = Request::new(
             body.take()

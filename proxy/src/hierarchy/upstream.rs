@@ -1,12 +1,12 @@
 //! HTTP clients towards origins and parents, leaving from this proxy's one address, with
 //! their connections kept open between requests.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;

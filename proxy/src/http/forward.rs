@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -72,7 +71,7 @@ pub async fn handle(
     let started = Instant::now();
     let time = SystemTime::now();
     let runtime = shared.runtime.load_full();
-    shared.stats.requests.fetch_add(1, Relaxed);
+    shared.stats.requests.add(1);
     tracing::debug!(%client, method = %req.method(), url = %req.uri(), "request");
     // The access log's fields, taken before the request is consumed, only when logging.
     let logged = runtime
@@ -85,7 +84,7 @@ pub async fn handle(
         route(&shared, &runtime, client, req).await
     };
     if served.response.status().is_server_error() {
-        shared.stats.errors.fetch_add(1, Relaxed);
+        shared.stats.errors.add(1);
     }
     let mut response = served.response;
     let headers = response.headers_mut();
@@ -239,7 +238,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
                 && !parts.headers.contains_key(header::PRAGMA);
             if let Some(age) = stored.fresh_age(now).filter(|_| plain) {
-                shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                shared.stats.hits_fresh.add(1);
                 return serve_stored(&parts, &stored, age, "TCP_HIT");
             }
             let reuse = policy::evaluate(
@@ -253,11 +252,11 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             );
             match reuse {
                 Reuse::Fresh { age } | Reuse::Stale { age } => {
-                    shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                    shared.stats.hits_fresh.add(1);
                     return serve_stored(&parts, &stored, age, "TCP_HIT");
                 }
                 Reuse::StaleWhileRevalidate { age } => {
-                    shared.stats.hits_fresh.fetch_add(1, Relaxed);
+                    shared.stats.hits_fresh.add(1);
                     revalidate_in_background(shared, runtime, &parts, &key, &stored);
                     return serve_stored(&parts, &stored, age, "TCP_STALE_HIT");
                 }
@@ -270,7 +269,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
         }
     }
     if request_cc.only_if_cached {
-        shared.stats.misses.fetch_add(1, Relaxed);
+        shared.stats.misses.add(1);
         return Served::error(
             ProxyError::gateway_timeout(format!(
                 "{key} is not in the cache, and the request said only-if-cached"
@@ -279,7 +278,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             "HIER_NONE/-".into(),
         );
     }
-    shared.stats.misses.fetch_add(1, Relaxed);
+    shared.stats.misses.add(1);
     if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
         return forward_uncached(shared, runtime, &parts, None).await;
     }
@@ -407,7 +406,12 @@ fn from_fill(parts: &Parts, fill: &Arc<Fill>) -> Response<ProxyBody> {
 /// upstream and answers the client's itself.
 fn unconditional(headers: &HeaderMap) -> HeaderMap {
     let mut headers = headers.clone();
-    for name in &CONDITIONALS {
+    // Most requests carry no conditional: looking costs less than five removals.
+    while let Some(name) = headers
+        .keys()
+        .find(|name| CONDITIONALS.contains(name))
+        .cloned()
+    {
         headers.remove(name);
     }
     headers
@@ -467,7 +471,7 @@ fn store_and_serve(
         && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
     let vary = policy::vary_request_values(&head.headers, &parts.headers);
     if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
-        shared.stats.uncacheable.fetch_add(1, Relaxed);
+        shared.stats.uncacheable.add(1);
         shared.in_flight.unshared(key);
         if let Some(leader) = leader {
             leader.finish();
@@ -594,7 +598,7 @@ async fn revalidate(
         Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
             let not_modified = fetched.response.headers();
             if !policy::not_modified_matches(&stored_headers, not_modified) {
-                shared.stats.misses.fetch_add(1, Relaxed);
+                shared.stats.misses.add(1);
                 return fetch_and_fill(shared, runtime, parts, key, None).await;
             }
             let times = StoredTimes {
@@ -608,7 +612,7 @@ async fn revalidate(
                 times,
                 stored.vary().map(<[_]>::to_vec),
             );
-            shared.stats.hits_revalidated.fetch_add(1, Relaxed);
+            shared.stats.hits_revalidated.add(1);
             let mut served = serve_stored(
                 parts,
                 &refreshed,
@@ -620,11 +624,11 @@ async fn revalidate(
             served
         }
         Ok(fetched) if fetched.response.status().is_server_error() && stale_ok(&stored) => {
-            shared.stats.hits_fresh.fetch_add(1, Relaxed);
+            shared.stats.hits_fresh.add(1);
             serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
         }
         Ok(fetched) => {
-            shared.stats.misses.fetch_add(1, Relaxed);
+            shared.stats.misses.add(1);
             store_and_serve(
                 shared,
                 runtime,
@@ -637,11 +641,11 @@ async fn revalidate(
             )
         }
         Err(_) if stale_ok(&stored) => {
-            shared.stats.hits_fresh.fetch_add(1, Relaxed);
+            shared.stats.hits_fresh.add(1);
             serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
         }
         Err((error, hierarchy)) => {
-            shared.stats.misses.fetch_add(1, Relaxed);
+            shared.stats.misses.add(1);
             Served::error(error, runtime, hierarchy)
         }
     }
@@ -685,7 +689,7 @@ async fn pass_through(
     parts: Parts,
     body: Incoming,
 ) -> Served {
-    shared.stats.misses.fetch_add(1, Relaxed);
+    shared.stats.misses.add(1);
     let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
     if policy::invalidates(&parts.method, served.response.status()) {
         let store = shared.store.load();
@@ -715,7 +719,7 @@ async fn forward_uncached(
 ) -> Served {
     match hierarchy::fetch(runtime, parts, parts.headers.clone(), body).await {
         Ok(fetched) => {
-            shared.stats.uncacheable.fetch_add(1, Relaxed);
+            shared.stats.uncacheable.add(1);
             let (mut head, body) = fetched.response.into_parts();
             remove_hop_by_hop(&mut head.headers);
             Served {
@@ -793,7 +797,7 @@ impl Drop for Accounted {
         } else {
             &done.shared.stats.bytes_from_upstream
         };
-        counter.fetch_add(self.sent, Relaxed);
+        counter.add(self.sent);
         if let (Some(log), Some(mut entry)) = (&done.runtime.access_log, done.entry.take()) {
             entry.bytes = self.sent;
             entry.elapsed = done.started.elapsed();
@@ -819,5 +823,18 @@ mod tests {
         assert!(e.reason.contains("whole URL"));
         assert!(check_target(&"http://a/".parse().unwrap()).is_ok());
         assert!(check_target(&"ftp://a/".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn every_conditional_field_is_dropped_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        for name in &CONDITIONALS {
+            h.append(name, HeaderValue::from_static("x"));
+        }
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        let left = unconditional(&h);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[header::ACCEPT], "text/html");
     }
 }

@@ -22,16 +22,9 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// Removes hop-by-hop fields, including every field named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One look at each name present is cheaper than a removal (a hash and a probe) for each
-    // hop-by-hop name, and most messages carry one or none of them.
-    let mut present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name.as_str()))
-        .cloned()
-        .collect();
-    if present.is_empty() {
-        return;
-    }
-    if present.contains(&CONNECTION) {
+    // hop-by-hop name, and most messages carry one or none of them: nothing is allocated
+    // unless Connection names other fields.
+    if headers.contains_key(CONNECTION) {
         // `close` and `keep-alive` are the usual options; only other names are fields.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -44,9 +37,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             })
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
-        present.extend(named);
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in present {
+    while let Some(name) = headers
+        .keys()
+        .find(|name| is_hop_by_hop(name.as_str()))
+        .cloned()
+    {
         headers.remove(name);
     }
 }

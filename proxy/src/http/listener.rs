@@ -117,7 +117,7 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
         let service = service_fn(move |req| forward::handle(shared.clone(), client, req));
         builder.serve_connection(io, service).with_upgrades().await
     } else {
-        shared.stats.denied_clients.fetch_add(1, Relaxed);
+        shared.stats.denied_clients.add(1);
         tracing::info!(%client, "client not in allowed_clients: 403");
         let service = service_fn(move |_req| {
             let name = shared.runtime.load().config.visible_name.clone();

@@ -1,6 +1,5 @@
 //! CONNECT tunnels: a byte pipe to port 443 of the named host, never cached.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ pub async fn handle(
         )));
     }
     let (upstream, hop) = connect(&runtime, authority.host(), port).await?;
-    shared.stats.tunnels.fetch_add(1, Relaxed);
+    shared.stats.tunnels.add(1);
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
