@@ -67,7 +67,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<Accounted>, Infallible> {
     let started = Instant::now();
     let time = SystemTime::now();
     let runtime = shared.runtime.load_full();
@@ -128,7 +128,7 @@ pub async fn handle(
         started,
         entry,
     };
-    Ok(response.map(|body| Accounted::new(body, done).boxed_unsync()))
+    Ok(response.map(|body| Accounted::new(body, done)))
 }
 
 async fn route(
@@ -744,7 +744,8 @@ struct Accounting {
 }
 
 /// A response body that counts the bytes sent, and logs the request when it is done.
-struct Accounted {
+/// Handed to hyper as it is: boxing it again would cost an allocation a response.
+pub struct Accounted {
     inner: ProxyBody,
     sent: u64,
     done: Option<Accounting>,
