@@ -157,7 +157,7 @@ impl Reader {
         }
     }
 
-    async fn to_end(&mut self) -> Result<Vec<u8>, ReadError> {
+    async fn until_closed(&mut self) -> Result<Vec<u8>, ReadError> {
         while self.fill().await? {}
         Ok(std::mem::take(&mut self.buf))
     }
@@ -220,7 +220,7 @@ impl RawConnection {
         } else if let Some(n) = content_length(&fields) {
             self.reader.exactly(n).await?
         } else {
-            self.reader.to_end().await?
+            self.reader.until_closed().await?
         };
         Ok(RawMessage {
             start,

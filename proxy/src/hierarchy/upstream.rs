@@ -32,12 +32,42 @@ pub enum UpstreamError {
     /// The connection failed or closed before the response arrived.
     #[error("request failed")]
     Request(#[source] hyper::Error),
+    /// The client's request body broke off or was malformed while it was being sent on:
+    /// the client's fault, not the next hop's. The connection it was sent on is closed.
+    #[error("the request body from the client")]
+    ClientBody(#[source] hyper::Error),
 }
 
 impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
     }
+
+    /// Sorts out a failed exchange: the client's body, or the hop.
+    fn from_exchange(error: hyper::Error) -> UpstreamError {
+        if caused_by_client_body(&error) {
+            UpstreamError::ClientBody(error)
+        } else {
+            UpstreamError::Request(error)
+        }
+    }
+}
+
+/// The error a client's request body gives on its way upstream, so that a failed
+/// exchange can tell the client's fault from the next hop's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off or is malformed")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+fn caused_by_client_body(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<ClientBodyError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Connections to origin servers, or always to one parent.
@@ -158,7 +188,7 @@ impl UpstreamClient {
                 // so it goes on a new connection.
                 Err(mut e) => match e.take_message() {
                     Some(request) => request,
-                    None => return Err(UpstreamError::Request(e.into_error())),
+                    None => return Err(UpstreamError::from_exchange(e.into_error())),
                 },
             },
             Err(request) => request,
@@ -190,7 +220,7 @@ impl UpstreamClient {
                 });
             }
         }
-        sent.await.map_err(UpstreamError::Request)
+        sent.await.map_err(UpstreamError::from_exchange)
     }
 }
 

@@ -166,7 +166,15 @@ async fn route(
     // Routing by client address reads it from here.
     parts.extensions.insert(ClientAddr(client.ip()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
-        cached(shared, runtime, parts).await
+        if body.is_end_stream() {
+            cached(shared, runtime, parts).await
+        } else {
+            // A GET or HEAD with a body goes on with it, past the cache: what the body
+            // means to the origin is unknown, and dropping it would leave its framing to
+            // be read from the upstream connection as the start of another message.
+            shared.stats.misses.add(1);
+            forward_uncached(shared, runtime, &parts, Some(body)).await
+        }
     } else {
         pass_through(shared, runtime, parts, body).await
     }
@@ -180,10 +188,16 @@ async fn hits_only(
     client: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Served {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let cacheable = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !cacheable || !req.body().is_end_stream() {
+        let with_body = if req.body().is_end_stream() {
+            ""
+        } else {
+            " with a body"
+        };
         return Served::error(
             ProxyError::gateway_timeout(format!(
-                "{} from a sibling cache: a sibling takes hits only",
+                "{}{with_body} from a sibling cache: a sibling takes hits only",
                 req.method()
             )),
             runtime,
