@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper::StatusCode;
+use hyper::{Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
 use common::nginx::{nginx_binary, Nginx};
@@ -421,4 +421,83 @@ async fn an_upstream_connection_is_pooled_only_after_whole_messages() {
             origin.seen()
         );
     }
+}
+
+fn many_fields(count: usize, value_len: usize) -> Response<OriginBody> {
+    let mut response = Response::builder().header("cache-control", "no-store");
+    for i in 0..count {
+        response = response.header(format!("x-field-{i}"), "v".repeat(value_len));
+    }
+    response.body(full("many fields\n")).unwrap()
+}
+
+#[tokio::test]
+async fn responses_with_many_fields_pass_and_absurd_heads_get_a_clear_502() {
+    let origin = Origin::start(|seen| match seen.path.as_str() {
+        "/two-hundred" => many_fields(200, 10),
+        _ => many_fields(100, 1024),
+    })
+    .await;
+    let proxy = Canopy::start(&[]).await;
+    // A raw client: hyper's own client takes no more than 100 fields.
+    let mut client = RawConnection::connect(proxy.addr).await;
+    let get = |path: &str| {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            origin.url(path),
+            origin.addr
+        )
+    };
+    client.send(get("/two-hundred").as_bytes()).await;
+    let r = client.response().await.unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert_eq!(r.text(), "many fields\n");
+    assert!(r.field("x-field-199").is_some(), "{r:?}");
+    client.send(get("/huge").as_bytes()).await;
+    let r = client.response().await.unwrap();
+    assert_eq!(r.status(), 502, "{r:?}");
+    assert!(r.text().contains("64 KiB"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn request_heads_up_to_64_kib_pass_and_larger_ones_or_more_than_100_fields_get_431() {
+    let origin = Origin::start(|_| Response::new(full("ok"))).await;
+    let proxy = Canopy::start(&[]).await;
+    let big = "c".repeat(60 * 1024);
+    let r = proxy
+        .request("GET", &origin.url("/big"), &[("cookie", big.as_str())])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = origin.seen();
+    assert_eq!(seen[0].headers["cookie"].len(), big.len());
+    let huge = "c".repeat(70 * 1024);
+    let mut client = RawConnection::connect(proxy.addr).await;
+    client
+        .send(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nCookie: {huge}\r\n\r\n",
+                origin.url("/huge"),
+                origin.addr
+            )
+            .as_bytes(),
+        )
+        .await;
+    let r = client.response().await.unwrap();
+    assert_eq!(r.status(), 431, "{r:?}");
+    // 100 fields at most: a higher limit would cost hyper an allocation on every request.
+    let fields: String = (0..101).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let mut client = RawConnection::connect(proxy.addr).await;
+    client
+        .send(
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\n{fields}\r\n",
+                origin.url("/many"),
+                origin.addr
+            )
+            .as_bytes(),
+        )
+        .await;
+    let r = client.response().await.unwrap();
+    assert_eq!(r.status(), 431, "{r:?}");
+    assert_eq!(origin.seen().len(), 1);
 }

@@ -23,6 +23,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// The most connections a worker keeps to one destination; more are closed after use.
 const MAX_PER_DESTINATION: usize = 64;
 
+/// The largest response head taken from upstream, status line included (Squid's
+/// `reply_header_max_size` is 64 KB); more gives the client a 502 that says so.
+pub const RESPONSE_HEAD_MAX: usize = 64 * 1024;
+/// The most fields a response head may have: more than any real one, few enough that
+/// parsing a head stays cheap.
+pub const RESPONSE_FIELDS_MAX: usize = 1000;
+
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -36,6 +43,12 @@ pub enum UpstreamError {
     /// the client's fault, not the next hop's. The connection it was sent on is closed.
     #[error("the request body from the client")]
     ClientBody(#[source] hyper::Error),
+    /// The response head is larger than this proxy takes.
+    #[error(
+        "the response head is larger than {} KiB or has more than {RESPONSE_FIELDS_MAX} fields",
+        RESPONSE_HEAD_MAX / 1024
+    )]
+    HeadTooLarge,
 }
 
 impl UpstreamError {
@@ -43,10 +56,12 @@ impl UpstreamError {
         matches!(self, UpstreamError::Connect(_))
     }
 
-    /// Sorts out a failed exchange: the client's body, or the hop.
+    /// Sorts out a failed exchange: the client's body, an oversized head, or the hop.
     fn from_exchange(error: hyper::Error) -> UpstreamError {
         if caused_by_client_body(&error) {
             UpstreamError::ClientBody(error)
+        } else if error.is_parse_too_large() {
+            UpstreamError::HeadTooLarge
         } else {
             UpstreamError::Request(error)
         }
@@ -199,8 +214,12 @@ impl UpstreamClient {
             .call(destination)
             .await
             .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let (mut sender, connection) =
-            http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        let (mut sender, connection) = http1::Builder::new()
+            .max_header_size(RESPONSE_HEAD_MAX)
+            .max_headers(RESPONSE_FIELDS_MAX)
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("upstream connection ended: {e}");
