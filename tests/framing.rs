@@ -501,3 +501,60 @@ async fn request_heads_up_to_64_kib_pass_and_larger_ones_or_more_than_100_fields
     assert_eq!(r.status(), 431, "{r:?}");
     assert_eq!(origin.seen().len(), 1);
 }
+
+#[tokio::test]
+async fn trace_and_options_with_max_forwards_0_are_answered_by_the_proxy() {
+    let origin = Origin::start(|_| Response::new(full("from the origin"))).await;
+    let proxy = Canopy::start(&[]).await;
+    let url = origin.url("/resource");
+    let r = proxy
+        .request(
+            "TRACE",
+            &url,
+            &[
+                ("max-forwards", "0"),
+                ("x-probe", "echo me"),
+                ("cookie", "session=secret-cookie"),
+                ("authorization", "Basic c2VjcmV0LXBhc3N3b3Jk"),
+                ("proxy-authorization", "Basic cHJveHktc2VjcmV0"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), "message/http");
+    let echo = r.text();
+    assert!(
+        echo.starts_with(&format!("TRACE {url} HTTP/1.1\r\n")),
+        "{echo}"
+    );
+    assert!(echo.contains("x-probe: echo me\r\n"), "{echo}");
+    assert!(echo.contains("max-forwards: 0\r\n"), "{echo}");
+    for secret in ["secret-cookie", "c2VjcmV0LXBhc3N3b3Jk", "cHJveHktc2VjcmV0"] {
+        assert!(!echo.contains(secret), "credentials echoed: {echo}");
+    }
+    let r = proxy
+        .request("OPTIONS", &url, &[("max-forwards", "0")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("allow").contains("GET"), "{:?}", r.headers);
+    assert!(r.header("allow").contains("TRACE"), "{:?}", r.headers);
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+    // Above 0 the request goes on, one hop fewer.
+    let r = proxy.request("TRACE", &url, &[("max-forwards", "3")]).await;
+    assert_eq!(r.text(), "from the origin");
+    let r = proxy
+        .request("OPTIONS", &url, &[("max-forwards", "1")])
+        .await;
+    assert_eq!(r.text(), "from the origin");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].method, "TRACE");
+    assert_eq!(seen[0].headers["max-forwards"], "2");
+    assert_eq!(seen[1].method, "OPTIONS");
+    assert_eq!(seen[1].headers["max-forwards"], "0");
+    // Max-Forwards means nothing to other methods: passed on untouched.
+    proxy
+        .request("GET", &origin.url("/get"), &[("max-forwards", "0")])
+        .await;
+    assert_eq!(origin.seen()[2].headers["max-forwards"], "0");
+}

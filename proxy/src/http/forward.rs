@@ -23,6 +23,7 @@ use crate::cache::store::Stored;
 use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
+use crate::http::max_forwards::{self, Hops};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::server::{Runtime, Shared};
 
@@ -135,7 +136,7 @@ async fn route(
     shared: &Arc<Shared>,
     runtime: &Arc<Runtime>,
     client: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Served {
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
@@ -148,6 +149,28 @@ async fn route(
             },
             Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
         };
+    }
+    if max_forwards::applies_to(req.method()) {
+        match max_forwards::hops(req.headers()) {
+            Ok(Hops::Unlimited) => {}
+            Ok(Hops::Onward(left)) => {
+                req.headers_mut().insert(header::MAX_FORWARDS, left);
+            }
+            Ok(Hops::AnswerHere) => {
+                let (parts, _) = req.into_parts();
+                return Served {
+                    response: max_forwards::answer(&parts),
+                    result: "TCP_MISS",
+                    hierarchy: "HIER_NONE/-".into(),
+                    from_cache: false,
+                    hop: None,
+                };
+            }
+            Err(e) => {
+                let error = ProxyError::bad_request(e.to_string());
+                return Served::error(error, runtime, "HIER_NONE/-".into());
+            }
+        }
     }
     if let Err(e) = check_target(req.uri()) {
         return Served::error(e, runtime, "HIER_NONE/-".into());
