@@ -312,6 +312,55 @@ async fn ambiguous_framing_is_refused_or_forwarded_as_framed() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+#[tokio::test]
+async fn ambiguous_framing_reaches_nginx_only_as_framed() {
+    let Some(binary) = nginx_binary() else {
+        return;
+    };
+    let nginx = Nginx::start(&binary, NGINX_LOCATIONS);
+    let proxy = Canopy::start(&[]).await;
+    let mut failures = Vec::new();
+    for (i, shape) in SHAPES.iter().enumerate() {
+        for method in ["GET", "POST"] {
+            let path = format!("/shape{i}-{method}");
+            let mut client = RawConnection::connect(proxy.addr).await;
+            let head = format!(
+                "{method} {} HTTP/1.1\r\nHost: {}\r\n{}",
+                nginx.url(&path),
+                nginx.addr,
+                shape.rest
+            );
+            client.send(head.as_bytes()).await;
+            let answer = client.response().await;
+            let (status, text) = answer
+                .map(|r| (r.status(), r.text()))
+                .unwrap_or((0, String::new()));
+            let expected = match shape.forwarded {
+                None => (400, nginx.requests_for(&path) == 0),
+                Some(_) => (200, text == format!("{path}\n")),
+            };
+            if (status, true) != expected {
+                failures.push(format!("{} ({method}): {status} {text:?}", shape.name));
+            }
+        }
+    }
+    // Every connection to nginx stayed in step: the same pooled connections carry these.
+    for i in 0..4 {
+        let path = format!("/after{i}");
+        assert_eq!(
+            proxy.get(&nginx.url(&path)).await.text(),
+            format!("{path}\n")
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    let log = nginx.access_log();
+    assert_eq!(nginx.requests_for("/smuggled"), 0, "{log}");
+    assert!(
+        !log.contains("\" 400 "),
+        "nginx read something out of step:\n{log}"
+    );
+}
+
 /// The requests for `path` the origin has parsed, waiting a while for one when `expected`
 /// (the origin records a request once it has read its body).
 async fn arrived(origin: &ScriptedOrigin, path: &str, expected: bool) -> Vec<RawMessage> {
