@@ -472,6 +472,53 @@ async fn an_upstream_connection_is_pooled_only_after_whole_messages() {
     }
 }
 
+#[tokio::test]
+async fn an_upstream_connection_whose_client_left_before_the_answer_is_closed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (asked, mut asked_rx) = tokio::sync::oneshot::channel();
+    let (closed, closed_rx) = tokio::sync::oneshot::channel();
+    // Reads the request, never answers, and says when the proxy closes the connection.
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut asked = Some(asked);
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+            if received.windows(4).any(|w| w == b"\r\n\r\n") {
+                if let Some(asked) = asked.take() {
+                    let _ = asked.send(());
+                }
+            }
+        }
+        let _ = closed.send(());
+    });
+    let proxy = Canopy::start(&[]).await;
+    let mut client = RawConnection::connect(proxy.addr).await;
+    client
+        .send(
+            format!(
+                "POST http://{origin}/hold HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), &mut asked_rx)
+        .await
+        .expect("the request reached the origin")
+        .unwrap();
+    drop(client);
+    // A connection still owing an answer can never be used for another request.
+    tokio::time::timeout(Duration::from_secs(10), closed_rx)
+        .await
+        .expect("the upstream connection stayed open after its client left")
+        .unwrap();
+}
+
 fn many_fields(count: usize, value_len: usize) -> Response<OriginBody> {
     let mut response = Response::builder().header("cache-control", "no-store");
     for i in 0..count {
