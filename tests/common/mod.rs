@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
+pub mod nginx;
+pub mod raw;
 pub mod squid;
 
 use std::collections::HashMap;

@@ -16,9 +16,12 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, HOST};
+use http::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
+};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::SizeHint;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -34,7 +37,7 @@ use crate::stats::PeerStats;
 use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;
-use upstream::UpstreamError;
+use upstream::{ClientBodyError, UpstreamError};
 
 /// The client's address, kept in the request's extensions for routing by client.
 #[derive(Debug, Clone, Copy)]
@@ -322,6 +325,8 @@ pub async fn fetch(
     }
     let mut body = body.filter(|b| !http_body::Body::is_end_stream(b));
     let had_body = body.is_some();
+    let size = body.as_ref().map(http_body::Body::size_hint);
+    frame(&mut headers, &parts.method, size.as_ref());
     let may_retry = !had_body && idempotent(&parts.method);
     let answers = if body.is_none()
         && !is_loop(&parts.headers, &runtime.config.visible_name)
@@ -364,7 +369,10 @@ pub async fn fetch(
         }
         let mut request = Request::new(
             body.take()
-                .map(|b| b.map_err(BoxError::from).boxed_unsync())
+                .map(|b| {
+                    b.map_err(|e| BoxError::from(ClientBodyError(e)))
+                        .boxed_unsync()
+                })
                 .unwrap_or_else(empty_body),
         );
         *request.method_mut() = parts.method.clone();
@@ -406,6 +414,13 @@ pub async fn fetch(
             Hop::Parent(_) | Hop::Origin => true,
         };
         let failure = match attempt {
+            Ok(Err(e @ UpstreamError::ClientBody(_))) => {
+                let error = ProxyError::bad_request(format!(
+                    "The request body could not be read ({}): it was not passed on whole.",
+                    innermost(&e)
+                ));
+                return Err((error, hierarchy));
+            }
             Ok(Ok(response)) => {
                 let status = response.status();
                 if let Some(counters) = counters {
@@ -479,6 +494,26 @@ pub async fn fetch(
         StatusCode::GATEWAY_TIMEOUT
     };
     Err((ProxyError::new(status, reason), "HIER_NONE/-".to_owned()))
+}
+
+/// Makes the framing fields agree with the body that is sent (`None`: no body), so a
+/// client's Content-Length never goes on without the bytes it announces. hyper writes the
+/// Content-Length of a body of known size; a body of unknown size is sent chunked, said
+/// outright because hyper would otherwise drop it from a GET or HEAD. A body-less request
+/// other than GET or HEAD that announced an empty body keeps `Content-Length: 0`, which
+/// some servers want on a POST.
+fn frame(headers: &mut HeaderMap, method: &Method, body: Option<&SizeHint>) {
+    let announced = headers.remove(CONTENT_LENGTH).is_some();
+    match body {
+        Some(size) if size.exact().is_none() => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        Some(_) => {}
+        None if announced && method != Method::GET && method != Method::HEAD => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        None => {}
+    }
 }
 
 /// Counts a failed fetch through a parent or peer, and marks it down past the threshold.
@@ -623,6 +658,31 @@ mod tests {
                 "origin"
             ]
         );
+    }
+
+    #[test]
+    fn framing_fields_follow_the_body_sent() {
+        let announced = |len: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_LENGTH, HeaderValue::from_static(len));
+            h
+        };
+        // hyper writes the length of a body of known size.
+        let mut h = announced("5");
+        frame(&mut h, &Method::GET, Some(&SizeHint::with_exact(5)));
+        assert!(h.is_empty());
+        let mut h = HeaderMap::new();
+        frame(&mut h, &Method::GET, Some(&SizeHint::new()));
+        assert_eq!(h[TRANSFER_ENCODING], "chunked");
+        let mut h = announced("0");
+        frame(&mut h, &Method::GET, None);
+        assert!(h.is_empty());
+        let mut h = announced("0");
+        frame(&mut h, &Method::POST, None);
+        assert_eq!(h[CONTENT_LENGTH], "0");
+        let mut h = HeaderMap::new();
+        frame(&mut h, &Method::POST, None);
+        assert!(h.is_empty());
     }
 
     #[test]

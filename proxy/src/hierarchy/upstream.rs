@@ -23,6 +23,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// The most connections a worker keeps to one destination; more are closed after use.
 const MAX_PER_DESTINATION: usize = 64;
 
+/// The largest response head taken from upstream, status line included (Squid's
+/// `reply_header_max_size` is 64 KB); more gives the client a 502 that says so.
+pub const RESPONSE_HEAD_MAX: usize = 64 * 1024;
+/// The most fields a response head may have: more than any real one, few enough that
+/// parsing a head stays cheap.
+pub const RESPONSE_FIELDS_MAX: usize = 1000;
+
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -32,12 +39,50 @@ pub enum UpstreamError {
     /// The connection failed or closed before the response arrived.
     #[error("request failed")]
     Request(#[source] hyper::Error),
+    /// The client's request body broke off or was malformed while it was being sent on:
+    /// the client's fault, not the next hop's. The connection it was sent on is closed.
+    #[error("the request body from the client")]
+    ClientBody(#[source] hyper::Error),
+    /// The response head is larger than this proxy takes.
+    #[error(
+        "the response head is larger than {} KiB or has more than {RESPONSE_FIELDS_MAX} fields",
+        RESPONSE_HEAD_MAX / 1024
+    )]
+    HeadTooLarge,
 }
 
 impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
     }
+
+    /// Sorts out a failed exchange: the client's body, an oversized head, or the hop.
+    fn from_exchange(error: hyper::Error) -> UpstreamError {
+        if caused_by_client_body(&error) {
+            UpstreamError::ClientBody(error)
+        } else if error.is_parse_too_large() {
+            UpstreamError::HeadTooLarge
+        } else {
+            UpstreamError::Request(error)
+        }
+    }
+}
+
+/// The error a client's request body gives on its way upstream, so that a failed
+/// exchange can tell the client's fault from the next hop's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off or is malformed")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+fn caused_by_client_body(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<ClientBodyError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Connections to origin servers, or always to one parent.
@@ -158,7 +203,7 @@ impl UpstreamClient {
                 // so it goes on a new connection.
                 Err(mut e) => match e.take_message() {
                     Some(request) => request,
-                    None => return Err(UpstreamError::Request(e.into_error())),
+                    None => return Err(UpstreamError::from_exchange(e.into_error())),
                 },
             },
             Err(request) => request,
@@ -169,8 +214,12 @@ impl UpstreamClient {
             .call(destination)
             .await
             .map_err(|e| UpstreamError::Connect(e.into()))?;
-        let (mut sender, connection) =
-            http1::handshake(io).await.map_err(UpstreamError::Request)?;
+        let (mut sender, connection) = http1::Builder::new()
+            .max_header_size(RESPONSE_HEAD_MAX)
+            .max_headers(RESPONSE_FIELDS_MAX)
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("upstream connection ended: {e}");
@@ -190,7 +239,7 @@ impl UpstreamClient {
                 });
             }
         }
-        sent.await.map_err(UpstreamError::Request)
+        sent.await.map_err(UpstreamError::from_exchange)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::cache::store::Stored;
 use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
+use crate::http::max_forwards::{self, Hops};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::server::{Runtime, Shared};
 
@@ -135,7 +136,7 @@ async fn route(
     shared: &Arc<Shared>,
     runtime: &Arc<Runtime>,
     client: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Served {
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
@@ -148,6 +149,28 @@ async fn route(
             },
             Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
         };
+    }
+    if max_forwards::applies_to(req.method()) {
+        match max_forwards::hops(req.headers()) {
+            Ok(Hops::Unlimited) => {}
+            Ok(Hops::Onward(left)) => {
+                req.headers_mut().insert(header::MAX_FORWARDS, left);
+            }
+            Ok(Hops::AnswerHere) => {
+                let (parts, _) = req.into_parts();
+                return Served {
+                    response: max_forwards::answer(&parts),
+                    result: "TCP_MISS",
+                    hierarchy: "HIER_NONE/-".into(),
+                    from_cache: false,
+                    hop: None,
+                };
+            }
+            Err(e) => {
+                let error = ProxyError::bad_request(e.to_string());
+                return Served::error(error, runtime, "HIER_NONE/-".into());
+            }
+        }
     }
     if let Err(e) = check_target(req.uri()) {
         return Served::error(e, runtime, "HIER_NONE/-".into());
@@ -166,7 +189,15 @@ async fn route(
     // Routing by client address reads it from here.
     parts.extensions.insert(ClientAddr(client.ip()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
-        cached(shared, runtime, parts).await
+        if body.is_end_stream() {
+            cached(shared, runtime, parts).await
+        } else {
+            // A GET or HEAD with a body goes on with it, past the cache: what the body
+            // means to the origin is unknown, and dropping it would leave its framing to
+            // be read from the upstream connection as the start of another message.
+            shared.stats.misses.add(1);
+            forward_uncached(shared, runtime, &parts, Some(body)).await
+        }
     } else {
         pass_through(shared, runtime, parts, body).await
     }
@@ -180,10 +211,16 @@ async fn hits_only(
     client: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Served {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let cacheable = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !cacheable || !req.body().is_end_stream() {
+        let with_body = if req.body().is_end_stream() {
+            ""
+        } else {
+            " with a body"
+        };
         return Served::error(
             ProxyError::gateway_timeout(format!(
-                "{} from a sibling cache: a sibling takes hits only",
+                "{}{with_body} from a sibling cache: a sibling takes hits only",
                 req.method()
             )),
             runtime,
