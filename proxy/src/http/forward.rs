@@ -152,6 +152,10 @@ async fn route(
     if let Err(e) = check_target(req.uri()) {
         return Served::error(e, runtime, "HIER_NONE/-".into());
     }
+    if let Err(denied) = runtime.reach.check_port(req.uri().port_u16().unwrap_or(80)) {
+        shared.stats.denied_destinations.add(1);
+        return Served::error(denied.into(), runtime, "HIER_NONE/-".into());
+    }
     if times_seen(req.headers(), &runtime.config.visible_name) >= 2 {
         let error = ProxyError::new(
             StatusCode::LOOP_DETECTED,

@@ -1,0 +1,239 @@
+//! Where the proxy may send requests, end to end: safe ports, never itself or its console
+//! however the address is written, loopback only when allowed.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::{Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use common::*;
+
+/// A fake mail server: greets, then records every byte it is sent.
+struct FakeSmtp {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeSmtp {
+    /// On port 25 when it can be bound (the tests run as root), else on a free port.
+    async fn start() -> FakeSmtp {
+        let listener = match TcpListener::bind("127.0.0.1:25").await {
+            Ok(listener) => listener,
+            Err(_) => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let received: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (count, log) = (connections.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = stream.write_all(b"220 mail.test ESMTP\r\n").await;
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                        log.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    }
+                });
+            }
+        });
+        FakeSmtp {
+            port,
+            connections,
+            received,
+        }
+    }
+
+    /// safe_ports for this test: the default unless port 25 could not be had.
+    fn safe_ports(&self) -> &'static str {
+        if self.port == 25 {
+            "80, 443, 21, 70, 210, 280, 488, 591, 777, 1025-65535"
+        } else {
+            "80, 443, 21, 70, 210, 280, 488, 591, 777"
+        }
+    }
+}
+
+/// Sends `head` (and whatever follows it) on a new connection to the proxy; returns the
+/// status and the whole answer as text, the connection closed by the request's end.
+async fn raw(proxy: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_post_to_a_mail_server_is_refused_before_any_connection() {
+    let smtp = FakeSmtp::start().await;
+    let proxy = Canopy::start(&[("safe_ports", smtp.safe_ports())]).await;
+    let body = "HELO attacker\r\nMAIL FROM:<a@evil.test>\r\nRCPT TO:<victim@mail.test>\r\n";
+    let request = format!(
+        "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        port = smtp.port
+    );
+    let (status, answer) = raw(proxy.addr, &request).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("safe_ports"), "{answer}");
+    assert!(answer.contains(&format!("port {}", smtp.port)), "{answer}");
+    // Refused before connecting: the mail server never saw a connection, let alone a byte.
+    assert_eq!(smtp.connections.load(Ordering::SeqCst), 0);
+    assert!(smtp.received.lock().unwrap().is_empty());
+    assert_eq!(proxy.stats().await.denied_destinations, 1);
+    let shown = proxy.cli(&["stats"]);
+    assert!(
+        stdout(&shown).contains("denied destinations 1"),
+        "{}",
+        stdout(&shown)
+    );
+}
+
+#[tokio::test]
+async fn the_console_and_the_proxy_itself_are_refused_however_the_address_is_written() {
+    let console = Origin::start(|_| {
+        Response::builder()
+            .body(full("console login page"))
+            .unwrap()
+    })
+    .await;
+    let elsewhere = Origin::start(|_| Response::builder().body(full("a service")).unwrap()).await;
+    let manager_listen = format!("127.0.0.1:{}", console.addr.port());
+    let proxy = Canopy::start(&[("manager_listen", &manager_listen)]).await;
+    let spellings = [
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "localhost",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "0.0.0.0",
+    ];
+    let mut denied = 0;
+    for host in spellings {
+        for port in [console.addr.port(), proxy.addr.port()] {
+            let url = format!("http://{host}:{port}/login");
+            let r = proxy.get(&url).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{url}: {}", r.text());
+            assert!(!r.text().contains("console login page"), "{url}");
+            denied += 1;
+        }
+    }
+    assert_eq!(console.count("/login"), 0);
+    // Another service on the same host, at another port, is fine.
+    let other = proxy.get(&elsewhere.url("/x")).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert_eq!(other.text(), "a service");
+    assert_eq!(proxy.stats().await.denied_destinations, denied);
+}
+
+#[tokio::test]
+async fn with_no_bind_address_every_local_address_at_the_proxy_port_is_the_proxy() {
+    let proxy = Canopy::start(&[("bind_address", "")]).await;
+    let port = proxy.addr.port();
+    for host in ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"] {
+        let url = format!("http://{host}:{port}/");
+        let r = proxy.get(&url).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{url}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn connect_goes_only_to_ssl_ports_and_never_to_the_console() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let console = Origin::start(|_| Response::builder().body(full("console")).unwrap()).await;
+    let manager_listen = format!("127.0.0.1:{}", console.addr.port());
+    let ssl_ports = format!("443, {echo_port}, {}", console.addr.port());
+    let proxy = Canopy::start(&[
+        ("ssl_ports", &ssl_ports),
+        ("manager_listen", &manager_listen),
+    ])
+    .await;
+    let not_listed = proxy.request("CONNECT", "127.0.0.1:8443", &[]).await;
+    assert_eq!(not_listed.status, StatusCode::FORBIDDEN);
+    assert!(
+        not_listed.text().contains("ssl_ports"),
+        "{}",
+        not_listed.text()
+    );
+    assert!(
+        not_listed.text().contains("port 8443"),
+        "{}",
+        not_listed.text()
+    );
+    let to_console = proxy
+        .request("CONNECT", &format!("127.1:{}", console.addr.port()), &[])
+        .await;
+    assert_eq!(to_console.status, StatusCode::FORBIDDEN);
+    // A listed port gets its tunnel.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let connect =
+        format!("CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n");
+    stream.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    assert_eq!(proxy.stats().await.denied_destinations, 2);
+}
+
+#[tokio::test]
+async fn deny_to_localhost_refuses_loopback_and_tells_open_from_closed_by_nothing() {
+    let origin = Origin::start(|_| Response::builder().body(full("local")).unwrap()).await;
+    let closed = free_port();
+    let proxy = Canopy::start(&[("deny_to_localhost", "on")]).await;
+    let open = proxy.get(&origin.url("/")).await;
+    let shut = proxy.get(&format!("http://127.0.0.1:{closed}/")).await;
+    assert_eq!(open.status, StatusCode::FORBIDDEN, "{}", open.text());
+    assert_eq!(shut.status, StatusCode::FORBIDDEN, "{}", shut.text());
+    assert!(open.text().contains("deny_to_localhost"), "{}", open.text());
+    // The same page but for the port the client itself chose: no port-scanner oracle.
+    let port = origin.addr.port().to_string();
+    assert_eq!(
+        open.text().replace(&port, "PORT"),
+        shut.text().replace(&closed.to_string(), "PORT")
+    );
+    let named = proxy
+        .get(&format!("http://localhost:{}/", origin.addr.port()))
+        .await;
+    assert_eq!(named.status, StatusCode::FORBIDDEN);
+    assert_eq!(origin.count("/"), 0);
+}
