@@ -1,12 +1,17 @@
 //! Where the proxy may send requests, end to end: safe ports, never itself or its console
-//! however the address is written, loopback only when allowed.
+//! however the address is written, loopback only when allowed; cookies never handed from
+//! one client to another.
 
 mod common;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -236,4 +241,100 @@ async fn deny_to_localhost_refuses_loopback_and_tells_open_from_closed_by_nothin
         .await;
     assert_eq!(named.status, StatusCode::FORBIDDEN);
     assert_eq!(origin.count("/"), 0);
+}
+
+fn with_cookie(n: usize) -> Response<OriginBody> {
+    Response::builder()
+        .header("cache-control", "max-age=300")
+        .header("set-cookie", format!("session=user-{n}; HttpOnly"))
+        .body(full("the same page for everyone"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cookie_goes_only_to_the_client_whose_request_it_answered() {
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let origin =
+        Origin::start(move |_| with_cookie(counter.fetch_add(1, Ordering::SeqCst) + 1)).await;
+    let proxy = Canopy::start(&[]).await;
+    let url = origin.url("/home");
+    let first = proxy.get(&url).await;
+    assert_eq!(first.header("x-cache"), "MISS from canopy-under-test");
+    assert_eq!(first.header("set-cookie"), "session=user-1; HttpOnly");
+    let second = proxy.get(&url).await;
+    assert_eq!(second.header("x-cache"), "HIT from canopy-under-test");
+    assert_eq!(second.text(), "the same page for everyone");
+    assert!(
+        !second.headers.contains_key("set-cookie"),
+        "the second client got {:?}",
+        second.headers.get("set-cookie")
+    );
+    assert_eq!(origin.count("/home"), 1);
+}
+
+/// Starts a GET through the proxy and returns as soon as the response head arrives.
+async fn open(proxy: &Canopy, url: &str) -> Response<Incoming> {
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let authority = url.split('/').nth(2).unwrap().to_owned();
+    let request = hyper::Request::get(url)
+        .header("host", authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    sender.send_request(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_client_waiting_on_the_same_fetch_does_not_get_the_first_clients_cookie() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let origin = Origin::start(move |_| {
+        let released = released.clone();
+        let chunks = futures_util::stream::unfold(0, move |i| {
+            let mut released = released.clone();
+            async move {
+                match i {
+                    0 => {
+                        // The body only once the second client is waiting on this fetch.
+                        let _ = released.wait_for(|r| *r).await;
+                        Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"shared"))),
+                            1,
+                        ))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        Response::builder()
+            .header("cache-control", "max-age=300")
+            .header("set-cookie", "session=leader")
+            .body(StreamBody::new(chunks).boxed())
+            .unwrap()
+    })
+    .await;
+    let proxy = Canopy::start(&[]).await;
+    let url = origin.url("/collapsed");
+    let leader = open(&proxy, &url).await;
+    assert_eq!(leader.headers()["set-cookie"], "session=leader");
+    // The body is held back, so a response head now can only come from the fetch in flight.
+    let follower = open(&proxy, &url).await;
+    assert_eq!(follower.headers()["x-cache"], "MISS from canopy-under-test");
+    assert!(
+        !follower.headers().contains_key("set-cookie"),
+        "the waiting client got {:?}",
+        follower.headers().get("set-cookie")
+    );
+    release.send(true).unwrap();
+    let body = follower.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "shared");
+    leader.into_body().collect().await.unwrap();
+    let later = proxy.get(&url).await;
+    assert_eq!(later.header("x-cache"), "HIT from canopy-under-test");
+    assert!(!later.headers.contains_key("set-cookie"));
+    assert_eq!(origin.count("/collapsed"), 1);
 }

@@ -295,7 +295,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
         Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
         Join::Follower(waiting) => match InFlight::wait(waiting).await {
             Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => Served {
-                response: from_fill(&parts, &fill),
+                response: from_fill(&parts, &fill, fill.headers.clone()),
                 result: "TCP_MISS",
                 hierarchy: "HIER_NONE/-".into(),
                 from_cache: false,
@@ -381,9 +381,9 @@ fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
     response
 }
 
-/// The client's response streamed from a fill that is still arriving.
-fn from_fill(parts: &Parts, fill: &Arc<Fill>) -> Response<ProxyBody> {
-    let headers = fill.headers.clone();
+/// The client's response streamed from a fill that is still arriving, with `headers`: the
+/// fill's, or for the client whose request fetched it, the origin's whole answer.
+fn from_fill(parts: &Parts, fill: &Arc<Fill>, headers: HeaderMap) -> Response<ProxyBody> {
     if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
         return not_modified(headers);
     }
@@ -492,7 +492,14 @@ fn store_and_serve(
             hop: Some(fetched.route),
         };
     }
-    for name in policy::fields_to_strip(&head.headers) {
+    // What the origin meant for this client alone (its cookies) stays out of the shared
+    // copy that waiting clients, later hits and the store get.
+    let strip = policy::fields_to_strip(&head.headers);
+    let own_headers = strip
+        .iter()
+        .any(|name| head.headers.contains_key(name))
+        .then(|| head.headers.clone());
+    for name in strip {
         head.headers.remove(name);
     }
     let vary = if head.headers.contains_key(header::VARY) {
@@ -514,8 +521,9 @@ fn store_and_serve(
         leader,
     };
     tokio::spawn(filling.run(body));
+    let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
     Served {
-        response: from_fill(parts, &fill),
+        response: from_fill(parts, &fill, headers),
         result,
         hierarchy: fetched.hierarchy,
         from_cache: false,
@@ -624,6 +632,12 @@ async fn revalidate(
                 "TCP_REFRESH_UNMODIFIED",
             );
             served.hierarchy = fetched.hierarchy;
+            // Cookies on the 304 answered this client's revalidation: for it alone.
+            for name in &policy::FOR_ONE_CLIENT {
+                for value in not_modified.get_all(name) {
+                    served.response.headers_mut().append(name, value.clone());
+                }
+            }
             shared.store.load().insert(key, refreshed);
             served
         }
