@@ -1,6 +1,6 @@
 //! Where the proxy may send requests, end to end: safe ports, never itself or its console
 //! however the address is written, loopback only when allowed; cookies never handed from
-//! one client to another.
+//! one client to another; credentials in a URL never forwarded; a sound `visible_name`.
 
 mod common;
 
@@ -337,4 +337,69 @@ async fn a_client_waiting_on_the_same_fetch_does_not_get_the_first_clients_cooki
     assert_eq!(later.header("x-cache"), "HIT from canopy-under-test");
     assert!(!later.headers.contains_key("set-cookie"));
     assert_eq!(origin.count("/collapsed"), 1);
+}
+
+#[tokio::test]
+async fn credentials_in_the_url_are_never_forwarded_nor_kept() {
+    let origin = Origin::start(|_| {
+        Response::builder()
+            .header("cache-control", "max-age=300")
+            .body(full("page"))
+            .unwrap()
+    })
+    .await;
+    let proxy = Canopy::start(&[]).await;
+    let port = origin.addr.port();
+    let request = format!(
+        "GET http://alice:s3cret@127.0.0.1:{port}/account HTTP/1.1\r\n\
+         Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, answer) = raw(proxy.addr, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["host"], format!("127.0.0.1:{port}"));
+    assert_eq!(seen[0].path, "/account");
+    for (name, value) in &seen[0].headers {
+        assert!(
+            !value.as_bytes().windows(6).any(|w| w == b"s3cret"),
+            "{name}: {value:?}"
+        );
+    }
+    // The same object as the URL without credentials.
+    let plain = proxy.get(&origin.url("/account")).await;
+    assert_eq!(plain.header("x-cache"), "HIT from canopy-under-test");
+    let log = proxy.data_dir().join("access.log");
+    wait_for("two access log lines", Duration::from_secs(10), || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() == 2) }
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("s3cret"), "{logged}");
+}
+
+#[tokio::test]
+async fn visible_name_must_be_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "edge;evil",
+        "edge(x)",
+        "<b>edge</b>",
+        "edge=1",
+        ".edge",
+        "edge:1",
+    ] {
+        let set = canopy_cli(dir.path(), &["config", "set", "visible_name", bad]);
+        assert_eq!(set.status.code(), Some(2), "{bad} was taken");
+        let message = stderr(&set);
+        assert!(message.contains("visible_name"), "{message}");
+        assert!(message.contains(bad), "{message}");
+        assert!(message.contains("letters, digits"), "{message}");
+    }
+    let good = canopy_cli(
+        dir.path(),
+        &["config", "set", "visible_name", "cache-1.example.net"],
+    );
+    assert!(good.status.success(), "{}", stderr(&good));
 }

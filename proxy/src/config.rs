@@ -860,13 +860,19 @@ fn default_visible_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()
-        .filter(|name| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-        })
+        .filter(|name| is_host_name(name))
         .unwrap_or_else(|| "canopy".to_owned())
+}
+
+/// Whether `name` is a host name, safe to write raw into Via, X-Cache and error pages:
+/// letters, digits, dots, dashes and underscores, beginning with a letter or digit, at most
+/// 253 characters.
+pub fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// Squid's default `Safe_ports`: the well-known ports of HTTP, FTP, gopher, wais, http-mgmt,
@@ -968,14 +974,11 @@ impl Config {
             }
         };
         check(
-            !self.visible_name.is_empty()
-                && self
-                    .visible_name
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && c != ',' && c != '('),
+            is_host_name(&self.visible_name),
             "visible_name",
             self.visible_name.clone(),
-            "expected a host name: letters, digits, dots and dashes, no spaces",
+            "expected a host name: letters, digits, dots, dashes and underscores, beginning \
+             with a letter or digit, at most 253 characters",
         );
         for (key, port) in [("http_port", self.http_port), ("icp_port", self.icp_port)] {
             check(
@@ -1290,6 +1293,24 @@ mod tests {
         assert_eq!(bad.0[0].key, "http_port");
         let unknown = Config::from_toml("colour = \"red\"").unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");
+    }
+
+    #[test]
+    fn visible_name_is_a_host_name() {
+        let mut config = Config::default();
+        for good in ["edge", "cache-1.example.net", "Proxy_2"] {
+            config.set("visible_name", good).unwrap();
+        }
+        for bad in [
+            "", "a b", "a;b", "x\"y", "<b>", "a,b", "(a)", "-a", ".a", "é",
+        ] {
+            let err = config.set("visible_name", bad).unwrap_err();
+            assert_eq!(err.0[0].key, "visible_name");
+            assert_eq!(err.0[0].value, bad);
+            assert!(err.0[0].message.contains("letters, digits"), "{err}");
+        }
+        assert!(config.set("visible_name", &"a".repeat(254)).is_err());
+        assert_eq!(config.visible_name, "Proxy_2");
     }
 
     #[test]

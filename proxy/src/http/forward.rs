@@ -66,19 +66,22 @@ impl Served {
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Accounted>, Infallible> {
     let started = Instant::now();
     let time = SystemTime::now();
     let runtime = shared.runtime.load_full();
     shared.stats.requests.add(1);
+    let target = strip_userinfo(req.uri_mut());
     tracing::debug!(%client, method = %req.method(), url = %req.uri(), "request");
     // The access log's fields, taken before the request is consumed, only when logging.
     let logged = runtime
         .access_log
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
-    let served = if runtime.is_hits_only_sibling(client.ip()) {
+    let served = if let Err(e) = target {
+        Served::error(e, &runtime, "HIER_NONE/-".into())
+    } else if runtime.is_hits_only_sibling(client.ip()) {
         hits_only(&shared, &runtime, client, req).await
     } else {
         route(&shared, &runtime, client, req).await
@@ -199,6 +202,20 @@ async fn hits_only(
         HeaderValue::from_static("only-if-cached"),
     );
     route(shared, runtime, client, req).await
+}
+
+/// Credentials written in the URL (`http://user:pw@host/`) go no further than here: not
+/// into Host, the cache key, the upstream request line or the log.
+fn strip_userinfo(uri: &mut Uri) -> Result<(), ProxyError> {
+    let Some((_, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return Ok(());
+    };
+    let unreadable = || ProxyError::bad_request("the URL cannot be read without its credentials");
+    let host = host.parse().map_err(|_| unreadable())?;
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.authority = Some(host);
+    *uri = Uri::from_parts(parts).map_err(|_| unreadable())?;
+    Ok(())
 }
 
 /// A forward proxy takes absolute-form `http://` requests only.
@@ -842,6 +859,21 @@ mod tests {
         assert!(e.reason.contains("whole URL"));
         assert!(check_target(&"http://a/".parse().unwrap()).is_ok());
         assert!(check_target(&"ftp://a/".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        let mut uri: Uri = "http://alice:s3cret@Example.com:8080/a?b=1"
+            .parse()
+            .unwrap();
+        strip_userinfo(&mut uri).unwrap();
+        assert_eq!(uri, "http://Example.com:8080/a?b=1");
+        let mut connect: Uri = "bob@example.com:443".parse().unwrap();
+        strip_userinfo(&mut connect).unwrap();
+        assert_eq!(connect.authority().unwrap(), "example.com:443");
+        let mut plain: Uri = "http://example.com/".parse().unwrap();
+        strip_userinfo(&mut plain).unwrap();
+        assert_eq!(plain, "http://example.com/");
     }
 
     #[test]
