@@ -610,6 +610,7 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("bytes upstream    {}", s.bytes_from_upstream);
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
+    println!("denied destinations {}", s.denied_destinations);
     println!("retries           {}", s.retries);
     let answers: Vec<String> = s
         .icp_answers

@@ -310,10 +310,9 @@ async fn upstream_failures_are_named_pages() {
     let origin_form = proxy.get("/index.html").await;
     assert_eq!(origin_form.status, StatusCode::BAD_REQUEST);
     assert!(origin_form.text().contains("whole URL"));
-    // Asking the proxy for itself must end, not go round: the second pass arrives in
-    // origin form and is refused.
+    // Asking the proxy for itself is refused before it connects anywhere.
     let own = proxy.get(&format!("http://{}/", proxy.addr)).await;
-    assert_eq!(own.status, StatusCode::BAD_REQUEST);
+    assert_eq!(own.status, StatusCode::FORBIDDEN);
     let tunnel = proxy.request("CONNECT", "127.0.0.1:25", &[]).await;
     assert_eq!(tunnel.status, StatusCode::FORBIDDEN);
     assert!(tunnel.text().contains("port 25"));

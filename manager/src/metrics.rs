@@ -234,6 +234,12 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
         s.denied_clients as f64,
     );
     out.one(
+        "canopy_denied_destinations_total",
+        "counter",
+        "Requests refused for where they were going (safe_ports, ssl_ports, the proxy itself, deny_to_localhost).",
+        s.denied_destinations as f64,
+    );
+    out.one(
         "canopy_tunnels_total",
         "counter",
         "CONNECT tunnels.",

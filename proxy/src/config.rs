@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -281,6 +282,64 @@ impl TryFrom<String> for StatusList {
 impl From<StatusList> for String {
     fn from(c: StatusList) -> String {
         c.to_string()
+    }
+}
+
+/// TCP ports, written `80, 443, 1025-65535`: single ports and ranges, in any order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortList(pub Vec<RangeInclusive<u16>>);
+
+impl PortList {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|range| range.contains(&port))
+    }
+}
+
+impl FromStr for PortList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|i| !i.is_empty())
+            .map(|item| {
+                let (low, high) = item.split_once('-').unwrap_or((item, item));
+                let (low, high) = (parse_port(low)?, parse_port(high)?);
+                if low > high {
+                    return Err(format!("{item:?} is not a range: {low} is above {high}"));
+                }
+                Ok(low..=high)
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(PortList)
+    }
+}
+
+impl fmt::Display for PortList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, range) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if range.start() == range.end() {
+                write!(f, "{}", range.start())?;
+            } else {
+                write!(f, "{}-{}", range.start(), range.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for PortList {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PortList> for String {
+    fn from(p: PortList) -> String {
+        p.to_string()
     }
 }
 
@@ -731,6 +790,12 @@ settings! {
         "TCP port of the proxy listener.";
     allowed_clients: CidrList = default_allowed_clients(),
         "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
+    safe_ports: PortList = default_safe_ports(),
+        "Ports plain HTTP requests may go to (Squid's Safe_ports), such as `80, 443, 1025-65535`; others get 403.";
+    ssl_ports: PortList = PortList(vec![443..=443]),
+        "Ports CONNECT may open tunnels to (Squid's SSL_ports); others get 403.";
+    deny_to_localhost: Flag = Flag(false),
+        "Refuse requests to loopback addresses (127.0.0.0/8, ::1) too; recommended in production. This proxy and its console are refused always.";
     cache_mem: ByteSize = ByteSize(256 << 20),
         "Memory for cached objects (bytes; K, M, G suffixes).";
     max_object_size: ByteSize = ByteSize(8 << 20),
@@ -795,13 +860,36 @@ fn default_visible_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()
-        .filter(|name| {
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-        })
+        .filter(|name| is_host_name(name))
         .unwrap_or_else(|| "canopy".to_owned())
+}
+
+/// Whether `name` is a host name, safe to write raw into Via, X-Cache and error pages:
+/// letters, digits, dots, dashes and underscores, beginning with a letter or digit, at most
+/// 253 characters.
+pub fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Squid's default `Safe_ports`: the well-known ports of HTTP, FTP, gopher, wais, http-mgmt,
+/// gss-http, multiling HTTP and filemaker, and every unprivileged port.
+fn default_safe_ports() -> PortList {
+    PortList(vec![
+        80..=80,
+        443..=443,
+        21..=21,
+        70..=70,
+        210..=210,
+        280..=280,
+        488..=488,
+        591..=591,
+        777..=777,
+        1025..=65535,
+    ])
 }
 
 fn default_allowed_clients() -> CidrList {
@@ -886,14 +974,11 @@ impl Config {
             }
         };
         check(
-            !self.visible_name.is_empty()
-                && self
-                    .visible_name
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && c != ',' && c != '('),
+            is_host_name(&self.visible_name),
             "visible_name",
             self.visible_name.clone(),
-            "expected a host name: letters, digits, dots and dashes, no spaces",
+            "expected a host name: letters, digits, dots, dashes and underscores, beginning \
+             with a letter or digit, at most 253 characters",
         );
         for (key, port) in [("http_port", self.http_port), ("icp_port", self.icp_port)] {
             check(
@@ -1208,6 +1293,43 @@ mod tests {
         assert_eq!(bad.0[0].key, "http_port");
         let unknown = Config::from_toml("colour = \"red\"").unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");
+    }
+
+    #[test]
+    fn visible_name_is_a_host_name() {
+        let mut config = Config::default();
+        for good in ["edge", "cache-1.example.net", "Proxy_2"] {
+            config.set("visible_name", good).unwrap();
+        }
+        for bad in [
+            "", "a b", "a;b", "x\"y", "<b>", "a,b", "(a)", "-a", ".a", "é",
+        ] {
+            let err = config.set("visible_name", bad).unwrap_err();
+            assert_eq!(err.0[0].key, "visible_name");
+            assert_eq!(err.0[0].value, bad);
+            assert!(err.0[0].message.contains("letters, digits"), "{err}");
+        }
+        assert!(config.set("visible_name", &"a".repeat(254)).is_err());
+        assert_eq!(config.visible_name, "Proxy_2");
+    }
+
+    #[test]
+    fn port_lists_take_ports_and_ranges() {
+        let list: PortList = "80, 443 1025-65535".parse().unwrap();
+        assert!(list.contains(80) && list.contains(1025) && list.contains(65535));
+        assert!(!list.contains(25) && !list.contains(1024));
+        assert_eq!(list.to_string(), "80, 443, 1025-65535");
+        assert_eq!(list.to_string().parse::<PortList>().unwrap(), list);
+        assert!("".parse::<PortList>().unwrap().0.is_empty());
+        for bad in ["0", "70000", "10-5", "http", "1-2-3"] {
+            assert!(bad.parse::<PortList>().is_err(), "{bad}");
+        }
+        let mut config = Config::default();
+        let err = config.set("safe_ports", "80, 9-1").unwrap_err();
+        assert_eq!(err.0[0].key, "safe_ports");
+        assert!(err.to_string().contains("9-1"), "{err}");
+        assert!(config.safe_ports.contains(8080) && !config.safe_ports.contains(25));
+        assert_eq!(config.ssl_ports.to_string(), "443");
     }
 
     #[test]

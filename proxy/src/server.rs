@@ -18,6 +18,7 @@ use crate::cache::store::Store;
 use crate::config::{Config, HostPort, ParentEntry};
 use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
 use crate::hierarchy::peers::{self, PeerEntry};
+use crate::hierarchy::reach::Reach;
 use crate::hierarchy::rules::Route;
 use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
 use crate::http::{headers, listener};
@@ -44,6 +45,8 @@ pub struct Runtime {
     pub x_cache_hit: HeaderValue,
     pub x_cache_miss: HeaderValue,
     pub heuristics: Heuristics,
+    /// Where requests may go: ports, and the destinations refused.
+    pub reach: Arc<Reach>,
     pub origin: UpstreamClient,
     /// Every parent any rule names, once each.
     pub parents: Vec<Parent>,
@@ -127,6 +130,7 @@ impl Runtime {
                     .map_err(|e| format!("access_log {}: {e}", path.display()))?,
             )
         };
+        let reach = Arc::new(Reach::of(config));
         let name = &config.visible_name;
         let header = |text: String| {
             HeaderValue::from_str(&text)
@@ -142,7 +146,8 @@ impl Runtime {
                 min: Duration::from_secs(config.heuristic_min_s),
                 max: Duration::from_secs(config.heuristic_max_s),
             },
-            origin: upstream::origin_client(settings),
+            origin: upstream::origin_client(settings, reach.clone()),
+            reach,
             parents,
             routes,
             default_route,

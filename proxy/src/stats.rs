@@ -23,6 +23,9 @@ pub struct Stats {
     pub bytes_from_cache: Counter,
     pub bytes_from_upstream: Counter,
     pub denied_clients: Counter,
+    /// Requests refused for where they were going: safe_ports, ssl_ports, this proxy
+    /// itself, its console, loopback under deny_to_localhost.
+    pub denied_destinations: Counter,
     pub tunnels: Counter,
     pub errors: Counter,
     /// Requests sent on to another hop after one failed.
@@ -286,6 +289,7 @@ impl Stats {
             objects,
             bytes_held,
             denied_clients: get(&self.denied_clients),
+            denied_destinations: get(&self.denied_destinations),
             tunnels: get(&self.tunnels),
             errors: get(&self.errors),
             retries: get(&self.retries),
@@ -323,6 +327,9 @@ pub struct StatsSnapshot {
     pub objects: u64,
     pub bytes_held: u64,
     pub denied_clients: u64,
+    /// Requests refused for where they were going (see [`Stats::denied_destinations`]).
+    #[serde(default)]
+    pub denied_destinations: u64,
     pub tunnels: u64,
     pub errors: u64,
     pub retries: u64,

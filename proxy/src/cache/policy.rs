@@ -325,13 +325,24 @@ pub fn is_storable(method: &Method, req: &HeaderMap, status: StatusCode, resp: &
         || heuristically_cacheable(status)
 }
 
-/// Fields to remove before storing: those named by `private="..."` (a shared cache must not
-/// store them, RFC 9111 §5.2.2.7) and by `no-cache="..."` (they must not be reused without
-/// revalidation, §5.2.2.4; not storing them is the simplest way never to reuse them).
+/// Fields the origin meant for the one client whose request it answered: the cookies it sets.
+///
+/// RFC 9111 §3 lets a shared cache store and reuse a response that carries Set-Cookie.
+/// Canopy stores such a response, as Squid does, but never these fields: the client whose
+/// request fetched it gets them, no other client ever does (not from the store, not while
+/// waiting on the same fetch). Squid removes Set-Cookie from every hit for the same reason;
+/// Varnish and nginx do not store such responses at all, which costs the hit for everyone.
+pub const FOR_ONE_CLIENT: [HeaderName; 2] =
+    [header::SET_COOKIE, HeaderName::from_static("set-cookie2")];
+
+/// Fields to remove before storing: [`FOR_ONE_CLIENT`], those named by `private="..."` (a
+/// shared cache must not store them, RFC 9111 §5.2.2.7) and by `no-cache="..."` (they must
+/// not be reused without revalidation, §5.2.2.4; not storing them is the simplest way never
+/// to reuse them).
 pub fn fields_to_strip(resp: &HeaderMap) -> Vec<HeaderName> {
     let cc = CacheControl::parse(resp);
-    let mut fields = cc.private_fields;
-    for name in cc.no_cache_fields {
+    let mut fields = FOR_ONE_CLIENT.to_vec();
+    for name in cc.private_fields.into_iter().chain(cc.no_cache_fields) {
         if !fields.contains(&name) {
             fields.push(name);
         }
@@ -1390,9 +1401,41 @@ mod tests {
         )]);
         assert_eq!(
             fields_to_strip(&resp),
-            vec![header::SET_COOKIE, name("x-a"), name("x-b")]
+            vec![
+                header::SET_COOKIE,
+                name("set-cookie2"),
+                name("x-a"),
+                name("x-b")
+            ]
         );
-        assert!(fields_to_strip(&response(&[("cache-control", "private")])).is_empty());
+        assert_eq!(
+            fields_to_strip(&response(&[("cache-control", "private")])),
+            FOR_ONE_CLIENT
+        );
+    }
+
+    #[test]
+    fn cookies_are_stored_without_and_never_merged_in() {
+        let resp = response(&[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "id=1"),
+            ("set-cookie2", "old=1"),
+        ]);
+        assert!(is_storable(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp
+        ));
+        let strip = fields_to_strip(&resp);
+        assert!(strip.contains(&header::SET_COOKIE), "{strip:?}");
+        assert!(strip.contains(&name("set-cookie2")), "{strip:?}");
+        // A 304 that sets a cookie refreshes the stored response, not with the cookie.
+        let stored = response(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+        let nm = headers(&[("set-cookie", "id=2"), ("etag", "\"v1\"")]);
+        let merged = merge_not_modified(&stored, &nm);
+        assert!(!merged.contains_key(header::SET_COOKIE));
+        assert_eq!(merged[header::ETAG], "\"v1\"");
     }
 
     // Reuse

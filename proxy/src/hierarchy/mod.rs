@@ -7,6 +7,7 @@
 pub mod health;
 pub mod parent_config;
 pub mod peers;
+pub mod reach;
 pub mod rules;
 pub mod selection;
 pub mod upstream;
@@ -447,6 +448,10 @@ pub async fn fetch(
                     may_store,
                     route,
                 });
+            }
+            Ok(Err(UpstreamError::Denied(denied))) => {
+                runtime.stats.denied_destinations.add(1);
+                return Err((denied.into(), hierarchy));
             }
             Ok(Err(e)) if e.is_connect() => format!("connect: {}", innermost(&e)),
             Ok(Err(e)) => innermost(&e),

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashMapExt};
@@ -11,9 +11,9 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
+use hyper_util::rt::TokioIo;
 
+use crate::hierarchy::reach::{self, ConnectError, Denied, Reach};
 use crate::http::{workers, BoxError, ProxyBody};
 
 /// How long a connection may sit unused before it is closed.
@@ -33,6 +33,9 @@ pub const RESPONSE_FIELDS_MAX: usize = 1000;
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The destination may not be reached: refused before any connection was tried.
+    #[error("destination refused")]
+    Denied(#[source] Denied),
     /// No connection could be made.
     #[error("connect error")]
     Connect(#[source] BoxError),
@@ -49,6 +52,15 @@ pub enum UpstreamError {
         RESPONSE_HEAD_MAX / 1024
     )]
     HeadTooLarge,
+}
+
+impl From<ConnectError> for UpstreamError {
+    fn from(error: ConnectError) -> UpstreamError {
+        match error {
+            ConnectError::Denied(denied) => UpstreamError::Denied(denied),
+            other => UpstreamError::Connect(other.into()),
+        }
+    }
 }
 
 impl UpstreamError {
@@ -87,7 +99,9 @@ fn caused_by_client_body(error: &hyper::Error) -> bool {
 
 /// Connections to origin servers, or always to one parent.
 pub struct UpstreamClient {
-    connector: HttpConnector,
+    settings: ConnectSettings,
+    /// Where an origin may be; none for a parent, which the administrator named.
+    reach: Option<Arc<Reach>>,
     /// The parent every connection goes to; requests to it keep their absolute-form URL.
     parent: Option<Uri>,
     /// Each HTTP worker's connections: a connection's task runs on the worker that opened
@@ -156,9 +170,14 @@ impl Pool {
 }
 
 impl UpstreamClient {
-    fn new(connector: HttpConnector, parent: Option<Uri>) -> UpstreamClient {
+    fn new(
+        settings: ConnectSettings,
+        reach: Option<Arc<Reach>>,
+        parent: Option<Uri>,
+    ) -> UpstreamClient {
         UpstreamClient {
-            connector,
+            settings,
+            reach,
             parent,
             per_worker: (0..workers::count())
                 .map(|_| Mutex::new(Pool::new()))
@@ -208,16 +227,13 @@ impl UpstreamClient {
             },
             Err(request) => request,
         };
-        let io = self
-            .connector
-            .clone()
-            .call(destination)
-            .await
-            .map_err(|e| UpstreamError::Connect(e.into()))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let stream =
+            reach::connect(authority.host(), port, self.settings, self.reach.as_deref()).await?;
         let (mut sender, connection) = http1::Builder::new()
             .max_header_size(RESPONSE_HEAD_MAX)
             .max_headers(RESPONSE_FIELDS_MAX)
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
@@ -250,18 +266,9 @@ pub struct ConnectSettings {
     pub connect_timeout: Duration,
 }
 
-fn http_connector(settings: ConnectSettings) -> HttpConnector {
-    let mut http = HttpConnector::new();
-    http.set_local_address(settings.local_address);
-    http.set_connect_timeout(Some(settings.connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(true);
-    http
-}
-
-/// A client that connects to each request's origin server.
-pub fn origin_client(settings: ConnectSettings) -> UpstreamClient {
-    UpstreamClient::new(http_connector(settings), None)
+/// A client that connects to each request's origin server, where `reach` allows.
+pub fn origin_client(settings: ConnectSettings, reach: Arc<Reach>) -> UpstreamClient {
+    UpstreamClient::new(settings, Some(reach), None)
 }
 
 /// A client whose every connection goes to the parent at `host:port`.
@@ -278,7 +285,7 @@ pub fn parent_client(
     let uri: Uri = format!("http://{authority}/")
         .parse()
         .map_err(|e| format!("parent {authority}: {e}"))?;
-    Ok(UpstreamClient::new(http_connector(settings), Some(uri)))
+    Ok(UpstreamClient::new(settings, None, Some(uri)))
 }
 
 #[cfg(test)]
@@ -359,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_used_again_once_its_response_is_read() {
         let (addr, accepted, lines) = server(false).await;
-        let client = origin_client(settings());
+        let client = origin_client(settings(), Arc::new(Reach::of(&Default::default())));
         for _ in 0..3 {
             assert_eq!(get(&client, &format!("http://{addr}/a?b")).await, "ok");
         }
@@ -371,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_get_connections_of_their_own() {
         let (addr, accepted, _) = server(false).await;
-        let client = origin_client(settings());
+        let client = origin_client(settings(), Arc::new(Reach::of(&Default::default())));
         let url = format!("http://{addr}/");
         let answers = futures_util::future::join_all((0..4).map(|_| get(&client, &url))).await;
         assert_eq!(answers, ["ok"; 4]);
@@ -391,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_used_again() {
         let (addr, accepted, _) = server(true).await;
-        let client = origin_client(settings());
+        let client = origin_client(settings(), Arc::new(Reach::of(&Default::default())));
         for _ in 0..3 {
             assert_eq!(get(&client, &format!("http://{addr}/")).await, "ok");
         }

@@ -67,19 +67,22 @@ impl Served {
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Accounted>, Infallible> {
     let started = Instant::now();
     let time = SystemTime::now();
     let runtime = shared.runtime.load_full();
     shared.stats.requests.add(1);
+    let target = strip_userinfo(req.uri_mut());
     tracing::debug!(%client, method = %req.method(), url = %req.uri(), "request");
     // The access log's fields, taken before the request is consumed, only when logging.
     let logged = runtime
         .access_log
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
-    let served = if runtime.is_hits_only_sibling(client.ip()) {
+    let served = if let Err(e) = target {
+        Served::error(e, &runtime, "HIER_NONE/-".into())
+    } else if runtime.is_hits_only_sibling(client.ip()) {
         hits_only(&shared, &runtime, client, req).await
     } else {
         route(&shared, &runtime, client, req).await
@@ -175,6 +178,10 @@ async fn route(
     if let Err(e) = check_target(req.uri()) {
         return Served::error(e, runtime, "HIER_NONE/-".into());
     }
+    if let Err(denied) = runtime.reach.check_port(req.uri().port_u16().unwrap_or(80)) {
+        shared.stats.denied_destinations.add(1);
+        return Served::error(denied.into(), runtime, "HIER_NONE/-".into());
+    }
     if times_seen(req.headers(), &runtime.config.visible_name) >= 2 {
         let error = ProxyError::new(
             StatusCode::LOOP_DETECTED,
@@ -232,6 +239,20 @@ async fn hits_only(
         HeaderValue::from_static("only-if-cached"),
     );
     route(shared, runtime, client, req).await
+}
+
+/// Credentials written in the URL (`http://user:pw@host/`) go no further than here: not
+/// into Host, the cache key, the upstream request line or the log.
+fn strip_userinfo(uri: &mut Uri) -> Result<(), ProxyError> {
+    let Some((_, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return Ok(());
+    };
+    let unreadable = || ProxyError::bad_request("the URL cannot be read without its credentials");
+    let host = host.parse().map_err(|_| unreadable())?;
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.authority = Some(host);
+    *uri = Uri::from_parts(parts).map_err(|_| unreadable())?;
+    Ok(())
 }
 
 /// A forward proxy takes absolute-form `http://` requests only.
@@ -328,7 +349,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
         Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
         Join::Follower(waiting) => match InFlight::wait(waiting).await {
             Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => Served {
-                response: from_fill(&parts, &fill),
+                response: from_fill(&parts, &fill, fill.headers.clone()),
                 result: "TCP_MISS",
                 hierarchy: "HIER_NONE/-".into(),
                 from_cache: false,
@@ -414,9 +435,9 @@ fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
     response
 }
 
-/// The client's response streamed from a fill that is still arriving.
-fn from_fill(parts: &Parts, fill: &Arc<Fill>) -> Response<ProxyBody> {
-    let headers = fill.headers.clone();
+/// The client's response streamed from a fill that is still arriving, with `headers`: the
+/// fill's, or for the client whose request fetched it, the origin's whole answer.
+fn from_fill(parts: &Parts, fill: &Arc<Fill>, headers: HeaderMap) -> Response<ProxyBody> {
     if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
         return not_modified(headers);
     }
@@ -525,7 +546,14 @@ fn store_and_serve(
             hop: Some(fetched.route),
         };
     }
-    for name in policy::fields_to_strip(&head.headers) {
+    // What the origin meant for this client alone (its cookies) stays out of the shared
+    // copy that waiting clients, later hits and the store get.
+    let strip = policy::fields_to_strip(&head.headers);
+    let own_headers = strip
+        .iter()
+        .any(|name| head.headers.contains_key(name))
+        .then(|| head.headers.clone());
+    for name in strip {
         head.headers.remove(name);
     }
     let vary = if head.headers.contains_key(header::VARY) {
@@ -547,8 +575,9 @@ fn store_and_serve(
         leader,
     };
     tokio::spawn(filling.run(body));
+    let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
     Served {
-        response: from_fill(parts, &fill),
+        response: from_fill(parts, &fill, headers),
         result,
         hierarchy: fetched.hierarchy,
         from_cache: false,
@@ -657,6 +686,12 @@ async fn revalidate(
                 "TCP_REFRESH_UNMODIFIED",
             );
             served.hierarchy = fetched.hierarchy;
+            // Cookies on the 304 answered this client's revalidation: for it alone.
+            for name in &policy::FOR_ONE_CLIENT {
+                for value in not_modified.get_all(name) {
+                    served.response.headers_mut().append(name, value.clone());
+                }
+            }
             shared.store.load().insert(key, refreshed);
             served
         }
@@ -861,6 +896,21 @@ mod tests {
         assert!(e.reason.contains("whole URL"));
         assert!(check_target(&"http://a/".parse().unwrap()).is_ok());
         assert!(check_target(&"ftp://a/".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        let mut uri: Uri = "http://alice:s3cret@Example.com:8080/a?b=1"
+            .parse()
+            .unwrap();
+        strip_userinfo(&mut uri).unwrap();
+        assert_eq!(uri, "http://Example.com:8080/a?b=1");
+        let mut connect: Uri = "bob@example.com:443".parse().unwrap();
+        strip_userinfo(&mut connect).unwrap();
+        assert_eq!(connect.authority().unwrap(), "example.com:443");
+        let mut plain: Uri = "http://example.com/".parse().unwrap();
+        strip_userinfo(&mut plain).unwrap();
+        assert_eq!(plain, "http://example.com/");
     }
 
     #[test]

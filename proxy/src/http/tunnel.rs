@@ -1,4 +1,4 @@
-//! CONNECT tunnels: a byte pipe to port 443 of the named host, never cached.
+//! CONNECT tunnels: a byte pipe to a port in `ssl_ports` of the named host, never cached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::hierarchy::reach::{self, ConnectError};
+use crate::hierarchy::upstream::ConnectSettings;
 use crate::http::errors::ProxyError;
 use crate::http::{empty_body, ProxyBody};
 use crate::server::{Runtime, Shared};
-
-/// The one port CONNECT may reach, as Squid's default `SSL_ports`.
-const TUNNEL_PORT: u16 = 443;
 
 /// Answers a CONNECT: 200 and a pipe, or an error page. Returns the hop used, for the log.
 pub async fn handle(
@@ -28,10 +27,9 @@ pub async fn handle(
         .cloned()
         .ok_or_else(|| ProxyError::bad_request("CONNECT needs host:port"))?;
     let port = authority.port_u16().unwrap_or(0);
-    if port != TUNNEL_PORT {
-        return Err(ProxyError::forbidden(format!(
-            "CONNECT to port {port} is not allowed; only port {TUNNEL_PORT}"
-        )));
+    if let Err(denied) = runtime.reach.check_tunnel_port(port) {
+        shared.stats.denied_destinations.add(1);
+        return Err(denied.into());
     }
     let (upstream, hop) = connect(&runtime, authority.host(), port).await?;
     shared.stats.tunnels.add(1);
@@ -58,13 +56,23 @@ async fn connect(
     port: u16,
 ) -> Result<(TcpStream, String), ProxyError> {
     let timeout = Duration::from_millis(runtime.config.connect_timeout_ms);
+    let settings = ConnectSettings {
+        local_address: runtime.config.bind_address.0,
+        connect_timeout: timeout,
+    };
     if !runtime.config.never_direct.0 {
-        let stream = tcp_connect(runtime, host, port, timeout).await?;
-        return Ok((stream, format!("HIER_DIRECT/{host}")));
+        return match reach::connect(host, port, settings, Some(&runtime.reach)).await {
+            Ok(stream) => Ok((stream, format!("HIER_DIRECT/{host}"))),
+            Err(ConnectError::Denied(denied)) => {
+                runtime.stats.denied_destinations.add(1);
+                Err(denied.into())
+            }
+            Err(e) => Err(e.into()),
+        };
     }
     let mut tried = Vec::new();
     for parent in runtime.parents.iter() {
-        match parent_tunnel(runtime, &parent.host, parent.port, host, port, timeout).await {
+        match parent_tunnel(settings, &parent.host, parent.port, host, port).await {
             Ok(stream) => return Ok((stream, format!("FIRSTUP_PARENT/{}", parent.host))),
             Err(e) => {
                 parent.stats.record_failure(e.reason.clone());
@@ -82,54 +90,15 @@ async fn connect(
     }))
 }
 
-async fn tcp_connect(
-    runtime: &Runtime,
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| ProxyError::bad_gateway(format!("cannot resolve {host}: {e}")))?
-        .collect();
-    let mut last = format!("{host} has no address");
-    for addr in addrs {
-        let socket = match addr {
-            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        }
-        .map_err(|e| ProxyError::bad_gateway(e.to_string()))?;
-        if let Some(local) = runtime.config.bind_address.0 {
-            if local.is_ipv4() == addr.is_ipv4() {
-                socket
-                    .bind((local, 0).into())
-                    .map_err(|e| ProxyError::bad_gateway(format!("cannot bind {local}: {e}")))?;
-            }
-        }
-        match tokio::time::timeout(timeout, socket.connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) => last = format!("cannot connect to {host}:{port}: {e}"),
-            Err(_) => {
-                return Err(ProxyError::gateway_timeout(format!(
-                    "connecting to {host}:{port} took longer than {} ms",
-                    timeout.as_millis()
-                )))
-            }
-        }
-    }
-    Err(ProxyError::bad_gateway(last))
-}
-
 async fn parent_tunnel(
-    runtime: &Runtime,
+    settings: ConnectSettings,
     parent_host: &str,
     parent_port: u16,
     host: &str,
     port: u16,
-    timeout: Duration,
 ) -> Result<TcpStream, ProxyError> {
-    let mut stream = tcp_connect(runtime, parent_host, parent_port, timeout).await?;
+    let timeout = settings.connect_timeout;
+    let mut stream = reach::connect(parent_host, parent_port, settings, None).await?;
     let request = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
