@@ -18,12 +18,12 @@ use tokio::sync::{watch, Notify};
 /// How far a fill past `max_object_size` may run ahead of its slowest reader, in bytes.
 /// Squid's `read_ahead_gap` is 16 KiB; more lets a reader on a fast link take whole reads of
 /// the upstream connection while the next one arrives.
-pub const READ_AHEAD: u64 = 256 * 1024;
+const READ_AHEAD: u64 = 256 * 1024;
 
 /// A fill every reader has left is still finished for the store when no more than this is
 /// left of a body of known length (Squid's `quick_abort_min`): the bytes are already held,
 /// and a few more make a stored object.
-pub const FINISH_WHEN_LEFT: u64 = 16 * 1024;
+const FINISH_WHEN_LEFT: u64 = 16 * 1024;
 
 /// A response being fetched once for many clients.
 ///
@@ -55,7 +55,7 @@ enum Mode {
     Keeping,
     /// Past `keep_up_to`: bytes are dropped once every reader has them; nobody joins.
     PassingThrough,
-    /// Every reader left: the producer drops the upstream body.
+    /// Nobody reads it and it will not be stored: the producer drops the upstream body.
     Abandoned,
 }
 
