@@ -2,7 +2,11 @@
 //! waiting client streams the same response as it arrives. A URL whose response could not
 //! be shared is not collapsed again for a while (Varnish's hit-for-miss), so its clients do
 //! not queue behind one fetch each time only to fetch for themselves.
+//!
+//! A [`Fill`] holds the body for the store up to `max_object_size`; past it, it passes
+//! through at the pace of its slowest reader, and a fetch every reader has left is dropped.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,21 +15,90 @@ use foldhash::HashMap;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tokio::sync::{watch, Notify};
 
+/// How far a fill past `max_object_size` may run ahead of its slowest reader, in bytes.
+/// Squid's `read_ahead_gap` is 16 KiB; more lets a reader on a fast link take whole reads of
+/// the upstream connection while the next one arrives.
+const READ_AHEAD: u64 = 256 * 1024;
+
+/// A fill every reader has left is still finished for the store when no more than this is
+/// left of a body of known length (Squid's `quick_abort_min`): the bytes are already held,
+/// and a few more make a stored object.
+const FINISH_WHEN_LEFT: u64 = 16 * 1024;
+
 /// A response being fetched once for many clients.
+///
+/// Up to `keep_up_to` bytes, the whole body is kept for the store and the fetch runs at
+/// upstream's pace: holding the bytes is the price of storing them whoever reads, and a
+/// slow reader then delays neither the store nor the readers beside it. Past the limit the
+/// fill passes through: it keeps only what some reader has yet to read, the producer waits
+/// for the slowest reader once that is more than [`READ_AHEAD`], and no reader joins.
 #[derive(Debug)]
 pub struct Fill {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub vary: Option<Vec<(HeaderName, Option<String>)>>,
+    /// The most body bytes kept for the store (`max_object_size`).
+    keep_up_to: u64,
+    /// The body's length, when upstream announced it.
+    length: Option<u64>,
     progress: Mutex<Progress>,
-    changed: Notify,
+    /// Wakes readers: a chunk arrived, or the body ended.
+    arrived: Notify,
+    /// Wakes the producer: a reader moved on or left.
+    read: Notify,
 }
 
-#[derive(Debug, Default)]
+/// What a fill does with the bytes it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Every byte kept for the store; readers may join.
+    Keeping,
+    /// Past `keep_up_to`: bytes are dropped once every reader has them; nobody joins.
+    PassingThrough,
+    /// Nobody reads it and it will not be stored: the producer drops the upstream body.
+    Abandoned,
+}
+
+#[derive(Debug)]
 struct Progress {
-    chunks: Vec<Bytes>,
+    mode: Mode,
+    chunks: VecDeque<Bytes>,
+    /// The body's chunk number of `chunks[0]`: those before it were dropped.
+    first: usize,
+    /// Bytes in `chunks`.
+    held: u64,
+    /// Bytes received in all.
+    received: u64,
+    /// Each attached reader's next chunk number.
+    readers: Vec<ReaderAt>,
+    next_reader: u64,
     /// `Some` once the body has ended: `Ok` when complete, `Err` with the reason it broke.
     end: Option<Result<(), String>>,
+}
+
+#[derive(Debug)]
+struct ReaderAt {
+    id: u64,
+    next: usize,
+}
+
+impl Progress {
+    /// Passing through, drops the chunks every reader has had; abandoned, drops them all.
+    fn release(&mut self) {
+        let upto = match self.mode {
+            Mode::Keeping => return,
+            Mode::PassingThrough => self.readers.iter().map(|r| r.next).min(),
+            Mode::Abandoned => None,
+        };
+        let upto = upto.unwrap_or(self.first + self.chunks.len());
+        while self.first < upto {
+            let Some(chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            self.held -= chunk.len() as u64;
+            self.first += 1;
+        }
+    }
 }
 
 /// What the next read of a fill gives.
@@ -35,18 +108,48 @@ pub enum Next {
     Broken(String),
 }
 
+/// What a chunk handed to a fill did to it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Kept,
+    /// This chunk took the body past the limit: from now on the fill passes through.
+    PassedLimit,
+}
+
+/// Whether the producer may read on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Room {
+    Open,
+    /// Every reader has left: drop the upstream body.
+    Abandoned,
+}
+
 impl Fill {
     pub fn new(
         status: StatusCode,
         headers: HeaderMap,
         vary: Option<Vec<(HeaderName, Option<String>)>>,
+        keep_up_to: u64,
+        length: Option<u64>,
     ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
             headers,
             vary,
-            progress: Mutex::default(),
-            changed: Notify::new(),
+            keep_up_to,
+            length,
+            progress: Mutex::new(Progress {
+                mode: Mode::Keeping,
+                chunks: VecDeque::new(),
+                first: 0,
+                held: 0,
+                received: 0,
+                readers: Vec::new(),
+                next_reader: 0,
+                end: None,
+            }),
+            arrived: Notify::new(),
+            read: Notify::new(),
         })
     }
 
@@ -54,37 +157,141 @@ impl Fill {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn push(&self, chunk: Bytes) {
-        self.progress().chunks.push(chunk);
-        self.changed.notify_waiters();
+    /// A reader from the first byte, or `None` once the fill passes through or was
+    /// abandoned: that client fetches for itself.
+    pub fn attach(self: &Arc<Self>) -> Option<FillReader> {
+        let mut progress = self.progress();
+        if progress.mode != Mode::Keeping {
+            return None;
+        }
+        let id = progress.next_reader;
+        progress.next_reader += 1;
+        progress.readers.push(ReaderAt { id, next: 0 });
+        Some(FillReader {
+            fill: self.clone(),
+            id,
+            next: 0,
+        })
+    }
+
+    pub fn push(&self, chunk: Bytes) -> Pushed {
+        let mut pushed = Pushed::Kept;
+        {
+            let mut progress = self.progress();
+            progress.received += chunk.len() as u64;
+            if progress.mode == Mode::Keeping && progress.received > self.keep_up_to {
+                progress.mode = if progress.readers.is_empty() {
+                    Mode::Abandoned
+                } else {
+                    Mode::PassingThrough
+                };
+                pushed = Pushed::PassedLimit;
+            }
+            progress.held += chunk.len() as u64;
+            progress.chunks.push_back(chunk);
+            progress.release();
+        }
+        self.arrived.notify_waiters();
+        pushed
     }
 
     pub fn finish(&self, end: Result<(), String>) {
         self.progress().end = Some(end);
-        self.changed.notify_waiters();
+        self.arrived.notify_waiters();
     }
 
-    /// The whole body, once complete, in one new buffer: the chunks are slices of the
-    /// upstream connection's read buffers, which the store must not keep alive.
+    /// The whole body, once complete and kept, in one new buffer: the chunks are slices of
+    /// the upstream connection's read buffers, which the store must not keep alive.
     pub fn body(&self) -> Option<Bytes> {
         let progress = self.progress();
-        match progress.end {
-            Some(Ok(())) => Some(progress.chunks.concat().into()),
+        match (&progress.end, progress.mode) {
+            (Some(Ok(())), Mode::Keeping) => {
+                let mut body = Vec::with_capacity(progress.held as usize);
+                for chunk in &progress.chunks {
+                    body.extend_from_slice(chunk);
+                }
+                Some(body.into())
+            }
             _ => None,
         }
     }
 
-    /// Waits for chunk `index`, or the end.
-    pub async fn next(&self, index: usize) -> Next {
+    /// Waits until the producer may read another chunk from upstream.
+    pub async fn room(&self) -> Room {
+        self.when_read(|progress| match progress.mode {
+            Mode::Abandoned => Some(Room::Abandoned),
+            Mode::PassingThrough if progress.held > READ_AHEAD => None,
+            Mode::Keeping | Mode::PassingThrough => Some(Room::Open),
+        })
+        .await
+    }
+
+    /// Waits until every reader has left and the fetch is not worth finishing.
+    pub async fn abandoned(&self) {
+        self.when_read(|progress| (progress.mode == Mode::Abandoned).then_some(()))
+            .await
+    }
+
+    /// Waits, as readers move on and leave, for `ready` to say something.
+    async fn when_read<T>(&self, ready: impl Fn(&Progress) -> Option<T>) -> T {
+        loop {
+            // Registered before looking, so a read between the look and the wait is not lost.
+            let notified = self.read.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(answer) = ready(&self.progress()) {
+                return answer;
+            }
+            notified.await;
+        }
+    }
+
+    /// A fill kept for the store is finished without readers when its length is known and
+    /// little of it is left; any other is abandoned.
+    fn worth_finishing(&self, progress: &Progress) -> bool {
+        progress.mode == Mode::Keeping
+            && self
+                .length
+                .is_some_and(|length| length.saturating_sub(progress.received) <= FINISH_WHEN_LEFT)
+    }
+}
+
+/// One client's place in a fill. Dropping it (the client went away) lets the fill drop
+/// what only it had yet to read, and the last one out may abandon the fetch.
+#[derive(Debug)]
+pub struct FillReader {
+    fill: Arc<Fill>,
+    id: u64,
+    next: usize,
+}
+
+impl FillReader {
+    /// Waits for the next chunk, or the end.
+    pub async fn next(&mut self) -> Next {
+        let fill = &self.fill;
         loop {
             // Registered before looking, so a push between the look and the wait is not lost.
-            let notified = self.changed.notified();
+            let notified = fill.arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let progress = self.progress();
-                if let Some(chunk) = progress.chunks.get(index) {
-                    return Next::Chunk(chunk.clone());
+                let mut progress = fill.progress();
+                let index = self.next - progress.first;
+                if let Some(chunk) = progress.chunks.get(index).cloned() {
+                    self.next += 1;
+                    let id = self.id;
+                    if let Some(at) = progress.readers.iter_mut().find(|r| r.id == id) {
+                        at.next = self.next;
+                    }
+                    let passing = progress.mode == Mode::PassingThrough;
+                    if passing {
+                        progress.release();
+                    }
+                    drop(progress);
+                    if passing {
+                        fill.read.notify_waiters();
+                    }
+                    return Next::Chunk(chunk);
                 }
                 match &progress.end {
                     Some(Ok(())) => return Next::End,
@@ -94,6 +301,23 @@ impl Fill {
             }
             notified.await;
         }
+    }
+}
+
+impl Drop for FillReader {
+    fn drop(&mut self) {
+        {
+            let mut progress = self.fill.progress();
+            progress.readers.retain(|r| r.id != self.id);
+            if progress.readers.is_empty()
+                && progress.end.is_none()
+                && !self.fill.worth_finishing(&progress)
+            {
+                progress.mode = Mode::Abandoned;
+            }
+            progress.release();
+        }
+        self.fill.read.notify_waiters();
     }
 }
 
@@ -232,6 +456,25 @@ impl Drop for Leader {
 mod tests {
     use super::*;
 
+    use futures_util::FutureExt;
+
+    fn fill(keep_up_to: u64, length: Option<u64>) -> Arc<Fill> {
+        Fill::new(StatusCode::OK, HeaderMap::new(), None, keep_up_to, length)
+    }
+
+    /// Reads what has arrived, up to the end or the first chunk not there yet.
+    fn read_ready(reader: &mut FillReader) -> Vec<u8> {
+        let mut body = Vec::new();
+        while let Some(Next::Chunk(chunk)) = reader.next().now_or_never() {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    }
+
+    fn held(fill: &Fill) -> u64 {
+        fill.progress().held
+    }
+
     #[tokio::test]
     async fn followers_stream_what_the_leader_fetches() {
         let in_flight = Arc::new(InFlight::default());
@@ -241,17 +484,16 @@ mod tests {
         let Join::Follower(rx) = in_flight.join("k") else {
             panic!("second follows")
         };
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), None);
+        let fill = fill(1 << 20, None);
         leader.share(fill.clone());
         let Outcome::Shared(seen) = InFlight::wait(rx).await else {
             panic!("shared")
         };
+        let mut reader = seen.attach().expect("a fill being kept takes readers");
         let reader = tokio::spawn(async move {
             let mut body = Vec::new();
-            let mut i = 0;
-            while let Next::Chunk(c) = seen.next(i).await {
+            while let Next::Chunk(c) = reader.next().await {
                 body.extend_from_slice(&c);
-                i += 1;
             }
             body
         });
@@ -261,6 +503,156 @@ mod tests {
         leader.finish();
         assert_eq!(reader.await.unwrap(), b"abcd");
         assert!(matches!(in_flight.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn under_its_limit_a_fill_keeps_everything_and_never_waits_for_readers() {
+        let fill = fill(1000, None);
+        let _idle = fill.attach().unwrap();
+        for _ in 0..100 {
+            assert_eq!(fill.push(Bytes::from(vec![b'x'; 10])), Pushed::Kept);
+            assert_eq!(fill.room().now_or_never(), Some(Room::Open));
+        }
+        fill.finish(Ok(()));
+        assert_eq!(fill.body().unwrap().len(), 1000);
+        let mut late = fill.attach().expect("a kept fill takes readers to the end");
+        assert_eq!(read_ready(&mut late).len(), 1000);
+        assert!(matches!(late.next().now_or_never(), Some(Next::End)));
+    }
+
+    #[test]
+    fn past_its_limit_a_fill_keeps_nothing_more_and_takes_no_readers() {
+        let fill = fill(4, None);
+        let mut reader = fill.attach().unwrap();
+        assert_eq!(fill.push(Bytes::from_static(b"ab")), Pushed::Kept);
+        assert_eq!(fill.push(Bytes::from_static(b"cde")), Pushed::PassedLimit);
+        assert!(
+            fill.attach().is_none(),
+            "nobody joins a fill passing through"
+        );
+        assert_eq!(read_ready(&mut reader), b"abcde");
+        assert_eq!(held(&fill), 0, "what every reader has is dropped");
+        assert_eq!(fill.push(Bytes::from_static(b"fg")), Pushed::Kept);
+        assert_eq!(read_ready(&mut reader), b"fg");
+        fill.finish(Ok(()));
+        assert!(matches!(reader.next().now_or_never(), Some(Next::End)));
+        assert!(fill.body().is_none(), "a body past the limit is not stored");
+    }
+
+    #[tokio::test]
+    async fn passing_through_the_producer_waits_for_the_slowest_reader() {
+        let fill = fill(1, None);
+        let (mut fast, mut slow) = (fill.attach().unwrap(), fill.attach().unwrap());
+        let window = READ_AHEAD as usize;
+        assert_eq!(
+            fill.push(Bytes::from(vec![b'x'; window])),
+            Pushed::PassedLimit
+        );
+        assert_eq!(fill.room().now_or_never(), Some(Room::Open));
+        fill.push(Bytes::from_static(b"y"));
+        assert_eq!(
+            fill.room().now_or_never(),
+            None,
+            "a window ahead of a reader"
+        );
+        let producer = tokio::spawn({
+            let fill = fill.clone();
+            async move { fill.room().await }
+        });
+        assert_eq!(read_ready(&mut fast).len(), window + 1);
+        assert_eq!(
+            held(&fill),
+            READ_AHEAD + 1,
+            "the slow reader has it all to read"
+        );
+        assert_eq!(
+            fill.room().now_or_never(),
+            None,
+            "the slowest reader decides"
+        );
+        assert!(matches!(slow.next().now_or_never(), Some(Next::Chunk(_))));
+        assert_eq!(held(&fill), 1);
+        let woken = tokio::time::timeout(Duration::from_secs(5), producer).await;
+        assert_eq!(woken.expect("the producer woke").unwrap(), Room::Open);
+    }
+
+    #[test]
+    fn a_slow_reader_leaving_lets_the_producer_go_on() {
+        let fill = fill(1, None);
+        let (mut fast, slow) = (fill.attach().unwrap(), fill.attach().unwrap());
+        fill.push(Bytes::from(vec![b'x'; READ_AHEAD as usize + 1]));
+        read_ready(&mut fast);
+        assert_eq!(fill.room().now_or_never(), None);
+        drop(slow);
+        assert_eq!(held(&fill), 0);
+        assert_eq!(fill.room().now_or_never(), Some(Room::Open));
+    }
+
+    #[tokio::test]
+    async fn every_reader_leaving_a_fill_passing_through_abandons_it() {
+        let fill = fill(1, None);
+        let (a, b) = (fill.attach().unwrap(), fill.attach().unwrap());
+        fill.push(Bytes::from_static(b"past"));
+        let producer = tokio::spawn({
+            let fill = fill.clone();
+            async move { fill.abandoned().await }
+        });
+        drop(a);
+        assert_eq!(
+            fill.room().now_or_never(),
+            Some(Room::Open),
+            "one reader left"
+        );
+        drop(b);
+        assert_eq!(fill.room().now_or_never(), Some(Room::Abandoned));
+        let woken = tokio::time::timeout(Duration::from_secs(5), producer).await;
+        woken.expect("the producer woke").unwrap();
+        assert_eq!(held(&fill), 0);
+    }
+
+    #[test]
+    fn a_kept_fill_of_unknown_length_is_abandoned_when_its_readers_leave() {
+        let fill = fill(1000, None);
+        let reader = fill.attach().unwrap();
+        fill.push(Bytes::from_static(b"some"));
+        drop(reader);
+        assert_eq!(fill.room().now_or_never(), Some(Room::Abandoned));
+        assert!(fill.attach().is_none(), "nobody joins an abandoned fill");
+        fill.finish(Ok(()));
+        assert!(fill.body().is_none());
+    }
+
+    #[test]
+    fn a_kept_fill_is_finished_without_readers_only_when_little_is_left() {
+        let nearly_done = fill(1 << 20, Some(FINISH_WHEN_LEFT + 10));
+        drop(nearly_done.attach().unwrap());
+        assert_eq!(nearly_done.room().now_or_never(), Some(Room::Abandoned));
+
+        let nearly_done = fill(1 << 20, Some(FINISH_WHEN_LEFT + 10));
+        let reader = nearly_done.attach().unwrap();
+        nearly_done.push(Bytes::from_static(b"0123456789"));
+        drop(reader);
+        assert_eq!(nearly_done.room().now_or_never(), Some(Room::Open));
+        let mut later = nearly_done.attach().expect("still kept, so still joinable");
+        nearly_done.push(Bytes::from(vec![b'x'; FINISH_WHEN_LEFT as usize]));
+        nearly_done.finish(Ok(()));
+        let stored = nearly_done.body().expect("finished for the store");
+        assert_eq!(stored.len() as u64, FINISH_WHEN_LEFT + 10);
+        assert_eq!(read_ready(&mut later).len(), stored.len());
+    }
+
+    #[test]
+    fn a_fill_nobody_reads_is_kept_until_it_passes_its_limit() {
+        // A HEAD, or a client answered 304, reads nothing: the object is still stored.
+        let fill = fill(10, None);
+        assert_eq!(fill.push(Bytes::from_static(b"12345")), Pushed::Kept);
+        assert_eq!(fill.room().now_or_never(), Some(Room::Open));
+        assert_eq!(
+            fill.push(Bytes::from_static(b"678901")),
+            Pushed::PassedLimit
+        );
+        assert_eq!(fill.room().now_or_never(), Some(Room::Abandoned));
+        assert_eq!(held(&fill), 0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log;
-use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome};
+use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome, Pushed, Room};
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy::{self, ClientAddr};
@@ -347,16 +347,25 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
     }
     match shared.in_flight.join(&key) {
         Join::Leader(leader) => fetch_and_fill(shared, runtime, &parts, &key, Some(leader)).await,
-        Join::Follower(waiting) => match InFlight::wait(waiting).await {
-            Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => Served {
-                response: from_fill(&parts, &fill, fill.headers.clone()),
-                result: "TCP_MISS",
-                hierarchy: "HIER_NONE/-".into(),
-                from_cache: false,
-                hop: None,
-            },
-            _ => fetch_and_fill(shared, runtime, &parts, &key, None).await,
-        },
+        Join::Follower(waiting) => {
+            let shared_fill = match InFlight::wait(waiting).await {
+                Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => {
+                    from_fill(&parts, &fill, fill.headers.clone())
+                }
+                _ => None,
+            };
+            match shared_fill {
+                Some(response) => Served {
+                    response,
+                    result: "TCP_MISS",
+                    hierarchy: "HIER_NONE/-".into(),
+                    from_cache: false,
+                    hop: None,
+                },
+                // Not shareable, or the fill was past max_object_size or abandoned by now.
+                None => fetch_and_fill(shared, runtime, &parts, &key, None).await,
+            }
+        }
         Join::Alone => fetch_and_fill(shared, runtime, &parts, &key, None).await,
     }
 }
@@ -436,20 +445,21 @@ fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
 }
 
 /// The client's response streamed from a fill that is still arriving, with `headers`: the
-/// fill's, or for the client whose request fetched it, the origin's whole answer.
-fn from_fill(parts: &Parts, fill: &Arc<Fill>, headers: HeaderMap) -> Response<ProxyBody> {
+/// fill's, or for the client whose request fetched it, the origin's whole answer. `None`
+/// when the fill takes no more readers.
+fn from_fill(parts: &Parts, fill: &Arc<Fill>, headers: HeaderMap) -> Option<Response<ProxyBody>> {
     if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
-        return not_modified(headers);
+        return Some(not_modified(headers));
     }
     let body = if parts.method == Method::HEAD {
         empty_body()
     } else {
-        let fill = fill.clone();
-        let chunks = futures_util::stream::unfold((fill, 0usize), |(fill, index)| async move {
-            match fill.next(index).await {
-                Next::Chunk(chunk) => Some((Ok(Frame::data(chunk)), (fill, index + 1))),
+        let chunks = futures_util::stream::unfold(Some(fill.attach()?), |reader| async move {
+            let mut reader = reader?;
+            match reader.next().await {
+                Next::Chunk(chunk) => Some((Ok(Frame::data(chunk)), Some(reader))),
                 Next::End => None,
-                Next::Broken(reason) => Some((Err(BoxError::from(reason)), (fill, usize::MAX))),
+                Next::Broken(reason) => Some((Err(BoxError::from(reason)), None)),
             }
         });
         http_body_util::StreamBody::new(chunks).boxed_unsync()
@@ -457,7 +467,7 @@ fn from_fill(parts: &Parts, fill: &Arc<Fill>, headers: HeaderMap) -> Response<Pr
     let mut response = Response::new(body);
     *response.status_mut() = fill.status;
     *response.headers_mut() = headers;
-    response
+    Some(response)
 }
 
 /// The client's request fields without its conditionals: the cache asks its own questions
@@ -518,12 +528,12 @@ fn store_and_serve(
     let (mut head, body) = fetched.response.into_parts();
     remove_hop_by_hop(&mut head.headers);
     let max = runtime.config.max_object_size.0;
-    let too_big = head
+    let length = head
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > max);
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_big = length.is_some_and(|len| len > max);
     let storable = !too_big
         && fetched.may_store
         && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
@@ -561,23 +571,25 @@ fn store_and_serve(
     } else {
         None
     };
-    let fill = Fill::new(head.status, head.headers, vary);
-    match &leader {
-        Some(leader) => leader.share(fill.clone()),
-        None => shared.in_flight.shared_again(key),
+    let fill = Fill::new(head.status, head.headers, vary, max, length);
+    let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
+    // Attached before anyone else sees the fill: a new fill takes readers.
+    let Some(response) = from_fill(parts, &fill, headers) else {
+        unreachable!("a new fill refused its first reader")
+    };
+    if let Some(leader) = &leader {
+        leader.share(fill.clone());
     }
     let filling = Filling {
         shared: shared.clone(),
         key: key.to_owned(),
-        fill: fill.clone(),
+        fill,
         request_time,
-        max,
         leader,
     };
     tokio::spawn(filling.run(body));
-    let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
     Served {
-        response: from_fill(parts, &fill, headers),
+        response,
         result,
         hierarchy: fetched.hierarchy,
         from_cache: false,
@@ -585,25 +597,33 @@ fn store_and_serve(
     }
 }
 
-/// Reads an upstream body into a fill, whoever is reading it, and stores it when complete.
+/// Reads an upstream body into a fill, and stores it when complete and kept. Past
+/// `max_object_size` it goes on only as fast as the slowest reader, and it stops reading
+/// (dropping the upstream connection) when every reader has left.
 struct Filling {
     shared: Arc<Shared>,
     key: String,
     fill: Arc<Fill>,
     request_time: SystemTime,
-    max: u64,
     leader: Option<Leader>,
 }
 
 impl Filling {
-    async fn run(self, mut body: Incoming) {
-        let mut total = 0u64;
+    async fn run(mut self, mut body: Incoming) {
         loop {
-            match body.frame().await {
+            if self.fill.room().await == Room::Abandoned {
+                return self.abandon();
+            }
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = self.fill.abandoned() => return self.abandon(),
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        total += data.len() as u64;
-                        self.fill.push(data);
+                        if self.fill.push(data) == Pushed::PassedLimit {
+                            self.pass_through();
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -615,25 +635,40 @@ impl Filling {
             }
         }
         self.fill.finish(Ok(()));
-        if total <= self.max {
-            if let Some(body) = self.fill.body() {
-                let times = StoredTimes {
-                    request_time: self.request_time,
-                    response_time: SystemTime::now(),
-                };
-                let stored = Stored::new(
-                    self.fill.status,
-                    self.fill.headers.clone(),
-                    body,
-                    times,
-                    self.fill.vary.clone(),
-                );
-                self.shared.store.load().insert(&self.key, stored);
-            }
+        if let Some(body) = self.fill.body() {
+            let times = StoredTimes {
+                request_time: self.request_time,
+                response_time: SystemTime::now(),
+            };
+            let stored = Stored::new(
+                self.fill.status,
+                self.fill.headers.clone(),
+                body,
+                times,
+                self.fill.vary.clone(),
+            );
+            self.shared.store.load().insert(&self.key, stored);
+            self.shared.in_flight.shared_again(&self.key);
         }
         if let Some(leader) = self.leader {
             leader.finish();
         }
+    }
+
+    /// Past `max_object_size` with no length announced: later clients fetch for themselves,
+    /// without waiting on each other (hit-for-miss).
+    fn pass_through(&mut self) {
+        tracing::debug!(key = %self.key, "past max_object_size: passing through");
+        self.shared.in_flight.unshared(&self.key);
+        if let Some(leader) = self.leader.take() {
+            leader.finish();
+        }
+    }
+
+    /// Every client left. Returning drops the upstream body, which closes its connection
+    /// mid-message rather than pooling it; dropping the leader lets later clients fetch anew.
+    fn abandon(self) {
+        tracing::debug!(key = %self.key, "every client left: fetch abandoned");
     }
 }
 
@@ -747,8 +782,10 @@ fn revalidate_in_background(
     let (parts, ()) = background.into_parts();
     tokio::spawn(async move {
         let served = revalidate(&shared, &runtime, &parts, &key, stored).await;
-        // Drain what the client would have read, so a changed object is stored.
-        let _ = served.response.into_body().collect().await;
+        // Read what the client would have read, so a changed object is stored, keeping none
+        // of it here: the fill holds what the store gets.
+        let mut body = served.response.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
         leader.finish();
     });
 }
