@@ -611,6 +611,12 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
     println!("retries           {}", s.retries);
+    let timeouts: Vec<String> = s
+        .timeouts
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    println!("timeouts          {}", timeouts.join(", "));
     let answers: Vec<String> = s
         .icp_answers
         .iter()

@@ -20,6 +20,7 @@ use crate::access_log;
 use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome};
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
+use crate::hierarchy::upstream::UpstreamBody;
 use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
@@ -62,11 +63,13 @@ impl Served {
     }
 }
 
-/// Entry point for every request on a client connection.
+/// Entry point for every request on a client connection; `closes_at` is the end of the
+/// connection's lifetime, which a tunnel it becomes must keep to.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Result<Response<Accounted>, Infallible> {
     let started = Instant::now();
     let time = SystemTime::now();
@@ -79,9 +82,9 @@ pub async fn handle(
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
     let served = if runtime.is_hits_only_sibling(client.ip()) {
-        hits_only(&shared, &runtime, client, req).await
+        hits_only(&shared, &runtime, client, req, closes_at).await
     } else {
-        route(&shared, &runtime, client, req).await
+        route(&shared, &runtime, client, req, closes_at).await
     };
     if served.response.status().is_server_error() {
         shared.stats.errors.add(1);
@@ -136,9 +139,10 @@ async fn route(
     runtime: &Arc<Runtime>,
     client: SocketAddr,
     req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Served {
     if req.method() == Method::CONNECT {
-        return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
+        return match tunnel::handle(shared.clone(), runtime.clone(), req, closes_at).await {
             Ok((response, hierarchy)) => Served {
                 response,
                 result: "TCP_TUNNEL",
@@ -179,6 +183,7 @@ async fn hits_only(
     runtime: &Arc<Runtime>,
     client: SocketAddr,
     mut req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Served {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Served::error(
@@ -194,7 +199,7 @@ async fn hits_only(
         header::CACHE_CONTROL,
         HeaderValue::from_static("only-if-cached"),
     );
-    route(shared, runtime, client, req).await
+    route(shared, runtime, client, req, closes_at).await
 }
 
 /// A forward proxy takes absolute-form `http://` requests only.
@@ -530,7 +535,7 @@ struct Filling {
 }
 
 impl Filling {
-    async fn run(self, mut body: Incoming) {
+    async fn run(self, mut body: UpstreamBody) {
         let mut total = 0u64;
         loop {
             match body.frame().await {
@@ -541,8 +546,7 @@ impl Filling {
                     }
                 }
                 Some(Err(e)) => {
-                    self.fill
-                        .finish(Err(format!("upstream body broke off: {e}")));
+                    self.fill.finish(Err(e.to_string()));
                     return;
                 }
                 None => break,

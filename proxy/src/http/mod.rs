@@ -4,6 +4,7 @@ pub mod errors;
 pub mod forward;
 pub mod headers;
 pub mod listener;
+pub mod timeouts;
 pub mod tunnel;
 pub mod workers;
 

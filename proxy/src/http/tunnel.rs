@@ -1,26 +1,36 @@
-//! CONNECT tunnels: a byte pipe to port 443 of the named host, never cached.
+//! CONNECT tunnels: a byte pipe to port 443 of the named host, never cached, closed when
+//! it carries nothing either way for `tunnel_idle_timeout_s` or its client connection
+//! reaches `client_lifetime_s`.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::http::errors::ProxyError;
 use crate::http::{empty_body, ProxyBody};
 use crate::server::{Runtime, Shared};
+use crate::stats::Timeout;
 
 /// The one port CONNECT may reach, as Squid's default `SSL_ports`.
 const TUNNEL_PORT: u16 = 443;
 
 /// Answers a CONNECT: 200 and a pipe, or an error page. Returns the hop used, for the log.
+/// The pipe is closed at `closes_at` at the latest, the end of the client connection's life.
 pub async fn handle(
     shared: Arc<Shared>,
     runtime: Arc<Runtime>,
     req: Request<Incoming>,
+    closes_at: Instant,
 ) -> Result<(Response<ProxyBody>, String), ProxyError> {
     let authority = req
         .uri()
@@ -35,19 +45,119 @@ pub async fn handle(
     }
     let (upstream, hop) = connect(&runtime, authority.host(), port).await?;
     shared.stats.tunnels.add(1);
+    let idle = Duration::from_secs(runtime.config.tunnel_idle_timeout_s);
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut upstream = upstream;
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!("tunnel ended: {e}");
+            Ok(upgraded) => match pipe(TokioIo::new(upgraded), upstream, idle, closes_at).await {
+                TunnelEnd::Closed => {}
+                TunnelEnd::Broken(e) => tracing::debug!("tunnel ended: {e}"),
+                TunnelEnd::Timeout(timeout) => {
+                    shared.stats.timeouts.fired(timeout);
+                    tracing::debug!("tunnel closed: {}", timeout.as_str());
                 }
-            }
+            },
             Err(e) => tracing::debug!("CONNECT upgrade failed: {e}"),
         }
     });
     Ok((Response::new(empty_body()), hop))
+}
+
+/// How a tunnel ended.
+enum TunnelEnd {
+    /// Both sides closed.
+    Closed,
+    Broken(io::Error),
+    /// Idle too long, or its connection's lifetime was over.
+    Timeout(Timeout),
+}
+
+/// Copies bytes both ways until both sides close, nothing has moved either way for `idle`,
+/// or `closes_at` comes; then both sides are closed (dropped).
+async fn pipe(
+    client: impl AsyncRead + AsyncWrite + Unpin,
+    upstream: TcpStream,
+    idle: Duration,
+    closes_at: Instant,
+) -> TunnelEnd {
+    let opened = Instant::now();
+    let last_byte = AtomicU64::new(0);
+    let mut client = Noted::new(client, opened, &last_byte);
+    let mut upstream = Noted::new(upstream, opened, &last_byte);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let quiet = tokio::time::sleep(idle);
+    let lifetime = tokio::time::sleep_until(closes_at);
+    tokio::pin!(copy, quiet, lifetime);
+    loop {
+        tokio::select! {
+            copied = &mut copy => return match copied {
+                Ok(_) => TunnelEnd::Closed,
+                Err(e) => TunnelEnd::Broken(e),
+            },
+            () = &mut lifetime => return TunnelEnd::Timeout(Timeout::ClientLifetime),
+            () = &mut quiet => {
+                let idle_at = opened + Duration::from_nanos(last_byte.load(Relaxed)) + idle;
+                if Instant::now() >= idle_at {
+                    return TunnelEnd::Timeout(Timeout::TunnelIdle);
+                }
+                quiet.as_mut().reset(idle_at);
+            }
+        }
+    }
+}
+
+/// One side of a tunnel, noting when it last gave bytes to read: every byte the tunnel
+/// carries is read from one side, so the two sides' reads are all its activity.
+struct Noted<'a, IO> {
+    io: IO,
+    opened: Instant,
+    /// Nanoseconds from `opened` to the last read of either side.
+    last_byte: &'a AtomicU64,
+}
+
+impl<'a, IO> Noted<'a, IO> {
+    fn new(io: IO, opened: Instant, last_byte: &'a AtomicU64) -> Self {
+        Noted {
+            io,
+            opened,
+            last_byte,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Noted<'_, IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let since = this.opened.elapsed().as_nanos();
+            this.last_byte
+                .store(u64::try_from(since).unwrap_or(u64::MAX), Relaxed);
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Noted<'_, IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Opens the tunnel's far end: straight to the host, or through a parent when the
@@ -111,10 +221,11 @@ async fn tcp_connect(
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) => last = format!("cannot connect to {host}:{port}: {e}"),
             Err(_) => {
+                runtime.stats.timeouts.fired(Timeout::UpstreamConnect);
                 return Err(ProxyError::gateway_timeout(format!(
                     "connecting to {host}:{port} took longer than {} ms",
                     timeout.as_millis()
-                )))
+                )));
             }
         }
     }
@@ -146,7 +257,10 @@ async fn parent_tunnel(
     };
     tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| ProxyError::gateway_timeout("parent did not answer CONNECT"))?
+        .map_err(|_| {
+            runtime.stats.timeouts.fired(Timeout::UpstreamConnect);
+            ProxyError::gateway_timeout("parent did not answer CONNECT")
+        })?
         .map_err(|e| ProxyError::bad_gateway(format!("parent closed the CONNECT: {e}")))?;
     let status_line = String::from_utf8_lossy(&head);
     let status = status_line.split_whitespace().nth(1).unwrap_or("");
