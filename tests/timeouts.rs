@@ -351,3 +351,25 @@ async fn idle_tunnels_that_exhaust_descriptors_are_closed_and_new_clients_served
         held.len()
     );
 }
+
+#[tokio::test]
+async fn an_origin_that_cannot_be_reached_in_time_is_a_counted_connect_timeout() {
+    // A listener that never accepts, its backlog filled: further connections hang in SYN.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+        assert!(fillers.len() < 16, "the backlog does not fill");
+    }
+    let proxy = Canopy::start(&[("connect_timeout_ms", "300")]).await;
+    let r = proxy.get(&format!("http://{addr}/")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert!(r.text().contains("300 ms"), "{}", r.text());
+    assert_eq!(timeouts(&proxy, "upstream_connect").await, 1);
+}

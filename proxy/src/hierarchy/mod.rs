@@ -441,6 +441,10 @@ pub async fn fetch(
                     route,
                 });
             }
+            Ok(Err(e)) if e.is_connect_timeout() => format!(
+                "connect: timed out after {} ms",
+                runtime.config.connect_timeout_ms
+            ),
             Ok(Err(e)) if e.is_connect() => format!("connect: {}", innermost(&e)),
             Ok(Err(e)) => innermost(&e),
             Err(_) => format!("no response within {} ms", runtime.read_timeout.as_millis()),
