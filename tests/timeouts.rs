@@ -104,7 +104,7 @@ async fn timeouts(proxy: &Canopy, kind: &str) -> u64 {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_and_a_busy_one_kept() {
     let parent = echoing_parent().await;
-    let proxy = tunnelling_proxy(parent, &[("tunnel_idle_timeout_s", "1")]).await;
+    let proxy = tunnelling_proxy(parent, &[("tunnel_idle_timeout_s", "2")]).await;
     let within = Duration::from_secs(5);
     let mut idle = open_tunnel(proxy.addr, within).await.expect("idle tunnel");
     let mut busy = open_tunnel(proxy.addr, within).await.expect("busy tunnel");
@@ -113,15 +113,15 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_kept() {
         "the idle tunnel works at first"
     );
     let keep_busy = tokio::spawn(async move {
-        // A byte every 250 ms for three seconds: never idle for the timeout.
-        for i in 0..12u8 {
+        // A byte every 250 ms for four seconds: never idle for the timeout.
+        for i in 0..16u8 {
             assert!(echo(&mut busy, i).await, "busy tunnel broke at byte {i}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         busy
     });
-    let took = closed_within(&mut idle, Duration::from_secs(5)).await;
-    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    let took = closed_within(&mut idle, Duration::from_secs(8)).await;
+    assert!(took >= Duration::from_millis(1900), "closed after {took:?}");
     let mut busy = keep_busy.await.unwrap();
     assert!(echo(&mut busy, b'b').await, "the busy tunnel is still open");
     assert_eq!(timeouts(&proxy, "tunnel_idle").await, 1);
@@ -306,12 +306,16 @@ async fn idle_tunnels_that_exhaust_descriptors_are_closed_and_new_clients_served
     let settings = [
         ("never_direct", "on"),
         ("parents", parents.as_str()),
-        ("tunnel_idle_timeout_s", "3"),
+        ("tunnel_idle_timeout_s", "5"),
     ];
-    let proxy = Canopy::start_with_open_files(&settings, 96).await;
+    // About 30 descriptors at start on two cores, some more per core: room for a few
+    // dozen tunnels (two descriptors each).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let limit = 40 + 8 * cores;
+    let proxy = Canopy::start_with_open_files(&settings, limit).await;
     let mut held = Vec::new();
     let mut exhausted = false;
-    for _ in 0..96 {
+    for _ in 0..limit {
         match open_tunnel(proxy.addr, Duration::from_secs(1)).await {
             Some(tunnel) => held.push(tunnel),
             None => {
@@ -322,11 +326,11 @@ async fn idle_tunnels_that_exhaust_descriptors_are_closed_and_new_clients_served
     }
     assert!(
         exhausted,
-        "{} tunnels did not use up 96 descriptors",
+        "{} tunnels left descriptors to spare",
         held.len()
     );
     assert!(
-        held.len() >= 10,
+        held.len() >= 5,
         "only {} tunnels before the limit",
         held.len()
     );

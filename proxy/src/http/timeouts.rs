@@ -5,13 +5,13 @@
 //! hyper 1's own `header_read_timeout` starts when a connection becomes ready for its next
 //! request, so it is one timer for idle and slow headers alike, and it boxes a new timer for
 //! every request. Here the socket itself keeps one timer for the connection's whole life and
-//! moves it only when a deadline comes sooner; the request path tells it which phase the
-//! connection is in.
+//! moves it only when it goes off or a deadline comes sooner; the request path tells it which
+//! phase the connection is in.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,8 +43,13 @@ impl ClientLimits {
 }
 
 /// What a client connection is doing, shared by its socket and its requests.
-#[derive(Debug, Default)]
-pub struct Phase(AtomicU8);
+#[derive(Debug)]
+pub struct Phase {
+    state: AtomicU8,
+    opened: Instant,
+    /// When the connection last began to wait for a request, in nanoseconds after `opened`.
+    waiting_since: AtomicU64,
+}
 
 /// Waiting for the first byte of a request (the connection's first, or its next).
 const WAITING: u8 = 0;
@@ -56,19 +61,42 @@ const SERVING: u8 = 2;
 const TUNNEL: u8 = 3;
 
 impl Phase {
+    pub fn new() -> Phase {
+        Phase {
+            state: AtomicU8::new(WAITING),
+            opened: Instant::now(),
+            waiting_since: AtomicU64::new(0),
+        }
+    }
+
     /// A request's headers are in: the client is not idle while it is answered.
     pub fn serving(&self) {
-        self.0.store(SERVING, Relaxed);
+        self.state.store(SERVING, Relaxed);
     }
 
     /// The connection has become a tunnel.
     pub fn tunnel(&self) {
-        self.0.store(TUNNEL, Relaxed);
+        self.state.store(TUNNEL, Relaxed);
     }
 
     /// The response is sent: the connection waits for its next request.
     fn answered(&self) {
-        let _ = self.0.compare_exchange(SERVING, WAITING, Relaxed, Relaxed);
+        if self.state.load(Relaxed) == SERVING {
+            let since = self.opened.elapsed().as_nanos();
+            self.waiting_since
+                .store(u64::try_from(since).unwrap_or(u64::MAX), Relaxed);
+            self.state.store(WAITING, Relaxed);
+        }
+    }
+
+    fn waiting_since(&self) -> Instant {
+        self.opened + Duration::from_nanos(self.waiting_since.load(Relaxed))
+    }
+}
+
+impl Default for Phase {
+    fn default() -> Phase {
+        Phase::new()
     }
 }
 
@@ -79,48 +107,49 @@ pub struct Watched<IO> {
     phase: Arc<Phase>,
     limits: ClientLimits,
     stats: Arc<Stats>,
-    /// The deadline of the phase the socket last saw, and the timeout it would be.
-    deadline: Option<(Timeout, Instant)>,
-    /// The connection's one timer, and when it is set to go off: never later than
-    /// `deadline`, perhaps sooner (it is then set again when it goes off).
+    /// When the request whose headers are arriving must have them all.
+    headers_due: Instant,
+    /// The connection's one timer, moved only when it goes off or a deadline comes sooner.
+    /// It never goes off more than `limits.idle` after it was set, even while a request is
+    /// served: hyper, once it has sent a response, may not read again before the client
+    /// sends something, and this wake-up is what lets the idle timeout fire then.
     alarm: Pin<Box<Sleep>>,
     alarm_at: Instant,
 }
 
 impl<IO> Watched<IO> {
     pub fn new(io: IO, phase: Arc<Phase>, limits: ClientLimits, stats: Arc<Stats>) -> Self {
-        let at = Instant::now() + limits.idle;
+        let at = phase.waiting_since() + limits.idle;
         Watched {
             io,
             phase,
             limits,
             stats,
-            deadline: Some((Timeout::ClientIdle, at)),
+            headers_due: at,
             alarm: Box::pin(tokio::time::sleep_until(at)),
             alarm_at: at,
         }
     }
 
-    /// Whether the deadline has passed; registers for a wake-up at it otherwise.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Timeout> {
-        let Some((timeout, at)) = self.deadline else {
-            return Poll::Pending;
-        };
-        if self.alarm_at > at {
-            self.alarm.as_mut().reset(at);
-            self.alarm_at = at;
+    fn set_alarm(&mut self, at: Instant) {
+        self.alarm.as_mut().reset(at);
+        self.alarm_at = at;
+    }
+
+    /// Whether `deadline` has passed; otherwise registers for a wake-up no later than it.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
+        if let Some(at) = deadline.filter(|at| *at < self.alarm_at) {
+            self.set_alarm(at);
         }
         while self.alarm.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= at {
-                self.deadline = None;
-                self.stats.timeouts.fired(timeout);
-                return Poll::Ready(timeout);
+            let now = Instant::now();
+            match deadline {
+                Some(at) if now >= at => return true,
+                Some(at) => self.set_alarm(at.min(now + self.limits.idle)),
+                None => self.set_alarm(now + self.limits.idle),
             }
-            // Set for an earlier deadline, since moved on.
-            self.alarm.as_mut().reset(at);
-            self.alarm_at = at;
         }
-        Poll::Pending
+        false
     }
 }
 
@@ -131,36 +160,34 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let phase = this.phase.0.load(Relaxed);
-        match phase {
-            WAITING if !matches!(this.deadline, Some((Timeout::ClientIdle, _))) => {
-                this.deadline = Some((Timeout::ClientIdle, Instant::now() + this.limits.idle));
-            }
-            SERVING | TUNNEL => {
-                this.deadline = None;
-                return Pin::new(&mut this.io).poll_read(cx, buf);
-            }
-            _ => {}
+        let phase = this.phase.state.load(Relaxed);
+        if phase == TUNNEL {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if phase == WAITING && buf.filled().len() > before {
-                    this.phase.0.store(READING, Relaxed);
-                    let at = Instant::now() + this.limits.request;
-                    this.deadline = Some((Timeout::ClientRequest, at));
-                }
-                Poll::Ready(Ok(()))
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let (timeout, deadline) = match (phase, &polled) {
+            (WAITING, Poll::Ready(Ok(()))) if buf.filled().len() > before => {
+                this.phase.state.store(READING, Relaxed);
+                this.headers_due = Instant::now() + this.limits.request;
+                return polled;
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_deadline(cx) {
-                Poll::Ready(timeout) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    timeout.as_str(),
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            (_, Poll::Ready(_)) => return polled,
+            (WAITING, Poll::Pending) => (
+                Timeout::ClientIdle,
+                Some(this.phase.waiting_since() + this.limits.idle),
+            ),
+            (READING, Poll::Pending) => (Timeout::ClientRequest, Some(this.headers_due)),
+            (_, Poll::Pending) => (Timeout::ClientIdle, None),
+        };
+        if this.poll_deadline(cx, deadline) {
+            this.stats.timeouts.fired(timeout);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                timeout.as_str(),
+            )));
         }
+        Poll::Pending
     }
 }
 
@@ -250,7 +277,12 @@ mod tests {
     async fn a_silent_client_times_out_idle() {
         let (_client, server) = tokio::io::duplex(64);
         let stats = Arc::new(Stats::default());
-        let mut watched = Watched::new(server, Arc::default(), limits(50, 1000), stats.clone());
+        let mut watched = Watched::new(
+            server,
+            Arc::new(Phase::new()),
+            limits(50, 1000),
+            stats.clone(),
+        );
         let error = watched.read_u8().await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(stats.snapshot(0, 0).timeouts["client_idle"], 1);
@@ -260,7 +292,12 @@ mod tests {
     async fn headers_begun_get_the_request_timeout_not_the_idle_one() {
         let (mut client, server) = tokio::io::duplex(64);
         let stats = Arc::new(Stats::default());
-        let mut watched = Watched::new(server, Arc::default(), limits(50, 300), stats.clone());
+        let mut watched = Watched::new(
+            server,
+            Arc::new(Phase::new()),
+            limits(50, 300),
+            stats.clone(),
+        );
         client.write_all(b"G").await.unwrap();
         assert_eq!(watched.read_u8().await.unwrap(), b'G');
         let started = Instant::now();
@@ -273,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_being_answered_is_not_timed_and_the_next_wait_is() {
         let (mut client, server) = tokio::io::duplex(64);
-        let phase = Arc::new(Phase::default());
+        let phase = Arc::new(Phase::new());
         let stats = Arc::new(Stats::default());
         let mut watched = Watched::new(server, phase.clone(), limits(50, 50), stats.clone());
         client.write_all(b"G").await.unwrap();
@@ -281,8 +318,16 @@ mod tests {
         phase.serving();
         let waited = tokio::time::timeout(Duration::from_millis(200), watched.read_u8()).await;
         assert!(waited.is_err(), "no timeout while serving");
+        // hyper may have read last while the request was served, and not read again
+        // after the response: the idle timeout must fire all the same.
+        let reading = tokio::spawn(async move { watched.read_u8().await });
+        tokio::task::yield_now().await;
         drop(Answering::new((), phase.clone()));
-        let error = watched.read_u8().await.unwrap_err();
+        let error = tokio::time::timeout(Duration::from_secs(5), reading)
+            .await
+            .expect("woken for the idle timeout")
+            .unwrap()
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         let timeouts = stats.snapshot(0, 0).timeouts;
         assert_eq!(
