@@ -612,6 +612,12 @@ async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     println!("denied clients    {}", s.denied_clients);
     println!("denied destinations {}", s.denied_destinations);
     println!("retries           {}", s.retries);
+    let timeouts: Vec<String> = s
+        .timeouts
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    println!("timeouts          {}", timeouts.join(", "));
     let answers: Vec<String> = s
         .icp_answers
         .iter()

@@ -258,6 +258,14 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
         s.errors as f64,
     );
     out.family(
+        "canopy_timeouts_total",
+        "counter",
+        "Timeouts that fired, by kind.",
+    );
+    for (kind, n) in &s.timeouts {
+        out.value("canopy_timeouts_total", &[("kind", kind)], *n as f64);
+    }
+    out.family(
         "canopy_reloads_total",
         "counter",
         "Config reloads, by outcome.",

@@ -827,7 +827,15 @@ settings! {
     connect_timeout_ms: u64 = 5_000,
         "Time allowed to connect to a parent or origin, milliseconds.";
     read_timeout_ms: u64 = 60_000,
-        "Time allowed for an upstream response to start, milliseconds.";
+        "Time allowed for an upstream response to start, and between any two reads of its body, milliseconds.";
+    client_idle_timeout_s: u64 = 120,
+        "How long a client connection may wait for its next request (or its first) before it is closed, seconds.";
+    request_timeout_s: u64 = 60,
+        "Time allowed for a request's headers to arrive once their first byte has, seconds.";
+    tunnel_idle_timeout_s: u64 = 900,
+        "A CONNECT tunnel that carries nothing either way for this long is closed, seconds.";
+    client_lifetime_s: u64 = 86_400,
+        "The longest a client connection may stay open, tunnels included, however busy, seconds.";
     access_log: String = "access.log".to_owned(),
         "Access log in Squid's native format (relative to the data dir); empty: off.";
     manager_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -1025,6 +1033,20 @@ impl Config {
             self.read_timeout_ms.to_string(),
             "expected 1 to 3600000 milliseconds",
         );
+        let client_timeouts = [
+            ("client_idle_timeout_s", self.client_idle_timeout_s, 86_400),
+            ("request_timeout_s", self.request_timeout_s, 3_600),
+            ("tunnel_idle_timeout_s", self.tunnel_idle_timeout_s, 86_400),
+            ("client_lifetime_s", self.client_lifetime_s, 604_800),
+        ];
+        for (key, seconds, most) in client_timeouts {
+            check(
+                (1..=most).contains(&seconds),
+                key,
+                seconds.to_string(),
+                &format!("expected 1 to {most} seconds"),
+            );
+        }
         check(
             self.icp_multicast_group.is_multicast(),
             "icp_multicast_group",
@@ -1330,6 +1352,23 @@ mod tests {
         assert!(err.to_string().contains("9-1"), "{err}");
         assert!(config.safe_ports.contains(8080) && !config.safe_ports.contains(25));
         assert_eq!(config.ssl_ports.to_string(), "443");
+    }
+
+    #[test]
+    fn timeouts_must_be_set_and_bounded() {
+        let mut config = Config::default();
+        for key in [
+            "client_idle_timeout_s",
+            "request_timeout_s",
+            "tunnel_idle_timeout_s",
+        ] {
+            let err = config.set(key, "0").unwrap_err();
+            assert_eq!(err.0[0].key, key);
+            assert!(err.0[0].message.contains("seconds"), "{err}");
+        }
+        assert!(config.set("client_lifetime_s", "604801").is_err());
+        config.set("client_lifetime_s", "604800").unwrap();
+        assert_eq!(Config::default().request_timeout_s, 60);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct Stats {
     pub retries: Counter,
     pub reloads_applied: AtomicU64,
     pub reloads_rejected: AtomicU64,
+    pub timeouts: TimeoutCounts,
     pub icp: IcpTotals,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
 }
@@ -55,6 +56,63 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.iter().map(|lane| lane.0.load(Relaxed)).sum()
+    }
+}
+
+/// A timeout that fired, by what it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A client connection waited `client_idle_timeout_s` for a request.
+    ClientIdle,
+    /// A request's headers took longer than `request_timeout_s`.
+    ClientRequest,
+    /// A client connection reached `client_lifetime_s`.
+    ClientLifetime,
+    /// Connecting to a parent or origin took longer than `connect_timeout_ms`.
+    UpstreamConnect,
+    /// A parent or origin sent nothing for `read_timeout_ms`, before or during a response.
+    UpstreamRead,
+    /// A CONNECT tunnel carried nothing either way for `tunnel_idle_timeout_s`.
+    TunnelIdle,
+}
+
+impl Timeout {
+    pub const ALL: [Timeout; 6] = [
+        Timeout::ClientIdle,
+        Timeout::ClientRequest,
+        Timeout::ClientLifetime,
+        Timeout::UpstreamConnect,
+        Timeout::UpstreamRead,
+        Timeout::TunnelIdle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeout::ClientIdle => "client_idle",
+            Timeout::ClientRequest => "client_request",
+            Timeout::ClientLifetime => "client_lifetime",
+            Timeout::UpstreamConnect => "upstream_connect",
+            Timeout::UpstreamRead => "upstream_read",
+            Timeout::TunnelIdle => "tunnel_idle",
+        }
+    }
+}
+
+/// How often each timeout fired. Plain atomics: a timeout is rare, no request adds to them.
+#[derive(Debug, Default)]
+pub struct TimeoutCounts([AtomicU64; Timeout::ALL.len()]);
+
+impl TimeoutCounts {
+    pub fn fired(&self, timeout: Timeout) {
+        self.0[timeout as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Every kind, those that never fired as 0, by name.
+    fn by_name(&self) -> BTreeMap<String, u64> {
+        Timeout::ALL
+            .into_iter()
+            .map(|t| (t.as_str().to_owned(), self.0[t as usize].load(Relaxed)))
+            .collect()
     }
 }
 
@@ -295,6 +353,7 @@ impl Stats {
             retries: get(&self.retries),
             reloads_applied: load(&self.reloads_applied),
             reloads_rejected: load(&self.reloads_rejected),
+            timeouts: self.timeouts.by_name(),
             peers: peers.iter().map(|(n, p)| p.snapshot(n)).collect(),
             icp_queries_received: load(&self.icp.queries_received),
             icp_answers: self.icp.answers(),
@@ -335,6 +394,10 @@ pub struct StatsSnapshot {
     pub retries: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    /// Timeouts that fired, by kind: `client_idle`, `client_request`, `client_lifetime`,
+    /// `upstream_connect`, `upstream_read`, `tunnel_idle`.
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, u64>,
     pub peers: Vec<PeerSnapshot>,
     /// ICP queries this proxy received from peers and children.
     #[serde(default)]
@@ -469,6 +532,17 @@ mod tests {
         assert_eq!(s.icp_reply_ms_avg, 9.0, "8 + (16 - 8) / 8");
         assert_eq!(s.state, Some(PeerState::Up));
         assert!(s.last_reply_at.is_some() && s.state_since.is_some());
+    }
+
+    #[test]
+    fn every_timeout_kind_is_shown_even_at_zero() {
+        let stats = Stats::default();
+        stats.timeouts.fired(Timeout::TunnelIdle);
+        stats.timeouts.fired(Timeout::TunnelIdle);
+        let s = stats.snapshot(0, 0);
+        assert_eq!(s.timeouts.len(), Timeout::ALL.len());
+        assert_eq!(s.timeouts["tunnel_idle"], 2);
+        assert_eq!(s.timeouts["client_idle"], 0);
     }
 
     #[test]

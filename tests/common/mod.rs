@@ -218,12 +218,23 @@ pub struct Canopy {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     child: std::process::Child,
+    open_files: Option<u64>,
 }
 
 impl Canopy {
     /// Writes `settings` as a config version (with `visible_name` and a free `http_port`
     /// unless given), then starts the proxy and waits until it answers.
     pub async fn start(settings: &[(&str, &str)]) -> Canopy {
+        Canopy::start_limited(settings, None).await
+    }
+
+    /// As [`Canopy::start`], with the process allowed only `limit` open files
+    /// (RLIMIT_NOFILE), to show what happens when descriptors run out.
+    pub async fn start_with_open_files(settings: &[(&str, &str)], limit: u64) -> Canopy {
+        Canopy::start_limited(settings, Some(limit)).await
+    }
+
+    async fn start_limited(settings: &[(&str, &str)], open_files: Option<u64>) -> Canopy {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port().to_string();
         let mut all: HashMap<&str, &str> = HashMap::from([
@@ -241,7 +252,8 @@ impl Canopy {
         drop(db);
         let mut canopy = Canopy {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child: spawn_proxy(dir.path()),
+            child: spawn_proxy(dir.path(), open_files),
+            open_files,
             dir,
         };
         canopy.wait_until_up().await;
@@ -302,7 +314,7 @@ impl Canopy {
 
     /// Starts the proxy again on the same data dir (after [`Canopy::kill`]).
     pub async fn restart(&mut self) {
-        self.child = spawn_proxy(self.dir.path());
+        self.child = spawn_proxy(self.dir.path(), self.open_files);
         self.wait_until_up().await;
     }
 
@@ -329,9 +341,20 @@ impl Drop for Canopy {
     }
 }
 
-fn spawn_proxy(data_dir: &Path) -> std::process::Child {
+fn spawn_proxy(data_dir: &Path, open_files: Option<u64>) -> std::process::Child {
     let log = std::fs::File::create(data_dir.join("proxy.log")).expect("proxy log");
-    Command::new(binary("canopy-proxy"))
+    let mut command = Command::new(binary("canopy-proxy"));
+    if let Some(limit) = open_files {
+        use nix::sys::resource::{setrlimit, Resource};
+        use std::os::unix::process::CommandExt;
+        // Safety: setrlimit is async-signal-safe, and nothing else runs in the child.
+        unsafe {
+            command.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(std::io::Error::from)
+            });
+        }
+    }
+    command
         .arg("--db")
         .arg(data_dir.join("canopy.db"))
         .arg("--control")

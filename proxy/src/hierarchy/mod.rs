@@ -34,11 +34,11 @@ use crate::http::{empty_body, BoxError};
 use crate::icp::codec::IcpOpcode;
 use crate::icp::querier::{self, Answer};
 use crate::server::{Parent, Runtime};
-use crate::stats::PeerStats;
+use crate::stats::{PeerStats, Timeout};
 use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;
-use upstream::{ClientBodyError, UpstreamError};
+use upstream::{ClientBodyError, UpstreamBody, UpstreamError};
 
 /// The client's address, kept in the request's extensions for routing by client.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +113,7 @@ impl Hop<'_> {
 
 /// An upstream response and where it came from.
 pub struct Fetched {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// Squid's hierarchy code and host, for the access log.
     pub hierarchy: String,
     /// Whether this proxy may keep a copy.
@@ -394,6 +394,13 @@ pub async fn fetch(
             }
         }
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
+        match &attempt {
+            Err(_) => runtime.stats.timeouts.fired(Timeout::UpstreamRead),
+            Ok(Err(e)) if e.is_connect_timeout() => {
+                runtime.stats.timeouts.fired(Timeout::UpstreamConnect);
+            }
+            _ => {}
+        }
         if let Hop::PeerHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
                 peer.stats.false_hits.fetch_add(1, Relaxed);
@@ -442,8 +449,9 @@ pub async fn fetch(
                         continue;
                     }
                 }
+                let (read_timeout, stats) = (runtime.read_timeout, runtime.stats.clone());
                 return Ok(Fetched {
-                    response,
+                    response: response.map(|body| UpstreamBody::new(body, read_timeout, stats)),
                     hierarchy,
                     may_store,
                     route,
@@ -453,6 +461,10 @@ pub async fn fetch(
                 runtime.stats.denied_destinations.add(1);
                 return Err((denied.into(), hierarchy));
             }
+            Ok(Err(e)) if e.is_connect_timeout() => format!(
+                "connect: timed out after {} ms",
+                runtime.config.connect_timeout_ms
+            ),
             Ok(Err(e)) if e.is_connect() => format!("connect: {}", innermost(&e)),
             Ok(Err(e)) => innermost(&e),
             Err(_) => format!("no response within {} ms", runtime.read_timeout.as_millis()),

@@ -1,20 +1,27 @@
 //! HTTP clients towards origins and parents, leaving from this proxy's one address, with
 //! their connections kept open between requests.
 
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::time::Sleep;
 
 use crate::hierarchy::reach::{self, ConnectError, Denied, Reach};
 use crate::http::{workers, BoxError, ProxyBody};
+use crate::stats::{Stats, Timeout};
 
 /// How long a connection may sit unused before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,6 +84,103 @@ impl UpstreamError {
         } else {
             UpstreamError::Request(error)
         }
+    }
+
+    /// Connecting took longer than `connect_timeout_ms` (or than the kernel waits).
+    pub fn is_connect_timeout(&self) -> bool {
+        let UpstreamError::Connect(error) = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+        while let Some(e) = cause {
+            let timed_out = matches!(
+                e.downcast_ref::<ConnectError>(),
+                Some(ConnectError::TimedOut { .. })
+            ) || e
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
+            if timed_out {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// Why an upstream response body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("upstream body broke off: {0}")]
+    Broken(#[source] hyper::Error),
+    /// Nothing arrived for `read_timeout_ms`.
+    #[error("the upstream server sent nothing for {} ms", .0.as_millis())]
+    Stalled(Duration),
+}
+
+/// A response body from a parent or origin that ends in [`BodyError::Stalled`] when the
+/// server sends nothing for `read_timeout` between two reads (Squid's `read_timeout`,
+/// nginx's `proxy_read_timeout`): a slow body goes on as long as bytes keep coming.
+pub struct UpstreamBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    stats: Arc<Stats>,
+    /// When the server has been silent for `read_timeout` unless more arrives.
+    stalled_at: tokio::time::Instant,
+    /// Goes off at `stalled_at` or before it; moved on only when it goes off, so a frame
+    /// costs a clock read and no timer update.
+    alarm: Pin<Box<Sleep>>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, read_timeout: Duration, stats: Arc<Stats>) -> UpstreamBody {
+        let stalled_at = tokio::time::Instant::now() + read_timeout;
+        UpstreamBody {
+            inner,
+            read_timeout,
+            stats,
+            stalled_at,
+            alarm: Box::pin(tokio::time::sleep_until(stalled_at)),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stalled_at = tokio::time::Instant::now() + this.read_timeout;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Broken(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                while this.alarm.as_mut().poll(cx).is_ready() {
+                    if tokio::time::Instant::now() >= this.stalled_at {
+                        this.stats.timeouts.fired(Timeout::UpstreamRead);
+                        return Poll::Ready(Some(Err(BodyError::Stalled(this.read_timeout))));
+                    }
+                    let stalled_at = this.stalled_at;
+                    this.alarm.as_mut().reset(stalled_at);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

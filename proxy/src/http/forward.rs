@@ -20,6 +20,7 @@ use crate::access_log;
 use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome, Pushed, Room};
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
+use crate::hierarchy::upstream::UpstreamBody;
 use crate::hierarchy::{self, ClientAddr};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
@@ -63,11 +64,13 @@ impl Served {
     }
 }
 
-/// Entry point for every request on a client connection.
+/// Entry point for every request on a client connection; `closes_at` is the end of the
+/// connection's lifetime, which a tunnel it becomes must keep to.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     mut req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Result<Response<Accounted>, Infallible> {
     let started = Instant::now();
     let time = SystemTime::now();
@@ -83,9 +86,9 @@ pub async fn handle(
     let served = if let Err(e) = target {
         Served::error(e, &runtime, "HIER_NONE/-".into())
     } else if runtime.is_hits_only_sibling(client.ip()) {
-        hits_only(&shared, &runtime, client, req).await
+        hits_only(&shared, &runtime, client, req, closes_at).await
     } else {
-        route(&shared, &runtime, client, req).await
+        route(&shared, &runtime, client, req, closes_at).await
     };
     if served.response.status().is_server_error() {
         shared.stats.errors.add(1);
@@ -140,9 +143,10 @@ async fn route(
     runtime: &Arc<Runtime>,
     client: SocketAddr,
     mut req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Served {
     if req.method() == Method::CONNECT {
-        return match tunnel::handle(shared.clone(), runtime.clone(), req).await {
+        return match tunnel::handle(shared.clone(), runtime.clone(), req, closes_at).await {
             Ok((response, hierarchy)) => Served {
                 response,
                 result: "TCP_TUNNEL",
@@ -217,6 +221,7 @@ async fn hits_only(
     runtime: &Arc<Runtime>,
     client: SocketAddr,
     mut req: Request<Incoming>,
+    closes_at: tokio::time::Instant,
 ) -> Served {
     let cacheable = req.method() == Method::GET || req.method() == Method::HEAD;
     if !cacheable || !req.body().is_end_stream() {
@@ -238,7 +243,7 @@ async fn hits_only(
         header::CACHE_CONTROL,
         HeaderValue::from_static("only-if-cached"),
     );
-    route(shared, runtime, client, req).await
+    route(shared, runtime, client, req, closes_at).await
 }
 
 /// Credentials written in the URL (`http://user:pw@host/`) go no further than here: not
@@ -609,7 +614,7 @@ struct Filling {
 }
 
 impl Filling {
-    async fn run(mut self, mut body: Incoming) {
+    async fn run(mut self, mut body: UpstreamBody) {
         loop {
             if self.fill.room().await == Room::Abandoned {
                 return self.abandon();
@@ -627,8 +632,7 @@ impl Filling {
                     }
                 }
                 Some(Err(e)) => {
-                    self.fill
-                        .finish(Err(format!("upstream body broke off: {e}")));
+                    self.fill.finish(Err(e.to_string()));
                     return;
                 }
                 None => break,

@@ -7,15 +7,20 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Method, Request};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::http::errors::ProxyError;
+use crate::http::timeouts::{Answering, ClientLimits, Phase, Watched};
 use crate::http::{forward, workers};
 use crate::server::Shared;
+use crate::stats::Timeout;
 
 /// The largest request head taken from a client, request line included (Squid's
 /// `request_header_max_size` is 64 KB); a larger one is answered 431. The number of fields
@@ -104,38 +109,69 @@ fn hand_out(stream: TcpStream, client: SocketAddr, shared: &Arc<Shared>) {
 
 async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let allowed = shared
-        .runtime
-        .load()
-        .config
-        .allowed_clients
-        .contains(client.ip());
-    let io = TokioIo::new(stream);
+    let (allowed, limits) = {
+        let runtime = shared.runtime.load();
+        let config = &runtime.config;
+        (
+            config.allowed_clients.contains(client.ip()),
+            ClientLimits::of(config),
+        )
+    };
+    let closes_at = Instant::now() + limits.lifetime;
+    let phase = Arc::new(Phase::default());
+    let io = TokioIo::new(Watched::new(
+        stream,
+        phase.clone(),
+        limits,
+        shared.stats.clone(),
+    ));
     let builder = {
         let mut b = http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(Duration::from_secs(30))
+        // The socket keeps the header and idle timers itself (http/timeouts.rs).
+        b.keep_alive(true)
+            .header_read_timeout(None)
             .max_header_size(REQUEST_HEAD_MAX);
         b
     };
-    let result = if allowed {
-        let service = service_fn(move |req| forward::handle(shared.clone(), client, req));
-        builder.serve_connection(io, service).with_upgrades().await
-    } else {
-        shared.stats.denied_clients.add(1);
-        tracing::info!(%client, "client not in allowed_clients: 403");
-        let service = service_fn(move |_req| {
-            let name = shared.runtime.load().config.visible_name.clone();
-            let error = ProxyError::forbidden(format!(
-                "Access denied: {} is not allowed to use this proxy (allowed_clients).",
-                client.ip()
-            ));
-            async move { Ok::<_, Infallible>(error.to_response(&name)) }
-        });
-        builder.serve_connection(io, service).await
+    let stats = shared.stats.clone();
+    let served = async {
+        if allowed {
+            let service = service_fn(move |req: Request<Incoming>| {
+                phase.serving();
+                let connect = req.method() == Method::CONNECT;
+                let (shared, phase) = (shared.clone(), phase.clone());
+                async move {
+                    let response = forward::handle(shared, client, req, closes_at).await?;
+                    if connect && response.status().is_success() {
+                        phase.tunnel();
+                    }
+                    Ok::<_, Infallible>(response.map(|body| Answering::new(body, phase)))
+                }
+            });
+            builder.serve_connection(io, service).with_upgrades().await
+        } else {
+            shared.stats.denied_clients.add(1);
+            tracing::info!(%client, "client not in allowed_clients: 403");
+            let service = service_fn(move |_req| {
+                phase.serving();
+                let name = shared.runtime.load().config.visible_name.clone();
+                let error = ProxyError::forbidden(format!(
+                    "Access denied: {} is not allowed to use this proxy (allowed_clients).",
+                    client.ip()
+                ));
+                let response = error.to_response(&name);
+                let phase = phase.clone();
+                async move { Ok::<_, Infallible>(response.map(|body| Answering::new(body, phase))) }
+            });
+            builder.serve_connection(io, service).await
+        }
     };
-    if let Err(e) = result {
-        tracing::debug!(%client, "connection ended: {e}");
+    match tokio::time::timeout_at(closes_at, served).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%client, "connection ended: {e}"),
+        Err(_) => {
+            stats.timeouts.fired(Timeout::ClientLifetime);
+            tracing::info!(%client, "connection closed: open for client_lifetime_s");
+        }
     }
 }

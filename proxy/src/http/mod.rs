@@ -5,6 +5,7 @@ pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod max_forwards;
+pub mod timeouts;
 pub mod tunnel;
 pub mod workers;
 
