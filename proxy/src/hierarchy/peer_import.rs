@@ -2,7 +2,7 @@
 //! Server `icp.config` lines. Every line that cannot be mapped is reported; a file with
 //! any such line imports nothing.
 
-use canopy_proxy::config::{Peer, PeerKind};
+use crate::config::{Peer, PeerKind};
 
 /// A line that could not be mapped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
