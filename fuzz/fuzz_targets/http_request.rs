@@ -118,6 +118,11 @@ fn read_to_end(mut stream: TcpStream, request: &[u8], mut reply: Vec<u8>) -> Vec
 fn proxy() -> &'static SocketAddr {
     static PROXY: OnceLock<SocketAddr> = OnceLock::new();
     PROXY.get_or_init(|| {
+        // libFuzzer's main, not Rust's, starts this process, so SIGPIPE still kills it as
+        // it would a C program; canopy-proxy, started by Rust, ignores it (writev to a
+        // client that has gone is an error, not a signal).
+        // SAFETY: sets a disposition, installs no handler.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let (ready, started) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("fuzz-harness".into())
