@@ -1,7 +1,5 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
-mod peer_import;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
@@ -16,7 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
-use canopy_proxy::hierarchy::parent_config;
+use canopy_proxy::hierarchy::{parent_config, peer_import};
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
 

@@ -1,8 +1,8 @@
 //! Fuzzes ICP decoding: no input may panic, and whatever decodes must survive encode→decode.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use canopy_proxy::icp::codec::IcpMessage;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|datagram: &[u8]| {
     if let Ok(message) = IcpMessage::decode(datagram) {

@@ -595,8 +595,13 @@ impl ParentRule {
             ("method", &self.method),
         ];
         for (name, value) in fields {
-            if let Some(value) = value {
-                parts.push(format!("{name}={value}"));
+            match value {
+                // parent.config ends an unquoted value at the first space.
+                Some(value) if value.contains(char::is_whitespace) => {
+                    parts.push(format!("{name}=\"{value}\""))
+                }
+                Some(value) => parts.push(format!("{name}={value}")),
+                None => {}
             }
         }
         if let Some(port) = self.port {
@@ -1199,6 +1204,9 @@ fn shown(value: &str) -> String {
         value.to_owned()
     }
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {

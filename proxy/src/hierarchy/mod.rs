@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod parent_config;
+pub mod peer_import;
 pub mod peers;
 pub mod reach;
 pub mod rules;

@@ -166,6 +166,18 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
     }
 
     #[test]
+    fn a_value_with_spaces_is_written_quoted_and_reads_back() {
+        let rules = parse(r#"url_regex="/a b$" dest_ip="0 0" parent="p:1""#).unwrap();
+        assert_eq!(rules[0].url_regex.as_deref(), Some("/a b$"));
+        let written = line(&rules[0]);
+        assert!(
+            written.starts_with(r#"dest_ip="0 0" url_regex="/a b$""#),
+            "{written}"
+        );
+        assert_eq!(parse(&written).unwrap(), rules);
+    }
+
+    #[test]
     fn what_cannot_be_mapped_is_reported_line_by_line() {
         let text = "dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
                     dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n\
@@ -174,5 +186,92 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
         assert_eq!(problems.len(), 2);
         assert!(problems[0].starts_with("line 1: qstring="), "{problems:?}");
         assert!(problems[1].starts_with("line 2: dest_ip="), "{problems:?}");
+    }
+
+    mod properties {
+        use super::*;
+        use crate::config::{HostPort, ParentEntry};
+        use proptest::prelude::*;
+
+        /// A value parent.config can carry: no double quote (the format has no escape), no
+        /// space at either end (values are trimmed), spaces inside only when quoted.
+        fn value() -> impl Strategy<Value = String> {
+            "[!#-~]([ !#-~]{0,14}[!#-~])?"
+        }
+
+        fn parents() -> impl Strategy<Value = ParentList> {
+            let host = prop_oneof!["[a-z0-9][a-z0-9.-]{0,15}", Just("::1".to_owned())];
+            prop::collection::vec((host, 1u16.., 1u32..=1000), 0..4).prop_map(|entries| {
+                let mut list: Vec<ParentEntry> = Vec::new();
+                for (host, port, weight) in entries {
+                    let addr = HostPort { host, port };
+                    if list.iter().all(|p| p.addr != addr) {
+                        list.push(ParentEntry { addr, weight });
+                    }
+                }
+                ParentList(list)
+            })
+        }
+
+        fn rule() -> impl Strategy<Value = ParentRule> {
+            (
+                (
+                    proptest::option::of(value()),
+                    proptest::option::of(value()),
+                    proptest::option::of(value()),
+                    proptest::option::of(value()),
+                ),
+                proptest::option::of("[a-z][a-z0-9+.-]{0,8}"),
+                proptest::option::of(any::<u16>()),
+                proptest::option::of("[A-Z]{1,10}"),
+                parents(),
+                prop::sample::select(RoundRobin::ALL.to_vec()),
+                any::<bool>(),
+            )
+                .prop_map(
+                    |(matchers, scheme, port, method, parents, round_robin, go_direct)| {
+                        let (dest_domain, dest_host, dest_ip, url_regex) = matchers;
+                        ParentRule {
+                            dest_domain,
+                            dest_host,
+                            // Ranges are refused; anything else is kept for validation.
+                            dest_ip: dest_ip.filter(|ip| !ip.contains('-')),
+                            url_regex,
+                            scheme,
+                            port,
+                            method,
+                            parents,
+                            round_robin,
+                            go_direct,
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(text in any::<String>()) {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn text_that_looks_like_rules_never_panics(
+                text in "(dest_domain|parent|round_robin|go_direct|port|=|\"|;|\\||[a-z0-9.:]{1,6}|[ \t#\n]){0,40}",
+            ) {
+                if let Ok(rules) = parse(&text) {
+                    for rule in rules {
+                        prop_assert_eq!(parse(&line(&rule)), Ok(vec![rule]));
+                    }
+                }
+            }
+
+            #[test]
+            fn written_rules_read_back_as_the_same_rules(
+                rules in prop::collection::vec(rule(), 0..5),
+            ) {
+                let text: Vec<String> = rules.iter().map(line).collect();
+                prop_assert_eq!(parse(&text.join("\n")), Ok(rules));
+            }
+        }
     }
 }

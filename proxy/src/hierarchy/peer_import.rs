@@ -2,7 +2,7 @@
 //! Server `icp.config` lines. Every line that cannot be mapped is reported; a file with
 //! any such line imports nothing.
 
-use canopy_proxy::config::{Peer, PeerKind};
+use crate::config::{Peer, PeerKind};
 
 /// A line that could not be mapped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,5 +202,137 @@ mod tests {
         assert_eq!(lines, [1, 2, 4, 5]);
         assert!(errors[0].reason.contains("login"), "{:?}", errors[0]);
         assert!(errors[1].reason.contains("multicast"), "{:?}", errors[1]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn kind() -> impl Strategy<Value = PeerKind> {
+            prop_oneof![Just(PeerKind::Parent), Just(PeerKind::Sibling)]
+        }
+
+        /// A peer as a cache_peer line can give it: name and host may differ.
+        fn squid_peer() -> impl Strategy<Value = Peer> {
+            (
+                "[a-z0-9][a-z0-9.-]{0,20}",
+                proptest::option::of("[A-Za-z0-9._-]{1,16}"),
+                kind(),
+                (1u16.., 1u16..),
+                any::<[bool; 4]>(),
+                1u32..10_000,
+            )
+                .prop_map(|(host, name, kind, ports, flags, weight)| Peer {
+                    name: name.unwrap_or_else(|| host.clone()),
+                    host,
+                    kind,
+                    http_port: ports.0,
+                    icp_port: ports.1,
+                    proxy_only: flags[0],
+                    no_query: flags[1],
+                    multicast_responder: flags[2],
+                    allow_miss: flags[3],
+                    weight,
+                })
+        }
+
+        fn cache_peer_line(peer: &Peer) -> String {
+            let mut line = format!(
+                "cache_peer {} {} {} {}",
+                peer.host, peer.kind, peer.http_port, peer.icp_port
+            );
+            let options = [
+                (peer.proxy_only, "proxy-only"),
+                (peer.no_query, "no-query"),
+                (peer.multicast_responder, "multicast-responder"),
+                (peer.allow_miss, "allow-miss"),
+            ];
+            for (_, option) in options.iter().filter(|(on, _)| *on) {
+                line.push(' ');
+                line.push_str(option);
+            }
+            if peer.name != peer.host {
+                line.push_str(&format!(" name={}", peer.name));
+            }
+            if peer.weight != 1 {
+                line.push_str(&format!(" weight={}", peer.weight));
+            }
+            line
+        }
+
+        /// A peer as an icp.config line can give it, and that line.
+        fn traffic_server_peer() -> impl Strategy<Value = (Peer, String)> {
+            (
+                "[a-z0-9][a-z0-9.-]{0,20}",
+                any::<std::net::Ipv4Addr>(),
+                kind(),
+                (1u16.., 1u16..),
+                any::<bool>(),
+                0u8..=255,
+            )
+                .prop_map(|(name, ip, kind, ports, multicast, ttl)| {
+                    let peer = Peer {
+                        name: name.clone(),
+                        host: ip.to_string(),
+                        kind,
+                        http_port: ports.0,
+                        icp_port: ports.1,
+                        proxy_only: false,
+                        no_query: false,
+                        multicast_responder: multicast,
+                        allow_miss: false,
+                        weight: 1,
+                    };
+                    let kind = match kind {
+                        PeerKind::Parent => 1,
+                        PeerKind::Sibling => 2,
+                    };
+                    let (mc_on, mc_ip) = if multicast {
+                        (1, GROUP)
+                    } else {
+                        (0, std::net::Ipv4Addr::UNSPECIFIED)
+                    };
+                    let line = format!(
+                        "{name}:{ip}:{kind}:{}:{}:{mc_on}:{mc_ip}:{ttl}:",
+                        ports.0, ports.1
+                    );
+                    (peer, line)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(text in any::<String>()) {
+                let _ = parse(&text, GROUP);
+            }
+
+            #[test]
+            fn text_that_looks_like_peer_lines_never_panics(
+                text in "(cache_peer|parent|sibling|name=|weight=|[a-z0-9.]{1,6}|:|[ \t#\n]){0,40}",
+            ) {
+                if let Ok(peers) = parse(&text, GROUP) {
+                    for peer in peers {
+                        prop_assert!(peer.http_port != 0 && peer.icp_port != 0 && peer.weight >= 1);
+                    }
+                }
+            }
+
+            #[test]
+            fn cache_peer_lines_read_back_as_their_peers(
+                peers in prop::collection::vec(squid_peer(), 0..6),
+            ) {
+                let text: Vec<String> = peers.iter().map(cache_peer_line).collect();
+                prop_assert_eq!(parse(&text.join("\n"), GROUP), Ok(peers));
+            }
+
+            #[test]
+            fn icp_config_lines_read_back_as_their_peers(
+                entries in prop::collection::vec(traffic_server_peer(), 0..6),
+            ) {
+                let text: Vec<&str> = entries.iter().map(|(_, line)| line.as_str()).collect();
+                let peers: Vec<Peer> = entries.iter().map(|(peer, _)| peer.clone()).collect();
+                prop_assert_eq!(parse(&text.join("\n"), GROUP), Ok(peers));
+            }
+        }
     }
 }

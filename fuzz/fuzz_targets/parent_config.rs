@@ -1,0 +1,19 @@
+//! Fuzzes the Traffic Server `parent.config` importer: no input may panic, and every rule it
+//! accepts, written back as a line, reads back as the same rule.
+#![no_main]
+
+use canopy_proxy::hierarchy::parent_config;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    if let Ok(rules) = parent_config::parse(text) {
+        for rule in rules {
+            let line = parent_config::line(&rule);
+            assert_eq!(
+                parent_config::parse(&line).as_deref(),
+                Ok(std::slice::from_ref(&rule)),
+                "written as {line:?}"
+            );
+        }
+    }
+});
