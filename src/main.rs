@@ -1,6 +1,6 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
@@ -206,9 +206,8 @@ impl Paths {
         }
     }
 
+    /// Opens the database, creating the data dir (mode 0700) when missing.
     async fn open_db(&self) -> anyhow::Result<Db> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating {}", self.data_dir.display()))?;
         Db::open(&self.db)
             .await
             .with_context(|| format!("opening {}", self.db.display()))
@@ -217,6 +216,14 @@ impl Paths {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Warnings only (such as files tightened at start): the commands' output is their own.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let cli = Cli::parse();
     let paths = Paths::new(&cli.data_dir);
     let result = match cli.command.unwrap_or(Action::Run) {

@@ -1,7 +1,8 @@
 //! Console accounts, their sessions, and the counting of failed logins.
 //!
 //! Passwords are stored only as argon2id hashes. A session id is 32 random bytes; the
-//! cookie carries it, and every form carries the session's own CSRF token.
+//! cookie carries it, the database only its SHA-256 (so reading the database opens no
+//! session), and every form carries the session's own CSRF token.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,6 +10,7 @@ use anyhow::{anyhow, Context};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use canopy_proxy::versions::{now_rfc3339, Db};
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 /// How long a login lasts.
@@ -17,6 +19,7 @@ pub const SESSION_SECONDS: i64 = 12 * 3600;
 /// A logged-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// As the cookie carries it; never stored.
     pub id: String,
     pub user: String,
     /// Every form of this session carries this token; a POST without it is refused.
@@ -161,9 +164,10 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
         .execute(db.pool())
         .await?;
     sqlx::query(
-        "INSERT INTO sessions (id, account, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO sessions (id_sha256, account, csrf, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?)",
     )
-    .bind(&session.id)
+    .bind(stored_id(&session.id))
     .bind(user)
     .bind(&session.csrf)
     .bind(now_rfc3339())
@@ -180,11 +184,12 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
 
 /// The session with this id, when it exists and has not expired.
 pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> {
-    let row = sqlx::query("SELECT account, csrf FROM sessions WHERE id = ? AND expires_at >= ?")
-        .bind(id)
-        .bind(unix_now())
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT account, csrf FROM sessions WHERE id_sha256 = ? AND expires_at >= ?")
+            .bind(stored_id(id))
+            .bind(unix_now())
+            .fetch_optional(db.pool())
+            .await?;
     row.map(|row| {
         Ok(Session {
             id: id.to_owned(),
@@ -196,11 +201,17 @@ pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> 
 }
 
 pub async fn end_session(db: &Db, id: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id = ?")
-        .bind(id)
+    sqlx::query("DELETE FROM sessions WHERE id_sha256 = ?")
+        .bind(stored_id(id))
         .execute(db.pool())
         .await?;
     Ok(())
+}
+
+/// What the database keeps of a session id: its SHA-256 in hex. The id is 256 random
+/// bits, so a fast hash is enough; no one can find an id from it.
+fn stored_id(id: &str) -> String {
+    format!("{:x}", Sha256::digest(id.as_bytes()))
 }
 
 pub fn unix_now() -> i64 {
@@ -314,6 +325,83 @@ mod tests {
             failed_login_total(&db).await.unwrap(),
             4,
             "the total never goes down"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_database_keeps_only_the_hash_of_a_session_id() {
+        let (_dir, db) = db().await;
+        set_password(&db, "alice", "a password").await.unwrap();
+        let session = start_session(&db, "alice").await.unwrap();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id_sha256 FROM sessions")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, [stored_id(&session.id)]);
+        assert_ne!(stored[0], session.id);
+        assert!(
+            find_session(&db, &stored[0]).await.unwrap().is_none(),
+            "what the database holds does not open the session"
+        );
+        let found = find_session(&db, &session.id).await.unwrap().unwrap();
+        assert_eq!((found.user.as_str(), found.csrf), ("alice", session.csrf));
+        end_session(&db, &session.id).await.unwrap();
+        assert!(find_session(&db, &session.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sessions_stored_in_plain_text_end_with_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        // The schema as it was before session ids were hashed.
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        for name in [
+            "0001_config_versions.sql",
+            "0002_accounts.sql",
+            "0003_stats_samples.sql",
+        ] {
+            let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+            std::fs::copy(from.join(name), old.join(name)).unwrap();
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (name, password_hash, created_at) VALUES ('alice', 'x', 'now');
+             INSERT INTO sessions (id, account, csrf, created_at, expires_at)
+             VALUES ('plain', 'alice', 'csrf', 'now', 9999999999);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let db = Db::open(&path).await.unwrap();
+        assert!(find_session(&db, "plain").await.unwrap().is_none());
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            left, 0,
+            "the plain-text session is gone; its user logs in again"
+        );
+    }
+
+    #[test]
+    fn a_session_id_is_stored_as_its_sha256() {
+        // SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(
+            stored_id("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 

@@ -3,10 +3,12 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+
+use crate::files::{self, FileError};
 
 /// One finished request.
 #[derive(Debug, Clone)]
@@ -49,6 +51,18 @@ impl Entry {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("starting the writer of {path}: {source}")]
+    Writer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Where entries go: a background writer so the request path never waits on the disk.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
@@ -56,12 +70,10 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Opens (appending) `path` and starts its writer.
-    pub fn open(path: &Path) -> std::io::Result<AccessLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+    /// Opens (appending) `path`, readable by the admin and the admin's group only, and
+    /// starts its writer.
+    pub fn open(path: &Path) -> Result<AccessLog, AccessLogError> {
+        let file = files::private_file(path, files::LOG_MODE)?;
         let (tx, mut rx) = mpsc::channel::<Entry>(4096);
         std::thread::Builder::new()
             .name("access-log".into())
@@ -74,6 +86,10 @@ impl AccessLog {
                         let _ = out.flush();
                     }
                 }
+            })
+            .map_err(|source| AccessLogError::Writer {
+                path: path.to_owned(),
+                source,
             })?;
         Ok(AccessLog { tx })
     }

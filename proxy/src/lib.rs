@@ -11,11 +11,13 @@
 //! - [`control`]: the control socket's protocol, server and client.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
+//! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
 
 pub mod access_log;
 pub mod cache;
 pub mod config;
 pub mod control;
+pub mod files;
 pub mod hierarchy;
 pub mod http;
 pub mod icp;

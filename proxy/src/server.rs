@@ -125,10 +125,7 @@ impl Runtime {
             None
         } else {
             let path = data_dir.join(&config.access_log);
-            Some(
-                AccessLog::open(&path)
-                    .map_err(|e| format!("access_log {}: {e}", path.display()))?,
-            )
+            Some(AccessLog::open(&path).map_err(|e| format!("access_log: {e}"))?)
         };
         let reach = Arc::new(Reach::of(config));
         let name = &config.visible_name;

@@ -10,6 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
 use crate::config::{Config, ConfigErrors};
+use crate::files::{self, FileError};
 
 /// Where a config version stands with the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +65,8 @@ pub enum VersionError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Files(#[from] FileError),
     #[error("invalid config: {0}")]
     Invalid(#[from] ConfigErrors),
     #[error("config version {based_on} is out of date: version {current} was saved meanwhile")]
@@ -92,8 +95,21 @@ pub fn now_rfc3339() -> String {
 
 impl Db {
     /// Opens (creating when missing) the database, brings its schema up to date, and saves
-    /// the default config as version 1 when there is none.
+    /// the default config as version 1 when there is none. The database's folder is the
+    /// data dir; it and the database are made the admin's alone first.
     pub async fn open(path: &Path) -> Result<Db, VersionError> {
+        let data_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        files::data_dir(data_dir)?;
+        files::private_file(path, files::DATABASE_MODE)?;
+        // SQLite creates these with the database's mode, but an older Canopy's may be open.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files::tighten(Path::new(&name), files::DATABASE_MODE)?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
