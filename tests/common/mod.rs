@@ -45,6 +45,22 @@ where
     }
 }
 
+/// The first of `paths` that exists: Debian package `package`'s binary. `None`, said loudly,
+/// when it is not installed; under `CI=true` a missing package fails the test instead.
+pub fn installed(package: &str, paths: &[&str]) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{package} is not installed (apt-get install -y {package}); CI must run the tests that need it"
+        );
+        eprintln!(
+            "SKIPPED: {package} is not installed (apt-get install -y {package}); this test did NOT run"
+        );
+    }
+    found
+}
+
 /// A port nobody listens on now, on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,20 +15,7 @@ use super::free_port;
 /// nginx's binary, or `None` (said loudly) when it is not installed; under `CI=true` a
 /// missing nginx fails the test instead.
 pub fn nginx_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nginx is not installed (apt-get install -y nginx); CI must run the nginx tests"
-        );
-        eprintln!(
-            "SKIPPED: nginx is not installed (apt-get install -y nginx); this test did NOT run"
-        );
-    }
-    found
+    super::installed("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"])
 }
 
 /// A running nginx.

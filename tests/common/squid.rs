@@ -20,20 +20,7 @@ pub const SQUID_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Squid's binary, or `None` (said loudly) when it is not installed; under `CI=true` a
 /// missing Squid fails the test instead.
 pub fn squid_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/squid", "/usr/bin/squid"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "squid is not installed (apt-get install -y squid); CI must run the Squid tests"
-        );
-        eprintln!(
-            "SKIPPED: squid is not installed (apt-get install -y squid); this test did NOT run"
-        );
-    }
-    found
+    super::installed("squid", &["/usr/sbin/squid", "/usr/bin/squid"])
 }
 
 /// A running Squid.
