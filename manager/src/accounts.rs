@@ -7,8 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use canopy_proxy::versions::{now_rfc3339, Db};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -93,30 +93,89 @@ async fn hash_password(password: String) -> anyhow::Result<String> {
 }
 
 /// Checks `user`'s password. Unknown users cost as much time as wrong passwords.
+///
+/// Runs argon2 without any limit: the console's requests go through
+/// [`crate::login_limits::LoginLimits`] instead.
 pub async fn verify_password(db: &Db, user: &str, password: &str) -> anyhow::Result<bool> {
-    let stored: Option<String> =
+    let stored = password_hash(db, user).await?;
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        password_matches(stored.as_deref(), &password, &mut CheckMemory::new())
+    })
+    .await
+    .context("password check task")
+}
+
+/// The stored argon2 hash of `user`'s password, when `user` is an account.
+pub async fn password_hash(db: &Db, user: &str) -> anyhow::Result<Option<String>> {
+    Ok(
         sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = ?")
             .bind(user)
             .fetch_optional(db.pool())
-            .await?;
-    let known = stored.is_some();
-    let hash = match stored {
-        Some(hash) => hash,
-        None => hash_password(password.to_owned()).await?,
+            .await?,
+    )
+}
+
+/// Argon2's working memory (19 MiB for the hashes made here), grown to what a check needs
+/// and kept for the next, so that checks do not each ask the allocator for it anew.
+pub type CheckMemory = Vec<Block>;
+
+/// Whether `password` matches the `stored` hash; without an account it is checked against a
+/// stand-in hash, so that a name that is not an account costs as much as a wrong password.
+/// Runs argon2 (tens of milliseconds) in `memory`: call it off the async threads.
+pub fn password_matches(stored: Option<&str>, password: &str, memory: &mut CheckMemory) -> bool {
+    match stored {
+        Some(stored) => matches_hash(stored, password, memory),
+        None => {
+            if let Some(stand_in) = stand_in_hash() {
+                matches_hash(stand_in, password, memory);
+            }
+            false
+        }
+    }
+}
+
+/// What argon2's `verify_password` does, in memory the caller keeps.
+fn matches_hash(stored: &str, password: &str, memory: &mut CheckMemory) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
     };
-    let password = password.to_owned();
-    let matches = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .context("password check task")?;
-    Ok(known && matches)
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let algorithm = Algorithm::try_from(parsed.algorithm);
+    let version = parsed.version.map(Version::try_from).transpose();
+    let (Ok(algorithm), Ok(version), Ok(params)) = (algorithm, version, Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version.unwrap_or_default(), params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && same_bytes(&out, expected.as_bytes())
+}
+
+/// A hash made with the same parameters as every account's, of a password nobody types.
+fn stand_in_hash() -> Option<&'static str> {
+    static STAND_IN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    STAND_IN
+        .get_or_init(|| {
+            let salt = SaltString::encode_b64(b"canopy stand-in!").ok()?;
+            Argon2::default()
+                .hash_password(b"not an account", &salt)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .as_deref()
 }
 
 /// Counts a failed login for `user` (an account or not); returns how many in a row the
@@ -253,11 +312,11 @@ fn generate_password() -> anyhow::Result<String> {
 
 /// Compares two secrets in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -403,6 +462,38 @@ mod tests {
             stored_id("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[tokio::test]
+    async fn checks_reuse_their_memory_and_agree_with_argon2() {
+        let (_dir, db) = db().await;
+        set_password(&db, "alice", "a password").await.unwrap();
+        let stored = password_hash(&db, "alice").await.unwrap().unwrap();
+        let parsed = PasswordHash::new(&stored).unwrap();
+        let mut memory = CheckMemory::new();
+        for (password, expected) in [("a password", true), ("a passworD", false), ("", false)] {
+            use argon2::PasswordVerifier;
+            let argon2_says = Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
+            assert_eq!(argon2_says, expected, "{password:?}");
+            assert_eq!(
+                password_matches(Some(&stored), password, &mut memory),
+                expected,
+                "{password:?}"
+            );
+        }
+        assert_eq!(
+            memory.len(),
+            Params::DEFAULT_M_COST as usize,
+            "19 MiB, kept"
+        );
+        assert!(!password_matches(None, "a password", &mut memory));
+        assert!(!password_matches(
+            Some("not a hash"),
+            "a password",
+            &mut memory
+        ));
     }
 
     #[test]

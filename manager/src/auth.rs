@@ -1,7 +1,10 @@
 //! Who is asking: the session cookie, the extractors that demand a login, and the CSRF
 //! check every form goes through.
 
-use axum::extract::FromRequestParts;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -121,6 +124,23 @@ impl FromRequestParts<AppState> for ApiSession {
             )
                 .into_response()
         })
+    }
+}
+
+/// The address a request came from; unspecified when the server does not say (a router
+/// served without a socket, as in tests).
+pub struct ClientAddress(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddress(address))
     }
 }
 

@@ -1,7 +1,11 @@
 //! Canopy's web console: Monitor and Configure, in the style of Traffic Manager.
 //!
 //! - [`accounts`]: console accounts (argon2 hashes), sessions and failed-login counting.
+//! - [`hosts`]: the names the console answers to and the pages that may post to it
+//!   (against DNS rebinding), checked before anything else.
 //! - [`auth`]: the extractors that require a session, and the CSRF check of every form.
+//! - [`login_limits`]: what checking passwords may cost: a bounded pool, back-off per
+//!   address and per account, remembered scraper credentials.
 //! - [`apply`]: Make These Changes: save a config version, ask the proxy to reload, and say
 //!   plainly what happened.
 //! - [`proxy`]: the calls to the running proxy's control socket, each bounded in time.
@@ -16,6 +20,8 @@ mod api;
 pub mod apply;
 pub mod auth;
 pub mod charts;
+pub mod hosts;
+pub mod login_limits;
 pub mod metrics;
 mod pages;
 pub mod proxy;
@@ -23,6 +29,7 @@ pub mod samples;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,6 +48,8 @@ pub struct AppState {
     pub control: PathBuf,
     /// How long a failed login waits before it is answered, so guessing is slow.
     pub login_delay: Duration,
+    /// The one gate every password check goes through.
+    pub login_limits: Arc<login_limits::LoginLimits>,
 }
 
 impl AppState {
@@ -49,6 +58,7 @@ impl AppState {
             db,
             control,
             login_delay: Duration::from_secs(1),
+            login_limits: Arc::default(),
         }
     }
 }
@@ -113,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/static/canopy.css", get(stylesheet))
         .route("/static/canopy.js", get(script))
+        .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -180,7 +191,9 @@ pub async fn run(
     tracing::info!("console on http://{listen}/");
     let state = AppState::new(db, options.control);
     tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
-    axum::serve(listener, router(state))
+    // Each client's address, for the limits on failed logins.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -8,9 +8,12 @@
 //! the moment the proxy stops reporting it.
 //!
 //! A scraper cannot log in with a form, so besides the console's session this endpoint
-//! takes HTTP Basic credentials of a console account.
+//! takes HTTP Basic credentials of a console account. They go through the console's
+//! [`LoginLimits`](crate::login_limits::LoginLimits), which remembers good ones for a
+//! minute: a scrape every few seconds costs one password check a minute.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,17 +22,30 @@ use base64::Engine;
 use canopy_proxy::control::StatusReply;
 use canopy_proxy::stats::{PeerState, StatsSnapshot};
 
-use crate::auth::{cookie, SESSION_COOKIE};
+use crate::auth::{cookie, ClientAddress, SESSION_COOKIE};
+use crate::login_limits::{Checked, Refusal};
 use crate::{accounts, proxy, AppState};
 
-pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match authorized(&state, &headers).await {
-        Ok(true) => {}
-        Ok(false) => {
+pub async fn render(
+    State(state): State<AppState>,
+    ClientAddress(from): ClientAddress,
+    headers: HeaderMap,
+) -> Response {
+    match authorized(&state, from, &headers).await {
+        Ok(Access::Granted) => {}
+        Ok(Access::Denied) => {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Basic realm=\"canopy\"")],
                 "log in: a console session, or HTTP Basic with a console account\n",
+            )
+                .into_response()
+        }
+        Ok(Access::Refused(refusal)) => {
+            return (
+                refusal.status(),
+                [(header::RETRY_AFTER, refusal.retry_after())],
+                format!("{refusal}\n"),
             )
                 .into_response()
         }
@@ -53,21 +69,36 @@ pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .into_response()
 }
 
-async fn authorized(state: &AppState, headers: &HeaderMap) -> anyhow::Result<bool> {
+/// Whether a scrape may see the figures.
+enum Access {
+    Granted,
+    Denied,
+    /// Its credentials were not even checked.
+    Refused(Refusal),
+}
+
+async fn authorized(state: &AppState, from: IpAddr, headers: &HeaderMap) -> anyhow::Result<Access> {
     if let Some(id) = cookie(headers, SESSION_COOKIE) {
         if accounts::find_session(&state.db, id).await?.is_some() {
-            return Ok(true);
+            return Ok(Access::Granted);
         }
     }
     let Some((user, password)) = basic_credentials(headers) else {
-        return Ok(false);
+        return Ok(Access::Denied);
     };
-    if accounts::verify_password(&state.db, &user, &password).await? {
-        return Ok(true);
+    match state
+        .login_limits
+        .check_scrape(&state.db, from, &user, &password)
+        .await?
+    {
+        Checked::Good => Ok(Access::Granted),
+        Checked::Refused(refusal) => Ok(Access::Refused(refusal)),
+        Checked::Wrong => {
+            accounts::record_failed_login(&state.db, &user).await?;
+            tokio::time::sleep(state.login_delay).await;
+            Ok(Access::Denied)
+        }
     }
-    accounts::record_failed_login(&state.db, &user).await?;
-    tokio::time::sleep(state.login_delay).await;
-    Ok(false)
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {

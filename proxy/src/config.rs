@@ -399,6 +399,57 @@ impl From<CidrList> for String {
     }
 }
 
+/// Host names, comma or space separated (`console.example.com, canopy`), kept in lower case.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostList(pub Vec<String>);
+
+impl HostList {
+    /// Whether `host` (any case) is one of the names.
+    pub fn contains(&self, host: &str) -> bool {
+        self.0.iter().any(|name| name.eq_ignore_ascii_case(host))
+    }
+}
+
+impl FromStr for HostList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut names = Vec::new();
+        for item in s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|i| !i.is_empty())
+        {
+            if !is_host_name(item) {
+                return Err(format!(
+                    "{item:?} is not a host name: expected letters, digits, dots, dashes and \
+                     underscores, without a port"
+                ));
+            }
+            names.push(item.to_ascii_lowercase());
+        }
+        Ok(HostList(names))
+    }
+}
+
+impl fmt::Display for HostList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+impl TryFrom<String> for HostList {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<HostList> for String {
+    fn from(h: HostList) -> String {
+        h.to_string()
+    }
+}
+
 /// An optional address: empty text means "not set".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -845,6 +896,8 @@ settings! {
         "Access log in Squid's native format (relative to the data dir); empty: off.";
     manager_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
         "Address and port of the web console.";
+    manager_hosts: HostList = HostList::default(),
+        "More names the console answers to (such as console.example.com); it always answers to IP addresses and localhost. Any other Host gets 421, so a page whose DNS name was rebound to this console cannot use it.";
     icp_mode: IcpMode = IcpMode::Disabled,
         "ICP: disabled, receive (answer only) or send-receive.";
     icp_port: u16 = 3130,
@@ -1341,6 +1394,29 @@ mod tests {
         }
         assert!(config.set("visible_name", &"a".repeat(254)).is_err());
         assert_eq!(config.visible_name, "Proxy_2");
+    }
+
+    #[test]
+    fn manager_hosts_are_names_without_ports() {
+        let mut config = Config::default();
+        assert!(config.manager_hosts.0.is_empty());
+        config
+            .set("manager_hosts", "Console.Example.com, canopy")
+            .unwrap();
+        assert_eq!(
+            config.get("manager_hosts").unwrap(),
+            "console.example.com, canopy"
+        );
+        assert!(config.manager_hosts.contains("CONSOLE.example.com"));
+        assert!(!config.manager_hosts.contains("example.com"));
+        for bad in ["console.example.com:8080", "[::1]", "a/b", "-a"] {
+            let err = config.set("manager_hosts", bad).unwrap_err();
+            assert_eq!(err.0[0].key, "manager_hosts");
+            assert_eq!(err.0[0].value, bad);
+            assert!(err.0[0].message.contains("not a host name"), "{err}");
+        }
+        config.set("manager_hosts", "").unwrap();
+        assert!(config.manager_hosts.0.is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Logging in and out. The login form is protected by a double-submit token (a cookie and
-//! a hidden field that must match) since there is no session yet; a failed login is
-//! counted and answered only after a delay that grows with the failures in a row.
+//! a hidden field that must match) since there is no session yet; the password is checked
+//! through the console's [`LoginLimits`](crate::login_limits::LoginLimits) (429 or 503 when
+//! it will not be checked now); a failed login is counted and answered only after a delay
+//! that grows with the failures in a row.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -11,7 +13,8 @@ use axum::Form;
 
 use super::internal_error;
 use crate::accounts::{self, Session};
-use crate::auth::{self, cookie, csrf_ok, FormData, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::auth::{self, cookie, csrf_ok, ClientAddress, FormData, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::login_limits::Checked;
 use crate::AppState;
 
 /// The most a failed login is slowed down, in multiples of the configured delay.
@@ -69,6 +72,7 @@ pub async fn form(
 
 pub async fn submit(
     State(state): State<AppState>,
+    ClientAddress(from): ClientAddress,
     headers: HeaderMap,
     Form(form): Form<FormData>,
 ) -> Response {
@@ -80,21 +84,39 @@ pub async fn submit(
     let user = form.get("user").unwrap_or_default().trim();
     let next = auth::safe_next(form.get("next"));
     let password = form.get("password").unwrap_or_default();
-    let good = match accounts::verify_password(&state.db, user, password).await {
-        Ok(good) => good,
-        Err(e) => return internal_error("checking a password", e),
+    let page = |error: String| LoginPage {
+        csrf: token.to_owned(),
+        user: user.to_owned(),
+        error: Some(error),
+        next: next.to_owned(),
     };
-    if good {
-        return match accounts::start_session(&state.db, user).await {
-            Ok(session) => {
-                let mut response = Redirect::to(next).into_response();
-                let headers = response.headers_mut();
-                headers.append(header::SET_COOKIE, auth::session_cookie(&session));
-                headers.append(header::SET_COOKIE, auth::clear_cookie(LOGIN_COOKIE));
-                response
+    let checked = state
+        .login_limits
+        .check_login(&state.db, from, user, password)
+        .await;
+    match checked {
+        Err(e) => return internal_error("checking a password", e),
+        Ok(Checked::Refused(refusal)) => {
+            return (
+                refusal.status(),
+                [(header::RETRY_AFTER, refusal.retry_after())],
+                page(format!("Not checked: {refusal}.")),
+            )
+                .into_response()
+        }
+        Ok(Checked::Good) => {
+            return match accounts::start_session(&state.db, user).await {
+                Ok(session) => {
+                    let mut response = Redirect::to(next).into_response();
+                    let headers = response.headers_mut();
+                    headers.append(header::SET_COOKIE, auth::session_cookie(&session));
+                    headers.append(header::SET_COOKIE, auth::clear_cookie(LOGIN_COOKIE));
+                    response
+                }
+                Err(e) => internal_error("starting a session", e),
             }
-            Err(e) => internal_error("starting a session", e),
-        };
+        }
+        Ok(Checked::Wrong) => {}
     }
     let in_a_row = match accounts::record_failed_login(&state.db, user).await {
         Ok(n) => n,
@@ -107,12 +129,7 @@ pub async fn submit(
     tracing::warn!("failed console login for {user:?} ({in_a_row} in a row)");
     (
         StatusCode::UNAUTHORIZED,
-        LoginPage {
-            csrf: token.to_owned(),
-            user: user.to_owned(),
-            error: Some("Wrong user name or password.".to_owned()),
-            next: next.to_owned(),
-        },
+        page("Wrong user name or password.".to_owned()),
     )
         .into_response()
 }

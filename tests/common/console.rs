@@ -1,0 +1,170 @@
+//! A real `canopy-manager` process on a temporary data dir and a free loopback port, with
+//! one account, and a client that speaks to it from any loopback source address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+
+use canopy_manager::accounts;
+use canopy_proxy::versions::Db;
+
+use super::{binary, free_port, wait_for, Fetched};
+
+/// A running console; no proxy runs beside it (its control socket is absent).
+pub struct Console {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Console {
+    /// Creates `user` with `password`, then starts the console and waits until it listens.
+    pub async fn start(user: &str, password: &str) -> Console {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("canopy.db")).await.expect("db");
+        accounts::set_password(&db, user, password)
+            .await
+            .expect("account");
+        drop(db);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.path().join("manager.log")).expect("manager log");
+        let child = Command::new(binary("canopy-manager"))
+            .arg("--db")
+            .arg(dir.path().join("canopy.db"))
+            .arg("--control")
+            .arg(dir.path().join("canopy.sock"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--sample-every")
+            .arg("60")
+            .env(
+                "RUST_LOG",
+                std::env::var("CANOPY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy-manager");
+        wait_for("the console to listen", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        Console { dir, addr, child }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Host` as a browser at `http://127.0.0.1:PORT/` sends it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sends one request on a connection of its own from `from` (any 127.0.0.0/8 address),
+    /// with `Host` set to this console's address unless `headers` give one.
+    pub async fn request(
+        &self,
+        from: IpAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Fetched, String> {
+        let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| e.to_string())?;
+        let stream = socket.connect(self.addr).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let mut builder = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            builder = builder.header("host", self.host());
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field of /proc/<pid>/status, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Samples a process's VmRSS every 10 ms until dropped.
+pub struct RssSampler {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                seen.fetch_max(status_kib(pid, "VmRSS"), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        RssSampler { pid, peak, task }
+    }
+
+    /// The highest resident size seen: sampled, or the kernel's high-water mark (VmHWM),
+    /// which also catches a peak between two samples.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak
+            .load(Ordering::SeqCst)
+            .max(status_kib(self.pid, "VmHWM"))
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
