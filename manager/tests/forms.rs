@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_manager::{accounts, router, AppState};
-use canopy_proxy::control::{self, ControlHandler, ReloadReply, StatusReply};
+use canopy_proxy::control::{self, ControlHandler, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::health::HealthSnapshot;
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::Db;
@@ -107,6 +107,10 @@ impl ControlHandler for FakeProxy {
             name: name.to_owned(),
             ..PeerSnapshot::default()
         })
+    }
+
+    async fn reopen_logs(&self) -> Result<ReopenReply, String> {
+        Ok(ReopenReply { access_log: None })
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::control;
+use canopy_proxy::control::{self, ControlHandler};
 use canopy_proxy::server::Proxy;
 use canopy_proxy::versions::Db;
 
@@ -29,6 +29,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Taken over first: SIGHUP's default would end the process, and logrotate sends it.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     canopy_proxy::init_logging();
     let args = Args::parse();
     let db = Db::open(&args.db)
@@ -43,10 +46,16 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", args.control.display()))?;
     let proxy = Proxy::start(db, data_dir).await?;
     tokio::spawn(control::serve(control_listener, proxy.clone()));
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                if let Err(e) = proxy.reopen_logs().await {
+                    tracing::error!("SIGHUP: {e}");
+                }
+            }
+        }
     }
     tracing::info!("stopping");
     let _ = std::fs::remove_file(&args.control);

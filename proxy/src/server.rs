@@ -16,7 +16,7 @@ use crate::cache::collapse::InFlight;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::config::{Config, HostPort, ParentEntry};
-use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
+use crate::control::{ControlHandler, RejectedVersion, ReloadReply, ReopenReply, StatusReply};
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::Reach;
 use crate::hierarchy::rules::Route;
@@ -443,6 +443,18 @@ impl ControlHandler for Proxy {
             .into_iter()
             .find(|p| p.name == name)
             .unwrap_or_else(|| parent.stats.snapshot(name)))
+    }
+
+    async fn reopen_logs(&self) -> Result<ReopenReply, String> {
+        let runtime = self.shared.runtime.load_full();
+        let Some(log) = &runtime.access_log else {
+            return Ok(ReopenReply { access_log: None });
+        };
+        log.reopen().await.map_err(|e| e.to_string())?;
+        tracing::info!("access log {} reopened", log.path().display());
+        Ok(ReopenReply {
+            access_log: Some(log.path().display().to_string()),
+        })
     }
 
     async fn reload(&self) -> Result<ReloadReply, String> {
