@@ -1,24 +1,25 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
 mod peer_import;
+mod supervisor;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
 use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
-use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
+use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
+use supervisor::{describe_exit, Supervised};
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Start the proxy and the console (the default).
+    /// Start the proxy and the console (the default), and start again either one that dies.
+    /// SIGHUP reopens the access log; SIGTERM or Ctrl-C stops both.
     Run,
     /// Show or change settings; every change is a new config version.
     #[command(subcommand)]
@@ -61,6 +63,16 @@ enum Action {
     /// Manage the console's accounts.
     #[command(subcommand)]
     Admin(AdminAction),
+    /// The proxy's access log.
+    #[command(subcommand)]
+    Logs(LogsAction),
+}
+
+#[derive(Subcommand)]
+enum LogsAction {
+    /// Reopen the access log, after it was renamed away (as logrotate does); SIGHUP to
+    /// canopy-proxy or `canopy run` does the same.
+    Reopen,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +243,7 @@ async fn main() -> ExitCode {
         Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,
         Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
+        Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
     };
     match result {
         Ok(code) => code,
@@ -547,7 +560,27 @@ async fn reload(paths: &Paths) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match control::call_typed::<ReopenReply>(&paths.control, Command::Reopen).await {
+        Ok(ReopenReply {
+            access_log: Some(path),
+        }) => println!("access log {path} reopened"),
+        Ok(ReopenReply { access_log: None }) => {
+            println!("the access log is off (access_log is empty); nothing to reopen")
+        }
+        Err(ControlError::Refused(reason)) => return Err(UserError(reason).into()),
+        Err(e) => return Err(not_running(e)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
+    if let Some(supervisor) = supervisor::State::read(&paths.data_dir) {
+        println!("canopy run (pid {}) supervises:", supervisor.pid);
+        for process in &supervisor.processes {
+            println!("  {process}");
+        }
+    }
     let status: StatusReply = control::call_typed(&paths.control, Command::Status)
         .await
         .map_err(not_running)?;
@@ -681,6 +714,9 @@ fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
         .arg(&paths.db)
         .arg("--control")
         .arg(&paths.control)
+        // A group of its own: Ctrl-C and a terminal's hangup reach `canopy run` alone, which
+        // stops or signals each child itself.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name} (build it with `cargo build --release`)"))
@@ -691,6 +727,7 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     // otherwise end this process and leave the children running.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let db = paths.open_db().await?;
     let version = db.latest().await?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
@@ -707,7 +744,7 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let mut manager = spawn("canopy-manager", paths)?;
+    let manager = spawn("canopy-manager", paths)?;
     let listen = status.http_listen.replace("0.0.0.0", "127.0.0.1");
     println!(
         "Canopy {} is running (config version {}).",
@@ -724,29 +761,28 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     println!("  Console: http://{}/", version.config.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
-    let outcome = tokio::select! {
-        _ = interrupt.recv() => None,
-        _ = terminate.recv() => None,
-        exited = proxy.wait() => Some(("canopy-proxy", exited?)),
-        exited = manager.wait() => Some(("canopy-manager", exited?)),
-    };
-    stop(&mut proxy).await;
-    stop(&mut manager).await;
-    match outcome {
-        None => {
-            // Whoever started us may have closed our stdout by now; that is no failure.
-            let _ = writeln!(std::io::stdout(), "Canopy stopped.");
-            Ok(ExitCode::SUCCESS)
+    let mut proxy = Supervised::new("canopy-proxy", proxy);
+    let mut manager = Supervised::new("canopy-manager", manager);
+    supervisor::record(&paths.data_dir, &[&proxy, &manager]);
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => proxy.signal(Signal::SIGHUP),
+            event = proxy.next() => proxy.handle(event, || spawn("canopy-proxy", paths)),
+            event = manager.next() => manager.handle(event, || spawn("canopy-manager", paths)),
         }
-        Some((name, exited)) => {
-            eprintln!(
-                "canopy: {name} {}; the other process was stopped",
-                describe_exit(exited)
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        supervisor::record(&paths.data_dir, &[&proxy, &manager]);
     }
+    tokio::join!(proxy.stop(STOP_GRACE), manager.stop(STOP_GRACE));
+    supervisor::forget(&paths.data_dir);
+    // Whoever started us may have closed our stdout by now; that is no failure.
+    let _ = writeln!(std::io::stdout(), "Canopy stopped.");
+    Ok(ExitCode::SUCCESS)
 }
+
+/// How long a child has to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Waits for the proxy's control socket to answer, or for the proxy to die trying.
 async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<StatusReply> {
@@ -762,28 +798,5 @@ async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<Statu
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-    }
-}
-
-/// SIGTERM, then SIGKILL if the process is still there after five seconds.
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "exited".to_owned(),
     }
 }

@@ -1,0 +1,221 @@
+//! `canopy run`'s supervision of its two processes: one that dies is started again after a
+//! back-off while the other goes on, and what happened is kept in `supervisor.json` in the
+//! data dir for `canopy status`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::process::Child;
+use tokio::time::Instant;
+
+/// The file in the data dir that says what `canopy run` supervises.
+pub const STATE_FILE: &str = "supervisor.json";
+
+/// The first wait before a restart; it doubles with each quick death, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A process that ran this long before dying is restarted after [`FIRST_BACKOFF`] again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// What `supervisor.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct State {
+    /// `canopy run`'s own pid: a file left by one that was killed names a dead process.
+    pub pid: u32,
+    pub processes: Vec<ProcessState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub name: String,
+    /// `None` while it waits to be started again.
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// How it ended the last time, such as "was killed by signal 9".
+    pub last_exit: Option<String>,
+}
+
+impl State {
+    /// The state written by a `canopy run` that is still running on `data_dir`, if any.
+    pub fn read(data_dir: &Path) -> Option<State> {
+        let text = std::fs::read_to_string(state_path(data_dir)).ok()?;
+        let state: State = serde_json::from_str(&text).ok()?;
+        kill(Pid::from_raw(state.pid as i32), None)
+            .is_ok()
+            .then_some(state)
+    }
+
+    /// Replaces the file at once (written aside, then renamed), so a reader never sees half.
+    fn write(&self, data_dir: &Path) -> std::io::Result<()> {
+        let aside = data_dir.join(format!("{STATE_FILE}.new"));
+        std::fs::write(&aside, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(aside, state_path(data_dir))
+    }
+}
+
+impl std::fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "{}: running, pid {pid}", self.name)?,
+            None => write!(f, "{}: waiting to be restarted", self.name)?,
+        }
+        write!(f, ", restarts {}", self.restarts)?;
+        if let Some(exit) = &self.last_exit {
+            write!(f, " (last: {exit})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One child process and its restarts.
+pub struct Supervised {
+    name: &'static str,
+    child: Option<Child>,
+    started: Instant,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    last_exit: Option<String>,
+}
+
+/// What happened to a supervised process.
+pub enum Event {
+    Exited(std::io::Result<ExitStatus>),
+    RestartDue,
+}
+
+impl Supervised {
+    pub fn new(name: &'static str, child: Child) -> Supervised {
+        Supervised {
+            name,
+            child: Some(child),
+            started: Instant::now(),
+            restarts: 0,
+            backoff: FIRST_BACKOFF,
+            restart_at: None,
+            last_exit: None,
+        }
+    }
+
+    /// Waits for the process to end, or for its restart to be due.
+    pub async fn next(&mut self) -> Event {
+        match (&mut self.child, self.restart_at) {
+            (Some(child), _) => Event::Exited(child.wait().await),
+            (None, Some(at)) => {
+                tokio::time::sleep_until(at).await;
+                Event::RestartDue
+            }
+            (None, None) => std::future::pending().await,
+        }
+    }
+
+    /// Deals with `event`: a death schedules a restart, a due restart starts the process.
+    pub fn handle(&mut self, event: Event, start: impl FnOnce() -> anyhow::Result<Child>) {
+        match event {
+            Event::Exited(exited) => {
+                self.child = None;
+                let how = match exited {
+                    Ok(status) => describe_exit(status),
+                    Err(e) => format!("could not be waited for: {e}"),
+                };
+                self.died(how);
+            }
+            Event::RestartDue => {
+                self.restart_at = None;
+                self.restarts += 1;
+                match start() {
+                    Ok(child) => {
+                        say(&format!(
+                            "{} started again (restart {})",
+                            self.name, self.restarts
+                        ));
+                        self.child = Some(child);
+                        self.started = Instant::now();
+                    }
+                    Err(e) => self.died(format!("could not be started: {e:#}")),
+                }
+            }
+        }
+    }
+
+    fn died(&mut self, how: String) {
+        if self.started.elapsed() >= STABLE_AFTER {
+            self.backoff = FIRST_BACKOFF;
+        }
+        say(&format!(
+            "{} {how}; starting it again in {} s",
+            self.name,
+            self.backoff.as_secs()
+        ));
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.last_exit = Some(how);
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process is still there after `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        self.signal(Signal::SIGTERM);
+        let Some(child) = &mut self.child else {
+            return;
+        };
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+
+    fn state(&self) -> ProcessState {
+        ProcessState {
+            name: self.name.to_owned(),
+            pid: self.child.as_ref().and_then(Child::id),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        }
+    }
+}
+
+/// Writes `supervisor.json` for `processes`; a failure is said, not fatal.
+pub fn record(data_dir: &Path, processes: &[&Supervised]) {
+    let state = State {
+        pid: std::process::id(),
+        processes: processes.iter().map(|p| p.state()).collect(),
+    };
+    if let Err(e) = state.write(data_dir) {
+        say(&format!(
+            "cannot write {}: {e}",
+            state_path(data_dir).display()
+        ));
+    }
+}
+
+pub fn forget(data_dir: &Path) {
+    let _ = std::fs::remove_file(state_path(data_dir));
+}
+
+fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STATE_FILE)
+}
+
+/// A line on stderr; whoever started us may have closed it, which is no failure.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "canopy: {line}");
+}
+
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "exited".to_owned(),
+    }
+}
