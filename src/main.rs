@@ -781,8 +781,9 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How long a child has to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a child has to stop after SIGTERM before it is killed: longer than the proxy
+/// lets the requests it is serving take to finish (10 s).
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Waits for the proxy's control socket to answer, or for the proxy to die trying.
 async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<StatusReply> {

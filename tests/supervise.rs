@@ -384,3 +384,38 @@ async fn sighup_to_canopy_run_reopens_the_proxys_access_log() {
         "the proxy was not restarted"
     );
 }
+
+#[tokio::test]
+async fn sigterm_lets_the_request_being_served_finish_then_stops() {
+    // An origin that answers one second after the request arrived.
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("origin");
+    let url = format!("http://{}/slow", origin.local_addr().expect("addr"));
+    let arrived = Arc::new(AtomicBool::new(false));
+    let seen = arrived.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = origin.accept().await.expect("accept");
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head).await;
+        seen.store(true, Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nslow answer")
+            .await;
+    });
+    let mut proxy = Canopy::start(&[]).await;
+    let addr = proxy.addr;
+    let asked = tokio::spawn(async move { request_via(addr, None, "GET", &url, &[]).await });
+    wait_for("the request to reach the origin", LIMIT, || {
+        let arrived = arrived.clone();
+        async move { arrived.load(Relaxed) }
+    })
+    .await;
+    kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGTERM).expect("kill -TERM");
+    let fetched = asked.await.expect("client").expect("the answer, whole");
+    assert_eq!(fetched.text(), "slow answer");
+    let exit = proxy.exited(LIMIT).await.expect("the proxy stopped");
+    assert!(exit.success(), "{exit}");
+}

@@ -1,6 +1,7 @@
 //! `canopy-proxy`: runs the caching proxy on a config database, with a control socket.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -15,6 +16,10 @@ use canopy_proxy::versions::Db;
 /// transparent huge pages (see the workspace Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long requests being served may take to finish once the proxy is told to stop
+/// (`canopy run` waits a little longer before it kills the proxy).
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(version, about = "Canopy's caching proxy")]
@@ -57,7 +62,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("stopping");
+    tracing::info!("stopping: no new connections; waiting for requests being served");
+    let left = proxy.drain(DRAIN_LIMIT).await;
+    if left > 0 {
+        tracing::warn!("{left} client connections cut after {DRAIN_LIMIT:?}");
+    }
     let _ = std::fs::remove_file(&args.control);
     Ok(())
 }

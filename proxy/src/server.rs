@@ -235,11 +235,15 @@ pub struct Shared {
     pub store: ArcSwap<Store>,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
+    /// Set when the proxy stops; every client connection holds a receiver, so the sender
+    /// also tells how many are still open.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 struct Listening {
     addr: SocketAddr,
-    _accepting: listener::Accepting,
+    /// `None` once the proxy drains.
+    accepting: Option<listener::Accepting>,
 }
 
 pub struct Proxy {
@@ -288,6 +292,7 @@ impl Proxy {
                 store: ArcSwap::from_pointee(store),
                 in_flight: Arc::default(),
                 stats,
+                draining: tokio::sync::watch::Sender::new(false),
             });
             let accepting = listener::serve(bound, &shared)?;
             if let Some(icp) = &shared.runtime.load().icp {
@@ -305,7 +310,7 @@ impl Proxy {
                 started: Instant::now(),
                 listening: tokio::sync::Mutex::new(Listening {
                     addr,
-                    _accepting: accepting,
+                    accepting: Some(accepting),
                 }),
                 rejected: Mutex::new(rejected),
             }));
@@ -355,7 +360,7 @@ impl Proxy {
                 &mut *listening,
                 Listening {
                     addr,
-                    _accepting: accepting,
+                    accepting: Some(accepting),
                 },
             );
             // Connections accepted on the old listener go on until their clients close them.
@@ -370,6 +375,17 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Stops accepting, lets every client connection finish the request it is serving (idle
+    /// ones close at once), and waits for them for at most `limit`. Returns how many were
+    /// still open then (CONNECT tunnels are not waited for).
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.listening.lock().await.accepting = None;
+        let draining = &self.shared.draining;
+        draining.send_replace(true);
+        let _ = tokio::time::timeout(limit, draining.closed()).await;
+        draining.receiver_count()
+    }
+
     /// Starts the new ICP endpoint's loops and retires the old one, when they differ.
     fn switch_icp(&self, old: Option<&Arc<Endpoint>>, new: Option<&Arc<Endpoint>>) {
         if let (Some(old), Some(new)) = (old, new) {
