@@ -575,7 +575,7 @@ async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
-    if let Some(supervisor) = supervisor::State::read(&paths.data_dir) {
+    if let Some(supervisor) = canopy_proxy::supervision::State::read(&paths.data_dir) {
         println!("canopy run (pid {}) supervises:", supervisor.pid);
         for process in &supervisor.processes {
             println!("  {process}");

@@ -1329,3 +1329,37 @@ async fn a_rule_change_says_when_the_proxy_is_down_or_refuses_it() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_what_canopy_run_restarted() {
+    let console = console(false).await;
+    let state = canopy_proxy::supervision::State {
+        pid: std::process::id(),
+        processes: vec![
+            canopy_proxy::supervision::ProcessState {
+                name: "canopy-proxy".into(),
+                pid: None,
+                restarts: 2,
+                last_exit: Some("was killed by signal 9".into()),
+            },
+            canopy_proxy::supervision::ProcessState {
+                name: "canopy-manager".into(),
+                pid: Some(4243),
+                restarts: 0,
+                last_exit: None,
+            },
+        ],
+    };
+    state.write(console.dir.path()).unwrap();
+    let (_, dashboard) = console.get("/").await;
+    assert!(
+        dashboard.contains(
+            "canopy-proxy: waiting to be restarted, restarts 2 (last: was killed by signal 9)"
+        ),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("canopy-manager: running, pid 4243, restarts 0"),
+        "{dashboard}"
+    );
+}

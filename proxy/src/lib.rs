@@ -11,6 +11,7 @@
 //! - [`control`]: the control socket's protocol, server and client.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
+//! - [`supervision`]: what `canopy run` says about the processes it supervises.
 
 pub mod access_log;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod icp;
 pub mod server;
 pub mod stats;
+pub mod supervision;
 pub mod versions;
 
 /// Operational logs to stderr, filtered by `RUST_LOG` (default `info`); both processes use it.
