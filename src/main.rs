@@ -709,7 +709,17 @@ fn sibling_binary(name: &str) -> PathBuf {
 }
 
 fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
-    Process::new(sibling_binary(name))
+    let mut process = Process::new(sibling_binary(name));
+    // Safety: prctl is async-signal-safe, and nothing else runs in the child before exec.
+    // A child is told to stop (SIGTERM) if `canopy run` dies, even by SIGKILL, so that no
+    // proxy is left holding the port without a supervisor. (The signal follows the thread
+    // that started the child: a runtime worker, which lives as long as `canopy run`.)
+    unsafe {
+        process.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    process
         .arg("--db")
         .arg(&paths.db)
         .arg("--control")

@@ -19,13 +19,38 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A process that ran this long before dying is restarted after [`FIRST_BACKOFF`] again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
+/// The wait before a restart: [`FIRST_BACKOFF`], doubled after each quick death up to
+/// [`MAX_BACKOFF`], and back to the first once a process has run [`STABLE_AFTER`].
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+
+    /// The wait after a death of a process that had run for `ran`.
+    fn after_death(&mut self, ran: Duration) -> Duration {
+        if ran >= STABLE_AFTER {
+            self.next = FIRST_BACKOFF;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
 /// One child process and its restarts.
 pub struct Supervised {
     name: &'static str,
     child: Option<Child>,
     started: Instant,
     restarts: u32,
-    backoff: Duration,
+    backoff: Backoff,
     restart_at: Option<Instant>,
     last_exit: Option<String>,
 }
@@ -43,7 +68,7 @@ impl Supervised {
             child: Some(child),
             started: Instant::now(),
             restarts: 0,
-            backoff: FIRST_BACKOFF,
+            backoff: Backoff::new(),
             restart_at: None,
             last_exit: None,
         }
@@ -91,16 +116,13 @@ impl Supervised {
     }
 
     fn died(&mut self, how: String) {
-        if self.started.elapsed() >= STABLE_AFTER {
-            self.backoff = FIRST_BACKOFF;
-        }
+        let wait = self.backoff.after_death(self.started.elapsed());
         say(&format!(
             "{} {how}; starting it again in {} s",
             self.name,
-            self.backoff.as_secs()
+            wait.as_secs()
         ));
-        self.restart_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restart_at = Some(Instant::now() + wait);
         self.last_exit = Some(how);
     }
 
@@ -160,5 +182,22 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         _ => "exited".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_deaths_double_the_wait_up_to_a_minute_and_a_long_run_resets_it() {
+        let mut backoff = Backoff::new();
+        let quick = Duration::from_secs(2);
+        let waits: Vec<u64> = (0..8)
+            .map(|_| backoff.after_death(quick).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff.after_death(STABLE_AFTER).as_secs(), 1);
+        assert_eq!(backoff.after_death(quick).as_secs(), 2);
     }
 }

@@ -419,3 +419,25 @@ async fn sigterm_lets_the_request_being_served_finish_then_stops() {
     let exit = proxy.exited(LIMIT).await.expect("the proxy stopped");
     assert!(exit.success(), "{exit}");
 }
+
+/// Whether `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+#[tokio::test]
+async fn children_stop_when_canopy_run_is_killed() {
+    let mut run = Run::start().await;
+    let proxy = run.proxy_pid().await.expect("the proxy answers");
+    let manager = run.manager_pid().expect("the console runs");
+    run.child.kill().expect("kill -9 canopy run");
+    run.child.wait().expect("reaped");
+    wait_for("both children to stop", LIMIT, || async move {
+        gone(proxy) && gone(manager)
+    })
+    .await;
+}
