@@ -575,15 +575,23 @@ async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
-    if let Some(supervisor) = canopy_proxy::supervision::State::read(&paths.data_dir) {
+    let supervisor = canopy_proxy::supervision::State::read(&paths.data_dir);
+    if let Some(supervisor) = &supervisor {
         println!("canopy run (pid {}) supervises:", supervisor.pid);
         for process in &supervisor.processes {
             println!("  {process}");
         }
     }
-    let status: StatusReply = control::call_typed(&paths.control, Command::Status)
-        .await
-        .map_err(not_running)?;
+    let status: StatusReply = match control::call_typed(&paths.control, Command::Status).await {
+        Ok(status) => status,
+        Err(ControlError::NotRunning(_)) if supervisor.is_some() => {
+            return Err(UserError(
+                "the proxy is not answering now; canopy run starts it again".to_owned(),
+            )
+            .into())
+        }
+        Err(e) => return Err(not_running(e)),
+    };
     println!(
         "proxy running: pid {}, up {} s",
         status.pid, status.uptime_s
