@@ -153,7 +153,8 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
             tokio::pin!(connection);
             tokio::select! {
                 served = connection.as_mut() => served,
-                _ = async { draining.wait_for(|on| *on).await.is_ok() } => {
+                // (In a block of its own: the guard `wait_for` returns cannot cross threads.)
+                _ = async { let _ = draining.wait_for(|on| *on).await; } => {
                     // The request being served is finished; an idle connection closes now.
                     connection.as_mut().graceful_shutdown();
                     connection.await
