@@ -1,22 +1,24 @@
 //! `canopy`: starts the proxy and the console, and manages a running Canopy from the shell.
 
+mod supervisor;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
 use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
-use canopy_proxy::control::{self, Command, ControlError, ReloadReply, StatusReply};
+use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::{parent_config, peer_import};
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
+use supervisor::{describe_exit, Supervised};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Start the proxy and the console (the default).
+    /// Start the proxy and the console (the default), and start again either one that dies.
+    /// SIGHUP reopens the access log; SIGTERM or Ctrl-C stops both.
     Run,
     /// Show or change settings; every change is a new config version.
     #[command(subcommand)]
@@ -59,6 +62,16 @@ enum Action {
     /// Manage the console's accounts.
     #[command(subcommand)]
     Admin(AdminAction),
+    /// The proxy's access log.
+    #[command(subcommand)]
+    Logs(LogsAction),
+}
+
+#[derive(Subcommand)]
+enum LogsAction {
+    /// Reopen the access log, after it was renamed away (as logrotate does); SIGHUP to
+    /// canopy-proxy or `canopy run` does the same.
+    Reopen,
 }
 
 #[derive(Subcommand)]
@@ -236,6 +249,7 @@ async fn main() -> ExitCode {
         Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,
         Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
+        Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
     };
     match result {
         Ok(code) => code,
@@ -552,10 +566,38 @@ async fn reload(paths: &Paths) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match control::call_typed::<ReopenReply>(&paths.control, Command::Reopen).await {
+        Ok(ReopenReply {
+            access_log: Some(path),
+        }) => println!("access log {path} reopened"),
+        Ok(ReopenReply { access_log: None }) => {
+            println!("the access log is off (access_log is empty); nothing to reopen")
+        }
+        Err(ControlError::Refused(reason)) => return Err(UserError(reason).into()),
+        Err(e) => return Err(not_running(e)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
-    let status: StatusReply = control::call_typed(&paths.control, Command::Status)
-        .await
-        .map_err(not_running)?;
+    let supervisor = canopy_proxy::supervision::State::read(&paths.data_dir);
+    if let Some(supervisor) = &supervisor {
+        println!("canopy run (pid {}) supervises:", supervisor.pid);
+        for process in &supervisor.processes {
+            println!("  {process}");
+        }
+    }
+    let status: StatusReply = match control::call_typed(&paths.control, Command::Status).await {
+        Ok(status) => status,
+        Err(ControlError::NotRunning(_)) if supervisor.is_some() => {
+            return Err(UserError(
+                "the proxy is not answering now; canopy run starts it again".to_owned(),
+            )
+            .into())
+        }
+        Err(e) => return Err(not_running(e)),
+    };
     println!(
         "proxy running: pid {}, up {} s",
         status.pid, status.uptime_s
@@ -681,11 +723,24 @@ fn sibling_binary(name: &str) -> PathBuf {
 }
 
 fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
-    Process::new(sibling_binary(name))
+    let mut process = Process::new(sibling_binary(name));
+    // Safety: prctl is async-signal-safe, and nothing else runs in the child before exec.
+    // A child is told to stop (SIGTERM) if `canopy run` dies, even by SIGKILL, so that no
+    // proxy is left holding the port without a supervisor. (The signal follows the thread
+    // that started the child: a runtime worker, which lives as long as `canopy run`.)
+    unsafe {
+        process.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    process
         .arg("--db")
         .arg(&paths.db)
         .arg("--control")
         .arg(&paths.control)
+        // A group of its own: Ctrl-C and a terminal's hangup reach `canopy run` alone, which
+        // stops or signals each child itself.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name} (build it with `cargo build --release`)"))
@@ -696,6 +751,7 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     // otherwise end this process and leave the children running.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let db = paths.open_db().await?;
     let version = db.latest().await?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
@@ -712,7 +768,7 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let mut manager = spawn("canopy-manager", paths)?;
+    let manager = spawn("canopy-manager", paths)?;
     let listen = status.http_listen.replace("0.0.0.0", "127.0.0.1");
     println!(
         "Canopy {} is running (config version {}).",
@@ -729,29 +785,29 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     println!("  Console: http://{}/", version.config.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
-    let outcome = tokio::select! {
-        _ = interrupt.recv() => None,
-        _ = terminate.recv() => None,
-        exited = proxy.wait() => Some(("canopy-proxy", exited?)),
-        exited = manager.wait() => Some(("canopy-manager", exited?)),
-    };
-    stop(&mut proxy).await;
-    stop(&mut manager).await;
-    match outcome {
-        None => {
-            // Whoever started us may have closed our stdout by now; that is no failure.
-            let _ = writeln!(std::io::stdout(), "Canopy stopped.");
-            Ok(ExitCode::SUCCESS)
+    let mut proxy = Supervised::new("canopy-proxy", proxy);
+    let mut manager = Supervised::new("canopy-manager", manager);
+    supervisor::record(&paths.data_dir, &[&proxy, &manager]);
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => proxy.signal(Signal::SIGHUP),
+            event = proxy.next() => proxy.handle(event, || spawn("canopy-proxy", paths)),
+            event = manager.next() => manager.handle(event, || spawn("canopy-manager", paths)),
         }
-        Some((name, exited)) => {
-            eprintln!(
-                "canopy: {name} {}; the other process was stopped",
-                describe_exit(exited)
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        supervisor::record(&paths.data_dir, &[&proxy, &manager]);
     }
+    tokio::join!(proxy.stop(STOP_GRACE), manager.stop(STOP_GRACE));
+    supervisor::forget(&paths.data_dir);
+    // Whoever started us may have closed our stdout by now; that is no failure.
+    let _ = writeln!(std::io::stdout(), "Canopy stopped.");
+    Ok(ExitCode::SUCCESS)
 }
+
+/// How long a child has to stop after SIGTERM before it is killed: longer than the proxy
+/// lets the requests it is serving take to finish (10 s).
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Waits for the proxy's control socket to answer, or for the proxy to die trying.
 async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<StatusReply> {
@@ -767,28 +823,5 @@ async fn wait_until_up(paths: &Paths, proxy: &mut Child) -> anyhow::Result<Statu
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-    }
-}
-
-/// SIGTERM, then SIGKILL if the process is still there after five seconds.
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "exited".to_owned(),
     }
 }

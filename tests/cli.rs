@@ -297,31 +297,3 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
     let after = canopy_cli(dir.path(), &["status"]);
     assert!(stderr(&after).contains("not running"));
 }
-
-#[tokio::test]
-async fn canopy_run_says_which_process_died() {
-    let Running {
-        dir,
-        child: mut run,
-        ..
-    } = canopy_run();
-    let status: canopy_proxy::control::StatusReply = canopy_proxy::control::call_typed(
-        &dir.path().join("canopy.sock"),
-        canopy_proxy::control::Command::Status,
-    )
-    .await
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(status.pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let exit = run.wait().unwrap();
-    assert!(!exit.success());
-    let mut message = String::new();
-    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut message).unwrap();
-    assert!(
-        message.contains("canopy-proxy was killed by signal 9"),
-        "{message}"
-    );
-}

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_manager::{accounts, router, AppState};
-use canopy_proxy::control::{self, ControlHandler, ReloadReply, StatusReply};
+use canopy_proxy::control::{self, ControlHandler, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::health::HealthSnapshot;
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::Db;
@@ -107,6 +107,10 @@ impl ControlHandler for FakeProxy {
             name: name.to_owned(),
             ..PeerSnapshot::default()
         })
+    }
+
+    async fn reopen_logs(&self) -> Result<ReopenReply, String> {
+        Ok(ReopenReply { access_log: None })
     }
 }
 
@@ -1323,5 +1327,39 @@ async fn a_rule_change_says_when_the_proxy_is_down_or_refuses_it() {
              Nothing changed: version 1 is still in force."
         ),
         "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_what_canopy_run_restarted() {
+    let console = console(false).await;
+    let state = canopy_proxy::supervision::State {
+        pid: std::process::id(),
+        processes: vec![
+            canopy_proxy::supervision::ProcessState {
+                name: "canopy-proxy".into(),
+                pid: None,
+                restarts: 2,
+                last_exit: Some("was killed by signal 9".into()),
+            },
+            canopy_proxy::supervision::ProcessState {
+                name: "canopy-manager".into(),
+                pid: Some(4243),
+                restarts: 0,
+                last_exit: None,
+            },
+        ],
+    };
+    state.write(console.dir.path()).unwrap();
+    let (_, dashboard) = console.get("/").await;
+    assert!(
+        dashboard.contains(
+            "canopy-proxy: waiting to be restarted, restarts 2 (last: was killed by signal 9)"
+        ),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains("canopy-manager: running, pid 4243, restarts 0"),
+        "{dashboard}"
     );
 }

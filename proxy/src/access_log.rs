@@ -4,9 +4,10 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::files::{self, FileError};
 
@@ -63,10 +64,18 @@ pub enum AccessLogError {
     },
 }
 
+/// What the writer thread is asked to do.
+enum Message {
+    Write(Entry),
+    /// Close the file and open the path again (after a rotation), then say how it went.
+    Reopen(oneshot::Sender<std::io::Result<()>>),
+}
+
 /// Where entries go: a background writer so the request path never waits on the disk.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    tx: mpsc::Sender<Entry>,
+    tx: mpsc::Sender<Message>,
+    path: Arc<Path>,
 }
 
 impl AccessLog {
@@ -74,13 +83,24 @@ impl AccessLog {
     /// starts its writer.
     pub fn open(path: &Path) -> Result<AccessLog, AccessLogError> {
         let file = files::private_file(path, files::LOG_MODE)?;
-        let (tx, mut rx) = mpsc::channel::<Entry>(4096);
+        let (tx, mut rx) = mpsc::channel::<Message>(4096);
+        let reopened: Arc<Path> = path.into();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::new(file);
-                while let Some(entry) = rx.blocking_recv() {
-                    let _ = writeln!(out, "{}", entry.to_line());
+                while let Some(message) = rx.blocking_recv() {
+                    match message {
+                        Message::Write(entry) => {
+                            let _ = writeln!(out, "{}", entry.to_line());
+                        }
+                        Message::Reopen(done) => {
+                            let result = out.flush().and_then(|()| open_file(&reopened));
+                            let _ = done.send(result.map(|file| {
+                                out = std::io::BufWriter::new(file);
+                            }));
+                        }
+                    }
                     // Flush whenever the queue is drained, so the log is current when idle.
                     if rx.is_empty() {
                         let _ = out.flush();
@@ -91,15 +111,53 @@ impl AccessLog {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(AccessLog { tx })
+        Ok(AccessLog {
+            tx,
+            path: path.into(),
+        })
     }
 
     /// Queues an entry; when the writer is far behind the entry is dropped, not awaited.
     pub fn write(&self, entry: Entry) {
-        if self.tx.try_send(entry).is_err() {
+        if self.tx.try_send(Message::Write(entry)).is_err() {
             tracing::warn!("access log writer is behind; an entry was dropped");
         }
     }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes out what is queued, then opens the path again, so that a log renamed away
+    /// (rotated) is closed and later entries go to a fresh file. On failure the writer keeps
+    /// the file it had.
+    pub async fn reopen(&self) -> Result<(), ReopenError> {
+        let failed = |e| ReopenError {
+            path: self.path.to_path_buf(),
+            source: e,
+        };
+        let stopped = || failed(std::io::Error::other("the access log writer has stopped"));
+        let (done, outcome) = oneshot::channel();
+        self.tx
+            .send(Message::Reopen(done))
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?.map_err(failed)
+    }
+}
+
+/// The access log could not be opened again.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reopen the access log {}: {source}", path.display())]
+pub struct ReopenError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The log as rotated away and opened again keeps the mode of the first one.
+fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    files::private_file(path, files::LOG_MODE).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

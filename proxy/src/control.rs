@@ -3,7 +3,8 @@
 //! A Unix stream socket, mode 0600. Each request is one JSON object on one line, and each
 //! gets one JSON object on one line back: `{"cmd":"status"}`, `{"cmd":"stats"}`,
 //! `{"cmd":"reload"}`, and `{"cmd":"parent","name":"host:port","down":true,"reason":"..."}`
-//! to take an HTTP parent down by hand (or up, with `"down":false`).
+//! to take an HTTP parent down by hand (or up, with `"down":false`), and `{"cmd":"reopen"}`
+//! to reopen the access log after it was renamed away (as SIGHUP does).
 //! Every reply carries `"ok"`; when it is false, `"error"` says why.
 //! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
 //! connection stays usable; nothing a client sends can stop the proxy.
@@ -39,6 +40,8 @@ pub enum Command {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Reopens the access log (after logrotate or `mv` renamed it).
+    Reopen,
 }
 
 /// What `status` returns.
@@ -70,6 +73,13 @@ pub struct ReloadReply {
     pub elapsed_ms: u64,
 }
 
+/// What a successful `reopen` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReopenReply {
+    /// The log reopened; `None` when `access_log` is off.
+    pub access_log: Option<String>,
+}
+
 /// What a proxy must do for each command.
 pub trait ControlHandler: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = StatusReply> + Send;
@@ -78,6 +88,8 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn reload(&self) -> impl Future<Output = Result<ReloadReply, String>> + Send;
     /// Takes the parent `name` down by hand with `reason`, or up when `reason` is `None`.
     fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String>;
+    /// Reopens the access log; `Err` says why the old file is still written.
+    fn reopen_logs(&self) -> impl Future<Output = Result<ReopenReply, String>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +215,10 @@ async fn answer<H: ControlHandler>(line: &[u8], handler: &H) -> Value {
                 Err(e) => error_reply(e),
             }
         }
+        Command::Reopen => match handler.reopen_logs().await {
+            Ok(reply) => ok_reply(reply),
+            Err(reason) => error_reply(reason),
+        },
     }
 }
 
@@ -306,6 +322,11 @@ mod tests {
         fn set_parent(&self, name: &str, _down: Option<&str>) -> Result<PeerSnapshot, String> {
             Err(format!("no parent named {name}"))
         }
+        async fn reopen_logs(&self) -> Result<ReopenReply, String> {
+            Ok(ReopenReply {
+                access_log: Some("access.log".into()),
+            })
+        }
     }
 
     async fn start() -> (tempfile::TempDir, PathBuf) {
@@ -323,6 +344,8 @@ mod tests {
         assert_eq!(status.config_version, 3);
         let err = call(&path, Command::Reload).await.unwrap_err();
         assert_eq!(err.to_string(), "icp_port 3130: address in use");
+        let reopened: ReopenReply = call_typed(&path, Command::Reopen).await.unwrap();
+        assert_eq!(reopened.access_log.as_deref(), Some("access.log"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

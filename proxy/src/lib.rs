@@ -12,6 +12,7 @@
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
 //! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
+//! - [`supervision`]: what `canopy run` says about the processes it supervises.
 
 pub mod access_log;
 pub mod cache;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod icp;
 pub mod server;
 pub mod stats;
+pub mod supervision;
 pub mod versions;
 
 /// Operational logs to stderr, filtered by `RUST_LOG` (default `info`); both processes use it.

@@ -1,12 +1,13 @@
 //! `canopy-proxy`: runs the caching proxy on a config database, with a control socket.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::control;
+use canopy_proxy::control::{self, ControlHandler};
 use canopy_proxy::server::Proxy;
 use canopy_proxy::versions::Db;
 
@@ -15,6 +16,10 @@ use canopy_proxy::versions::Db;
 /// transparent huge pages (see the workspace Cargo.toml).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long requests being served may take to finish once the proxy is told to stop
+/// (`canopy run` waits a little longer before it kills the proxy).
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(version, about = "Canopy's caching proxy")]
@@ -29,6 +34,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Taken over first: SIGHUP's default would end the process, and logrotate sends it.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     canopy_proxy::init_logging();
     let args = Args::parse();
     let db = Db::open(&args.db)
@@ -43,12 +51,22 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", args.control.display()))?;
     let proxy = Proxy::start(db, data_dir).await?;
     tokio::spawn(control::serve(control_listener, proxy.clone()));
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                if let Err(e) = proxy.reopen_logs().await {
+                    tracing::error!("SIGHUP: {e}");
+                }
+            }
+        }
     }
-    tracing::info!("stopping");
+    tracing::info!("stopping: no new connections; waiting for requests being served");
+    let left = proxy.drain(DRAIN_LIMIT).await;
+    if left > 0 {
+        tracing::warn!("{left} client connections cut after {DRAIN_LIMIT:?}");
+    }
     let _ = std::fs::remove_file(&args.control);
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::cache::collapse::InFlight;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::config::{Config, HostPort, ParentEntry};
-use crate::control::{ControlHandler, RejectedVersion, ReloadReply, StatusReply};
+use crate::control::{ControlHandler, RejectedVersion, ReloadReply, ReopenReply, StatusReply};
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::Reach;
 use crate::hierarchy::rules::Route;
@@ -232,11 +232,15 @@ pub struct Shared {
     pub store: ArcSwap<Store>,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
+    /// Set when the proxy stops; every client connection holds a receiver, so the sender
+    /// also tells how many are still open.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 struct Listening {
     addr: SocketAddr,
-    _accepting: listener::Accepting,
+    /// `None` once the proxy drains.
+    accepting: Option<listener::Accepting>,
 }
 
 pub struct Proxy {
@@ -285,6 +289,7 @@ impl Proxy {
                 store: ArcSwap::from_pointee(store),
                 in_flight: Arc::default(),
                 stats,
+                draining: tokio::sync::watch::Sender::new(false),
             });
             let accepting = listener::serve(bound, &shared)?;
             if let Some(icp) = &shared.runtime.load().icp {
@@ -302,7 +307,7 @@ impl Proxy {
                 started: Instant::now(),
                 listening: tokio::sync::Mutex::new(Listening {
                     addr,
-                    _accepting: accepting,
+                    accepting: Some(accepting),
                 }),
                 rejected: Mutex::new(rejected),
             }));
@@ -352,7 +357,7 @@ impl Proxy {
                 &mut *listening,
                 Listening {
                     addr,
-                    _accepting: accepting,
+                    accepting: Some(accepting),
                 },
             );
             // Connections accepted on the old listener go on until their clients close them.
@@ -367,6 +372,17 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Stops accepting, lets every client connection finish the request it is serving (idle
+    /// ones close at once), and waits for them for at most `limit`. Returns how many were
+    /// still open then (CONNECT tunnels are not waited for).
+    pub async fn drain(&self, limit: Duration) -> usize {
+        self.listening.lock().await.accepting = None;
+        let draining = &self.shared.draining;
+        draining.send_replace(true);
+        let _ = tokio::time::timeout(limit, draining.closed()).await;
+        draining.receiver_count()
+    }
+
     /// Starts the new ICP endpoint's loops and retires the old one, when they differ.
     fn switch_icp(&self, old: Option<&Arc<Endpoint>>, new: Option<&Arc<Endpoint>>) {
         if let (Some(old), Some(new)) = (old, new) {
@@ -440,6 +456,18 @@ impl ControlHandler for Proxy {
             .into_iter()
             .find(|p| p.name == name)
             .unwrap_or_else(|| parent.stats.snapshot(name)))
+    }
+
+    async fn reopen_logs(&self) -> Result<ReopenReply, String> {
+        let runtime = self.shared.runtime.load_full();
+        let Some(log) = &runtime.access_log else {
+            return Ok(ReopenReply { access_log: None });
+        };
+        log.reopen().await.map_err(|e| e.to_string())?;
+        tracing::info!("access log {} reopened", log.path().display());
+        Ok(ReopenReply {
+            access_log: Some(log.path().display().to_string()),
+        })
     }
 
     async fn reload(&self) -> Result<ReloadReply, String> {

@@ -264,6 +264,8 @@ pub struct DashboardPage {
     charts: Vec<String>,
     /// Failed console logins ever, so guessing is noticed.
     failed_logins: i64,
+    /// The processes `canopy run` supervises, with their restarts; empty without it.
+    processes: Vec<String>,
 }
 
 pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
@@ -283,7 +285,14 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
         Ok(n) => n,
         Err(e) => return internal_error("counting failed logins", e),
     };
+    let processes = state
+        .control
+        .parent()
+        .and_then(canopy_proxy::supervision::State::read)
+        .map(|s| s.processes.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     let mut page = DashboardPage {
+        processes,
         chrome: Chrome::new(&session, "dashboard"),
         running: status.is_ok(),
         down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),

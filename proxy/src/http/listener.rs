@@ -136,6 +136,7 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
     let stats = shared.stats.clone();
     let served = async {
         if allowed {
+            let mut draining = shared.draining.subscribe();
             let service = service_fn(move |req: Request<Incoming>| {
                 phase.serving();
                 let connect = req.method() == Method::CONNECT;
@@ -148,7 +149,17 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
                     Ok::<_, Infallible>(response.map(|body| Answering::new(body, phase)))
                 }
             });
-            builder.serve_connection(io, service).with_upgrades().await
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => served,
+                // (In a block of its own: the guard `wait_for` returns cannot cross threads.)
+                _ = async { let _ = draining.wait_for(|on| *on).await; } => {
+                    // The request being served is finished; an idle connection closes now.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         } else {
             shared.stats.denied_clients.add(1);
             tracing::info!(%client, "client not in allowed_clients: 403");
