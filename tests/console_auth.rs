@@ -13,7 +13,8 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::task::JoinSet;
 
-use common::console::{Console, RssSampler};
+use common::console::Console;
+use common::RssSampler;
 use common::{canopy_cli, stderr, wait_for, Fetched};
 
 const PASSWORD: &str = "the administrator's password";

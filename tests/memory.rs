@@ -6,7 +6,7 @@
 mod common;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,50 +98,6 @@ fn open_gate() -> watch::Receiver<bool> {
     watch::channel(true).1
 }
 
-/// A field of /proc/<pid>/status, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// Samples the proxy's VmRSS every 10 ms until dropped.
-struct RssSampler {
-    pid: u32,
-    peak: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(0));
-        let seen = peak.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                seen.fetch_max(status_kib(pid, "VmRSS"), Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        RssSampler { pid, peak, task }
-    }
-
-    /// The highest resident size seen: sampled, or the kernel's high-water mark (VmHWM),
-    /// which also catches a peak between two samples.
-    fn peak_kib(&self) -> u64 {
-        let sampled = self.peak.load(Ordering::SeqCst);
-        sampled.max(status_kib(self.pid, "VmHWM"))
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A client reading a response through the proxy frame by frame, keeping only the count.
 struct Download {
     body: hyper::body::Incoming,
@@ -151,18 +107,7 @@ struct Download {
 
 impl Download {
     async fn start(proxy: &Canopy, url: &str) -> Download {
-        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let authority = url.split('/').nth(2).unwrap().to_owned();
-        let request = hyper::Request::get(url)
-            .header("host", authority)
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        let response = proxy.open(url).await;
         assert_eq!(response.status(), 200);
         let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
         Download {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -273,22 +273,6 @@ async fn a_cookie_goes_only_to_the_client_whose_request_it_answered() {
     assert_eq!(origin.count("/home"), 1);
 }
 
-/// Starts a GET through the proxy and returns as soon as the response head arrives.
-async fn open(proxy: &Canopy, url: &str) -> Response<Incoming> {
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let authority = url.split('/').nth(2).unwrap().to_owned();
-    let request = hyper::Request::get(url)
-        .header("host", authority)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    sender.send_request(request).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_client_waiting_on_the_same_fetch_does_not_get_the_first_clients_cookie() {
     let (release, released) = tokio::sync::watch::channel(false);
@@ -319,10 +303,10 @@ async fn a_client_waiting_on_the_same_fetch_does_not_get_the_first_clients_cooki
     .await;
     let proxy = Canopy::start(&[]).await;
     let url = origin.url("/collapsed");
-    let leader = open(&proxy, &url).await;
+    let leader = proxy.open(&url).await;
     assert_eq!(leader.headers()["set-cookie"], "session=leader");
     // The body is held back, so a response head now can only come from the fetch in flight.
-    let follower = open(&proxy, &url).await;
+    let follower = proxy.open(&url).await;
     assert_eq!(follower.headers()["x-cache"], "MISS from canopy-under-test");
     assert!(
         !follower.headers().contains_key("set-cookie"),

@@ -4,8 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,50 +119,5 @@ impl Drop for Console {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A field of /proc/<pid>/status, in KiB.
-pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// Samples a process's VmRSS every 10 ms until dropped.
-pub struct RssSampler {
-    pid: u32,
-    peak: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RssSampler {
-    pub fn start(pid: u32) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(0));
-        let seen = peak.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                seen.fetch_max(status_kib(pid, "VmRSS"), Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        RssSampler { pid, peak, task }
-    }
-
-    /// The highest resident size seen: sampled, or the kernel's high-water mark (VmHWM),
-    /// which also catches a peak between two samples.
-    pub fn peak_kib(&self) -> u64 {
-        self.peak
-            .load(Ordering::SeqCst)
-            .max(status_kib(self.pid, "VmHWM"))
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -323,6 +324,22 @@ impl Canopy {
         self.request("GET", url, &[]).await
     }
 
+    /// Starts a GET through the proxy and returns as soon as the response head arrives,
+    /// its body still to be read.
+    pub async fn open(&self, url: &str) -> Response<Incoming> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let authority = url.split('/').nth(2).unwrap().to_owned();
+        let request = Request::get(url)
+            .header("host", authority)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    }
+
     pub async fn request(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> Fetched {
         request_via(self.addr, None, method, url, headers)
             .await
@@ -416,4 +433,49 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A field of /proc/<pid>/status, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Samples a process's VmRSS every 10 ms until dropped.
+pub struct RssSampler {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                seen.fetch_max(status_kib(pid, "VmRSS"), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        RssSampler { pid, peak, task }
+    }
+
+    /// The highest resident size seen: sampled, or the kernel's high-water mark (VmHWM),
+    /// which also catches a peak between two samples.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak
+            .load(Ordering::SeqCst)
+            .max(status_kib(self.pid, "VmHWM"))
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
