@@ -13,7 +13,9 @@ use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
+use canopy_proxy::config::{
+    Config, ConfigErrors, Flag, ImportError, ParentRule, Peer, PeerKind, SETTINGS,
+};
 use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::{parent_config, peer_import};
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
@@ -193,9 +195,16 @@ enum ConfigAction {
     },
     /// The whole config as TOML.
     Export,
-    /// Replace the config with a TOML file (as `export` writes it).
+    /// Lay a TOML file (as `export` writes it) over the config: settings it leaves out keep
+    /// their values, and peers and rules are replaced only when the file holds them.
     Import {
         file: PathBuf,
+        /// Replace the whole config: what the file leaves out takes its default.
+        #[arg(long)]
+        replace: bool,
+        /// Print what would change, and save nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -315,10 +324,35 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::SUCCESS);
         }
         ConfigAction::Set { key, value } => config.set(&key, &value).map_err(refused)?,
-        ConfigAction::Import { file } => {
+        ConfigAction::Import {
+            file,
+            replace,
+            dry_run,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
-            config = Config::from_toml(&text).map_err(refused)?;
+            let imported = if replace {
+                Config::from_toml(&text)
+            } else {
+                config.merged_toml(&text)
+            };
+            config = imported.map_err(|e| match e {
+                ImportError::Unreadable(fault) => {
+                    UserError(format!("{}: {fault}; nothing was changed", file.display())).into()
+                }
+                ImportError::Invalid(errors) => refused(errors),
+            })?;
+            if dry_run {
+                let changes = config.diff(&latest.config);
+                if changes.is_empty() {
+                    println!("no change: config version {} already says so", latest.id);
+                }
+                for change in changes {
+                    println!("{change}");
+                }
+                println!("dry run: nothing was saved");
+                return Ok(ExitCode::SUCCESS);
+            }
         }
     }
     save(&db, &latest, &config).await

@@ -40,6 +40,66 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Where a TOML file cannot be read as a config: its line and column (from 1), the key there
+/// when the fault is in a value, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TomlFault {
+    pub line: usize,
+    pub column: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl TomlFault {
+    fn new(text: &str, error: &toml::de::Error, key: Option<String>) -> TomlFault {
+        let (line, column) = error
+            .span()
+            .map_or((1, 1), |span| line_and_column(text, span.start));
+        TomlFault {
+            line,
+            column,
+            key,
+            message: error.message().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for TomlFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)?;
+        if let Some(key) = &self.key {
+            write!(f, ", {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The line and column, counted from 1 (the column in characters), of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Why a TOML file cannot be imported as a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error(transparent)]
+    Unreadable(#[from] TomlFault),
+    /// The file reads, but the config it makes breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
 /// A size in bytes, written with an optional K, M or G suffix (powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -792,6 +852,25 @@ macro_rules! settings {
             }
         }
 
+        /// A config file's settings, each there or not: what an import lays over a config.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ConfigFile {
+            $( $key: Option<$ty>, )*
+            peers: Option<Vec<Peer>>,
+            parent_rules: Option<Vec<ParentRule>>,
+        }
+
+        impl ConfigFile {
+            /// `config` with each setting this file holds set to the file's value.
+            fn laid_over(self, mut config: Config) -> Config {
+                $( if let Some(value) = self.$key { config.$key = value; } )*
+                if let Some(peers) = self.peers { config.peers = peers; }
+                if let Some(rules) = self.parent_rules { config.parent_rules = rules; }
+                config
+            }
+        }
+
         /// Every scalar setting, in the order `canopy config list` shows them.
         pub const SETTINGS: &[Setting] = &[ $( Setting { key: stringify!($key), help: $help }, )* ];
 
@@ -1001,10 +1080,17 @@ impl Config {
         Ok(())
     }
 
-    /// Reads a config from TOML (as `config export` writes it), then validates it.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigErrors(vec![FieldError::new("file", "", e.message())]))?;
+    /// Reads a whole config from TOML (as `config export` writes it), then validates it; what
+    /// the file leaves out takes its default.
+    pub fn from_toml(text: &str) -> Result<Config, ImportError> {
+        Config::default().merged_toml(text)
+    }
+
+    /// This config with the settings of a TOML file laid over it, then validated: settings
+    /// the file leaves out keep their values, and `peers` and `parent_rules` are replaced only
+    /// when the file holds them.
+    pub fn merged_toml(&self, text: &str) -> Result<Config, ImportError> {
+        let config = read_config_file(text)?.laid_over(self.clone());
         config.validate()?;
         Ok(config)
     }
@@ -1250,6 +1336,15 @@ impl Config {
     }
 }
 
+fn read_config_file(text: &str) -> Result<ConfigFile, TomlFault> {
+    let document = toml::Deserializer::parse(text).map_err(|e| TomlFault::new(text, &e, None))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        // The path is "." when the fault is in the document itself, such as an unknown key.
+        let key = Some(e.path().to_string()).filter(|path| path != ".");
+        TomlFault::new(text, e.inner(), key)
+    })
+}
+
 fn shown(value: &str) -> String {
     if value.is_empty() {
         "(empty)".to_owned()
@@ -1372,7 +1467,9 @@ mod tests {
         config.set("parents", "a:1; b:2;").unwrap();
         let text = config.to_toml();
         assert_eq!(Config::from_toml(&text).unwrap(), config);
-        let bad = Config::from_toml("http_port = 0").unwrap_err();
+        let Err(ImportError::Invalid(bad)) = Config::from_toml("http_port = 0") else {
+            panic!("http_port = 0 must be refused by validation");
+        };
         assert_eq!(bad.0[0].key, "http_port");
         let unknown = Config::from_toml("colour = \"red\"").unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");
@@ -1461,5 +1558,78 @@ mod tests {
         let mut after = before.clone();
         after.set("http_port", "3129").unwrap();
         assert_eq!(after.diff(&before), ["http_port: 3128 → 3129"]);
+    }
+
+    #[test]
+    fn line_and_column_count_from_one_in_characters() {
+        assert_eq!(line_and_column("a = 1\nbb = 2", 0), (1, 1));
+        assert_eq!(line_and_column("a = 1\nbb = 2", 6), (2, 1));
+        assert_eq!(line_and_column("a = 1\nbb = 2", 11), (2, 6));
+        assert_eq!(line_and_column("v = \"é\" x", 9), (1, 9));
+        assert_eq!(line_and_column("a", 7), (1, 2));
+    }
+
+    #[test]
+    fn a_merged_file_changes_only_what_it_holds() {
+        let mut before = Config::default();
+        before.set("icp_port", "4827").unwrap();
+        before.set("parents", "a:1;").unwrap();
+        before.peers.push(Peer {
+            name: "north".into(),
+            host: "10.0.0.1".into(),
+            kind: PeerKind::Parent,
+            http_port: 3128,
+            icp_port: 3130,
+            proxy_only: false,
+            no_query: false,
+            multicast_responder: false,
+            allow_miss: false,
+            weight: 1,
+        });
+        let after = before.merged_toml("http_port = 18529\n").unwrap();
+        assert_eq!(after.diff(&before), ["http_port: 3128 → 18529"]);
+        let emptied = before.merged_toml("peers = []\n").unwrap();
+        assert_eq!(emptied.diff(&before), ["peer north removed"]);
+        let replaced = Config::from_toml("http_port = 18529\n").unwrap();
+        assert_eq!(replaced.icp_port, 3130);
+        assert!(replaced.peers.is_empty());
+    }
+
+    #[test]
+    fn a_bad_file_names_line_column_and_key() {
+        let config = Config::default();
+        let text = "icp_port = 3131\nhttp_port = \"abc\"\n";
+        let Err(ImportError::Unreadable(fault)) = config.merged_toml(text) else {
+            panic!("a string for http_port must be refused");
+        };
+        assert_eq!((fault.line, fault.column), (2, 13));
+        assert_eq!(fault.key.as_deref(), Some("http_port"));
+        assert!(fault.message.contains("expected u16"), "{fault}");
+        assert!(
+            fault
+                .to_string()
+                .starts_with("line 2, column 13, http_port: "),
+            "{fault}"
+        );
+
+        let peer = "[[peers]]\nname = \"p\"\nhost = \"h\"\ntype = \"aunt\"\n";
+        let Err(ImportError::Unreadable(fault)) = config.merged_toml(peer) else {
+            panic!("an unknown peer type must be refused");
+        };
+        assert_eq!(
+            (fault.line, fault.key.as_deref()),
+            (4, Some("peers[0].type"))
+        );
+
+        let Err(ImportError::Unreadable(fault)) = config.merged_toml("http_port = \n") else {
+            panic!("a key without a value is not TOML");
+        };
+        assert_eq!((fault.line, fault.key), (1, None));
+
+        let Err(ImportError::Unreadable(fault)) = config.merged_toml("\ncolour = 1\n") else {
+            panic!("an unknown key must be refused");
+        };
+        assert_eq!(fault.line, 2);
+        assert!(fault.message.contains("colour"), "{fault}");
     }
 }
