@@ -10,7 +10,7 @@ use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 use canopy_proxy::versions::ConfigVersion;
 
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::{current_version, internal_error, rejected_notice, Chrome, Fields, Notice};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
@@ -122,10 +122,16 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
 }
 
 pub async fn form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.latest().await {
-        Ok(latest) => RoutingPage::new(&session, &latest).into_response(),
-        Err(e) => internal_error("reading the config", e),
-    }
+    let latest = match state.db.in_force().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let mut page = RoutingPage::new(&session, &latest);
+    page.notice = match state.db.rejected_after(latest.id).await {
+        Ok(rejected) => rejected.map(|v| rejected_notice(&v, latest.id)),
+        Err(e) => return internal_error("reading the config", e),
+    };
+    page.into_response()
 }
 
 pub async fn submit(
@@ -161,7 +167,7 @@ pub async fn submit(
         return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
     }
     match apply::make_these_changes(&state, &config, &session.user, latest.id, None).await {
-        Ok(outcome) => match state.db.latest().await {
+        Ok(outcome) => match state.db.in_force().await {
             Ok(now) => {
                 let mut page = RoutingPage::new(&session, &now);
                 page.notice = Some(Notice::from(&outcome));
@@ -169,7 +175,7 @@ pub async fn submit(
             }
             Err(e) => internal_error("reading the config", e),
         },
-        Err(ApplyError::Stale { based_on, .. }) => match state.db.latest().await {
+        Err(ApplyError::Stale { based_on, .. }) => match state.db.in_force().await {
             Ok(now) => stale(&session, &now, based_on),
             Err(e) => internal_error("reading the config", e),
         },
