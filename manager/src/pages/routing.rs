@@ -200,3 +200,61 @@ pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
         super::when(&latest.created_at)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use canopy_proxy::versions::{Db, VersionState};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_form_shows_the_version_in_force_and_names_a_rejected_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let mut config = Config::default();
+        config.set("icp_port", "4000").unwrap();
+        let in_force = db.save(&config, "t", "a", None).await.unwrap();
+        db.mark(in_force, VersionState::Applied, None)
+            .await
+            .unwrap();
+        config.set("icp_port", "4001").unwrap();
+        let rejected = db.save(&config, "t", "b", None).await.unwrap();
+        db.mark(rejected, VersionState::Rejected, Some("ICP port taken"))
+            .await
+            .unwrap();
+        crate::accounts::set_password(&db, "admin", "a long enough password")
+            .await
+            .unwrap();
+        let session = crate::accounts::start_session(&db, "admin").await.unwrap();
+        let state = AppState::new(db, dir.path().join("canopy.sock"));
+        let request = Request::get("/configure/routing")
+            .header("host", "127.0.0.1:8080")
+            .header(
+                "cookie",
+                format!("{}={}", crate::auth::SESSION_COOKIE, session.id),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let response = crate::router(state).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&body);
+        assert!(
+            page.contains(&format!(
+                "Version {rejected} was rejected: ICP port taken. This form shows version \
+                 {in_force}, the one in force"
+            )),
+            "{page}"
+        );
+        assert!(page.contains("value=\"4000\""), "{page}");
+        assert!(!page.contains("value=\"4001\""), "{page}");
+        assert!(
+            page.contains(&format!("Editing version {in_force}.")),
+            "{page}"
+        );
+    }
+}
