@@ -818,7 +818,9 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  Proxy:   {listen}   try: curl -x http://{listen} http://example.com/");
-    println!("  Console: http://{}/", version.config.manager_listen);
+    // The console listens where the version in force says, as the proxy runs it.
+    let in_force = paths.open_db().await?.in_force().await?;
+    println!("  Console: http://{}/", in_force.config.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
     let mut proxy = Supervised::new("canopy-proxy", proxy);
