@@ -298,7 +298,7 @@ fn author() -> String {
 
 async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode> {
     let db = paths.open_db().await?;
-    let latest = db.latest().await?;
+    let latest = db.in_force().await?;
     let mut config = latest.config.clone();
     match action {
         ConfigAction::List => {
@@ -310,6 +310,7 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
                 latest.id,
                 config.peers.len()
             );
+            print_rejected_after(&db, latest.id).await?;
             return Ok(ExitCode::SUCCESS);
         }
         ConfigAction::Get { key } => {
@@ -358,6 +359,19 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
     save(&db, &latest, &config).await
 }
 
+/// Under a listing: a newer version the proxy rejected, so its values are not taken for
+/// those in force.
+async fn print_rejected_after(db: &Db, in_force: i64) -> anyhow::Result<()> {
+    if let Some(rejected) = db.rejected_after(in_force).await? {
+        println!(
+            "# version {} was rejected: {}; showing version {in_force} in force",
+            rejected.id,
+            rejected.state_reason.as_deref().unwrap_or("no reason kept"),
+        );
+    }
+    Ok(())
+}
+
 /// Saves `config` as a new version based on `latest`, and says what changed.
 async fn save(db: &Db, latest: &ConfigVersion, config: &Config) -> anyhow::Result<ExitCode> {
     if *config == latest.config {
@@ -377,7 +391,7 @@ async fn save(db: &Db, latest: &ConfigVersion, config: &Config) -> anyhow::Resul
 
 async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<ExitCode> {
     let db = paths.open_db().await?;
-    let latest = db.latest().await?;
+    let latest = db.in_force().await?;
     let mut config = latest.config.clone();
     match action {
         RuleAction::List => {
@@ -482,7 +496,7 @@ async fn parent(paths: &Paths, action: ParentAction) -> anyhow::Result<ExitCode>
 
 async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
     let db = paths.open_db().await?;
-    let latest = db.latest().await?;
+    let latest = db.in_force().await?;
     let mut config = latest.config.clone();
     match action {
         PeerAction::List => {
@@ -513,6 +527,7 @@ async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
                 latest.id,
                 config.peers.len()
             );
+            print_rejected_after(&db, latest.id).await?;
             return Ok(ExitCode::SUCCESS);
         }
         PeerAction::Add {
@@ -630,7 +645,7 @@ async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
             )
             .into())
         }
-        Err(e) => return Err(not_running(e)),
+        Err(e) => return Err(not_running_because(paths, e).await),
     };
     println!(
         "proxy running: pid {}, up {} s",
@@ -648,6 +663,27 @@ async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("ICP on {icp}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// [`not_running`], with the version the proxy last refused to start on, when there is one.
+async fn not_running_because(paths: &Paths, e: ControlError) -> anyhow::Error {
+    let refused = match paths.open_db().await {
+        Ok(db) => match db.in_force().await {
+            Ok(in_force) => db.rejected_after(in_force.id - 1).await.ok().flatten(),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    match refused {
+        Some(v) => UserError(format!(
+            "{}\nconfig version {} was rejected: {}",
+            not_running(e),
+            v.id,
+            v.state_reason.as_deref().unwrap_or("no reason kept")
+        ))
+        .into(),
+        None => not_running(e),
+    }
 }
 
 /// Reads the password from stdin (one line, or all of it without the final newline), so
@@ -816,7 +852,9 @@ async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
         );
     }
     println!("  Proxy:   {listen}   try: curl -x http://{listen} http://example.com/");
-    println!("  Console: http://{}/", version.config.manager_listen);
+    // The console listens where the version in force says, as the proxy runs it.
+    let in_force = paths.open_db().await?.in_force().await?;
+    println!("  Console: http://{}/", in_force.config.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
     let mut proxy = Supervised::new("canopy-proxy", proxy);

@@ -100,7 +100,7 @@ async fn save(
     let saved = match what {
         None => db.save_change(config, author, Some(based_on)).await,
         Some(what) => {
-            let latest = db.latest().await.map_err(ApplyError::Db)?;
+            let latest = db.in_force().await.map_err(ApplyError::Db)?;
             let changes = config.diff(&latest.config);
             let summary = if changes.is_empty() {
                 format!("{what}: no change")

@@ -183,7 +183,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let listen = match options.listen {
         Some(listen) => listen,
-        None => db.latest().await?.config.manager_listen,
+        None => db.in_force().await?.config.manager_listen,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

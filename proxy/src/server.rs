@@ -254,70 +254,109 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts on the newest version that works: one that fails is marked rejected and the
-    /// one before it is tried.
+    /// Starts on the newest version; when it cannot be applied, on the version last in
+    /// force, and never further back: older versions hold settings the admin changed
+    /// away from. With neither, refuses to start and says why.
     pub async fn start(db: Db, data_dir: PathBuf) -> anyhow::Result<Arc<Proxy>> {
         let stats = Arc::new(Stats::default());
-        let mut rejected = None;
-        for version in db.candidates().await? {
-            let prepared = icp_endpoint(&version.config, None)
-                .and_then(|icp| Runtime::build(&version, &data_dir, &stats, icp))
-                .and_then(|runtime| {
-                    let addr = runtime.config.http_listen();
-                    let bound = listener::bind(addr)
-                        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                    Ok((runtime, bound))
-                });
-            let (runtime, bound) = match prepared {
-                Ok(ready) => ready,
-                Err(reason) => {
-                    tracing::error!("config version {} rejected: {reason}", version.id);
-                    db.mark(version.id, VersionState::Rejected, Some(&reason))
-                        .await?;
-                    rejected.get_or_insert(RejectedVersion {
-                        id: version.id,
-                        reason,
-                    });
-                    continue;
-                }
-            };
-            db.mark(version.id, VersionState::Applied, None).await?;
-            let addr = bound.local_addr()?;
-            let store = Store::new(runtime.config.cache_mem.0);
-            let shared = Arc::new(Shared {
-                runtime: ArcSwap::from_pointee(runtime),
-                store: ArcSwap::from_pointee(store),
-                in_flight: Arc::default(),
-                stats,
-                draining: tokio::sync::watch::Sender::new(false),
-            });
-            let accepting = listener::serve(bound, &shared)?;
-            if let Some(icp) = &shared.runtime.load().icp {
-                icp.start(shared.clone());
-                tracing::info!("ICP on {}", icp.local);
+        let newest = db.latest().await?;
+        let last_applied = db.last_applied().await?;
+        let reason = match prepare(&newest, &data_dir, &stats) {
+            Ok((runtime, bound)) => {
+                return Proxy::serve(db, data_dir, &newest, runtime, bound, stats, None).await
             }
-            tracing::info!(
-                "config version {} in force; proxy listening on {addr}",
-                version.id
-            );
-            return Ok(Arc::new(Proxy {
-                shared,
-                db,
-                data_dir,
-                started: Instant::now(),
-                listening: tokio::sync::Mutex::new(Listening {
-                    addr,
-                    accepting: Some(accepting),
-                }),
-                rejected: Mutex::new(rejected),
-            }));
+            Err(reason) => reason,
+        };
+        let fallback = match last_applied {
+            Some(last) if last.id != newest.id => last,
+            Some(_) => {
+                return refuse(format!(
+                    "config version {}, the one last in force, cannot be applied: {reason}; \
+                     refusing to start",
+                    newest.id
+                ))
+            }
+            None => {
+                db.mark(newest.id, VersionState::Rejected, Some(&reason))
+                    .await?;
+                return refuse(format!(
+                    "config version {} rejected: {reason}; no version was ever in force to \
+                     fall back to, so refusing to start",
+                    newest.id
+                ));
+            }
+        };
+        tracing::error!(
+            "config version {} rejected: {reason}; starting on version {}, the one last in force",
+            newest.id,
+            fallback.id
+        );
+        db.mark(newest.id, VersionState::Rejected, Some(&reason))
+            .await?;
+        let rejected = RejectedVersion {
+            id: newest.id,
+            reason,
+        };
+        match prepare(&fallback, &data_dir, &stats) {
+            Ok((runtime, bound)) => {
+                Proxy::serve(
+                    db,
+                    data_dir,
+                    &fallback,
+                    runtime,
+                    bound,
+                    stats,
+                    Some(rejected),
+                )
+                .await
+            }
+            Err(again) => refuse(format!(
+                "config version {} rejected: {}; version {}, the one last in force, cannot be \
+                 applied either: {again}; refusing to start",
+                rejected.id, rejected.reason, fallback.id
+            )),
         }
-        anyhow::bail!(
-            "no config version can be applied{}",
-            rejected
-                .map(|r| format!(" (newest: version {}: {})", r.id, r.reason))
-                .unwrap_or_default()
-        )
+    }
+
+    async fn serve(
+        db: Db,
+        data_dir: PathBuf,
+        version: &ConfigVersion,
+        runtime: Runtime,
+        bound: std::net::TcpListener,
+        stats: Arc<Stats>,
+        rejected: Option<RejectedVersion>,
+    ) -> anyhow::Result<Arc<Proxy>> {
+        db.mark(version.id, VersionState::Applied, None).await?;
+        let addr = bound.local_addr()?;
+        let store = Store::new(runtime.config.cache_mem.0);
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            store: ArcSwap::from_pointee(store),
+            in_flight: Arc::default(),
+            stats,
+            draining: tokio::sync::watch::Sender::new(false),
+        });
+        let accepting = listener::serve(bound, &shared)?;
+        if let Some(icp) = &shared.runtime.load().icp {
+            icp.start(shared.clone());
+            tracing::info!("ICP on {}", icp.local);
+        }
+        tracing::info!(
+            "config version {} in force; proxy listening on {addr}",
+            version.id
+        );
+        Ok(Arc::new(Proxy {
+            shared,
+            db,
+            data_dir,
+            started: Instant::now(),
+            listening: tokio::sync::Mutex::new(Listening {
+                addr,
+                accepting: Some(accepting),
+            }),
+            rejected: Mutex::new(rejected),
+        }))
     }
 
     async fn apply_newest(&self) -> Result<ReloadReply, String> {
@@ -522,4 +561,23 @@ impl ControlHandler for Proxy {
             }
         }
     }
+}
+
+/// Everything a version needs before it can serve: its runtime and its bound listener.
+fn prepare(
+    version: &ConfigVersion,
+    data_dir: &Path,
+    stats: &Arc<Stats>,
+) -> Result<(Runtime, std::net::TcpListener), String> {
+    let icp = icp_endpoint(&version.config, None)?;
+    let runtime = Runtime::build(version, data_dir, stats, icp)?;
+    let addr = runtime.config.http_listen();
+    let bound = listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok((runtime, bound))
+}
+
+/// A start that must not happen: said in the log and, as the error, in the terminal.
+fn refuse(why: String) -> anyhow::Result<Arc<Proxy>> {
+    tracing::error!("{why}");
+    Err(anyhow::anyhow!(why))
 }

@@ -77,6 +77,19 @@ pub enum VersionError {
     NotFound(i64),
 }
 
+/// The id of the version in force, as SQL (see [`Db::in_force`]); one expression, so a
+/// save can check it in the same statement as its insert.
+macro_rules! in_force_id {
+    () => {
+        "coalesce(
+           (SELECT max(id) FROM config_versions WHERE state != 'rejected' AND id >
+              (SELECT coalesce(max(id), 0) FROM config_versions WHERE state = 'rejected')),
+           (SELECT id FROM config_versions WHERE state = 'applied'
+              ORDER BY state_at DESC, id DESC LIMIT 1),
+           (SELECT max(id) FROM config_versions))"
+    };
+}
+
 /// The database both processes use.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -136,8 +149,8 @@ impl Db {
         &self.pool
     }
 
-    /// Saves `config` as a new version. With `based_on`, refuses when a newer version was
-    /// saved since the one the change was made from, so no one's change is overwritten.
+    /// Saves `config` as a new version. With `based_on`, refuses unless it is still the
+    /// version in force (see [`Db::in_force`]), so no one's change is overwritten.
     pub async fn save(
         &self,
         config: &Config,
@@ -149,11 +162,12 @@ impl Db {
         let json = serde_json::to_string(config)
             .map_err(|e| VersionError::Unreadable(0, e.to_string()))?;
         // One statement, so the check and the insert cannot be split by another writer.
-        let result = sqlx::query(
+        let result = sqlx::query(concat!(
             "INSERT INTO config_versions (created_at, author, summary, config)
              SELECT ?1, ?2, ?3, ?4
-             WHERE ?5 IS NULL OR ?5 = (SELECT max(id) FROM config_versions)",
-        )
+             WHERE ?5 IS NULL OR ?5 = ",
+            in_force_id!(),
+        ))
         .bind(now_rfc3339())
         .bind(author)
         .bind(summary)
@@ -162,7 +176,7 @@ impl Db {
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
-            let current = self.latest().await?.id;
+            let current = self.in_force().await?.id;
             return Err(VersionError::Stale {
                 based_on: based_on.unwrap_or_default(),
                 current,
@@ -171,15 +185,15 @@ impl Db {
         Ok(result.last_insert_rowid())
     }
 
-    /// Saves `config` with a summary of what changed from the newest version.
+    /// Saves `config` with a summary of what changed from the version in force.
     pub async fn save_change(
         &self,
         config: &Config,
         author: &str,
         based_on: Option<i64>,
     ) -> Result<i64, VersionError> {
-        let latest = self.latest().await?;
-        let changes = config.diff(&latest.config);
+        let base = self.in_force().await?;
+        let changes = config.diff(&base.config);
         let summary = if changes.is_empty() {
             "no change".to_owned()
         } else {
@@ -204,13 +218,40 @@ impl Db {
         version_from_row(&row)
     }
 
-    /// Versions a starting proxy may run, newest first: every one not rejected.
-    pub async fn candidates(&self) -> Result<Vec<ConfigVersion>, VersionError> {
-        let rows =
-            sqlx::query("SELECT * FROM config_versions WHERE state != 'rejected' ORDER BY id DESC")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(version_from_row).collect()
+    /// The version last in force: the one most recently marked applied.
+    pub async fn last_applied(&self) -> Result<Option<ConfigVersion>, VersionError> {
+        let row = sqlx::query(
+            "SELECT * FROM config_versions WHERE state = 'applied'
+             ORDER BY state_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// The version edits start from: one saved after the newest rejection (still to be
+    /// applied), else the one last in force, else (nothing ever applied) the newest. A
+    /// rejected version so never carries over into later edits.
+    pub async fn in_force(&self) -> Result<ConfigVersion, VersionError> {
+        let row = sqlx::query(concat!(
+            "SELECT * FROM config_versions WHERE id = ",
+            in_force_id!()
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        version_from_row(&row)
+    }
+
+    /// The newest rejected version newer than `id`, to show beside the version in force.
+    pub async fn rejected_after(&self, id: i64) -> Result<Option<ConfigVersion>, VersionError> {
+        let row = sqlx::query(
+            "SELECT * FROM config_versions WHERE state = 'rejected' AND id > ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
     }
 
     /// The newest versions first, at most `limit`.
@@ -298,25 +339,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rejected_versions_are_not_candidates() {
+    async fn edits_start_from_the_version_in_force_not_a_rejected_one() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
-        let v2 = db
-            .save(&Config::default(), "t", "again", None)
+        let mut config = Config::default();
+        config.set("http_port", "3129").unwrap();
+        let v2 = db.save(&config, "t", "a", None).await.unwrap();
+        assert_eq!(
+            db.in_force().await.unwrap().id,
+            v2,
+            "nothing applied: newest"
+        );
+        db.mark(v2, VersionState::Applied, None).await.unwrap();
+        config.set("http_port", "3130").unwrap();
+        let v3 = db.save(&config, "t", "b", None).await.unwrap();
+        db.mark(v3, VersionState::Rejected, Some("port taken"))
             .await
             .unwrap();
-        db.mark(v2, VersionState::Rejected, Some("port taken"))
-            .await
-            .unwrap();
-        let ids: Vec<i64> = db
-            .candidates()
-            .await
-            .unwrap()
-            .iter()
-            .map(|v| v.id)
-            .collect();
-        assert_eq!(ids, [1]);
-        let v = db.get(v2).await.unwrap();
-        assert_eq!(v.state_reason.as_deref(), Some("port taken"));
+        assert_eq!(db.in_force().await.unwrap().id, v2);
+        let rejected = db.rejected_after(v2).await.unwrap().unwrap();
+        assert_eq!(rejected.id, v3);
+        assert_eq!(rejected.state_reason.as_deref(), Some("port taken"));
+        let v4 = db.save(&Config::default(), "t", "c", None).await.unwrap();
+        assert_eq!(db.in_force().await.unwrap().id, v4, "a pending edit");
+        assert!(db.rejected_after(v4).await.unwrap().is_none());
     }
 }

@@ -352,6 +352,17 @@ impl Canopy {
         self.wait_until_up().await;
     }
 
+    /// Starts the proxy again on the same data dir without waiting for it, for a start
+    /// that may be refused (see [`Canopy::exited`] and [`Canopy::log`]).
+    pub fn launch(&mut self) {
+        self.child = spawn_proxy(self.dir.path(), self.open_files);
+    }
+
+    /// What the proxy wrote to its terminal (stderr) since it was last started.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
     /// Changes settings with `canopy config set` and applies them with `canopy reload`.
     pub fn reconfigure(&self, settings: &[(&str, &str)]) {
         for (key, value) in settings {

@@ -245,7 +245,7 @@ pub async fn show(
         }
         Err(e) => return internal_error("reading a version", e),
     };
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(v) => v,
         Err(e) => return internal_error("reading the config", e),
     };
@@ -272,7 +272,7 @@ pub async fn restore(
     if !csrf_ok(&session, &form) {
         return auth::forbidden();
     }
-    let (version, latest) = match (state.db.get(id).await, state.db.latest().await) {
+    let (version, latest) = match (state.db.get(id).await, state.db.in_force().await) {
         (Ok(v), Ok(latest)) => (v, latest),
         (Err(VersionError::NotFound(_)), _) => {
             return (

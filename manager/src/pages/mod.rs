@@ -55,6 +55,16 @@ impl From<&Outcome> for Notice {
     }
 }
 
+/// Beside a form showing version `in_force`: a newer version the proxy rejected, and why.
+pub fn rejected_notice(rejected: &ConfigVersion, in_force: i64) -> Notice {
+    Notice::error(format!(
+        "Version {} was rejected: {}. This form shows version {in_force}, the one in force; \
+         changes start from it.",
+        rejected.id,
+        rejected.state_reason.as_deref().unwrap_or("no reason kept"),
+    ))
+}
+
 impl Notice {
     pub fn error(text: impl Into<String>) -> Notice {
         Notice {
@@ -118,7 +128,7 @@ pub async fn current_version(
     }
     let latest = state
         .db
-        .latest()
+        .in_force()
         .await
         .map_err(|e| internal_error("reading the config", e))?;
     let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());

@@ -82,14 +82,14 @@ fn new_peer() -> Peer {
 }
 
 pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.latest().await {
+    match state.db.in_force().await {
         Ok(latest) => list_page(&session, &latest, None).into_response(),
         Err(e) => internal_error("reading the config", e),
     }
 }
 
 pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.latest().await {
+    match state.db.in_force().await {
         Ok(latest) => PeerFormPage {
             chrome: Chrome::new(&session, "peers-config"),
             original: String::new(),
@@ -108,7 +108,7 @@ pub async fn edit_form(
     session: Session,
     Path(name): Path<String>,
 ) -> Response {
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(latest) => latest,
         Err(e) => return internal_error("reading the config", e),
     };
@@ -308,7 +308,7 @@ async fn apply_and_list(
     based_on: i64,
 ) -> Response {
     let outcome = apply::make_these_changes(state, config, &session.user, based_on, None).await;
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(latest) => latest,
         Err(e) => return internal_error("reading the config", e),
     };

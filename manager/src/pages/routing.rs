@@ -10,7 +10,7 @@ use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 use canopy_proxy::versions::ConfigVersion;
 
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::{current_version, internal_error, rejected_notice, Chrome, Fields, Notice};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
@@ -122,10 +122,16 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
 }
 
 pub async fn form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.latest().await {
-        Ok(latest) => RoutingPage::new(&session, &latest).into_response(),
-        Err(e) => internal_error("reading the config", e),
-    }
+    let latest = match state.db.in_force().await {
+        Ok(latest) => latest,
+        Err(e) => return internal_error("reading the config", e),
+    };
+    let mut page = RoutingPage::new(&session, &latest);
+    page.notice = match state.db.rejected_after(latest.id).await {
+        Ok(rejected) => rejected.map(|v| rejected_notice(&v, latest.id)),
+        Err(e) => return internal_error("reading the config", e),
+    };
+    page.into_response()
 }
 
 pub async fn submit(
@@ -161,7 +167,7 @@ pub async fn submit(
         return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
     }
     match apply::make_these_changes(&state, &config, &session.user, latest.id, None).await {
-        Ok(outcome) => match state.db.latest().await {
+        Ok(outcome) => match state.db.in_force().await {
             Ok(now) => {
                 let mut page = RoutingPage::new(&session, &now);
                 page.notice = Some(Notice::from(&outcome));
@@ -169,7 +175,7 @@ pub async fn submit(
             }
             Err(e) => internal_error("reading the config", e),
         },
-        Err(ApplyError::Stale { based_on, .. }) => match state.db.latest().await {
+        Err(ApplyError::Stale { based_on, .. }) => match state.db.in_force().await {
             Ok(now) => stale(&session, &now, based_on),
             Err(e) => internal_error("reading the config", e),
         },
@@ -193,4 +199,62 @@ pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
         latest.id,
         super::when(&latest.created_at)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use canopy_proxy::versions::{Db, VersionState};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_form_shows_the_version_in_force_and_names_a_rejected_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let mut config = Config::default();
+        config.set("icp_port", "4000").unwrap();
+        let in_force = db.save(&config, "t", "a", None).await.unwrap();
+        db.mark(in_force, VersionState::Applied, None)
+            .await
+            .unwrap();
+        config.set("icp_port", "4001").unwrap();
+        let rejected = db.save(&config, "t", "b", None).await.unwrap();
+        db.mark(rejected, VersionState::Rejected, Some("ICP port taken"))
+            .await
+            .unwrap();
+        crate::accounts::set_password(&db, "admin", "a long enough password")
+            .await
+            .unwrap();
+        let session = crate::accounts::start_session(&db, "admin").await.unwrap();
+        let state = AppState::new(db, dir.path().join("canopy.sock"));
+        let request = Request::get("/configure/routing")
+            .header("host", "127.0.0.1:8080")
+            .header(
+                "cookie",
+                format!("{}={}", crate::auth::SESSION_COOKIE, session.id),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let response = crate::router(state).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&body);
+        assert!(
+            page.contains(&format!(
+                "Version {rejected} was rejected: ICP port taken. This form shows version \
+                 {in_force}, the one in force"
+            )),
+            "{page}"
+        );
+        assert!(page.contains("value=\"4000\""), "{page}");
+        assert!(!page.contains("value=\"4001\""), "{page}");
+        assert!(
+            page.contains(&format!("Editing version {in_force}.")),
+            "{page}"
+        );
+    }
 }

@@ -177,7 +177,7 @@ async fn apply_and_show(
 ) -> Response {
     let outcome =
         apply::make_these_changes(state, config, &session.user, based_on, Some(what)).await;
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(latest) => latest,
         Err(e) => return internal_error("reading the config", e),
     };
@@ -197,7 +197,7 @@ fn no_such_rule(session: &Session, latest: &ConfigVersion, text: String) -> Resp
 }
 
 pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(latest) => latest,
         Err(e) => return internal_error("reading the config", e),
     };
@@ -221,7 +221,7 @@ pub async fn edit_form(
     session: Session,
     Path(number): Path<usize>,
 ) -> Response {
-    let latest = match state.db.latest().await {
+    let latest = match state.db.in_force().await {
         Ok(latest) => latest,
         Err(e) => return internal_error("reading the config", e),
     };
@@ -384,7 +384,7 @@ async fn move_rule(
 }
 
 pub async fn import_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.latest().await {
+    match state.db.in_force().await {
         Ok(latest) => ImportPage {
             chrome: Chrome::new(&session, "routing"),
             text: latest
