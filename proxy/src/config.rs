@@ -100,6 +100,36 @@ pub enum ImportError {
     Invalid(#[from] ConfigErrors),
 }
 
+/// Serde reads and writes these settings as the text `config set` takes: one `FromStr` and
+/// one `Display` per type, and this pair of conversions for each.
+macro_rules! written_as_text {
+    ($($ty:ty),* $(,)?) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.to_string()
+            }
+        }
+    )*};
+}
+
+written_as_text!(
+    ByteSize,
+    HostPort,
+    ParentList,
+    StatusList,
+    PortList,
+    CidrList,
+    HostList,
+    OptionalAddr
+);
+
 /// A size in bytes, written with an optional K, M or G suffix (powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -135,19 +165,6 @@ impl fmt::Display for ByteSize {
             }
         }
         write!(f, "{n}")
-    }
-}
-
-impl TryFrom<String> for ByteSize {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<ByteSize> for String {
-    fn from(b: ByteSize) -> String {
-        b.to_string()
     }
 }
 
@@ -191,19 +208,6 @@ impl fmt::Display for HostPort {
         } else {
             write!(f, "{}:{}", self.host, self.port)
         }
-    }
-}
-
-impl TryFrom<String> for HostPort {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<HostPort> for String {
-    fn from(h: HostPort) -> String {
-        h.to_string()
     }
 }
 
@@ -293,19 +297,6 @@ impl fmt::Display for ParentList {
     }
 }
 
-impl TryFrom<String> for ParentList {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<ParentList> for String {
-    fn from(p: ParentList) -> String {
-        p.to_string()
-    }
-}
-
 /// HTTP status codes, written `502, 503`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -329,19 +320,6 @@ impl fmt::Display for StatusList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
         f.write_str(&parts.join(", "))
-    }
-}
-
-impl TryFrom<String> for StatusList {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<StatusList> for String {
-    fn from(c: StatusList) -> String {
-        c.to_string()
     }
 }
 
@@ -390,19 +368,6 @@ impl fmt::Display for PortList {
     }
 }
 
-impl TryFrom<String> for PortList {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<PortList> for String {
-    fn from(p: PortList) -> String {
-        p.to_string()
-    }
-}
-
 /// A list of networks in CIDR form (`10.0.0.0/8, ::1/128`); a bare address is one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -446,19 +411,6 @@ impl fmt::Display for CidrList {
     }
 }
 
-impl TryFrom<String> for CidrList {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<CidrList> for String {
-    fn from(c: CidrList) -> String {
-        c.to_string()
-    }
-}
-
 /// Host names, comma or space separated (`console.example.com, canopy`), kept in lower case.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -497,19 +449,6 @@ impl fmt::Display for HostList {
     }
 }
 
-impl TryFrom<String> for HostList {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<HostList> for String {
-    fn from(h: HostList) -> String {
-        h.to_string()
-    }
-}
-
 /// An optional address: empty text means "not set".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -534,19 +473,6 @@ impl fmt::Display for OptionalAddr {
             Some(a) => write!(f, "{a}"),
             None => Ok(()),
         }
-    }
-}
-
-impl TryFrom<String> for OptionalAddr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<OptionalAddr> for String {
-    fn from(a: OptionalAddr) -> String {
-        a.to_string()
     }
 }
 
