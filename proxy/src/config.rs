@@ -130,6 +130,12 @@ written_as_text!(
     OptionalAddr
 );
 
+/// The items of a list setting, separated by commas, white space or both.
+fn list_items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+}
+
 /// A size in bytes, written with an optional K, M or G suffix (powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -305,8 +311,7 @@ pub struct StatusList(pub Vec<u16>);
 impl FromStr for StatusList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        s.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|i| !i.is_empty())
+        list_items(s)
             .map(|code| match code.parse::<u16>() {
                 Ok(c @ 100..=599) => Ok(c),
                 _ => Err(format!("{code:?} is not an HTTP status code (100-599)")),
@@ -337,8 +342,7 @@ impl PortList {
 impl FromStr for PortList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        s.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|i| !i.is_empty())
+        list_items(s)
             .map(|item| {
                 let (low, high) = item.split_once('-').unwrap_or((item, item));
                 let (low, high) = (parse_port(low)?, parse_port(high)?);
@@ -387,10 +391,7 @@ impl FromStr for CidrList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let mut nets = Vec::new();
-        for item in s
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|i| !i.is_empty())
-        {
+        for item in list_items(s) {
             let net = match item.parse::<IpNet>() {
                 Ok(net) => net,
                 Err(_) => item
@@ -427,10 +428,7 @@ impl FromStr for HostList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let mut names = Vec::new();
-        for item in s
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|i| !i.is_empty())
-        {
+        for item in list_items(s) {
             if !is_host_name(item) {
                 return Err(format!(
                     "{item:?} is not a host name: expected letters, digits, dots, dashes and \
