@@ -8,6 +8,7 @@
 //!   address and per account, remembered scraper credentials.
 //! - [`apply`]: Make These Changes: save a config version, ask the proxy to reload, and say
 //!   plainly what happened.
+//! - `listening`: where the console listens, moved live when `manager_listen` changes.
 //! - [`proxy`]: the calls to the running proxy's control socket, each bounded in time.
 //! - [`samples`]: the proxy's counters sampled into SQLite, thinned after a week, and read
 //!   back as series for charts.
@@ -21,6 +22,7 @@ pub mod apply;
 pub mod auth;
 pub mod charts;
 pub mod hosts;
+mod listening;
 pub mod login_limits;
 pub mod metrics;
 mod pages;
@@ -32,7 +34,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::http::{header, HeaderValue};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -185,16 +186,11 @@ pub async fn run(
         Some(listen) => listen,
         None => db.in_force().await?.config.manager_listen,
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen} for the console"))?;
-    tracing::info!("console on http://{listen}/");
-    let state = AppState::new(db, options.control);
+    let state = AppState::new(db.clone(), options.control);
     tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
     // Each client's address, for the limits on failed logins.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    // An address given on the command line stays; otherwise the console follows the config.
+    let follow = options.listen.is_none();
+    listening::serve(db, app, listen, follow, shutdown).await
 }

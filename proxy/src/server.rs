@@ -373,11 +373,22 @@ impl Proxy {
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
         let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        // The console follows the version in force: one it could not move to is refused.
+        let console = runtime.config.manager_listen;
+        if console != current.config.manager_listen {
+            listener::check_free(console)
+                .map_err(|e| format!("the console cannot listen on {console}: {e}"))?;
+        }
         let addr = runtime.config.http_listen();
         // A new port is served before the swap (its first requests may meet the old
         // runtime): once the swap is made, nothing is left that can fail.
         let rebound = if addr != listening.addr {
-            let accepting = listener::bind(addr)
+            let sharing = if addr.port() == listening.addr.port() {
+                listener::Sharing::BesideOurs
+            } else {
+                listener::Sharing::Alone
+            };
+            let accepting = listener::bind(addr, sharing)
                 .and_then(|bound| listener::serve(bound, &self.shared))
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             Some(accepting)
@@ -572,7 +583,8 @@ fn prepare(
     let icp = icp_endpoint(&version.config, None)?;
     let runtime = Runtime::build(version, data_dir, stats, icp)?;
     let addr = runtime.config.http_listen();
-    let bound = listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener::bind(addr, listener::Sharing::Alone)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     Ok((runtime, bound))
 }
 

@@ -220,7 +220,7 @@ pub async fn request_via(
     })
 }
 
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let canopy = PathBuf::from(env!("CARGO_BIN_EXE_canopy"));
     let path = canopy.with_file_name(name);
     assert!(

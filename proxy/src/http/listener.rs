@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Method, Request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -27,18 +28,47 @@ use crate::stats::Timeout;
 /// stays at hyper's 100: more would cost an allocation on every request, hits included.
 const REQUEST_HEAD_MAX: usize = 64 * 1024;
 
-/// Binds the listener with SO_REUSEADDR, so a restart does not wait for TIME_WAIT.
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Who else may listen on the address a listener binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Nobody: the bind fails when any socket listens there (another Canopy included).
+    Alone,
+    /// This proxy's listener in force, on the same port: a reload that changes
+    /// `bind_address` binds the new address while the old listener still accepts.
+    BesideOurs,
+}
+
+/// Binds the listener with SO_REUSEADDR, so a restart does not wait for TIME_WAIT, and
+/// SO_REUSEPORT, so that a reload can bind the same port on another address (0.0.0.0 and
+/// 127.0.0.1 overlap) before the old listener closes. SO_REUSEPORT would also let a second
+/// Canopy share the port without a word, so unless `sharing` says the port is ours, a
+/// socket without it is bound first: it fails whenever anything listens there.
+pub fn bind(addr: SocketAddr, sharing: Sharing) -> std::io::Result<std::net::TcpListener> {
+    if sharing == Sharing::Alone {
+        check_free(addr)?;
+    }
+    let socket = new_socket(addr, true)?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Fails when anything listens on `addr` (the console's next address is checked this way
+/// before a version that moves it is applied).
+pub fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    new_socket(addr, false).map(drop)
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// A listener being served; dropping it stops the accepting, while connections already
@@ -71,7 +101,14 @@ pub fn serve(listener: std::net::TcpListener, shared: &Arc<Shared>) -> std::io::
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // The kernel resets what is still queued on a socket when it closes: serve
+                // the connections that arrived before the listener moved.
+                while let Some(Ok((stream, client))) = listener.accept().now_or_never() {
+                    hand_out(stream, client, &shared);
+                }
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => hand_out(stream, client, &shared),
                 Err(e) => {
