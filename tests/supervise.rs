@@ -441,3 +441,27 @@ async fn children_stop_when_canopy_run_is_killed() {
     })
     .await;
 }
+
+/// `pkill -HUP canopy` reaches the console too: it has no log file to reopen and goes on.
+#[tokio::test]
+async fn sighup_to_the_console_leaves_it_serving() {
+    let console = common::console::Console::start("admin", "a long passphrase").await;
+    kill(Pid::from_raw(console.pid() as i32), Signal::SIGHUP).expect("kill -HUP");
+    let log = console.data_dir().join("manager.log");
+    wait_for(
+        "the console to log the SIGHUP",
+        Duration::from_secs(10),
+        || async { std::fs::read_to_string(&log).is_ok_and(|text| text.contains("SIGHUP")) },
+    )
+    .await;
+    let page = request_via(
+        console.addr,
+        None,
+        "GET",
+        &format!("http://{}/login", console.addr),
+        &[],
+    )
+    .await
+    .expect("the console still answers");
+    assert_eq!(page.status, 200);
+}

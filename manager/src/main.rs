@@ -31,17 +31,24 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     canopy_proxy::init_logging();
     let args = Args::parse();
+    let mut terminate = signal(SignalKind::terminate())?;
+    // Taken over first: SIGHUP's default would end the console; logrotate and `pkill -HUP canopy` send it.
+    let mut hangup = signal(SignalKind::hangup())?;
     let db = Db::open(&args.db)
         .await
         .with_context(|| format!("opening {}", args.db.display()))?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
         println!("Created the console account admin with password: {password}");
     }
-    let mut terminate = signal(SignalKind::terminate())?;
     let shutdown = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => tracing::info!(
+                    "SIGHUP: the console writes no log file of its own; nothing to reopen"
+                ),
+            }
         }
     };
     let options = canopy_manager::Options {
