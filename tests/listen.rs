@@ -131,12 +131,16 @@ async fn the_console_moves_to_a_new_manager_listen() {
 
     let new: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     proxy.reconfigure(&[("manager_listen", &new.to_string())]);
-    wait_for(
-        "the console on its new address",
-        Duration::from_secs(10),
-        || listens(new),
-    )
-    .await;
+    let log = proxy.data_dir().join("manager.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !listens(new).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console did not move: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_for(
         "the old console address to close",
         Duration::from_secs(10),

@@ -1,0 +1,193 @@
+//! The `canopy` command line: every command, its arguments and its help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use canopy_proxy::config::PeerKind;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Canopy: a caching proxy for cache hierarchies, with a web console"
+)]
+pub(crate) struct Cli {
+    /// Where Canopy keeps its database, control socket and logs.
+    #[arg(long, global = true, default_value = "./canopy-data")]
+    pub(crate) data_dir: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Option<Action>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Action {
+    /// Start the proxy and the console (the default), and start again either one that dies.
+    /// SIGHUP reopens the access log; SIGTERM or Ctrl-C stops both.
+    Run,
+    /// Show or change settings; every change is a new config version.
+    #[command(subcommand)]
+    Config(ConfigAction),
+    /// Apply the newest config version to the running proxy.
+    Reload,
+    /// Show whether the proxy runs, and on which config version.
+    Status,
+    /// Show the proxy's counters.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Routing rules, as in Traffic Server's parent.config: the first that matches decides.
+    #[command(subcommand)]
+    Rule(RuleAction),
+    /// Take an HTTP parent down by hand, or bring it back up.
+    #[command(subcommand)]
+    Parent(ParentAction),
+    /// Show or change the neighbour caches (ICP peers); every change is a new config version.
+    #[command(subcommand)]
+    Peer(PeerAction),
+    /// Manage the console's accounts.
+    #[command(subcommand)]
+    Admin(AdminAction),
+    /// The proxy's access log.
+    #[command(subcommand)]
+    Logs(LogsAction),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LogsAction {
+    /// Reopen the access log, after it was renamed away (as logrotate does); SIGHUP to
+    /// canopy-proxy or `canopy run` does the same.
+    Reopen,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminAction {
+    /// Set (or create the account with) USER's console password, read from stdin.
+    SetPassword { user: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RuleAction {
+    /// Every rule, numbered, as parent.config lines.
+    List,
+    /// Add a rule (at the end, or at --position).
+    Add(Box<RuleArgs>),
+    /// Remove rule number N.
+    Remove { number: usize },
+    /// Replace every rule with those of a Traffic Server parent.config file.
+    Import { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RuleArgs {
+    /// The domain and its subdomains ("." for every host).
+    #[arg(long)]
+    pub(crate) dest_domain: Option<String>,
+    #[arg(long)]
+    pub(crate) dest_host: Option<String>,
+    /// An address or CIDR network.
+    #[arg(long)]
+    pub(crate) dest_ip: Option<String>,
+    #[arg(long)]
+    pub(crate) url_regex: Option<String>,
+    #[arg(long)]
+    pub(crate) scheme: Option<String>,
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    #[arg(long)]
+    pub(crate) method: Option<String>,
+    /// Parents in the seeds' form, `host:port; host:port|weight;`.
+    #[arg(long, default_value = "")]
+    pub(crate) parents: String,
+    /// false, true (by client), strict or consistent_hash.
+    #[arg(long, default_value = "false")]
+    pub(crate) round_robin: String,
+    /// Whether the origin may be tried when every parent has failed.
+    #[arg(long, default_value = "true")]
+    pub(crate) go_direct: String,
+    /// Where the rule goes (1 = first); the end by default.
+    #[arg(long)]
+    pub(crate) position: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ParentAction {
+    /// Stop sending requests to the parent `host:port` until `canopy parent up`.
+    Down {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Up {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PeerAction {
+    /// Add a parent or sibling cache.
+    Add {
+        name: String,
+        host: String,
+        #[arg(long = "type", value_parser = parse_kind)]
+        kind: PeerKind,
+        #[arg(long, default_value_t = 3128)]
+        http_port: u16,
+        #[arg(long, default_value_t = 3130)]
+        icp_port: u16,
+        /// Do not store what is fetched through it.
+        #[arg(long)]
+        proxy_only: bool,
+        /// Never send it ICP queries.
+        #[arg(long)]
+        no_query: bool,
+        /// It answers queries sent to the multicast group.
+        #[arg(long)]
+        multicast_responder: bool,
+        /// A sibling that may fetch misses through this proxy.
+        #[arg(long)]
+        allow_miss: bool,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Every peer, one a line.
+    List,
+    Remove {
+        name: String,
+    },
+    /// Add the peers in a file of Squid `cache_peer` lines or Traffic Server `icp.config`
+    /// lines; if any line cannot be mapped, nothing is imported.
+    Import {
+        file: PathBuf,
+    },
+}
+
+pub(crate) fn parse_kind(text: &str) -> Result<PeerKind, String> {
+    text.parse()
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigAction {
+    /// Every setting with its value.
+    List,
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+    /// The whole config as TOML.
+    Export,
+    /// Lay a TOML file (as `export` writes it) over the config: settings it leaves out keep
+    /// their values, and peers and rules are replaced only when the file holds them.
+    Import {
+        file: PathBuf,
+        /// Replace the whole config: what the file leaves out takes its default.
+        #[arg(long)]
+        replace: bool,
+        /// Print what would change, and save nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

@@ -1,0 +1,131 @@
+//! The commands that manage a Canopy from the shell, one module per group, and what they share.
+
+pub(crate) mod admin;
+pub(crate) mod config;
+pub(crate) mod proxy;
+pub(crate) mod routing;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use canopy_proxy::config::{Config, ConfigErrors};
+use canopy_proxy::control::ControlError;
+use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
+
+/// A failure the user caused or can fix: printed plainly, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UserError(pub(crate) String);
+
+pub(crate) struct Paths {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) db: PathBuf,
+    pub(crate) control: PathBuf,
+}
+
+impl Paths {
+    pub(crate) fn new(data_dir: &Path) -> Paths {
+        Paths {
+            data_dir: data_dir.to_owned(),
+            db: data_dir.join("canopy.db"),
+            control: data_dir.join("canopy.sock"),
+        }
+    }
+
+    /// Opens the database, creating the data dir (mode 0700) when missing.
+    pub(crate) async fn open_db(&self) -> anyhow::Result<Db> {
+        Db::open(&self.db)
+            .await
+            .with_context(|| format!("opening {}", self.db.display()))
+    }
+}
+
+pub(crate) fn refused(errors: ConfigErrors) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| {
+            if e.value.is_empty() {
+                format!("{}: {}", e.key, e.message)
+            } else {
+                format!("{} = {:?}: {}", e.key, e.value, e.message)
+            }
+        })
+        .collect();
+    UserError(format!("{}; nothing was changed", lines.join("\n"))).into()
+}
+
+pub(crate) fn author() -> String {
+    format!(
+        "{} (canopy command)",
+        std::env::var("USER").unwrap_or_else(|_| "admin".to_owned())
+    )
+}
+
+/// Saves `config` as a new version based on `latest`, and says what changed.
+pub(crate) async fn save(
+    db: &Db,
+    latest: &ConfigVersion,
+    config: &Config,
+) -> anyhow::Result<ExitCode> {
+    if *config == latest.config {
+        println!("no change: config version {} already says so", latest.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = match db.save_change(config, &author(), Some(latest.id)).await {
+        Ok(id) => id,
+        Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
+        Err(e) => return Err(e.into()),
+    };
+    let saved = db.get(id).await?;
+    println!("config version {id} saved: {}", saved.summary);
+    println!("run `canopy reload` to apply it to a running proxy");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Under a listing: a newer version the proxy rejected, so its values are not taken for
+/// those in force.
+pub(crate) async fn print_rejected_after(db: &Db, in_force: i64) -> anyhow::Result<()> {
+    if let Some(rejected) = db.rejected_after(in_force).await? {
+        println!(
+            "# version {} was rejected: {}; showing version {in_force} in force",
+            rejected.id,
+            rejected.state_reason.as_deref().unwrap_or("no reason kept"),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn not_running(e: ControlError) -> anyhow::Error {
+    match e {
+        ControlError::NotRunning(path) => UserError(format!(
+            "the proxy is not running (nothing listens on {}); start it with `canopy run`",
+            path.display()
+        ))
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// [`not_running`], with the version the proxy last refused to start on, when there is one.
+pub(crate) async fn not_running_because(paths: &Paths, e: ControlError) -> anyhow::Error {
+    let refused = match paths.open_db().await {
+        Ok(db) => match db.in_force().await {
+            Ok(in_force) => db.rejected_after(in_force.id - 1).await.ok().flatten(),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    match refused {
+        Some(v) => UserError(format!(
+            "{}\nconfig version {} was rejected: {}",
+            not_running(e),
+            v.id,
+            v.state_reason.as_deref().unwrap_or("no reason kept")
+        ))
+        .into(),
+        None => not_running(e),
+    }
+}

@@ -1,0 +1,160 @@
+//! The commands that talk to the running proxy: `reload`, `logs reopen`, `status`, `stats`.
+
+use std::process::ExitCode;
+
+use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
+use canopy_proxy::stats::{PeerState, StatsSnapshot};
+
+use super::{not_running, not_running_because, Paths, UserError};
+
+pub(crate) async fn reload(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match control::call_typed::<ReloadReply>(&paths.control, Command::Reload).await {
+        Ok(reply) if reply.changed => {
+            println!(
+                "config version {} applied in {} ms",
+                reply.config_version, reply.elapsed_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(reply) => {
+            println!(
+                "config version {} is already in force",
+                reply.config_version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::Refused(reason)) => {
+            eprintln!("canopy: reload refused: {reason}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(not_running(e)),
+    }
+}
+
+pub(crate) async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match control::call_typed::<ReopenReply>(&paths.control, Command::Reopen).await {
+        Ok(ReopenReply {
+            access_log: Some(path),
+        }) => println!("access log {path} reopened"),
+        Ok(ReopenReply { access_log: None }) => {
+            println!("the access log is off (access_log is empty); nothing to reopen")
+        }
+        Err(ControlError::Refused(reason)) => return Err(UserError(reason).into()),
+        Err(e) => return Err(not_running(e)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let supervisor = canopy_proxy::supervision::State::read(&paths.data_dir);
+    if let Some(supervisor) = &supervisor {
+        println!("canopy run (pid {}) supervises:", supervisor.pid);
+        for process in &supervisor.processes {
+            println!("  {process}");
+        }
+    }
+    let status: StatusReply = match control::call_typed(&paths.control, Command::Status).await {
+        Ok(status) => status,
+        Err(ControlError::NotRunning(_)) if supervisor.is_some() => {
+            return Err(UserError(
+                "the proxy is not answering now; canopy run starts it again".to_owned(),
+            )
+            .into())
+        }
+        Err(e) => return Err(not_running_because(paths, e).await),
+    };
+    println!(
+        "proxy running: pid {}, up {} s",
+        status.pid, status.uptime_s
+    );
+    println!("config version in force: {}", status.config_version);
+    if let Some(rejected) = &status.rejected_version {
+        println!(
+            "config version {} was rejected: {}",
+            rejected.id, rejected.reason
+        );
+    }
+    println!("listening on {}", status.http_listen);
+    if let Some(icp) = &status.icp_listen {
+        println!("ICP on {icp}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let reply = control::call(&paths.control, Command::Stats)
+            .await
+            .map_err(not_running)?;
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s: StatsSnapshot = control::call_typed(&paths.control, Command::Stats)
+        .await
+        .map_err(not_running)?;
+    println!("requests          {}", s.requests);
+    println!("hits (fresh)      {}", s.hits_fresh);
+    println!("hits (revalidated) {}", s.hits_revalidated);
+    println!("misses            {}", s.misses);
+    println!("uncacheable       {}", s.uncacheable);
+    println!("hit ratio         {:.1} %", s.hit_ratio * 100.0);
+    println!("byte hit ratio    {:.1} %", s.byte_hit_ratio * 100.0);
+    println!("bytes from cache  {}", s.bytes_from_cache);
+    println!("bytes upstream    {}", s.bytes_from_upstream);
+    println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
+    println!("denied clients    {}", s.denied_clients);
+    println!("denied destinations {}", s.denied_destinations);
+    println!("retries           {}", s.retries);
+    let timeouts: Vec<String> = s
+        .timeouts
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    println!("timeouts          {}", timeouts.join(", "));
+    let answers: Vec<String> = s
+        .icp_answers
+        .iter()
+        .map(|(opcode, n)| format!("{opcode} {n}"))
+        .collect();
+    println!(
+        "ICP queries in    {} (answered {}; dropped {}; replies ignored {})",
+        s.icp_queries_received,
+        answers.join(", "),
+        s.icp_dropped,
+        s.icp_replies_ignored
+    );
+    for peer in &s.peers {
+        println!(
+            "peer {:<26} {} fetches {} failures {} bytes {}{}",
+            peer.name,
+            if peer.health.down { "DOWN" } else { "up" },
+            peer.fetches,
+            peer.failures,
+            peer.bytes,
+            peer.last_failure
+                .as_ref()
+                .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
+                .unwrap_or_default()
+        );
+        if let Some(state) = peer.state {
+            let replies: Vec<String> = peer
+                .icp_replies
+                .iter()
+                .map(|(opcode, n)| format!("{opcode} {n}"))
+                .collect();
+            println!(
+                "  ICP {} since {}: queries {}, replies {}, timeouts {}, late {}, avg {:.1} ms; hits served {}, false hits {}",
+                if state == PeerState::Dead { "dead" } else { "up" },
+                peer.state_since.as_deref().unwrap_or("-"),
+                peer.icp_queries,
+                replies.join(", "),
+                peer.icp_timeouts,
+                peer.icp_late_replies,
+                peer.icp_reply_ms_avg,
+                peer.hits_served,
+                peer.false_hits
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
