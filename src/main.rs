@@ -13,13 +13,13 @@ use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::config::{
+use canopy_config::config::{
     Config, ConfigErrors, Flag, ImportError, ParentRule, Peer, PeerKind, SETTINGS,
 };
-use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
-use canopy_proxy::hierarchy::{parent_config, peer_import};
-use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
-use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
+use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
+use canopy_config::import::{parent_config, peer_import};
+use canopy_config::stats::{PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::versions::{ConfigVersion, Db, VersionError};
 use supervisor::{describe_exit, Supervised};
 
 #[derive(Parser)]
@@ -630,7 +630,7 @@ async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
-    let supervisor = canopy_proxy::supervision::State::read(&paths.data_dir);
+    let supervisor = canopy_config::supervision::State::read(&paths.data_dir);
     if let Some(supervisor) = &supervisor {
         println!("canopy run (pid {}) supervises:", supervisor.pid);
         for process in &supervisor.processes {

@@ -28,9 +28,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 
-use canopy_proxy::control::{self, Command as ControlCommand, StatusReply};
-use canopy_proxy::stats::StatsSnapshot;
-use canopy_proxy::versions::Db;
+use canopy_config::control::{self, Command as ControlCommand, StatusReply};
+use canopy_config::stats::StatsSnapshot;
+use canopy_config::versions::Db;
 
 pub type OriginBody = BoxBody<Bytes, Infallible>;
 

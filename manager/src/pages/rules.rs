@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, ParentList, ParentRule, RoundRobin};
-use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::versions::ConfigVersion;
+use canopy_config::config::{Config, ParentList, ParentRule, RoundRobin};
+use canopy_config::import::parent_config;
+use canopy_config::versions::ConfigVersion;
 
 use super::routing::{self, stale};
 use super::{current_version, internal_error, Chrome, Fields, Notice};
