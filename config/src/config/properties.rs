@@ -1,6 +1,7 @@
 //! Properties of the TOML import (`canopy config import`): it never panics, and every valid
 //! config exported with `to_toml` imports as the same config.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;

@@ -71,11 +71,7 @@ fn squid_cache_peer(line: &str) -> Result<Peer, String> {
         kind,
         http_port: port(http_port, "HTTP port")?,
         icp_port: port(icp_port, "ICP port")?,
-        proxy_only: false,
-        no_query: false,
-        multicast_responder: false,
-        allow_miss: false,
-        weight: 1,
+        ..Peer::default()
     };
     for option in options {
         match option.split_once('=') {
@@ -145,11 +141,8 @@ fn traffic_server_icp(line: &str, multicast_group: std::net::Ipv4Addr) -> Result
         kind,
         http_port: port(http_port, "proxy port")?,
         icp_port: port(icp_port, "ICP port")?,
-        proxy_only: false,
-        no_query: false,
         multicast_responder,
-        allow_miss: false,
-        weight: 1,
+        ..Peer::default()
     })
 }
 
