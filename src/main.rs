@@ -13,11 +13,9 @@ use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_config::config::{
-    Config, ConfigErrors, Flag, ImportError, ParentRule, Peer, PeerKind, SETTINGS,
-};
+use canopy_config::config::{Config, ConfigErrors, Flag, ParentRule, Peer, PeerKind, SETTINGS};
 use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
-use canopy_config::import::{parent_config, peer_import};
+use canopy_config::import::{parent_config, peer_import, ConfigFileError};
 use canopy_config::stats::{PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::{ConfigVersion, Db, VersionError};
 use supervisor::{describe_exit, Supervised};
@@ -338,10 +336,10 @@ async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode>
                 config.merged_toml(&text)
             };
             config = imported.map_err(|e| match e {
-                ImportError::Unreadable(fault) => {
+                ConfigFileError::Unreadable(fault) => {
                     UserError(format!("{}: {fault}; nothing was changed", file.display())).into()
                 }
-                ImportError::Invalid(errors) => refused(errors),
+                ConfigFileError::Invalid(errors) => refused(errors),
             })?;
             if dry_run {
                 let changes = config.diff(&latest.config);
@@ -454,7 +452,11 @@ async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<ExitCode> {
                 UserError(format!(
                     "{} cannot be imported:\n{}\nnothing was changed",
                     file.display(),
-                    problems.join("\n")
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 ))
             })?;
         }
@@ -569,7 +571,7 @@ async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
             let peers = peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
                 let report: Vec<String> = lines
                     .iter()
-                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.reason))
+                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.message))
                     .collect();
                 UserError(format!("{}\nnothing was imported", report.join("\n")))
             })?;

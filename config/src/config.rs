@@ -5,7 +5,6 @@ mod errors;
 mod peers;
 mod routing;
 mod settings;
-mod toml_file;
 mod validation;
 mod values;
 
@@ -13,7 +12,6 @@ pub use errors::*;
 pub use peers::*;
 pub use routing::*;
 pub use settings::*;
-pub use toml_file::*;
 pub use values::*;
 
 #[cfg(test)]

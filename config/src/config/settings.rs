@@ -34,7 +34,7 @@ macro_rules! settings {
         /// A config file's settings, each there or not: what an import lays over a config.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        pub(super) struct ConfigFile {
+        pub(crate) struct ConfigFile {
             $( $key: Option<$ty>, )*
             peers: Option<Vec<Peer>>,
             parent_rules: Option<Vec<ParentRule>>,
@@ -42,7 +42,7 @@ macro_rules! settings {
 
         impl ConfigFile {
             /// `config` with each setting this file holds set to the file's value.
-            pub(super) fn laid_over(self, mut config: Config) -> Config {
+            pub(crate) fn laid_over(self, mut config: Config) -> Config {
                 $( if let Some(value) = self.$key { config.$key = value; } )*
                 if let Some(peers) = self.peers { config.peers = peers; }
                 if let Some(rules) = self.parent_rules { config.parent_rules = rules; }

@@ -428,7 +428,7 @@ pub async fn import(
     let text = form.get("rules").unwrap_or_default().to_owned();
     let mut config = latest.config.clone();
     let problems = match parent_config::parse(&text) {
-        Err(problems) => problems,
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
         Ok(rules) => {
             config.parent_rules = rules;
             let lines = rule_lines(&text);

@@ -12,7 +12,7 @@ fn toml_round_trips_with_peers() {
     config.set("parents", "a:1; b:2;").unwrap();
     let text = config.to_toml();
     assert_eq!(Config::from_toml(&text).unwrap(), config);
-    let Err(ImportError::Invalid(bad)) = Config::from_toml("http_port = 0") else {
+    let Err(ConfigFileError::Invalid(bad)) = Config::from_toml("http_port = 0") else {
         panic!("http_port = 0 must be refused by validation");
     };
     assert_eq!(bad.0[0].key, "http_port");
@@ -53,10 +53,10 @@ fn a_merged_file_changes_only_what_it_holds() {
 fn a_bad_file_names_line_column_and_key() {
     let config = Config::default();
     let text = "icp_port = 3131\nhttp_port = \"abc\"\n";
-    let Err(ImportError::Unreadable(fault)) = config.merged_toml(text) else {
+    let Err(ConfigFileError::Unreadable(fault)) = config.merged_toml(text) else {
         panic!("a string for http_port must be refused");
     };
-    assert_eq!((fault.line, fault.column), (2, 13));
+    assert_eq!((fault.line, fault.column), (2, Some(13)));
     assert_eq!(fault.key.as_deref(), Some("http_port"));
     assert!(fault.message.contains("expected u16"), "{fault}");
     assert!(
@@ -67,7 +67,7 @@ fn a_bad_file_names_line_column_and_key() {
     );
 
     let peer = "[[peers]]\nname = \"p\"\nhost = \"h\"\ntype = \"aunt\"\n";
-    let Err(ImportError::Unreadable(fault)) = config.merged_toml(peer) else {
+    let Err(ConfigFileError::Unreadable(fault)) = config.merged_toml(peer) else {
         panic!("an unknown peer type must be refused");
     };
     assert_eq!(
@@ -75,12 +75,12 @@ fn a_bad_file_names_line_column_and_key() {
         (4, Some("peers[0].type"))
     );
 
-    let Err(ImportError::Unreadable(fault)) = config.merged_toml("http_port = \n") else {
+    let Err(ConfigFileError::Unreadable(fault)) = config.merged_toml("http_port = \n") else {
         panic!("a key without a value is not TOML");
     };
     assert_eq!((fault.line, fault.key), (1, None));
 
-    let Err(ImportError::Unreadable(fault)) = config.merged_toml("\ncolour = 1\n") else {
+    let Err(ConfigFileError::Unreadable(fault)) = config.merged_toml("\ncolour = 1\n") else {
         panic!("an unknown key must be refused");
     };
     assert_eq!(fault.line, 2);

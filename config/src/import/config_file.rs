@@ -1,42 +1,19 @@
 //! A config written as TOML (`config export`) and read back (`config import`), with the
 //! line, column and key of what cannot be read.
 
-use std::fmt;
+use super::ImportError;
+use crate::config::{Config, ConfigErrors, ConfigFile};
 
-use super::errors::ConfigErrors;
-use super::settings::{Config, ConfigFile};
-
-/// Where a TOML file cannot be read as a config: its line and column (from 1), the key there
-/// when the fault is in a value, and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct TomlFault {
-    pub line: usize,
-    pub column: usize,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl TomlFault {
-    fn new(text: &str, error: &toml::de::Error, key: Option<String>) -> TomlFault {
-        let (line, column) = error
-            .span()
-            .map_or((1, 1), |span| line_and_column(text, span.start));
-        TomlFault {
-            line,
-            column,
-            key,
-            message: error.message().to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for TomlFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}", self.line, self.column)?;
-        if let Some(key) = &self.key {
-            write!(f, ", {key}")?;
-        }
-        write!(f, ": {}", self.message)
+/// Where a TOML file cannot be read as a config.
+fn fault(text: &str, error: &toml::de::Error, key: Option<String>) -> ImportError {
+    let (line, column) = error
+        .span()
+        .map_or((1, 1), |span| line_and_column(text, span.start));
+    ImportError {
+        line,
+        column: Some(column),
+        key,
+        message: error.message().to_owned(),
     }
 }
 
@@ -57,10 +34,10 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Why a TOML file cannot be imported as a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImportError {
+pub enum ConfigFileError {
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error(transparent)]
-    Unreadable(#[from] TomlFault),
+    Unreadable(#[from] ImportError),
     /// The file reads, but the config it makes breaks a rule.
     #[error(transparent)]
     Invalid(#[from] ConfigErrors),
@@ -69,14 +46,14 @@ pub enum ImportError {
 impl Config {
     /// Reads a whole config from TOML (as `config export` writes it), then validates it; what
     /// the file leaves out takes its default.
-    pub fn from_toml(text: &str) -> Result<Config, ImportError> {
+    pub fn from_toml(text: &str) -> Result<Config, ConfigFileError> {
         Config::default().merged_toml(text)
     }
 
     /// This config with the settings of a TOML file laid over it, then validated: settings
     /// the file leaves out keep their values, and `peers` and `parent_rules` are replaced only
     /// when the file holds them.
-    pub fn merged_toml(&self, text: &str) -> Result<Config, ImportError> {
+    pub fn merged_toml(&self, text: &str) -> Result<Config, ConfigFileError> {
         let config = read_config_file(text)?.laid_over(self.clone());
         config.validate()?;
         Ok(config)
@@ -87,12 +64,12 @@ impl Config {
     }
 }
 
-fn read_config_file(text: &str) -> Result<ConfigFile, TomlFault> {
-    let document = toml::Deserializer::parse(text).map_err(|e| TomlFault::new(text, &e, None))?;
+fn read_config_file(text: &str) -> Result<ConfigFile, ImportError> {
+    let document = toml::Deserializer::parse(text).map_err(|e| fault(text, &e, None))?;
     serde_path_to_error::deserialize(document).map_err(|e| {
         // The path is "." when the fault is in the document itself, such as an unknown key.
         let key = Some(e.path().to_string()).filter(|path| path != ".");
-        TomlFault::new(text, e.inner(), key)
+        fault(text, e.inner(), key)
     })
 }
 
