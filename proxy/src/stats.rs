@@ -1,4 +1,4 @@
-//! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
+//! Counters of the proxy, in total and per peer, read into the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
