@@ -13,6 +13,3 @@ pub use peers::*;
 pub use routing::*;
 pub use settings::*;
 pub use values::*;
-
-#[cfg(test)]
-mod properties;

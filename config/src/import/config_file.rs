@@ -74,4 +74,7 @@ fn read_config_file(text: &str) -> Result<ConfigFile, ImportError> {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests;
