@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use canopy_proxy::config::PeerKind;
+use canopy_config::config::PeerKind;
 
 #[derive(Parser)]
 #[command(

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::process::{Child, Command as Process};
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::control::{self, Command, StatusReply};
+use canopy_config::control::{self, Command, StatusReply};
 
 use crate::commands::Paths;
 use crate::supervisor::{self, describe_exit, Supervised};

@@ -1,13 +1,13 @@
 //! `canopy run`'s supervision of its two processes: one that dies is started again after a
 //! back-off while the other goes on, and what happened is kept in `supervisor.json` in the
-//! data dir (`canopy_proxy::supervision`) for `canopy status` and the console.
+//! data dir (`canopy_config::supervision`) for `canopy status` and the console.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use canopy_proxy::supervision::{state_path, ProcessState, State};
+use canopy_config::supervision::{state_path, ProcessState, State};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 
-use canopy_proxy::versions::{Db, VersionState};
+use canopy_config::versions::{Db, VersionState};
 use common::*;
 
 fn fresh_object(body: &'static str) -> Response<OriginBody> {

@@ -19,8 +19,8 @@ use hyper::{Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
+use canopy_config::versions::{Db, VersionState};
 use canopy_manager::accounts;
-use canopy_proxy::versions::{Db, VersionState};
 use common::{free_port, full, wait_for, Canopy, Origin, OriginBody};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -463,9 +463,9 @@ async fn with_the_proxy_stopped_the_change_is_saved_and_canopy_run_starts_with_i
     wait_for("canopy run to start the proxy on version 3", PAGE, || {
         let control = control.clone();
         async move {
-            canopy_proxy::control::call_typed::<canopy_proxy::control::StatusReply>(
+            canopy_config::control::call_typed::<canopy_config::control::StatusReply>(
                 &control,
-                canopy_proxy::control::Command::Status,
+                canopy_config::control::Command::Status,
             )
             .await
             .is_ok_and(|s| s.config_version == 3)

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use canopy_config::versions::Db;
 use canopy_manager::accounts;
-use canopy_proxy::versions::Db;
 use common::{free_port, wait_for};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -361,7 +361,7 @@ async fn an_installation_with_readable_files_is_tightened_at_start() {
     let installation = Installation::configure(parent.path().join("data"));
     // An older Canopy left everything readable by all, with the WAL and shared memory in
     // use (held open here, as a running process would).
-    let db = canopy_proxy::versions::Db::open(&installation.file("canopy.db"))
+    let db = canopy_config::versions::Db::open(&installation.file("canopy.db"))
         .await
         .expect("db");
     db.latest().await.expect("read");

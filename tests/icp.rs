@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use canopy_proxy::stats::PeerState;
+use canopy_config::stats::PeerState;
 use hyper::{Response, StatusCode};
 
 use common::squid::{squid_binary, Squid, SQUID_IP};
@@ -99,7 +99,7 @@ async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
     .await;
 }
 
-async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_proxy::stats::PeerSnapshot {
+async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_config::stats::PeerSnapshot {
     canopy
         .stats()
         .await

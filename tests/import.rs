@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use canopy_proxy::versions::Db;
+use canopy_config::versions::Db;
 use common::*;
 
 /// A data dir whose config has two peers, two rules and a few settings away from defaults.

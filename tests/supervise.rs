@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy_proxy::control::{self, Command as ControlCommand, StatusReply};
-use canopy_proxy::versions::Db;
+use canopy_config::control::{self, Command as ControlCommand, StatusReply};
+use canopy_config::versions::Db;
 use common::{canopy_cli, free_port, full, request_via, stderr, stdout, wait_for, Canopy, Origin};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -5,7 +5,7 @@ mod common;
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
-use canopy_proxy::versions::{Db, VersionState};
+use canopy_config::versions::{Db, VersionState};
 use common::*;
 
 async fn db_of(proxy: &Canopy) -> Db {

@@ -2,7 +2,7 @@
 //! accepts, exported again, imports as the same config.
 #![no_main]
 
-use canopy_proxy::config::Config;
+use canopy_config::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -15,10 +15,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use canopy_proxy::config::Config;
+use canopy_config::config::Config;
+use canopy_config::versions::Db;
 use canopy_proxy::control::ControlHandler;
 use canopy_proxy::server::Proxy;
-use canopy_proxy::versions::Db;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;

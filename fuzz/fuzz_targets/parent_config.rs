@@ -2,7 +2,7 @@
 //! accepts, written back as a line, reads back as the same rule.
 #![no_main]
 
-use canopy_proxy::hierarchy::parent_config;
+use canopy_config::import::parent_config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -2,7 +2,7 @@
 //! and every peer it accepts has usable ports and weight.
 #![no_main]
 
-use canopy_proxy::hierarchy::peer_import;
+use canopy_config::import::peer_import;
 use libfuzzer_sys::fuzz_target;
 
 const GROUP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 255, 31, 30);

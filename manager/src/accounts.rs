@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use canopy_proxy::versions::{now_rfc3339, Db};
+use canopy_config::versions::{now_rfc3339, Db};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 

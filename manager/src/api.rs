@@ -35,7 +35,7 @@ pub async fn status(State(state): State<AppState>, _: ApiSession) -> Response {
     Json(body).into_response()
 }
 
-async fn proxy_status(state: &AppState) -> Result<canopy_proxy::control::StatusReply, String> {
+async fn proxy_status(state: &AppState) -> Result<canopy_config::control::StatusReply, String> {
     crate::proxy::status(&state.control)
         .await
         .map_err(|e| e.to_string())

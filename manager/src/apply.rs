@@ -1,9 +1,9 @@
 //! Make These Changes: save the form's config as a new version, ask the proxy to reload,
 //! and say plainly which of the four things happened.
 
-use canopy_proxy::config::{Config, ConfigErrors};
-use canopy_proxy::control::ControlError;
-use canopy_proxy::versions::{Db, VersionError};
+use canopy_config::config::{Config, ConfigErrors};
+use canopy_config::control::ControlError;
+use canopy_config::versions::{Db, VersionError};
 use serde::Serialize;
 
 use crate::proxy;

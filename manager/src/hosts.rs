@@ -19,8 +19,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use canopy_proxy::config::HostList;
-use canopy_proxy::versions::Db;
+use canopy_config::config::HostList;
+use canopy_config::versions::Db;
 
 use crate::AppState;
 

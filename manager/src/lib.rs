@@ -39,7 +39,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use canopy_proxy::versions::Db;
+use canopy_config::versions::Db;
 
 /// What every handler needs.
 #[derive(Clone, Debug)]

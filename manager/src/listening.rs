@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use canopy_proxy::versions::Db;
+use canopy_config::versions::Db;
 
 /// How often the version in force is read for a new `manager_listen`.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

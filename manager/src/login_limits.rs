@@ -23,7 +23,7 @@ use anyhow::Context;
 use axum::http::{HeaderValue, StatusCode};
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
-use canopy_proxy::versions::Db;
+use canopy_config::versions::Db;
 use tokio::sync::Semaphore;
 
 use crate::accounts::{self, CheckMemory};

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use canopy_proxy::versions::Db;
+use canopy_config::versions::Db;
 
 #[derive(Parser)]
 #[command(version, about = "Canopy's web console")]
@@ -29,7 +29,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    canopy_proxy::init_logging();
+    canopy_config::init_logging();
     let args = Args::parse();
     let mut terminate = signal(SignalKind::terminate())?;
     // Taken over first: SIGHUP's default would end the console; logrotate and `pkill -HUP canopy` send it.

@@ -19,8 +19,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use canopy_proxy::control::StatusReply;
-use canopy_proxy::stats::{PeerState, StatsSnapshot};
+use canopy_config::control::StatusReply;
+use canopy_config::stats::{PeerState, StatsSnapshot};
 
 use crate::auth::{cookie, ClientAddress, SESSION_COOKIE};
 use crate::login_limits::{Checked, Refusal};
@@ -328,7 +328,7 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
 }
 
 fn peers(out: &mut Out, s: &StatsSnapshot) {
-    type Field = fn(&canopy_proxy::stats::PeerSnapshot) -> f64;
+    type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
     let counters: [(&str, &str, Field); 8] = [
         (
             "canopy_peer_fetches_total",
@@ -439,7 +439,7 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_proxy::stats::PeerSnapshot;
+    use canopy_config::stats::PeerSnapshot;
 
     #[test]
     fn peers_are_labelled_and_labels_escaped() {

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use canopy_proxy::control::{call_typed, Command, ControlError, ReloadReply, StatusReply};
-use canopy_proxy::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_config::control::{call_typed, Command, ControlError, ReloadReply, StatusReply};
+use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
 use serde::de::DeserializeOwned;
 
 /// Status and stats answer at once; a page waits this long at most.

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use canopy_proxy::control::ControlError;
-use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
-use canopy_proxy::versions::Db;
+use canopy_config::control::ControlError;
+use canopy_config::stats::{PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::versions::Db;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -338,7 +338,7 @@ pub fn means(samples: &[Sample], index: usize, window: Window) -> Vec<Option<f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_proxy::stats::Failure;
+    use canopy_config::stats::Failure;
 
     fn snapshot(requests: u64, hits: u64, peer_fetches: u64) -> StatsSnapshot {
         StatsSnapshot {

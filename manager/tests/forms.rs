@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
+use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
+use canopy_config::stats::{HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::versions::Db;
 use canopy_manager::{accounts, router, AppState};
-use canopy_proxy::control::{self, ControlHandler, ReloadReply, ReopenReply, StatusReply};
-use canopy_proxy::hierarchy::health::HealthSnapshot;
-use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
-use canopy_proxy::versions::Db;
+use canopy_proxy::control::{self, ControlHandler};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -1201,7 +1201,7 @@ async fn a_rule_form_from_an_old_version_is_refused_and_shows_the_current_rules(
     let console = console(true).await;
     let mut other = console.db.latest().await.unwrap().config;
     other.parent_rules =
-        canopy_proxy::hierarchy::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
+        canopy_config::import::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
             .unwrap();
     console
         .db
@@ -1333,16 +1333,16 @@ async fn a_rule_change_says_when_the_proxy_is_down_or_refuses_it() {
 #[tokio::test]
 async fn the_dashboard_shows_what_canopy_run_restarted() {
     let console = console(false).await;
-    let state = canopy_proxy::supervision::State {
+    let state = canopy_config::supervision::State {
         pid: std::process::id(),
         processes: vec![
-            canopy_proxy::supervision::ProcessState {
+            canopy_config::supervision::ProcessState {
                 name: "canopy-proxy".into(),
                 pid: None,
                 restarts: 2,
                 last_exit: Some("was killed by signal 9".into()),
             },
-            canopy_proxy::supervision::ProcessState {
+            canopy_config::supervision::ProcessState {
                 name: "canopy-manager".into(),
                 pid: Some(4243),
                 restarts: 0,

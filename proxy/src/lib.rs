@@ -6,33 +6,20 @@
 //!   upstream clients.
 //! - [`icp`]: ICP with neighbour caches: the codec, the responder and the querier.
 //! - [`server`]: the runtime state built from a config version, and `reload`.
-//! - [`config`]: every setting, its default and its validation (shared with the manager).
-//! - [`versions`]: config versions in SQLite, the single source of truth.
-//! - [`control`]: the control socket's protocol, server and client.
+//! - [`control`]: the control socket's server.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
-//! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
-//! - [`supervision`]: what `canopy run` says about the processes it supervises.
+//!
+//! The config model, its versions, the control protocol and the stats snapshots are in
+//! `canopy-config`, shared with the manager and the CLI.
 
 pub mod access_log;
 pub mod cache;
-pub mod config;
 pub mod control;
-pub mod files;
 pub mod hierarchy;
 pub mod http;
 pub mod icp;
 pub mod server;
 pub mod stats;
-pub mod supervision;
-pub mod versions;
 
-/// Operational logs to stderr, filtered by `RUST_LOG` (default `info`); both processes use it.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
+pub use canopy_config::{config, files, init_logging, supervision, versions};

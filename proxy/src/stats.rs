@@ -1,13 +1,13 @@
-//! Counters of the proxy, in total and per peer, and the snapshot `stats` returns.
+//! Counters of the proxy, in total and per peer, read into the snapshot `stats` returns.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+pub use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 
-use crate::hierarchy::health::{Health, HealthSnapshot};
+use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
 use crate::versions::now_rfc3339;
@@ -196,12 +196,6 @@ impl IcpHealth {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub at: String,
-    pub reason: String,
-}
-
 impl PeerStats {
     pub fn record_failure(&self, reason: impl Into<String>) {
         self.failures.fetch_add(1, Relaxed);
@@ -369,102 +363,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 / whole as f64
     }
-}
-
-/// What `stats` returns over the control socket.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub hits_fresh: u64,
-    pub hits_revalidated: u64,
-    pub misses: u64,
-    pub uncacheable: u64,
-    pub bytes_from_cache: u64,
-    pub bytes_from_upstream: u64,
-    pub hit_ratio: f64,
-    pub byte_hit_ratio: f64,
-    pub objects: u64,
-    pub bytes_held: u64,
-    pub denied_clients: u64,
-    /// Requests refused for where they were going (see [`Stats::denied_destinations`]).
-    #[serde(default)]
-    pub denied_destinations: u64,
-    pub tunnels: u64,
-    pub errors: u64,
-    pub retries: u64,
-    pub reloads_applied: u64,
-    pub reloads_rejected: u64,
-    /// Timeouts that fired, by kind: `client_idle`, `client_request`, `client_lifetime`,
-    /// `upstream_connect`, `upstream_read`, `tunnel_idle`.
-    #[serde(default)]
-    pub timeouts: BTreeMap<String, u64>,
-    pub peers: Vec<PeerSnapshot>,
-    /// ICP queries this proxy received from peers and children.
-    #[serde(default)]
-    pub icp_queries_received: u64,
-    /// Answers this proxy gave, by opcode name as in RFC 2186 without the `ICP_OP_` prefix
-    /// (`HIT`, `MISS`, `MISS_NOFETCH`, `DENIED`, `ERR`).
-    #[serde(default)]
-    pub icp_answers: BTreeMap<String, u64>,
-    /// Datagrams dropped unanswered: too short, a length that disagrees, another version,
-    /// an unknown opcode.
-    #[serde(default)]
-    pub icp_dropped: u64,
-    /// Replies from no peer, or from a peer's address but another port.
-    #[serde(default)]
-    pub icp_replies_ignored: u64,
-}
-
-/// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerState {
-    Up,
-    Dead,
-}
-
-/// One peer's counters. The ICP fields stay at their defaults for a peer never queried
-/// (and for an HTTP parent), so older proxies and the manager agree on the format.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerSnapshot {
-    pub name: String,
-    /// HTTP requests sent through this peer.
-    pub fetches: u64,
-    /// TCP connect and fetch failures.
-    pub failures: u64,
-    pub bytes: u64,
-    pub last_failure: Option<Failure>,
-    #[serde(flatten)]
-    pub health: HealthSnapshot,
-    /// None when the proxy does not track this peer's liveness (no ICP).
-    #[serde(default)]
-    pub state: Option<PeerState>,
-    #[serde(default)]
-    pub state_since: Option<String>,
-    #[serde(default)]
-    pub icp_queries: u64,
-    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`].
-    #[serde(default)]
-    pub icp_replies: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub icp_timeouts: u64,
-    /// Replies that came after the wait was over, or with an unknown request number.
-    #[serde(default)]
-    pub icp_late_replies: u64,
-    #[serde(default)]
-    pub icp_reply_ms_avg: f64,
-    #[serde(default)]
-    pub icp_reply_ms_recent: f64,
-    #[serde(default)]
-    pub last_query_at: Option<String>,
-    #[serde(default)]
-    pub last_reply_at: Option<String>,
-    /// Cache hits this peer served us.
-    #[serde(default)]
-    pub hits_served: u64,
-    /// ICP HITs that turned out to be misses.
-    #[serde(default)]
-    pub false_hits: u64,
 }
 
 fn rfc3339(at: SystemTime) -> String {

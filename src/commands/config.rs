@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use canopy_proxy::config::{Config, ImportError, SETTINGS};
+use canopy_config::config::{Config, SETTINGS};
+use canopy_config::import::ConfigFileError;
 
 use super::{print_rejected_after, refused, save, Paths, UserError};
 use crate::cli::ConfigAction;
@@ -49,10 +50,10 @@ pub(crate) async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Resul
                 config.merged_toml(&text)
             };
             config = imported.map_err(|e| match e {
-                ImportError::Unreadable(fault) => {
+                ConfigFileError::Unreadable(fault) => {
                     UserError(format!("{}: {fault}; nothing was changed", file.display())).into()
                 }
-                ImportError::Invalid(errors) => refused(errors),
+                ConfigFileError::Invalid(errors) => refused(errors),
             })?;
             if dry_run {
                 let changes = config.diff(&latest.config);

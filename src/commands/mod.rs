@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use canopy_proxy::config::{Config, ConfigErrors};
-use canopy_proxy::control::ControlError;
-use canopy_proxy::versions::{ConfigVersion, Db, VersionError};
+use canopy_config::config::{Config, ConfigErrors};
+use canopy_config::control::ControlError;
+use canopy_config::versions::{ConfigVersion, Db, VersionError};
 
 /// A failure the user caused or can fix: printed plainly, exit code 2.
 #[derive(Debug, thiserror::Error)]

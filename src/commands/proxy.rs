@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use canopy_proxy::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
-use canopy_proxy::stats::{PeerState, StatsSnapshot};
+use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
+use canopy_config::stats::{PeerState, StatsSnapshot};
 
 use super::{not_running, not_running_because, Paths, UserError};
 
@@ -46,7 +46,7 @@ pub(crate) async fn reopen_logs(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
-    let supervisor = canopy_proxy::supervision::State::read(&paths.data_dir);
+    let supervisor = canopy_config::supervision::State::read(&paths.data_dir);
     if let Some(supervisor) = &supervisor {
         println!("canopy run (pid {}) supervises:", supervisor.pid);
         for process in &supervisor.processes {

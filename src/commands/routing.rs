@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use canopy_proxy::config::{Flag, ParentRule, Peer};
-use canopy_proxy::control::{self, Command, ControlError};
-use canopy_proxy::hierarchy::{parent_config, peer_import};
-use canopy_proxy::stats::PeerSnapshot;
+use canopy_config::config::{Flag, ParentRule, Peer};
+use canopy_config::control::{self, Command, ControlError};
+use canopy_config::import::{parent_config, peer_import};
+use canopy_config::stats::PeerSnapshot;
 
 use super::{not_running, print_rejected_after, refused, save, Paths, UserError};
 use crate::cli::{ParentAction, PeerAction, RuleAction};
@@ -75,7 +75,11 @@ pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<Ex
                 UserError(format!(
                     "{} cannot be imported:\n{}\nnothing was changed",
                     file.display(),
-                    problems.join("\n")
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 ))
             })?;
         }
@@ -190,7 +194,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             let peers = peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
                 let report: Vec<String> = lines
                     .iter()
-                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.reason))
+                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.message))
                     .collect();
                 UserError(format!("{}\nnothing was imported", report.join("\n")))
             })?;

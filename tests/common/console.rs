@@ -12,8 +12,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
+use canopy_config::versions::Db;
 use canopy_manager::accounts;
-use canopy_proxy::versions::Db;
 
 use super::{binary, free_port, wait_for, Fetched};
 

@@ -28,9 +28,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 
-use canopy_proxy::control::{self, Command as ControlCommand, StatusReply};
-use canopy_proxy::stats::StatsSnapshot;
-use canopy_proxy::versions::Db;
+use canopy_config::control::{self, Command as ControlCommand, StatusReply};
+use canopy_config::stats::StatsSnapshot;
+use canopy_config::versions::Db;
 
 pub type OriginBody = BoxBody<Bytes, Infallible>;
 
@@ -253,6 +253,22 @@ impl Canopy {
     }
 
     async fn start_limited(settings: &[(&str, &str)], open_files: Option<u64>) -> Canopy {
+        // A port free_port() found free can be taken before the proxy binds it (by another
+        // test's listener, on any 127.0.0.0/8 address when `bind_address` is empty): then
+        // the start is tried again on a fresh data dir and another port.
+        let ours = !settings.iter().any(|(key, _)| *key == "http_port");
+        for _ in 0..5 {
+            let mut canopy = Canopy::prepare(settings, open_files).await;
+            match canopy.wait_until_up().await {
+                Ok(()) => return canopy,
+                Err(log) if ours && log.contains("Address already in use") => continue,
+                Err(log) => panic!("canopy-proxy did not come up: {log}"),
+            }
+        }
+        panic!("canopy-proxy found its port taken five times");
+    }
+
+    async fn prepare(settings: &[(&str, &str)], open_files: Option<u64>) -> Canopy {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port().to_string();
         let mut all: HashMap<&str, &str> = HashMap::from([
@@ -268,25 +284,24 @@ impl Canopy {
             .expect("valid test settings");
         db.save_change(&config, "test", None).await.expect("saved");
         drop(db);
-        let mut canopy = Canopy {
+        Canopy {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: spawn_proxy(dir.path(), open_files),
             open_files,
             dir,
-        };
-        canopy.wait_until_up().await;
-        canopy
+        }
     }
 
-    async fn wait_until_up(&mut self) {
+    /// Waits until the control socket answers; the proxy's log when it exits first.
+    async fn wait_until_up(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("canopy-proxy exited while starting: {status}");
+                return Err(format!("exited ({status}): {}", self.log()));
             }
             if let Ok(status) = self.status().await {
                 self.addr = status.http_listen.parse().expect("listen address");
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "canopy-proxy did not come up");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -349,7 +364,9 @@ impl Canopy {
     /// Starts the proxy again on the same data dir (after [`Canopy::kill`]).
     pub async fn restart(&mut self) {
         self.child = spawn_proxy(self.dir.path(), self.open_files);
-        self.wait_until_up().await;
+        if let Err(log) = self.wait_until_up().await {
+            panic!("canopy-proxy did not come up again: {log}");
+        }
     }
 
     /// Starts the proxy again on the same data dir without waiting for it, for a start

@@ -16,8 +16,8 @@ use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use canopy_config::versions::Db;
 use canopy_proxy::icp::codec::{IcpMessage, IcpOpcode};
-use canopy_proxy::versions::Db;
 
 #[derive(Parser)]
 struct Args {

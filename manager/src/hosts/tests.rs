@@ -173,7 +173,7 @@ async fn the_router_answers_421_to_a_rebound_name_until_it_is_listed() {
         .db
         .mark(
             rejected,
-            canopy_proxy::versions::VersionState::Rejected,
+            canopy_config::versions::VersionState::Rejected,
             Some("test"),
         )
         .await

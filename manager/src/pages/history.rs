@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, ParentRule};
-use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::versions::{ConfigVersion, VersionError};
+use canopy_config::config::{Config, ParentRule};
+use canopy_config::import::parent_config;
+use canopy_config::versions::{ConfigVersion, VersionError};
 
 use super::routing::stale_message;
 use super::{internal_error, when, Chrome, Notice};
@@ -313,7 +313,7 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::{changes_of, rule_changes};
-    use canopy_proxy::hierarchy::parent_config::parse;
+    use canopy_config::import::parent_config::parse;
 
     #[test]
     fn rule_changes_say_which_rule_and_how() {

@@ -14,7 +14,7 @@ use std::fmt::Display;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use canopy_proxy::versions::ConfigVersion;
+use canopy_config::versions::ConfigVersion;
 
 use crate::accounts::Session;
 use crate::apply::Outcome;

@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::Config;
-use canopy_proxy::control::{ControlError, StatusReply};
-use canopy_proxy::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::config::Config;
+use canopy_config::control::{ControlError, StatusReply};
+use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use serde::Serialize;
 
 use super::{bytes, duration, internal_error, percent, when, Chrome, Notice};
@@ -187,7 +187,7 @@ impl PeerRow {
 /// Every configured peer and HTTP parent, then any other the proxy still counts.
 pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow> {
     let find = |name: &str| stats.and_then(|s| s.peers.iter().find(|p| p.name == name));
-    let icp_on = config.icp_mode == canopy_proxy::config::IcpMode::SendReceive;
+    let icp_on = config.icp_mode == canopy_config::config::IcpMode::SendReceive;
     let mut rows: Vec<PeerRow> = config
         .peers
         .iter()
@@ -288,7 +288,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
     let processes = state
         .control
         .parent()
-        .and_then(canopy_proxy::supervision::State::read)
+        .and_then(canopy_config::supervision::State::read)
         .map(|s| s.processes.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     let mut page = DashboardPage {
@@ -348,7 +348,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
             .rejected_version
             .as_ref()
             .map(|r| (r.id, r.reason.clone()));
-    } else if newest.state == canopy_proxy::versions::VersionState::Rejected {
+    } else if newest.state == canopy_config::versions::VersionState::Rejected {
         page.rejected = Some((newest.id, newest.state_reason.clone().unwrap_or_default()));
     }
     page.into_response()

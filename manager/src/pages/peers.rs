@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, Peer, PeerKind};
-use canopy_proxy::versions::ConfigVersion;
+use canopy_config::config::{Config, Peer, PeerKind};
+use canopy_config::versions::ConfigVersion;
 
 use super::routing::stale_message;
 use super::{current_version, internal_error, Chrome, Fields, Notice};

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
-use canopy_proxy::versions::ConfigVersion;
+use canopy_config::config::{Config, ConfigErrors, ParentRule};
+use canopy_config::versions::ConfigVersion;
 
 use super::{current_version, internal_error, rejected_notice, Chrome, Fields, Notice};
 use crate::accounts::Session;
@@ -205,7 +205,7 @@ pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
-    use canopy_proxy::versions::{Db, VersionState};
+    use canopy_config::versions::{Db, VersionState};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_proxy::config::{Config, ParentList, ParentRule, RoundRobin};
-use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::versions::ConfigVersion;
+use canopy_config::config::{Config, ParentList, ParentRule, RoundRobin};
+use canopy_config::import::parent_config;
+use canopy_config::versions::ConfigVersion;
 
 use super::routing::{self, stale};
 use super::{current_version, internal_error, Chrome, Fields, Notice};
@@ -428,7 +428,7 @@ pub async fn import(
     let text = form.get("rules").unwrap_or_default().to_owned();
     let mut config = latest.config.clone();
     let problems = match parent_config::parse(&text) {
-        Err(problems) => problems,
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
         Ok(rules) => {
             config.parent_rules = rules;
             let lines = rule_lines(&text);

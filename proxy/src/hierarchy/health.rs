@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use canopy_config::stats::HealthSnapshot;
 
 use crate::versions::now_rfc3339;
 
@@ -29,15 +29,6 @@ struct Down {
     at: String,
     reason: String,
     by_hand: bool,
-}
-
-/// How a parent stands, as `stats` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthSnapshot {
-    pub down: bool,
-    pub down_since: Option<String>,
-    pub down_reason: Option<String>,
-    pub down_by_hand: bool,
 }
 
 impl Health {

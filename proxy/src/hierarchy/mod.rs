@@ -5,13 +5,13 @@
 //! `never_direct` forbids it.
 
 pub mod health;
-pub mod parent_config;
-pub mod peer_import;
 pub mod peers;
 pub mod reach;
 pub mod rules;
 pub mod selection;
 pub mod upstream;
+
+pub use canopy_config::import::{parent_config, peer_import};
 
 use std::error::Error as _;
 use std::net::IpAddr;

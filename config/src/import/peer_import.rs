@@ -2,17 +2,14 @@
 //! Server `icp.config` lines. Every line that cannot be mapped is reported; a file with
 //! any such line imports nothing.
 
+use super::ImportError;
 use crate::config::{Peer, PeerKind};
 
-/// A line that could not be mapped, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unmapped {
-    pub line: usize,
-    pub reason: String,
-}
-
 /// The peers in `text`, or every line that cannot be mapped.
-pub fn parse(text: &str, multicast_group: std::net::Ipv4Addr) -> Result<Vec<Peer>, Vec<Unmapped>> {
+pub fn parse(
+    text: &str,
+    multicast_group: std::net::Ipv4Addr,
+) -> Result<Vec<Peer>, Vec<ImportError>> {
     let mut peers = Vec::new();
     let mut unmapped = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -29,10 +26,7 @@ pub fn parse(text: &str, multicast_group: std::net::Ipv4Addr) -> Result<Vec<Peer
         };
         match parsed {
             Ok(peer) => peers.push(peer),
-            Err(reason) => unmapped.push(Unmapped {
-                line: index + 1,
-                reason,
-            }),
+            Err(reason) => unmapped.push(ImportError::at_line(index + 1, reason)),
         }
     }
     if unmapped.is_empty() {
@@ -71,11 +65,7 @@ fn squid_cache_peer(line: &str) -> Result<Peer, String> {
         kind,
         http_port: port(http_port, "HTTP port")?,
         icp_port: port(icp_port, "ICP port")?,
-        proxy_only: false,
-        no_query: false,
-        multicast_responder: false,
-        allow_miss: false,
-        weight: 1,
+        ..Peer::default()
     };
     for option in options {
         match option.split_once('=') {
@@ -145,11 +135,8 @@ fn traffic_server_icp(line: &str, multicast_group: std::net::Ipv4Addr) -> Result
         kind,
         http_port: port(http_port, "proxy port")?,
         icp_port: port(icp_port, "ICP port")?,
-        proxy_only: false,
-        no_query: false,
         multicast_responder,
-        allow_miss: false,
-        weight: 1,
+        ..Peer::default()
     })
 }
 
@@ -200,8 +187,8 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [1, 2, 4, 5]);
-        assert!(errors[0].reason.contains("login"), "{:?}", errors[0]);
-        assert!(errors[1].reason.contains("multicast"), "{:?}", errors[1]);
+        assert!(errors[0].message.contains("login"), "{:?}", errors[0]);
+        assert!(errors[1].message.contains("multicast"), "{:?}", errors[1]);
     }
 
     mod properties {

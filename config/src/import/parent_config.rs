@@ -1,10 +1,11 @@
 //! Reads Traffic Server `parent.config` lines into routing rules. A line with anything
 //! Canopy cannot honour is reported, and then nothing is imported.
 
+use super::ImportError;
 use crate::config::{ParentList, ParentRule, RoundRobin};
 
 /// The rules of a parent.config file, or every problem, one per line.
-pub fn parse(text: &str) -> Result<Vec<ParentRule>, Vec<String>> {
+pub fn parse(text: &str) -> Result<Vec<ParentRule>, Vec<ImportError>> {
     let mut rules = Vec::new();
     let mut problems = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -17,7 +18,7 @@ pub fn parse(text: &str) -> Result<Vec<ParentRule>, Vec<String>> {
             Err(errors) => problems.extend(
                 errors
                     .into_iter()
-                    .map(|e| format!("line {}: {e}", number + 1)),
+                    .map(|e| ImportError::at_line(number + 1, e)),
             ),
         }
     }
@@ -184,8 +185,14 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
                     dest_host=ok.test parent=\"p:1\"\n";
         let problems = parse(text).unwrap_err();
         assert_eq!(problems.len(), 2);
-        assert!(problems[0].starts_with("line 1: qstring="), "{problems:?}");
-        assert!(problems[1].starts_with("line 2: dest_ip="), "{problems:?}");
+        assert!(
+            problems[0].to_string().starts_with("line 1: qstring="),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].to_string().starts_with("line 2: dest_ip="),
+            "{problems:?}"
+        );
     }
 
     mod properties {

@@ -1,12 +1,13 @@
 //! Properties of the TOML import (`canopy config import`): it never panics, and every valid
 //! config exported with `to_toml` imports as the same config.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;
 use proptest::prelude::*;
 
-use super::*;
+use crate::config::*;
 
 fn cidr_list() -> impl Strategy<Value = CidrList> {
     let v4 = (any::<Ipv4Addr>(), 0u8..=32).prop_map(|(a, p)| IpNet::new(a.into(), p));

@@ -1,0 +1,133 @@
+//! Neighbour caches (Squid's cache_peer) and how this proxy takes part in ICP.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How this proxy takes part in ICP (Traffic Server's three modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IcpMode {
+    #[default]
+    Disabled,
+    /// Answer queries from peers, never send any.
+    Receive,
+    /// Answer queries and query peers on every miss that may go to them.
+    SendReceive,
+}
+
+impl IcpMode {
+    pub const ALL: [IcpMode; 3] = [IcpMode::Disabled, IcpMode::Receive, IcpMode::SendReceive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcpMode::Disabled => "disabled",
+            IcpMode::Receive => "receive",
+            IcpMode::SendReceive => "send-receive",
+        }
+    }
+}
+
+impl FromStr for IcpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        IcpMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("{s:?} is not an ICP mode: expected disabled, receive or send-receive")
+            })
+    }
+}
+
+impl fmt::Display for IcpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a peer is one level up (parent) or beside us (sibling) in the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    Parent,
+    Sibling,
+}
+
+impl PeerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Parent => "parent",
+            PeerKind::Sibling => "sibling",
+        }
+    }
+}
+
+impl FromStr for PeerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "parent" => Ok(PeerKind::Parent),
+            "sibling" => Ok(PeerKind::Sibling),
+            other => Err(format!(
+                "{other:?} is not a peer type: expected parent or sibling"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A neighbouring cache that takes ICP queries and HTTP requests from us (Squid's cache_peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub name: String,
+    pub host: String,
+    #[serde(rename = "type")]
+    pub kind: PeerKind,
+    pub http_port: u16,
+    pub icp_port: u16,
+    /// Objects fetched through this peer are not stored here.
+    #[serde(default)]
+    pub proxy_only: bool,
+    /// Never sent ICP queries.
+    #[serde(default)]
+    pub no_query: bool,
+    /// Answers queries sent to the multicast group, so its reply is expected there.
+    #[serde(default)]
+    pub multicast_responder: bool,
+    /// A sibling that may fetch misses through us (Squid's allow-miss).
+    #[serde(default)]
+    pub allow_miss: bool,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// A sibling on the usual ports with no option set: the console's blank form, and where
+/// an imported line starts.
+impl Default for Peer {
+    fn default() -> Self {
+        Peer {
+            name: String::new(),
+            host: String::new(),
+            kind: PeerKind::Sibling,
+            http_port: 3128,
+            icp_port: 3130,
+            proxy_only: false,
+            no_query: false,
+            multicast_responder: false,
+            allow_miss: false,
+            weight: default_weight(),
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}

@@ -1,0 +1,318 @@
+//! Every scalar setting with its default and help, the `Config` they make, and setting
+//! them from text.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::errors::{ConfigErrors, FieldError};
+use super::peers::{IcpMode, Peer};
+use super::routing::{ParentList, ParentRule, RoundRobin};
+use super::values::{
+    is_host_name, ByteSize, CidrList, Flag, HostList, OptionalAddr, PortList, StatusList,
+};
+
+macro_rules! settings {
+    ($( $key:ident : $ty:ty = $default:expr, $help:literal; )*) => {
+        /// The whole configuration of one Canopy: what a config version holds.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( #[doc = $help] pub $key: $ty, )*
+            /// Neighbouring caches (ICP peers), edited with `canopy peer` and the console.
+            pub peers: Vec<Peer>,
+            /// Routing rules, first match wins; `parents` is the rule for everything else.
+            pub parent_rules: Vec<ParentRule>,
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $key: $default, )* peers: Vec::new(), parent_rules: Vec::new() }
+            }
+        }
+
+        /// A config file's settings, each there or not: what an import lays over a config.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct ConfigFile {
+            $( $key: Option<$ty>, )*
+            peers: Option<Vec<Peer>>,
+            parent_rules: Option<Vec<ParentRule>>,
+        }
+
+        impl ConfigFile {
+            /// `config` with each setting this file holds set to the file's value.
+            pub(crate) fn laid_over(self, mut config: Config) -> Config {
+                $( if let Some(value) = self.$key { config.$key = value; } )*
+                if let Some(peers) = self.peers { config.peers = peers; }
+                if let Some(rules) = self.parent_rules { config.parent_rules = rules; }
+                config
+            }
+        }
+
+        /// Every scalar setting, in the order `canopy config list` shows them.
+        pub const SETTINGS: &[Setting] = &[ $( Setting { key: stringify!($key), help: $help }, )* ];
+
+        impl Config {
+            /// A setting's value written as text, as `config set` takes it.
+            pub fn get(&self, key: &str) -> Result<String, FieldError> {
+                match key {
+                    $( stringify!($key) => Ok(self.$key.to_string()), )*
+                    _ => Err(unknown_key(key)),
+                }
+            }
+
+            /// Parses one setting from text. The whole config should be validated afterwards.
+            fn parse_into(&mut self, key: &str, value: &str) -> Result<(), FieldError> {
+                match key {
+                    $( stringify!($key) => {
+                        self.$key = value
+                            .trim()
+                            .parse::<$ty>()
+                            .map_err(|e| FieldError::new(key, value, e.to_string()))?;
+                        Ok(())
+                    } )*
+                    _ => Err(unknown_key(key)),
+                }
+            }
+        }
+    };
+}
+
+/// A setting's name and what it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub help: &'static str,
+}
+
+fn unknown_key(key: &str) -> FieldError {
+    let known: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+    FieldError::new(
+        key,
+        "",
+        format!("unknown setting; known settings: {}", known.join(", ")),
+    )
+}
+
+settings! {
+    visible_name: String = default_visible_name(),
+        "Name shown in Via and X-Cache headers; peers see it in loops.";
+    bind_address: OptionalAddr = OptionalAddr(None),
+        "The one address of this proxy: its listener, ICP socket and outgoing connections. Empty: listen on every address.";
+    http_port: u16 = 3128,
+        "TCP port of the proxy listener.";
+    allowed_clients: CidrList = default_allowed_clients(),
+        "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
+    safe_ports: PortList = default_safe_ports(),
+        "Ports plain HTTP requests may go to (Squid's Safe_ports), such as `80, 443, 1025-65535`; others get 403.";
+    ssl_ports: PortList = PortList(vec![443..=443]),
+        "Ports CONNECT may open tunnels to (Squid's SSL_ports); others get 403.";
+    deny_to_localhost: Flag = Flag(false),
+        "Refuse requests to loopback addresses (127.0.0.0/8, ::1) too; recommended in production. This proxy and its console are refused always.";
+    cache_mem: ByteSize = ByteSize(256 << 20),
+        "Memory for cached objects (bytes; K, M, G suffixes).";
+    max_object_size: ByteSize = ByteSize(8 << 20),
+        "Largest object stored; bigger ones pass through uncached.";
+    heuristic_lm_factor: f64 = 0.1,
+        "Heuristic freshness as a fraction of the time since Last-Modified.";
+    heuristic_min_s: u64 = 0,
+        "Floor of heuristic freshness, seconds.";
+    heuristic_max_s: u64 = 86_400,
+        "Cap of heuristic freshness, seconds.";
+    parent_caching: Flag = Flag(true),
+        "Send misses through the HTTP parents listed in parents.";
+    parents: ParentList = ParentList::default(),
+        "HTTP parent caches, `host:port; host:port;`, tried in this order.";
+    round_robin: RoundRobin = RoundRobin::False,
+        "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
+    never_direct: Flag = Flag(false),
+        "Never go to the origin server: only through parents.";
+    always_direct: Flag = Flag(false),
+        "Always go to the origin server, never through parents.";
+    fail_threshold: u32 = 10,
+        "Connection failures within retry_time_s that mark a parent down.";
+    retry_time_s: u64 = 300,
+        "How long a parent stays down before it is tried again, seconds.";
+    retry_statuses: StatusList = StatusList(vec![502, 503]),
+        "Parent responses that send an idempotent request on to the next parent.";
+    debug_headers: Flag = Flag(false),
+        "Add X-Canopy-Hop to responses: which hop served, by which rule, and why.";
+    connect_timeout_ms: u64 = 5_000,
+        "Time allowed to connect to a parent or origin, milliseconds.";
+    read_timeout_ms: u64 = 60_000,
+        "Time allowed for an upstream response to start, and between any two reads of its body, milliseconds.";
+    client_idle_timeout_s: u64 = 120,
+        "How long a client connection may wait for its next request (or its first) before it is closed, seconds.";
+    request_timeout_s: u64 = 60,
+        "Time allowed for a request's headers to arrive once their first byte has, seconds.";
+    tunnel_idle_timeout_s: u64 = 900,
+        "A CONNECT tunnel that carries nothing either way for this long is closed, seconds.";
+    client_lifetime_s: u64 = 86_400,
+        "The longest a client connection may stay open, tunnels included, however busy, seconds.";
+    access_log: String = "access.log".to_owned(),
+        "Access log in Squid's native format (relative to the data dir); empty: off.";
+    manager_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        "Address and port of the web console.";
+    manager_hosts: HostList = HostList::default(),
+        "More names the console answers to (such as console.example.com); it always answers to IP addresses and localhost. Any other Host gets 421, so a page whose DNS name was rebound to this console cannot use it.";
+    icp_mode: IcpMode = IcpMode::Disabled,
+        "ICP: disabled, receive (answer only) or send-receive.";
+    icp_port: u16 = 3130,
+        "UDP port of ICP queries and replies.";
+    icp_multicast_enabled: Flag = Flag(false),
+        "Send ICP queries once to the multicast group instead of to each peer.";
+    icp_multicast_group: Ipv4Addr = Ipv4Addr::new(239, 255, 31, 30),
+        "ICP multicast group (224.0.0.0/4).";
+    icp_multicast_ttl: u8 = 1,
+        "TTL of multicast ICP queries (1-255).";
+    icp_query_timeout_ms: u64 = 0,
+        "How long to wait for ICP replies, milliseconds; 0: dynamic.";
+    icp_dead_peer_timeout_s: u64 = 10,
+        "A peer that has not answered ICP for this long is dead.";
+    icp_hit_fresh_for_s: u64 = 30,
+        "Answer ICP HIT only for objects fresh at least this much longer.";
+    icp_allowed_clients: CidrList = CidrList::default(),
+        "Child caches that are not peers but may send ICP queries.";
+    icp_hits_only: Flag = Flag(false),
+        "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
+}
+
+/// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the
+/// name cannot be read or is not a valid header token.
+fn default_visible_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| is_host_name(name))
+        .unwrap_or_else(|| "canopy".to_owned())
+}
+
+/// Squid's default `Safe_ports`: the well-known ports of HTTP, FTP, gopher, wais, http-mgmt,
+/// gss-http, multiling HTTP and filemaker, and every unprivileged port.
+fn default_safe_ports() -> PortList {
+    PortList(vec![
+        80..=80,
+        443..=443,
+        21..=21,
+        70..=70,
+        210..=210,
+        280..=280,
+        488..=488,
+        591..=591,
+        777..=777,
+        1025..=65535,
+    ])
+}
+
+fn default_allowed_clients() -> CidrList {
+    "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7, fe80::/10"
+        .parse()
+        .unwrap_or_default()
+}
+
+impl Config {
+    /// Sets one setting from text and checks the result; on any error nothing changes.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigErrors> {
+        let mut next = self.clone();
+        next.parse_into(key, value)
+            .map_err(|e| ConfigErrors(vec![e]))?;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Sets many settings from text at once (a form): every parse error is reported.
+    pub fn set_all<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ConfigErrors> {
+        let mut next = self.clone();
+        let mut errors = Vec::new();
+        for (key, value) in values {
+            if let Err(e) = next.parse_into(key, value) {
+                errors.push(e);
+            }
+        }
+        if let Err(ConfigErrors(more)) = next.validate() {
+            for m in more {
+                if !errors.iter().any(|e| e.key == m.key) {
+                    errors.push(m);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// The address the proxy listener binds.
+    pub fn http_listen(&self) -> SocketAddr {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.http_port)
+    }
+
+    /// The address the ICP socket binds.
+    pub fn icp_listen(&self) -> SocketAddr {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.icp_port)
+    }
+
+    /// What changed from `before` to `self`, one readable line per setting or peer.
+    pub fn diff(&self, before: &Config) -> Vec<String> {
+        let mut changes = Vec::new();
+        for setting in SETTINGS {
+            let (old, new) = (before.get(setting.key), self.get(setting.key));
+            if old != new {
+                changes.push(format!(
+                    "{}: {} → {}",
+                    setting.key,
+                    shown(&old.unwrap_or_default()),
+                    shown(&new.unwrap_or_default())
+                ));
+            }
+        }
+        for peer in &before.peers {
+            match self.peers.iter().find(|p| p.name == peer.name) {
+                None => changes.push(format!("peer {} removed", peer.name)),
+                Some(now) if now != peer => changes.push(format!("peer {} changed", peer.name)),
+                Some(_) => {}
+            }
+        }
+        if self.parent_rules != before.parent_rules {
+            changes.push(format!(
+                "parent rules: {} → {}",
+                before.parent_rules.len(),
+                self.parent_rules.len()
+            ));
+        }
+        for peer in &self.peers {
+            if !before.peers.iter().any(|p| p.name == peer.name) {
+                changes.push(format!(
+                    "peer {} added ({} {}:{})",
+                    peer.name, peer.kind, peer.host, peer.http_port
+                ));
+            }
+        }
+        changes
+    }
+}
+
+fn shown(value: &str) -> String {
+    if value.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests;

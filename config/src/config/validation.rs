@@ -1,0 +1,191 @@
+//! The rules a whole config must keep, checked before any version is applied.
+
+use std::collections::BTreeSet;
+
+use super::errors::{ConfigErrors, FieldError};
+use super::settings::Config;
+use super::values::{is_host_name, HostPort};
+
+impl Config {
+    /// Checks every rule that parsing alone cannot; returns every broken rule at once.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, value: String, message: &str| {
+            if !ok {
+                errors.push(FieldError::new(key, value, message));
+            }
+        };
+        check(
+            is_host_name(&self.visible_name),
+            "visible_name",
+            self.visible_name.clone(),
+            "expected a host name: letters, digits, dots, dashes and underscores, beginning \
+             with a letter or digit, at most 253 characters",
+        );
+        for (key, port) in [("http_port", self.http_port), ("icp_port", self.icp_port)] {
+            check(
+                port != 0,
+                key,
+                port.to_string(),
+                "expected a port number from 1 to 65535",
+            );
+        }
+        check(
+            self.manager_listen.port() != 0,
+            "manager_listen",
+            self.manager_listen.to_string(),
+            "expected an address with a port from 1 to 65535",
+        );
+        check(
+            self.max_object_size <= self.cache_mem,
+            "max_object_size",
+            self.max_object_size.to_string(),
+            "must not be larger than cache_mem",
+        );
+        check(
+            self.heuristic_lm_factor.is_finite()
+                && (0.0..=10.0).contains(&self.heuristic_lm_factor),
+            "heuristic_lm_factor",
+            self.heuristic_lm_factor.to_string(),
+            "expected a fraction from 0 to 10, such as 0.1",
+        );
+        check(
+            self.heuristic_min_s <= self.heuristic_max_s,
+            "heuristic_min_s",
+            self.heuristic_min_s.to_string(),
+            "must not be larger than heuristic_max_s",
+        );
+        check(
+            self.connect_timeout_ms > 0 && self.connect_timeout_ms <= 600_000,
+            "connect_timeout_ms",
+            self.connect_timeout_ms.to_string(),
+            "expected 1 to 600000 milliseconds",
+        );
+        check(
+            self.read_timeout_ms > 0 && self.read_timeout_ms <= 3_600_000,
+            "read_timeout_ms",
+            self.read_timeout_ms.to_string(),
+            "expected 1 to 3600000 milliseconds",
+        );
+        let client_timeouts = [
+            ("client_idle_timeout_s", self.client_idle_timeout_s, 86_400),
+            ("request_timeout_s", self.request_timeout_s, 3_600),
+            ("tunnel_idle_timeout_s", self.tunnel_idle_timeout_s, 86_400),
+            ("client_lifetime_s", self.client_lifetime_s, 604_800),
+        ];
+        for (key, seconds, most) in client_timeouts {
+            check(
+                (1..=most).contains(&seconds),
+                key,
+                seconds.to_string(),
+                &format!("expected 1 to {most} seconds"),
+            );
+        }
+        check(
+            self.icp_multicast_group.is_multicast(),
+            "icp_multicast_group",
+            self.icp_multicast_group.to_string(),
+            "expected a multicast group in 224.0.0.0/4",
+        );
+        check(
+            self.icp_multicast_ttl >= 1,
+            "icp_multicast_ttl",
+            self.icp_multicast_ttl.to_string(),
+            "expected a TTL from 1 to 255",
+        );
+        check(
+            self.icp_query_timeout_ms <= 60_000,
+            "icp_query_timeout_ms",
+            self.icp_query_timeout_ms.to_string(),
+            "expected 0 (dynamic) or up to 60000 milliseconds",
+        );
+        check(
+            self.icp_dead_peer_timeout_s >= 1,
+            "icp_dead_peer_timeout_s",
+            self.icp_dead_peer_timeout_s.to_string(),
+            "expected at least 1 second",
+        );
+        check(
+            !(self.never_direct.0 && self.always_direct.0),
+            "always_direct",
+            "true".to_owned(),
+            "cannot be on together with never_direct",
+        );
+        check(
+            self.fail_threshold >= 1,
+            "fail_threshold",
+            self.fail_threshold.to_string(),
+            "expected at least 1 failure",
+        );
+        check(
+            self.retry_time_s >= 1,
+            "retry_time_s",
+            self.retry_time_s.to_string(),
+            "expected at least 1 second",
+        );
+        for (i, rule) in self.parent_rules.iter().enumerate() {
+            errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
+        }
+        errors.extend(self.peer_errors());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn peer_errors(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut names = BTreeSet::new();
+        for peer in &self.peers {
+            let key = format!("peers.{}", peer.name);
+            if peer.name.is_empty()
+                || !peer
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.name,
+                    "peer name: expected letters, digits, dots, dashes or underscores",
+                ));
+            }
+            if !names.insert(peer.name.as_str()) {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.name,
+                    "two peers have this name",
+                ));
+            }
+            if format!("{}:{}", peer.host, peer.http_port)
+                .parse::<HostPort>()
+                .is_err()
+            {
+                errors.push(FieldError::new(
+                    &key,
+                    &peer.host,
+                    "expected a host name or address, and an HTTP port from 1 to 65535",
+                ));
+            }
+            if peer.icp_port == 0 {
+                errors.push(FieldError::new(
+                    &key,
+                    peer.icp_port,
+                    "expected an ICP port from 1 to 65535",
+                ));
+            }
+            if peer.weight == 0 {
+                errors.push(FieldError::new(
+                    &key,
+                    peer.weight,
+                    "weight must be at least 1",
+                ));
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! The control socket's protocol and its client: how `canopy` and the manager talk to a
+//! running proxy (the server is the proxy's).
+//!
+//! A Unix stream socket, mode 0600. Each request is one JSON object on one line, and each
+//! gets one JSON object on one line back: `{"cmd":"status"}`, `{"cmd":"stats"}`,
+//! `{"cmd":"reload"}`, and `{"cmd":"parent","name":"host:port","down":true,"reason":"..."}`
+//! to take an HTTP parent down by hand (or up, with `"down":false`), and `{"cmd":"reopen"}`
+//! to reopen the access log after it was renamed away (as SIGHUP does).
+//! Every reply carries `"ok"`; when it is false, `"error"` says why.
+//! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
+//! connection stays usable; nothing a client sends can stop the proxy.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Command {
+    Status,
+    Stats,
+    Reload,
+    /// Takes a parent down by hand (with a reason), or brings it back up.
+    Parent {
+        name: String,
+        down: bool,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Reopens the access log (after logrotate or `mv` renamed it).
+    Reopen,
+}
+
+/// What `status` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub pid: u32,
+    pub version: String,
+    pub uptime_s: u64,
+    pub config_version: i64,
+    /// The newest version the proxy refused, when it is newer than the one in force.
+    pub rejected_version: Option<RejectedVersion>,
+    pub http_listen: String,
+    pub icp_listen: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedVersion {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// What a successful `reload` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// The version now in force.
+    pub config_version: i64,
+    /// False when the newest version was already in force.
+    pub changed: bool,
+    pub elapsed_ms: u64,
+}
+
+/// What a successful `reopen` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReopenReply {
+    /// The log reopened; `None` when `access_log` is off.
+    pub access_log: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the proxy is not running (nothing listens on {0})")]
+    NotRunning(PathBuf),
+    #[error("control socket {0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error("the proxy sent a reply that is not understood: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one command to the proxy listening on `path` and returns its reply.
+pub async fn call(path: &Path, command: Command) -> Result<Value, ControlError> {
+    let io_err = |e| ControlError::Io(path.to_owned(), e);
+    let stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning(path.to_owned()))
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut request =
+        serde_json::to_vec(&command).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    request.push(b'\n');
+    write.write_all(&request).await.map_err(io_err)?;
+    let mut line = String::new();
+    BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .map_err(io_err)?;
+    if line.is_empty() {
+        return Err(ControlError::Protocol(
+            "the proxy closed the connection".into(),
+        ));
+    }
+    let reply: Value =
+        serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    if reply["ok"] == Value::Bool(true) {
+        Ok(reply)
+    } else {
+        Err(ControlError::Refused(
+            reply["error"]
+                .as_str()
+                .unwrap_or("no reason given")
+                .to_owned(),
+        ))
+    }
+}
+
+/// [`call`], with the reply read as `T`.
+pub async fn call_typed<T: DeserializeOwned>(
+    path: &Path,
+    command: Command,
+) -> Result<T, ControlError> {
+    let reply = call(path, command).await?;
+    serde_json::from_value(reply).map_err(|e| ControlError::Protocol(e.to_string()))
+}

@@ -1,0 +1,28 @@
+//! What Canopy's proxy, console and CLI share, and nothing of the request path:
+//!
+//! - [`config`]: every setting, its default and its validation.
+//! - [`versions`]: config versions in SQLite, the single source of truth.
+//! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
+//!   `icp.config` and `parent.config`.
+//! - [`control`]: the control socket's protocol and its client.
+//! - [`stats`]: what the proxy's `stats` command returns.
+//! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
+//! - [`supervision`]: what `canopy run` says about the processes it supervises.
+
+pub mod config;
+pub mod control;
+pub mod files;
+pub mod import;
+pub mod stats;
+pub mod supervision;
+pub mod versions;
+
+/// Operational logs to stderr, filtered by `RUST_LOG` (default `info`); both processes use it.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

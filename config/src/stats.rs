@@ -1,0 +1,118 @@
+//! What the proxy's `stats` command returns: totals, and each peer's counters and health.
+//! The live counters that fill these are the proxy's.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What `stats` returns over the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub hits_fresh: u64,
+    pub hits_revalidated: u64,
+    pub misses: u64,
+    pub uncacheable: u64,
+    pub bytes_from_cache: u64,
+    pub bytes_from_upstream: u64,
+    pub hit_ratio: f64,
+    pub byte_hit_ratio: f64,
+    pub objects: u64,
+    pub bytes_held: u64,
+    pub denied_clients: u64,
+    /// Requests refused for where they were going: safe_ports, ssl_ports, this proxy
+    /// itself, its console, loopback under deny_to_localhost.
+    #[serde(default)]
+    pub denied_destinations: u64,
+    pub tunnels: u64,
+    pub errors: u64,
+    pub retries: u64,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+    /// Timeouts that fired, by kind: `client_idle`, `client_request`, `client_lifetime`,
+    /// `upstream_connect`, `upstream_read`, `tunnel_idle`.
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, u64>,
+    pub peers: Vec<PeerSnapshot>,
+    /// ICP queries this proxy received from peers and children.
+    #[serde(default)]
+    pub icp_queries_received: u64,
+    /// Answers this proxy gave, by opcode name as in RFC 2186 without the `ICP_OP_` prefix
+    /// (`HIT`, `MISS`, `MISS_NOFETCH`, `DENIED`, `ERR`).
+    #[serde(default)]
+    pub icp_answers: BTreeMap<String, u64>,
+    /// Datagrams dropped unanswered: too short, a length that disagrees, another version,
+    /// an unknown opcode.
+    #[serde(default)]
+    pub icp_dropped: u64,
+    /// Replies from no peer, or from a peer's address but another port.
+    #[serde(default)]
+    pub icp_replies_ignored: u64,
+}
+
+/// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Up,
+    Dead,
+}
+
+/// One peer's counters. The ICP fields stay at their defaults for a peer never queried
+/// (and for an HTTP parent), so older proxies and the manager agree on the format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerSnapshot {
+    pub name: String,
+    /// HTTP requests sent through this peer.
+    pub fetches: u64,
+    /// TCP connect and fetch failures.
+    pub failures: u64,
+    pub bytes: u64,
+    pub last_failure: Option<Failure>,
+    #[serde(flatten)]
+    pub health: HealthSnapshot,
+    /// None when the proxy does not track this peer's liveness (no ICP).
+    #[serde(default)]
+    pub state: Option<PeerState>,
+    #[serde(default)]
+    pub state_since: Option<String>,
+    #[serde(default)]
+    pub icp_queries: u64,
+    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`].
+    #[serde(default)]
+    pub icp_replies: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub icp_timeouts: u64,
+    /// Replies that came after the wait was over, or with an unknown request number.
+    #[serde(default)]
+    pub icp_late_replies: u64,
+    #[serde(default)]
+    pub icp_reply_ms_avg: f64,
+    #[serde(default)]
+    pub icp_reply_ms_recent: f64,
+    #[serde(default)]
+    pub last_query_at: Option<String>,
+    #[serde(default)]
+    pub last_reply_at: Option<String>,
+    /// Cache hits this peer served us.
+    #[serde(default)]
+    pub hits_served: u64,
+    /// ICP HITs that turned out to be misses.
+    #[serde(default)]
+    pub false_hits: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub at: String,
+    pub reason: String,
+}
+
+/// How a parent stands, as `stats` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSnapshot {
+    pub down: bool,
+    pub down_since: Option<String>,
+    pub down_reason: Option<String>,
+    pub down_by_hand: bool,
+}
