@@ -190,4 +190,20 @@ pub(crate) enum ConfigAction {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The newest config versions: who saved each, when, what it changed, what the proxy
+    /// did with it.
+    History {
+        /// How many versions to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// What changed from version FROM to version TO.
+    Diff {
+        from: i64,
+        to: i64,
+    },
+    /// Save version N again as the newest version and apply it, as the console's Restore.
+    Restore {
+        version: i64,
+    },
 }

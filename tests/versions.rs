@@ -142,3 +142,63 @@ async fn edits_after_a_rejected_version_build_on_the_version_in_force() {
         "renamed"
     );
 }
+
+/// `canopy config history`, `diff` and `restore`: the console's History from the shell.
+#[tokio::test]
+async fn history_diff_and_restore_from_the_command_line() {
+    let proxy = Canopy::start(&[]).await;
+    proxy.reconfigure(&[("visible_name", "second")]);
+    proxy.reconfigure(&[("icp_port", "3999")]);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    assert!(proxy
+        .cli(&["config", "set", "http_port", &taken_port])
+        .status
+        .success());
+    assert!(!proxy.cli(&["reload"]).status.success());
+
+    let history = stdout(&proxy.cli(&["config", "history"]));
+    assert!(
+        history.contains("visible_name: canopy-under-test → second"),
+        "{history}"
+    );
+    assert!(history.contains("icp_port: 3130 → 3999"), "{history}");
+    assert!(history.contains("*   4 "), "version 4 in force: {history}");
+    assert!(
+        history.contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
+        "the rejected version and why: {history}"
+    );
+
+    let diff = stdout(&proxy.cli(&["config", "diff", "2", "4"]));
+    assert_eq!(
+        diff.lines().collect::<Vec<_>>(),
+        [
+            "visible_name: canopy-under-test → second",
+            "icp_port: 3130 → 3999"
+        ]
+    );
+    let missing = proxy.cli(&["config", "diff", "2", "99"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("there is no config version 99"));
+
+    let restored = proxy.cli(&["config", "restore", "2"]);
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert!(stdout(&restored).contains("config version 6 saved: restored version 2"));
+    assert!(stdout(&restored).contains("config version 6 applied"));
+    assert_eq!(proxy.status().await.unwrap().config_version, 6);
+    assert_eq!(
+        stdout(&proxy.cli(&["config", "get", "visible_name"])).trim(),
+        "canopy-under-test"
+    );
+    let history = stdout(&proxy.cli(&["config", "history", "--limit", "1"]));
+    assert!(history.contains("restored version 2"), "{history}");
+
+    let again = proxy.cli(&["config", "restore", "5"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains(&format!("cannot listen on 127.0.0.1:{taken_port}")),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(proxy.status().await.unwrap().config_version, 6);
+}

@@ -1,5 +1,6 @@
 //! What Canopy's proxy, console and CLI share, and nothing of the request path:
 //!
+//! - [`changes`]: what a version changed, one line per change, for the console and the CLI.
 //! - [`config`]: every setting, its default and its validation.
 //! - [`versions`]: config versions in SQLite, the single source of truth.
 //! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
@@ -9,6 +10,7 @@
 //! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
 //! - [`supervision`]: what `canopy run` says about the processes it supervises.
 
+pub mod changes;
 pub mod config;
 pub mod control;
 pub mod files;

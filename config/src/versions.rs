@@ -193,11 +193,25 @@ impl Db {
         based_on: Option<i64>,
     ) -> Result<i64, VersionError> {
         let base = self.in_force().await?;
-        let changes = config.diff(&base.config);
-        let summary = if changes.is_empty() {
-            "no change".to_owned()
-        } else {
-            changes.join("; ")
+        let summary = match config.diff(&base.config) {
+            changes if changes.is_empty() => "no change".to_owned(),
+            changes => changes.join("; "),
+        };
+        self.save(config, author, &summary, based_on).await
+    }
+
+    /// As [`Db::save_change`], the summary led by what was done (`restored version 4`).
+    pub async fn save_labelled(
+        &self,
+        config: &Config,
+        author: &str,
+        what: &str,
+        based_on: Option<i64>,
+    ) -> Result<i64, VersionError> {
+        let base = self.in_force().await?;
+        let summary = match config.diff(&base.config) {
+            changes if changes.is_empty() => format!("{what}: no change"),
+            changes => format!("{what}: {}", changes.join("; ")),
         };
         self.save(config, author, &summary, based_on).await
     }

@@ -99,16 +99,7 @@ async fn save(
 ) -> Result<i64, ApplyError> {
     let saved = match what {
         None => db.save_change(config, author, Some(based_on)).await,
-        Some(what) => {
-            let latest = db.in_force().await.map_err(ApplyError::Db)?;
-            let changes = config.diff(&latest.config);
-            let summary = if changes.is_empty() {
-                format!("{what}: no change")
-            } else {
-                format!("{what}: {}", changes.join("; "))
-            };
-            db.save(config, author, &summary, Some(based_on)).await
-        }
+        Some(what) => db.save_labelled(config, author, what, Some(based_on)).await,
     };
     match saved {
         Ok(version) => Ok(version),

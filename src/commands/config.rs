@@ -1,11 +1,12 @@
-//! `canopy config`: list, get, set, export and import settings as config versions.
+//! `canopy config`: list, get, set, export and import settings as config versions (history,
+//! diff and restore in `versions`).
 
 use std::process::ExitCode;
 
 use canopy_config::config::{Config, SETTINGS};
 use canopy_config::import::ConfigFileError;
 
-use super::{print_rejected_after, refused, save, Paths, UserError};
+use super::{print_rejected_after, refused, save, versions, Paths, UserError};
 use crate::cli::ConfigAction;
 
 pub(crate) async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode> {
@@ -36,6 +37,9 @@ pub(crate) async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Resul
             print!("{}", config.to_toml());
             return Ok(ExitCode::SUCCESS);
         }
+        ConfigAction::History { limit } => return versions::history(&db, limit).await,
+        ConfigAction::Diff { from, to } => return versions::diff(&db, from, to).await,
+        ConfigAction::Restore { version } => return versions::restore(paths, &db, version).await,
         ConfigAction::Set { key, value } => config.set(&key, &value).map_err(refused)?,
         ConfigAction::Import {
             file,

@@ -4,6 +4,7 @@ pub(crate) mod admin;
 pub(crate) mod config;
 pub(crate) mod proxy;
 pub(crate) mod routing;
+pub(crate) mod versions;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
