@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use canopy_proxy::config::Config;
 use canopy_proxy::control::ControlHandler;
-use canopy_proxy::server::Proxy;
+use canopy_proxy::proxy::Proxy;
 use canopy_proxy::versions::Db;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod parent_config;
+pub mod parents;
 pub mod peer_import;
 pub mod peers;
 pub mod reach;
@@ -27,15 +28,17 @@ use http_body::SizeHint;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::cache::key::cache_key;
 use crate::config::{IcpMode, RoundRobin};
 use crate::http::errors::ProxyError;
-use crate::http::forward::cache_key;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::http::{empty_body, BoxError};
 use crate::icp::codec::IcpOpcode;
-use crate::icp::querier::{self, Answer};
-use crate::server::{Parent, Runtime};
+use crate::icp::querier;
+use crate::icp::socket::Answer;
+use crate::runtime::Runtime;
 use crate::stats::{PeerStats, Timeout};
+use parents::Parent;
 use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;

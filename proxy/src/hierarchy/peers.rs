@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::config::{Peer, PeerKind};
-use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
+use crate::hierarchy::reach::ConnectSettings;
+use crate::hierarchy::upstream::{self, UpstreamClient};
 use crate::stats::{PeerStats, Stats};
 
 /// One neighbour as the running proxy sees it.

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,7 +18,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
-use crate::hierarchy::reach::{self, ConnectError, Denied, Reach};
+use crate::hierarchy::reach::{self, ConnectError, ConnectSettings, Denied, Reach};
 use crate::http::{workers, BoxError, ProxyBody};
 use crate::stats::{Stats, Timeout};
 
@@ -361,13 +360,6 @@ impl UpstreamClient {
         }
         sent.await.map_err(UpstreamError::from_exchange)
     }
-}
-
-/// How connections are made: from which address, and how long connecting may take.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectSettings {
-    pub local_address: Option<IpAddr>,
-    pub connect_timeout: Duration,
 }
 
 /// A client that connects to each request's origin server, where `reach` allows.

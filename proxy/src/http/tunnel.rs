@@ -16,11 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hierarchy::reach::{self, ConnectError};
-use crate::hierarchy::upstream::ConnectSettings;
+use crate::hierarchy::reach::{self, ConnectError, ConnectSettings};
 use crate::http::errors::ProxyError;
 use crate::http::{empty_body, ProxyBody};
-use crate::server::{Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
 use crate::stats::{Stats, Timeout};
 
 /// Answers a CONNECT: 200 and a pipe, or an error page. Returns the hop used, for the log.
