@@ -16,7 +16,11 @@ use crate::versions::now_rfc3339;
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: Counter,
+    /// Hits on a stored response still fresh.
     pub hits_fresh: Counter,
+    /// Hits on a stale stored response: accepted by the client's max-stale, served while
+    /// revalidated in the background, or served because revalidation failed.
+    pub hits_stale: Counter,
     pub hits_revalidated: Counter,
     pub misses: Counter,
     pub uncacheable: Counter,
@@ -329,7 +333,7 @@ impl Stats {
     pub fn snapshot(&self, objects: u64, bytes_held: u64) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
         let get = Counter::get;
-        let hits = get(&self.hits_fresh) + get(&self.hits_revalidated);
+        let hits = get(&self.hits_fresh) + get(&self.hits_stale) + get(&self.hits_revalidated);
         let requests = get(&self.requests);
         let (cache_bytes, upstream_bytes) =
             (get(&self.bytes_from_cache), get(&self.bytes_from_upstream));
@@ -337,6 +341,7 @@ impl Stats {
         StatsSnapshot {
             requests,
             hits_fresh: get(&self.hits_fresh),
+            hits_stale: get(&self.hits_stale),
             hits_revalidated: get(&self.hits_revalidated),
             misses: get(&self.misses),
             uncacheable: get(&self.uncacheable),
@@ -376,6 +381,9 @@ fn ratio(part: u64, whole: u64) -> f64 {
 pub struct StatsSnapshot {
     pub requests: u64,
     pub hits_fresh: u64,
+    /// Hits on stale stored responses (see [`Stats::hits_stale`]).
+    #[serde(default)]
+    pub hits_stale: u64,
     pub hits_revalidated: u64,
     pub misses: u64,
     pub uncacheable: u64,

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
 use crate::hierarchy::reach::{self, ConnectError, ConnectSettings, Denied, Reach};
+use crate::http::errors::ProxyError;
 use crate::http::{workers, BoxError, ProxyBody};
 use crate::stats::{Stats, Timeout};
 
@@ -104,6 +105,98 @@ impl UpstreamError {
             cause = e.source();
         }
         false
+    }
+}
+
+impl UpstreamError {
+    /// The most specific message in the error's chain ("Connection refused", not "client
+    /// error").
+    pub fn innermost(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            message = s.to_string();
+            source = s.source();
+        }
+        message
+    }
+
+    /// Whether the system reported a timeout anywhere in the error's chain.
+    fn timed_out(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// Why one hop gave no response; the client's error page says it, and the hop's counters
+/// keep it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HopFailure {
+    /// Connecting took longer than `connect_timeout_ms`.
+    #[error("connect: timed out after {ms} ms")]
+    ConnectTimedOut { ms: u64 },
+    /// No connection could be made.
+    #[error("connect: {reason}")]
+    Connect { reason: String },
+    /// The exchange broke off before the response; `timed_out` when the system said so.
+    #[error("{reason}")]
+    Broken { reason: String, timed_out: bool },
+    /// Nothing came within `read_timeout_ms`.
+    #[error("no response within {ms} ms")]
+    NoResponse { ms: u128 },
+}
+
+impl HopFailure {
+    /// The failure of a request that ended in `error`; `connect_timeout_ms` is the limit
+    /// that a connect timeout passed.
+    pub fn of(error: &UpstreamError, connect_timeout_ms: u64) -> HopFailure {
+        if error.is_connect_timeout() {
+            HopFailure::ConnectTimedOut {
+                ms: connect_timeout_ms,
+            }
+        } else if error.is_connect() {
+            HopFailure::Connect {
+                reason: error.innermost(),
+            }
+        } else {
+            HopFailure::Broken {
+                reason: error.innermost(),
+                timed_out: error.timed_out(),
+            }
+        }
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            HopFailure::ConnectTimedOut { .. } | HopFailure::Connect { .. }
+        )
+    }
+
+    /// The client's error when `name` was the last hop tried: 504 when it took too long,
+    /// 502 otherwise.
+    pub fn to_proxy_error(&self, name: &str, origin: bool) -> ProxyError {
+        match self {
+            HopFailure::NoResponse { .. }
+            | HopFailure::ConnectTimedOut { .. }
+            | HopFailure::Broken {
+                timed_out: true, ..
+            } => ProxyError::gateway_timeout(format!("{name}: {self}")),
+            HopFailure::Connect { reason } if origin => {
+                ProxyError::bad_gateway(format!("cannot connect to {name}: {reason}"))
+            }
+            HopFailure::Connect { .. } | HopFailure::Broken { .. } => {
+                ProxyError::bad_gateway(format!("{name} failed: {self}"))
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access_log;
+use crate::access_log::{self, Hierarchy, LogCode};
 use crate::cache::collapse::{Fill, InFlight, Join, Leader, Next, Outcome, Pushed, Room};
 use crate::cache::key::cache_key;
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
@@ -28,6 +28,7 @@ use crate::http::headers::{append_via, is_loop, remove_hop_by_hop, times_seen};
 use crate::http::max_forwards::{self, Hops};
 use crate::http::{empty_body, full_body, tunnel, BoxError, ProxyBody};
 use crate::runtime::{Runtime, Shared};
+use crate::stats::Stats;
 
 /// Request fields that make a request conditional; the cache asks its own questions.
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -41,27 +42,91 @@ const CONDITIONALS: [header::HeaderName; 5] = [
 /// A response on its way to the client, with what the log and counters need to know.
 struct Served {
     response: Response<ProxyBody>,
-    /// Squid's result code: TCP_HIT, TCP_MISS, TCP_REFRESH_UNMODIFIED, ...
-    result: &'static str,
-    hierarchy: String,
-    from_cache: bool,
+    result: LogCode,
+    hierarchy: Hierarchy,
+    /// Answered or refused here before the cache or a next hop was asked: counted as
+    /// neither hit nor miss.
+    answered_here: bool,
     /// Which hop served and why (`X-Canopy-Hop`), for fetched responses.
     hop: Option<String>,
 }
 
 impl Served {
-    fn error(error: ProxyError, runtime: &Runtime, hierarchy: String) -> Served {
+    /// A response of this proxy's own, before the cache or a next hop was asked.
+    fn answered(response: Response<ProxyBody>) -> Served {
+        Served {
+            response,
+            result: LogCode::Miss,
+            hierarchy: Hierarchy::NONE,
+            answered_here: true,
+            hop: None,
+        }
+    }
+
+    /// An error page for a request refused before the cache or a next hop was asked.
+    fn refused(error: ProxyError, runtime: &Runtime) -> Served {
+        Served {
+            answered_here: true,
+            ..Served::failed(error, runtime, Hierarchy::NONE)
+        }
+    }
+
+    /// An error page for a request the cache could not serve.
+    fn failed(error: ProxyError, runtime: &Runtime, hierarchy: Hierarchy) -> Served {
         Served {
             response: error.to_response(&runtime.config.visible_name),
             result: if error.status == StatusCode::FORBIDDEN {
-                "TCP_DENIED"
+                LogCode::Denied
             } else {
-                "TCP_MISS"
+                LogCode::Miss
             },
             hierarchy,
-            from_cache: false,
+            answered_here: false,
             hop: None,
         }
+    }
+
+    /// A response fetched from the next hop.
+    fn fetched(
+        response: Response<ProxyBody>,
+        result: LogCode,
+        hierarchy: Hierarchy,
+        route: String,
+    ) -> Served {
+        Served {
+            response,
+            result,
+            hierarchy,
+            answered_here: false,
+            hop: Some(route),
+        }
+    }
+
+    fn is_from_cache(&self) -> bool {
+        matches!(
+            self.result,
+            LogCode::Hit
+                | LogCode::HitStale
+                | LogCode::StaleHit
+                | LogCode::RefreshUnmodified
+                | LogCode::RefreshFailOld
+        )
+    }
+
+    /// Adds the request to the hit or miss counters: once per request, here.
+    fn count(&self, stats: &Stats) {
+        if self.answered_here {
+            return;
+        }
+        let counter = match self.result {
+            LogCode::Hit => &stats.hits_fresh,
+            LogCode::HitStale | LogCode::StaleHit | LogCode::RefreshFailOld => &stats.hits_stale,
+            LogCode::RefreshUnmodified => &stats.hits_revalidated,
+            LogCode::RefreshModified | LogCode::Miss | LogCode::Denied | LogCode::Tunnel => {
+                &stats.misses
+            }
+        };
+        counter.add(1);
     }
 }
 
@@ -85,19 +150,21 @@ pub async fn handle(
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
     let served = if let Err(e) = target {
-        Served::error(e, &runtime, "HIER_NONE/-".into())
+        Served::refused(e, &runtime)
     } else if runtime.is_hits_only_sibling(client.ip()) {
         hits_only(&shared, &runtime, client, req, closes_at).await
     } else {
         route(&shared, &runtime, client, req, closes_at).await
     };
+    served.count(&shared.stats);
     if served.response.status().is_server_error() {
         shared.stats.errors.add(1);
     }
+    let from_cache = served.is_from_cache();
     let mut response = served.response;
     let headers = response.headers_mut();
     append_via(headers, &runtime.via);
-    let x_cache = if served.from_cache {
+    let x_cache = if from_cache {
         &runtime.x_cache_hit
     } else {
         &runtime.x_cache_miss
@@ -107,7 +174,7 @@ pub async fn handle(
         let hop = served
             .hop
             .as_deref()
-            .unwrap_or(if served.from_cache { "cache" } else { "none" });
+            .unwrap_or(if from_cache { "cache" } else { "none" });
         if let Ok(value) = HeaderValue::from_str(hop) {
             headers.insert("x-canopy-hop", value);
         }
@@ -132,7 +199,7 @@ pub async fn handle(
     let done = Accounting {
         shared: shared.clone(),
         runtime,
-        from_cache: served.from_cache,
+        from_cache,
         started,
         entry,
     };
@@ -149,13 +216,11 @@ async fn route(
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req, closes_at).await {
             Ok((response, hierarchy)) => Served {
-                response,
-                result: "TCP_TUNNEL",
+                result: LogCode::Tunnel,
                 hierarchy,
-                from_cache: false,
-                hop: None,
+                ..Served::answered(response)
             },
-            Err(e) => Served::error(e, runtime, "HIER_NONE/-".into()),
+            Err(e) => Served::refused(e, runtime),
         };
     }
     if max_forwards::applies_to(req.method()) {
@@ -166,26 +231,20 @@ async fn route(
             }
             Ok(Hops::AnswerHere) => {
                 let (parts, _) = req.into_parts();
-                return Served {
-                    response: max_forwards::answer(&parts),
-                    result: "TCP_MISS",
-                    hierarchy: "HIER_NONE/-".into(),
-                    from_cache: false,
-                    hop: None,
-                };
+                return Served::answered(max_forwards::answer(&parts));
             }
             Err(e) => {
                 let error = ProxyError::bad_request(e.to_string());
-                return Served::error(error, runtime, "HIER_NONE/-".into());
+                return Served::refused(error, runtime);
             }
         }
     }
     if let Err(e) = check_target(req.uri()) {
-        return Served::error(e, runtime, "HIER_NONE/-".into());
+        return Served::refused(e, runtime);
     }
     if let Err(denied) = runtime.reach.check_port(req.uri().port_u16().unwrap_or(80)) {
         shared.stats.denied_destinations.add(1);
-        return Served::error(denied.into(), runtime, "HIER_NONE/-".into());
+        return Served::refused(denied.into(), runtime);
     }
     if times_seen(req.headers(), &runtime.config.visible_name) >= 2 {
         let error = ProxyError::new(
@@ -195,7 +254,7 @@ async fn route(
                 runtime.config.visible_name
             ),
         );
-        return Served::error(error, runtime, "HIER_NONE/-".into());
+        return Served::refused(error, runtime);
     }
     let (mut parts, body) = req.into_parts();
     // Routing by client address reads it from here.
@@ -207,7 +266,6 @@ async fn route(
             // A GET or HEAD with a body goes on with it, past the cache: what the body
             // means to the origin is unknown, and dropping it would leave its framing to
             // be read from the upstream connection as the start of another message.
-            shared.stats.misses.add(1);
             forward_uncached(shared, runtime, &parts, Some(body)).await
         }
     } else {
@@ -231,13 +289,12 @@ async fn hits_only(
         } else {
             " with a body"
         };
-        return Served::error(
+        return Served::refused(
             ProxyError::gateway_timeout(format!(
                 "{}{with_body} from a sibling cache: a sibling takes hits only",
                 req.method()
             )),
             runtime,
-            "HIER_NONE/-".into(),
         );
     }
     req.headers_mut().append(
@@ -287,8 +344,7 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
                 && !parts.headers.contains_key(header::PRAGMA);
             if let Some(age) = stored.fresh_age(now).filter(|_| plain) {
-                shared.stats.hits_fresh.add(1);
-                return serve_stored(&parts, &stored, age, "TCP_HIT");
+                return serve_stored(&parts, &stored, age, LogCode::Hit);
             }
             let reuse = policy::evaluate(
                 &Method::GET,
@@ -300,14 +356,15 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
                 &runtime.heuristics,
             );
             match reuse {
-                Reuse::Fresh { age } | Reuse::Stale { age } => {
-                    shared.stats.hits_fresh.add(1);
-                    return serve_stored(&parts, &stored, age, "TCP_HIT");
+                Reuse::Fresh { age } => {
+                    return serve_stored(&parts, &stored, age, LogCode::Hit);
+                }
+                Reuse::Stale { age } => {
+                    return serve_stored(&parts, &stored, age, LogCode::HitStale);
                 }
                 Reuse::StaleWhileRevalidate { age } => {
-                    shared.stats.hits_fresh.add(1);
                     revalidate_in_background(shared, runtime, &parts, &key, &stored);
-                    return serve_stored(&parts, &stored, age, "TCP_STALE_HIT");
+                    return serve_stored(&parts, &stored, age, LogCode::StaleHit);
                 }
                 Reuse::Revalidate { .. } if request_cc.only_if_cached => {}
                 Reuse::Revalidate { .. } => {
@@ -318,16 +375,14 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
         }
     }
     if request_cc.only_if_cached {
-        shared.stats.misses.add(1);
-        return Served::error(
+        return Served::failed(
             ProxyError::gateway_timeout(format!(
                 "{key} is not in the cache, and the request said only-if-cached"
             )),
             runtime,
-            "HIER_NONE/-".into(),
+            Hierarchy::NONE,
         );
     }
-    shared.stats.misses.add(1);
     if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
         return forward_uncached(shared, runtime, &parts, None).await;
     }
@@ -347,11 +402,8 @@ async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> S
             };
             match shared_fill {
                 Some(response) => Served {
-                    response,
-                    result: "TCP_MISS",
-                    hierarchy: "HIER_NONE/-".into(),
-                    from_cache: false,
-                    hop: None,
+                    answered_here: false,
+                    ..Served::answered(response)
                 },
                 // Not shareable, or the fill was past max_object_size or abandoned by now.
                 None => fetch_and_fill(shared, runtime, &parts, &key, None).await,
@@ -370,15 +422,15 @@ fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
 
 /// A response from the store, with its current Age; 304 when it answers the client's own
 /// conditional request.
-fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: &'static str) -> Served {
+fn serve_stored(parts: &Parts, stored: &Stored, age: Duration, result: LogCode) -> Served {
     let mut headers = stored.headers();
     headers.insert(header::AGE, policy::age_header(age));
     let response = respond(parts, stored.status, headers, Some(stored.body.clone()));
     Served {
         response,
         result,
-        hierarchy: "HIER_NONE/-".into(),
-        from_cache: true,
+        hierarchy: Hierarchy::NONE,
+        answered_here: false,
         hop: None,
     }
 }
@@ -487,20 +539,17 @@ async fn fetch_and_fill(
 ) -> Served {
     let request_time = SystemTime::now();
     match hierarchy::fetch(runtime, parts, unconditional(&parts.headers), None).await {
-        Ok(fetched) => {
-            let result = "TCP_MISS";
-            store_and_serve(
-                shared,
-                runtime,
-                parts,
-                key,
-                fetched,
-                request_time,
-                leader,
-                result,
-            )
-        }
-        Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),
+        Ok(fetched) => store_and_serve(
+            shared,
+            runtime,
+            parts,
+            key,
+            fetched,
+            request_time,
+            leader,
+            LogCode::Miss,
+        ),
+        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
     }
 }
 
@@ -514,7 +563,7 @@ fn store_and_serve(
     fetched: hierarchy::Fetched,
     request_time: SystemTime,
     leader: Option<Leader>,
-    result: &'static str,
+    result: LogCode,
 ) -> Served {
     let (mut head, body) = fetched.response.into_parts();
     remove_hop_by_hop(&mut head.headers);
@@ -539,13 +588,7 @@ fn store_and_serve(
         if parts.method == Method::HEAD {
             *response.body_mut() = empty_body();
         }
-        return Served {
-            response,
-            result,
-            hierarchy: fetched.hierarchy,
-            from_cache: false,
-            hop: Some(fetched.route),
-        };
+        return Served::fetched(response, result, fetched.hierarchy, fetched.route);
     }
     // What the origin meant for this client alone (its cookies) stays out of the shared
     // copy that waiting clients, later hits and the store get.
@@ -579,13 +622,7 @@ fn store_and_serve(
         leader,
     };
     tokio::spawn(filling.run(body));
-    Served {
-        response,
-        result,
-        hierarchy: fetched.hierarchy,
-        from_cache: false,
-        hop: Some(fetched.route),
-    }
+    Served::fetched(response, result, fetched.hierarchy, fetched.route)
 }
 
 /// Reads an upstream body into a fill, and stores it when complete and kept. Past
@@ -689,7 +726,6 @@ async fn revalidate(
         Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => {
             let not_modified = fetched.response.headers();
             if !policy::not_modified_matches(&stored_headers, not_modified) {
-                shared.stats.misses.add(1);
                 return fetch_and_fill(shared, runtime, parts, key, None).await;
             }
             let times = StoredTimes {
@@ -703,12 +739,11 @@ async fn revalidate(
                 times,
                 stored.vary().map(<[_]>::to_vec),
             );
-            shared.stats.hits_revalidated.add(1);
             let mut served = serve_stored(
                 parts,
                 &refreshed,
                 age_now(&refreshed),
-                "TCP_REFRESH_UNMODIFIED",
+                LogCode::RefreshUnmodified,
             );
             served.hierarchy = fetched.hierarchy;
             // Cookies on the 304 answered this client's revalidation: for it alone.
@@ -721,30 +756,22 @@ async fn revalidate(
             served
         }
         Ok(fetched) if fetched.response.status().is_server_error() && stale_ok(&stored) => {
-            shared.stats.hits_fresh.add(1);
-            serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
+            serve_stored(parts, &stored, age_now(&stored), LogCode::RefreshFailOld)
         }
-        Ok(fetched) => {
-            shared.stats.misses.add(1);
-            store_and_serve(
-                shared,
-                runtime,
-                parts,
-                key,
-                fetched,
-                request_time,
-                None,
-                "TCP_REFRESH_MODIFIED",
-            )
-        }
+        Ok(fetched) => store_and_serve(
+            shared,
+            runtime,
+            parts,
+            key,
+            fetched,
+            request_time,
+            None,
+            LogCode::RefreshModified,
+        ),
         Err(_) if stale_ok(&stored) => {
-            shared.stats.hits_fresh.add(1);
-            serve_stored(parts, &stored, age_now(&stored), "TCP_REFRESH_FAIL_OLD")
+            serve_stored(parts, &stored, age_now(&stored), LogCode::RefreshFailOld)
         }
-        Err((error, hierarchy)) => {
-            shared.stats.misses.add(1);
-            Served::error(error, runtime, hierarchy)
-        }
+        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
     }
 }
 
@@ -772,6 +799,7 @@ fn revalidate_in_background(
     let (parts, ()) = background.into_parts();
     tokio::spawn(async move {
         let served = revalidate(&shared, &runtime, &parts, &key, stored).await;
+        served.count(&shared.stats);
         // Read what the client would have read, so a changed object is stored, keeping none
         // of it here: the fill holds what the store gets.
         let mut body = served.response.into_body();
@@ -788,7 +816,6 @@ async fn pass_through(
     parts: Parts,
     body: Incoming,
 ) -> Served {
-    shared.stats.misses.add(1);
     let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
     if policy::invalidates(&parts.method, served.response.status()) {
         let store = shared.store.load();
@@ -821,15 +848,10 @@ async fn forward_uncached(
             shared.stats.uncacheable.add(1);
             let (mut head, body) = fetched.response.into_parts();
             remove_hop_by_hop(&mut head.headers);
-            Served {
-                response: Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()),
-                result: "TCP_MISS",
-                hierarchy: fetched.hierarchy,
-                from_cache: false,
-                hop: Some(fetched.route),
-            }
+            let response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
+            Served::fetched(response, LogCode::Miss, fetched.hierarchy, fetched.route)
         }
-        Err((error, hierarchy)) => Served::error(error, runtime, hierarchy),
+        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
     }
 }
 
@@ -909,6 +931,35 @@ impl Drop for Accounted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hits_are_counted_fresh_stale_or_revalidated_and_answers_here_not_at_all() {
+        let stats = Stats::default();
+        let served = |result, answered_here| Served {
+            result,
+            answered_here,
+            ..Served::answered(Response::new(empty_body()))
+        };
+        for result in [
+            LogCode::Hit,
+            LogCode::HitStale,
+            LogCode::StaleHit,
+            LogCode::RefreshFailOld,
+            LogCode::RefreshUnmodified,
+            LogCode::RefreshModified,
+            LogCode::Miss,
+            LogCode::Denied,
+        ] {
+            served(result, false).count(&stats);
+        }
+        served(LogCode::Denied, true).count(&stats);
+        served(LogCode::Tunnel, true).count(&stats);
+        let counted = |c: &crate::stats::Counter| c.get();
+        assert_eq!(counted(&stats.hits_fresh), 1);
+        assert_eq!(counted(&stats.hits_stale), 3);
+        assert_eq!(counted(&stats.hits_revalidated), 1);
+        assert_eq!(counted(&stats.misses), 3);
+    }
 
     #[test]
     fn origin_form_requests_are_refused() {
