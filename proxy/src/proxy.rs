@@ -180,7 +180,8 @@ impl Proxy {
             });
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)
+            .map_err(|e| e.to_string())?;
         let addr = runtime.config.http_listen();
         // A new port is served before the swap (its first requests may meet the old
         // runtime): once the swap is made, nothing is left that can fail.
@@ -378,7 +379,7 @@ fn prepare(
     stats: &Arc<Stats>,
 ) -> Result<(Runtime, std::net::TcpListener), String> {
     let icp = icp_endpoint(&version.config, None)?;
-    let runtime = Runtime::build(version, data_dir, stats, icp)?;
+    let runtime = Runtime::build(version, data_dir, stats, icp).map_err(|e| e.to_string())?;
     let addr = runtime.config.http_listen();
     let bound = listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     Ok((runtime, bound))

@@ -10,22 +10,37 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
-use crate::config::{Config, HostPort, ParentEntry};
+use crate::config::{Config, ConfigErrors, HostPort, ParentEntry};
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
-use crate::hierarchy::rules::Route;
-use crate::hierarchy::upstream::{self, UpstreamClient};
+use crate::hierarchy::rules::{Route, RouteError};
+use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
 use crate::http::headers;
 use crate::icp::socket::IcpSocket;
 use crate::stats::Stats;
 use crate::versions::ConfigVersion;
 #[cfg(test)]
 use crate::versions::VersionState;
+
+/// Why a config version cannot be run; the text becomes the version's rejection reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("{0}")]
+    Route(#[from] RouteError),
+    #[error("{0}")]
+    Peer(#[from] ParentAddressError),
+    #[error("access_log: {0}")]
+    AccessLog(#[from] AccessLogError),
+    #[error("visible_name {name:?} cannot be sent in a header")]
+    VisibleName { name: String },
+}
 
 /// Everything built from one config version. Requests take the one in force when they
 /// start and finish on it, whatever reloads happen meanwhile.
@@ -61,9 +76,9 @@ impl Runtime {
         data_dir: &Path,
         stats: &Arc<Stats>,
         icp: Option<Arc<IcpSocket>>,
-    ) -> Result<Runtime, String> {
+    ) -> Result<Runtime, RuntimeError> {
         let config = &version.config;
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate()?;
         let settings = ConnectSettings {
             local_address: config.bind_address.0,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
@@ -111,18 +126,18 @@ impl Runtime {
             .peers
             .iter()
             .map(|peer| PeerEntry::build(peer, settings, stats))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let access_log = if config.access_log.is_empty() {
             None
         } else {
             let path = data_dir.join(&config.access_log);
-            Some(AccessLog::open(&path).map_err(|e| format!("access_log: {e}"))?)
+            Some(AccessLog::open(&path)?)
         };
         let reach = Arc::new(Reach::of(config));
         let name = &config.visible_name;
         let header = |text: String| {
             HeaderValue::from_str(&text)
-                .map_err(|_| format!("visible_name {name:?} cannot be sent in a header"))
+                .map_err(|_| RuntimeError::VisibleName { name: name.clone() })
         };
         Ok(Runtime {
             version: version.id,

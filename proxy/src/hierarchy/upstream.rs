@@ -460,12 +460,21 @@ pub fn origin_client(settings: ConnectSettings, reach: Arc<Reach>) -> UpstreamCl
     UpstreamClient::new(settings, Some(reach), None)
 }
 
+/// A parent's host and port that do not make a URL.
+#[derive(Debug, thiserror::Error)]
+#[error("parent {authority}: {source}")]
+pub struct ParentAddressError {
+    pub authority: String,
+    #[source]
+    pub source: http::uri::InvalidUri,
+}
+
 /// A client whose every connection goes to the parent at `host:port`.
 pub fn parent_client(
     host: &str,
     port: u16,
     settings: ConnectSettings,
-) -> Result<UpstreamClient, String> {
+) -> Result<UpstreamClient, ParentAddressError> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -473,7 +482,7 @@ pub fn parent_client(
     };
     let uri: Uri = format!("http://{authority}/")
         .parse()
-        .map_err(|e| format!("parent {authority}: {e}"))?;
+        .map_err(|source| ParentAddressError { authority, source })?;
     Ok(UpstreamClient::new(settings, None, Some(uri)))
 }
 
