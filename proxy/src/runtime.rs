@@ -216,3 +216,18 @@ pub struct Shared {
     /// also tells how many are still open.
     pub draining: tokio::sync::watch::Sender<bool>,
 }
+
+#[cfg(test)]
+impl Shared {
+    /// The shared state around [`Runtime::for_tests`].
+    pub(crate) fn for_tests(config: Config) -> Arc<Shared> {
+        let runtime = Runtime::for_tests(config);
+        Arc::new(Shared {
+            store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
+            in_flight: Arc::default(),
+            stats: runtime.stats.clone(),
+            runtime: ArcSwap::from_pointee(runtime),
+            draining: tokio::sync::watch::Sender::new(false),
+        })
+    }
+}

@@ -19,8 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
 use crate::hierarchy::reach::{self, ConnectError, ConnectSettings, Denied, Reach};
+use crate::http::body::{BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
-use crate::http::{workers, BoxError, ProxyBody};
+use crate::http::workers;
 use crate::stats::{Stats, Timeout};
 
 /// How long a connection may sit unused before it is closed.
@@ -554,7 +555,7 @@ mod tests {
     }
 
     async fn get(client: &UpstreamClient, url: &str) -> String {
-        let mut request = Request::new(crate::http::empty_body());
+        let mut request = Request::new(crate::http::body::empty_body());
         *request.uri_mut() = url.parse().unwrap();
         let response = client.request(request).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -616,7 +617,7 @@ mod tests {
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let nobody = parent_client("127.0.0.1", port, settings()).unwrap();
-        let mut request = Request::new(crate::http::empty_body());
+        let mut request = Request::new(crate::http::body::empty_body());
         *request.uri_mut() = "http://example.com/".parse().unwrap();
         let error = nobody.request(request).await.unwrap_err();
         assert!(error.is_connect(), "{error:?}");

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::access_log::{HierCode, Hierarchy};
 use crate::hierarchy::reach::{self, ConnectError, ConnectSettings};
+use crate::http::body::{empty_body, ProxyBody};
 use crate::http::errors::ProxyError;
-use crate::http::{empty_body, ProxyBody};
 use crate::runtime::{Runtime, Shared};
 use crate::stats::{Stats, Timeout};
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::access_log;
-use crate::http::{BoxError, ProxyBody};
+use crate::http::body::{BoxError, ProxyBody};
 use crate::runtime::{Runtime, Shared};
 
 /// What is counted and logged once the client has its response (or has gone away).
@@ -83,5 +83,34 @@ impl Drop for Accounted {
             entry.elapsed = done.started.elapsed();
             log.write(entry);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::http::body::full_body;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn the_bytes_a_client_took_are_counted_by_where_they_came_from() {
+        let shared = Shared::for_tests(Config::default());
+        let accounting = |from_cache| Accounting {
+            shared: shared.clone(),
+            runtime: shared.runtime.load_full(),
+            from_cache,
+            started: Instant::now(),
+            entry: None,
+        };
+        let hit = Accounted::new(full_body(Bytes::from_static(b"hello")), accounting(true));
+        let taken = hit.collect().await.expect("a whole body").to_bytes();
+        assert_eq!(taken, "hello");
+        let mut miss = Accounted::new(full_body(Bytes::from_static(b"abc")), accounting(false));
+        let first = miss.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().expect("data"), "abc");
+        drop(miss);
+        assert_eq!(shared.stats.bytes_from_cache.get(), 5);
+        assert_eq!(shared.stats.bytes_from_upstream.get(), 3);
     }
 }

@@ -17,9 +17,9 @@ use crate::cache::key::cache_key;
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy;
+use crate::http::body::{empty_body, full_body, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::is_loop;
-use crate::http::{empty_body, full_body, ProxyBody};
 use crate::runtime::{Runtime, Shared};
 
 use super::fill::{
@@ -200,12 +200,7 @@ pub(super) fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
 
 /// Asks upstream whether a stale stored response is still good.
 async fn revalidate(req: &CacheRequest<'_>, stored: Arc<Stored>) -> Served {
-    let CacheRequest {
-        shared,
-        runtime,
-        parts,
-        key,
-    } = *req;
+    let (shared, runtime, parts, key) = (req.shared, req.runtime, req.parts, req.key);
     let mut headers = unconditional(&parts.headers);
     let stored_headers = stored.headers();
     headers.extend(policy::conditional_request_headers(&stored_headers));

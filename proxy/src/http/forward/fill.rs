@@ -18,8 +18,8 @@ use crate::cache::policy::{self, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy;
 use crate::hierarchy::upstream::UpstreamBody;
+use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::headers::remove_hop_by_hop;
-use crate::http::{empty_body, BoxError, ProxyBody};
 use crate::runtime::{Runtime, Shared};
 
 use super::cached::{not_modified, CacheRequest};
@@ -105,12 +105,7 @@ pub(super) fn store_and_serve(
     leader: Option<Leader>,
     result: LogCode,
 ) -> Served {
-    let CacheRequest {
-        shared,
-        runtime,
-        parts,
-        key,
-    } = *req;
+    let (shared, runtime, parts, key) = (req.shared, req.runtime, req.parts, req.key);
     let (mut head, body) = fetched.response.into_parts();
     remove_hop_by_hop(&mut head.headers);
     let max = runtime.config.max_object_size.0;

@@ -19,10 +19,11 @@ use hyper::body::Incoming;
 
 use crate::access_log::{self, Hierarchy, LogCode};
 use crate::hierarchy::ClientAddr;
+use crate::http::body::ProxyBody;
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, times_seen};
 use crate::http::max_forwards::{self, Hops};
-use crate::http::{tunnel, ProxyBody};
+use crate::http::tunnel;
 use crate::runtime::{Runtime, Shared};
 use crate::stats::Stats;
 use accounted::Accounting;
@@ -120,6 +121,16 @@ impl Served {
     }
 }
 
+/// A request as it arrives: what it is handled with, whoever it came from, and when its
+/// connection must close.
+#[derive(Clone, Copy)]
+struct Arrival<'a> {
+    shared: &'a Arc<Shared>,
+    runtime: &'a Arc<Runtime>,
+    client: SocketAddr,
+    closes_at: tokio::time::Instant,
+}
+
 /// Entry point for every request on a client connection; `closes_at` is the end of the
 /// connection's lifetime, which a tunnel it becomes must keep to.
 pub async fn handle(
@@ -139,12 +150,18 @@ pub async fn handle(
         .access_log
         .is_some()
         .then(|| (req.method().to_string(), req.uri().to_string()));
+    let arrival = Arrival {
+        shared: &shared,
+        runtime: &runtime,
+        client,
+        closes_at,
+    };
     let served = if let Err(e) = target {
         Served::refused(e, &runtime)
     } else if runtime.is_hits_only_sibling(client.ip()) {
-        hits_only(&shared, &runtime, client, req, closes_at).await
+        hits_only(&arrival, req).await
     } else {
-        route(&shared, &runtime, client, req, closes_at).await
+        route(&arrival, req).await
     };
     served.count(&shared.stats);
     if served.response.status().is_server_error() {
@@ -196,13 +213,13 @@ pub async fn handle(
     Ok(response.map(|body| Accounted::new(body, done)))
 }
 
-async fn route(
-    shared: &Arc<Shared>,
-    runtime: &Arc<Runtime>,
-    client: SocketAddr,
-    mut req: Request<Incoming>,
-    closes_at: tokio::time::Instant,
-) -> Served {
+async fn route(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
+    let Arrival {
+        shared,
+        runtime,
+        client,
+        closes_at,
+    } = *arrival;
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req, closes_at).await {
             Ok((response, hierarchy)) => Served {
@@ -265,13 +282,7 @@ async fn route(
 
 /// A configured sibling takes hits from us, never misses (Squid's `miss_access deny`):
 /// its requests are answered from the cache only, as if they said `only-if-cached`.
-async fn hits_only(
-    shared: &Arc<Shared>,
-    runtime: &Arc<Runtime>,
-    client: SocketAddr,
-    mut req: Request<Incoming>,
-    closes_at: tokio::time::Instant,
-) -> Served {
+async fn hits_only(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
     let cacheable = req.method() == Method::GET || req.method() == Method::HEAD;
     if !cacheable || !req.body().is_end_stream() {
         let with_body = if req.body().is_end_stream() {
@@ -284,14 +295,14 @@ async fn hits_only(
                 "{}{with_body} from a sibling cache: a sibling takes hits only",
                 req.method()
             )),
-            runtime,
+            arrival.runtime,
         );
     }
     req.headers_mut().append(
         header::CACHE_CONTROL,
         HeaderValue::from_static("only-if-cached"),
     );
-    route(shared, runtime, client, req, closes_at).await
+    route(arrival, req).await
 }
 
 /// Credentials written in the URL (`http://user:pw@host/`) go no further than here: not
@@ -324,7 +335,7 @@ fn check_target(uri: &Uri) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::empty_body;
+    use crate::http::body::empty_body;
 
     #[test]
     fn hits_are_counted_fresh_stale_or_revalidated_and_answers_here_not_at_all() {
