@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct StatsSnapshot {
     pub requests: u64,
     pub hits_fresh: u64,
+    /// Hits on stale stored responses (stale-while-revalidate, stale-if-error).
+    #[serde(default)]
+    pub hits_stale: u64,
     pub hits_revalidated: u64,
     pub misses: u64,
     pub uncacheable: u64,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use canopy_config::config::Config;
 use canopy_config::versions::Db;
 use canopy_proxy::control::ControlHandler;
-use canopy_proxy::server::Proxy;
+use canopy_proxy::proxy::Proxy;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;

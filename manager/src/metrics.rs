@@ -204,6 +204,11 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
     );
     out.value(
         "canopy_hits_total",
+        &[("kind", "stale")],
+        s.hits_stale as f64,
+    );
+    out.value(
+        "canopy_hits_total",
         &[("kind", "revalidated")],
         s.hits_revalidated as f64,
     );

@@ -72,7 +72,7 @@ pub async fn record(db: &Db, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Err
     sqlx::query("INSERT OR REPLACE INTO stats_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(at)
         .bind(s.requests as i64)
-        .bind((s.hits_fresh + s.hits_revalidated) as i64)
+        .bind((s.hits_fresh + s.hits_stale + s.hits_revalidated) as i64)
         .bind(s.misses as i64)
         .bind(s.bytes_from_cache as i64)
         .bind(s.bytes_from_upstream as i64)

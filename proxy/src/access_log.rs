@@ -1,6 +1,7 @@
 //! The access log in Squid's native format, so existing log tools read it:
 //! `time elapsed client code/status bytes method URL ident hierarchy/from type`.
 
+use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -11,20 +12,126 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::files::{self, FileError};
 
+/// What became of a request; written as Squid's result code (`TCP_HIT`, `TCP_MISS`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogCode {
+    /// A fresh stored response.
+    Hit,
+    /// A stale stored response the request's `max-stale` accepts (a hit, as Squid logs it).
+    HitStale,
+    /// A stale stored response served while it is revalidated in the background.
+    StaleHit,
+    /// A stored response revalidated: unchanged upstream.
+    RefreshUnmodified,
+    /// Revalidated, and upstream sent a new response.
+    RefreshModified,
+    /// Revalidation failed and the stale response was served.
+    RefreshFailOld,
+    Miss,
+    Denied,
+    Tunnel,
+}
+
+impl LogCode {
+    pub fn squid(self) -> &'static str {
+        match self {
+            LogCode::Hit | LogCode::HitStale => "TCP_HIT",
+            LogCode::StaleHit => "TCP_STALE_HIT",
+            LogCode::RefreshUnmodified => "TCP_REFRESH_UNMODIFIED",
+            LogCode::RefreshModified => "TCP_REFRESH_MODIFIED",
+            LogCode::RefreshFailOld => "TCP_REFRESH_FAIL_OLD",
+            LogCode::Miss => "TCP_MISS",
+            LogCode::Denied => "TCP_DENIED",
+            LogCode::Tunnel => "TCP_TUNNEL",
+        }
+    }
+}
+
+/// Where a request was forwarded; written as Squid's hierarchy code (`HIER_DIRECT`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HierCode {
+    /// Not forwarded: served from the cache, answered or refused here.
+    None,
+    /// To the origin server.
+    Direct,
+    /// A sibling that answered ICP HIT.
+    SiblingHit,
+    /// An ICP parent that answered HIT.
+    ParentHit,
+    /// The fastest ICP parent that answered MISS.
+    FirstParentMiss,
+    /// The first parent up, in the order listed.
+    FirstUpParent,
+    /// A parent picked by rotation or hashing.
+    RoundRobinParent,
+}
+
+impl HierCode {
+    pub fn squid(self) -> &'static str {
+        match self {
+            HierCode::None => "HIER_NONE",
+            HierCode::Direct => "HIER_DIRECT",
+            HierCode::SiblingHit => "SIBLING_HIT",
+            HierCode::ParentHit => "PARENT_HIT",
+            HierCode::FirstParentMiss => "FIRST_PARENT_MISS",
+            HierCode::FirstUpParent => "FIRSTUP_PARENT",
+            HierCode::RoundRobinParent => "ROUNDROBIN_PARENT",
+        }
+    }
+}
+
+impl fmt::Display for HierCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.squid())
+    }
+}
+
+/// The hierarchy field: how the request was forwarded and to which host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub code: HierCode,
+    /// Empty when there is none (written `-`).
+    pub host: String,
+}
+
+impl Hierarchy {
+    /// Not forwarded; costs no allocation.
+    pub const NONE: Hierarchy = Hierarchy {
+        code: HierCode::None,
+        host: String::new(),
+    };
+
+    pub fn new(code: HierCode, host: impl Into<String>) -> Hierarchy {
+        Hierarchy {
+            code,
+            host: host.into(),
+        }
+    }
+}
+
+impl fmt::Display for Hierarchy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.is_empty() {
+            "-"
+        } else {
+            &self.host
+        };
+        write!(f, "{}/{host}", self.code)
+    }
+}
+
 /// One finished request.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub time: SystemTime,
     pub elapsed: Duration,
     pub client: IpAddr,
-    /// Squid's result code, such as `TCP_HIT` or `TCP_MISS`.
-    pub result: &'static str,
+    pub result: LogCode,
     pub status: u16,
     pub bytes: u64,
     pub method: String,
     pub url: String,
-    /// Squid's hierarchy code and host, such as `HIER_DIRECT/example.com`.
-    pub hierarchy: String,
+    pub hierarchy: Hierarchy,
     pub content_type: String,
 }
 
@@ -37,7 +144,7 @@ impl Entry {
             since.subsec_millis(),
             self.elapsed.as_millis(),
             self.client,
-            self.result,
+            self.result.squid(),
             self.status,
             self.bytes,
             self.method,
@@ -170,12 +277,12 @@ mod tests {
             time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             elapsed: Duration::from_millis(45),
             client: "127.0.0.1".parse().unwrap(),
-            result: "TCP_MISS",
+            result: LogCode::Miss,
             status: 200,
             bytes: 1234,
             method: "GET".into(),
             url: "http://example.com/".into(),
-            hierarchy: "HIER_DIRECT/example.com".into(),
+            hierarchy: Hierarchy::new(HierCode::Direct, "example.com"),
             content_type: "text/html".into(),
         };
         assert_eq!(

@@ -1,11 +1,13 @@
 //! Canopy's caching proxy. Modules follow a request's path:
 //!
 //! - [`http`]: the listener, access control, forwarding, CONNECT tunnels, error pages.
-//! - [`cache`]: the store, the freshness policy, and collapsing of concurrent misses.
+//! - [`cache`]: the key, the store, the freshness policy, and collapsing of concurrent misses.
 //! - [`hierarchy`]: the peer table, choosing the next hop (peers, parents, origin) and the
 //!   upstream clients.
 //! - [`icp`]: ICP with neighbour caches: the codec, the responder and the querier.
-//! - [`server`]: the runtime state built from a config version, and `reload`.
+//! - [`runtime`]: the shared context every request reads: the state built from one config
+//!   version, and what lives across versions (store, counters, in-flight fills).
+//! - [`proxy`]: the orchestrator on top: start, `reload`, drain, the control handler.
 //! - [`control`]: the control socket's server.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
@@ -19,7 +21,8 @@ pub mod control;
 pub mod hierarchy;
 pub mod http;
 pub mod icp;
-pub mod server;
+pub mod proxy;
+pub mod runtime;
 pub mod stats;
 
 pub use canopy_config::{config, files, init_logging, supervision, versions};

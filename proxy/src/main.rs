@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use canopy_proxy::control::{self, ControlHandler};
-use canopy_proxy::server::Proxy;
+use canopy_proxy::proxy::Proxy;
 use canopy_proxy::versions::Db;
 
 /// mimalloc: the request path allocates small, short-lived objects on several threads,

@@ -16,7 +16,11 @@ use crate::versions::now_rfc3339;
 #[derive(Debug, Default)]
 pub struct Stats {
     pub requests: Counter,
+    /// Hits on a stored response still fresh.
     pub hits_fresh: Counter,
+    /// Hits on a stale stored response: accepted by the client's max-stale, served while
+    /// revalidated in the background, or served because revalidation failed.
+    pub hits_stale: Counter,
     pub hits_revalidated: Counter,
     pub misses: Counter,
     pub uncacheable: Counter,
@@ -323,7 +327,7 @@ impl Stats {
     pub fn snapshot(&self, objects: u64, bytes_held: u64) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
         let get = Counter::get;
-        let hits = get(&self.hits_fresh) + get(&self.hits_revalidated);
+        let hits = get(&self.hits_fresh) + get(&self.hits_stale) + get(&self.hits_revalidated);
         let requests = get(&self.requests);
         let (cache_bytes, upstream_bytes) =
             (get(&self.bytes_from_cache), get(&self.bytes_from_upstream));
@@ -331,6 +335,7 @@ impl Stats {
         StatsSnapshot {
             requests,
             hits_fresh: get(&self.hits_fresh),
+            hits_stale: get(&self.hits_stale),
             hits_revalidated: get(&self.hits_revalidated),
             misses: get(&self.misses),
             uncacheable: get(&self.uncacheable),

@@ -94,6 +94,7 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
         .map_err(not_running)?;
     println!("requests          {}", s.requests);
     println!("hits (fresh)      {}", s.hits_fresh);
+    println!("hits (stale)      {}", s.hits_stale);
     println!("hits (revalidated) {}", s.hits_revalidated);
     println!("misses            {}", s.misses);
     println!("uncacheable       {}", s.uncacheable);

@@ -305,7 +305,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
         newest: newest.id,
         newest_state: newest.state.as_str().to_owned(),
         requests: s.requests,
-        hits: s.hits_fresh + s.hits_revalidated,
+        hits: s.hits_fresh + s.hits_stale + s.hits_revalidated,
         misses: s.misses,
         hit_ratio: percent(s.hit_ratio),
         byte_hit_ratio: percent(s.byte_hit_ratio),

@@ -5,6 +5,7 @@
 //! `never_direct` forbids it.
 
 pub mod health;
+pub mod parents;
 pub mod peers;
 pub mod reach;
 pub mod rules;
@@ -13,7 +14,6 @@ pub mod upstream;
 
 pub use canopy_config::import::{parent_config, peer_import};
 
-use std::error::Error as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -27,19 +27,22 @@ use http_body::SizeHint;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access_log::{HierCode, Hierarchy};
+use crate::cache::key::cache_key;
 use crate::config::{IcpMode, RoundRobin};
+use crate::http::body::{empty_body, BoxError};
 use crate::http::errors::ProxyError;
-use crate::http::forward::cache_key;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
-use crate::http::{empty_body, BoxError};
 use crate::icp::codec::IcpOpcode;
-use crate::icp::querier::{self, Answer};
-use crate::server::{Parent, Runtime};
+use crate::icp::querier;
+use crate::icp::socket::Answer;
+use crate::runtime::Runtime;
 use crate::stats::{PeerStats, Timeout};
+use parents::Parent;
 use peers::PeerEntry;
 use rules::Route;
 use selection::Candidate;
-use upstream::{ClientBodyError, UpstreamBody, UpstreamError};
+use upstream::{ClientBodyError, HopFailure, UpstreamBody, UpstreamError};
 
 /// The client's address, kept in the request's extensions for routing by client.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +54,8 @@ pub enum Hop<'a> {
     /// A peer that answered ICP HIT. If it cannot serve the object after all, that is a
     /// false hit: counted, and the next hop is tried.
     PeerHit(&'a PeerEntry),
-    /// An ICP parent asked to fetch a miss; `code` is Squid's hierarchy code for it.
-    PeerParent(&'a PeerEntry, &'static str),
+    /// An ICP parent asked to fetch a miss, and the hierarchy code for why it was.
+    PeerParent(&'a PeerEntry, HierCode),
     Origin,
 }
 
@@ -67,27 +70,27 @@ pub struct Plan<'a> {
 }
 
 impl Hop<'_> {
-    /// Squid's hierarchy code and host, for the access log.
-    fn hierarchy_code(&self, plan: &Plan<'_>, parts: &Parts) -> String {
+    /// The hierarchy code and host, for the access log.
+    fn hierarchy(&self, plan: &Plan<'_>, parts: &Parts) -> Hierarchy {
         match self {
             Hop::PeerHit(p) => {
                 let code = if p.is_sibling() {
-                    "SIBLING_HIT"
+                    HierCode::SiblingHit
                 } else {
-                    "PARENT_HIT"
+                    HierCode::ParentHit
                 };
-                format!("{code}/{}", p.config.host)
+                Hierarchy::new(code, &p.config.host)
             }
-            Hop::PeerParent(p, code) => format!("{code}/{}", p.config.host),
+            Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
             Hop::Parent(p) => {
                 let code = if plan.reason == "in_order" {
-                    "FIRSTUP_PARENT"
+                    HierCode::FirstUpParent
                 } else {
-                    "ROUNDROBIN_PARENT"
+                    HierCode::RoundRobinParent
                 };
-                format!("{code}/{}", p.host)
+                Hierarchy::new(code, &p.host)
             }
-            Hop::Origin => format!("HIER_DIRECT/{}", parts.uri.host().unwrap_or("-")),
+            Hop::Origin => Hierarchy::new(HierCode::Direct, parts.uri.host().unwrap_or_default()),
         }
     }
 
@@ -115,8 +118,8 @@ impl Hop<'_> {
 /// An upstream response and where it came from.
 pub struct Fetched {
     pub response: Response<UpstreamBody>,
-    /// Squid's hierarchy code and host, for the access log.
-    pub hierarchy: String,
+    /// How it was forwarded, for the access log.
+    pub hierarchy: Hierarchy,
     /// Whether this proxy may keep a copy.
     pub may_store: bool,
     /// Which hop served and why, for `X-Canopy-Hop`.
@@ -253,7 +256,7 @@ pub fn plan<'a>(
 fn icp_parents<'a>(
     peers: &'a [PeerEntry],
     answers: Option<&[Answer]>,
-) -> Vec<(&'a PeerEntry, &'static str)> {
+) -> Vec<(&'a PeerEntry, HierCode)> {
     let is_parent = |p: &&PeerEntry| !p.is_sibling();
     let mut hops = Vec::new();
     if let Some(answers) = answers {
@@ -265,7 +268,11 @@ fn icp_parents<'a>(
             .map(|(elapsed, p)| (elapsed / p.config.weight.max(1), p))
             .collect();
         missed.sort_by_key(|(weighed, _)| *weighed);
-        hops.extend(missed.into_iter().map(|(_, p)| (p, "FIRST_PARENT_MISS")));
+        hops.extend(
+            missed
+                .into_iter()
+                .map(|(_, p)| (p, HierCode::FirstParentMiss)),
+        );
     }
     let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
     hops.extend(
@@ -273,28 +280,40 @@ fn icp_parents<'a>(
             .iter()
             .filter(is_parent)
             .filter(|p| !asked(p) && !p.stats.is_dead())
-            .map(|p| (p, "FIRSTUP_PARENT")),
+            .map(|p| (p, HierCode::FirstUpParent)),
     );
     hops
 }
 
-/// Why a peer that answered HIT did not serve the object after all (a 504 to
-/// `only-if-cached`, a sibling's server error, no connection, no answer); `None` when it
-/// served it.
+/// Why a peer that answered ICP HIT did not serve the object after all.
+#[derive(Debug, thiserror::Error)]
+enum FalseHit {
+    /// A 504 to `only-if-cached`, or a sibling's server error.
+    #[error("answered {}", .0.as_u16())]
+    Answered(StatusCode),
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("no response in time")]
+    NoResponse,
+}
+
+/// Whether `peer`'s attempt was a false hit, and why; `None` when it served the object.
 fn false_hit(
     peer: &PeerEntry,
     attempt: &Result<Result<Response<Incoming>, UpstreamError>, tokio::time::error::Elapsed>,
-) -> Option<String> {
+) -> Option<FalseHit> {
     match attempt {
         Ok(Ok(response)) => {
             let status = response.status();
             (status == StatusCode::GATEWAY_TIMEOUT
                 || (peer.is_sibling() && status.is_server_error()))
-            .then(|| format!("answered {}", status.as_u16()))
+            .then_some(FalseHit::Answered(status))
         }
-        Ok(Err(e)) if e.is_connect() => Some(format!("connect: {}", innermost(e))),
-        Ok(Err(e)) => Some(innermost(e)),
-        Err(_) => Some("no response in time".to_owned()),
+        Ok(Err(e)) if e.is_connect() => Some(FalseHit::Connect(e.innermost())),
+        Ok(Err(e)) => Some(FalseHit::Failed(e.innermost())),
+        Err(_) => Some(FalseHit::NoResponse),
     }
 }
 
@@ -313,7 +332,7 @@ pub async fn fetch(
     parts: &Parts,
     headers: HeaderMap,
     body: Option<Incoming>,
-) -> Result<Fetched, (ProxyError, String)> {
+) -> Result<Fetched, (ProxyError, Hierarchy)> {
     let authority = parts
         .uri
         .authority()
@@ -353,9 +372,9 @@ pub async fn fetch(
         };
         // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
         let hierarchy = if runtime.access_log.is_some() {
-            hop.hierarchy_code(&plan, parts)
+            hop.hierarchy(&plan, parts)
         } else {
-            String::new()
+            Hierarchy::NONE
         };
         let route = if runtime.config.debug_headers.0 {
             hop.explanation(&plan, n)
@@ -405,8 +424,8 @@ pub async fn fetch(
         if let Hop::PeerHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
                 peer.stats.false_hits.fetch_add(1, Relaxed);
-                if reason.starts_with("connect: ") {
-                    record_failure(runtime, &peer.stats, name, &reason);
+                if let FalseHit::Connect(_) = reason {
+                    record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }
                 tracing::info!(
                     "false hit: {} said HIT for {} but {reason}",
@@ -426,7 +445,7 @@ pub async fn fetch(
             Ok(Err(e @ UpstreamError::ClientBody(_))) => {
                 let error = ProxyError::bad_request(format!(
                     "The request body could not be read ({}): it was not passed on whole.",
-                    innermost(&e)
+                    e.innermost()
                 ));
                 return Err((error, hierarchy));
             }
@@ -462,29 +481,19 @@ pub async fn fetch(
                 runtime.stats.denied_destinations.add(1);
                 return Err((denied.into(), hierarchy));
             }
-            Ok(Err(e)) if e.is_connect_timeout() => format!(
-                "connect: timed out after {} ms",
-                runtime.config.connect_timeout_ms
-            ),
-            Ok(Err(e)) if e.is_connect() => format!("connect: {}", innermost(&e)),
-            Ok(Err(e)) => innermost(&e),
-            Err(_) => format!("no response within {} ms", runtime.read_timeout.as_millis()),
+            Ok(Err(e)) => HopFailure::of(&e, runtime.config.connect_timeout_ms),
+            Err(_) => HopFailure::NoResponse {
+                ms: runtime.read_timeout.as_millis(),
+            },
         };
         tracing::info!("{name} failed: {failure}");
         tried.push(format!("{name}: {failure}"));
         if let Some(counters) = counters {
-            record_failure(runtime, counters, name, &failure);
+            record_failure(runtime, counters, name, &failure.to_string());
         }
-        let connect_failed = failure.starts_with("connect: ");
-        if !(connect_failed || may_retry) || matches!(hop, Hop::Origin) {
-            let error = if failure.starts_with("no response") || failure.contains("timed out") {
-                ProxyError::gateway_timeout(format!("{name}: {failure}"))
-            } else if connect_failed && matches!(hop, Hop::Origin) {
-                ProxyError::bad_gateway(format!("cannot connect to {name}: {}", &failure[9..]))
-            } else {
-                ProxyError::bad_gateway(format!("{name} failed: {failure}"))
-            };
-            return Err((error, hierarchy));
+        let origin = matches!(hop, Hop::Origin);
+        if !(failure.is_connect() || may_retry) || origin {
+            return Err((failure.to_proxy_error(name, origin), hierarchy));
         }
     }
     let reason = if had_body && !tried.is_empty() {
@@ -511,7 +520,7 @@ pub async fn fetch(
     } else {
         StatusCode::GATEWAY_TIMEOUT
     };
-    Err((ProxyError::new(status, reason), "HIER_NONE/-".to_owned()))
+    Err((ProxyError::new(status, reason), Hierarchy::NONE))
 }
 
 /// Makes the framing fields agree with the body that is sent (`None`: no body), so a
@@ -545,17 +554,6 @@ fn record_failure(runtime: &Runtime, counters: &PeerStats, name: &str, failure: 
     ) {
         tracing::warn!("{name} marked down: {failure}");
     }
-}
-
-/// The most specific message in an error's chain ("Connection refused", not "client error").
-fn innermost(error: &UpstreamError) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        message = s.to_string();
-        source = s.source();
-    }
-    message
 }
 
 #[cfg(test)]

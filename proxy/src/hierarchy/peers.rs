@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::config::{Peer, PeerKind};
-use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
+use crate::hierarchy::reach::ConnectSettings;
+use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
 use crate::stats::{PeerStats, Stats};
 
 /// One neighbour as the running proxy sees it.
@@ -20,7 +21,11 @@ pub struct PeerEntry {
 }
 
 impl PeerEntry {
-    pub fn build(peer: &Peer, settings: ConnectSettings, stats: &Stats) -> Result<Self, String> {
+    pub fn build(
+        peer: &Peer,
+        settings: ConnectSettings,
+        stats: &Stats,
+    ) -> Result<Self, ParentAddressError> {
         let address = resolve(&peer.host);
         if address.is_none() {
             tracing::warn!(

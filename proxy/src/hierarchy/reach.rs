@@ -12,8 +12,14 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::config::{Config, PortList};
-use crate::hierarchy::upstream::ConnectSettings;
 use crate::http::errors::ProxyError;
+
+/// How connections are made: from which address, and how long connecting may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectSettings {
+    pub local_address: Option<IpAddr>,
+    pub connect_timeout: Duration,
+}
 
 /// Why a request may not go where it asks to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

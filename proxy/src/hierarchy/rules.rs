@@ -35,34 +35,53 @@ struct Matcher {
     method: Option<Method>,
 }
 
+/// A rule that cannot be compiled, with the rule's number and the value that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("rule {rule}: dest_ip {text:?} is not an address or network")]
+    DestIp { rule: usize, text: String },
+    #[error("rule {rule}: url_regex: {source}")]
+    UrlRegex {
+        rule: usize,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("rule {rule}: method {text:?}")]
+    Method { rule: usize, text: String },
+}
+
 impl Route {
     /// Compiles a validated rule; `parent_index` maps each parent to the runtime's table.
     pub fn compile(
         number: usize,
         rule: &ParentRule,
         mut parent_index: impl FnMut(&crate::config::ParentEntry) -> Option<usize>,
-    ) -> Result<Route, String> {
+    ) -> Result<Route, RouteError> {
         let dest_ip = match &rule.dest_ip {
             None => None,
             Some(text) => Some(
                 text.parse::<IpNet>()
                     .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        format!("rule {number}: dest_ip {text:?} is not an address or network")
+                    .map_err(|_| RouteError::DestIp {
+                        rule: number,
+                        text: text.clone(),
                     })?,
             ),
         };
         let url_regex = match &rule.url_regex {
             None => None,
-            Some(text) => {
-                Some(Regex::new(text).map_err(|e| format!("rule {number}: url_regex: {e}"))?)
-            }
+            Some(text) => Some(Regex::new(text).map_err(|source| RouteError::UrlRegex {
+                rule: number,
+                source,
+            })?),
         };
         let method = match &rule.method {
             None => None,
             Some(m) => Some(
-                Method::from_bytes(m.as_bytes())
-                    .map_err(|_| format!("rule {number}: method {m:?}"))?,
+                Method::from_bytes(m.as_bytes()).map_err(|_| RouteError::Method {
+                    rule: number,
+                    text: m.clone(),
+                })?,
             ),
         };
         Ok(Route {

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,8 +18,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
-use crate::hierarchy::reach::{self, ConnectError, Denied, Reach};
-use crate::http::{workers, BoxError, ProxyBody};
+use crate::hierarchy::reach::{self, ConnectError, ConnectSettings, Denied, Reach};
+use crate::http::body::{BoxError, ProxyBody};
+use crate::http::errors::ProxyError;
+use crate::http::workers;
 use crate::stats::{Stats, Timeout};
 
 /// How long a connection may sit unused before it is closed.
@@ -105,6 +106,98 @@ impl UpstreamError {
             cause = e.source();
         }
         false
+    }
+}
+
+impl UpstreamError {
+    /// The most specific message in the error's chain ("Connection refused", not "client
+    /// error").
+    pub fn innermost(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            message = s.to_string();
+            source = s.source();
+        }
+        message
+    }
+
+    /// Whether the system reported a timeout anywhere in the error's chain.
+    fn timed_out(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// Why one hop gave no response; the client's error page says it, and the hop's counters
+/// keep it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HopFailure {
+    /// Connecting took longer than `connect_timeout_ms`.
+    #[error("connect: timed out after {ms} ms")]
+    ConnectTimedOut { ms: u64 },
+    /// No connection could be made.
+    #[error("connect: {reason}")]
+    Connect { reason: String },
+    /// The exchange broke off before the response; `timed_out` when the system said so.
+    #[error("{reason}")]
+    Broken { reason: String, timed_out: bool },
+    /// Nothing came within `read_timeout_ms`.
+    #[error("no response within {ms} ms")]
+    NoResponse { ms: u128 },
+}
+
+impl HopFailure {
+    /// The failure of a request that ended in `error`; `connect_timeout_ms` is the limit
+    /// that a connect timeout passed.
+    pub fn of(error: &UpstreamError, connect_timeout_ms: u64) -> HopFailure {
+        if error.is_connect_timeout() {
+            HopFailure::ConnectTimedOut {
+                ms: connect_timeout_ms,
+            }
+        } else if error.is_connect() {
+            HopFailure::Connect {
+                reason: error.innermost(),
+            }
+        } else {
+            HopFailure::Broken {
+                reason: error.innermost(),
+                timed_out: error.timed_out(),
+            }
+        }
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            HopFailure::ConnectTimedOut { .. } | HopFailure::Connect { .. }
+        )
+    }
+
+    /// The client's error when `name` was the last hop tried: 504 when it took too long,
+    /// 502 otherwise.
+    pub fn to_proxy_error(&self, name: &str, origin: bool) -> ProxyError {
+        match self {
+            HopFailure::NoResponse { .. }
+            | HopFailure::ConnectTimedOut { .. }
+            | HopFailure::Broken {
+                timed_out: true, ..
+            } => ProxyError::gateway_timeout(format!("{name}: {self}")),
+            HopFailure::Connect { reason } if origin => {
+                ProxyError::bad_gateway(format!("cannot connect to {name}: {reason}"))
+            }
+            HopFailure::Connect { .. } | HopFailure::Broken { .. } => {
+                ProxyError::bad_gateway(format!("{name} failed: {self}"))
+            }
+        }
     }
 }
 
@@ -363,16 +456,18 @@ impl UpstreamClient {
     }
 }
 
-/// How connections are made: from which address, and how long connecting may take.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectSettings {
-    pub local_address: Option<IpAddr>,
-    pub connect_timeout: Duration,
-}
-
 /// A client that connects to each request's origin server, where `reach` allows.
 pub fn origin_client(settings: ConnectSettings, reach: Arc<Reach>) -> UpstreamClient {
     UpstreamClient::new(settings, Some(reach), None)
+}
+
+/// A parent's host and port that do not make a URL.
+#[derive(Debug, thiserror::Error)]
+#[error("parent {authority}: {source}")]
+pub struct ParentAddressError {
+    pub authority: String,
+    #[source]
+    pub source: http::uri::InvalidUri,
 }
 
 /// A client whose every connection goes to the parent at `host:port`.
@@ -380,7 +475,7 @@ pub fn parent_client(
     host: &str,
     port: u16,
     settings: ConnectSettings,
-) -> Result<UpstreamClient, String> {
+) -> Result<UpstreamClient, ParentAddressError> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -388,7 +483,7 @@ pub fn parent_client(
     };
     let uri: Uri = format!("http://{authority}/")
         .parse()
-        .map_err(|e| format!("parent {authority}: {e}"))?;
+        .map_err(|source| ParentAddressError { authority, source })?;
     Ok(UpstreamClient::new(settings, None, Some(uri)))
 }
 
@@ -460,7 +555,7 @@ mod tests {
     }
 
     async fn get(client: &UpstreamClient, url: &str) -> String {
-        let mut request = Request::new(crate::http::empty_body());
+        let mut request = Request::new(crate::http::body::empty_body());
         *request.uri_mut() = url.parse().unwrap();
         let response = client.request(request).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -522,7 +617,7 @@ mod tests {
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let nobody = parent_client("127.0.0.1", port, settings()).unwrap();
-        let mut request = Request::new(crate::http::empty_body());
+        let mut request = Request::new(crate::http::body::empty_body());
         *request.uri_mut() = "http://example.com/".parse().unwrap();
         let error = nobody.request(request).await.unwrap_err();
         assert!(error.is_connect(), "{error:?}");

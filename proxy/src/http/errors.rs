@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::http::{full_body, ProxyBody};
+use crate::http::body::{full_body, ProxyBody};
 
 /// Why a request failed, with everything the page and the access log need.
 #[derive(Debug, Clone)]

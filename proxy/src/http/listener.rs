@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::http::errors::ProxyError;
 use crate::http::timeouts::{Answering, ClientLimits, Phase, Watched};
 use crate::http::{forward, workers};
-use crate::server::Shared;
+use crate::runtime::Shared;
 use crate::stats::Timeout;
 
 /// The largest request head taken from a client, request line included (Squid's

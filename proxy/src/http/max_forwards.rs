@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response};
 
-use crate::http::{empty_body, full_body, ProxyBody};
+use crate::http::body::{empty_body, full_body, ProxyBody};
 
 /// What a TRACE or OPTIONS request's Max-Forwards asks of this proxy.
 #[derive(Debug, PartialEq)]

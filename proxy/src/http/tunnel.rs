@@ -16,11 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::hierarchy::reach::{self, ConnectError};
-use crate::hierarchy::upstream::ConnectSettings;
+use crate::access_log::{HierCode, Hierarchy};
+use crate::hierarchy::reach::{self, ConnectError, ConnectSettings};
+use crate::http::body::{empty_body, ProxyBody};
 use crate::http::errors::ProxyError;
-use crate::http::{empty_body, ProxyBody};
-use crate::server::{Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
 use crate::stats::{Stats, Timeout};
 
 /// Answers a CONNECT: 200 and a pipe, or an error page. Returns the hop used, for the log.
@@ -30,7 +30,7 @@ pub async fn handle(
     runtime: Arc<Runtime>,
     req: Request<Incoming>,
     closes_at: Instant,
-) -> Result<(Response<ProxyBody>, String), ProxyError> {
+) -> Result<(Response<ProxyBody>, Hierarchy), ProxyError> {
     let authority = req
         .uri()
         .authority()
@@ -164,7 +164,7 @@ async fn connect(
     runtime: &Runtime,
     host: &str,
     port: u16,
-) -> Result<(TcpStream, String), ProxyError> {
+) -> Result<(TcpStream, Hierarchy), ProxyError> {
     let timeout = Duration::from_millis(runtime.config.connect_timeout_ms);
     let settings = ConnectSettings {
         local_address: runtime.config.bind_address.0,
@@ -172,7 +172,7 @@ async fn connect(
     };
     if !runtime.config.never_direct.0 {
         return match reach::connect(host, port, settings, Some(&runtime.reach)).await {
-            Ok(stream) => Ok((stream, format!("HIER_DIRECT/{host}"))),
+            Ok(stream) => Ok((stream, Hierarchy::new(HierCode::Direct, host))),
             Err(ConnectError::Denied(denied)) => {
                 runtime.stats.denied_destinations.add(1);
                 Err(denied.into())
@@ -191,7 +191,12 @@ async fn connect(
         )
         .await
         {
-            Ok(stream) => return Ok((stream, format!("FIRSTUP_PARENT/{}", parent.host))),
+            Ok(stream) => {
+                return Ok((
+                    stream,
+                    Hierarchy::new(HierCode::FirstUpParent, &parent.host),
+                ))
+            }
             Err(e) => {
                 parent.stats.record_failure(e.reason.clone());
                 tried.push(format!("{}: {}", parent.name, e.reason));

@@ -110,13 +110,6 @@ impl IcpPayload {
     }
 }
 
-/// RTT data a peer put in a reply's option data because the query set [`ICP_FLAG_SRC_RTT`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SrcRtt {
-    pub hops: u16,
-    pub rtt_ms: u16,
-}
-
 /// One ICP datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcpMessage {
@@ -160,17 +153,6 @@ impl IcpMessage {
             sender: Ipv4Addr::UNSPECIFIED,
             payload,
         }
-    }
-
-    /// The hop count and RTT in a reply, if the peer flagged them as present.
-    pub fn src_rtt(&self) -> Option<SrcRtt> {
-        (self.options & ICP_FLAG_SRC_RTT != 0).then(|| {
-            let [h1, h0, r1, r0] = self.option_data.to_be_bytes();
-            SrcRtt {
-                hops: u16::from_be_bytes([h1, h0]),
-                rtt_ms: u16::from_be_bytes([r1, r0]),
-            }
-        })
     }
 
     /// The datagram, in network byte order.
@@ -429,6 +411,25 @@ pub enum EncodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RTT data a peer put in a reply's option data because the query set
+    /// [`ICP_FLAG_SRC_RTT`]; Canopy reads it only here, to check the layout.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct SrcRtt {
+        hops: u16,
+        rtt_ms: u16,
+    }
+
+    /// The hop count and RTT in a reply, if the peer flagged them as present.
+    fn src_rtt(message: &IcpMessage) -> Option<SrcRtt> {
+        (message.options & ICP_FLAG_SRC_RTT != 0).then(|| {
+            let [h1, h0, r1, r0] = message.option_data.to_be_bytes();
+            SrcRtt {
+                hops: u16::from_be_bytes([h1, h0]),
+                rtt_ms: u16::from_be_bytes([r1, r0]),
+            }
+        })
+    }
     use proptest::prelude::*;
 
     const OPCODES: [IcpOpcode; 9] = [
@@ -504,7 +505,7 @@ mod tests {
         let decoded = IcpMessage::decode(&SQUID_HIT).expect("Squid's HIT decodes");
         assert_eq!(decoded.payload.url(), URL);
         assert_eq!(
-            decoded.src_rtt(),
+            src_rtt(&decoded),
             Some(SrcRtt {
                 hops: 3,
                 rtt_ms: 25
@@ -517,7 +518,7 @@ mod tests {
     fn src_rtt_absent_without_flag() {
         let mut miss = IcpMessage::reply(IcpOpcode::Miss, 1, URL);
         miss.option_data = 3 << 16 | 25;
-        assert_eq!(miss.src_rtt(), None);
+        assert_eq!(src_rtt(&miss), None);
     }
 
     #[test]

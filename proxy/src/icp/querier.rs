@@ -13,23 +13,12 @@ use tokio::sync::mpsc;
 use crate::config::IcpMode;
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
-use crate::icp::endpoint::{Round, Rounds};
-use crate::server::{Runtime, Shared};
+use crate::icp::socket::{Answer, Round, Rounds};
+use crate::runtime::Runtime;
 
 /// The dynamic query timeout stays within these bounds.
 const MIN_TIMEOUT: Duration = Duration::from_millis(5);
 const MAX_TIMEOUT: Duration = Duration::from_millis(2000);
-
-/// A peer's reply to our query, in the order replies arrived.
-#[derive(Debug, Clone, Copy)]
-pub struct Answer {
-    /// Index of the peer in the runtime's peer table.
-    pub peer: usize,
-    pub from: SocketAddr,
-    pub opcode: IcpOpcode,
-    /// From our query to this reply.
-    pub elapsed: Duration,
-}
 
 /// Whether a request may be asked about over ICP: a GET without credentials, in
 /// send-receive mode, with somebody to ask.
@@ -58,12 +47,12 @@ impl Drop for Registered<'_> {
 
 /// Asks every peer that takes queries about `url` and returns the replies received.
 pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
-    let Some(endpoint) = &runtime.icp else {
+    let Some(icp) = &runtime.icp else {
         return Vec::new();
     };
     let config = &runtime.config;
     let dead_after = Duration::from_secs(config.icp_dead_peer_timeout_s);
-    let group = endpoint
+    let group = icp
         .settings
         .multicast
         .map(|(group, _)| SocketAddr::new(IpAddr::V4(group), config.icp_port));
@@ -91,31 +80,27 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
     if expected.is_empty() {
         return Vec::new();
     }
-    let number = endpoint.next_request_number();
+    let number = icp.next_request_number();
     let (replies, mut received) = mpsc::unbounded_channel();
-    endpoint
-        .rounds
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            number,
-            Round {
-                url: url.to_owned(),
-                sent_at: Instant::now(),
-                expected: expected.clone(),
-                replies,
-            },
-        );
+    icp.rounds.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        number,
+        Round {
+            url: url.to_owned(),
+            sent_at: Instant::now(),
+            expected: expected.clone(),
+            replies,
+        },
+    );
     let _registered = Registered {
-        rounds: &endpoint.rounds,
+        rounds: &icp.rounds,
         number,
     };
     let query = IcpMessage::query(number, url);
     if let (true, Some(group)) = (to_group, group) {
-        endpoint.send(&query, group).await;
+        icp.send(&query, group).await;
     }
     for addr in unicast {
-        endpoint.send(&query, addr).await;
+        icp.send(&query, addr).await;
     }
     let deadline =
         tokio::time::Instant::now() + query_timeout(config.icp_query_timeout_ms, &averages);
@@ -129,7 +114,7 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
                     break;
                 }
             }
-            // The endpoint was retired by a reload: end with what has come.
+            // The socket was retired by a reload: end with what has come.
             Ok(None) => break,
             Err(_) => {
                 for addr in &waiting_for {
@@ -164,13 +149,7 @@ fn query_timeout(fixed_ms: u64, averages: &[Option<Duration>]) -> Duration {
 
 /// A reply arrived: hand it to the round waiting for it, or count it as late or ignored.
 /// Any reply from a peer shows it is alive.
-pub fn take_reply(
-    rounds: &Rounds,
-    runtime: &Runtime,
-    shared: &Shared,
-    message: &IcpMessage,
-    from: SocketAddr,
-) {
+pub fn take_reply(rounds: &Rounds, runtime: &Runtime, message: &IcpMessage, from: SocketAddr) {
     let from = SocketAddr::new(peers::canonical(from.ip()), from.port());
     let mut rounds = rounds.lock().unwrap_or_else(|e| e.into_inner());
     let matched = rounds
@@ -204,7 +183,7 @@ pub fn take_reply(
             peer.stats.reply_seen();
         }
         None => {
-            shared.stats.icp.replies_ignored.fetch_add(1, Relaxed);
+            runtime.stats.icp.replies_ignored.fetch_add(1, Relaxed);
         }
     }
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Uri};
 
+use crate::cache::key::cache_key;
 use crate::cache::policy;
 use crate::cache::store::Store;
 use crate::hierarchy::peers;
-use crate::http::forward::cache_key;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
-use crate::server::Runtime;
+use crate::runtime::Runtime;
 use crate::stats::{IcpTotals, PeerStats};
 
 /// The opcode answering `query` from `from`, counted.

@@ -1,27 +1,26 @@
-//! The ICP socket of one proxy. Queries and replies leave from it and arrive on it, because
-//! Squid knows a peer's datagrams by their source address *and* port. With multicast on, a
-//! second socket joined to the group takes the group's queries; answers still leave from
-//! the first one.
+//! The ICP socket of one proxy, a field of the runtime, and the rounds of our queries
+//! waiting on it (the loop that receives on it is `serve.rs`). Queries and replies leave
+//! from it and arrive on it, because Squid knows a peer's datagrams by their source address
+//! *and* port. With multicast on, a second socket joined to the group takes the group's
+//! queries; answers still leave from the first one.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, IcpMode};
-use crate::icp::codec::{IcpMessage, IcpOpcode, MAX_DATAGRAM_LEN};
-use crate::icp::{querier, responder};
-use crate::server::Shared;
+use crate::icp::codec::{IcpMessage, IcpOpcode};
 use crate::stats::PeerStats;
 
 /// The settings that decide which sockets are bound; a reload that changes none of them
-/// keeps the endpoint as it is.
+/// keeps the socket as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcpSettings {
     pub listen: SocketAddr,
@@ -48,13 +47,24 @@ pub struct Round {
     pub sent_at: Instant,
     /// The peers asked, by the address and port their replies must come from.
     pub expected: HashMap<SocketAddr, (usize, Arc<PeerStats>)>,
-    pub replies: mpsc::UnboundedSender<querier::Answer>,
+    pub replies: mpsc::UnboundedSender<Answer>,
+}
+
+/// A peer's reply to our query, in the order replies arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// Index of the peer in the runtime's peer table.
+    pub peer: usize,
+    pub from: SocketAddr,
+    pub opcode: IcpOpcode,
+    /// From our query to this reply.
+    pub elapsed: Duration,
 }
 
 /// Rounds under way, by request number.
 pub type Rounds = Mutex<HashMap<u32, Round>>;
 
-pub struct Endpoint {
+pub struct IcpSocket {
     pub settings: IcpSettings,
     pub local: SocketAddr,
     pub socket: Arc<UdpSocket>,
@@ -64,10 +74,10 @@ pub struct Endpoint {
     stop: watch::Sender<bool>,
 }
 
-impl Endpoint {
+impl IcpSocket {
     /// Binds what `settings` needs, off to the side. When `current` listens on the same
     /// address its socket (and the rounds waiting on it) carry over, so nothing is dropped.
-    pub fn prepare(settings: IcpSettings, current: Option<&Endpoint>) -> io::Result<Endpoint> {
+    pub fn prepare(settings: IcpSettings, current: Option<&IcpSocket>) -> io::Result<IcpSocket> {
         let (socket, rounds, next_request) = match current {
             Some(current) if current.settings.listen == settings.listen => {
                 if let (Some((group, _)), true) =
@@ -114,7 +124,7 @@ impl Endpoint {
             None => None,
         };
         let (stop, _) = watch::channel(false);
-        Ok(Endpoint {
+        Ok(IcpSocket {
             settings,
             local,
             socket,
@@ -130,32 +140,22 @@ impl Endpoint {
         self.settings.listen.ip().is_unspecified()
     }
 
-    /// Starts answering and taking replies.
-    pub fn start(self: &Arc<Self>, shared: Arc<Shared>) {
-        tokio::spawn(receive(
-            self.socket.clone(),
-            self.clone(),
-            shared.clone(),
-            self.stop.subscribe(),
-        ));
-        let group = self
-            .group_socket
+    /// The socket joined to the multicast group, taken once by the receive loop that serves it.
+    pub(crate) fn take_group_socket(&self) -> Option<UdpSocket> {
+        self.group_socket
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(group) = group {
-            tokio::spawn(receive(
-                Arc::new(group),
-                self.clone(),
-                shared,
-                self.stop.subscribe(),
-            ));
-        }
+            .take()
+    }
+
+    /// Told when the socket is retired; its receive loops end then.
+    pub(crate) fn retired(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// Stops its receive loops. Unless `successor` took over the socket, rounds still
     /// waiting end now with the replies they have, and the port is let go.
-    pub fn retire(&self, successor: Option<&Endpoint>) {
+    pub fn retire(&self, successor: Option<&IcpSocket>) {
         let _ = self.stop.send(true);
         let kept = successor.is_some_and(|next| Arc::ptr_eq(&next.socket, &self.socket));
         if !kept {
@@ -170,41 +170,6 @@ impl Endpoint {
         self.next_request.fetch_add(1, Relaxed)
     }
 
-    async fn handle(&self, shared: &Shared, datagram: &[u8], from: SocketAddr) {
-        // Squid ignores ICP from its own address; our own multicast query comes back too.
-        if from == self.local {
-            return;
-        }
-        let runtime = shared.runtime.load();
-        let icp = &shared.stats.icp;
-        let message = match IcpMessage::decode(datagram) {
-            Ok(message) => message,
-            Err(error) => {
-                match error.reply_with_err() {
-                    Some(request_number) => {
-                        icp.queries_received.fetch_add(1, Relaxed);
-                        let opcode = responder::refuse_or_err(&runtime, from, icp);
-                        self.send(&IcpMessage::reply(opcode, request_number, ""), from)
-                            .await;
-                    }
-                    None => {
-                        icp.dropped.fetch_add(1, Relaxed);
-                    }
-                }
-                tracing::debug!(%from, "ICP datagram not understood: {error}");
-                return;
-            }
-        };
-        if message.opcode == IcpOpcode::Query {
-            icp.queries_received.fetch_add(1, Relaxed);
-            let opcode = responder::answer(&runtime, &shared.store.load(), from, &message, icp);
-            let reply = IcpMessage::reply(opcode, message.request_number, message.payload.url());
-            self.send(&reply, from).await;
-        } else {
-            querier::take_reply(&self.rounds, &runtime, shared, &message, from);
-        }
-    }
-
     pub async fn send(&self, message: &IcpMessage, to: SocketAddr) {
         match message.encode() {
             Ok(bytes) => {
@@ -213,26 +178,6 @@ impl Endpoint {
                 }
             }
             Err(e) => tracing::debug!(%to, "ICP message not sent: {e}"),
-        }
-    }
-}
-
-async fn receive(
-    socket: Arc<UdpSocket>,
-    endpoint: Arc<Endpoint>,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // One octet more than the largest datagram, so an oversized one is seen as such.
-    let mut buffer = vec![0u8; MAX_DATAGRAM_LEN + 1];
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            received = socket.recv_from(&mut buffer) => match received {
-                Ok((len, from)) => endpoint.handle(&shared, &buffer[..len], from).await,
-                // An ICMP error from an earlier send; the socket goes on working.
-                Err(e) => tracing::debug!("ICP receive: {e}"),
-            }
         }
     }
 }
@@ -282,9 +227,9 @@ mod tests {
 
     #[tokio::test]
     async fn multicast_works_bound_to_one_address_or_to_every_address() {
-        let one = Endpoint::prepare(settings("127.0.0.1:0", true), None).unwrap();
+        let one = IcpSocket::prepare(settings("127.0.0.1:0", true), None).unwrap();
         assert!(one.group_socket.lock().unwrap().is_some());
-        let every = Endpoint::prepare(settings("0.0.0.0:0", true), None).unwrap();
+        let every = IcpSocket::prepare(settings("0.0.0.0:0", true), None).unwrap();
         assert!(every.group_socket.lock().unwrap().is_none());
         assert_eq!(every.local.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     }
@@ -299,14 +244,14 @@ mod tests {
     #[tokio::test]
     async fn the_same_address_keeps_its_socket_and_another_gets_a_new_one() {
         let listen = format!("127.0.0.1:{}", free_port());
-        let first = Endpoint::prepare(settings(&listen, false), None).unwrap();
-        let next = Endpoint::prepare(settings(&listen, true), Some(&first)).unwrap();
+        let first = IcpSocket::prepare(settings(&listen, false), None).unwrap();
+        let next = IcpSocket::prepare(settings(&listen, true), Some(&first)).unwrap();
         assert!(Arc::ptr_eq(&first.socket, &next.socket));
         assert!(Arc::ptr_eq(&first.rounds, &next.rounds));
         let elsewhere = format!("127.0.0.1:{}", free_port());
-        let moved = Endpoint::prepare(settings(&elsewhere, false), Some(&next)).unwrap();
+        let moved = IcpSocket::prepare(settings(&elsewhere, false), Some(&next)).unwrap();
         assert!(!Arc::ptr_eq(&moved.socket, &next.socket));
-        let taken = Endpoint::prepare(settings(&elsewhere, false), None);
+        let taken = IcpSocket::prepare(settings(&elsewhere, false), None);
         assert!(taken.is_err(), "the port is taken");
     }
 }

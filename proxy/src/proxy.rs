@@ -1,7 +1,6 @@
-//! The running proxy: the state built from one config version, how it is swapped on
-//! `reload`, and what the control socket asks of it.
+//! The orchestrator: starts the proxy on a config version, swaps in a new runtime on
+//! `reload`, drains on the way out, and answers what the control socket asks of it.
 
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,193 +8,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 
-use crate::access_log::AccessLog;
-use crate::cache::collapse::InFlight;
-use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
-use crate::config::{Config, HostPort, ParentEntry};
+use crate::config::Config;
 use crate::control::{ControlHandler, RejectedVersion, ReloadReply, ReopenReply, StatusReply};
-use crate::hierarchy::peers::{self, PeerEntry};
-use crate::hierarchy::reach::Reach;
-use crate::hierarchy::rules::Route;
-use crate::hierarchy::upstream::{self, ConnectSettings, UpstreamClient};
-use crate::http::{headers, listener};
-use crate::icp::endpoint::{Endpoint, IcpSettings};
-use crate::stats::{PeerSnapshot, PeerStats, Stats, StatsSnapshot};
+use crate::http::listener;
+use crate::icp::serve;
+use crate::icp::socket::{IcpSettings, IcpSocket};
+use crate::runtime::{Runtime, Shared};
+use crate::stats::{PeerSnapshot, Stats, StatsSnapshot};
 use crate::versions::{ConfigVersion, Db, VersionState};
 
-/// An HTTP parent from the `parents` list, with its pooled client.
-pub struct Parent {
-    /// `host:port`, the name its counters are kept under.
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub client: UpstreamClient,
-    pub stats: Arc<PeerStats>,
-}
-
-/// Everything built from one config version. Requests take the one in force when they
-/// start and finish on it, whatever reloads happen meanwhile.
-pub struct Runtime {
-    pub version: i64,
-    pub config: Arc<Config>,
-    pub via: HeaderValue,
-    pub x_cache_hit: HeaderValue,
-    pub x_cache_miss: HeaderValue,
-    pub heuristics: Heuristics,
-    /// Where requests may go: ports, and the destinations refused.
-    pub reach: Arc<Reach>,
-    pub origin: UpstreamClient,
-    /// Every parent any rule names, once each.
-    pub parents: Vec<Parent>,
-    /// `parent_rules`, in order; the first that matches decides.
-    pub routes: Vec<Route>,
-    /// The `parents` list, for requests no rule matches.
-    pub default_route: Route,
-    pub retry_time: Duration,
-    pub stats: Arc<Stats>,
-    pub access_log: Option<AccessLog>,
-    pub read_timeout: Duration,
-    /// The neighbour caches (ICP peers).
-    pub peers: Vec<PeerEntry>,
-    /// The ICP socket, when ICP is not disabled.
-    pub icp: Option<Arc<Endpoint>>,
-}
-
-impl Runtime {
-    fn build(
-        version: &ConfigVersion,
-        data_dir: &Path,
-        stats: &Arc<Stats>,
-        icp: Option<Arc<Endpoint>>,
-    ) -> Result<Runtime, String> {
-        let config = &version.config;
-        config.validate().map_err(|e| e.to_string())?;
-        let settings = ConnectSettings {
-            local_address: config.bind_address.0,
-            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-        };
-        let mut parents: Vec<Parent> = Vec::new();
-        let mut index = |entry: &ParentEntry| -> Option<usize> {
-            if is_this_proxy(config, &entry.addr) {
-                tracing::warn!("parent {} is this proxy itself; it is ignored", entry.addr);
-                return None;
-            }
-            let name = entry.addr.to_string();
-            if let Some(i) = parents.iter().position(|p| p.name == name) {
-                return Some(i);
-            }
-            let client =
-                upstream::parent_client(&entry.addr.host, entry.addr.port, settings).ok()?;
-            parents.push(Parent {
-                stats: stats.peer(&name),
-                name,
-                host: entry.addr.host.clone(),
-                port: entry.addr.port,
-                client,
-            });
-            Some(parents.len() - 1)
-        };
-        let caching = config.parent_caching.0;
-        let mut routes = Vec::new();
-        if caching {
-            for (i, rule) in config.parent_rules.iter().enumerate() {
-                routes.push(Route::compile(i + 1, rule, &mut index)?);
-            }
-        }
-        let default_parents = if caching {
-            config
-                .parents
-                .0
-                .iter()
-                .filter_map(|p| index(p).map(|i| (i, p.weight)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let default_route = Route::default_rule(default_parents, config.round_robin, true);
-        let peers = config
-            .peers
-            .iter()
-            .map(|peer| PeerEntry::build(peer, settings, stats))
-            .collect::<Result<Vec<_>, String>>()?;
-        let access_log = if config.access_log.is_empty() {
-            None
-        } else {
-            let path = data_dir.join(&config.access_log);
-            Some(AccessLog::open(&path).map_err(|e| format!("access_log: {e}"))?)
-        };
-        let reach = Arc::new(Reach::of(config));
-        let name = &config.visible_name;
-        let header = |text: String| {
-            HeaderValue::from_str(&text)
-                .map_err(|_| format!("visible_name {name:?} cannot be sent in a header"))
-        };
-        Ok(Runtime {
-            version: version.id,
-            via: headers::via_value(name),
-            x_cache_hit: header(format!("HIT from {name}"))?,
-            x_cache_miss: header(format!("MISS from {name}"))?,
-            heuristics: Heuristics {
-                lm_factor: config.heuristic_lm_factor,
-                min: Duration::from_secs(config.heuristic_min_s),
-                max: Duration::from_secs(config.heuristic_max_s),
-            },
-            origin: upstream::origin_client(settings, reach.clone()),
-            reach,
-            parents,
-            routes,
-            default_route,
-            retry_time: Duration::from_secs(config.retry_time_s),
-            stats: stats.clone(),
-            access_log,
-            read_timeout: Duration::from_millis(config.read_timeout_ms),
-            peers,
-            icp,
-            config: Arc::new(config.clone()),
-        })
-    }
-
-    /// A runtime for unit tests: no ICP socket, no access log.
-    #[cfg(test)]
-    pub(crate) fn for_tests(mut config: Config) -> Runtime {
-        config.access_log.clear();
-        let version = ConfigVersion {
-            id: 1,
-            created_at: String::new(),
-            author: String::new(),
-            summary: String::new(),
-            config,
-            state: VersionState::Saved,
-            state_reason: None,
-            state_at: None,
-        };
-        Runtime::build(&version, Path::new("."), &Arc::default(), None)
-            .expect("a valid test config")
-    }
-
-    /// A configured sibling at `ip` that may take hits from us but not misses.
-    pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
-        peers::by_address(&self.peers, ip)
-            .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
-    }
-}
-
-/// The ICP endpoint a config version needs: the current one when nothing about its sockets
+/// The ICP socket a config version needs: the current one when nothing about its sockets
 /// changed, a newly bound one when something did, none when ICP is disabled.
 fn icp_endpoint(
     config: &Config,
-    current: Option<&Arc<Endpoint>>,
-) -> Result<Option<Arc<Endpoint>>, String> {
+    current: Option<&Arc<IcpSocket>>,
+) -> Result<Option<Arc<IcpSocket>>, String> {
     let Some(settings) = IcpSettings::of(config) else {
         return Ok(None);
     };
     match current {
         Some(current) if current.settings == settings => Ok(Some(current.clone())),
-        _ => Endpoint::prepare(settings, current.map(|c| &**c))
-            .map(|endpoint| Some(Arc::new(endpoint)))
+        _ => IcpSocket::prepare(settings, current.map(|c| &**c))
+            .map(|socket| Some(Arc::new(socket)))
             .map_err(|e| {
                 let what = match settings.multicast {
                     Some((group, _)) => format!(
@@ -207,34 +43,6 @@ fn icp_endpoint(
                 format!("{what}: {e}")
             }),
     }
-}
-
-/// Whether `addr` is this proxy's own listener, which must never be its own parent.
-fn is_this_proxy(config: &Config, addr: &HostPort) -> bool {
-    if addr.port != config.http_port {
-        return false;
-    }
-    let host: Option<IpAddr> = if addr.host == "localhost" {
-        Some(IpAddr::from([127, 0, 0, 1]))
-    } else {
-        addr.host.parse().ok()
-    };
-    match (host, config.bind_address.0) {
-        (Some(ip), Some(bound)) => ip == bound,
-        (Some(ip), None) => ip.is_loopback() || ip.is_unspecified(),
-        (None, _) => false,
-    }
-}
-
-/// What every request handler shares.
-pub struct Shared {
-    pub runtime: ArcSwap<Runtime>,
-    pub store: ArcSwap<Store>,
-    pub in_flight: Arc<InFlight>,
-    pub stats: Arc<Stats>,
-    /// Set when the proxy stops; every client connection holds a receiver, so the sender
-    /// also tells how many are still open.
-    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 struct Listening {
@@ -339,7 +147,7 @@ impl Proxy {
         });
         let accepting = listener::serve(bound, &shared)?;
         if let Some(icp) = &shared.runtime.load().icp {
-            icp.start(shared.clone());
+            serve::start(icp, shared.clone());
             tracing::info!("ICP on {}", icp.local);
         }
         tracing::info!(
@@ -372,7 +180,8 @@ impl Proxy {
             });
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)
+            .map_err(|e| e.to_string())?;
         // The console follows the version in force: one it could not move to is refused.
         let console = runtime.config.manager_listen;
         if console != current.config.manager_listen {
@@ -433,15 +242,15 @@ impl Proxy {
         draining.receiver_count()
     }
 
-    /// Starts the new ICP endpoint's loops and retires the old one, when they differ.
-    fn switch_icp(&self, old: Option<&Arc<Endpoint>>, new: Option<&Arc<Endpoint>>) {
+    /// Starts the new ICP socket's receive loops and retires the old one, when they differ.
+    fn switch_icp(&self, old: Option<&Arc<IcpSocket>>, new: Option<&Arc<IcpSocket>>) {
         if let (Some(old), Some(new)) = (old, new) {
             if Arc::ptr_eq(old, new) {
                 return;
             }
         }
         if let Some(new) = new {
-            new.start(self.shared.clone());
+            serve::start(new, self.shared.clone());
         }
         if let Some(old) = old {
             old.retire(new.map(|n| &**n));
@@ -581,7 +390,7 @@ fn prepare(
     stats: &Arc<Stats>,
 ) -> Result<(Runtime, std::net::TcpListener), String> {
     let icp = icp_endpoint(&version.config, None)?;
-    let runtime = Runtime::build(version, data_dir, stats, icp)?;
+    let runtime = Runtime::build(version, data_dir, stats, icp).map_err(|e| e.to_string())?;
     let addr = runtime.config.http_listen();
     let bound = listener::bind(addr, listener::Sharing::Alone)
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

@@ -1,0 +1,72 @@
+//! Freshness policy of Canopy's shared cache: what may be stored, how long it stays fresh, and when it must be revalidated (RFC 9111, RFC 5861, RFC 9110 §13).
+//!
+//! Every function is a pure function of header maps and explicit times, so each
+//! rule can be tested on its own. Where the RFCs leave a choice, the choice is
+//! documented on the item that makes it. No function panics on any header bytes.
+//!
+//! - [`cache_control`]: the directives of a request or response.
+//! - [`freshness`]: freshness lifetime, current age, the Age field.
+//! - [`storable`]: what may be stored, and what is invalidated.
+//! - [`reuse`]: whether a stored response answers a request, or stands in for an error.
+//! - [`validators`]: revalidation, 304 merging, the client's own conditionals.
+//! - [`vary`]: the secondary cache key.
+
+mod cache_control;
+mod freshness;
+mod reuse;
+mod storable;
+mod validators;
+mod vary;
+
+pub use cache_control::CacheControl;
+pub use freshness::{
+    age_header, current_age, freshness_lifetime, remaining_freshness, Heuristics, StoredTimes,
+};
+pub use reuse::{evaluate, may_serve_stale_on_error, Reuse};
+pub use storable::{fields_to_strip, invalidates, is_storable, FOR_ONE_CLIENT};
+pub use validators::{
+    client_not_modified, conditional_request_headers, merge_not_modified, not_modified_matches,
+};
+pub use vary::{vary_matches, vary_request_values};
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderMap, HeaderName};
+
+/// Delta-seconds above this, and overflowing sums, are taken as this value (RFC 9111 §1.2.2).
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// Parses delta-seconds (RFC 9111 §1.2.2): digits only, capped at 2^31.
+fn delta_seconds(text: &[u8]) -> Option<Duration> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs = text.iter().fold(0u64, |secs, digit| {
+        (secs * 10 + u64::from(digit - b'0')).min(MAX_DELTA_SECONDS)
+    });
+    Some(Duration::from_secs(secs))
+}
+
+/// Non-empty, trimmed members of all field lines of a comma-separated list field.
+fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|member| !member.is_empty())
+}
+
+/// The first field line of a date field, if it is an HTTP-date in any of its three forms
+/// (IMF-fixdate, RFC 850, asctime; RFC 9110 §5.6.7).
+fn date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
+    let text = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(text.trim()).ok()
+}
+
+fn elapsed(from: SystemTime, to: SystemTime) -> Duration {
+    to.duration_since(from).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests;

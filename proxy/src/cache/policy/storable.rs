@@ -1,0 +1,86 @@
+//! What may be stored, which fields never are, and what an unsafe request invalidates
+//! (RFC 9111 §3, §4.4).
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, StatusCode};
+
+use super::cache_control::CacheControl;
+use super::freshness::heuristically_cacheable;
+use super::vary::vary_names;
+
+/// Status codes whose caching rules this cache implements, for `must-understand`
+/// (RFC 9111 §5.2.2.3): the final codes of RFC 9110 except 206 and 304, never stored here.
+pub(super) fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
+/// Whether a shared cache may store this response to this request (RFC 9111 §3).
+///
+/// Only GET is stored; HEAD is answered from a stored GET by the caller. 206 and 304 are
+/// never stored. `no-cache` does not prevent storing. A response with `Vary: *` is not stored,
+/// because it could never be reused (§4.1). With `must-understand`, `no-store` is ignored
+/// for an understood status and the response is refused for any other (§5.2.2.3).
+pub fn is_storable(method: &Method, req: &HeaderMap, status: StatusCode, resp: &HeaderMap) -> bool {
+    let code = status.as_u16();
+    if method != Method::GET || !(200..600).contains(&code) || code == 206 || code == 304 {
+        return false;
+    }
+    // The response's refusals first: an uncacheable response then costs no more parsing.
+    let response = CacheControl::parse(resp);
+    let refused_by_directive = if response.must_understand {
+        !understood(status)
+    } else {
+        response.no_store
+    };
+    if refused_by_directive || response.private || vary_names(resp).is_none() {
+        return false;
+    }
+    if CacheControl::parse(req).no_store {
+        return false;
+    }
+    let shareable = response.public || response.must_revalidate || response.s_maxage.is_some();
+    if req.contains_key(header::AUTHORIZATION) && !shareable {
+        return false;
+    }
+    response.public
+        || response.max_age.is_some()
+        || response.s_maxage.is_some()
+        || resp.contains_key(header::EXPIRES)
+        || heuristically_cacheable(status)
+}
+
+/// Fields the origin meant for the one client whose request it answered: the cookies it sets.
+///
+/// RFC 9111 §3 lets a shared cache store and reuse a response that carries Set-Cookie.
+/// Canopy stores such a response, as Squid does, but never these fields: the client whose
+/// request fetched it gets them, no other client ever does (not from the store, not while
+/// waiting on the same fetch). Squid removes Set-Cookie from every hit for the same reason;
+/// Varnish and nginx do not store such responses at all, which costs the hit for everyone.
+pub const FOR_ONE_CLIENT: [HeaderName; 2] =
+    [header::SET_COOKIE, HeaderName::from_static("set-cookie2")];
+
+/// Fields to remove before storing: [`FOR_ONE_CLIENT`], those named by `private="..."` (a
+/// shared cache must not store them, RFC 9111 §5.2.2.7) and by `no-cache="..."` (they must
+/// not be reused without revalidation, §5.2.2.4; not storing them is the simplest way never
+/// to reuse them).
+pub fn fields_to_strip(resp: &HeaderMap) -> Vec<HeaderName> {
+    let cc = CacheControl::parse(resp);
+    let mut fields = FOR_ONE_CLIENT.to_vec();
+    for name in cc.private_fields.into_iter().chain(cc.no_cache_fields) {
+        if !fields.contains(&name) {
+            fields.push(name);
+        }
+    }
+    fields
+}
+
+/// Whether this response invalidates the stored responses of its target URI (RFC 9111 §4.4):
+/// an unsafe method, including unknown ones, answered with 2xx or 3xx. The caller also
+/// invalidates the same-origin Location and Content-Location URIs.
+pub fn invalidates(method: &Method, status: StatusCode) -> bool {
+    let safe = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method);
+    !safe && (status.is_success() || status.is_redirection())
+}

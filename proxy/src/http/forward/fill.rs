@@ -1,0 +1,307 @@
+//! Fetching from upstream: a miss filled through a `Fill` that every waiting client reads
+//! and that is stored when complete, or a response passed straight through.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Uri};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::LogCode;
+use crate::cache::collapse::{Fill, Leader, Next, Pushed, Room};
+use crate::cache::key::cache_key;
+use crate::cache::policy::{self, StoredTimes};
+use crate::cache::store::Stored;
+use crate::hierarchy;
+use crate::hierarchy::upstream::UpstreamBody;
+use crate::http::body::{empty_body, BoxError, ProxyBody};
+use crate::http::headers::remove_hop_by_hop;
+use crate::runtime::{Runtime, Shared};
+
+use super::cached::{not_modified, CacheRequest};
+use super::Served;
+
+/// Request fields that make a request conditional; the cache asks its own questions.
+pub(super) const CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+pub(super) fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
+    match &fill.vary {
+        None => true,
+        Some(values) => policy::vary_matches(values, request),
+    }
+}
+
+/// The client's response streamed from a fill that is still arriving, with `headers`: the
+/// fill's, or for the client whose request fetched it, the origin's whole answer. `None`
+/// when the fill takes no more readers.
+pub(super) fn from_fill(
+    parts: &Parts,
+    fill: &Arc<Fill>,
+    headers: HeaderMap,
+) -> Option<Response<ProxyBody>> {
+    if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+        return Some(not_modified(headers));
+    }
+    let body = if parts.method == Method::HEAD {
+        empty_body()
+    } else {
+        let chunks = futures_util::stream::unfold(Some(fill.attach()?), |reader| async move {
+            let mut reader = reader?;
+            match reader.next().await {
+                Next::Chunk(chunk) => Some((Ok(Frame::data(chunk)), Some(reader))),
+                Next::End => None,
+                Next::Broken(reason) => Some((Err(BoxError::from(reason)), None)),
+            }
+        });
+        http_body_util::StreamBody::new(chunks).boxed_unsync()
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = fill.status;
+    *response.headers_mut() = headers;
+    Some(response)
+}
+
+/// The client's request fields without its conditionals: the cache asks its own questions
+/// upstream and answers the client's itself.
+pub(super) fn unconditional(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    // Most requests carry no conditional: looking costs less than five removals.
+    while let Some(name) = headers
+        .keys()
+        .find(|name| CONDITIONALS.contains(name))
+        .cloned()
+    {
+        headers.remove(name);
+    }
+    headers
+}
+
+/// Fetches a missing object. When the response may be stored it is streamed to the client
+/// through a fill (which waiting clients share), otherwise passed straight through.
+pub(super) async fn fetch_and_fill(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served {
+    let (runtime, parts) = (req.runtime, req.parts);
+    let request_time = SystemTime::now();
+    match hierarchy::fetch(runtime, parts, unconditional(&parts.headers), None).await {
+        Ok(fetched) => store_and_serve(req, fetched, request_time, leader, LogCode::Miss),
+        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
+    }
+}
+
+/// Serves an upstream response to a GET, storing it on the way when it may be stored.
+pub(super) fn store_and_serve(
+    req: &CacheRequest<'_>,
+    fetched: hierarchy::Fetched,
+    request_time: SystemTime,
+    leader: Option<Leader>,
+    result: LogCode,
+) -> Served {
+    let (shared, runtime, parts, key) = (req.shared, req.runtime, req.parts, req.key);
+    let (mut head, body) = fetched.response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    let max = runtime.config.max_object_size.0;
+    let length = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_big = length.is_some_and(|len| len > max);
+    let storable = !too_big
+        && fetched.may_store
+        && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
+    let vary = policy::vary_request_values(&head.headers, &parts.headers);
+    if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
+        shared.stats.uncacheable.add(1);
+        shared.in_flight.unshared(key);
+        if let Some(leader) = leader {
+            leader.finish();
+        }
+        let mut response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
+        if parts.method == Method::HEAD {
+            *response.body_mut() = empty_body();
+        }
+        return Served::fetched(response, result, fetched.hierarchy, fetched.route);
+    }
+    // What the origin meant for this client alone (its cookies) stays out of the shared
+    // copy that waiting clients, later hits and the store get.
+    let strip = policy::fields_to_strip(&head.headers);
+    let own_headers = strip
+        .iter()
+        .any(|name| head.headers.contains_key(name))
+        .then(|| head.headers.clone());
+    for name in strip {
+        head.headers.remove(name);
+    }
+    let vary = if head.headers.contains_key(header::VARY) {
+        vary
+    } else {
+        None
+    };
+    let fill = Fill::new(head.status, head.headers, vary, max, length);
+    let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
+    // Attached before anyone else sees the fill: a new fill takes readers.
+    let Some(response) = from_fill(parts, &fill, headers) else {
+        unreachable!("a new fill refused its first reader")
+    };
+    if let Some(leader) = &leader {
+        leader.share(fill.clone());
+    }
+    let filling = Filling {
+        shared: shared.clone(),
+        key: key.to_owned(),
+        fill,
+        request_time,
+        leader,
+    };
+    tokio::spawn(filling.run(body));
+    Served::fetched(response, result, fetched.hierarchy, fetched.route)
+}
+
+/// Reads an upstream body into a fill, and stores it when complete and kept. Past
+/// `max_object_size` it goes on only as fast as the slowest reader, and it stops reading
+/// (dropping the upstream connection) when every reader has left.
+struct Filling {
+    shared: Arc<Shared>,
+    key: String,
+    fill: Arc<Fill>,
+    request_time: SystemTime,
+    leader: Option<Leader>,
+}
+
+impl Filling {
+    async fn run(mut self, mut body: UpstreamBody) {
+        loop {
+            if self.fill.room().await == Room::Abandoned {
+                return self.abandon();
+            }
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                () = self.fill.abandoned() => return self.abandon(),
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if self.fill.push(data) == Pushed::PassedLimit {
+                            self.pass_through();
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    self.fill.finish(Err(e.to_string()));
+                    return;
+                }
+                None => break,
+            }
+        }
+        self.fill.finish(Ok(()));
+        if let Some(body) = self.fill.body() {
+            let times = StoredTimes {
+                request_time: self.request_time,
+                response_time: SystemTime::now(),
+            };
+            let stored = Stored::new(
+                self.fill.status,
+                self.fill.headers.clone(),
+                body,
+                times,
+                self.fill.vary.clone(),
+            );
+            self.shared.store.load().insert(&self.key, stored);
+            self.shared.in_flight.shared_again(&self.key);
+        }
+        if let Some(leader) = self.leader {
+            leader.finish();
+        }
+    }
+
+    /// Past `max_object_size` with no length announced: later clients fetch for themselves,
+    /// without waiting on each other (hit-for-miss).
+    fn pass_through(&mut self) {
+        tracing::debug!(key = %self.key, "past max_object_size: passing through");
+        self.shared.in_flight.unshared(&self.key);
+        if let Some(leader) = self.leader.take() {
+            leader.finish();
+        }
+    }
+
+    /// Every client left. Returning drops the upstream body, which closes its connection
+    /// mid-message rather than pooling it; dropping the leader lets later clients fetch anew.
+    fn abandon(self) {
+        tracing::debug!(key = %self.key, "every client left: fetch abandoned");
+    }
+}
+
+/// Everything but GET and HEAD: forwarded as is; a successful unsafe method invalidates
+/// what the cache holds for the URL.
+pub(super) async fn pass_through(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: Parts,
+    body: Incoming,
+) -> Served {
+    let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
+    if policy::invalidates(&parts.method, served.response.status()) {
+        let store = shared.store.load();
+        store.remove(&cache_key(&parts.uri));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let target = served
+                .response
+                .headers()
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Uri>().ok());
+            if let Some(target) = target {
+                if target.authority() == parts.uri.authority() {
+                    store.remove(&cache_key(&target));
+                }
+            }
+        }
+    }
+    served
+}
+
+pub(super) async fn forward_uncached(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    parts: &Parts,
+    body: Option<Incoming>,
+) -> Served {
+    match hierarchy::fetch(runtime, parts, parts.headers.clone(), body).await {
+        Ok(fetched) => {
+            shared.stats.uncacheable.add(1);
+            let (mut head, body) = fetched.response.into_parts();
+            remove_hop_by_hop(&mut head.headers);
+            let response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
+            Served::fetched(response, LogCode::Miss, fetched.hierarchy, fetched.route)
+        }
+        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn every_conditional_field_is_dropped_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        for name in &CONDITIONALS {
+            h.append(name, HeaderValue::from_static("x"));
+        }
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        let left = unconditional(&h);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[header::ACCEPT], "text/html");
+    }
+}

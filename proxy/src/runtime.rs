@@ -1,0 +1,233 @@
+//! The shared runtime context: everything built from one config version (`Runtime`), and
+//! what every request handler holds for the proxy's whole life (`Shared`). The request path,
+//! the hierarchy and ICP read it; only the orchestrator (`proxy.rs`) builds and swaps it.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::access_log::{AccessLog, AccessLogError};
+use crate::cache::collapse::InFlight;
+use crate::cache::policy::Heuristics;
+use crate::cache::store::Store;
+use crate::config::{Config, ConfigErrors, HostPort, ParentEntry};
+use crate::hierarchy::parents::Parent;
+use crate::hierarchy::peers::{self, PeerEntry};
+use crate::hierarchy::reach::{ConnectSettings, Reach};
+use crate::hierarchy::rules::{Route, RouteError};
+use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
+use crate::http::headers;
+use crate::icp::socket::IcpSocket;
+use crate::stats::Stats;
+use crate::versions::ConfigVersion;
+#[cfg(test)]
+use crate::versions::VersionState;
+
+/// Why a config version cannot be run; the text becomes the version's rejection reason.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    #[error("{0}")]
+    Route(#[from] RouteError),
+    #[error("{0}")]
+    Peer(#[from] ParentAddressError),
+    #[error("access_log: {0}")]
+    AccessLog(#[from] AccessLogError),
+    #[error("visible_name {name:?} cannot be sent in a header")]
+    VisibleName { name: String },
+}
+
+/// Everything built from one config version. Requests take the one in force when they
+/// start and finish on it, whatever reloads happen meanwhile.
+pub struct Runtime {
+    pub version: i64,
+    pub config: Arc<Config>,
+    pub via: HeaderValue,
+    pub x_cache_hit: HeaderValue,
+    pub x_cache_miss: HeaderValue,
+    pub heuristics: Heuristics,
+    /// Where requests may go: ports, and the destinations refused.
+    pub reach: Arc<Reach>,
+    pub origin: UpstreamClient,
+    /// Every parent any rule names, once each.
+    pub parents: Vec<Parent>,
+    /// `parent_rules`, in order; the first that matches decides.
+    pub routes: Vec<Route>,
+    /// The `parents` list, for requests no rule matches.
+    pub default_route: Route,
+    pub retry_time: Duration,
+    pub stats: Arc<Stats>,
+    pub access_log: Option<AccessLog>,
+    pub read_timeout: Duration,
+    /// The neighbour caches (ICP peers).
+    pub peers: Vec<PeerEntry>,
+    /// The ICP socket, when ICP is not disabled.
+    pub icp: Option<Arc<IcpSocket>>,
+}
+
+impl Runtime {
+    pub(crate) fn build(
+        version: &ConfigVersion,
+        data_dir: &Path,
+        stats: &Arc<Stats>,
+        icp: Option<Arc<IcpSocket>>,
+    ) -> Result<Runtime, RuntimeError> {
+        let config = &version.config;
+        config.validate()?;
+        let settings = ConnectSettings {
+            local_address: config.bind_address.0,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        };
+        let mut parents: Vec<Parent> = Vec::new();
+        let mut index = |entry: &ParentEntry| -> Option<usize> {
+            if is_this_proxy(config, &entry.addr) {
+                tracing::warn!("parent {} is this proxy itself; it is ignored", entry.addr);
+                return None;
+            }
+            let name = entry.addr.to_string();
+            if let Some(i) = parents.iter().position(|p| p.name == name) {
+                return Some(i);
+            }
+            let client =
+                upstream::parent_client(&entry.addr.host, entry.addr.port, settings).ok()?;
+            parents.push(Parent {
+                stats: stats.peer(&name),
+                name,
+                host: entry.addr.host.clone(),
+                port: entry.addr.port,
+                client,
+            });
+            Some(parents.len() - 1)
+        };
+        let caching = config.parent_caching.0;
+        let mut routes = Vec::new();
+        if caching {
+            for (i, rule) in config.parent_rules.iter().enumerate() {
+                routes.push(Route::compile(i + 1, rule, &mut index)?);
+            }
+        }
+        let default_parents = if caching {
+            config
+                .parents
+                .0
+                .iter()
+                .filter_map(|p| index(p).map(|i| (i, p.weight)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let default_route = Route::default_rule(default_parents, config.round_robin, true);
+        let peers = config
+            .peers
+            .iter()
+            .map(|peer| PeerEntry::build(peer, settings, stats))
+            .collect::<Result<Vec<_>, _>>()?;
+        let access_log = if config.access_log.is_empty() {
+            None
+        } else {
+            let path = data_dir.join(&config.access_log);
+            Some(AccessLog::open(&path)?)
+        };
+        let reach = Arc::new(Reach::of(config));
+        let name = &config.visible_name;
+        let header = |text: String| {
+            HeaderValue::from_str(&text)
+                .map_err(|_| RuntimeError::VisibleName { name: name.clone() })
+        };
+        Ok(Runtime {
+            version: version.id,
+            via: headers::via_value(name),
+            x_cache_hit: header(format!("HIT from {name}"))?,
+            x_cache_miss: header(format!("MISS from {name}"))?,
+            heuristics: Heuristics {
+                lm_factor: config.heuristic_lm_factor,
+                min: Duration::from_secs(config.heuristic_min_s),
+                max: Duration::from_secs(config.heuristic_max_s),
+            },
+            origin: upstream::origin_client(settings, reach.clone()),
+            reach,
+            parents,
+            routes,
+            default_route,
+            retry_time: Duration::from_secs(config.retry_time_s),
+            stats: stats.clone(),
+            access_log,
+            read_timeout: Duration::from_millis(config.read_timeout_ms),
+            peers,
+            icp,
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// A runtime for unit tests: no ICP socket, no access log.
+    #[cfg(test)]
+    pub(crate) fn for_tests(mut config: Config) -> Runtime {
+        config.access_log.clear();
+        let version = ConfigVersion {
+            id: 1,
+            created_at: String::new(),
+            author: String::new(),
+            summary: String::new(),
+            config,
+            state: VersionState::Saved,
+            state_reason: None,
+            state_at: None,
+        };
+        Runtime::build(&version, Path::new("."), &Arc::default(), None)
+            .expect("a valid test config")
+    }
+
+    /// A configured sibling at `ip` that may take hits from us but not misses.
+    pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
+        peers::by_address(&self.peers, ip)
+            .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
+    }
+}
+
+/// Whether `addr` is this proxy's own listener, which must never be its own parent.
+fn is_this_proxy(config: &Config, addr: &HostPort) -> bool {
+    if addr.port != config.http_port {
+        return false;
+    }
+    let host: Option<IpAddr> = if addr.host == "localhost" {
+        Some(IpAddr::from([127, 0, 0, 1]))
+    } else {
+        addr.host.parse().ok()
+    };
+    match (host, config.bind_address.0) {
+        (Some(ip), Some(bound)) => ip == bound,
+        (Some(ip), None) => ip.is_loopback() || ip.is_unspecified(),
+        (None, _) => false,
+    }
+}
+
+/// What every request handler shares.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub store: ArcSwap<Store>,
+    pub in_flight: Arc<InFlight>,
+    pub stats: Arc<Stats>,
+    /// Set when the proxy stops; every client connection holds a receiver, so the sender
+    /// also tells how many are still open.
+    pub draining: tokio::sync::watch::Sender<bool>,
+}
+
+#[cfg(test)]
+impl Shared {
+    /// The shared state around [`Runtime::for_tests`].
+    pub(crate) fn for_tests(config: Config) -> Arc<Shared> {
+        let runtime = Runtime::for_tests(config);
+        Arc::new(Shared {
+            store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
+            in_flight: Arc::default(),
+            stats: runtime.stats.clone(),
+            runtime: ArcSwap::from_pointee(runtime),
+            draining: tokio::sync::watch::Sender::new(false),
+        })
+    }
+}
