@@ -5,14 +5,15 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Form;
 use canopy_proxy::config::{Config, ParentRule};
 use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::versions::{ConfigVersion, VersionError};
 
-use super::routing::stale_message;
-use super::{internal_error, when, Chrome, Notice};
+use super::{
+    in_force, internal_error, stale_message, when, Answer, Chrome, Notice, OrFailed, Refusal,
+};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::{self, csrf_ok, FormData};
@@ -222,45 +223,41 @@ async fn history_page(
     })
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    match history_page(&state, &session, None).await {
-        Ok(page) => page.into_response(),
-        Err(e) => internal_error("reading the history", e),
+pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
+    let page = history_page(&state, &session, None)
+        .await
+        .or_failed("reading the history")?;
+    Ok(page.into_response())
+}
+
+/// Version `id`, or the page saying there is none.
+async fn version(state: &AppState, id: i64, doing: &str) -> Result<ConfigVersion, Refusal> {
+    match state.db.get(id).await {
+        Err(VersionError::NotFound(_)) => Err((
+            StatusCode::NOT_FOUND,
+            format!("There is no config version {id}."),
+        )
+            .into_response()
+            .into()),
+        other => other.or_failed(doing),
     }
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<i64>,
-) -> Response {
-    let version = match state.db.get(id).await {
-        Ok(v) => v,
-        Err(VersionError::NotFound(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("There is no config version {id}."),
-            )
-                .into_response()
-        }
-        Err(e) => return internal_error("reading a version", e),
-    };
-    let latest = match state.db.in_force().await {
-        Ok(v) => v,
-        Err(e) => return internal_error("reading the config", e),
-    };
+pub async fn show(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> Answer {
+    let version = version(&state, id, "reading a version").await?;
+    let latest = in_force(&state).await?;
     let before = match id {
         1 => None,
         _ => state.db.get(id - 1).await.ok(),
     };
-    VersionPage {
+    Ok(VersionPage {
         chrome: Chrome::new(&session, "history"),
         restoring_changes: readable_diff(&version.config, &latest.config),
         toml: version.config.to_toml(),
         version: VersionRow::new(&version, before.as_ref(), version.id == latest.id),
         based_on: latest.id,
     }
-    .into_response()
+    .into_response())
 }
 
 pub async fn restore(
@@ -268,21 +265,12 @@ pub async fn restore(
     session: Session,
     Path(id): Path<i64>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     if !csrf_ok(&session, &form) {
-        return auth::forbidden();
+        return Err(auth::forbidden().into());
     }
-    let (version, latest) = match (state.db.get(id).await, state.db.in_force().await) {
-        (Ok(v), Ok(latest)) => (v, latest),
-        (Err(VersionError::NotFound(_)), _) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("There is no config version {id}."),
-            )
-                .into_response()
-        }
-        (Err(e), _) | (_, Err(e)) => return internal_error("reading the config", e),
-    };
+    let version = version(&state, id, "reading the config").await?;
+    let latest = in_force(&state).await?;
     let based_on = form
         .get("based_on")
         .and_then(|v| v.parse::<i64>().ok())
@@ -302,12 +290,12 @@ pub async fn restore(
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &latest)),
         ),
-        Err(e) => return internal_error("restoring a version", e),
+        Err(e) => return Err(internal_error("restoring a version", e).into()),
     };
-    match history_page(&state, &session, Some(notice)).await {
-        Ok(page) => (status, page).into_response(),
-        Err(e) => internal_error("reading the history", e),
-    }
+    let page = history_page(&state, &session, Some(notice))
+        .await
+        .or_failed("reading the history")?;
+    Ok((status, page).into_response())
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use std::fmt::Display;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use canopy_proxy::config::Config;
 use canopy_proxy::versions::ConfigVersion;
 
 use crate::accounts::Session;
-use crate::apply::Outcome;
+use crate::apply::{self, ApplyError, Outcome};
 
 /// What the frame around every page needs: who is logged in, the CSRF token of the logout
 /// form, and which navigation entry is current.
@@ -113,7 +114,6 @@ impl Fields {
     }
 }
 
-/// The page shown when the console itself fails (its database, mostly).
 /// The newest config version, when the form carries this session's CSRF token and was made
 /// from that version; otherwise the answer to give instead: 403, or `stale` (the page
 /// refusing a form made from an older version, with the current values).
@@ -122,22 +122,97 @@ pub async fn current_version(
     session: &Session,
     form: &crate::auth::FormData,
     stale: impl FnOnce(&ConfigVersion, i64) -> Response,
-) -> Result<ConfigVersion, Response> {
+) -> Result<ConfigVersion, Refusal> {
     if !crate::auth::csrf_ok(session, form) {
-        return Err(crate::auth::forbidden());
+        return Err(crate::auth::forbidden().into());
     }
-    let latest = state
-        .db
-        .in_force()
-        .await
-        .map_err(|e| internal_error("reading the config", e))?;
+    let latest = in_force(state).await?;
     let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
     if based_on != Some(latest.id) {
-        return Err(stale(&latest, based_on.unwrap_or_default()));
+        return Err(stale(&latest, based_on.unwrap_or_default()).into());
     }
     Ok(latest)
 }
 
+/// What a form says when something in it must be corrected first.
+pub const NOT_SAVED: &str =
+    "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
+
+/// Make These Changes from a form made from version `based_on`, then the page `show` makes
+/// of the version now in force with what happened: the outcome, or (409) the refusal of a
+/// form made from a version no longer in force.
+pub async fn apply_and_show<P: IntoResponse>(
+    state: &crate::AppState,
+    session: &Session,
+    config: &Config,
+    based_on: i64,
+    what: Option<&str>,
+    show: impl FnOnce(&ConfigVersion, Notice) -> P,
+) -> Answer {
+    let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
+    let now = in_force(state).await?;
+    let (status, notice) = match outcome {
+        Ok(outcome) => (StatusCode::OK, Notice::from(&outcome)),
+        Err(ApplyError::Stale { based_on, .. }) => (
+            StatusCode::CONFLICT,
+            Notice::error(stale_message(based_on, &now)),
+        ),
+        Err(e) => return Err(internal_error("saving the config", e).into()),
+    };
+    Ok((status, show(&now, notice)).into_response())
+}
+
+/// Why a form made from version `based_on` was refused, now that `latest` is in force.
+pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
+    format!(
+        "Not saved: this form was made from version {based_on}, but {} saved version {} at {} \
+         meanwhile. Nothing was overwritten. The form now shows the current values; make \
+         your change again if it is still needed.",
+        latest.author,
+        latest.id,
+        when(&latest.created_at)
+    )
+}
+
+/// A handler's answer: its page, or the answer given instead (403, a stale form refused,
+/// 404, the console's own failure), which `?` returns early.
+pub type Answer = Result<Response, Refusal>;
+
+/// The answer a handler gives instead of its page. Boxed: a response is large, and this is
+/// the rarer path.
+#[derive(Debug)]
+pub struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Refusal {
+        Refusal(Box::new(response))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// The version edits start from (see `Db::in_force`).
+pub async fn in_force(state: &crate::AppState) -> Result<ConfigVersion, Refusal> {
+    state.db.in_force().await.or_failed("reading the config")
+}
+
+/// The console's own failure (its database, mostly) as the page shown instead, for `?`.
+pub trait OrFailed<T> {
+    /// `doing` says what the console was doing, as in "failed while reading the config".
+    fn or_failed(self, doing: &str) -> Result<T, Refusal>;
+}
+
+impl<T, E: Display> OrFailed<T> for Result<T, E> {
+    fn or_failed(self, doing: &str) -> Result<T, Refusal> {
+        self.map_err(|e| internal_error(doing, e).into())
+    }
+}
+
+/// The page shown when the console itself fails.
 pub fn internal_error(context: &str, e: impl Display) -> Response {
     tracing::error!("{context}: {e}");
     (

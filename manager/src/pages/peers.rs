@@ -10,10 +10,11 @@ use axum::Form;
 use canopy_proxy::config::{Config, Peer, PeerKind};
 use canopy_proxy::versions::ConfigVersion;
 
-use super::routing::stale_message;
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::{
+    apply_and_show, current_version, in_force, stale_message, Answer, Chrome, Fields, Notice,
+    NOT_SAVED,
+};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -81,57 +82,52 @@ fn new_peer() -> Peer {
     }
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => list_page(&session, &latest, None).into_response(),
-        Err(e) => internal_error("reading the config", e),
+pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
+    let latest = in_force(&state).await?;
+    Ok(list_page(&session, &latest, None).into_response())
+}
+
+fn form_page(
+    session: &Session,
+    version: &ConfigVersion,
+    original: String,
+    fields: Fields,
+) -> PeerFormPage {
+    PeerFormPage {
+        chrome: Chrome::new(session, "peers-config"),
+        original,
+        fields,
+        based_on: version.id,
+        notice: None,
+        other_errors: Vec::new(),
     }
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => PeerFormPage {
-            chrome: Chrome::new(&session, "peers-config"),
-            original: String::new(),
-            fields: peer_fields(&new_peer()),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        Err(e) => internal_error("reading the config", e),
-    }
+pub async fn new_form(State(state): State<AppState>, session: Session) -> Answer {
+    let latest = in_force(&state).await?;
+    Ok(form_page(&session, &latest, String::new(), peer_fields(&new_peer())).into_response())
 }
 
 pub async fn edit_form(
     State(state): State<AppState>,
     session: Session,
     Path(name): Path<String>,
-) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
+) -> Answer {
+    let latest = in_force(&state).await?;
+    let Some(peer) = latest.config.peers.iter().find(|p| p.name == name) else {
+        return Err(no_such_peer(&session, &latest, &name).into());
     };
-    match latest.config.peers.iter().find(|p| p.name == name) {
-        Some(peer) => PeerFormPage {
-            chrome: Chrome::new(&session, "peers-config"),
-            original: peer.name.clone(),
-            fields: peer_fields(peer),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            list_page(
-                &session,
-                &latest,
-                Some(Notice::error(format!("There is no peer called {name:?}."))),
-            ),
-        )
-            .into_response(),
-    }
+    Ok(form_page(&session, &latest, peer.name.clone(), peer_fields(peer)).into_response())
+}
+
+/// The peer list, refusing to show or change a peer that is not there.
+fn no_such_peer(session: &Session, latest: &ConfigVersion, name: &str) -> Response {
+    let notice = Notice::error(format!("There is no peer called {name:?}."));
+    (
+        StatusCode::NOT_FOUND,
+        list_page(session, latest, Some(notice)),
+    )
+        .into_response()
 }
 
 fn parse_port(fields: &mut Fields, key: &str) -> u16 {
@@ -228,15 +224,11 @@ pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+) -> Answer {
+    let latest = current_version(&state, &session, &form, |latest, based_on| {
         stale_list(&session, latest, based_on)
     })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+    .await?;
     let original = form.get("original").unwrap_or_default().to_owned();
     let (peer, mut fields) = read_peer(&form);
     let mut other_errors = Vec::new();
@@ -257,17 +249,12 @@ pub async fn submit(
     let config = match config {
         Some(config) if !fields.has_errors() && other_errors.is_empty() => config,
         _ => {
-            let page = PeerFormPage {
-                chrome: Chrome::new(&session, "peers-config"),
-                original,
-                fields,
-                based_on: latest.id,
-                notice: Some(Notice::error(
-                    "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
-                )),
-                other_errors,
-            };
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+            let mut page = form_page(&session, &latest, original, fields);
+            page.notice = Some(Notice::error(NOT_SAVED));
+            page.other_errors = other_errors;
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
+                .into_response()
+                .into());
         }
     };
     apply_and_list(&state, &session, &config, latest.id).await
@@ -278,25 +265,16 @@ pub async fn remove(
     session: Session,
     Path(name): Path<String>,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+) -> Answer {
+    let latest = current_version(&state, &session, &form, |latest, based_on| {
         stale_list(&session, latest, based_on)
     })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+    .await?;
     let mut config = latest.config.clone();
     let before = config.peers.len();
     config.peers.retain(|p| p.name != name);
     if config.peers.len() == before {
-        let notice = Notice::error(format!("There is no peer called {name:?}."));
-        return (
-            StatusCode::NOT_FOUND,
-            list_page(&session, &latest, Some(notice)),
-        )
-            .into_response();
+        return Err(no_such_peer(&session, &latest, &name).into());
     }
     apply_and_list(&state, &session, &config, latest.id).await
 }
@@ -306,22 +284,9 @@ async fn apply_and_list(
     session: &Session,
     config: &Config,
     based_on: i64,
-) -> Response {
-    let outcome = apply::make_these_changes(state, config, &session.user, based_on, None).await;
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match outcome {
-        Ok(outcome) => list_page(session, &latest, Some(Notice::from(&outcome))).into_response(),
-        Err(ApplyError::Stale { based_on, .. }) => {
-            let notice = Notice::error(stale_message(based_on, &latest));
-            (
-                StatusCode::CONFLICT,
-                list_page(session, &latest, Some(notice)),
-            )
-                .into_response()
-        }
-        Err(e) => internal_error("saving the config", e),
-    }
+) -> Answer {
+    apply_and_show(state, session, config, based_on, None, |now, notice| {
+        list_page(session, now, Some(notice))
+    })
+    .await
 }

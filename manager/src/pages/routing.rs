@@ -10,9 +10,11 @@ use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 use canopy_proxy::versions::ConfigVersion;
 
-use super::{current_version, internal_error, rejected_notice, Chrome, Fields, Notice};
+use super::{
+    apply_and_show, current_version, in_force, rejected_notice, stale_message, Answer, Chrome,
+    Fields, Notice, OrFailed, NOT_SAVED,
+};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -121,32 +123,27 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
     }
 }
 
-pub async fn form(State(state): State<AppState>, session: Session) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
+pub async fn form(State(state): State<AppState>, session: Session) -> Answer {
+    let latest = in_force(&state).await?;
     let mut page = RoutingPage::new(&session, &latest);
-    page.notice = match state.db.rejected_after(latest.id).await {
-        Ok(rejected) => rejected.map(|v| rejected_notice(&v, latest.id)),
-        Err(e) => return internal_error("reading the config", e),
-    };
-    page.into_response()
+    page.notice = state
+        .db
+        .rejected_after(latest.id)
+        .await
+        .or_failed("reading the config")?
+        .map(|v| rejected_notice(&v, latest.id));
+    Ok(page.into_response())
 }
 
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
+) -> Answer {
+    let latest = current_version(&state, &session, &form, |latest, based_on| {
         stale(&session, latest, based_on)
     })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+    .await?;
     let values = posted(&form);
     let mut config = latest.config.clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
@@ -161,44 +158,21 @@ pub async fn submit(
             form.checked("icp_multicast_enabled").to_string(),
         );
         place_errors(&mut page.fields, &mut page.other_errors, &errors);
-        page.notice = Some(Notice::error(
-            "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
-        ));
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        page.notice = Some(Notice::error(NOT_SAVED));
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
+            .into_response()
+            .into());
     }
-    match apply::make_these_changes(&state, &config, &session.user, latest.id, None).await {
-        Ok(outcome) => match state.db.in_force().await {
-            Ok(now) => {
-                let mut page = RoutingPage::new(&session, &now);
-                page.notice = Some(Notice::from(&outcome));
-                page.into_response()
-            }
-            Err(e) => internal_error("reading the config", e),
-        },
-        Err(ApplyError::Stale { based_on, .. }) => match state.db.in_force().await {
-            Ok(now) => stale(&session, &now, based_on),
-            Err(e) => internal_error("reading the config", e),
-        },
-        Err(e) => internal_error("saving the config", e),
-    }
+    apply_and_show(&state, &session, &config, latest.id, None, |now, notice| {
+        page(&session, now, Some(notice))
+    })
+    .await
 }
 
 /// Refuses a form made from an older version, showing the values now in the database.
 pub fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
-    let mut page = RoutingPage::new(session, latest);
-    page.notice = Some(Notice::error(stale_message(based_on, latest)));
-    (StatusCode::CONFLICT, page).into_response()
-}
-
-pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
-    format!(
-        "Not saved: this form was made from version {based_on}, but {} saved version {} at {} \
-         meanwhile. Nothing was overwritten. The form now shows the current values; make \
-         your change again if it is still needed.",
-        latest.author,
-        latest.id,
-        super::when(&latest.created_at)
-    )
+    let notice = Notice::error(stale_message(based_on, latest));
+    (StatusCode::CONFLICT, page(session, latest, Some(notice))).into_response()
 }
 
 #[cfg(test)]

@@ -13,9 +13,8 @@ use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::versions::ConfigVersion;
 
 use super::routing::{self, stale};
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::{current_version, in_force, Answer, Chrome, Fields, Notice, Refusal, NOT_SAVED};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -31,9 +30,6 @@ const TEXT_FIELDS: [&str; 9] = [
     "parents",
     "round_robin",
 ];
-
-const NOT_SAVED: &str =
-    "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
 
 #[derive(Template, WebTemplate)]
 #[template(path = "rule_form.html")]
@@ -160,7 +156,7 @@ async fn current(
     state: &AppState,
     session: &Session,
     form: &FormData,
-) -> Result<ConfigVersion, Response> {
+) -> Result<ConfigVersion, Refusal> {
     current_version(state, session, form, |latest, based_on| {
         stale(session, latest, based_on)
     })
@@ -174,20 +170,16 @@ async fn apply_and_show(
     config: &Config,
     based_on: i64,
     what: &str,
-) -> Response {
-    let outcome =
-        apply::make_these_changes(state, config, &session.user, based_on, Some(what)).await;
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match outcome {
-        Ok(outcome) => {
-            routing::page(session, &latest, Some(Notice::from(&outcome))).into_response()
-        }
-        Err(ApplyError::Stale { based_on, .. }) => stale(session, &latest, based_on),
-        Err(e) => internal_error("saving the config", e),
-    }
+) -> Answer {
+    super::apply_and_show(
+        state,
+        session,
+        config,
+        based_on,
+        Some(what),
+        |now, notice| routing::page(session, now, Some(notice)),
+    )
+    .await
 }
 
 /// The Routing page, refusing a change to a rule that is not there.
@@ -196,50 +188,42 @@ fn no_such_rule(session: &Session, latest: &ConfigVersion, text: String) -> Resp
     (StatusCode::NOT_FOUND, page).into_response()
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
+fn form_page(
+    session: &Session,
+    version: &ConfigVersion,
+    number: usize,
+    fields: Fields,
+) -> RuleFormPage {
+    RuleFormPage {
+        chrome: Chrome::new(session, "routing"),
+        number,
+        fields,
+        based_on: version.id,
+        notice: None,
+        other_errors: Vec::new(),
+    }
+}
+
+pub async fn new_form(State(state): State<AppState>, session: Session) -> Answer {
+    let latest = in_force(&state).await?;
     let rule = ParentRule {
         go_direct: true,
         ..ParentRule::default()
     };
-    RuleFormPage {
-        chrome: Chrome::new(&session, "routing"),
-        number: 0,
-        fields: rule_fields(&rule),
-        based_on: latest.id,
-        notice: None,
-        other_errors: Vec::new(),
-    }
-    .into_response()
+    Ok(form_page(&session, &latest, 0, rule_fields(&rule)).into_response())
 }
 
 pub async fn edit_form(
     State(state): State<AppState>,
     session: Session,
     Path(number): Path<usize>,
-) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match number
+) -> Answer {
+    let latest = in_force(&state).await?;
+    let rule = number
         .checked_sub(1)
         .and_then(|i| latest.config.parent_rules.get(i))
-    {
-        Some(rule) => RuleFormPage {
-            chrome: Chrome::new(&session, "routing"),
-            number,
-            fields: rule_fields(rule),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        None => no_such_rule(&session, &latest, format!("There is no rule {number}.")),
-    }
+        .ok_or_else(|| no_such_rule(&session, &latest, format!("There is no rule {number}.")))?;
+    Ok(form_page(&session, &latest, number, rule_fields(rule)).into_response())
 }
 
 /// Adds the posted rule at the end (`number` empty or 0) or replaces rule `number`.
@@ -247,11 +231,8 @@ pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let latest = current(&state, &session, &form).await?;
     let number = form
         .get("number")
         .and_then(|n| n.parse::<usize>().ok())
@@ -266,11 +247,12 @@ pub async fn submit(
         *slot = rule;
         (number, "changed rule")
     } else {
-        return no_such_rule(
+        return Err(no_such_rule(
             &session,
             &latest,
             format!("Nothing was saved: there is no rule {number} any more."),
-        );
+        )
+        .into());
     };
     let mut other_errors = Vec::new();
     if let Err(errors) = config.validate() {
@@ -283,15 +265,12 @@ pub async fn submit(
         }
     }
     if fields.has_errors() || !other_errors.is_empty() {
-        let page = RuleFormPage {
-            chrome: Chrome::new(&session, "routing"),
-            number,
-            fields,
-            based_on: latest.id,
-            notice: Some(Notice::error(NOT_SAVED)),
-            other_errors,
-        };
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        let mut page = form_page(&session, &latest, number, fields);
+        page.notice = Some(Notice::error(NOT_SAVED));
+        page.other_errors = other_errors;
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
+            .into_response()
+            .into());
     }
     let what = format!(
         "{what} {index} ({})",
@@ -305,14 +284,11 @@ pub async fn remove(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let latest = current(&state, &session, &form).await?;
     let mut config = latest.config.clone();
     if number == 0 || number > config.parent_rules.len() {
-        return no_such_rule(&session, &latest, format!("There is no rule {number}."));
+        return Err(no_such_rule(&session, &latest, format!("There is no rule {number}.")).into());
     }
     let removed = config.parent_rules.remove(number - 1);
     let what = format!("removed rule {number} ({})", removed.matcher());
@@ -324,7 +300,7 @@ pub async fn move_up(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     move_rule(state, session, form, number, number.wrapping_sub(1), "up").await
 }
 
@@ -333,7 +309,7 @@ pub async fn move_down(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     move_rule(
         state,
         session,
@@ -353,19 +329,17 @@ async fn move_rule(
     number: usize,
     with: usize,
     direction: &str,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let latest = current(&state, &session, &form).await?;
     let mut config = latest.config.clone();
     let count = config.parent_rules.len();
     if !(1..=count).contains(&number) {
-        return no_such_rule(
+        return Err(no_such_rule(
             &session,
             &latest,
             format!("Nothing was saved: there is no rule {number}."),
-        );
+        )
+        .into());
     }
     if !(1..=count).contains(&with) {
         let end = if direction == "up" { "first" } else { "last" };
@@ -376,30 +350,30 @@ async fn move_rule(
                 "Nothing was saved: rule {number} is already the {end}."
             ))),
         );
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
+            .into_response()
+            .into());
     }
     config.parent_rules.swap(number - 1, with - 1);
     let what = format!("moved rule {number} {direction}");
     apply_and_show(&state, &session, &config, latest.id, &what).await
 }
 
-pub async fn import_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => ImportPage {
-            chrome: Chrome::new(&session, "routing"),
-            text: latest
-                .config
-                .parent_rules
-                .iter()
-                .map(|rule| parent_config::line(rule) + "\n")
-                .collect(),
-            based_on: latest.id,
-            notice: None,
-            problems: Vec::new(),
-        }
-        .into_response(),
-        Err(e) => internal_error("reading the config", e),
+pub async fn import_form(State(state): State<AppState>, session: Session) -> Answer {
+    let latest = in_force(&state).await?;
+    Ok(ImportPage {
+        chrome: Chrome::new(&session, "routing"),
+        text: latest
+            .config
+            .parent_rules
+            .iter()
+            .map(|rule| parent_config::line(rule) + "\n")
+            .collect(),
+        based_on: latest.id,
+        notice: None,
+        problems: Vec::new(),
     }
+    .into_response())
 }
 
 /// The numbers of the lines that hold rules, in order (what `parent_config::parse` skips
@@ -420,11 +394,8 @@ pub async fn import(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let latest = current(&state, &session, &form).await?;
     let text = form.get("rules").unwrap_or_default().to_owned();
     let mut config = latest.config.clone();
     let problems = match parent_config::parse(&text) {
@@ -462,7 +433,9 @@ pub async fn import(
             )),
             problems,
         };
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
+            .into_response()
+            .into());
     }
     let what = format!(
         "imported {} rules from parent.config",
