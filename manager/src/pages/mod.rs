@@ -134,6 +134,17 @@ pub async fn current_version(
     Ok(latest)
 }
 
+/// The round robin modes as the forms offer them: (setting value, words).
+pub const ROUND_ROBIN: [(&str, &str); 4] = [
+    ("false", "Off: in list order, the next only on failure"),
+    ("strict", "Strict: rotate request by request"),
+    ("true", "By client: each client keeps one parent"),
+    (
+        "consistent_hash",
+        "Consistent hash: each URL keeps one parent",
+    ),
+];
+
 /// What a form says when something in it must be corrected first.
 pub const NOT_SAVED: &str =
     "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
