@@ -512,92 +512,149 @@ async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_sav
     }
 }
 
-#[tokio::test]
-async fn forms_without_their_csrf_token_are_forbidden() {
-    let console = console(true).await;
-    let peer = [
-        ("based_on", "1"),
-        ("name", "squid"),
-        ("host", "127.0.0.2"),
-        ("type", "sibling"),
-        ("http_port", "3128"),
-        ("icp_port", "3130"),
-        ("weight", "1"),
-    ];
-    let routing: Vec<(&'static str, String)> = console
-        .routing_form("1")
-        .into_iter()
-        .filter(|(k, _)| *k != "csrf")
-        .collect();
-    let (status, _) = console.post_owned("/configure/routing", &routing).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let forged = with(console.routing_form("1"), "csrf", "0000");
-    let (status, _) = console.post_owned("/configure/routing", &forged).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    for (path, fields) in [
-        ("/configure/peers", &peer[..]),
-        ("/configure/peers/squid/remove", &[("based_on", "1")][..]),
-        ("/configure/history/1/restore", &[("based_on", "1")][..]),
-        (
-            "/monitor/peers/127.0.0.1:3999/use",
-            &[("action", "down")][..],
-        ),
-        ("/logout", &[][..]),
-    ] {
-        let (status, _) = console.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+/// A form as its page posts it, without its CSRF token.
+struct PostedForm {
+    path: &'static str,
+    fields: Vec<(&'static str, String)>,
+    /// What the page refusing it as stale shows of the version now in force (see
+    /// `stale_versions`), escaped as in HTML.
+    shows: &'static str,
+}
+
+impl Console {
+    /// Every form that changes the config, made from version 1.
+    fn config_forms(&self) -> Vec<PostedForm> {
+        let without_token = |form: Vec<(&'static str, String)>| {
+            form.into_iter().filter(|(k, _)| *k != "csrf").collect()
+        };
+        let routing = "value=\"someone-else:3128;\"";
+        let rules = "<code>dest_domain=bob.test</code>";
+        let only_based_on = || vec![("based_on", "1".to_owned())];
+        let form = |path, fields, shows| PostedForm {
+            path,
+            fields,
+            shows,
+        };
+        let peer = [
+            ("based_on", "1"),
+            ("name", "squid"),
+            ("host", "127.0.0.2"),
+            ("type", "sibling"),
+            ("http_port", "3128"),
+            ("icp_port", "3130"),
+            ("weight", "1"),
+        ]
+        .map(|(k, v)| (k, v.to_owned()))
+        .to_vec();
+        vec![
+            form(
+                "/configure/routing",
+                without_token(self.routing_form("1")),
+                routing,
+            ),
+            form(
+                "/configure/routing/rules",
+                without_token(self.rule_form("1")),
+                rules,
+            ),
+            form("/configure/routing/rules/1/remove", only_based_on(), rules),
+            form("/configure/routing/rules/1/up", only_based_on(), rules),
+            form("/configure/routing/rules/1/down", only_based_on(), rules),
+            form(
+                "/configure/routing/rules/import",
+                vec![("based_on", "1".to_owned()), ("rules", String::new())],
+                rules,
+            ),
+            form("/configure/peers", peer, "bob-peer"),
+            form("/configure/peers/squid/remove", only_based_on(), "bob-peer"),
+            form("/configure/history/1/restore", only_based_on(), "Version 2"),
+        ]
     }
-    assert_eq!(console.latest_id().await, 1);
-    assert_eq!(console.reloads(), 0);
+
+    /// Every form of the console that needs its session's CSRF token.
+    fn every_form(&self) -> Vec<PostedForm> {
+        let mut forms = self.config_forms();
+        for (path, fields) in [
+            (
+                "/monitor/peers/127.0.0.1:3999/use",
+                vec![("action", "down".to_owned())],
+            ),
+            ("/logout", Vec::new()),
+        ] {
+            forms.push(PostedForm {
+                path,
+                fields,
+                shows: "",
+            });
+        }
+        forms
+    }
+
+    /// Bob saves version 2 (a parent, a rule and a peer) while forms made from version 1
+    /// are open.
+    async fn stale_versions(&self) {
+        let mut other = self.db.latest().await.unwrap().config;
+        other.set("parents", "someone-else:3128;").unwrap();
+        other.parent_rules =
+            canopy_proxy::hierarchy::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
+                .unwrap();
+        let peer = serde_json::json!({
+            "name": "bob-peer", "host": "127.0.0.9", "type": "sibling",
+            "http_port": 3128, "icp_port": 3130,
+        });
+        other.peers.push(serde_json::from_value(peer).unwrap());
+        self.db.save_change(&other, "bob", Some(1)).await.unwrap();
+    }
 }
 
 #[tokio::test]
-async fn a_form_from_an_old_version_is_refused_and_shows_the_current_values() {
+async fn every_form_without_its_csrf_token_is_forbidden() {
     let console = console(true).await;
-    let mut other = console.db.latest().await.unwrap().config;
-    other.set("parents", "someone-else:3128;").unwrap();
-    console
-        .db
-        .save_change(&other, "bob", Some(1))
-        .await
-        .unwrap();
-    let (status, page) = console
-        .post_owned("/configure/routing", &console.routing_form("1"))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        page.contains("Not saved: this form was made from version 1"),
-        "{page}"
-    );
-    assert!(page.contains("bob saved version 2"), "{page}");
-    assert!(
-        page.contains("value=\"someone-else:3128;\""),
-        "the current values are shown"
-    );
-    assert_eq!(hidden(&page, "based_on"), "2");
+    for form in console.every_form() {
+        let (status, _) = console.post_owned(form.path, &form.fields).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{} without a token",
+            form.path
+        );
+        let forged = with(form.fields, "csrf", "0000");
+        let (status, _) = console.post_owned(form.path, &forged).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{} with a forged token",
+            form.path
+        );
+    }
+    assert_eq!(console.latest_id().await, 1);
+    assert_eq!(console.reloads(), 0);
+    assert!(console.proxy.parent_changes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_form_made_from_an_old_version_is_refused_and_shows_the_current_values() {
+    let console = console(true).await;
+    console.stale_versions().await;
+    for form in console.config_forms() {
+        let posted = with(form.fields, "csrf", &console.csrf);
+        let (status, page) = console.post_owned(form.path, &posted).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}", form.path);
+        assert!(
+            page.contains("Not saved: this form was made from version 1"),
+            "{}: {page}",
+            form.path
+        );
+        assert!(
+            page.contains("bob saved version 2"),
+            "{}: {page}",
+            form.path
+        );
+        assert!(page.contains(form.shows), "{}: {page}", form.path);
+        assert_eq!(hidden(&page, "based_on"), "2", "{}", form.path);
+    }
     assert_eq!(console.latest_id().await, 2);
     assert_eq!(console.reloads(), 0);
-    let peer = [
-        ("csrf", console.csrf.as_str()),
-        ("based_on", "1"),
-        ("name", "squid"),
-        ("host", "127.0.0.2"),
-        ("type", "sibling"),
-        ("http_port", "3128"),
-        ("icp_port", "3130"),
-        ("weight", "1"),
-    ];
-    let (status, page) = console.post("/configure/peers", &peer).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(page.contains("Not saved"));
-    let (status, _) = console
-        .post(
-            "/configure/history/1/restore",
-            &[("csrf", &console.csrf), ("based_on", "1")],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(console.latest_id().await, 2);
 }
 
 #[tokio::test]
@@ -1158,83 +1215,6 @@ async fn each_invalid_rule_field_is_shown_beside_it_and_nothing_is_saved() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(page.contains("there is no rule 4 any more"), "{page}");
     assert_eq!(console.latest_id().await, 1);
-    assert_eq!(console.reloads(), 0);
-}
-
-#[tokio::test]
-async fn rule_forms_without_their_csrf_token_are_forbidden() {
-    let console = console(true).await;
-    console
-        .post_owned("/configure/routing/rules", &console.rule_form("1"))
-        .await;
-    let no_token: Vec<(&'static str, String)> = console
-        .rule_form("2")
-        .into_iter()
-        .filter(|(k, _)| *k != "csrf")
-        .collect();
-    let (status, _) = console
-        .post_owned("/configure/routing/rules", &no_token)
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let forged = with(console.rule_form("2"), "csrf", "0000");
-    let (status, _) = console
-        .post_owned("/configure/routing/rules", &forged)
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    for path in [
-        "/configure/routing/rules/1/remove",
-        "/configure/routing/rules/1/up",
-        "/configure/routing/rules/1/down",
-        "/configure/routing/rules/import",
-    ] {
-        let (status, _) = console
-            .post(path, &[("based_on", "2"), ("rules", "")])
-            .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
-    }
-    assert_eq!(console.latest_id().await, 2);
-    assert_eq!(console.reloads(), 1);
-}
-
-#[tokio::test]
-async fn a_rule_form_from_an_old_version_is_refused_and_shows_the_current_rules() {
-    let console = console(true).await;
-    let mut other = console.db.latest().await.unwrap().config;
-    other.parent_rules =
-        canopy_proxy::hierarchy::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
-            .unwrap();
-    console
-        .db
-        .save_change(&other, "bob", Some(1))
-        .await
-        .unwrap();
-    let (status, page) = console
-        .post_owned("/configure/routing/rules", &console.rule_form("1"))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        page.contains("Not saved: this form was made from version 1"),
-        "{page}"
-    );
-    assert!(page.contains("bob saved version 2"), "{page}");
-    assert!(
-        page.contains("<code>dest_domain=bob.test</code>"),
-        "the current rules are shown: {page}"
-    );
-    assert_eq!(hidden(&page, "based_on"), "2");
-    for action in ["remove", "down", "up"] {
-        let (status, page) = console.rule_button(1, action, "1").await;
-        assert_eq!(status, StatusCode::CONFLICT, "{action}");
-        assert!(page.contains("Not saved"), "{page}");
-    }
-    let (status, _) = console
-        .post(
-            "/configure/routing/rules/import",
-            &[("csrf", &console.csrf), ("based_on", "1"), ("rules", "")],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(console.latest_id().await, 2);
     assert_eq!(console.reloads(), 0);
 }
 
