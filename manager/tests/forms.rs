@@ -13,7 +13,7 @@ use canopy_manager::{accounts, router, AppState};
 use canopy_proxy::control::{self, ControlHandler, ReloadReply, ReopenReply, StatusReply};
 use canopy_proxy::hierarchy::health::HealthSnapshot;
 use canopy_proxy::stats::{PeerSnapshot, PeerState, StatsSnapshot};
-use canopy_proxy::versions::Db;
+use canopy_proxy::versions::{Db, VersionState};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -580,6 +580,7 @@ impl Console {
                 vec![("action", "down".to_owned())],
             ),
             ("/logout", Vec::new()),
+            ("/configure/history/1/discard", Vec::new()),
         ] {
             forms.push(PostedForm {
                 path,
@@ -1342,4 +1343,145 @@ async fn the_dashboard_shows_what_canopy_run_restarted() {
         dashboard.contains("canopy-manager: running, pid 4243, restarts 0"),
         "{dashboard}"
     );
+}
+
+impl Console {
+    /// Version 2 (ICP port 3131 and a peer "from-v2") rejected by the proxy, version 1 in
+    /// force, as the proxy marks them.
+    async fn rejected_version_2(&self) {
+        let db = &self.db;
+        db.mark(1, VersionState::Applied, None).await.unwrap();
+        let mut config = db.latest().await.unwrap().config;
+        config.set("icp_port", "3131").unwrap();
+        let peer = serde_json::json!({
+            "name": "from-v2", "host": "127.0.0.7", "type": "sibling",
+            "http_port": 3128, "icp_port": 3130,
+        });
+        config.peers.push(serde_json::from_value(peer).unwrap());
+        let v2 = db.save_change(&config, "bob", Some(1)).await.unwrap();
+        db.mark(v2, VersionState::Rejected, Some(TAKEN))
+            .await
+            .unwrap();
+    }
+}
+
+const TAKEN: &str = "cannot listen on 127.0.0.1:3131 for ICP: Address already in use";
+
+#[tokio::test]
+async fn a_rejected_version_is_shown_on_every_edit_page_and_opened_fixed_and_applied() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    for path in [
+        "/configure/routing",
+        "/configure/routing/rules/new",
+        "/configure/routing/rules/import",
+        "/configure/peers",
+        "/configure/peers/new",
+    ] {
+        let (status, page) = console.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            page.contains(&format!(
+                "Version 2 was rejected: {TAKEN}. This form shows version 1, the one in force"
+            )),
+            "{path}: {page}"
+        );
+        assert!(
+            page.contains(&format!("href=\"{path}?rejected=2\"")),
+            "{path}: {page}"
+        );
+        assert!(
+            page.contains("action=\"/configure/history/2/discard\""),
+            "{path}: {page}"
+        );
+        if path != "/configure/peers" {
+            assert_eq!(hidden(&page, "based_on"), "1", "{path}");
+        }
+    }
+    let (_, dashboard) = console.get("/").await;
+    assert!(
+        dashboard.contains(&format!("Version 2 was rejected by the proxy: {TAKEN}")),
+        "{dashboard}"
+    );
+    assert!(dashboard.contains("href=\"/configure/routing?rejected=2\""));
+    let (_, peers) = console.get("/configure/peers").await;
+    assert!(!peers.contains("from-v2"), "the version in force is shown");
+
+    let (_, peers) = console.get("/configure/peers?rejected=2").await;
+    assert!(peers.contains("from-v2"), "{peers}");
+    assert!(
+        peers.contains("href=\"/configure/peers/from-v2?rejected=2\""),
+        "{peers}"
+    );
+    let (status, routing) = console.get("/configure/routing?rejected=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        routing.contains(&format!(
+            "This form shows rejected version 2, reason: {TAKEN}. It is not version 1"
+        )),
+        "{routing}"
+    );
+    assert!(routing.contains("value=\"3131\""), "{routing}");
+    assert_eq!(hidden(&routing, "based_on"), "1");
+    assert_eq!(hidden(&routing, "rejected"), "2");
+
+    console.proxy.in_force.store(2, Ordering::SeqCst);
+    let fixed = with(
+        with(console.routing_form("1"), "rejected", "2"),
+        "icp_port",
+        "3132",
+    );
+    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3 is in force"), "{page}");
+    assert!(!page.contains("was rejected"), "{page}");
+    let v3 = console.db.get(3).await.unwrap();
+    assert_eq!(v3.config.icp_port, 3132);
+    assert_eq!(v3.config.peers[0].name, "from-v2", "built on version 2");
+    assert_eq!(console.db.in_force().await.unwrap().id, 3);
+
+    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    let again = with(fixed, "based_on", "3");
+    let (status, page) = console.post_owned("/configure/routing", &again).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(
+        page.contains("rejected version 2, which is no longer waiting to be fixed"),
+        "{page}"
+    );
+    assert_eq!(console.latest_id().await, 3);
+}
+
+#[tokio::test]
+async fn a_discarded_version_stays_in_the_history_and_its_notice_is_gone() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    let (status, page) = console
+        .post("/configure/history/2/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Version 2 is discarded"), "{page}");
+    assert!(
+        page.contains("<span class=\"badge discarded\">discarded</span>"),
+        "{page}"
+    );
+    for path in ["/configure/routing", "/configure/peers", "/"] {
+        let (_, page) = console.get(path).await;
+        assert!(!page.contains("was rejected"), "{path}: {page}");
+    }
+    let (_, routing) = console.get("/configure/routing?rejected=2").await;
+    assert!(routing.contains("value=\"3130\""), "not opened: {routing}");
+    assert_eq!(console.db.latest().await.unwrap().id, 1, "never applied");
+    let (status, page) = console
+        .post("/configure/history/2/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        page.contains("Nothing was discarded: version 2 is discarded"),
+        "{page}"
+    );
+    let (status, _) = console
+        .post("/configure/history/9/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

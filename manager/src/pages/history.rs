@@ -3,7 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Form;
@@ -12,7 +12,8 @@ use canopy_proxy::hierarchy::parent_config;
 use canopy_proxy::versions::{ConfigVersion, VersionError};
 
 use super::{
-    in_force, internal_error, stale_message, when, Answer, Chrome, Notice, OrFailed, Refusal,
+    in_force, internal_error, stale_message, when, Answer, Chrome, Editing, Notice, OrFailed,
+    Refusal,
 };
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
@@ -202,6 +203,9 @@ pub struct VersionPage {
     restoring_changes: Vec<String>,
     toml: String,
     based_on: i64,
+    /// Whether this is the rejected version after the one in force, which the forms can
+    /// open to fix, or which can be discarded.
+    waiting: bool,
 }
 
 async fn history_page(
@@ -245,7 +249,8 @@ async fn version(state: &AppState, id: i64, doing: &str) -> Result<ConfigVersion
 
 pub async fn show(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> Answer {
     let version = version(&state, id, "reading a version").await?;
-    let latest = in_force(&state).await?;
+    let editing = Editing::load(&state, Some(id)).await?;
+    let latest = &editing.in_force;
     let before = match id {
         1 => None,
         _ => state.db.get(id - 1).await.ok(),
@@ -256,20 +261,63 @@ pub async fn show(State(state): State<AppState>, session: Session, Path(id): Pat
         toml: version.config.to_toml(),
         version: VersionRow::new(&version, before.as_ref(), version.id == latest.id),
         based_on: latest.id,
+        waiting: editing.opened,
     }
     .into_response())
 }
 
-pub async fn restore(
-    State(state): State<AppState>,
+/// A button of the history (restore, discard): the version it is about, when its form
+/// carries the session's CSRF token.
+pub struct VersionButton {
     session: Session,
-    Path(id): Path<i64>,
-    Form(form): Form<FormData>,
-) -> Answer {
-    if !csrf_ok(&session, &form) {
-        return Err(auth::forbidden().into());
+    form: FormData,
+    version: ConfigVersion,
+}
+
+impl FromRequest<AppState> for VersionButton {
+    type Rejection = Refusal;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Refusal> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let Path(id) = Path::<i64>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Refusal::from(e.into_response()))?;
+        let Form(form) = Form::<FormData>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|e| Refusal::from(e.into_response()))?;
+        if !csrf_ok(&session, &form) {
+            return Err(auth::forbidden().into());
+        }
+        let version = version(state, id, "reading the config").await?;
+        Ok(VersionButton {
+            session,
+            form,
+            version,
+        })
     }
-    let version = version(&state, id, "reading the config").await?;
+}
+
+/// The history, with what a button on it did.
+async fn history_after(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    notice: Notice,
+) -> Answer {
+    let page = history_page(state, session, Some(notice))
+        .await
+        .or_failed("reading the history")?;
+    Ok((status, page).into_response())
+}
+
+pub async fn restore(State(state): State<AppState>, button: VersionButton) -> Answer {
+    let VersionButton {
+        session,
+        form,
+        version,
+    } = button;
+    let id = version.id;
     let latest = in_force(&state).await?;
     let based_on = form
         .get("based_on")
@@ -292,10 +340,35 @@ pub async fn restore(
         ),
         Err(e) => return Err(internal_error("restoring a version", e).into()),
     };
-    let page = history_page(&state, &session, Some(notice))
+    history_after(&state, &session, status, notice).await
+}
+
+/// Sets a rejected version aside: it stays in the history, marked discarded, and is no
+/// longer shown beside the version in force nor ever applied.
+pub async fn discard(State(state): State<AppState>, button: VersionButton) -> Answer {
+    let VersionButton {
+        session, version, ..
+    } = button;
+    let id = version.id;
+    let discarded = state
+        .db
+        .discard(id)
         .await
-        .or_failed("reading the history")?;
-    Ok((status, page).into_response())
+        .or_failed("discarding a version")?;
+    let (status, notice) = if discarded {
+        let text = format!(
+            "Version {id} is discarded: it stays in the history, marked discarded, and is never \
+             applied."
+        );
+        (StatusCode::OK, Notice { tone: "ok", text })
+    } else {
+        let text = format!(
+            "Nothing was discarded: version {id} is {}, not a rejected version.",
+            version.state.as_str()
+        );
+        (StatusCode::CONFLICT, Notice::error(text))
+    };
+    history_after(&state, &session, status, notice).await
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use canopy_proxy::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_proxy::versions::ConfigVersion;
 use serde::Serialize;
 
-use super::{bytes, duration, percent, when, Answer, Chrome, Notice, OrFailed, Refusal};
+use super::{bytes, duration, percent, when, Answer, Chrome, Editing, Notice, OrFailed, Refusal};
 use crate::accounts::{unix_now, Session};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
@@ -276,6 +276,7 @@ async fn newest(state: &AppState) -> Result<ConfigVersion, Refusal> {
 
 pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answer {
     let newest = newest(&state).await?;
+    let editing = Editing::load(&state, None).await?;
     let Live { status, stats } = live(&state).await;
     let stats_or_zero = stats.clone().unwrap_or_default();
     let s = &stats_or_zero;
@@ -302,7 +303,10 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
         http_listen: String::new(),
         icp_listen: String::new(),
         in_force: "—".to_owned(),
-        rejected: None,
+        rejected: editing
+            .rejected
+            .as_ref()
+            .map(|v| (v.id, editing.reason().to_owned())),
         newest: newest.id,
         newest_state: newest.state.as_str().to_owned(),
         requests: s.requests,
@@ -345,12 +349,6 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
             .clone()
             .unwrap_or_else(|| "off".to_owned());
         page.in_force = status.config_version.to_string();
-        page.rejected = status
-            .rejected_version
-            .as_ref()
-            .map(|r| (r.id, r.reason.clone()));
-    } else if newest.state == canopy_proxy::versions::VersionState::Rejected {
-        page.rejected = Some((newest.id, newest.state_reason.clone().unwrap_or_default()));
     }
     Ok(page.into_response())
 }

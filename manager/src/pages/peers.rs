@@ -8,12 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_proxy::config::{Config, Peer, PeerKind};
-use canopy_proxy::versions::ConfigVersion;
 
-use super::{
-    apply_and_show, current_version, in_force, stale_message, Answer, Chrome, Fields, Notice,
-    NOT_SAVED,
-};
+use super::{apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NOT_SAVED};
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::AppState;
@@ -23,8 +19,15 @@ use crate::AppState;
 pub struct PeerListPage {
     chrome: Chrome,
     peers: Vec<Peer>,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
+}
+
+impl PeerListPage {
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> &'static str {
+        "/configure/peers"
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -34,16 +37,25 @@ pub struct PeerFormPage {
     /// The name of the peer being edited; empty when adding one.
     original: String,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     other_errors: Vec<String>,
 }
 
-fn list_page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> PeerListPage {
+impl PeerFormPage {
+    fn here(&self) -> String {
+        match self.original.as_str() {
+            "" => "/configure/peers/new".to_owned(),
+            name => format!("/configure/peers/{}", crate::auth::percent_encode(name)),
+        }
+    }
+}
+
+fn list_page(session: &Session, editing: &Editing, notice: Option<Notice>) -> PeerListPage {
     PeerListPage {
         chrome: Chrome::new(session, "peers-config"),
-        peers: version.config.peers.clone(),
-        based_on: version.id,
+        peers: editing.config().peers.clone(),
+        editing: editing.clone(),
         notice,
     }
 }
@@ -82,14 +94,13 @@ fn new_peer() -> Peer {
     }
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
-    let latest = in_force(&state).await?;
-    Ok(list_page(&session, &latest, None).into_response())
+pub async fn list(session: Session, editing: Editing) -> PeerListPage {
+    list_page(&session, &editing, None)
 }
 
 fn form_page(
     session: &Session,
-    version: &ConfigVersion,
+    editing: &Editing,
     original: String,
     fields: Fields,
 ) -> PeerFormPage {
@@ -97,35 +108,29 @@ fn form_page(
         chrome: Chrome::new(session, "peers-config"),
         original,
         fields,
-        based_on: version.id,
+        editing: editing.clone(),
         notice: None,
         other_errors: Vec::new(),
     }
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Answer {
-    let latest = in_force(&state).await?;
-    Ok(form_page(&session, &latest, String::new(), peer_fields(&new_peer())).into_response())
+pub async fn new_form(session: Session, editing: Editing) -> PeerFormPage {
+    form_page(&session, &editing, String::new(), peer_fields(&new_peer()))
 }
 
-pub async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    Path(name): Path<String>,
-) -> Answer {
-    let latest = in_force(&state).await?;
-    let Some(peer) = latest.config.peers.iter().find(|p| p.name == name) else {
-        return Err(no_such_peer(&session, &latest, &name).into());
+pub async fn edit_form(session: Session, Path(name): Path<String>, editing: Editing) -> Answer {
+    let Some(peer) = editing.config().peers.iter().find(|p| p.name == name) else {
+        return Err(no_such_peer(&session, &editing, &name).into());
     };
-    Ok(form_page(&session, &latest, peer.name.clone(), peer_fields(peer)).into_response())
+    Ok(form_page(&session, &editing, peer.name.clone(), peer_fields(peer)).into_response())
 }
 
 /// The peer list, refusing to show or change a peer that is not there.
-fn no_such_peer(session: &Session, latest: &ConfigVersion, name: &str) -> Response {
+fn no_such_peer(session: &Session, editing: &Editing, name: &str) -> Response {
     let notice = Notice::error(format!("There is no peer called {name:?}."));
     (
         StatusCode::NOT_FOUND,
-        list_page(session, latest, Some(notice)),
+        list_page(session, editing, Some(notice)),
     )
         .into_response()
 }
@@ -210,29 +215,19 @@ fn with_peer(config: &Config, original: &str, peer: Peer) -> Option<Config> {
     Some(next)
 }
 
-/// The peer list refusing a form made from an older version, with the current peers.
-fn stale_list(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
-    let notice = Notice::error(stale_message(based_on, latest));
-    (
-        StatusCode::CONFLICT,
-        list_page(session, latest, Some(notice)),
-    )
-        .into_response()
-}
-
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current_version(&state, &session, &form, |latest, based_on| {
-        stale_list(&session, latest, based_on)
+    let editing = current_version(&state, &session, &form, |now, notice| {
+        list_page(&session, now, Some(notice))
     })
     .await?;
     let original = form.get("original").unwrap_or_default().to_owned();
     let (peer, mut fields) = read_peer(&form);
     let mut other_errors = Vec::new();
-    let config = with_peer(&latest.config, &original, peer);
+    let config = with_peer(editing.config(), &original, peer);
     if config.is_none() {
         other_errors.push(format!("There is no peer called {original:?} any more."));
     }
@@ -249,7 +244,7 @@ pub async fn submit(
     let config = match config {
         Some(config) if !fields.has_errors() && other_errors.is_empty() => config,
         _ => {
-            let mut page = form_page(&session, &latest, original, fields);
+            let mut page = form_page(&session, &editing, original, fields);
             page.notice = Some(Notice::error(NOT_SAVED));
             page.other_errors = other_errors;
             return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
@@ -257,7 +252,7 @@ pub async fn submit(
                 .into());
         }
     };
-    apply_and_list(&state, &session, &config, latest.id).await
+    apply_and_list(&state, &session, &config, editing.based_on()).await
 }
 
 pub async fn remove(
@@ -266,17 +261,17 @@ pub async fn remove(
     Path(name): Path<String>,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current_version(&state, &session, &form, |latest, based_on| {
-        stale_list(&session, latest, based_on)
+    let editing = current_version(&state, &session, &form, |now, notice| {
+        list_page(&session, now, Some(notice))
     })
     .await?;
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     let before = config.peers.len();
     config.peers.retain(|p| p.name != name);
     if config.peers.len() == before {
-        return Err(no_such_peer(&session, &latest, &name).into());
+        return Err(no_such_peer(&session, &editing, &name).into());
     }
-    apply_and_list(&state, &session, &config, latest.id).await
+    apply_and_list(&state, &session, &config, editing.based_on()).await
 }
 
 async fn apply_and_list(

@@ -5,15 +5,11 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
-use canopy_proxy::versions::ConfigVersion;
 
-use super::{
-    apply_and_show, current_version, in_force, rejected_notice, stale_message, Answer, Chrome,
-    Fields, Notice, OrFailed, NOT_SAVED,
-};
+use super::{apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NOT_SAVED};
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::AppState;
@@ -36,7 +32,7 @@ pub const KEYS: &[&str] = &[
 pub struct RoutingPage {
     chrome: Chrome,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     /// Errors about settings this page does not show.
     other_errors: Vec<String>,
@@ -46,21 +42,26 @@ pub struct RoutingPage {
 }
 
 impl RoutingPage {
-    fn new(session: &Session, version: &ConfigVersion) -> RoutingPage {
+    fn new(session: &Session, editing: &Editing) -> RoutingPage {
         RoutingPage {
             chrome: Chrome::new(session, "routing"),
-            fields: configured(&version.config),
-            based_on: version.id,
+            fields: configured(editing.config()),
+            editing: editing.clone(),
             notice: None,
             other_errors: Vec::new(),
-            rules: version.config.parent_rules.clone(),
+            rules: editing.config().parent_rules.clone(),
         }
+    }
+
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> &'static str {
+        "/configure/routing"
     }
 }
 
-/// The page as `version` has it, with `notice` at the top.
-pub fn page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> RoutingPage {
-    let mut page = RoutingPage::new(session, version);
+/// The page as `editing` shows it, with `notice` at the top.
+pub fn page(session: &Session, editing: &Editing, notice: Option<Notice>) -> RoutingPage {
+    let mut page = RoutingPage::new(session, editing);
     page.notice = notice;
     page
 }
@@ -123,16 +124,8 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
     }
 }
 
-pub async fn form(State(state): State<AppState>, session: Session) -> Answer {
-    let latest = in_force(&state).await?;
-    let mut page = RoutingPage::new(&session, &latest);
-    page.notice = state
-        .db
-        .rejected_after(latest.id)
-        .await
-        .or_failed("reading the config")?
-        .map(|v| rejected_notice(&v, latest.id));
-    Ok(page.into_response())
+pub async fn form(session: Session, editing: Editing) -> RoutingPage {
+    page(&session, &editing, None)
 }
 
 pub async fn submit(
@@ -140,14 +133,14 @@ pub async fn submit(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current_version(&state, &session, &form, |latest, based_on| {
-        stale(&session, latest, based_on)
+    let editing = current_version(&state, &session, &form, |now, notice| {
+        page(&session, now, Some(notice))
     })
     .await?;
     let values = posted(&form);
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
-        let mut page = RoutingPage::new(&session, &latest);
+        let mut page = RoutingPage::new(&session, &editing);
         for (key, _) in &values {
             page.fields.set(key, form.get(key).unwrap_or_default());
         }
@@ -163,16 +156,15 @@ pub async fn submit(
             .into_response()
             .into());
     }
-    apply_and_show(&state, &session, &config, latest.id, None, |now, notice| {
-        page(&session, now, Some(notice))
-    })
+    apply_and_show(
+        &state,
+        &session,
+        &config,
+        editing.based_on(),
+        None,
+        |now, notice| page(&session, now, Some(notice)),
+    )
     .await
-}
-
-/// Refuses a form made from an older version, showing the values now in the database.
-pub fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
-    let notice = Notice::error(stale_message(based_on, latest));
-    (StatusCode::CONFLICT, page(session, latest, Some(notice))).into_response()
 }
 
 #[cfg(test)]

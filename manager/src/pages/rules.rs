@@ -10,10 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_proxy::config::{Config, ParentList, ParentRule, RoundRobin};
 use canopy_proxy::hierarchy::parent_config;
-use canopy_proxy::versions::ConfigVersion;
 
-use super::routing::{self, stale};
-use super::{current_version, in_force, Answer, Chrome, Fields, Notice, Refusal, NOT_SAVED};
+use super::routing;
+use super::{current_version, Answer, Chrome, Editing, Fields, Notice, Refusal, NOT_SAVED};
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::AppState;
@@ -38,21 +37,37 @@ pub struct RuleFormPage {
     /// The number of the rule being edited; 0 when adding one.
     number: usize,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     other_errors: Vec<String>,
+}
+
+impl RuleFormPage {
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> String {
+        match self.number {
+            0 => "/configure/routing/rules/new".to_owned(),
+            n => format!("/configure/routing/rules/{n}"),
+        }
+    }
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "rules_import.html")]
 pub struct ImportPage {
     chrome: Chrome,
-    /// parent.config lines: the rules in force, or what the admin pasted.
+    /// parent.config lines: the rules shown, or what the admin pasted.
     text: String,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     /// What stops the import, line by line.
     problems: Vec<String>,
+}
+
+impl ImportPage {
+    fn here(&self) -> &'static str {
+        "/configure/routing/rules/import"
+    }
 }
 
 fn rule_fields(rule: &ParentRule) -> Fields {
@@ -150,15 +165,10 @@ fn one_line(message: &str) -> String {
     }
 }
 
-/// The newest version, when the form carries this session's token and was made from it;
-/// otherwise the answer to give instead (403, or the Routing page refusing a stale form).
-async fn current(
-    state: &AppState,
-    session: &Session,
-    form: &FormData,
-) -> Result<ConfigVersion, Refusal> {
-    current_version(state, session, form, |latest, based_on| {
-        stale(session, latest, based_on)
+/// What the posted form changes (see [`current_version`]); refused on the Routing page.
+async fn current(state: &AppState, session: &Session, form: &FormData) -> Result<Editing, Refusal> {
+    current_version(state, session, form, |now, notice| {
+        routing::page(session, now, Some(notice))
     })
     .await
 }
@@ -183,47 +193,36 @@ async fn apply_and_show(
 }
 
 /// The Routing page, refusing a change to a rule that is not there.
-fn no_such_rule(session: &Session, latest: &ConfigVersion, text: String) -> Response {
-    let page = routing::page(session, latest, Some(Notice::error(text)));
+fn no_such_rule(session: &Session, editing: &Editing, text: String) -> Response {
+    let page = routing::page(session, editing, Some(Notice::error(text)));
     (StatusCode::NOT_FOUND, page).into_response()
 }
 
-fn form_page(
-    session: &Session,
-    version: &ConfigVersion,
-    number: usize,
-    fields: Fields,
-) -> RuleFormPage {
+fn form_page(session: &Session, editing: &Editing, number: usize, fields: Fields) -> RuleFormPage {
     RuleFormPage {
         chrome: Chrome::new(session, "routing"),
         number,
         fields,
-        based_on: version.id,
+        editing: editing.clone(),
         notice: None,
         other_errors: Vec::new(),
     }
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Answer {
-    let latest = in_force(&state).await?;
+pub async fn new_form(session: Session, editing: Editing) -> RuleFormPage {
     let rule = ParentRule {
         go_direct: true,
         ..ParentRule::default()
     };
-    Ok(form_page(&session, &latest, 0, rule_fields(&rule)).into_response())
+    form_page(&session, &editing, 0, rule_fields(&rule))
 }
 
-pub async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    Path(number): Path<usize>,
-) -> Answer {
-    let latest = in_force(&state).await?;
+pub async fn edit_form(session: Session, Path(number): Path<usize>, editing: Editing) -> Answer {
     let rule = number
         .checked_sub(1)
-        .and_then(|i| latest.config.parent_rules.get(i))
-        .ok_or_else(|| no_such_rule(&session, &latest, format!("There is no rule {number}.")))?;
-    Ok(form_page(&session, &latest, number, rule_fields(rule)).into_response())
+        .and_then(|i| editing.config().parent_rules.get(i))
+        .ok_or_else(|| no_such_rule(&session, &editing, format!("There is no rule {number}.")))?;
+    Ok(form_page(&session, &editing, number, rule_fields(rule)).into_response())
 }
 
 /// Adds the posted rule at the end (`number` empty or 0) or replaces rule `number`.
@@ -232,13 +231,13 @@ pub async fn submit(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current(&state, &session, &form).await?;
+    let editing = current(&state, &session, &form).await?;
     let number = form
         .get("number")
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
     let (rule, mut fields) = read_rule(&form);
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     let rules = &mut config.parent_rules;
     let (index, what) = if number == 0 {
         rules.push(rule);
@@ -249,7 +248,7 @@ pub async fn submit(
     } else {
         return Err(no_such_rule(
             &session,
-            &latest,
+            &editing,
             format!("Nothing was saved: there is no rule {number} any more."),
         )
         .into());
@@ -265,7 +264,7 @@ pub async fn submit(
         }
     }
     if fields.has_errors() || !other_errors.is_empty() {
-        let mut page = form_page(&session, &latest, number, fields);
+        let mut page = form_page(&session, &editing, number, fields);
         page.notice = Some(Notice::error(NOT_SAVED));
         page.other_errors = other_errors;
         return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
@@ -276,7 +275,7 @@ pub async fn submit(
         "{what} {index} ({})",
         config.parent_rules[index - 1].matcher()
     );
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 pub async fn remove(
@@ -285,14 +284,14 @@ pub async fn remove(
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current(&state, &session, &form).await?;
-    let mut config = latest.config.clone();
+    let editing = current(&state, &session, &form).await?;
+    let mut config = editing.config().clone();
     if number == 0 || number > config.parent_rules.len() {
-        return Err(no_such_rule(&session, &latest, format!("There is no rule {number}.")).into());
+        return Err(no_such_rule(&session, &editing, format!("There is no rule {number}.")).into());
     }
     let removed = config.parent_rules.remove(number - 1);
     let what = format!("removed rule {number} ({})", removed.matcher());
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 pub async fn move_up(
@@ -330,13 +329,13 @@ async fn move_rule(
     with: usize,
     direction: &str,
 ) -> Answer {
-    let latest = current(&state, &session, &form).await?;
-    let mut config = latest.config.clone();
+    let editing = current(&state, &session, &form).await?;
+    let mut config = editing.config().clone();
     let count = config.parent_rules.len();
     if !(1..=count).contains(&number) {
         return Err(no_such_rule(
             &session,
-            &latest,
+            &editing,
             format!("Nothing was saved: there is no rule {number}."),
         )
         .into());
@@ -345,7 +344,7 @@ async fn move_rule(
         let end = if direction == "up" { "first" } else { "last" };
         let page = routing::page(
             &session,
-            &latest,
+            &editing,
             Some(Notice::error(format!(
                 "Nothing was saved: rule {number} is already the {end}."
             ))),
@@ -356,24 +355,22 @@ async fn move_rule(
     }
     config.parent_rules.swap(number - 1, with - 1);
     let what = format!("moved rule {number} {direction}");
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
-pub async fn import_form(State(state): State<AppState>, session: Session) -> Answer {
-    let latest = in_force(&state).await?;
-    Ok(ImportPage {
+pub async fn import_form(session: Session, editing: Editing) -> ImportPage {
+    ImportPage {
         chrome: Chrome::new(&session, "routing"),
-        text: latest
-            .config
+        text: editing
+            .config()
             .parent_rules
             .iter()
             .map(|rule| parent_config::line(rule) + "\n")
             .collect(),
-        based_on: latest.id,
+        editing,
         notice: None,
         problems: Vec::new(),
     }
-    .into_response())
 }
 
 /// The numbers of the lines that hold rules, in order (what `parent_config::parse` skips
@@ -395,9 +392,9 @@ pub async fn import(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let latest = current(&state, &session, &form).await?;
+    let editing = current(&state, &session, &form).await?;
     let text = form.get("rules").unwrap_or_default().to_owned();
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     let problems = match parent_config::parse(&text) {
         Err(problems) => problems,
         Ok(rules) => {
@@ -427,7 +424,7 @@ pub async fn import(
         let page = ImportPage {
             chrome: Chrome::new(&session, "routing"),
             text,
-            based_on: latest.id,
+            editing: editing.clone(),
             notice: Some(Notice::error(
                 "Nothing was imported: correct the lines below, then press Make These Changes again.",
             )),
@@ -441,7 +438,7 @@ pub async fn import(
         "imported {} rules from parent.config",
         config.parent_rules.len()
     );
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 #[cfg(test)]
