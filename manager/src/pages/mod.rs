@@ -189,13 +189,12 @@ impl FromRequestParts<crate::AppState> for Editing {
 
 /// What a posted form changes, when it carries this session's CSRF token and was made from
 /// the version in force (and, when it says so, from the rejected version waiting after it);
-/// otherwise the answer to give instead: 403, or `refuse`'s page (409) with the values now
-/// in force and why the form was refused.
-pub async fn current_version<P: IntoResponse>(
+/// otherwise the answer to give instead: 403, or page `P` (409) with the values now in
+/// force and why the form was refused.
+pub async fn current_version<P: NoticePage>(
     state: &crate::AppState,
     session: &Session,
     form: &crate::auth::FormData,
-    refuse: impl FnOnce(&Editing, Notice) -> P,
 ) -> Result<Editing, Refusal> {
     if !crate::auth::csrf_ok(session, form) {
         return Err(crate::auth::forbidden().into());
@@ -216,8 +215,8 @@ pub async fn current_version<P: IntoResponse>(
         _ => return Ok(editing),
     };
     editing.opened = false;
-    let page = refuse(&editing, Notice::error(refusal));
-    Err((StatusCode::CONFLICT, page).into_response().into())
+    let page = P::with_notice(session, &editing, Notice::error(refusal));
+    Err(Refusal::with(StatusCode::CONFLICT, page))
 }
 
 /// The round robin modes as the forms offer them: (setting value, words).
@@ -235,16 +234,21 @@ pub const ROUND_ROBIN: [(&str, &str); 4] = [
 pub const NOT_SAVED: &str =
     "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
 
-/// Make These Changes from a form made from version `based_on`, then the page `show` makes
-/// of what is now in force with what happened: the outcome, or (409) the refusal of a form
-/// made from a version no longer in force.
-pub async fn apply_and_show<P: IntoResponse>(
+/// A page of what is in force with a notice at the top: where a form lands after Make These
+/// Changes, or is refused.
+pub trait NoticePage: IntoResponse {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> Self;
+}
+
+/// Make These Changes from a form made from version `based_on`, then page `P` of what is now
+/// in force with what happened: the outcome, or (409) the refusal of a form made from a
+/// version no longer in force.
+pub async fn apply_and_show<P: NoticePage>(
     state: &crate::AppState,
     session: &Session,
     config: &Config,
     based_on: i64,
     what: Option<&str>,
-    show: impl FnOnce(&Editing, Notice) -> P,
 ) -> Answer {
     let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
     let now = Editing::load(state, None).await?;
@@ -256,7 +260,7 @@ pub async fn apply_and_show<P: IntoResponse>(
         ),
         Err(e) => return Err(internal_error("saving the config", e).into()),
     };
-    Ok((status, show(&now, notice)).into_response())
+    Ok((status, P::with_notice(session, &now, notice)).into_response())
 }
 
 /// Why a form made from version `based_on` was refused, now that `latest` is in force.
@@ -279,6 +283,13 @@ pub type Answer = Result<Response, Refusal>;
 /// the rarer path.
 #[derive(Debug)]
 pub struct Refusal(Box<Response>);
+
+impl Refusal {
+    /// `page`, answered with `status` instead of the page asked for.
+    pub fn with(status: StatusCode, page: impl IntoResponse) -> Refusal {
+        Refusal::from((status, page).into_response())
+    }
+}
 
 impl From<Response> for Refusal {
     fn from(response: Response) -> Refusal {

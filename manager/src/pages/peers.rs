@@ -9,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_proxy::config::{Config, Peer, PeerKind};
 
-use super::{apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NOT_SAVED};
+use super::{
+    apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
+    NOT_SAVED,
+};
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::AppState;
@@ -48,6 +51,12 @@ impl PeerFormPage {
             "" => "/configure/peers/new".to_owned(),
             name => format!("/configure/peers/{}", crate::auth::percent_encode(name)),
         }
+    }
+}
+
+impl NoticePage for PeerListPage {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> PeerListPage {
+        list_page(session, now, Some(notice))
     }
 }
 
@@ -220,10 +229,7 @@ pub async fn submit(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let editing = current_version(&state, &session, &form, |now, notice| {
-        list_page(&session, now, Some(notice))
-    })
-    .await?;
+    let editing = current_version::<PeerListPage>(&state, &session, &form).await?;
     let original = form.get("original").unwrap_or_default().to_owned();
     let (peer, mut fields) = read_peer(&form);
     let mut other_errors = Vec::new();
@@ -247,12 +253,10 @@ pub async fn submit(
             let mut page = form_page(&session, &editing, original, fields);
             page.notice = Some(Notice::error(NOT_SAVED));
             page.other_errors = other_errors;
-            return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
-                .into_response()
-                .into());
+            return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    apply_and_list(&state, &session, &config, editing.based_on()).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
 }
 
 pub async fn remove(
@@ -261,27 +265,12 @@ pub async fn remove(
     Path(name): Path<String>,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let editing = current_version(&state, &session, &form, |now, notice| {
-        list_page(&session, now, Some(notice))
-    })
-    .await?;
+    let editing = current_version::<PeerListPage>(&state, &session, &form).await?;
     let mut config = editing.config().clone();
     let before = config.peers.len();
     config.peers.retain(|p| p.name != name);
     if config.peers.len() == before {
         return Err(no_such_peer(&session, &editing, &name).into());
     }
-    apply_and_list(&state, &session, &config, editing.based_on()).await
-}
-
-async fn apply_and_list(
-    state: &AppState,
-    session: &Session,
-    config: &Config,
-    based_on: i64,
-) -> Answer {
-    apply_and_show(state, session, config, based_on, None, |now, notice| {
-        list_page(session, now, Some(notice))
-    })
-    .await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
 }

@@ -5,11 +5,13 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Form;
 use canopy_proxy::config::{Config, ConfigErrors, ParentRule};
 
-use super::{apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NOT_SAVED};
+use super::{
+    apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
+    NOT_SAVED,
+};
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::AppState;
@@ -64,6 +66,12 @@ pub fn page(session: &Session, editing: &Editing, notice: Option<Notice>) -> Rou
     let mut page = RoutingPage::new(session, editing);
     page.notice = notice;
     page
+}
+
+impl NoticePage for RoutingPage {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> RoutingPage {
+        page(session, now, Some(notice))
+    }
 }
 
 fn configured(config: &Config) -> Fields {
@@ -133,10 +141,7 @@ pub async fn submit(
     session: Session,
     Form(form): Form<FormData>,
 ) -> Answer {
-    let editing = current_version(&state, &session, &form, |now, notice| {
-        page(&session, now, Some(notice))
-    })
-    .await?;
+    let editing = current_version::<RoutingPage>(&state, &session, &form).await?;
     let values = posted(&form);
     let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
@@ -152,19 +157,9 @@ pub async fn submit(
         );
         place_errors(&mut page.fields, &mut page.other_errors, &errors);
         page.notice = Some(Notice::error(NOT_SAVED));
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
-            .into_response()
-            .into());
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
-    apply_and_show(
-        &state,
-        &session,
-        &config,
-        editing.based_on(),
-        None,
-        |now, notice| page(&session, now, Some(notice)),
-    )
-    .await
+    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use axum::Form;
 use canopy_proxy::config::{Config, ParentList, ParentRule, RoundRobin};
 use canopy_proxy::hierarchy::parent_config;
 
-use super::routing;
+use super::routing::{self, RoutingPage};
 use super::{current_version, Answer, Chrome, Editing, Fields, Notice, Refusal, NOT_SAVED};
 use crate::accounts::Session;
 use crate::auth::FormData;
@@ -167,10 +167,7 @@ fn one_line(message: &str) -> String {
 
 /// What the posted form changes (see [`current_version`]); refused on the Routing page.
 async fn current(state: &AppState, session: &Session, form: &FormData) -> Result<Editing, Refusal> {
-    current_version(state, session, form, |now, notice| {
-        routing::page(session, now, Some(notice))
-    })
-    .await
+    current_version::<RoutingPage>(state, session, form).await
 }
 
 /// Saves and applies `config`, then shows the Routing page with what happened.
@@ -181,15 +178,7 @@ async fn apply_and_show(
     based_on: i64,
     what: &str,
 ) -> Answer {
-    super::apply_and_show(
-        state,
-        session,
-        config,
-        based_on,
-        Some(what),
-        |now, notice| routing::page(session, now, Some(notice)),
-    )
-    .await
+    super::apply_and_show::<RoutingPage>(state, session, config, based_on, Some(what)).await
 }
 
 /// The Routing page, refusing a change to a rule that is not there.
@@ -267,9 +256,7 @@ pub async fn submit(
         let mut page = form_page(&session, &editing, number, fields);
         page.notice = Some(Notice::error(NOT_SAVED));
         page.other_errors = other_errors;
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
-            .into_response()
-            .into());
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     let what = format!(
         "{what} {index} ({})",
@@ -349,9 +336,7 @@ async fn move_rule(
                 "Nothing was saved: rule {number} is already the {end}."
             ))),
         );
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
-            .into_response()
-            .into());
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     config.parent_rules.swap(number - 1, with - 1);
     let what = format!("moved rule {number} {direction}");
@@ -430,9 +415,7 @@ pub async fn import(
             )),
             problems,
         };
-        return Err((StatusCode::UNPROCESSABLE_ENTITY, page)
-            .into_response()
-            .into());
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     let what = format!(
         "imported {} rules from parent.config",
