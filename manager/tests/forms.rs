@@ -1485,3 +1485,20 @@ async fn a_discarded_version_stays_in_the_history_and_its_notice_is_gone() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_rule_added_to_an_opened_version_is_built_on_it() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    let (_, page) = console.get("/configure/routing/rules/new?rejected=2").await;
+    assert_eq!(hidden(&page, "rejected"), "2", "{page}");
+    console.proxy.in_force.store(2, Ordering::SeqCst);
+    let rule = with(console.rule_form("1"), "rejected", "2");
+    let (status, page) = console.post_owned("/configure/routing/rules", &rule).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3 is in force"), "{page}");
+    let v3 = console.db.get(3).await.unwrap().config;
+    assert_eq!(v3.icp_port, 3131, "version 2's settings");
+    assert_eq!(v3.peers[0].name, "from-v2");
+    assert_eq!(v3.parent_rules[0].matcher(), "dest_domain=a.test");
+}
