@@ -21,7 +21,7 @@ use serde_json::json;
 
 use canopy_config::versions::{Db, VersionState};
 use canopy_manager::accounts;
-use common::{free_port, full, wait_for, Canopy, Origin, OriginBody};
+use common::{free_port, free_udp_port, full, wait_for, Canopy, Origin, OriginBody};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -626,4 +626,146 @@ async fn a_rule_added_in_the_console_sends_its_domain_to_the_rule_s_parent() {
         "{}",
         again.header("x-canopy-hop")
     );
+}
+
+/// A proxy, its console, and a browser logged in to it that saved version 3 with an ICP
+/// port another socket holds, so the proxy rejected it and version 2 stayed in force.
+struct Rejected {
+    proxy: Canopy,
+    /// The socket that holds the port, for as long as the test runs.
+    _taken: std::net::UdpSocket,
+    taken_port: u16,
+    _console: Process,
+    browser: Browser,
+}
+
+impl Rejected {
+    /// `None` when there is no browser (see [`Browser::start`]).
+    async fn start(name: &'static str) -> Option<Rejected> {
+        let proxy = Canopy::start(&[]).await;
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        let taken_port = taken.local_addr().expect("addr").port();
+        let (console, url) = start_console(&proxy).await;
+        let browser = Browser::start(&url, name).await?;
+        browser.log_in().await;
+        browser.follow("Routing").await;
+        browser.choose("ICP mode", "Send and receive queries").await;
+        browser.fill("ICP port", &taken_port.to_string()).await;
+        browser.press("Make These Changes").await;
+        let said = browser.notice("rejected by the proxy").await;
+        assert!(said.contains("Version 3 was saved but rejected"), "{said}");
+        Some(Rejected {
+            proxy,
+            _taken: taken,
+            taken_port,
+            _console: console,
+            browser,
+        })
+    }
+}
+
+impl Browser {
+    /// Whether the page shown has the notice of a rejected version.
+    async fn has_rejected_notice(&self) -> bool {
+        self.client
+            .find(Locator::Css("#rejected-version"))
+            .await
+            .is_ok()
+    }
+}
+
+async fn in_force(proxy: &Canopy) -> i64 {
+    proxy.status().await.expect("status").config_version
+}
+
+#[tokio::test]
+async fn a_rejected_version_is_opened_from_its_notice_fixed_and_applied() {
+    let Some(rejected) = Rejected::start("reopened").await else {
+        return;
+    };
+    let (proxy, browser, taken_port) = (&rejected.proxy, &rejected.browser, rejected.taken_port);
+    assert_eq!(in_force(proxy).await, 2);
+
+    browser.follow("ICP Peers").await;
+    browser.heading("ICP Peers").await;
+    let said = browser.notice("Version 3 was rejected").await;
+    assert!(said.contains(&taken_port.to_string()), "the reason: {said}");
+    browser.screenshot("peers-rejected-notice").await;
+    browser.follow("Routing").await;
+    browser.follow("Add a rule").await;
+    browser.heading("Add a rule").await;
+    browser.notice("Version 3 was rejected").await;
+    browser.screenshot("rule-rejected-notice").await;
+
+    browser.follow("Routing").await;
+    browser.follow("Open version 3").await;
+    let said = browser.notice("This form shows rejected version 3").await;
+    assert!(said.contains(&taken_port.to_string()), "the reason: {said}");
+    let port = browser
+        .field("ICP port")
+        .await
+        .prop("value")
+        .await
+        .expect("ICP port")
+        .unwrap_or_default();
+    assert_eq!(port, taken_port.to_string(), "the rejected version's value");
+    browser.screenshot("routing-rejected-opened").await;
+    let free = free_udp_port();
+    browser.fill("ICP port", &free.to_string()).await;
+    browser.press("Make These Changes").await;
+    let said = browser.notice("Applied").await;
+    browser.screenshot("routing-fixed").await;
+    assert!(said.contains("Applied: version 4 is in force"), "{said}");
+    wait_for("the proxy to run version 4", PAGE, || async {
+        in_force(proxy).await == 4
+    })
+    .await;
+    let status = proxy.status().await.expect("status");
+    assert!(
+        status
+            .icp_listen
+            .as_deref()
+            .is_some_and(|icp| icp.ends_with(&format!(":{free}"))),
+        "{:?}",
+        status.icp_listen
+    );
+    assert!(
+        !browser.has_rejected_notice().await,
+        "nothing waits any more"
+    );
+}
+
+#[tokio::test]
+async fn a_discarded_version_leaves_the_forms_and_stays_in_the_history() {
+    let Some(rejected) = Rejected::start("discarded").await else {
+        return;
+    };
+    let (proxy, browser) = (&rejected.proxy, &rejected.browser);
+    browser.follow("ICP Peers").await;
+    browser.notice("Version 3 was rejected").await;
+    browser.press("Discard version 3").await;
+    let said = browser.notice("is discarded").await;
+    assert!(said.contains("Version 3 is discarded"), "{said}");
+    browser
+        .wait("//li[.//a[normalize-space()='Version 3']]//span[contains(@class,'badge') and .='discarded']")
+        .await;
+    browser.screenshot("history-discarded").await;
+    for (link, heading) in [
+        ("ICP Peers", "ICP Peers"),
+        ("Routing", "Routing"),
+        ("Dashboard", "Dashboard"),
+    ] {
+        browser.follow(link).await;
+        browser.heading(heading).await;
+        assert!(
+            !browser.has_rejected_notice().await,
+            "{link}: the notice is gone"
+        );
+    }
+    let db = Db::open(&proxy.data_dir().join("canopy.db"))
+        .await
+        .expect("db");
+    assert_eq!(db.get(3).await.expect("v3").state, VersionState::Discarded);
+    assert_eq!(db.in_force().await.expect("in force").id, 2);
+    assert_eq!(in_force(proxy).await, 2);
 }

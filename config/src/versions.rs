@@ -20,6 +20,8 @@ pub enum VersionState {
     Saved,
     Applied,
     Rejected,
+    /// Rejected, then set aside by the admin: kept in the history, never applied again.
+    Discarded,
 }
 
 impl VersionState {
@@ -28,6 +30,7 @@ impl VersionState {
             VersionState::Saved => "saved",
             VersionState::Applied => "applied",
             VersionState::Rejected => "rejected",
+            VersionState::Discarded => "discarded",
         }
     }
 }
@@ -39,6 +42,7 @@ impl FromStr for VersionState {
             "saved" => Ok(VersionState::Saved),
             "applied" => Ok(VersionState::Applied),
             "rejected" => Ok(VersionState::Rejected),
+            "discarded" => Ok(VersionState::Discarded),
             other => Err(sqlx::Error::Decode(
                 format!("unknown config version state {other:?}").into(),
             )),
@@ -82,8 +86,9 @@ pub enum VersionError {
 macro_rules! in_force_id {
     () => {
         "coalesce(
-           (SELECT max(id) FROM config_versions WHERE state != 'rejected' AND id >
-              (SELECT coalesce(max(id), 0) FROM config_versions WHERE state = 'rejected')),
+           (SELECT max(id) FROM config_versions WHERE state IN ('saved', 'applied') AND id >
+              (SELECT coalesce(max(id), 0) FROM config_versions
+                 WHERE state IN ('rejected', 'discarded'))),
            (SELECT id FROM config_versions WHERE state = 'applied'
               ORDER BY state_at DESC, id DESC LIMIT 1),
            (SELECT max(id) FROM config_versions))"
@@ -216,10 +221,13 @@ impl Db {
         self.save(config, author, &summary, based_on).await
     }
 
+    /// The newest version the proxy may run: any but a discarded one.
     pub async fn latest(&self) -> Result<ConfigVersion, VersionError> {
-        let row = sqlx::query("SELECT * FROM config_versions ORDER BY id DESC LIMIT 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT * FROM config_versions WHERE state != 'discarded' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         version_from_row(&row)
     }
 
@@ -266,6 +274,20 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Sets rejected version `id` aside (see [`VersionState::Discarded`]); false when it is
+    /// not a rejected version.
+    pub async fn discard(&self, id: i64) -> Result<bool, VersionError> {
+        let result = sqlx::query(
+            "UPDATE config_versions SET state = 'discarded', state_at = ?
+             WHERE id = ? AND state = 'rejected'",
+        )
+        .bind(now_rfc3339())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     /// The newest versions first, at most `limit`.
@@ -377,5 +399,30 @@ mod tests {
         let v4 = db.save(&Config::default(), "t", "c", None).await.unwrap();
         assert_eq!(db.in_force().await.unwrap().id, v4, "a pending edit");
         assert!(db.rejected_after(v4).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_discarded_version_stays_listed_but_is_never_run_or_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        db.mark(1, VersionState::Applied, None).await.unwrap();
+        let mut config = Config::default();
+        config.set("http_port", "3130").unwrap();
+        let v2 = db.save(&config, "t", "a", None).await.unwrap();
+        assert!(!db.discard(v2).await.unwrap(), "only a rejected version");
+        db.mark(v2, VersionState::Rejected, Some("port taken"))
+            .await
+            .unwrap();
+        assert!(db.discard(v2).await.unwrap());
+        let discarded = db.get(v2).await.unwrap();
+        assert_eq!(discarded.state, VersionState::Discarded);
+        assert_eq!(discarded.state_reason.as_deref(), Some("port taken"));
+        assert_eq!(db.latest().await.unwrap().id, 1, "the proxy runs version 1");
+        assert_eq!(db.in_force().await.unwrap().id, 1);
+        assert!(db.rejected_after(1).await.unwrap().is_none());
+        assert_eq!(db.list(10).await.unwrap()[0].id, v2, "still in the history");
+        let v3 = db.save(&config, "t", "b", Some(1)).await.unwrap();
+        assert_eq!(db.in_force().await.unwrap().id, v3);
+        assert_eq!(db.latest().await.unwrap().id, v3);
     }
 }

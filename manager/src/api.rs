@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::accounts::unix_now;
 use crate::auth::ApiSession;
 use crate::pages::monitor::{live, peer_rows, Live};
+use crate::pages::{Answer, Refusal};
 use crate::{samples, AppState};
 
 fn failed(status: StatusCode, error: impl ToString) -> Response {
@@ -20,19 +21,21 @@ fn failed(status: StatusCode, error: impl ToString) -> Response {
         .into_response()
 }
 
+/// The console's own failure (its database) as JSON, for `?`.
+fn failed_500<T>(result: Result<T, impl ToString>) -> Result<T, Refusal> {
+    result.map_err(|e| failed(StatusCode::INTERNAL_SERVER_ERROR, e).into())
+}
+
 /// `{"running": true, "status": {...}}`, or `running: false` with the reason.
-pub async fn status(State(state): State<AppState>, _: ApiSession) -> Response {
-    let newest = match state.db.latest().await {
-        Ok(v) => v,
-        Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+pub async fn status(State(state): State<AppState>, _: ApiSession) -> Answer {
+    let newest = failed_500(state.db.latest().await)?;
     let body = match proxy_status(&state).await {
         Ok(status) => {
             json!({ "ok": true, "running": true, "status": status, "newest_version": newest.id })
         }
         Err(e) => json!({ "ok": true, "running": false, "reason": e, "newest_version": newest.id }),
     };
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
 async fn proxy_status(state: &AppState) -> Result<canopy_config::control::StatusReply, String> {
@@ -50,17 +53,14 @@ pub async fn stats(State(state): State<AppState>, _: ApiSession) -> Response {
 }
 
 /// The rows of Monitor → Peers.
-pub async fn peers(State(state): State<AppState>, _: ApiSession) -> Response {
-    let newest = match state.db.latest().await {
-        Ok(v) => v,
-        Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+pub async fn peers(State(state): State<AppState>, _: ApiSession) -> Answer {
+    let newest = failed_500(state.db.latest().await)?;
     let Live { status, stats } = live(&state).await;
-    Json(json!({
+    Ok(Json(json!({
         "running": status.is_ok(),
         "peers": peer_rows(&newest.config, stats.as_ref()),
     }))
-    .into_response()
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -75,46 +75,37 @@ pub async fn peer_history(
     _: ApiSession,
     Path(name): Path<String>,
     Query(since): Query<Since>,
-) -> Response {
+) -> Answer {
     let minutes = since.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
-    match samples::peer(&state.db, &name, unix_now() - minutes * 60).await {
-        Ok(samples) => Json(json!({
-            "peer": name,
-            "columns": samples::PEER_COLUMNS,
-            "samples": samples,
-        }))
-        .into_response(),
-        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    let samples = failed_500(samples::peer(&state.db, &name, unix_now() - minutes * 60).await)?;
+    Ok(Json(json!({
+        "peer": name,
+        "columns": samples::PEER_COLUMNS,
+        "samples": samples,
+    }))
+    .into_response())
 }
 
 /// Config versions, newest first (without their full content; see `/api/config`).
-pub async fn history(State(state): State<AppState>, _: ApiSession) -> Response {
-    match state.db.list(200).await {
-        Ok(versions) => Json(
-            versions
-                .iter()
-                .map(|v| {
-                    json!({
-                        "id": v.id,
-                        "created_at": v.created_at,
-                        "author": v.author,
-                        "summary": v.summary,
-                        "state": v.state,
-                        "state_reason": v.state_reason,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+pub async fn history(State(state): State<AppState>, _: ApiSession) -> Answer {
+    let versions = failed_500(state.db.list(200).await)?;
+    let rows = versions
+        .iter()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "created_at": v.created_at,
+                "author": v.author,
+                "summary": v.summary,
+                "state": v.state,
+                "state_reason": v.state_reason,
+            })
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(rows).into_response())
 }
 
 /// The newest config version, whole.
-pub async fn config(State(state): State<AppState>, _: ApiSession) -> Response {
-    match state.db.latest().await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+pub async fn config(State(state): State<AppState>, _: ApiSession) -> Answer {
+    Ok(Json(failed_500(state.db.latest().await)?).into_response())
 }

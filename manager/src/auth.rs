@@ -81,7 +81,9 @@ fn login_url(parts: &Parts) -> String {
     }
 }
 
-fn percent_encode(text: &str) -> String {
+/// `text` with every byte but letters, digits, `-_.~` and `/` percent-encoded, for a path or
+/// a query of a URL.
+pub fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {

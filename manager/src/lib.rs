@@ -115,6 +115,10 @@ pub fn router(state: AppState) -> Router {
             "/configure/history/{id}/restore",
             post(pages::history::restore),
         )
+        .route(
+            "/configure/history/{id}/discard",
+            post(pages::history::discard),
+        )
         .route("/api/status", get(api::status))
         .route("/api/stats", get(api::stats))
         .route("/api/peers", get(api::peers))

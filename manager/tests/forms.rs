@@ -11,7 +11,7 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
-use canopy_config::versions::Db;
+use canopy_config::versions::{Db, VersionState};
 use canopy_manager::{accounts, router, AppState};
 use canopy_proxy::control::{self, ControlHandler};
 use http_body_util::BodyExt;
@@ -512,92 +512,150 @@ async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_sav
     }
 }
 
-#[tokio::test]
-async fn forms_without_their_csrf_token_are_forbidden() {
-    let console = console(true).await;
-    let peer = [
-        ("based_on", "1"),
-        ("name", "squid"),
-        ("host", "127.0.0.2"),
-        ("type", "sibling"),
-        ("http_port", "3128"),
-        ("icp_port", "3130"),
-        ("weight", "1"),
-    ];
-    let routing: Vec<(&'static str, String)> = console
-        .routing_form("1")
-        .into_iter()
-        .filter(|(k, _)| *k != "csrf")
-        .collect();
-    let (status, _) = console.post_owned("/configure/routing", &routing).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let forged = with(console.routing_form("1"), "csrf", "0000");
-    let (status, _) = console.post_owned("/configure/routing", &forged).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    for (path, fields) in [
-        ("/configure/peers", &peer[..]),
-        ("/configure/peers/squid/remove", &[("based_on", "1")][..]),
-        ("/configure/history/1/restore", &[("based_on", "1")][..]),
-        (
-            "/monitor/peers/127.0.0.1:3999/use",
-            &[("action", "down")][..],
-        ),
-        ("/logout", &[][..]),
-    ] {
-        let (status, _) = console.post(path, fields).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+/// A form as its page posts it, without its CSRF token.
+struct PostedForm {
+    path: &'static str,
+    fields: Vec<(&'static str, String)>,
+    /// What the page refusing it as stale shows of the version now in force (see
+    /// `stale_versions`), escaped as in HTML.
+    shows: &'static str,
+}
+
+impl Console {
+    /// Every form that changes the config, made from version 1.
+    fn config_forms(&self) -> Vec<PostedForm> {
+        let without_token = |form: Vec<(&'static str, String)>| {
+            form.into_iter().filter(|(k, _)| *k != "csrf").collect()
+        };
+        let routing = "value=\"someone-else:3128;\"";
+        let rules = "<code>dest_domain=bob.test</code>";
+        let only_based_on = || vec![("based_on", "1".to_owned())];
+        let form = |path, fields, shows| PostedForm {
+            path,
+            fields,
+            shows,
+        };
+        let peer = [
+            ("based_on", "1"),
+            ("name", "squid"),
+            ("host", "127.0.0.2"),
+            ("type", "sibling"),
+            ("http_port", "3128"),
+            ("icp_port", "3130"),
+            ("weight", "1"),
+        ]
+        .map(|(k, v)| (k, v.to_owned()))
+        .to_vec();
+        vec![
+            form(
+                "/configure/routing",
+                without_token(self.routing_form("1")),
+                routing,
+            ),
+            form(
+                "/configure/routing/rules",
+                without_token(self.rule_form("1")),
+                rules,
+            ),
+            form("/configure/routing/rules/1/remove", only_based_on(), rules),
+            form("/configure/routing/rules/1/up", only_based_on(), rules),
+            form("/configure/routing/rules/1/down", only_based_on(), rules),
+            form(
+                "/configure/routing/rules/import",
+                vec![("based_on", "1".to_owned()), ("rules", String::new())],
+                rules,
+            ),
+            form("/configure/peers", peer, "bob-peer"),
+            form("/configure/peers/squid/remove", only_based_on(), "bob-peer"),
+            form("/configure/history/1/restore", only_based_on(), "Version 2"),
+        ]
     }
-    assert_eq!(console.latest_id().await, 1);
-    assert_eq!(console.reloads(), 0);
+
+    /// Every form of the console that needs its session's CSRF token.
+    fn every_form(&self) -> Vec<PostedForm> {
+        let mut forms = self.config_forms();
+        for (path, fields) in [
+            (
+                "/monitor/peers/127.0.0.1:3999/use",
+                vec![("action", "down".to_owned())],
+            ),
+            ("/logout", Vec::new()),
+            ("/configure/history/1/discard", Vec::new()),
+        ] {
+            forms.push(PostedForm {
+                path,
+                fields,
+                shows: "",
+            });
+        }
+        forms
+    }
+
+    /// Bob saves version 2 (a parent, a rule and a peer) while forms made from version 1
+    /// are open.
+    async fn stale_versions(&self) {
+        let mut other = self.db.latest().await.unwrap().config;
+        other.set("parents", "someone-else:3128;").unwrap();
+        other.parent_rules =
+            canopy_config::import::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
+                .unwrap();
+        let peer = serde_json::json!({
+            "name": "bob-peer", "host": "127.0.0.9", "type": "sibling",
+            "http_port": 3128, "icp_port": 3130,
+        });
+        other.peers.push(serde_json::from_value(peer).unwrap());
+        self.db.save_change(&other, "bob", Some(1)).await.unwrap();
+    }
 }
 
 #[tokio::test]
-async fn a_form_from_an_old_version_is_refused_and_shows_the_current_values() {
+async fn every_form_without_its_csrf_token_is_forbidden() {
     let console = console(true).await;
-    let mut other = console.db.latest().await.unwrap().config;
-    other.set("parents", "someone-else:3128;").unwrap();
-    console
-        .db
-        .save_change(&other, "bob", Some(1))
-        .await
-        .unwrap();
-    let (status, page) = console
-        .post_owned("/configure/routing", &console.routing_form("1"))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        page.contains("Not saved: this form was made from version 1"),
-        "{page}"
-    );
-    assert!(page.contains("bob saved version 2"), "{page}");
-    assert!(
-        page.contains("value=\"someone-else:3128;\""),
-        "the current values are shown"
-    );
-    assert_eq!(hidden(&page, "based_on"), "2");
+    for form in console.every_form() {
+        let (status, _) = console.post_owned(form.path, &form.fields).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{} without a token",
+            form.path
+        );
+        let forged = with(form.fields, "csrf", "0000");
+        let (status, _) = console.post_owned(form.path, &forged).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{} with a forged token",
+            form.path
+        );
+    }
+    assert_eq!(console.latest_id().await, 1);
+    assert_eq!(console.reloads(), 0);
+    assert!(console.proxy.parent_changes.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_form_made_from_an_old_version_is_refused_and_shows_the_current_values() {
+    let console = console(true).await;
+    console.stale_versions().await;
+    for form in console.config_forms() {
+        let posted = with(form.fields, "csrf", &console.csrf);
+        let (status, page) = console.post_owned(form.path, &posted).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{}", form.path);
+        assert!(
+            page.contains("Not saved: this form was made from version 1"),
+            "{}: {page}",
+            form.path
+        );
+        assert!(
+            page.contains("bob saved version 2"),
+            "{}: {page}",
+            form.path
+        );
+        assert!(page.contains(form.shows), "{}: {page}", form.path);
+        assert_eq!(hidden(&page, "based_on"), "2", "{}", form.path);
+    }
     assert_eq!(console.latest_id().await, 2);
     assert_eq!(console.reloads(), 0);
-    let peer = [
-        ("csrf", console.csrf.as_str()),
-        ("based_on", "1"),
-        ("name", "squid"),
-        ("host", "127.0.0.2"),
-        ("type", "sibling"),
-        ("http_port", "3128"),
-        ("icp_port", "3130"),
-        ("weight", "1"),
-    ];
-    let (status, page) = console.post("/configure/peers", &peer).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(page.contains("Not saved"));
-    let (status, _) = console
-        .post(
-            "/configure/history/1/restore",
-            &[("csrf", &console.csrf), ("based_on", "1")],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(console.latest_id().await, 2);
 }
 
 #[tokio::test]
@@ -1162,83 +1220,6 @@ async fn each_invalid_rule_field_is_shown_beside_it_and_nothing_is_saved() {
 }
 
 #[tokio::test]
-async fn rule_forms_without_their_csrf_token_are_forbidden() {
-    let console = console(true).await;
-    console
-        .post_owned("/configure/routing/rules", &console.rule_form("1"))
-        .await;
-    let no_token: Vec<(&'static str, String)> = console
-        .rule_form("2")
-        .into_iter()
-        .filter(|(k, _)| *k != "csrf")
-        .collect();
-    let (status, _) = console
-        .post_owned("/configure/routing/rules", &no_token)
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let forged = with(console.rule_form("2"), "csrf", "0000");
-    let (status, _) = console
-        .post_owned("/configure/routing/rules", &forged)
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    for path in [
-        "/configure/routing/rules/1/remove",
-        "/configure/routing/rules/1/up",
-        "/configure/routing/rules/1/down",
-        "/configure/routing/rules/import",
-    ] {
-        let (status, _) = console
-            .post(path, &[("based_on", "2"), ("rules", "")])
-            .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
-    }
-    assert_eq!(console.latest_id().await, 2);
-    assert_eq!(console.reloads(), 1);
-}
-
-#[tokio::test]
-async fn a_rule_form_from_an_old_version_is_refused_and_shows_the_current_rules() {
-    let console = console(true).await;
-    let mut other = console.db.latest().await.unwrap().config;
-    other.parent_rules =
-        canopy_config::import::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
-            .unwrap();
-    console
-        .db
-        .save_change(&other, "bob", Some(1))
-        .await
-        .unwrap();
-    let (status, page) = console
-        .post_owned("/configure/routing/rules", &console.rule_form("1"))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        page.contains("Not saved: this form was made from version 1"),
-        "{page}"
-    );
-    assert!(page.contains("bob saved version 2"), "{page}");
-    assert!(
-        page.contains("<code>dest_domain=bob.test</code>"),
-        "the current rules are shown: {page}"
-    );
-    assert_eq!(hidden(&page, "based_on"), "2");
-    for action in ["remove", "down", "up"] {
-        let (status, page) = console.rule_button(1, action, "1").await;
-        assert_eq!(status, StatusCode::CONFLICT, "{action}");
-        assert!(page.contains("Not saved"), "{page}");
-    }
-    let (status, _) = console
-        .post(
-            "/configure/routing/rules/import",
-            &[("csrf", &console.csrf), ("based_on", "1"), ("rules", "")],
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(console.latest_id().await, 2);
-    assert_eq!(console.reloads(), 0);
-}
-
-#[tokio::test]
 async fn parent_config_lines_are_imported_whole_or_not_at_all() {
     let console = console(true).await;
     let (status, page) = console.get("/configure/routing/rules/import").await;
@@ -1362,4 +1343,162 @@ async fn the_dashboard_shows_what_canopy_run_restarted() {
         dashboard.contains("canopy-manager: running, pid 4243, restarts 0"),
         "{dashboard}"
     );
+}
+
+impl Console {
+    /// Version 2 (ICP port 3131 and a peer "from-v2") rejected by the proxy, version 1 in
+    /// force, as the proxy marks them.
+    async fn rejected_version_2(&self) {
+        let db = &self.db;
+        db.mark(1, VersionState::Applied, None).await.unwrap();
+        let mut config = db.latest().await.unwrap().config;
+        config.set("icp_port", "3131").unwrap();
+        let peer = serde_json::json!({
+            "name": "from-v2", "host": "127.0.0.7", "type": "sibling",
+            "http_port": 3128, "icp_port": 3130,
+        });
+        config.peers.push(serde_json::from_value(peer).unwrap());
+        let v2 = db.save_change(&config, "bob", Some(1)).await.unwrap();
+        db.mark(v2, VersionState::Rejected, Some(TAKEN))
+            .await
+            .unwrap();
+    }
+}
+
+const TAKEN: &str = "cannot listen on 127.0.0.1:3131 for ICP: Address already in use";
+
+#[tokio::test]
+async fn a_rejected_version_is_shown_on_every_edit_page_and_opened_fixed_and_applied() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    for path in [
+        "/configure/routing",
+        "/configure/routing/rules/new",
+        "/configure/routing/rules/import",
+        "/configure/peers",
+        "/configure/peers/new",
+    ] {
+        let (status, page) = console.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            page.contains(&format!(
+                "Version 2 was rejected: {TAKEN}. This form shows version 1, the one in force"
+            )),
+            "{path}: {page}"
+        );
+        assert!(
+            page.contains(&format!("href=\"{path}?rejected=2\"")),
+            "{path}: {page}"
+        );
+        assert!(
+            page.contains("action=\"/configure/history/2/discard\""),
+            "{path}: {page}"
+        );
+        if path != "/configure/peers" {
+            assert_eq!(hidden(&page, "based_on"), "1", "{path}");
+        }
+    }
+    let (_, dashboard) = console.get("/").await;
+    assert!(
+        dashboard.contains(&format!("Version 2 was rejected by the proxy: {TAKEN}")),
+        "{dashboard}"
+    );
+    assert!(dashboard.contains("href=\"/configure/routing?rejected=2\""));
+    let (_, peers) = console.get("/configure/peers").await;
+    assert!(!peers.contains("from-v2"), "the version in force is shown");
+
+    let (_, peers) = console.get("/configure/peers?rejected=2").await;
+    assert!(peers.contains("from-v2"), "{peers}");
+    assert!(
+        peers.contains("href=\"/configure/peers/from-v2?rejected=2\""),
+        "{peers}"
+    );
+    let (status, routing) = console.get("/configure/routing?rejected=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        routing.contains(&format!(
+            "This form shows rejected version 2, reason: {TAKEN}. It is not version 1"
+        )),
+        "{routing}"
+    );
+    assert!(routing.contains("value=\"3131\""), "{routing}");
+    assert_eq!(hidden(&routing, "based_on"), "1");
+    assert_eq!(hidden(&routing, "rejected"), "2");
+
+    console.proxy.in_force.store(2, Ordering::SeqCst);
+    let fixed = with(
+        with(console.routing_form("1"), "rejected", "2"),
+        "icp_port",
+        "3132",
+    );
+    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3 is in force"), "{page}");
+    assert!(!page.contains("was rejected"), "{page}");
+    let v3 = console.db.get(3).await.unwrap();
+    assert_eq!(v3.config.icp_port, 3132);
+    assert_eq!(v3.config.peers[0].name, "from-v2", "built on version 2");
+    assert_eq!(console.db.in_force().await.unwrap().id, 3);
+
+    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    let again = with(fixed, "based_on", "3");
+    let (status, page) = console.post_owned("/configure/routing", &again).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(
+        page.contains("rejected version 2, which is no longer waiting to be fixed"),
+        "{page}"
+    );
+    assert_eq!(console.latest_id().await, 3);
+}
+
+#[tokio::test]
+async fn a_discarded_version_stays_in_the_history_and_its_notice_is_gone() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    let (status, page) = console
+        .post("/configure/history/2/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Version 2 is discarded"), "{page}");
+    assert!(
+        page.contains("<span class=\"badge discarded\">discarded</span>"),
+        "{page}"
+    );
+    for path in ["/configure/routing", "/configure/peers", "/"] {
+        let (_, page) = console.get(path).await;
+        assert!(!page.contains("was rejected"), "{path}: {page}");
+    }
+    let (_, routing) = console.get("/configure/routing?rejected=2").await;
+    assert!(routing.contains("value=\"3130\""), "not opened: {routing}");
+    assert_eq!(console.db.latest().await.unwrap().id, 1, "never applied");
+    let (status, page) = console
+        .post("/configure/history/2/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        page.contains("Nothing was discarded: version 2 is discarded"),
+        "{page}"
+    );
+    let (status, _) = console
+        .post("/configure/history/9/discard", &[("csrf", &console.csrf)])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_rule_added_to_an_opened_version_is_built_on_it() {
+    let console = console(true).await;
+    console.rejected_version_2().await;
+    let (_, page) = console.get("/configure/routing/rules/new?rejected=2").await;
+    assert_eq!(hidden(&page, "rejected"), "2", "{page}");
+    console.proxy.in_force.store(2, Ordering::SeqCst);
+    let rule = with(console.rule_form("1"), "rejected", "2");
+    let (status, page) = console.post_owned("/configure/routing/rules", &rule).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3 is in force"), "{page}");
+    let v3 = console.db.get(3).await.unwrap().config;
+    assert_eq!(v3.icp_port, 3131, "version 2's settings");
+    assert_eq!(v3.peers[0].name, "from-v2");
+    assert_eq!(v3.parent_rules[0].matcher(), "dest_domain=a.test");
 }

@@ -3,15 +3,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::changes::{readable_diff, version_changes};
 use canopy_config::versions::{ConfigVersion, VersionError};
 
-use super::routing::stale_message;
-use super::{internal_error, when, Chrome, Notice};
+use super::{
+    in_force, internal_error, stale_message, when, Answer, Chrome, Editing, Notice, OrFailed,
+    Refusal,
+};
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::{self, csrf_ok, FormData};
@@ -67,6 +69,9 @@ pub struct VersionPage {
     restoring_changes: Vec<String>,
     toml: String,
     based_on: i64,
+    /// Whether this is the rejected version after the one in force, which the forms can
+    /// open to fix, or which can be discarded.
+    waiting: bool,
 }
 
 async fn history_page(
@@ -88,67 +93,98 @@ async fn history_page(
     })
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    match history_page(&state, &session, None).await {
-        Ok(page) => page.into_response(),
-        Err(e) => internal_error("reading the history", e),
+pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
+    let page = history_page(&state, &session, None)
+        .await
+        .or_failed("reading the history")?;
+    Ok(page.into_response())
+}
+
+/// Version `id`, or the page saying there is none.
+async fn version(state: &AppState, id: i64, doing: &str) -> Result<ConfigVersion, Refusal> {
+    match state.db.get(id).await {
+        Err(VersionError::NotFound(_)) => Err((
+            StatusCode::NOT_FOUND,
+            format!("There is no config version {id}."),
+        )
+            .into_response()
+            .into()),
+        other => other.or_failed(doing),
     }
 }
 
-pub async fn show(
-    State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<i64>,
-) -> Response {
-    let version = match state.db.get(id).await {
-        Ok(v) => v,
-        Err(VersionError::NotFound(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("There is no config version {id}."),
-            )
-                .into_response()
-        }
-        Err(e) => return internal_error("reading a version", e),
-    };
-    let latest = match state.db.in_force().await {
-        Ok(v) => v,
-        Err(e) => return internal_error("reading the config", e),
-    };
+pub async fn show(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> Answer {
+    let version = version(&state, id, "reading a version").await?;
+    let editing = Editing::load(&state, Some(id)).await?;
+    let latest = &editing.in_force;
     let before = match id {
         1 => None,
         _ => state.db.get(id - 1).await.ok(),
     };
-    VersionPage {
+    Ok(VersionPage {
         chrome: Chrome::new(&session, "history"),
         restoring_changes: readable_diff(&version.config, &latest.config),
         toml: version.config.to_toml(),
         version: VersionRow::new(&version, before.as_ref(), version.id == latest.id),
         based_on: latest.id,
+        waiting: editing.opened,
     }
-    .into_response()
+    .into_response())
 }
 
-pub async fn restore(
-    State(state): State<AppState>,
+/// A button of the history (restore, discard): the version it is about, when its form
+/// carries the session's CSRF token.
+pub struct VersionButton {
     session: Session,
-    Path(id): Path<i64>,
-    Form(form): Form<FormData>,
-) -> Response {
-    if !csrf_ok(&session, &form) {
-        return auth::forbidden();
-    }
-    let (version, latest) = match (state.db.get(id).await, state.db.in_force().await) {
-        (Ok(v), Ok(latest)) => (v, latest),
-        (Err(VersionError::NotFound(_)), _) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("There is no config version {id}."),
-            )
-                .into_response()
+    form: FormData,
+    version: ConfigVersion,
+}
+
+impl FromRequest<AppState> for VersionButton {
+    type Rejection = Refusal;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Refusal> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let Path(id) = Path::<i64>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Refusal::from(e.into_response()))?;
+        let Form(form) = Form::<FormData>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|e| Refusal::from(e.into_response()))?;
+        if !csrf_ok(&session, &form) {
+            return Err(auth::forbidden().into());
         }
-        (Err(e), _) | (_, Err(e)) => return internal_error("reading the config", e),
-    };
+        let version = version(state, id, "reading the config").await?;
+        Ok(VersionButton {
+            session,
+            form,
+            version,
+        })
+    }
+}
+
+/// The history, with what a button on it did.
+async fn history_after(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    notice: Notice,
+) -> Answer {
+    let page = history_page(state, session, Some(notice))
+        .await
+        .or_failed("reading the history")?;
+    Ok((status, page).into_response())
+}
+
+pub async fn restore(State(state): State<AppState>, button: VersionButton) -> Answer {
+    let VersionButton {
+        session,
+        form,
+        version,
+    } = button;
+    let id = version.id;
+    let latest = in_force(&state).await?;
     let based_on = form
         .get("based_on")
         .and_then(|v| v.parse::<i64>().ok())
@@ -168,10 +204,35 @@ pub async fn restore(
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &latest)),
         ),
-        Err(e) => return internal_error("restoring a version", e),
+        Err(e) => return Err(internal_error("restoring a version", e).into()),
     };
-    match history_page(&state, &session, Some(notice)).await {
-        Ok(page) => (status, page).into_response(),
-        Err(e) => internal_error("reading the history", e),
-    }
+    history_after(&state, &session, status, notice).await
+}
+
+/// Sets a rejected version aside: it stays in the history, marked discarded, and is no
+/// longer shown beside the version in force nor ever applied.
+pub async fn discard(State(state): State<AppState>, button: VersionButton) -> Answer {
+    let VersionButton {
+        session, version, ..
+    } = button;
+    let id = version.id;
+    let discarded = state
+        .db
+        .discard(id)
+        .await
+        .or_failed("discarding a version")?;
+    let (status, notice) = if discarded {
+        let text = format!(
+            "Version {id} is discarded: it stays in the history, marked discarded, and is never \
+             applied."
+        );
+        (StatusCode::OK, Notice { tone: "ok", text })
+    } else {
+        let text = format!(
+            "Nothing was discarded: version {id} is {}, not a rejected version.",
+            version.state.as_str()
+        );
+        (StatusCode::CONFLICT, Notice::error(text))
+    };
+    history_after(&state, &session, status, notice).await
 }

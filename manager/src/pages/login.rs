@@ -8,10 +8,10 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 
-use super::internal_error;
+use super::{Answer, OrFailed};
 use crate::accounts::{self, Session};
 use crate::auth::{self, cookie, csrf_ok, ClientAddress, FormData, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::login_limits::Checked;
@@ -46,16 +46,13 @@ pub async fn form(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(next): Query<Next>,
-) -> Response {
+) -> Answer {
     let next = auth::safe_next(next.next.as_deref()).to_owned();
     if logged_in(&state, &headers).await {
-        return Redirect::to(&next).into_response();
+        return Ok(Redirect::to(&next).into_response());
     }
-    let token = match accounts::random_token() {
-        Ok(token) => token,
-        Err(e) => return internal_error("making a login token", e),
-    };
-    (
+    let token = accounts::random_token().or_failed("making a login token")?;
+    Ok((
         [(
             header::SET_COOKIE,
             auth::set_cookie(LOGIN_COOKIE, &token, 3600),
@@ -67,7 +64,7 @@ pub async fn form(
             next,
         },
     )
-        .into_response()
+        .into_response())
 }
 
 pub async fn submit(
@@ -75,11 +72,11 @@ pub async fn submit(
     ClientAddress(from): ClientAddress,
     headers: HeaderMap,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     let token = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     match form.get("csrf") {
         Some(posted) if !token.is_empty() && accounts::same_secret(posted, token) => {}
-        _ => return auth::forbidden(),
+        _ => return Err(auth::forbidden().into()),
     }
     let user = form.get("user").unwrap_or_default().trim();
     let next = auth::safe_next(form.get("next"));
@@ -93,61 +90,60 @@ pub async fn submit(
     let checked = state
         .login_limits
         .check_login(&state.db, from, user, password)
-        .await;
+        .await
+        .or_failed("checking a password")?;
     match checked {
-        Err(e) => return internal_error("checking a password", e),
-        Ok(Checked::Refused(refusal)) => {
-            return (
+        Checked::Refused(refusal) => {
+            return Err((
                 refusal.status(),
                 [(header::RETRY_AFTER, refusal.retry_after())],
                 page(format!("Not checked: {refusal}.")),
             )
                 .into_response()
+                .into())
         }
-        Ok(Checked::Good) => {
-            return match accounts::start_session(&state.db, user).await {
-                Ok(session) => {
-                    let mut response = Redirect::to(next).into_response();
-                    let headers = response.headers_mut();
-                    headers.append(header::SET_COOKIE, auth::session_cookie(&session));
-                    headers.append(header::SET_COOKIE, auth::clear_cookie(LOGIN_COOKIE));
-                    response
-                }
-                Err(e) => internal_error("starting a session", e),
-            }
+        Checked::Good => {
+            let session = accounts::start_session(&state.db, user)
+                .await
+                .or_failed("starting a session")?;
+            let mut response = Redirect::to(next).into_response();
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, auth::session_cookie(&session));
+            headers.append(header::SET_COOKIE, auth::clear_cookie(LOGIN_COOKIE));
+            return Ok(response);
         }
-        Ok(Checked::Wrong) => {}
+        Checked::Wrong => {}
     }
-    let in_a_row = match accounts::record_failed_login(&state.db, user).await {
-        Ok(n) => n,
-        Err(e) => return internal_error("counting a failed login", e),
-    };
+    let in_a_row = accounts::record_failed_login(&state.db, user)
+        .await
+        .or_failed("counting a failed login")?;
     let steps = u32::try_from(in_a_row)
         .unwrap_or(MAX_DELAY_STEPS)
         .clamp(1, MAX_DELAY_STEPS);
     tokio::time::sleep(state.login_delay * steps).await;
     tracing::warn!("failed console login for {user:?} ({in_a_row} in a row)");
-    (
+    Err((
         StatusCode::UNAUTHORIZED,
         page("Wrong user name or password.".to_owned()),
     )
         .into_response()
+        .into())
 }
 
 pub async fn logout(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     if !csrf_ok(&session, &form) {
-        return auth::forbidden();
+        return Err(auth::forbidden().into());
     }
-    if let Err(e) = accounts::end_session(&state.db, &session.id).await {
-        return internal_error("ending the session", e);
-    }
+    accounts::end_session(&state.db, &session.id)
+        .await
+        .or_failed("ending the session")?;
     let mut response = Redirect::to("/login").into_response();
     response
         .headers_mut()
         .append(header::SET_COOKIE, auth::clear_cookie(SESSION_COOKIE));
-    response
+    Ok(response)
 }

@@ -11,13 +11,16 @@ pub mod rules;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use canopy_config::config::Config;
 use canopy_config::versions::ConfigVersion;
 
 use crate::accounts::Session;
-use crate::apply::Outcome;
+use crate::apply::{self, ApplyError, Outcome};
 
 /// What the frame around every page needs: who is logged in, the CSRF token of the logout
 /// form, and which navigation entry is current.
@@ -53,16 +56,6 @@ impl From<&Outcome> for Notice {
             text: outcome.message(),
         }
     }
-}
-
-/// Beside a form showing version `in_force`: a newer version the proxy rejected, and why.
-pub fn rejected_notice(rejected: &ConfigVersion, in_force: i64) -> Notice {
-    Notice::error(format!(
-        "Version {} was rejected: {}. This form shows version {in_force}, the one in force; \
-         changes start from it.",
-        rejected.id,
-        rejected.state_reason.as_deref().unwrap_or("no reason kept"),
-    ))
 }
 
 impl Notice {
@@ -113,31 +106,221 @@ impl Fields {
     }
 }
 
-/// The page shown when the console itself fails (its database, mostly).
-/// The newest config version, when the form carries this session's CSRF token and was made
-/// from that version; otherwise the answer to give instead: 403, or `stale` (the page
-/// refusing a form made from an older version, with the current values).
-pub async fn current_version(
+/// What a configure page shows and its forms change. Every form is made from the version
+/// in force (`based_on`, so a change saved meanwhile is noticed); when the admin opened the
+/// newer version the proxy rejected, to fix it, the page shows that version's values and
+/// changes start from them.
+#[derive(Debug, Clone)]
+pub struct Editing {
+    pub in_force: ConfigVersion,
+    /// The newest version the proxy rejected after the one in force, if any.
+    pub rejected: Option<ConfigVersion>,
+    /// Whether the page shows `rejected` instead of the version in force.
+    pub opened: bool,
+}
+
+impl Editing {
+    /// The version in force and the rejected one after it; `open`: the rejected version the
+    /// admin asked to see (`?rejected=N`), opened only when it is that one.
+    pub async fn load(state: &crate::AppState, open: Option<i64>) -> Result<Editing, Refusal> {
+        let in_force = in_force(state).await?;
+        let rejected = state
+            .db
+            .rejected_after(in_force.id)
+            .await
+            .or_failed("reading the config")?;
+        let opened = open.is_some() && open == rejected.as_ref().map(|v| v.id);
+        Ok(Editing {
+            in_force,
+            rejected,
+            opened,
+        })
+    }
+
+    /// The config the page shows and changes start from.
+    pub fn config(&self) -> &Config {
+        match &self.rejected {
+            Some(rejected) if self.opened => &rejected.config,
+            _ => &self.in_force.config,
+        }
+    }
+
+    pub fn based_on(&self) -> i64 {
+        self.in_force.id
+    }
+
+    /// `?rejected=N` while a rejected version is open, so links to other forms keep it.
+    pub fn query(&self) -> String {
+        match &self.rejected {
+            Some(rejected) if self.opened => format!("?rejected={}", rejected.id),
+            _ => String::new(),
+        }
+    }
+
+    /// Why the proxy rejected the version after the one in force.
+    pub fn reason(&self) -> &str {
+        self.rejected
+            .as_ref()
+            .and_then(|v| v.state_reason.as_deref())
+            .unwrap_or("no reason kept")
+    }
+}
+
+/// A configure page's query: `?rejected=N` opens rejected version N in its form.
+#[derive(Debug, serde::Deserialize)]
+struct Open {
+    rejected: Option<i64>,
+}
+
+/// What a configure page shows, for its handler: `?rejected=N` opens rejected version N.
+impl FromRequestParts<crate::AppState> for Editing {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Editing, Refusal> {
+        let Query(open) = Query::<Open>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Refusal::from(e.into_response()))?;
+        Editing::load(state, open.rejected).await
+    }
+}
+
+/// What a posted form changes, when it carries this session's CSRF token and was made from
+/// the version in force (and, when it says so, from the rejected version waiting after it);
+/// otherwise the answer to give instead: 403, or page `P` (409) with the values now in
+/// force and why the form was refused.
+pub async fn current_version<P: NoticePage>(
     state: &crate::AppState,
     session: &Session,
     form: &crate::auth::FormData,
-    stale: impl FnOnce(&ConfigVersion, i64) -> Response,
-) -> Result<ConfigVersion, Response> {
+) -> Result<Editing, Refusal> {
     if !crate::auth::csrf_ok(session, form) {
-        return Err(crate::auth::forbidden());
+        return Err(crate::auth::forbidden().into());
     }
-    let latest = state
-        .db
-        .in_force()
-        .await
-        .map_err(|e| internal_error("reading the config", e))?;
-    let based_on = form.get("based_on").and_then(|v| v.parse::<i64>().ok());
-    if based_on != Some(latest.id) {
-        return Err(stale(&latest, based_on.unwrap_or_default()));
-    }
-    Ok(latest)
+    let number = |key: &str| form.get(key).and_then(|v| v.parse::<i64>().ok());
+    let open = number("rejected");
+    let mut editing = Editing::load(state, open).await?;
+    let refusal = match (number("based_on"), open) {
+        (based_on, _) if based_on != Some(editing.based_on()) => {
+            stale_message(based_on.unwrap_or_default(), &editing.in_force)
+        }
+        (_, Some(open)) if !editing.opened => format!(
+            "Not saved: this form showed rejected version {open}, which is no longer waiting to \
+             be fixed (it was discarded, or a newer version was rejected since). The form now \
+             shows version {}, the one in force.",
+            editing.based_on()
+        ),
+        _ => return Ok(editing),
+    };
+    editing.opened = false;
+    let page = P::with_notice(session, &editing, Notice::error(refusal));
+    Err(Refusal::with(StatusCode::CONFLICT, page))
 }
 
+/// The round robin modes as the forms offer them: (setting value, words).
+pub const ROUND_ROBIN: [(&str, &str); 4] = [
+    ("false", "Off: in list order, the next only on failure"),
+    ("strict", "Strict: rotate request by request"),
+    ("true", "By client: each client keeps one parent"),
+    (
+        "consistent_hash",
+        "Consistent hash: each URL keeps one parent",
+    ),
+];
+
+/// What a form says when something in it must be corrected first.
+pub const NOT_SAVED: &str =
+    "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
+
+/// A page of what is in force with a notice at the top: where a form lands after Make These
+/// Changes, or is refused.
+pub trait NoticePage: IntoResponse {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> Self;
+}
+
+/// Make These Changes from a form made from version `based_on`, then page `P` of what is now
+/// in force with what happened: the outcome, or (409) the refusal of a form made from a
+/// version no longer in force.
+pub async fn apply_and_show<P: NoticePage>(
+    state: &crate::AppState,
+    session: &Session,
+    config: &Config,
+    based_on: i64,
+    what: Option<&str>,
+) -> Answer {
+    let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
+    let now = Editing::load(state, None).await?;
+    let (status, notice) = match outcome {
+        Ok(outcome) => (StatusCode::OK, Notice::from(&outcome)),
+        Err(ApplyError::Stale { based_on, .. }) => (
+            StatusCode::CONFLICT,
+            Notice::error(stale_message(based_on, &now.in_force)),
+        ),
+        Err(e) => return Err(internal_error("saving the config", e).into()),
+    };
+    Ok((status, P::with_notice(session, &now, notice)).into_response())
+}
+
+/// Why a form made from version `based_on` was refused, now that `latest` is in force.
+pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
+    format!(
+        "Not saved: this form was made from version {based_on}, but {} saved version {} at {} \
+         meanwhile. Nothing was overwritten. The form now shows the current values; make \
+         your change again if it is still needed.",
+        latest.author,
+        latest.id,
+        when(&latest.created_at)
+    )
+}
+
+/// A handler's answer: its page, or the answer given instead (403, a stale form refused,
+/// 404, the console's own failure), which `?` returns early.
+pub type Answer = Result<Response, Refusal>;
+
+/// The answer a handler gives instead of its page. Boxed: a response is large, and this is
+/// the rarer path.
+#[derive(Debug)]
+pub struct Refusal(Box<Response>);
+
+impl Refusal {
+    /// `page`, answered with `status` instead of the page asked for.
+    pub fn with(status: StatusCode, page: impl IntoResponse) -> Refusal {
+        Refusal::from((status, page).into_response())
+    }
+}
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Refusal {
+        Refusal(Box::new(response))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// The version edits start from (see `Db::in_force`).
+pub async fn in_force(state: &crate::AppState) -> Result<ConfigVersion, Refusal> {
+    state.db.in_force().await.or_failed("reading the config")
+}
+
+/// The console's own failure (its database, mostly) as the page shown instead, for `?`.
+pub trait OrFailed<T> {
+    /// `doing` says what the console was doing, as in "failed while reading the config".
+    fn or_failed(self, doing: &str) -> Result<T, Refusal>;
+}
+
+impl<T, E: Display> OrFailed<T> for Result<T, E> {
+    fn or_failed(self, doing: &str) -> Result<T, Refusal> {
+        self.map_err(|e| internal_error(doing, e).into())
+    }
+}
+
+/// The page shown when the console itself fails.
 pub fn internal_error(context: &str, e: impl Display) -> Response {
     tracing::error!("{context}: {e}");
     (

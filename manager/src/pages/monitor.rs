@@ -5,14 +5,15 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
 
-use super::{bytes, duration, internal_error, percent, when, Chrome, Notice};
+use super::{bytes, duration, percent, when, Answer, Chrome, Editing, Notice, OrFailed, Refusal};
 use crate::accounts::{unix_now, Session};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
@@ -268,23 +269,24 @@ pub struct DashboardPage {
     processes: Vec<String>,
 }
 
-pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
-    let newest = match state.db.latest().await {
-        Ok(v) => v,
-        Err(e) => return internal_error("reading the config", e),
-    };
+/// The newest version (see `Db::latest`).
+async fn newest(state: &AppState) -> Result<ConfigVersion, Refusal> {
+    state.db.latest().await.or_failed("reading the config")
+}
+
+pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answer {
+    let newest = newest(&state).await?;
+    let editing = Editing::load(&state, None).await?;
     let Live { status, stats } = live(&state).await;
     let stats_or_zero = stats.clone().unwrap_or_default();
     let s = &stats_or_zero;
     let window = Window::last_hour(unix_now());
-    let samples = match samples::totals(&state.db, window.start()).await {
-        Ok(samples) => samples,
-        Err(e) => return internal_error("reading the stats samples", e),
-    };
-    let failed_logins = match crate::accounts::failed_login_total(&state.db).await {
-        Ok(n) => n,
-        Err(e) => return internal_error("counting failed logins", e),
-    };
+    let samples = samples::totals(&state.db, window.start())
+        .await
+        .or_failed("reading the stats samples")?;
+    let failed_logins = crate::accounts::failed_login_total(&state.db)
+        .await
+        .or_failed("counting failed logins")?;
     let processes = state
         .control
         .parent()
@@ -301,7 +303,10 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
         http_listen: String::new(),
         icp_listen: String::new(),
         in_force: "—".to_owned(),
-        rejected: None,
+        rejected: editing
+            .rejected
+            .as_ref()
+            .map(|v| (v.id, editing.reason().to_owned())),
         newest: newest.id,
         newest_state: newest.state.as_str().to_owned(),
         requests: s.requests,
@@ -344,14 +349,8 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
             .clone()
             .unwrap_or_else(|| "off".to_owned());
         page.in_force = status.config_version.to_string();
-        page.rejected = status
-            .rejected_version
-            .as_ref()
-            .map(|r| (r.id, r.reason.clone()));
-    } else if newest.state == canopy_config::versions::VersionState::Rejected {
-        page.rejected = Some((newest.id, newest.state_reason.clone().unwrap_or_default()));
     }
-    page.into_response()
+    Ok(page.into_response())
 }
 
 fn dashboard_charts(samples: &[Sample], window: Window) -> Vec<String> {
@@ -414,19 +413,16 @@ pub struct PeersPage {
     rows: Vec<PeerRow>,
 }
 
-pub async fn peers(State(state): State<AppState>, session: Session) -> Response {
-    let newest = match state.db.latest().await {
-        Ok(v) => v,
-        Err(e) => return internal_error("reading the config", e),
-    };
+pub async fn peers(State(state): State<AppState>, session: Session) -> Answer {
+    let newest = newest(&state).await?;
     let Live { status, stats } = live(&state).await;
-    PeersPage {
+    Ok(PeersPage {
         chrome: Chrome::new(&session, "peers"),
         running: status.is_ok(),
         down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
         rows: peer_rows(&newest.config, stats.as_ref()),
     }
-    .into_response()
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -444,7 +440,7 @@ pub async fn peer(
     State(state): State<AppState>,
     session: Session,
     Path(name): Path<String>,
-) -> Response {
+) -> Answer {
     peer_page(&state, &session, &name, None).await
 }
 
@@ -454,9 +450,9 @@ pub async fn set_parent(
     session: Session,
     Path(name): Path<String>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     if !csrf_ok(&session, &form) {
-        return auth::forbidden();
+        return Err(auth::forbidden().into());
     }
     let down = form.get("action") == Some("down");
     let reason = form
@@ -484,30 +480,28 @@ async fn peer_page(
     session: &Session,
     name: &str,
     notice: Option<Notice>,
-) -> Response {
-    let newest = match state.db.latest().await {
-        Ok(v) => v,
-        Err(e) => return internal_error("reading the config", e),
-    };
+) -> Answer {
+    let newest = newest(state).await?;
     let Live { status, stats } = live(state).await;
     let Some(row) = peer_rows(&newest.config, stats.as_ref())
         .into_iter()
         .find(|r| r.name == name)
     else {
-        return (
+        return Err((
             StatusCode::NOT_FOUND,
             format!("There is no peer called {name:?}."),
         )
-            .into_response();
+            .into_response()
+            .into());
     };
     let window = Window::last_hour(unix_now());
-    let (samples, mut failures) = match (
-        samples::peer(&state.db, name, window.start()).await,
-        samples::recent_failures(&state.db, name, 10).await,
-    ) {
-        (Ok(s), Ok(f)) => (s, f),
-        (Err(e), _) | (_, Err(e)) => return internal_error("reading the peer's samples", e),
-    };
+    let doing = "reading the peer's samples";
+    let samples = samples::peer(&state.db, name, window.start())
+        .await
+        .or_failed(doing)?;
+    let mut failures = samples::recent_failures(&state.db, name, 10)
+        .await
+        .or_failed(doing)?;
     if let Some(last) = &row.last_failure {
         if !failures.iter().any(|f| f.at == last.at) {
             failures.insert(
@@ -522,7 +516,7 @@ async fn peer_page(
     for f in &mut failures {
         f.at = when(&f.at);
     }
-    PeerPage {
+    Ok(PeerPage {
         chrome: Chrome::new(session, "peers"),
         running: status.is_ok(),
         row,
@@ -530,7 +524,7 @@ async fn peer_page(
         failures,
         notice,
     }
-    .into_response()
+    .into_response())
 }
 
 fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {

@@ -8,12 +8,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_config::config::{Config, Peer, PeerKind};
-use canopy_config::versions::ConfigVersion;
 
-use super::routing::stale_message;
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::{
+    apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
+    NOT_SAVED,
+};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -22,8 +22,15 @@ use crate::AppState;
 pub struct PeerListPage {
     chrome: Chrome,
     peers: Vec<Peer>,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
+}
+
+impl PeerListPage {
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> &'static str {
+        "/configure/peers"
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -33,16 +40,31 @@ pub struct PeerFormPage {
     /// The name of the peer being edited; empty when adding one.
     original: String,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     other_errors: Vec<String>,
 }
 
-fn list_page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> PeerListPage {
+impl PeerFormPage {
+    fn here(&self) -> String {
+        match self.original.as_str() {
+            "" => "/configure/peers/new".to_owned(),
+            name => format!("/configure/peers/{}", crate::auth::percent_encode(name)),
+        }
+    }
+}
+
+impl NoticePage for PeerListPage {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> PeerListPage {
+        list_page(session, now, Some(notice))
+    }
+}
+
+fn list_page(session: &Session, editing: &Editing, notice: Option<Notice>) -> PeerListPage {
     PeerListPage {
         chrome: Chrome::new(session, "peers-config"),
-        peers: version.config.peers.clone(),
-        based_on: version.id,
+        peers: editing.config().peers.clone(),
+        editing: editing.clone(),
         notice,
     }
 }
@@ -81,57 +103,45 @@ fn new_peer() -> Peer {
     }
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => list_page(&session, &latest, None).into_response(),
-        Err(e) => internal_error("reading the config", e),
+pub async fn list(session: Session, editing: Editing) -> PeerListPage {
+    list_page(&session, &editing, None)
+}
+
+fn form_page(
+    session: &Session,
+    editing: &Editing,
+    original: String,
+    fields: Fields,
+) -> PeerFormPage {
+    PeerFormPage {
+        chrome: Chrome::new(session, "peers-config"),
+        original,
+        fields,
+        editing: editing.clone(),
+        notice: None,
+        other_errors: Vec::new(),
     }
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => PeerFormPage {
-            chrome: Chrome::new(&session, "peers-config"),
-            original: String::new(),
-            fields: peer_fields(&new_peer()),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        Err(e) => internal_error("reading the config", e),
-    }
+pub async fn new_form(session: Session, editing: Editing) -> PeerFormPage {
+    form_page(&session, &editing, String::new(), peer_fields(&new_peer()))
 }
 
-pub async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    Path(name): Path<String>,
-) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
+pub async fn edit_form(session: Session, Path(name): Path<String>, editing: Editing) -> Answer {
+    let Some(peer) = editing.config().peers.iter().find(|p| p.name == name) else {
+        return Err(no_such_peer(&session, &editing, &name).into());
     };
-    match latest.config.peers.iter().find(|p| p.name == name) {
-        Some(peer) => PeerFormPage {
-            chrome: Chrome::new(&session, "peers-config"),
-            original: peer.name.clone(),
-            fields: peer_fields(peer),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            list_page(
-                &session,
-                &latest,
-                Some(Notice::error(format!("There is no peer called {name:?}."))),
-            ),
-        )
-            .into_response(),
-    }
+    Ok(form_page(&session, &editing, peer.name.clone(), peer_fields(peer)).into_response())
+}
+
+/// The peer list, refusing to show or change a peer that is not there.
+fn no_such_peer(session: &Session, editing: &Editing, name: &str) -> Response {
+    let notice = Notice::error(format!("There is no peer called {name:?}."));
+    (
+        StatusCode::NOT_FOUND,
+        list_page(session, editing, Some(notice)),
+    )
+        .into_response()
 }
 
 fn parse_port(fields: &mut Fields, key: &str) -> u16 {
@@ -214,33 +224,16 @@ fn with_peer(config: &Config, original: &str, peer: Peer) -> Option<Config> {
     Some(next)
 }
 
-/// The peer list refusing a form made from an older version, with the current peers.
-fn stale_list(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
-    let notice = Notice::error(stale_message(based_on, latest));
-    (
-        StatusCode::CONFLICT,
-        list_page(session, latest, Some(notice)),
-    )
-        .into_response()
-}
-
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
-        stale_list(&session, latest, based_on)
-    })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let editing = current_version::<PeerListPage>(&state, &session, &form).await?;
     let original = form.get("original").unwrap_or_default().to_owned();
     let (peer, mut fields) = read_peer(&form);
     let mut other_errors = Vec::new();
-    let config = with_peer(&latest.config, &original, peer);
+    let config = with_peer(editing.config(), &original, peer);
     if config.is_none() {
         other_errors.push(format!("There is no peer called {original:?} any more."));
     }
@@ -257,20 +250,13 @@ pub async fn submit(
     let config = match config {
         Some(config) if !fields.has_errors() && other_errors.is_empty() => config,
         _ => {
-            let page = PeerFormPage {
-                chrome: Chrome::new(&session, "peers-config"),
-                original,
-                fields,
-                based_on: latest.id,
-                notice: Some(Notice::error(
-                    "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
-                )),
-                other_errors,
-            };
-            return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+            let mut page = form_page(&session, &editing, original, fields);
+            page.notice = Some(Notice::error(NOT_SAVED));
+            page.other_errors = other_errors;
+            return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    apply_and_list(&state, &session, &config, latest.id).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
 }
 
 pub async fn remove(
@@ -278,50 +264,13 @@ pub async fn remove(
     session: Session,
     Path(name): Path<String>,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
-        stale_list(&session, latest, based_on)
-    })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
-    let mut config = latest.config.clone();
+) -> Answer {
+    let editing = current_version::<PeerListPage>(&state, &session, &form).await?;
+    let mut config = editing.config().clone();
     let before = config.peers.len();
     config.peers.retain(|p| p.name != name);
     if config.peers.len() == before {
-        let notice = Notice::error(format!("There is no peer called {name:?}."));
-        return (
-            StatusCode::NOT_FOUND,
-            list_page(&session, &latest, Some(notice)),
-        )
-            .into_response();
+        return Err(no_such_peer(&session, &editing, &name).into());
     }
-    apply_and_list(&state, &session, &config, latest.id).await
-}
-
-async fn apply_and_list(
-    state: &AppState,
-    session: &Session,
-    config: &Config,
-    based_on: i64,
-) -> Response {
-    let outcome = apply::make_these_changes(state, config, &session.user, based_on, None).await;
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match outcome {
-        Ok(outcome) => list_page(session, &latest, Some(Notice::from(&outcome))).into_response(),
-        Err(ApplyError::Stale { based_on, .. }) => {
-            let notice = Notice::error(stale_message(based_on, &latest));
-            (
-                StatusCode::CONFLICT,
-                list_page(session, &latest, Some(notice)),
-            )
-                .into_response()
-        }
-        Err(e) => internal_error("saving the config", e),
-    }
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
 }

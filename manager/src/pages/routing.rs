@@ -5,14 +5,14 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_config::config::{Config, ConfigErrors, ParentRule};
-use canopy_config::versions::ConfigVersion;
 
-use super::{current_version, internal_error, rejected_notice, Chrome, Fields, Notice};
+use super::{
+    apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
+    NOT_SAVED,
+};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -34,7 +34,7 @@ pub const KEYS: &[&str] = &[
 pub struct RoutingPage {
     chrome: Chrome,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     /// Errors about settings this page does not show.
     other_errors: Vec<String>,
@@ -44,23 +44,34 @@ pub struct RoutingPage {
 }
 
 impl RoutingPage {
-    fn new(session: &Session, version: &ConfigVersion) -> RoutingPage {
+    fn new(session: &Session, editing: &Editing) -> RoutingPage {
         RoutingPage {
             chrome: Chrome::new(session, "routing"),
-            fields: configured(&version.config),
-            based_on: version.id,
+            fields: configured(editing.config()),
+            editing: editing.clone(),
             notice: None,
             other_errors: Vec::new(),
-            rules: version.config.parent_rules.clone(),
+            rules: editing.config().parent_rules.clone(),
         }
+    }
+
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> &'static str {
+        "/configure/routing"
     }
 }
 
-/// The page as `version` has it, with `notice` at the top.
-pub fn page(session: &Session, version: &ConfigVersion, notice: Option<Notice>) -> RoutingPage {
-    let mut page = RoutingPage::new(session, version);
+/// The page as `editing` shows it, with `notice` at the top.
+pub fn page(session: &Session, editing: &Editing, notice: Option<Notice>) -> RoutingPage {
+    let mut page = RoutingPage::new(session, editing);
     page.notice = notice;
     page
+}
+
+impl NoticePage for RoutingPage {
+    fn with_notice(session: &Session, now: &Editing, notice: Notice) -> RoutingPage {
+        page(session, now, Some(notice))
+    }
 }
 
 fn configured(config: &Config) -> Fields {
@@ -121,36 +132,20 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
     }
 }
 
-pub async fn form(State(state): State<AppState>, session: Session) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    let mut page = RoutingPage::new(&session, &latest);
-    page.notice = match state.db.rejected_after(latest.id).await {
-        Ok(rejected) => rejected.map(|v| rejected_notice(&v, latest.id)),
-        Err(e) => return internal_error("reading the config", e),
-    };
-    page.into_response()
+pub async fn form(session: Session, editing: Editing) -> RoutingPage {
+    page(&session, &editing, None)
 }
 
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current_version(&state, &session, &form, |latest, based_on| {
-        stale(&session, latest, based_on)
-    })
-    .await
-    {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let editing = current_version::<RoutingPage>(&state, &session, &form).await?;
     let values = posted(&form);
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
-        let mut page = RoutingPage::new(&session, &latest);
+        let mut page = RoutingPage::new(&session, &editing);
         for (key, _) in &values {
             page.fields.set(key, form.get(key).unwrap_or_default());
         }
@@ -161,44 +156,10 @@ pub async fn submit(
             form.checked("icp_multicast_enabled").to_string(),
         );
         place_errors(&mut page.fields, &mut page.other_errors, &errors);
-        page.notice = Some(Notice::error(
-            "Nothing was saved: correct the fields marked below, then press Make These Changes again.",
-        ));
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        page.notice = Some(Notice::error(NOT_SAVED));
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
-    match apply::make_these_changes(&state, &config, &session.user, latest.id, None).await {
-        Ok(outcome) => match state.db.in_force().await {
-            Ok(now) => {
-                let mut page = RoutingPage::new(&session, &now);
-                page.notice = Some(Notice::from(&outcome));
-                page.into_response()
-            }
-            Err(e) => internal_error("reading the config", e),
-        },
-        Err(ApplyError::Stale { based_on, .. }) => match state.db.in_force().await {
-            Ok(now) => stale(&session, &now, based_on),
-            Err(e) => internal_error("reading the config", e),
-        },
-        Err(e) => internal_error("saving the config", e),
-    }
-}
-
-/// Refuses a form made from an older version, showing the values now in the database.
-pub fn stale(session: &Session, latest: &ConfigVersion, based_on: i64) -> Response {
-    let mut page = RoutingPage::new(session, latest);
-    page.notice = Some(Notice::error(stale_message(based_on, latest)));
-    (StatusCode::CONFLICT, page).into_response()
-}
-
-pub fn stale_message(based_on: i64, latest: &ConfigVersion) -> String {
-    format!(
-        "Not saved: this form was made from version {based_on}, but {} saved version {} at {} \
-         meanwhile. Nothing was overwritten. The form now shows the current values; make \
-         your change again if it is still needed.",
-        latest.author,
-        latest.id,
-        super::when(&latest.created_at)
-    )
+    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None).await
 }
 
 #[cfg(test)]

@@ -10,12 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use canopy_config::config::{Config, ParentList, ParentRule, RoundRobin};
 use canopy_config::import::parent_config;
-use canopy_config::versions::ConfigVersion;
 
-use super::routing::{self, stale};
-use super::{current_version, internal_error, Chrome, Fields, Notice};
+use super::routing::{self, RoutingPage};
+use super::{current_version, Answer, Chrome, Editing, Fields, Notice, Refusal, NOT_SAVED};
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError};
 use crate::auth::FormData;
 use crate::AppState;
 
@@ -32,9 +30,6 @@ const TEXT_FIELDS: [&str; 9] = [
     "round_robin",
 ];
 
-const NOT_SAVED: &str =
-    "Nothing was saved: correct the fields marked below, then press Make These Changes again.";
-
 #[derive(Template, WebTemplate)]
 #[template(path = "rule_form.html")]
 pub struct RuleFormPage {
@@ -42,21 +37,37 @@ pub struct RuleFormPage {
     /// The number of the rule being edited; 0 when adding one.
     number: usize,
     fields: Fields,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     other_errors: Vec<String>,
+}
+
+impl RuleFormPage {
+    /// This page's address, for the link that opens a rejected version here.
+    fn here(&self) -> String {
+        match self.number {
+            0 => "/configure/routing/rules/new".to_owned(),
+            n => format!("/configure/routing/rules/{n}"),
+        }
+    }
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "rules_import.html")]
 pub struct ImportPage {
     chrome: Chrome,
-    /// parent.config lines: the rules in force, or what the admin pasted.
+    /// parent.config lines: the rules shown, or what the admin pasted.
     text: String,
-    based_on: i64,
+    editing: Editing,
     notice: Option<Notice>,
     /// What stops the import, line by line.
     problems: Vec<String>,
+}
+
+impl ImportPage {
+    fn here(&self) -> &'static str {
+        "/configure/routing/rules/import"
+    }
 }
 
 fn rule_fields(rule: &ParentRule) -> Fields {
@@ -154,17 +165,9 @@ fn one_line(message: &str) -> String {
     }
 }
 
-/// The newest version, when the form carries this session's token and was made from it;
-/// otherwise the answer to give instead (403, or the Routing page refusing a stale form).
-async fn current(
-    state: &AppState,
-    session: &Session,
-    form: &FormData,
-) -> Result<ConfigVersion, Response> {
-    current_version(state, session, form, |latest, based_on| {
-        stale(session, latest, based_on)
-    })
-    .await
+/// What the posted form changes (see [`current_version`]); refused on the Routing page.
+async fn current(state: &AppState, session: &Session, form: &FormData) -> Result<Editing, Refusal> {
+    current_version::<RoutingPage>(state, session, form).await
 }
 
 /// Saves and applies `config`, then shows the Routing page with what happened.
@@ -174,72 +177,41 @@ async fn apply_and_show(
     config: &Config,
     based_on: i64,
     what: &str,
-) -> Response {
-    let outcome =
-        apply::make_these_changes(state, config, &session.user, based_on, Some(what)).await;
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match outcome {
-        Ok(outcome) => {
-            routing::page(session, &latest, Some(Notice::from(&outcome))).into_response()
-        }
-        Err(ApplyError::Stale { based_on, .. }) => stale(session, &latest, based_on),
-        Err(e) => internal_error("saving the config", e),
-    }
+) -> Answer {
+    super::apply_and_show::<RoutingPage>(state, session, config, based_on, Some(what)).await
 }
 
 /// The Routing page, refusing a change to a rule that is not there.
-fn no_such_rule(session: &Session, latest: &ConfigVersion, text: String) -> Response {
-    let page = routing::page(session, latest, Some(Notice::error(text)));
+fn no_such_rule(session: &Session, editing: &Editing, text: String) -> Response {
+    let page = routing::page(session, editing, Some(Notice::error(text)));
     (StatusCode::NOT_FOUND, page).into_response()
 }
 
-pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
+fn form_page(session: &Session, editing: &Editing, number: usize, fields: Fields) -> RuleFormPage {
+    RuleFormPage {
+        chrome: Chrome::new(session, "routing"),
+        number,
+        fields,
+        editing: editing.clone(),
+        notice: None,
+        other_errors: Vec::new(),
+    }
+}
+
+pub async fn new_form(session: Session, editing: Editing) -> RuleFormPage {
     let rule = ParentRule {
         go_direct: true,
         ..ParentRule::default()
     };
-    RuleFormPage {
-        chrome: Chrome::new(&session, "routing"),
-        number: 0,
-        fields: rule_fields(&rule),
-        based_on: latest.id,
-        notice: None,
-        other_errors: Vec::new(),
-    }
-    .into_response()
+    form_page(&session, &editing, 0, rule_fields(&rule))
 }
 
-pub async fn edit_form(
-    State(state): State<AppState>,
-    session: Session,
-    Path(number): Path<usize>,
-) -> Response {
-    let latest = match state.db.in_force().await {
-        Ok(latest) => latest,
-        Err(e) => return internal_error("reading the config", e),
-    };
-    match number
+pub async fn edit_form(session: Session, Path(number): Path<usize>, editing: Editing) -> Answer {
+    let rule = number
         .checked_sub(1)
-        .and_then(|i| latest.config.parent_rules.get(i))
-    {
-        Some(rule) => RuleFormPage {
-            chrome: Chrome::new(&session, "routing"),
-            number,
-            fields: rule_fields(rule),
-            based_on: latest.id,
-            notice: None,
-            other_errors: Vec::new(),
-        }
-        .into_response(),
-        None => no_such_rule(&session, &latest, format!("There is no rule {number}.")),
-    }
+        .and_then(|i| editing.config().parent_rules.get(i))
+        .ok_or_else(|| no_such_rule(&session, &editing, format!("There is no rule {number}.")))?;
+    Ok(form_page(&session, &editing, number, rule_fields(rule)).into_response())
 }
 
 /// Adds the posted rule at the end (`number` empty or 0) or replaces rule `number`.
@@ -247,17 +219,14 @@ pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let editing = current(&state, &session, &form).await?;
     let number = form
         .get("number")
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
     let (rule, mut fields) = read_rule(&form);
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     let rules = &mut config.parent_rules;
     let (index, what) = if number == 0 {
         rules.push(rule);
@@ -266,11 +235,12 @@ pub async fn submit(
         *slot = rule;
         (number, "changed rule")
     } else {
-        return no_such_rule(
+        return Err(no_such_rule(
             &session,
-            &latest,
+            &editing,
             format!("Nothing was saved: there is no rule {number} any more."),
-        );
+        )
+        .into());
     };
     let mut other_errors = Vec::new();
     if let Err(errors) = config.validate() {
@@ -283,21 +253,16 @@ pub async fn submit(
         }
     }
     if fields.has_errors() || !other_errors.is_empty() {
-        let page = RuleFormPage {
-            chrome: Chrome::new(&session, "routing"),
-            number,
-            fields,
-            based_on: latest.id,
-            notice: Some(Notice::error(NOT_SAVED)),
-            other_errors,
-        };
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        let mut page = form_page(&session, &editing, number, fields);
+        page.notice = Some(Notice::error(NOT_SAVED));
+        page.other_errors = other_errors;
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     let what = format!(
         "{what} {index} ({})",
         config.parent_rules[index - 1].matcher()
     );
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 pub async fn remove(
@@ -305,18 +270,15 @@ pub async fn remove(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
-    let mut config = latest.config.clone();
+) -> Answer {
+    let editing = current(&state, &session, &form).await?;
+    let mut config = editing.config().clone();
     if number == 0 || number > config.parent_rules.len() {
-        return no_such_rule(&session, &latest, format!("There is no rule {number}."));
+        return Err(no_such_rule(&session, &editing, format!("There is no rule {number}.")).into());
     }
     let removed = config.parent_rules.remove(number - 1);
     let what = format!("removed rule {number} ({})", removed.matcher());
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 pub async fn move_up(
@@ -324,7 +286,7 @@ pub async fn move_up(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     move_rule(state, session, form, number, number.wrapping_sub(1), "up").await
 }
 
@@ -333,7 +295,7 @@ pub async fn move_down(
     session: Session,
     Path(number): Path<usize>,
     Form(form): Form<FormData>,
-) -> Response {
+) -> Answer {
     move_rule(
         state,
         session,
@@ -353,52 +315,46 @@ async fn move_rule(
     number: usize,
     with: usize,
     direction: &str,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
-    let mut config = latest.config.clone();
+) -> Answer {
+    let editing = current(&state, &session, &form).await?;
+    let mut config = editing.config().clone();
     let count = config.parent_rules.len();
     if !(1..=count).contains(&number) {
-        return no_such_rule(
+        return Err(no_such_rule(
             &session,
-            &latest,
+            &editing,
             format!("Nothing was saved: there is no rule {number}."),
-        );
+        )
+        .into());
     }
     if !(1..=count).contains(&with) {
         let end = if direction == "up" { "first" } else { "last" };
         let page = routing::page(
             &session,
-            &latest,
+            &editing,
             Some(Notice::error(format!(
                 "Nothing was saved: rule {number} is already the {end}."
             ))),
         );
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     config.parent_rules.swap(number - 1, with - 1);
     let what = format!("moved rule {number} {direction}");
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
-pub async fn import_form(State(state): State<AppState>, session: Session) -> Response {
-    match state.db.in_force().await {
-        Ok(latest) => ImportPage {
-            chrome: Chrome::new(&session, "routing"),
-            text: latest
-                .config
-                .parent_rules
-                .iter()
-                .map(|rule| parent_config::line(rule) + "\n")
-                .collect(),
-            based_on: latest.id,
-            notice: None,
-            problems: Vec::new(),
-        }
-        .into_response(),
-        Err(e) => internal_error("reading the config", e),
+pub async fn import_form(session: Session, editing: Editing) -> ImportPage {
+    ImportPage {
+        chrome: Chrome::new(&session, "routing"),
+        text: editing
+            .config()
+            .parent_rules
+            .iter()
+            .map(|rule| parent_config::line(rule) + "\n")
+            .collect(),
+        editing,
+        notice: None,
+        problems: Vec::new(),
     }
 }
 
@@ -420,13 +376,10 @@ pub async fn import(
     State(state): State<AppState>,
     session: Session,
     Form(form): Form<FormData>,
-) -> Response {
-    let latest = match current(&state, &session, &form).await {
-        Ok(latest) => latest,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let editing = current(&state, &session, &form).await?;
     let text = form.get("rules").unwrap_or_default().to_owned();
-    let mut config = latest.config.clone();
+    let mut config = editing.config().clone();
     let problems = match parent_config::parse(&text) {
         Err(problems) => problems.iter().map(ToString::to_string).collect(),
         Ok(rules) => {
@@ -456,19 +409,19 @@ pub async fn import(
         let page = ImportPage {
             chrome: Chrome::new(&session, "routing"),
             text,
-            based_on: latest.id,
+            editing: editing.clone(),
             notice: Some(Notice::error(
                 "Nothing was imported: correct the lines below, then press Make These Changes again.",
             )),
             problems,
         };
-        return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
     let what = format!(
         "imported {} rules from parent.config",
         config.parent_rules.len()
     );
-    apply_and_show(&state, &session, &config, latest.id, &what).await
+    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
 }
 
 #[cfg(test)]
