@@ -11,7 +11,8 @@ use crate::accounts::unix_now;
 use crate::auth::ApiSession;
 use crate::pages::monitor::{live, peer_rows, Live};
 use crate::pages::{Answer, Refusal};
-use crate::{samples, AppState};
+use crate::samples;
+use crate::state::AppState;
 
 fn failed(status: StatusCode, error: impl ToString) -> Response {
     (

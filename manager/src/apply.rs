@@ -7,7 +7,7 @@ use canopy_config::versions::{Db, VersionError};
 use serde::Serialize;
 
 use crate::proxy;
-use crate::AppState;
+use crate::state::AppState;
 
 /// What happened to a saved version when the proxy was asked to take it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

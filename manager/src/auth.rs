@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 
 use crate::accounts::{self, Session, SESSION_SECONDS};
-use crate::AppState;
+use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "canopy_session";
 /// Holds the login form's CSRF token until there is a session (double-submit).

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use canopy_config::config::HostList;
 use canopy_config::versions::Db;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// Why a request was not let through to the console.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

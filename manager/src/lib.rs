@@ -28,10 +28,12 @@ pub mod metrics;
 mod pages;
 pub mod proxy;
 pub mod samples;
+mod state;
+
+pub use state::AppState;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
@@ -40,29 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use canopy_config::versions::Db;
-
-/// What every handler needs.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub db: Db,
-    /// The proxy's control socket.
-    pub control: PathBuf,
-    /// How long a failed login waits before it is answered, so guessing is slow.
-    pub login_delay: Duration,
-    /// The one gate every password check goes through.
-    pub login_limits: Arc<login_limits::LoginLimits>,
-}
-
-impl AppState {
-    pub fn new(db: Db, control: PathBuf) -> AppState {
-        AppState {
-            db,
-            control,
-            login_delay: Duration::from_secs(1),
-            login_limits: Arc::default(),
-        }
-    }
-}
 
 /// Every page, form, API call and static file of the console.
 pub fn router(state: AppState) -> Router {

@@ -24,7 +24,8 @@ use canopy_config::stats::{PeerState, StatsSnapshot};
 
 use crate::auth::{cookie, ClientAddress, SESSION_COOKIE};
 use crate::login_limits::{Checked, Refusal};
-use crate::{accounts, proxy, AppState};
+use crate::state::AppState;
+use crate::{accounts, proxy};
 
 pub async fn render(
     State(state): State<AppState>,

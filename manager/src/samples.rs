@@ -16,7 +16,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::accounts::unix_now;
-use crate::{proxy, AppState};
+use crate::proxy;
+use crate::state::AppState;
 
 /// Samples this recent are all kept.
 pub const FULL_RESOLUTION_S: i64 = 7 * 24 * 3600;

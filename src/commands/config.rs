@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use canopy_config::config::{Config, SETTINGS};
-use canopy_config::import::ConfigFileError;
+use canopy_config::import::config_file::ConfigFileError;
 
 use super::{print_rejected_after, refused, save, versions, Paths, UserError};
 use crate::cli::ConfigAction;

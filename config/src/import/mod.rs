@@ -6,8 +6,6 @@ pub mod config_file;
 pub mod parent_config;
 pub mod peer_import;
 
-pub use config_file::ConfigFileError;
-
 use std::fmt;
 
 /// What cannot be imported from one place of a file: its line (from 1), its column (from 1,

@@ -130,14 +130,14 @@ fn a_change_must_come_from_the_console_s_own_page() {
     );
 }
 
-async fn console() -> (tempfile::TempDir, crate::AppState) {
+async fn console() -> (tempfile::TempDir, crate::state::AppState) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
-    let state = crate::AppState::new(db, dir.path().join("canopy.sock"));
+    let state = crate::state::AppState::new(db, dir.path().join("canopy.sock"));
     (dir, state)
 }
 
-async fn answer(state: &crate::AppState, request: Request<Body>) -> (StatusCode, String) {
+async fn answer(state: &crate::state::AppState, request: Request<Body>) -> (StatusCode, String) {
     let response = crate::router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();

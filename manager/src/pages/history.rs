@@ -17,7 +17,7 @@ use super::{
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::{self, csrf_ok, FormData};
-use crate::AppState;
+use crate::state::AppState;
 
 /// How many versions the list shows.
 const LIST_LIMIT: i64 = 200;

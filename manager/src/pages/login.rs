@@ -15,7 +15,7 @@ use super::{Answer, OrFailed};
 use crate::accounts::{self, Session};
 use crate::auth::{self, cookie, csrf_ok, ClientAddress, FormData, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::login_limits::Checked;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The most a failed login is slowed down, in multiples of the configured delay.
 const MAX_DELAY_STEPS: u32 = 5;

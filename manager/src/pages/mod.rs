@@ -122,7 +122,10 @@ pub struct Editing {
 impl Editing {
     /// The version in force and the rejected one after it; `open`: the rejected version the
     /// admin asked to see (`?rejected=N`), opened only when it is that one.
-    pub async fn load(state: &crate::AppState, open: Option<i64>) -> Result<Editing, Refusal> {
+    pub async fn load(
+        state: &crate::state::AppState,
+        open: Option<i64>,
+    ) -> Result<Editing, Refusal> {
         let in_force = in_force(state).await?;
         let rejected = state
             .db
@@ -173,12 +176,12 @@ struct Open {
 }
 
 /// What a configure page shows, for its handler: `?rejected=N` opens rejected version N.
-impl FromRequestParts<crate::AppState> for Editing {
+impl FromRequestParts<crate::state::AppState> for Editing {
     type Rejection = Refusal;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &crate::AppState,
+        state: &crate::state::AppState,
     ) -> Result<Editing, Refusal> {
         let Query(open) = Query::<Open>::from_request_parts(parts, state)
             .await
@@ -192,7 +195,7 @@ impl FromRequestParts<crate::AppState> for Editing {
 /// otherwise the answer to give instead: 403, or page `P` (409) with the values now in
 /// force and why the form was refused.
 pub async fn current_version<P: NoticePage>(
-    state: &crate::AppState,
+    state: &crate::state::AppState,
     session: &Session,
     form: &crate::auth::FormData,
 ) -> Result<Editing, Refusal> {
@@ -244,7 +247,7 @@ pub trait NoticePage: IntoResponse {
 /// in force with what happened: the outcome, or (409) the refusal of a form made from a
 /// version no longer in force.
 pub async fn apply_and_show<P: NoticePage>(
-    state: &crate::AppState,
+    state: &crate::state::AppState,
     session: &Session,
     config: &Config,
     based_on: i64,
@@ -304,7 +307,7 @@ impl IntoResponse for Refusal {
 }
 
 /// The version edits start from (see `Db::in_force`).
-pub async fn in_force(state: &crate::AppState) -> Result<ConfigVersion, Refusal> {
+pub async fn in_force(state: &crate::state::AppState) -> Result<ConfigVersion, Refusal> {
     state.db.in_force().await.or_failed("reading the config")
 }
 

@@ -17,8 +17,9 @@ use super::{bytes, duration, percent, when, Answer, Chrome, Editing, Notice, OrF
 use crate::accounts::{unix_now, Session};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
+use crate::proxy;
 use crate::samples::{self, Sample, Window};
-use crate::{proxy, AppState};
+use crate::state::AppState;
 
 /// The proxy as the console sees it right now.
 pub struct Live {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::accounts::Session;
 use crate::auth::FormData;
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "peers_config.html")]

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::accounts::Session;
 use crate::auth::FormData;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The settings this page edits, in the order it shows them.
 pub const KEYS: &[&str] = &[

@@ -15,7 +15,7 @@ use super::routing::{self, RoutingPage};
 use super::{current_version, Answer, Chrome, Editing, Fields, Notice, Refusal, NOT_SAVED};
 use crate::accounts::Session;
 use crate::auth::FormData;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The rule form's text fields, as `ParentRule` names them.
 const TEXT_FIELDS: [&str; 9] = [

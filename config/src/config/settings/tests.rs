@@ -69,3 +69,13 @@ fn diff_names_each_change() {
     after.set("http_port", "3129").unwrap();
     assert_eq!(after.diff(&before), ["http_port: 3128 → 3129"]);
 }
+
+#[test]
+fn a_bad_port_list_names_the_setting_and_keeps_the_default() {
+    let mut config = Config::default();
+    let err = config.set("safe_ports", "80, 9-1").unwrap_err();
+    assert_eq!(err.0[0].key, "safe_ports");
+    assert!(err.to_string().contains("9-1"), "{err}");
+    assert!(config.safe_ports.contains(8080) && !config.safe_ports.contains(25));
+    assert_eq!(config.ssl_ports.to_string(), "443");
+}

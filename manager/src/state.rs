@@ -1,0 +1,32 @@
+//! What every handler is given: the database, the proxy's control socket, the login gate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_config::versions::Db;
+
+use crate::login_limits::LoginLimits;
+
+/// What every handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    /// The proxy's control socket.
+    pub control: PathBuf,
+    /// How long a failed login waits before it is answered, so guessing is slow.
+    pub login_delay: Duration,
+    /// The one gate every password check goes through.
+    pub login_limits: Arc<LoginLimits>,
+}
+
+impl AppState {
+    pub fn new(db: Db, control: PathBuf) -> AppState {
+        AppState {
+            db,
+            control,
+            login_delay: Duration::from_secs(1),
+            login_limits: Arc::default(),
+        }
+    }
+}
