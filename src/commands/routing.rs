@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use canopy_config::config::{Flag, ParentRule, Peer};
 use canopy_config::control::{self, Command, ControlError};
-use canopy_config::import::{parent_config, peer_import};
+use canopy_config::import::{parent_config, peer_import, ImportError};
 use canopy_config::stats::PeerSnapshot;
 
 use super::{not_running, print_rejected_after, refused, save, Paths, UserError};
@@ -191,14 +191,23 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
         PeerAction::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
-            let peers = peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
-                let report: Vec<String> = lines
-                    .iter()
-                    .map(|u| format!("{}:{}: {}", file.display(), u.line, u.message))
-                    .collect();
-                UserError(format!("{}\nnothing was imported", report.join("\n")))
-            })?;
-            config.peers.extend(peers);
+            let at = |fault: &ImportError| {
+                format!("{}:{}: {}", file.display(), fault.line, fault.message)
+            };
+            let import =
+                peer_import::parse(&text, config.icp_multicast_group).map_err(|lines| {
+                    let report: Vec<String> = lines.iter().map(at).collect();
+                    UserError(format!("{}\nnothing was imported", report.join("\n")))
+                })?;
+            for ignored in &import.ignored {
+                println!("{}", at(ignored));
+            }
+            println!(
+                "{} peers read, {} lines or options ignored",
+                import.peers.len(),
+                import.ignored.len()
+            );
+            config.peers.extend(import.peers);
         }
     }
     config.validate().map_err(refused)?;

@@ -1,38 +1,101 @@
-//! Reads neighbour caches from other proxies' files: Squid `cache_peer` lines and Traffic
-//! Server `icp.config` lines. Every line that cannot be mapped is reported; a file with
-//! any such line imports nothing.
+//! Reads neighbour caches from other proxies' files: Squid's `cache_peer` lines (a whole
+//! squid.conf may be given) and Traffic Server `icp.config` lines. What Canopy has no use for
+//! (another squid.conf directive, a `cache_peer` option it does not honour, a multicast peer)
+//! is listed as ignored, with its line; a line it cannot read refuses the whole file.
 
 use super::ImportError;
 use crate::config::{Peer, PeerKind};
 
-/// The peers in `text`, or every line that cannot be mapped.
+/// What a file gave: its peers, and what in it was ignored (line and why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerImport {
+    pub peers: Vec<Peer>,
+    pub ignored: Vec<ImportError>,
+}
+
+/// What a line gave.
+enum Line {
+    Peer(Peer, Vec<String>),
+    Ignored(String),
+}
+
+/// The peers in `text` and what was ignored, or every line that cannot be read.
 pub fn parse(
     text: &str,
     multicast_group: std::net::Ipv4Addr,
-) -> Result<Vec<Peer>, Vec<ImportError>> {
-    let mut peers = Vec::new();
-    let mut unmapped = Vec::new();
+) -> Result<PeerImport, Vec<ImportError>> {
+    let mut import = PeerImport {
+        peers: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut unreadable = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let parsed = if line.starts_with("cache_peer") {
+        let directive = line.split_whitespace().next().unwrap_or_default();
+        let parsed = if directive == "cache_peer" {
             squid_cache_peer(line)
         } else if line.contains(':') && !line.contains(char::is_whitespace) {
-            traffic_server_icp(line, multicast_group)
+            traffic_server_icp(line, multicast_group).map(|peer| Line::Peer(peer, Vec::new()))
+        } else if is_squid_directive(directive) {
+            Ok(Line::Ignored(squid_directive_ignored(directive)))
         } else {
-            Err("neither a Squid cache_peer line nor a Traffic Server icp.config line".to_owned())
+            Err("neither a squid.conf line nor a Traffic Server icp.config line".to_owned())
         };
+        let at = |message: String| ImportError::at_line(index + 1, message);
         match parsed {
-            Ok(peer) => peers.push(peer),
-            Err(reason) => unmapped.push(ImportError::at_line(index + 1, reason)),
+            Ok(Line::Peer(peer, notes)) => {
+                import.ignored.extend(notes.into_iter().map(at));
+                import.peers.push(peer);
+            }
+            Ok(Line::Ignored(why)) => import.ignored.push(at(why)),
+            Err(reason) => unreadable.push(at(reason)),
         }
     }
-    if unmapped.is_empty() {
-        Ok(peers)
+    if unreadable.is_empty() {
+        Ok(import)
     } else {
-        Err(unmapped)
+        Err(unreadable)
+    }
+}
+
+/// A squid.conf directive's name: lower-case letters, digits and underscores.
+fn is_squid_directive(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_lowercase())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Why a squid.conf line other than `cache_peer` is not taken, and where Canopy keeps the
+/// same thing when it does.
+fn squid_directive_ignored(directive: &str) -> String {
+    let canopy = match directive {
+        "http_port" => Some("http_port (and bind_address)"),
+        "icp_port" => Some("icp_port"),
+        "visible_hostname" => Some("visible_name"),
+        "cache_mem" => Some("cache_mem"),
+        "maximum_object_size" => Some("max_object_size"),
+        "icp_access" => Some("icp_allowed_clients"),
+        "http_access" => Some("allowed_clients"),
+        "never_direct" => Some("never_direct"),
+        "always_direct" => Some("always_direct"),
+        "access_log" => Some("access_log"),
+        "icp_query_timeout" => Some("icp_query_timeout_ms"),
+        "dead_peer_timeout" => Some("icp_dead_peer_timeout_s"),
+        "connect_timeout" | "peer_connect_timeout" => Some("connect_timeout_ms"),
+        "read_timeout" => Some("read_timeout_ms"),
+        "mcast_icp_query_timeout" | "mcast_groups" => Some("icp_multicast_group"),
+        _ => None,
+    };
+    match canopy {
+        Some(setting) => format!(
+            "{directive} is not a cache_peer line; ignored (Canopy's setting: {setting}, see \
+             `canopy config set`)"
+        ),
+        None => format!("{directive} is not a cache_peer line; ignored"),
     }
 }
 
@@ -44,8 +107,9 @@ fn port(field: &str, what: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{what} {field:?} is not a port from 1 to 65535"))
 }
 
-/// `cache_peer host type http-port icp-port [options]`.
-fn squid_cache_peer(line: &str) -> Result<Peer, String> {
+/// `cache_peer host type http-port icp-port [options]`: a peer, with a note for each option
+/// Canopy does not honour.
+fn squid_cache_peer(line: &str) -> Result<Line, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [_, host, kind, http_port, icp_port, options @ ..] = fields.as_slice() else {
         return Err("cache_peer needs a host, a type, an HTTP port and an ICP port".to_owned());
@@ -53,20 +117,34 @@ fn squid_cache_peer(line: &str) -> Result<Peer, String> {
     let kind = match *kind {
         "parent" => PeerKind::Parent,
         "sibling" => PeerKind::Sibling,
+        "multicast" => {
+            return Ok(Line::Ignored(format!(
+                "multicast peer {host} not supported; ignored (Canopy queries a multicast \
+                 group with icp_multicast_enabled and icp_multicast_group)"
+            )))
+        }
         other => {
             return Err(format!(
                 "peer type {other:?} cannot be mapped: Canopy has parent and sibling peers"
             ))
         }
     };
+    // ICP port 0 is Squid's way to write a peer that takes no ICP.
+    let no_icp = *icp_port == "0";
     let mut peer = Peer {
         name: (*host).to_owned(),
         host: (*host).to_owned(),
         kind,
         http_port: port(http_port, "HTTP port")?,
-        icp_port: port(icp_port, "ICP port")?,
+        icp_port: if no_icp {
+            Peer::default().icp_port
+        } else {
+            port(icp_port, "ICP port")?
+        },
+        no_query: no_icp,
         ..Peer::default()
     };
+    let mut notes = Vec::new();
     for option in options {
         match option.split_once('=') {
             None => match *option {
@@ -76,7 +154,9 @@ fn squid_cache_peer(line: &str) -> Result<Peer, String> {
                 "allow-miss" => peer.allow_miss = true,
                 // Canopy exchanges neither digests nor netdb: what these ask is what it does.
                 "no-digest" | "no-netdb-exchange" => {}
-                other => return Err(format!("option {other:?} cannot be mapped")),
+                other => notes.push(format!(
+                    "cache_peer {host}: option {other} not supported by Canopy; ignored"
+                )),
             },
             Some(("name", name)) => peer.name = name.to_owned(),
             Some(("weight", weight)) => {
@@ -86,10 +166,12 @@ fn squid_cache_peer(line: &str) -> Result<Peer, String> {
                     .filter(|&w| w >= 1)
                     .ok_or_else(|| format!("weight {weight:?} is not a number from 1 up"))?
             }
-            Some((other, _)) => return Err(format!("option {other}= cannot be mapped")),
+            Some((other, _)) => notes.push(format!(
+                "cache_peer {host}: option {other}= not supported by Canopy; ignored"
+            )),
         }
     }
-    Ok(peer)
+    Ok(Line::Peer(peer, notes))
 }
 
 /// `host:host_IP:type:proxy_port:icp_port:MC_on:MC_IP:MC_TTL:` (type 1 parent, 2 sibling).
@@ -153,7 +235,8 @@ mod tests {
              cache_peer up.example.net parent 8080 3130 no-query weight=3\n",
             GROUP,
         )
-        .unwrap();
+        .unwrap()
+        .peers;
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0].name, "east");
         assert_eq!(peers[0].kind, PeerKind::Sibling);
@@ -169,7 +252,8 @@ mod tests {
             "host1:123.12.1.23:1:8080:3130:0:0.0.0.0:1:\n:10.0.0.9:2:3128:3130:1:239.255.31.30:1:\n",
             GROUP,
         )
-        .unwrap();
+        .unwrap()
+        .peers;
         assert_eq!(peers[0].name, "host1");
         assert_eq!(peers[0].host, "123.12.1.23");
         assert_eq!(peers[0].kind, PeerKind::Parent);
@@ -178,17 +262,73 @@ mod tests {
     }
 
     #[test]
-    fn every_unmappable_line_is_reported() {
+    fn every_unreadable_line_is_reported() {
         let errors = parse(
-            "cache_peer a parent 3128 3130 login=PASS\ncache_peer b multicast 3128 3130\n\
-             cache_peer ok sibling 3128 3130\nhttp_port 3128\nh:1.2.3.4:3:1:2:0:0.0.0.0:1:\n",
+            "cache_peer a parent 3128 3130\ncache_peer b cousin 3128 3130\n\
+             cache_peer c sibling 80\nHTTP_PORT 3128\nh:1.2.3.4:3:1:2:0:0.0.0.0:1:\n",
             GROUP,
         )
         .unwrap_err();
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [1, 2, 4, 5]);
-        assert!(errors[0].message.contains("login"), "{:?}", errors[0]);
-        assert!(errors[1].message.contains("multicast"), "{:?}", errors[1]);
+        assert_eq!(lines, [2, 3, 4, 5]);
+        assert!(errors[0].message.contains("cousin"), "{:?}", errors[0]);
+    }
+
+    /// A squid.conf as an administrator has it: what Canopy uses is taken, the rest listed.
+    #[test]
+    fn a_whole_squid_conf_gives_its_peers_and_lists_the_rest() {
+        let conf = "\
+# Squid 5 configuration
+acl localnet src 10.0.0.0/8
+http_access allow localnet
+http_port 3128
+icp_port 3130
+cache_peer parent1.example.net parent 3128 3130 default login=PASS no-digest
+cache_peer parent2.example.net parent 8080 0 round-robin weight=2 connect-timeout=5
+cache_peer sib.example.net sibling 3128 3130 proxy-only htcp=oldsquid
+cache_peer 239.255.31.30 multicast 3128 3130 ttl=16
+cache_dir ufs /var/spool/squid 100 16 256
+";
+        let import = parse(conf, GROUP).unwrap();
+        let names: Vec<&str> = import.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "parent1.example.net",
+                "parent2.example.net",
+                "sib.example.net"
+            ]
+        );
+        let parent2 = &import.peers[1];
+        assert!(parent2.no_query, "ICP port 0 is no ICP");
+        assert_eq!((parent2.http_port, parent2.weight), (8080, 2));
+        assert!(import.peers[2].proxy_only);
+        let ignored: Vec<(usize, &str)> = import
+            .ignored
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        let said = |line: usize, text: &str| {
+            assert!(
+                ignored.iter().any(|(l, m)| *l == line && m.contains(text)),
+                "line {line} {text:?}: {ignored:?}"
+            )
+        };
+        said(2, "acl is not a cache_peer line");
+        said(3, "Canopy's setting: allowed_clients");
+        said(4, "Canopy's setting: http_port");
+        said(6, "option default not supported");
+        said(6, "option login= not supported");
+        said(7, "option round-robin not supported");
+        said(7, "option connect-timeout= not supported");
+        said(8, "option htcp= not supported");
+        said(9, "multicast peer 239.255.31.30 not supported");
+        said(10, "cache_dir is not a cache_peer line");
+        assert!(
+            !ignored.iter().any(|(_, m)| m.contains("PASS")),
+            "{ignored:?}"
+        );
+        assert_eq!(import.ignored.len(), 11, "{ignored:?}");
     }
 
     mod properties {
@@ -297,8 +437,8 @@ mod tests {
             fn text_that_looks_like_peer_lines_never_panics(
                 text in "(cache_peer|parent|sibling|name=|weight=|[a-z0-9.]{1,6}|:|[ \t#\n]){0,40}",
             ) {
-                if let Ok(peers) = parse(&text, GROUP) {
-                    for peer in peers {
+                if let Ok(import) = parse(&text, GROUP) {
+                    for peer in import.peers {
                         prop_assert!(peer.http_port != 0 && peer.icp_port != 0 && peer.weight >= 1);
                     }
                 }
@@ -309,7 +449,8 @@ mod tests {
                 peers in prop::collection::vec(squid_peer(), 0..6),
             ) {
                 let text: Vec<String> = peers.iter().map(cache_peer_line).collect();
-                prop_assert_eq!(parse(&text.join("\n"), GROUP), Ok(peers));
+                let read = parse(&text.join("\n"), GROUP);
+                prop_assert_eq!(read, Ok(PeerImport { peers, ignored: Vec::new() }));
             }
 
             #[test]
@@ -318,7 +459,8 @@ mod tests {
             ) {
                 let text: Vec<&str> = entries.iter().map(|(_, line)| line.as_str()).collect();
                 let peers: Vec<Peer> = entries.iter().map(|(peer, _)| peer.clone()).collect();
-                prop_assert_eq!(parse(&text.join("\n"), GROUP), Ok(peers));
+                let read = parse(&text.join("\n"), GROUP);
+                prop_assert_eq!(read, Ok(PeerImport { peers, ignored: Vec::new() }));
             }
         }
     }
