@@ -271,18 +271,22 @@ async fn two_proxies_that_are_each_others_parent_do_not_loop() {
 }
 
 #[tokio::test]
-async fn a_parent_that_is_this_proxy_is_ignored() {
-    let origin = Origin::start(uncacheable).await;
-    let port = free_port().to_string();
-    let proxy = Canopy::start(&[
-        ("http_port", &port),
-        ("parents", &format!("127.0.0.1:{port};")),
-    ])
-    .await;
-    assert_eq!(proxy.get(&origin.url("/self")).await.status, StatusCode::OK);
-    assert_eq!(proxy.stats().await.requests, 1);
-    let log = std::fs::read_to_string(proxy.data_dir().join("proxy.log")).unwrap();
-    assert!(log.contains("is this proxy itself"), "{log}");
+async fn a_parent_that_is_this_proxy_is_refused() {
+    let proxy = Canopy::start(&[]).await;
+    let own = proxy.addr.to_string();
+    let set = proxy.cli(&["config", "set", "parents", &format!("{own};")]);
+    assert_eq!(set.status.code(), Some(2));
+    assert!(
+        stderr(&set).contains(&format!("{own} is this proxy's own listener")),
+        "{}",
+        stderr(&set)
+    );
+    let elsewhere = format!("127.0.0.1:{}", proxy.addr.port() + 1);
+    let other = proxy.cli(&["config", "set", "parents", &format!("{elsewhere};")]);
+    assert!(
+        other.status.success(),
+        "another port of the same host is another proxy"
+    );
 }
 
 #[tokio::test]

@@ -538,7 +538,7 @@ impl Console {
         let peer = [
             ("based_on", "1"),
             ("name", "squid"),
-            ("host", "127.0.0.2"),
+            ("host", "10.0.0.2"),
             ("type", "sibling"),
             ("http_port", "3128"),
             ("icp_port", "3130"),
@@ -600,7 +600,7 @@ impl Console {
             canopy_config::import::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
                 .unwrap();
         let peer = serde_json::json!({
-            "name": "bob-peer", "host": "127.0.0.9", "type": "sibling",
+            "name": "bob-peer", "host": "10.0.0.9", "type": "sibling",
             "http_port": 3128, "icp_port": 3130,
         });
         other.peers.push(serde_json::from_value(peer).unwrap());
@@ -710,7 +710,7 @@ async fn peers_are_added_edited_checked_and_removed() {
             ("based_on", based_on.to_owned()),
             ("original", original.to_owned()),
             ("name", "squid".to_owned()),
-            ("host", "127.0.0.2".to_owned()),
+            ("host", "10.0.0.2".to_owned()),
             ("type", kind.to_owned()),
             ("http_port", "3128".to_owned()),
             ("icp_port", icp_port.to_owned()),
@@ -1354,7 +1354,7 @@ impl Console {
         let mut config = db.latest().await.unwrap().config;
         config.set("icp_port", "3131").unwrap();
         let peer = serde_json::json!({
-            "name": "from-v2", "host": "127.0.0.7", "type": "sibling",
+            "name": "from-v2", "host": "10.0.0.7", "type": "sibling",
             "http_port": 3128, "icp_port": 3130,
         });
         config.peers.push(serde_json::from_value(peer).unwrap());

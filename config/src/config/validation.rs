@@ -1,6 +1,7 @@
 //! The rules a whole config must keep, checked before any version is applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use super::errors::{ConfigErrors, FieldError};
 use super::settings::Config;
@@ -127,6 +128,7 @@ impl Config {
             errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
         }
         errors.extend(self.peer_errors());
+        errors.extend(self.own_listener_errors());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -134,9 +136,62 @@ impl Config {
         }
     }
 
+    /// Whether `host:port` is this proxy's own listener (`http_port` on `bind_address`, or on
+    /// a loopback address when it listens on every address). Another proxy on the same
+    /// host, on another port, is a legitimate peer.
+    pub fn is_own_listener(&self, host: &str, port: u16) -> bool {
+        if port != self.http_port {
+            return false;
+        }
+        let ip: Option<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            host.parse().ok()
+        };
+        match (ip, self.bind_address.0) {
+            (Some(ip), Some(bound)) => ip == bound,
+            (Some(ip), None) => ip.is_loopback() || ip.is_unspecified(),
+            (None, _) => false,
+        }
+    }
+
+    /// A peer or parent that is this proxy would send its misses back to itself.
+    fn own_listener_errors(&self) -> Vec<FieldError> {
+        let message = |addr: &str| {
+            format!("{addr} is this proxy's own listener (http_port); a peer or parent must be another cache")
+        };
+        let mut errors = Vec::new();
+        for peer in &self.peers {
+            if self.is_own_listener(&peer.host, peer.http_port) {
+                let addr = format!("{}:{}", peer.host, peer.http_port);
+                errors.push(FieldError::new(
+                    &format!("peers.{}", peer.name),
+                    &peer.host,
+                    &message(&addr),
+                ));
+            }
+        }
+        let lists = std::iter::once(("parents".to_owned(), &self.parents)).chain(
+            self.parent_rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| (format!("parent_rules.{}", i + 1), &rule.parents)),
+        );
+        for (key, list) in lists {
+            for parent in &list.0 {
+                if self.is_own_listener(&parent.addr.host, parent.addr.port) {
+                    let addr = parent.addr.to_string();
+                    errors.push(FieldError::new(&key, &addr, &message(&addr)));
+                }
+            }
+        }
+        errors
+    }
+
     fn peer_errors(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let mut names = BTreeSet::new();
+        let mut addresses = BTreeMap::new();
         for peer in &self.peers {
             let key = format!("peers.{}", peer.name);
             if peer.name.is_empty()
@@ -149,6 +204,14 @@ impl Config {
                     &key,
                     &peer.name,
                     "peer name: expected letters, digits, dots, dashes or underscores",
+                ));
+            }
+            let at = (peer.host.to_ascii_lowercase(), peer.http_port);
+            if let Some(first) = addresses.insert(at, peer.name.as_str()) {
+                errors.push(FieldError::new(
+                    &key,
+                    format!("{}:{}", peer.host, peer.http_port),
+                    &format!("peer {first} has the same host and HTTP port"),
                 ));
             }
             if !names.insert(peer.name.as_str()) {

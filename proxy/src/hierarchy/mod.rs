@@ -656,6 +656,7 @@ mod tests {
     fn weight_favours_a_parent_among_those_that_missed() {
         let mut heavy = peer("heavy", PeerKind::Parent, false);
         heavy.weight = 4;
+        heavy.host = "10.0.0.50".into();
         let config = Config {
             icp_mode: IcpMode::SendReceive,
             peers: vec![peer("light", PeerKind::Parent, false), heavy],

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::peers::Peer;
 
 #[test]
 fn visible_name_is_a_host_name() {
@@ -56,4 +57,53 @@ fn timeouts_must_be_set_and_bounded() {
     assert!(config.set("client_lifetime_s", "604801").is_err());
     config.set("client_lifetime_s", "604800").unwrap();
     assert_eq!(Config::default().request_timeout_s, 60);
+}
+
+#[test]
+fn this_proxy_is_refused_as_its_own_peer_or_parent() {
+    let mut config = Config::default();
+    config.set("bind_address", "10.0.0.1").unwrap();
+    let own = Peer {
+        name: "me".into(),
+        host: "10.0.0.1".into(),
+        ..Peer::default()
+    };
+    let next_door = Peer {
+        name: "next-door".into(),
+        host: "10.0.0.1".into(),
+        http_port: 3129,
+        ..Peer::default()
+    };
+    config.peers = vec![own, next_door];
+    let errors = config.validate().unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key, "peers.me");
+    assert!(errors.0[0]
+        .message
+        .contains("10.0.0.1:3128 is this proxy's own listener"));
+
+    let mut every_address = Config::default();
+    assert!(every_address.set("parents", "localhost:3128").is_err());
+    assert!(every_address.set("parents", "127.0.0.2:3128").is_err());
+    every_address.set("parents", "127.0.0.2:3129").unwrap();
+    every_address.set("parents", "10.9.9.9:3128").unwrap();
+}
+
+#[test]
+fn two_peers_on_the_same_host_and_port_are_refused() {
+    let mut config = Config::default();
+    config.peers = ["a", "b"]
+        .map(|name| Peer {
+            name: name.into(),
+            host: "Squid.Example.net".into(),
+            ..Peer::default()
+        })
+        .to_vec();
+    config.peers[1].host = "squid.example.net".into();
+    let errors = config.validate().unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key, "peers.b");
+    assert!(errors.0[0]
+        .message
+        .contains("peer a has the same host and HTTP port"));
 }

@@ -6,7 +6,7 @@ fn toml_round_trips_with_peers() {
     let mut config = Config::default();
     config.peers.push(Peer {
         name: "squid".into(),
-        host: "127.0.0.2".into(),
+        host: "10.0.0.2".into(),
         ..Peer::default()
     });
     config.set("parents", "a:1; b:2;").unwrap();
