@@ -59,12 +59,51 @@ pub enum Hop<'a> {
     Origin,
 }
 
+/// Why a plan's hops are what they are; `X-Canopy-Hop` says it in these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanReason {
+    /// `always_direct` is on.
+    AlwaysDirect,
+    /// The request has been through this proxy already.
+    Loop,
+    /// No parent is up: peers, then the origin.
+    Direct,
+    /// The parents in the order listed, and the ones after them.
+    InOrder,
+    ClientAddress,
+    Strict,
+    ConsistentHash,
+}
+
+impl PlanReason {
+    fn of(mode: RoundRobin) -> PlanReason {
+        match mode {
+            RoundRobin::False => PlanReason::InOrder,
+            RoundRobin::True => PlanReason::ClientAddress,
+            RoundRobin::Strict => PlanReason::Strict,
+            RoundRobin::ConsistentHash => PlanReason::ConsistentHash,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanReason::AlwaysDirect => "always_direct",
+            PlanReason::Loop => "loop",
+            PlanReason::Direct => "direct",
+            PlanReason::InOrder => "in_order",
+            PlanReason::ClientAddress => "client_address",
+            PlanReason::Strict => "strict",
+            PlanReason::ConsistentHash => "consistent_hash",
+        }
+    }
+}
+
 /// The hops for one request, in order, and why.
 pub struct Plan<'a> {
     pub hops: Vec<Hop<'a>>,
     /// The rule that decided (0: the default rule).
     pub rule: usize,
-    pub reason: &'static str,
+    pub reason: PlanReason,
     /// Parents left out because they are down, with why.
     pub skipped: Vec<String>,
 }
@@ -83,7 +122,7 @@ impl Hop<'_> {
             }
             Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
             Hop::Parent(p) => {
-                let code = if plan.reason == "in_order" {
+                let code = if plan.reason == PlanReason::InOrder {
                     HierCode::FirstUpParent
                 } else {
                     HierCode::RoundRobinParent
@@ -101,11 +140,13 @@ impl Hop<'_> {
             Hop::PeerParent(p, code) => format!("peer={} hierarchy={code}", p.config.name),
             Hop::Parent(p) => format!(
                 "parent={} rule={} reason={}",
-                p.name, plan.rule, plan.reason
+                p.name,
+                plan.rule,
+                plan.reason.as_str()
             ),
             Hop::Origin => {
                 let why = if n == 0 {
-                    plan.reason
+                    plan.reason.as_str()
                 } else {
                     "parents_failed"
                 };
@@ -124,15 +165,6 @@ pub struct Fetched {
     pub may_store: bool,
     /// Which hop served and why, for `X-Canopy-Hop`.
     pub route: String,
-}
-
-fn reason(mode: RoundRobin) -> &'static str {
-    match mode {
-        RoundRobin::False => "in_order",
-        RoundRobin::True => "client_address",
-        RoundRobin::Strict => "strict",
-        RoundRobin::ConsistentHash => "consistent_hash",
-    }
 }
 
 /// The hops to try for a request. `answers` are the ICP replies to this request's round,
@@ -155,9 +187,9 @@ pub fn plan<'a>(
             },
             rule: 0,
             reason: if config.always_direct.0 {
-                "always_direct"
+                PlanReason::AlwaysDirect
             } else {
-                "loop"
+                PlanReason::Loop
             },
             skipped: Vec::new(),
         };
@@ -226,9 +258,9 @@ pub fn plan<'a>(
         }
     }
     let reason = if http_parents == 0 {
-        "direct"
+        PlanReason::Direct
     } else {
-        reason(route.round_robin)
+        PlanReason::of(route.round_robin)
     };
     if config.icp_mode == IcpMode::SendReceive {
         hops.extend(
