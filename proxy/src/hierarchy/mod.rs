@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use crate::access_log::{HierCode, Hierarchy};
 use crate::cache::key::cache_key;
 use crate::config::{IcpMode, RoundRobin};
-use crate::http::body::{empty_body, BoxError};
+use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::icp::codec::IcpOpcode;
@@ -420,31 +420,13 @@ pub async fn fetch(
             }
             runtime.stats.retries.add(1);
         }
-        let mut request = Request::new(
-            body.take()
-                .map(|b| {
-                    b.map_err(|e| BoxError::from(ClientBodyError(e)))
-                        .boxed_unsync()
-                })
-                .unwrap_or_else(empty_body),
-        );
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = Version::HTTP_11;
         // The last hop can have the fields themselves; earlier ones need a copy to retry with.
-        *request.headers_mut() = if is_last {
+        let fields = if is_last {
             std::mem::take(&mut headers)
         } else {
             headers.clone()
         };
-        if let Hop::PeerHit(peer) = hop {
-            if peer.is_sibling() {
-                // A sibling serves us hits only; it must not fetch a miss for us.
-                request
-                    .headers_mut()
-                    .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
-            }
-        }
+        let request = upstream_request(hop, parts, fields, body.take());
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
         match &attempt {
             Err(_) => runtime.stats.timeouts.fired(Timeout::UpstreamRead),
@@ -529,30 +511,65 @@ pub async fn fetch(
         }
     }
     let reason = if had_body && !tried.is_empty() {
-        format!(
-            "the request body was sent once and cannot be sent again: {}",
-            tried.join("; ")
-        )
+        NoHopServed::BodySentOnce { tried }
     } else if tried.is_empty() {
-        "never_direct is on and no parent is configured".to_owned()
+        NoHopServed::NoParent
     } else if runtime.config.never_direct.0 {
-        format!(
-            "never_direct is on and no parent could serve: {}",
-            tried.join("; ")
-        )
+        NoHopServed::NeverDirect { tried }
     } else {
-        format!(
-            "no hop could serve (going direct is not allowed by rule {}): {}",
-            plan.rule,
-            tried.join("; ")
-        )
+        NoHopServed::NotDirect {
+            rule: plan.rule,
+            tried,
+        }
     };
     let status = if answered_badly {
         StatusCode::BAD_GATEWAY
     } else {
         StatusCode::GATEWAY_TIMEOUT
     };
-    Err((ProxyError::new(status, reason), Hierarchy::NONE))
+    Err((ProxyError::new(status, reason.to_string()), Hierarchy::NONE))
+}
+
+/// Why no hop served a request, with what each one tried said.
+#[derive(Debug, thiserror::Error)]
+enum NoHopServed {
+    #[error("the request body was sent once and cannot be sent again: {}", .tried.join("; "))]
+    BodySentOnce { tried: Vec<String> },
+    #[error("never_direct is on and no parent is configured")]
+    NoParent,
+    #[error("never_direct is on and no parent could serve: {}", .tried.join("; "))]
+    NeverDirect { tried: Vec<String> },
+    #[error("no hop could serve (going direct is not allowed by rule {rule}): {}", .tried.join("; "))]
+    NotDirect { rule: usize, tried: Vec<String> },
+}
+
+/// The request sent to `hop`, with `fields` and the client's body if it has one.
+fn upstream_request(
+    hop: &Hop<'_>,
+    parts: &Parts,
+    fields: HeaderMap,
+    body: Option<Incoming>,
+) -> Request<ProxyBody> {
+    let mut request = Request::new(
+        body.map(|b| {
+            b.map_err(|e| BoxError::from(ClientBodyError(e)))
+                .boxed_unsync()
+        })
+        .unwrap_or_else(empty_body),
+    );
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = fields;
+    if let Hop::PeerHit(peer) = hop {
+        if peer.is_sibling() {
+            // A sibling serves us hits only; it must not fetch a miss for us.
+            request
+                .headers_mut()
+                .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
+        }
+    }
+    request
 }
 
 /// Makes the framing fields agree with the body that is sent (`None`: no body), so a
