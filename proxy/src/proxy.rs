@@ -32,16 +32,7 @@ fn icp_endpoint(
         Some(current) if current.settings == settings => Ok(Some(current.clone())),
         _ => IcpSocket::prepare(settings, current.map(|c| &**c))
             .map(|socket| Some(Arc::new(socket)))
-            .map_err(|e| {
-                let what = match settings.multicast {
-                    Some((group, _)) => format!(
-                        "cannot bind the ICP socket on {} (multicast group {group})",
-                        settings.listen
-                    ),
-                    None => format!("cannot bind the ICP socket on {}", settings.listen),
-                };
-                format!("{what}: {e}")
-            }),
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use crate::access_log::{HierCode, Hierarchy};
 use crate::cache::key::cache_key;
 use crate::config::{IcpMode, RoundRobin};
-use crate::http::body::{empty_body, BoxError};
+use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::icp::codec::IcpOpcode;
@@ -59,12 +59,51 @@ pub enum Hop<'a> {
     Origin,
 }
 
+/// Why a plan's hops are what they are; `X-Canopy-Hop` says it in these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanReason {
+    /// `always_direct` is on.
+    AlwaysDirect,
+    /// The request has been through this proxy already.
+    Loop,
+    /// No parent is up: peers, then the origin.
+    Direct,
+    /// The parents in the order listed, and the ones after them.
+    InOrder,
+    ClientAddress,
+    Strict,
+    ConsistentHash,
+}
+
+impl PlanReason {
+    fn of(mode: RoundRobin) -> PlanReason {
+        match mode {
+            RoundRobin::False => PlanReason::InOrder,
+            RoundRobin::True => PlanReason::ClientAddress,
+            RoundRobin::Strict => PlanReason::Strict,
+            RoundRobin::ConsistentHash => PlanReason::ConsistentHash,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanReason::AlwaysDirect => "always_direct",
+            PlanReason::Loop => "loop",
+            PlanReason::Direct => "direct",
+            PlanReason::InOrder => "in_order",
+            PlanReason::ClientAddress => "client_address",
+            PlanReason::Strict => "strict",
+            PlanReason::ConsistentHash => "consistent_hash",
+        }
+    }
+}
+
 /// The hops for one request, in order, and why.
 pub struct Plan<'a> {
     pub hops: Vec<Hop<'a>>,
     /// The rule that decided (0: the default rule).
     pub rule: usize,
-    pub reason: &'static str,
+    pub reason: PlanReason,
     /// Parents left out because they are down, with why.
     pub skipped: Vec<String>,
 }
@@ -83,7 +122,7 @@ impl Hop<'_> {
             }
             Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
             Hop::Parent(p) => {
-                let code = if plan.reason == "in_order" {
+                let code = if plan.reason == PlanReason::InOrder {
                     HierCode::FirstUpParent
                 } else {
                     HierCode::RoundRobinParent
@@ -101,11 +140,13 @@ impl Hop<'_> {
             Hop::PeerParent(p, code) => format!("peer={} hierarchy={code}", p.config.name),
             Hop::Parent(p) => format!(
                 "parent={} rule={} reason={}",
-                p.name, plan.rule, plan.reason
+                p.name,
+                plan.rule,
+                plan.reason.as_str()
             ),
             Hop::Origin => {
                 let why = if n == 0 {
-                    plan.reason
+                    plan.reason.as_str()
                 } else {
                     "parents_failed"
                 };
@@ -124,15 +165,6 @@ pub struct Fetched {
     pub may_store: bool,
     /// Which hop served and why, for `X-Canopy-Hop`.
     pub route: String,
-}
-
-fn reason(mode: RoundRobin) -> &'static str {
-    match mode {
-        RoundRobin::False => "in_order",
-        RoundRobin::True => "client_address",
-        RoundRobin::Strict => "strict",
-        RoundRobin::ConsistentHash => "consistent_hash",
-    }
 }
 
 /// The hops to try for a request. `answers` are the ICP replies to this request's round,
@@ -155,9 +187,9 @@ pub fn plan<'a>(
             },
             rule: 0,
             reason: if config.always_direct.0 {
-                "always_direct"
+                PlanReason::AlwaysDirect
             } else {
-                "loop"
+                PlanReason::Loop
             },
             skipped: Vec::new(),
         };
@@ -226,9 +258,9 @@ pub fn plan<'a>(
         }
     }
     let reason = if http_parents == 0 {
-        "direct"
+        PlanReason::Direct
     } else {
-        reason(route.round_robin)
+        PlanReason::of(route.round_robin)
     };
     if config.icp_mode == IcpMode::SendReceive {
         hops.extend(
@@ -388,31 +420,13 @@ pub async fn fetch(
             }
             runtime.stats.retries.add(1);
         }
-        let mut request = Request::new(
-            body.take()
-                .map(|b| {
-                    b.map_err(|e| BoxError::from(ClientBodyError(e)))
-                        .boxed_unsync()
-                })
-                .unwrap_or_else(empty_body),
-        );
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = Version::HTTP_11;
         // The last hop can have the fields themselves; earlier ones need a copy to retry with.
-        *request.headers_mut() = if is_last {
+        let fields = if is_last {
             std::mem::take(&mut headers)
         } else {
             headers.clone()
         };
-        if let Hop::PeerHit(peer) = hop {
-            if peer.is_sibling() {
-                // A sibling serves us hits only; it must not fetch a miss for us.
-                request
-                    .headers_mut()
-                    .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
-            }
-        }
+        let request = upstream_request(hop, parts, fields, body.take());
         let attempt = tokio::time::timeout(runtime.read_timeout, client.request(request)).await;
         match &attempt {
             Err(_) => runtime.stats.timeouts.fired(Timeout::UpstreamRead),
@@ -497,30 +511,65 @@ pub async fn fetch(
         }
     }
     let reason = if had_body && !tried.is_empty() {
-        format!(
-            "the request body was sent once and cannot be sent again: {}",
-            tried.join("; ")
-        )
+        NoHopServed::BodySentOnce { tried }
     } else if tried.is_empty() {
-        "never_direct is on and no parent is configured".to_owned()
+        NoHopServed::NoParent
     } else if runtime.config.never_direct.0 {
-        format!(
-            "never_direct is on and no parent could serve: {}",
-            tried.join("; ")
-        )
+        NoHopServed::NeverDirect { tried }
     } else {
-        format!(
-            "no hop could serve (going direct is not allowed by rule {}): {}",
-            plan.rule,
-            tried.join("; ")
-        )
+        NoHopServed::NotDirect {
+            rule: plan.rule,
+            tried,
+        }
     };
     let status = if answered_badly {
         StatusCode::BAD_GATEWAY
     } else {
         StatusCode::GATEWAY_TIMEOUT
     };
-    Err((ProxyError::new(status, reason), Hierarchy::NONE))
+    Err((ProxyError::new(status, reason.to_string()), Hierarchy::NONE))
+}
+
+/// Why no hop served a request, with what each one tried said.
+#[derive(Debug, thiserror::Error)]
+enum NoHopServed {
+    #[error("the request body was sent once and cannot be sent again: {}", .tried.join("; "))]
+    BodySentOnce { tried: Vec<String> },
+    #[error("never_direct is on and no parent is configured")]
+    NoParent,
+    #[error("never_direct is on and no parent could serve: {}", .tried.join("; "))]
+    NeverDirect { tried: Vec<String> },
+    #[error("no hop could serve (going direct is not allowed by rule {rule}): {}", .tried.join("; "))]
+    NotDirect { rule: usize, tried: Vec<String> },
+}
+
+/// The request sent to `hop`, with `fields` and the client's body if it has one.
+fn upstream_request(
+    hop: &Hop<'_>,
+    parts: &Parts,
+    fields: HeaderMap,
+    body: Option<Incoming>,
+) -> Request<ProxyBody> {
+    let mut request = Request::new(
+        body.map(|b| {
+            b.map_err(|e| BoxError::from(ClientBodyError(e)))
+                .boxed_unsync()
+        })
+        .unwrap_or_else(empty_body),
+    );
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = fields;
+    if let Hop::PeerHit(peer) = hop {
+        if peer.is_sibling() {
+            // A sibling serves us hits only; it must not fetch a miss for us.
+            request
+                .headers_mut()
+                .append(CACHE_CONTROL, HeaderValue::from_static("only-if-cached"));
+        }
+    }
+    request
 }
 
 /// Makes the framing fields agree with the body that is sent (`None`: no body), so a

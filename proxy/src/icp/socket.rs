@@ -41,6 +41,24 @@ impl IcpSettings {
     }
 }
 
+/// The ICP socket could not be bound, or joined to its multicast group.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot bind the ICP socket on {listen}: {source}")]
+    Unicast {
+        listen: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind the ICP socket on {listen} (multicast group {group}): {source}")]
+    Multicast {
+        listen: SocketAddr,
+        group: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// A query of ours whose replies are awaited.
 pub struct Round {
     pub url: String,
@@ -77,7 +95,24 @@ pub struct IcpSocket {
 impl IcpSocket {
     /// Binds what `settings` needs, off to the side. When `current` listens on the same
     /// address its socket (and the rounds waiting on it) carry over, so nothing is dropped.
-    pub fn prepare(settings: IcpSettings, current: Option<&IcpSocket>) -> io::Result<IcpSocket> {
+    pub fn prepare(
+        settings: IcpSettings,
+        current: Option<&IcpSocket>,
+    ) -> Result<IcpSocket, BindError> {
+        IcpSocket::bind(settings, current).map_err(|source| match settings.multicast {
+            Some((group, _)) => BindError::Multicast {
+                listen: settings.listen,
+                group,
+                source,
+            },
+            None => BindError::Unicast {
+                listen: settings.listen,
+                source,
+            },
+        })
+    }
+
+    fn bind(settings: IcpSettings, current: Option<&IcpSocket>) -> io::Result<IcpSocket> {
         let (socket, rounds, next_request) = match current {
             Some(current) if current.settings.listen == settings.listen => {
                 if let (Some((group, _)), true) =

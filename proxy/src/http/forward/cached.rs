@@ -80,10 +80,7 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
                 _ => None,
             };
             match shared_fill {
-                Some(response) => Served {
-                    answered_here: false,
-                    ..Served::answered(response)
-                },
+                Some(response) => Served::joined(response),
                 // Not shareable, or the fill was past max_object_size or abandoned by now.
                 None => fetch_and_fill(&req, None).await,
             }

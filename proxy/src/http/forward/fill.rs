@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
-use http_body::Frame;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -17,7 +18,6 @@ use crate::cache::key::cache_key;
 use crate::cache::policy::{self, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy;
-use crate::hierarchy::upstream::UpstreamBody;
 use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::headers::remove_hop_by_hop;
 use crate::runtime::{Runtime, Shared};
@@ -178,7 +178,13 @@ struct Filling {
 }
 
 impl Filling {
-    async fn run(mut self, mut body: UpstreamBody) {
+    /// Generic over the body so that tests can fill from memory; the proxy fills from an
+    /// [`UpstreamBody`](crate::hierarchy::upstream::UpstreamBody).
+    async fn run<B>(mut self, mut body: B)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         loop {
             if self.fill.room().await == Room::Abandoned {
                 return self.abandon();
@@ -290,7 +296,31 @@ pub(super) async fn forward_uncached(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use http::HeaderValue;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn a_body_filled_whole_is_stored_and_its_reader_gets_it() {
+        let shared = Shared::for_tests(Config::default());
+        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), None, 1 << 20, Some(5));
+        let mut reader = fill.attach().expect("a new fill takes readers");
+        let filling = Filling {
+            shared: shared.clone(),
+            key: "http://example.com/".to_owned(),
+            fill,
+            request_time: SystemTime::now(),
+            leader: None,
+        };
+        filling.run(Full::new(Bytes::from_static(b"hello"))).await;
+        let stored = shared
+            .store
+            .load()
+            .lookup("http://example.com/", &HeaderMap::new());
+        assert_eq!(stored.expect("stored").body, "hello");
+        assert!(matches!(reader.next().await, Next::Chunk(chunk) if chunk == "hello"));
+        assert!(matches!(reader.next().await, Next::End));
+    }
 
     #[test]
     fn every_conditional_field_is_dropped_and_the_rest_kept() {

@@ -54,6 +54,14 @@ impl Served {
         }
     }
 
+    /// A miss served from the fill that another client's request leads.
+    fn joined(response: Response<ProxyBody>) -> Served {
+        Served {
+            answered_here: false,
+            ..Served::answered(response)
+        }
+    }
+
     /// An error page for a request refused before the cache or a next hop was asked.
     fn refused(error: ProxyError, runtime: &Runtime) -> Served {
         Served {
