@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::files::{self, FileError};
+use canopy_config::files::{self, FileError};
 
 /// What became of a request; written as Squid's result code (`TCP_HIT`, `TCP_MISS`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,12 +13,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-pub use canopy_config::control::{
-    call, call_typed, Command, ControlError, RejectedVersion, ReloadReply, ReopenReply,
-    StatusReply, MAX_LINE,
-};
+use canopy_config::control::{Command, ReloadReply, ReopenReply, StatusReply, MAX_LINE};
 
-use crate::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
 
 /// What a proxy must do for each command.
 pub trait ControlHandler: Send + Sync + 'static {
@@ -175,6 +172,7 @@ mod tests {
 
     use super::*;
     use crate::stats::Stats;
+    use canopy_config::control::{call, call_typed, ControlError};
 
     struct Fixed;
 

@@ -24,5 +24,3 @@ pub mod icp;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;
-
-pub use canopy_config::{config, files, init_logging, supervision, versions};

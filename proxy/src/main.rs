@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use canopy_config::versions::Db;
 use canopy_proxy::control::{self, ControlHandler};
 use canopy_proxy::proxy::Proxy;
-use canopy_proxy::versions::Db;
 
 /// mimalloc: the request path allocates small, short-lived objects on several threads,
 /// where it spends about half the instructions of the system allocator. Built without
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     // Taken over first: SIGHUP's default would end the process, and logrotate sends it.
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    canopy_proxy::init_logging();
+    canopy_config::init_logging();
     let args = Args::parse();
     let db = Db::open(&args.db)
         .await

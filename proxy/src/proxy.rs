@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::cache::store::Store;
-use crate::config::Config;
-use crate::control::{ControlHandler, RejectedVersion, ReloadReply, ReopenReply, StatusReply};
+use crate::control::ControlHandler;
 use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{IcpSettings, IcpSocket};
 use crate::runtime::{Runtime, Shared};
-use crate::stats::{PeerSnapshot, Stats, StatsSnapshot};
-use crate::versions::{ConfigVersion, Db, VersionState};
+use crate::stats::Stats;
+use canopy_config::config::Config;
+use canopy_config::control::{RejectedVersion, ReloadReply, ReopenReply, StatusReply};
+use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_config::versions::{ConfigVersion, Db, VersionState};
 
 /// The ICP socket a config version needs: the current one when nothing about its sockets
 /// changed, a newly bound one when something did, none when ICP is disabled.

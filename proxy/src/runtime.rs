@@ -2,7 +2,6 @@
 //! what every request handler holds for the proxy's whole life (`Shared`). The request path,
 //! the hierarchy and ICP read it; only the orchestrator (`proxy.rs`) builds and swaps it.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +13,6 @@ use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
-use crate::config::{Config, ConfigErrors, HostPort, ParentEntry};
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
@@ -23,9 +21,10 @@ use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
 use crate::http::headers;
 use crate::icp::socket::IcpSocket;
 use crate::stats::Stats;
-use crate::versions::ConfigVersion;
+use canopy_config::config::{Config, ConfigErrors, ParentEntry};
+use canopy_config::versions::ConfigVersion;
 #[cfg(test)]
-use crate::versions::VersionState;
+use canopy_config::versions::VersionState;
 
 /// Why a config version cannot be run; the text becomes the version's rejection reason.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +84,8 @@ impl Runtime {
         };
         let mut parents: Vec<Parent> = Vec::new();
         let mut index = |entry: &ParentEntry| -> Option<usize> {
-            if is_this_proxy(config, &entry.addr) {
+            // Refused by validation; a version saved by an older Canopy may still hold one.
+            if config.is_own_listener(&entry.addr.host, entry.addr.port) {
                 tracing::warn!("parent {} is this proxy itself; it is ignored", entry.addr);
                 return None;
             }
@@ -186,23 +186,6 @@ impl Runtime {
     pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
         peers::by_address(&self.peers, ip)
             .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
-    }
-}
-
-/// Whether `addr` is this proxy's own listener, which must never be its own parent.
-fn is_this_proxy(config: &Config, addr: &HostPort) -> bool {
-    if addr.port != config.http_port {
-        return false;
-    }
-    let host: Option<IpAddr> = if addr.host == "localhost" {
-        Some(IpAddr::from([127, 0, 0, 1]))
-    } else {
-        addr.host.parse().ok()
-    };
-    match (host, config.bind_address.0) {
-        (Some(ip), Some(bound)) => ip == bound,
-        (Some(ip), None) => ip.is_loopback() || ip.is_unspecified(),
-        (None, _) => false,
     }
 }
 

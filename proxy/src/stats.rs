@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 
 use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
-use crate::versions::now_rfc3339;
+use canopy_config::versions::now_rfc3339;
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
 #[derive(Debug, Default)]

@@ -167,7 +167,7 @@ impl Config {
                 errors.push(FieldError::new(
                     &format!("peers.{}", peer.name),
                     &peer.host,
-                    &message(&addr),
+                    message(&addr),
                 ));
             }
         }
@@ -181,7 +181,7 @@ impl Config {
             for parent in &list.0 {
                 if self.is_own_listener(&parent.addr.host, parent.addr.port) {
                     let addr = parent.addr.to_string();
-                    errors.push(FieldError::new(&key, &addr, &message(&addr)));
+                    errors.push(FieldError::new(&key, &addr, message(&addr)));
                 }
             }
         }
@@ -211,7 +211,7 @@ impl Config {
                 errors.push(FieldError::new(
                     &key,
                     format!("{}:{}", peer.host, peer.http_port),
-                    &format!("peer {first} has the same host and HTTP port"),
+                    format!("peer {first} has the same host and HTTP port"),
                 ));
             }
             if !names.insert(peer.name.as_str()) {

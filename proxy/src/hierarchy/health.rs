@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use canopy_config::stats::HealthSnapshot;
+use canopy_config::stats::HealthSnapshot;
 
-use crate::versions::now_rfc3339;
+use canopy_config::versions::now_rfc3339;
 
 #[derive(Debug, Default)]
 pub struct Health {

@@ -12,8 +12,6 @@ pub mod rules;
 pub mod selection;
 pub mod upstream;
 
-pub use canopy_config::import::{parent_config, peer_import};
-
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -29,7 +27,6 @@ use hyper::body::Incoming;
 
 use crate::access_log::{HierCode, Hierarchy};
 use crate::cache::key::cache_key;
-use crate::config::{IcpMode, RoundRobin};
 use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
@@ -38,6 +35,7 @@ use crate::icp::querier;
 use crate::icp::socket::Answer;
 use crate::runtime::Runtime;
 use crate::stats::{PeerStats, Timeout};
+use canopy_config::config::{IcpMode, RoundRobin};
 use parents::Parent;
 use peers::PeerEntry;
 use rules::Route;
@@ -610,7 +608,7 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
 
-    use crate::config::{Config, Flag, Peer, PeerKind};
+    use canopy_config::config::{Config, Flag, Peer, PeerKind};
 
     fn peer(name: &str, kind: PeerKind, no_query: bool) -> Peer {
         Peer {

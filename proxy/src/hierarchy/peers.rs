@@ -5,10 +5,10 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::config::{Peer, PeerKind};
 use crate::hierarchy::reach::ConnectSettings;
 use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
 use crate::stats::{PeerStats, Stats};
+use canopy_config::config::{Peer, PeerKind};
 
 /// One neighbour as the running proxy sees it.
 pub struct PeerEntry {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::{Config, PortList};
 use crate::http::errors::ProxyError;
+use canopy_config::config::{Config, PortList};
 
 /// How connections are made: from which address, and how long connecting may take.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,7 @@ use http::{Method, Uri};
 use ipnet::IpNet;
 use regex::Regex;
 
-use crate::config::{ParentRule, RoundRobin};
+use canopy_config::config::{ParentRule, RoundRobin};
 
 /// A rule ready to match, with its parents as indexes into the runtime's parent table.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl Route {
     pub fn compile(
         number: usize,
         rule: &ParentRule,
-        mut parent_index: impl FnMut(&crate::config::ParentEntry) -> Option<usize>,
+        mut parent_index: impl FnMut(&canopy_config::config::ParentEntry) -> Option<usize>,
     ) -> Result<Route, RouteError> {
         let dest_ip = match &rule.dest_ip {
             None => None,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::config::RoundRobin;
+use canopy_config::config::RoundRobin;
 
 /// A parent as selection sees it: its name (which keys the hash) and its weight.
 #[derive(Debug, Clone, Copy)]

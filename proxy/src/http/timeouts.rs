@@ -21,8 +21,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::Config;
 use crate::stats::{Stats, Timeout};
+use canopy_config::config::Config;
 
 /// The client-side limits in force when a connection was accepted.
 #[derive(Debug, Clone, Copy)]

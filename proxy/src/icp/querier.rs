@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method};
 use tokio::sync::mpsc;
 
-use crate::config::IcpMode;
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
 use crate::icp::socket::{Answer, Round, Rounds};
 use crate::runtime::Runtime;
+use canopy_config::config::IcpMode;
 
 /// The dynamic query timeout stays within these bounds.
 const MIN_TIMEOUT: Duration = Duration::from_millis(5);

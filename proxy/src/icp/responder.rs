@@ -111,7 +111,7 @@ mod tests {
 
     use crate::cache::policy::StoredTimes;
     use crate::cache::store::Stored;
-    use crate::config::{Config, Peer, PeerKind};
+    use canopy_config::config::{Config, Peer, PeerKind};
 
     fn peer(host: &str) -> Peer {
         Peer {

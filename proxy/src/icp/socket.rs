@@ -15,9 +15,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, IcpMode};
 use crate::icp::codec::{IcpMessage, IcpOpcode};
 use crate::stats::PeerStats;
+use canopy_config::config::{Config, IcpMode};
 
 /// The settings that decide which sockets are bound; a reload that changes none of them
 /// keeps the socket as it is.

@@ -91,14 +91,16 @@ fn this_proxy_is_refused_as_its_own_peer_or_parent() {
 
 #[test]
 fn two_peers_on_the_same_host_and_port_are_refused() {
-    let mut config = Config::default();
-    config.peers = ["a", "b"]
-        .map(|name| Peer {
-            name: name.into(),
-            host: "Squid.Example.net".into(),
-            ..Peer::default()
-        })
-        .to_vec();
+    let mut config = Config {
+        peers: ["a", "b"]
+            .map(|name| Peer {
+                name: name.into(),
+                host: "Squid.Example.net".into(),
+                ..Peer::default()
+            })
+            .to_vec(),
+        ..Config::default()
+    };
     config.peers[1].host = "squid.example.net".into();
     let errors = config.validate().unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");

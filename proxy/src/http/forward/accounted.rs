@@ -89,8 +89,8 @@ impl Drop for Accounted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::http::body::full_body;
+    use canopy_config::config::Config;
     use http_body_util::BodyExt;
 
     #[tokio::test]

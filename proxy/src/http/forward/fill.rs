@@ -296,7 +296,7 @@ pub(super) async fn forward_uncached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use canopy_config::config::Config;
     use http::HeaderValue;
     use http_body_util::Full;
 
