@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod hierarchy;
+pub mod htcp;
 pub mod http;
 pub mod icp;
 pub mod server;
