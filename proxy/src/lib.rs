@@ -18,6 +18,7 @@ pub mod access_log;
 pub mod cache;
 pub mod config;
 pub mod control;
+pub mod digest;
 pub mod files;
 pub mod hierarchy;
 pub mod htcp;
