@@ -400,7 +400,9 @@ impl HtcpMessage {
     }
 
     /// Parses one received datagram, as Squid's `htcpHandleMsg` does: the length must be
-    /// the datagram's, MAJOR must be 0, the DATA length must fit; AUTH is ignored.
+    /// the datagram's, MAJOR must be 0, the DATA length must fit; AUTH is ignored, but its
+    /// length must be there (Squid does not insist; the RFC does, and Squid always sends it).
+    /// Datagrams longer than [`MAX_DATAGRAM_LEN`] are refused: Squid would get them cut.
     pub fn decode(datagram: &[u8]) -> Result<Self, DecodeError> {
         let len = datagram.len();
         let mut reader = Reader(datagram);
@@ -413,8 +415,15 @@ impl HtcpMessage {
         if major != 0 {
             return Err(DecodeError::UnsupportedMajor { major });
         }
+        if len > MAX_DATAGRAM_LEN {
+            return Err(DecodeError::TooLong { len });
+        }
         let layout = HtcpLayout::from_minor(minor);
-        let available = reader.0.len();
+        // The RFC's AUTH section is at least its own length; Squid always sends one.
+        let available = reader.0.len().saturating_sub(AUTH_ABSENT.len());
+        if available < DATA_HEADER_LEN {
+            return Err(DecodeError::DataHeaderMissing { available });
+        }
         let (Some(data_len), Some(flags), Some(msg_id)) =
             (reader.u16(), reader.array::<2>(), reader.u32())
         else {
@@ -595,6 +604,10 @@ impl fmt::Display for Field {
 pub enum DecodeError {
     #[error("datagram of {len} octets is shorter than the {HEADER_LEN}-octet HTCP header")]
     TooShort { len: usize },
+    #[error(
+        "datagram of {len} octets is longer than the {MAX_DATAGRAM_LEN} octets Squid receives"
+    )]
+    TooLong { len: usize },
     #[error("length field says {field} octets but the datagram has {len}")]
     LengthMismatch { field: u16, len: usize },
     #[error("HTCP MAJOR version {major} is not supported (only 0)")]
@@ -604,7 +617,7 @@ pub enum DecodeError {
     )]
     DataHeaderMissing { available: usize },
     #[error(
-        "DATA length {field} is outside {DATA_HEADER_LEN}..={available} (the DATA header to the datagram's end)"
+        "DATA length {field} is outside {DATA_HEADER_LEN}..={available} (the DATA header to the AUTH length)"
     )]
     DataLengthOutOfRange { field: u16, available: usize },
     #[error("opcode {opcode} is not an HTCP opcode")]

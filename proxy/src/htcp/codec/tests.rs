@@ -163,7 +163,7 @@ fn bad_headers_are_reported_with_the_values_found() {
     );
     assert_eq!(
         HtcpMessage::decode(&[0, 8, 0, 1, 0, 4, 0x10, 0]),
-        Err(DecodeError::DataHeaderMissing { available: 4 })
+        Err(DecodeError::DataHeaderMissing { available: 2 })
     );
     let mut short_data = miss.clone();
     short_data[5] = 7;
@@ -171,16 +171,24 @@ fn bad_headers_are_reported_with_the_values_found() {
         HtcpMessage::decode(&short_data),
         Err(DecodeError::DataLengthOutOfRange {
             field: 7,
-            available: 16
+            available: 14
         })
     );
-    let mut long_data = miss.clone();
-    long_data[5] = 17;
+    let mut no_auth = miss.clone();
+    no_auth[5] = 16;
     assert_eq!(
-        HtcpMessage::decode(&long_data),
+        HtcpMessage::decode(&no_auth),
         Err(DecodeError::DataLengthOutOfRange {
-            field: 17,
-            available: 16
+            field: 16,
+            available: 14
+        })
+    );
+    let mut huge = vec![0; MAX_DATAGRAM_LEN + 1];
+    huge[..2].copy_from_slice(&(MAX_DATAGRAM_LEN as u16 + 1).to_be_bytes());
+    assert_eq!(
+        HtcpMessage::decode(&huge),
+        Err(DecodeError::TooLong {
+            len: MAX_DATAGRAM_LEN + 1
         })
     );
     let mut opcode = miss;
