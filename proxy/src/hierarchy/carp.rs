@@ -5,7 +5,7 @@
 //! host) and a load multiplier derived from the weights. A request's URL is hashed into a
 //! running value that Squid does *not* reset between parents: parent k (in weight order)
 //! combines the hash of the URL's characters accumulated k + 1 times over. Resetting it per
-//! parent, as the CARP draft does, disagrees with Squid on about half the URLs.
+//! parent, as the CARP draft does, disagreed with Squid 5.7 on 34 of 60 URLs.
 
 use std::cmp::Ordering;
 
