@@ -5,6 +5,7 @@
 //! - [`hierarchy`]: the peer table, choosing the next hop (peers, parents, origin) and the
 //!   upstream clients.
 //! - [`icp`]: ICP with neighbour caches: the codec, the responder and the querier.
+//! - [`htcp`], [`digest`]: HTCP datagrams and Squid's cache digests, at the wire level.
 //! - [`runtime`]: the shared context every request reads: the state built from one config
 //!   version, and what lives across versions (store, counters, in-flight fills).
 //! - [`proxy`]: the orchestrator on top: start, `reload`, drain, the control handler.
@@ -18,7 +19,9 @@
 pub mod access_log;
 pub mod cache;
 pub mod control;
+pub mod digest;
 pub mod hierarchy;
+pub mod htcp;
 pub mod http;
 pub mod icp;
 pub mod proxy;

@@ -172,3 +172,32 @@ pub fn free_port_on(ip: IpAddr) -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A `cache_dir ufs` made ready by `squid -z` (a memory-only Squid never builds a cache
+/// digest). Returns the folder, to keep alive while Squid runs, and the config line.
+pub fn ufs_cache_dir(binary: &Path) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod cache dir");
+    let d = dir.path().display();
+    let line = format!("cache_dir ufs {d}/ufs 16 4 4");
+    let conf = dir.path().join("squid-z.conf");
+    std::fs::write(
+        &conf,
+        format!("{line}\npid_filename {d}/squid-z.pid\ncache_log {d}/cache-z.log\n"),
+    )
+    .expect("write squid-z.conf");
+    let output = Command::new(binary)
+        .args(["-N", "-z", "-f"])
+        .arg(&conf)
+        .current_dir(dir.path())
+        .output()
+        .expect("run squid -z");
+    assert!(
+        output.status.success() && dir.path().join("ufs/00").is_dir(),
+        "squid -z failed ({}):\n{}",
+        output.status,
+        std::fs::read_to_string(dir.path().join("cache-z.log")).unwrap_or_default()
+    );
+    (dir, line)
+}

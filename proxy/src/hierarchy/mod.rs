@@ -4,6 +4,7 @@
 //! skipped), the fastest ICP parent that answered, then the origin unless the rule or
 //! `never_direct` forbids it.
 
+pub mod carp;
 pub mod health;
 pub mod parents;
 pub mod peers;
