@@ -1,0 +1,473 @@
+//! The index: which objects are on disk, in redb, and the one path by which it changes.
+//!
+//! Every change (a new object, a 304's headers, a removal, a faulty object dropped) goes
+//! through [`Inner::submit`]: changes that arrive while one commit is under way wait and
+//! are then committed together in one transaction (group commit), since each durable commit
+//! costs the device a few syncs.
+//!
+//! Order of effects, so that a crash at any moment leaves only whole objects visible and no
+//! file unaccounted for: a new object's file is complete and synced in `tmp/` before its
+//! record is committed, and moved into `objects/` after; a file is unlinked before the
+//! commit that removes its record. A crash between the two leaves a record whose file is
+//! still in `tmp/` (moved into place at the next open) or gone (a miss when read, and the
+//! record dropped then).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+
+use foldhash::HashMap;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::clock::Clock;
+use super::error::{DiskError, DiskOp, Fault, InIndex, IndexAt};
+use super::format::{self, Record, Slot};
+use super::ObjectHead;
+
+/// Index key (URL, 0, variant hash) → [`Record`].
+pub(super) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// Object id → [`Slot`].
+pub(super) const SLOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("slots");
+/// Ids of removed objects whose files may not be unlinked yet.
+pub(super) const GRAVES: TableDefinition<u64, ()> = TableDefinition::new("graves");
+/// `format` and `next_id`.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The most variants kept for one URL, as in memory; a new one pushes out the oldest.
+const MAX_VARIANTS: usize = 16;
+
+/// A change to the index.
+pub(super) enum Change {
+    Insert {
+        key: Vec<u8>,
+        record: Record,
+        weight: u64,
+    },
+    /// New stored headers for object `id` under `key` (unchanged if it is gone or replaced).
+    Head {
+        key: Vec<u8>,
+        id: u64,
+        head: ObjectHead,
+    },
+    /// Every variant of a URL.
+    Remove { url: String },
+    /// Object `id` under `key`, found faulty.
+    Drop { key: Vec<u8>, id: u64 },
+    /// Nothing but eviction down to the capacity.
+    Evict,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Done {
+    Inserted,
+    Updated(bool),
+    Removed(u64),
+    Evicted,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_ticket: u64,
+    pending: Vec<(u64, Change)>,
+    results: HashMap<u64, Result<Done, DiskError>>,
+    committing: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub objects: AtomicU64,
+    pub bytes: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub evictions: AtomicU64,
+    pub full: AtomicU64,
+    pub io: AtomicU64,
+    pub corrupt: AtomicU64,
+}
+
+/// What the store's handles share.
+pub(super) struct Inner {
+    pub dir: PathBuf,
+    pub capacity: u64,
+    pub db: RwLock<Database>,
+    pub clock: Mutex<Clock>,
+    pub counters: Counters,
+    pub next_id: AtomicU64,
+    queue: Mutex<Queue>,
+    turn: Condvar,
+    /// Ids whose files were unlinked after the last commit: their graves go in the next.
+    buried: Mutex<Vec<u64>>,
+    /// Faults logged so far, to log only the first ones of a burst.
+    logged: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is one step: a poisoned lock is used as it is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes an object's file wherever it is; gone already is fine.
+pub(super) fn unlink(dir: &Path, id: u64) -> Result<(), DiskError> {
+    for path in [format::object_path(dir, id), format::temp_path(dir, id)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DiskError::io(DiskOp::Remove, path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Takes an object out of both tables, its file to be unlinked; gives the weight it had.
+fn remove(
+    key: &[u8],
+    id: u64,
+    objects: &mut redb::Table<&[u8], &[u8]>,
+    slots: &mut redb::Table<u64, &[u8]>,
+    fx: &mut Effects,
+    ix: &IndexAt<'_>,
+) -> Result<u64, DiskError> {
+    objects.remove(key).at(ix)?;
+    let weight = match slots.remove(id).at(ix)? {
+        Some(slot) => Slot::decode(slot.value()).map_or(0, |s| s.weight),
+        None => 0,
+    };
+    fx.unlink.push(id);
+    fx.removed.push(id);
+    Ok(weight)
+}
+
+/// What a batch did, to apply to the clock and the counters once committed.
+#[derive(Default)]
+struct Effects {
+    added: Vec<(u64, u64)>,
+    removed: Vec<u64>,
+    evicted: Vec<(u64, u64)>,
+    reweighed: Vec<(u64, u64)>,
+    /// Files to unlink once the commit is done.
+    unlink: Vec<u64>,
+    /// Graves cleared by this commit: kept again if it fails.
+    buried: Vec<u64>,
+}
+
+impl Inner {
+    pub fn new(dir: PathBuf, capacity: u64, db: Database, clock: Clock, next_id: u64) -> Inner {
+        Inner {
+            dir,
+            capacity,
+            db: RwLock::new(db),
+            clock: Mutex::new(clock),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(next_id),
+            queue: Mutex::default(),
+            turn: Condvar::new(),
+            buried: Mutex::default(),
+            logged: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        format::index_path(&self.dir)
+    }
+
+    pub fn clock(&self) -> MutexGuard<'_, Clock> {
+        lock(&self.clock)
+    }
+
+    pub fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a fault (and logs the first hundred), giving the error back.
+    pub fn fault(&self, error: DiskError) -> DiskError {
+        let counter = match error.fault() {
+            None => return error,
+            Some(Fault::Full) => &self.counters.full,
+            Some(Fault::Io) => &self.counters.io,
+            Some(Fault::Corrupt) => &self.counters.corrupt,
+        };
+        counter.fetch_add(1, Relaxed);
+        if self.logged.fetch_add(1, Relaxed) < 100 {
+            tracing::warn!("{error}");
+        }
+        error
+    }
+
+    /// Commits `change`, with whatever others arrive meanwhile, and says what it did.
+    pub fn submit(&self, change: Change) -> Result<Done, DiskError> {
+        let mut queue = lock(&self.queue);
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.pending.push((ticket, change));
+        loop {
+            if let Some(result) = queue.results.remove(&ticket) {
+                return result;
+            }
+            if queue.committing {
+                queue = self.turn.wait(queue).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            queue.committing = true;
+            let batch = std::mem::take(&mut queue.pending);
+            drop(queue);
+            let results = self.commit(batch);
+            queue = lock(&self.queue);
+            queue.results.extend(results);
+            queue.committing = false;
+            self.turn.notify_all();
+        }
+    }
+
+    /// One transaction for a batch of changes.
+    fn commit(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<Done, DiskError>)> {
+        let mut effects = Effects::default();
+        let outcome = self.write(&batch, &mut effects);
+        let (outcomes, error) = match outcome {
+            Ok(outcomes) => (outcomes, None),
+            Err(e) => (Vec::new(), Some(self.fault(e))),
+        };
+        if let Some(error) = error {
+            // Nothing changed: the clock gets its victims back.
+            let mut clock = self.clock();
+            for &(id, weight) in &effects.evicted {
+                clock.insert(id, weight, false);
+            }
+            lock(&self.buried).extend(&effects.buried);
+            return batch
+                .into_iter()
+                .map(|(t, _)| (t, Err(error.clone())))
+                .collect();
+        }
+        let removed: HashSet<u64> = effects.removed.iter().copied().collect();
+        for (_, change) in &batch {
+            if let Change::Insert { record, .. } = change {
+                if removed.contains(&record.id) {
+                    continue;
+                }
+                let from = format::temp_path(&self.dir, record.id);
+                let to = format::object_path(&self.dir, record.id);
+                // Left in tmp/, the file is still found by readers and moved at next open.
+                if let Err(e) = std::fs::rename(&from, &to) {
+                    self.fault(DiskError::io(DiskOp::Rename, from, e));
+                }
+            }
+        }
+        let c = &self.counters;
+        let mut clock = self.clock();
+        for &id in &effects.removed {
+            if let Some(weight) = clock.remove(id) {
+                c.objects.fetch_sub(1, Relaxed);
+                c.bytes.fetch_sub(weight, Relaxed);
+            }
+        }
+        for &(id, weight) in &effects.evicted {
+            c.objects.fetch_sub(1, Relaxed);
+            c.bytes.fetch_sub(weight, Relaxed);
+            c.evictions.fetch_add(1, Relaxed);
+            clock.remove(id);
+        }
+        for &(id, weight) in &effects.reweighed {
+            if let Some(old) = clock.reweigh(id, weight) {
+                c.bytes.fetch_add(weight, Relaxed);
+                c.bytes.fetch_sub(old, Relaxed);
+            }
+        }
+        for &(id, weight) in effects.added.iter().filter(|(id, _)| !removed.contains(id)) {
+            // Unreferenced: a new object stays only if it is used before the hand comes.
+            clock.insert(id, weight, false);
+            c.objects.fetch_add(1, Relaxed);
+            c.bytes.fetch_add(weight, Relaxed);
+            c.writes.fetch_add(1, Relaxed);
+        }
+        batch
+            .into_iter()
+            .zip(outcomes)
+            .map(|((ticket, _), done)| (ticket, Ok(done)))
+            .collect()
+    }
+
+    fn write(&self, batch: &[(u64, Change)], fx: &mut Effects) -> Result<Vec<Done>, DiskError> {
+        let path = self.index_path();
+        let ix = IndexAt {
+            op: DiskOp::WriteIndex,
+            path: &path,
+        };
+        let db = self.db();
+        let mut txn = db.begin_write().at(&ix)?;
+        txn.set_quick_repair(true);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut objects = txn.open_table(OBJECTS).at(&ix)?;
+            let mut slots = txn.open_table(SLOTS).at(&ix)?;
+            let mut meta = txn.open_table(META).at(&ix)?;
+            let mut graves = txn.open_table(GRAVES).at(&ix)?;
+            let buried = std::mem::take(&mut *lock(&self.buried));
+            for &id in &buried {
+                graves.remove(id).at(&ix)?;
+            }
+            fx.buried = buried;
+            let mut held = self.counters.bytes.load(Relaxed) as i128;
+            let mut next_id = 0;
+            for (_, change) in batch {
+                let done = match change {
+                    Change::Insert {
+                        key,
+                        record,
+                        weight,
+                    } => {
+                        let url = format::key_url(key);
+                        let (low, high) = format::url_range(std::str::from_utf8(url).unwrap_or(""));
+                        let mut variants = Vec::new();
+                        for item in objects.range(low.as_slice()..high.as_slice()).at(&ix)? {
+                            let (k, v) = item.at(&ix)?;
+                            let id = Record::decode(v.value()).map_or(u64::MAX, |r| r.id);
+                            variants.push((k.value().to_vec(), id));
+                        }
+                        variants.sort_by_key(|&(_, id)| id);
+                        let same = |k: &Vec<u8>| k == key;
+                        let extra = (variants.len() + 1).saturating_sub(MAX_VARIANTS);
+                        for (at, (k, id)) in variants.iter().enumerate() {
+                            if record.head.vary.is_none() || same(k) || at < extra {
+                                held -= remove(k, *id, &mut objects, &mut slots, fx, &ix)? as i128;
+                            }
+                        }
+                        objects
+                            .insert(key.as_slice(), record.encode().as_slice())
+                            .at(&ix)?;
+                        let slot = Slot {
+                            weight: *weight,
+                            last_access: format::seconds_now(),
+                            key,
+                        };
+                        slots.insert(record.id, slot.encode().as_slice()).at(&ix)?;
+                        held += *weight as i128;
+                        fx.added.push((record.id, *weight));
+                        next_id = next_id.max(record.id + 1);
+                        Done::Inserted
+                    }
+                    Change::Head { key, id, head } => {
+                        let found = objects.get(key.as_slice()).at(&ix)?;
+                        let record = found.and_then(|v| Record::decode(v.value()).ok());
+                        match record.filter(|r| r.id == *id) {
+                            None => Done::Updated(false),
+                            Some(mut record) => {
+                                record.head = head.clone();
+                                let encoded = record.encode();
+                                let weight =
+                                    format::file_len(record.body_len) + encoded.len() as u64;
+                                objects.insert(key.as_slice(), encoded.as_slice()).at(&ix)?;
+                                let slot = Slot {
+                                    weight,
+                                    last_access: format::seconds_now(),
+                                    key,
+                                };
+                                slots.insert(*id, slot.encode().as_slice()).at(&ix)?;
+                                fx.reweighed.push((*id, weight));
+                                Done::Updated(true)
+                            }
+                        }
+                    }
+                    Change::Remove { url } => {
+                        let (low, high) = format::url_range(url);
+                        let mut found = Vec::new();
+                        for item in objects.range(low.as_slice()..high.as_slice()).at(&ix)? {
+                            let (k, v) = item.at(&ix)?;
+                            let id = Record::decode(v.value()).map_or(u64::MAX, |r| r.id);
+                            found.push((k.value().to_vec(), id));
+                        }
+                        for (k, id) in &found {
+                            held -= remove(k, *id, &mut objects, &mut slots, fx, &ix)? as i128;
+                        }
+                        Done::Removed(found.len() as u64)
+                    }
+                    Change::Drop { key, id } => {
+                        let found = objects.get(key.as_slice()).at(&ix)?;
+                        let matches = found.is_some_and(|v| {
+                            Record::decode(v.value()).map_or(true, |r| r.id == *id)
+                        });
+                        if matches {
+                            held -= remove(key, *id, &mut objects, &mut slots, fx, &ix)? as i128;
+                        }
+                        Done::Removed(u64::from(matches))
+                    }
+                    Change::Evict => Done::Evicted,
+                };
+                outcomes.push(done);
+            }
+            let added: HashSet<u64> = fx.added.iter().map(|&(id, _)| id).collect();
+            let mut clock = self.clock();
+            while held > self.capacity as i128 {
+                let Some((id, weight)) = clock.victim(|id| added.contains(&id)) else {
+                    break;
+                };
+                if let Some(slot) = slots.remove(id).at(&ix)? {
+                    let key = Slot::decode(slot.value())
+                        .map(|s| s.key.to_vec())
+                        .unwrap_or_default();
+                    objects.remove(key.as_slice()).at(&ix)?;
+                }
+                held -= weight as i128;
+                fx.unlink.push(id);
+                fx.evicted.push((id, weight));
+            }
+            for (id, when) in clock.take_noted() {
+                let Some(slot) = slots.get(id).at(&ix)? else {
+                    continue;
+                };
+                let mut bytes = slot.value().to_vec();
+                drop(slot);
+                bytes[8..12].copy_from_slice(&when.to_le_bytes());
+                slots.insert(id, bytes.as_slice()).at(&ix)?;
+            }
+            drop(clock);
+            for &id in &fx.unlink {
+                graves.insert(id, ()).at(&ix)?;
+            }
+            let stored_next = meta.get("next_id").at(&ix)?.map_or(0, |v| v.value());
+            if next_id > stored_next {
+                meta.insert("next_id", next_id).at(&ix)?;
+            }
+        }
+        txn.commit().at(&ix)?;
+        for &id in &fx.unlink {
+            if let Err(e) = unlink(&self.dir, id) {
+                self.fault(e);
+            }
+        }
+        lock(&self.buried).extend(&fx.unlink);
+        Ok(outcomes)
+    }
+}
+
+impl Drop for Inner {
+    /// Writes the access times noted since the last commit, so that a clean restart keeps
+    /// the order of eviction.
+    fn drop(&mut self) {
+        if self.clock().has_noted() {
+            self.commit(vec![(0, Change::Evict)]);
+        }
+    }
+}
+
+impl Inner {
+    /// Whether the index still holds object `id` under `key`.
+    pub fn holds(&self, key: &[u8], id: u64) -> Result<bool, DiskError> {
+        let path = self.index_path();
+        let ix = IndexAt {
+            op: DiskOp::ReadIndex,
+            path: &path,
+        };
+        let db = self.db();
+        let found = (|| {
+            let txn = db.begin_read().at(&ix)?;
+            let objects = txn.open_table(OBJECTS).at(&ix)?;
+            let record = objects.get(key).at(&ix)?;
+            Ok(record.is_some_and(|v| Record::decode(v.value()).is_ok_and(|r| r.id == id)))
+        })();
+        found.map_err(|e| self.fault(e))
+    }
+}
