@@ -129,10 +129,10 @@ pub(super) fn object_key(url: &str, vary: Option<&[(HeaderName, Option<String>)]
 }
 
 /// The range of keys of `url`'s variants.
-pub(super) fn url_range(url: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut low = url.as_bytes().to_vec();
+pub(super) fn url_range(url: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut low = url.to_vec();
     low.push(0);
-    let mut high = url.as_bytes().to_vec();
+    let mut high = url.to_vec();
     high.push(1);
     (low, high)
 }

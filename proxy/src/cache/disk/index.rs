@@ -122,25 +122,6 @@ pub(super) fn unlink(dir: &Path, id: u64) -> Result<(), DiskError> {
     Ok(())
 }
 
-/// Takes an object out of both tables, its file to be unlinked; gives the weight it had.
-fn remove(
-    key: &[u8],
-    id: u64,
-    objects: &mut redb::Table<&[u8], &[u8]>,
-    slots: &mut redb::Table<u64, &[u8]>,
-    fx: &mut Effects,
-    ix: &IndexAt<'_>,
-) -> Result<u64, DiskError> {
-    objects.remove(key).at(ix)?;
-    let weight = match slots.remove(id).at(ix)? {
-        Some(slot) => Slot::decode(slot.value()).map_or(0, |s| s.weight),
-        None => 0,
-    };
-    fx.unlink.push(id);
-    fx.removed.push(id);
-    Ok(weight)
-}
-
 /// What a batch did, to apply to the clock and the counters once committed.
 #[derive(Default)]
 struct Effects {
@@ -299,139 +280,39 @@ impl Inner {
         let db = self.db();
         let mut txn = db.begin_write().at(&ix)?;
         txn.set_quick_repair(true);
-        let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let mut objects = txn.open_table(OBJECTS).at(&ix)?;
-            let mut slots = txn.open_table(SLOTS).at(&ix)?;
-            let mut meta = txn.open_table(META).at(&ix)?;
-            let mut graves = txn.open_table(GRAVES).at(&ix)?;
+        let outcomes = {
+            let mut tables = Tables {
+                objects: txn.open_table(OBJECTS).at(&ix)?,
+                slots: txn.open_table(SLOTS).at(&ix)?,
+                graves: txn.open_table(GRAVES).at(&ix)?,
+                held: self.counters.bytes.load(Relaxed) as i128,
+                fx,
+                ix: &ix,
+            };
             let buried = std::mem::take(&mut *lock(&self.buried));
             for &id in &buried {
-                graves.remove(id).at(&ix)?;
+                tables.graves.remove(id).at(&ix)?;
             }
-            fx.buried = buried;
-            let mut held = self.counters.bytes.load(Relaxed) as i128;
-            let mut next_id = 0;
+            tables.fx.buried = buried;
+            let mut outcomes = Vec::with_capacity(batch.len());
             for (_, change) in batch {
-                let done = match change {
-                    Change::Insert {
-                        key,
-                        record,
-                        weight,
-                    } => {
-                        let url = format::key_url(key);
-                        let (low, high) = format::url_range(std::str::from_utf8(url).unwrap_or(""));
-                        let mut variants = Vec::new();
-                        for item in objects.range(low.as_slice()..high.as_slice()).at(&ix)? {
-                            let (k, v) = item.at(&ix)?;
-                            let id = Record::decode(v.value()).map_or(u64::MAX, |r| r.id);
-                            variants.push((k.value().to_vec(), id));
-                        }
-                        variants.sort_by_key(|&(_, id)| id);
-                        let same = |k: &Vec<u8>| k == key;
-                        let extra = (variants.len() + 1).saturating_sub(MAX_VARIANTS);
-                        for (at, (k, id)) in variants.iter().enumerate() {
-                            if record.head.vary.is_none() || same(k) || at < extra {
-                                held -= remove(k, *id, &mut objects, &mut slots, fx, &ix)? as i128;
-                            }
-                        }
-                        objects
-                            .insert(key.as_slice(), record.encode().as_slice())
-                            .at(&ix)?;
-                        let slot = Slot {
-                            weight: *weight,
-                            last_access: format::seconds_now(),
-                            key,
-                        };
-                        slots.insert(record.id, slot.encode().as_slice()).at(&ix)?;
-                        held += *weight as i128;
-                        fx.added.push((record.id, *weight));
-                        next_id = next_id.max(record.id + 1);
-                        Done::Inserted
-                    }
-                    Change::Head { key, id, head } => {
-                        let found = objects.get(key.as_slice()).at(&ix)?;
-                        let record = found.and_then(|v| Record::decode(v.value()).ok());
-                        match record.filter(|r| r.id == *id) {
-                            None => Done::Updated(false),
-                            Some(mut record) => {
-                                record.head = head.clone();
-                                let encoded = record.encode();
-                                let weight =
-                                    format::file_len(record.body_len) + encoded.len() as u64;
-                                objects.insert(key.as_slice(), encoded.as_slice()).at(&ix)?;
-                                let slot = Slot {
-                                    weight,
-                                    last_access: format::seconds_now(),
-                                    key,
-                                };
-                                slots.insert(*id, slot.encode().as_slice()).at(&ix)?;
-                                fx.reweighed.push((*id, weight));
-                                Done::Updated(true)
-                            }
-                        }
-                    }
-                    Change::Remove { url } => {
-                        let (low, high) = format::url_range(url);
-                        let mut found = Vec::new();
-                        for item in objects.range(low.as_slice()..high.as_slice()).at(&ix)? {
-                            let (k, v) = item.at(&ix)?;
-                            let id = Record::decode(v.value()).map_or(u64::MAX, |r| r.id);
-                            found.push((k.value().to_vec(), id));
-                        }
-                        for (k, id) in &found {
-                            held -= remove(k, *id, &mut objects, &mut slots, fx, &ix)? as i128;
-                        }
-                        Done::Removed(found.len() as u64)
-                    }
-                    Change::Drop { key, id } => {
-                        let found = objects.get(key.as_slice()).at(&ix)?;
-                        let matches = found.is_some_and(|v| {
-                            Record::decode(v.value()).map_or(true, |r| r.id == *id)
-                        });
-                        if matches {
-                            held -= remove(key, *id, &mut objects, &mut slots, fx, &ix)? as i128;
-                        }
-                        Done::Removed(u64::from(matches))
-                    }
-                    Change::Evict => Done::Evicted,
-                };
-                outcomes.push(done);
+                outcomes.push(tables.apply(change)?);
             }
-            let added: HashSet<u64> = fx.added.iter().map(|&(id, _)| id).collect();
             let mut clock = self.clock();
-            while held > self.capacity as i128 {
-                let Some((id, weight)) = clock.victim(|id| added.contains(&id)) else {
-                    break;
-                };
-                if let Some(slot) = slots.remove(id).at(&ix)? {
-                    let key = Slot::decode(slot.value())
-                        .map(|s| s.key.to_vec())
-                        .unwrap_or_default();
-                    objects.remove(key.as_slice()).at(&ix)?;
-                }
-                held -= weight as i128;
-                fx.unlink.push(id);
-                fx.evicted.push((id, weight));
-            }
-            for (id, when) in clock.take_noted() {
-                let Some(slot) = slots.get(id).at(&ix)? else {
-                    continue;
-                };
-                let mut bytes = slot.value().to_vec();
-                drop(slot);
-                bytes[8..12].copy_from_slice(&when.to_le_bytes());
-                slots.insert(id, bytes.as_slice()).at(&ix)?;
-            }
+            tables.evict(&mut clock, self.capacity)?;
+            tables.note_access(clock.take_noted())?;
             drop(clock);
-            for &id in &fx.unlink {
-                graves.insert(id, ()).at(&ix)?;
+            for &id in &tables.fx.unlink {
+                tables.graves.insert(id, ()).at(&ix)?;
             }
+            let next_id = tables.fx.added.iter().map(|&(id, _)| id + 1).max();
+            let mut meta = txn.open_table(META).at(&ix)?;
             let stored_next = meta.get("next_id").at(&ix)?.map_or(0, |v| v.value());
-            if next_id > stored_next {
+            if let Some(next_id) = next_id.filter(|&n| n > stored_next) {
                 meta.insert("next_id", next_id).at(&ix)?;
             }
-        }
+            outcomes
+        };
         txn.commit().at(&ix)?;
         for &id in &fx.unlink {
             if let Err(e) = unlink(&self.dir, id) {
@@ -440,6 +321,164 @@ impl Inner {
         }
         lock(&self.buried).extend(&fx.unlink);
         Ok(outcomes)
+    }
+}
+
+/// The index's tables within one write transaction, and what the batch did so far.
+struct Tables<'t, 'f> {
+    objects: redb::Table<'t, &'static [u8], &'static [u8]>,
+    slots: redb::Table<'t, u64, &'static [u8]>,
+    graves: redb::Table<'t, u64, ()>,
+    /// Bytes held once the batch is committed.
+    held: i128,
+    fx: &'f mut Effects,
+    ix: &'f IndexAt<'f>,
+}
+
+impl Tables<'_, '_> {
+    fn apply(&mut self, change: &Change) -> Result<Done, DiskError> {
+        match change {
+            Change::Insert {
+                key,
+                record,
+                weight,
+            } => self.insert(key, record, *weight),
+            Change::Head { key, id, head } => self.update_head(key, *id, head),
+            Change::Remove { url } => {
+                let variants = self.variants(url.as_bytes())?;
+                for (key, id) in &variants {
+                    self.remove(key, *id)?;
+                }
+                Ok(Done::Removed(variants.len() as u64))
+            }
+            Change::Drop { key, id } => {
+                let found = self.objects.get(key.as_slice()).at(self.ix)?;
+                // An unreadable record is dropped whatever its id.
+                let matches =
+                    found.is_some_and(|v| Record::decode(v.value()).map_or(true, |r| r.id == *id));
+                if matches {
+                    self.remove(key, *id)?;
+                }
+                Ok(Done::Removed(u64::from(matches)))
+            }
+            Change::Evict => Ok(Done::Evicted),
+        }
+    }
+
+    /// The keys and object ids of a URL's variants, oldest first.
+    fn variants(&self, url: &[u8]) -> Result<Vec<(Vec<u8>, u64)>, DiskError> {
+        let (low, high) = format::url_range(url);
+        let mut found = Vec::new();
+        for item in self
+            .objects
+            .range(low.as_slice()..high.as_slice())
+            .at(self.ix)?
+        {
+            let (key, value) = item.at(self.ix)?;
+            let id = Record::decode(value.value()).map_or(u64::MAX, |r| r.id);
+            found.push((key.value().to_vec(), id));
+        }
+        found.sort_by_key(|&(_, id)| id);
+        Ok(found)
+    }
+
+    /// A new object, replacing the variant it stands for (all, for one without Vary) and
+    /// the oldest beyond [`MAX_VARIANTS`].
+    fn insert(&mut self, key: &[u8], record: &Record, weight: u64) -> Result<Done, DiskError> {
+        let variants = self.variants(format::key_url(key))?;
+        let extra = (variants.len() + 1).saturating_sub(MAX_VARIANTS);
+        for (at, (k, id)) in variants.iter().enumerate() {
+            if record.head.vary.is_none() || k == key || at < extra {
+                self.remove(k, *id)?;
+            }
+        }
+        self.objects
+            .insert(key, record.encode().as_slice())
+            .at(self.ix)?;
+        self.put_slot(record.id, weight, key)?;
+        self.held += weight as i128;
+        self.fx.added.push((record.id, weight));
+        Ok(Done::Inserted)
+    }
+
+    fn update_head(&mut self, key: &[u8], id: u64, head: &ObjectHead) -> Result<Done, DiskError> {
+        let found = self.objects.get(key).at(self.ix)?;
+        let record = found.and_then(|v| Record::decode(v.value()).ok());
+        let Some(mut record) = record.filter(|r| r.id == id) else {
+            return Ok(Done::Updated(false));
+        };
+        record.head = head.clone();
+        let encoded = record.encode();
+        let weight = format::file_len(record.body_len) + encoded.len() as u64;
+        self.objects.insert(key, encoded.as_slice()).at(self.ix)?;
+        self.put_slot(id, weight, key)?;
+        self.fx.reweighed.push((id, weight));
+        Ok(Done::Updated(true))
+    }
+
+    fn put_slot(&mut self, id: u64, weight: u64, key: &[u8]) -> Result<(), DiskError> {
+        let slot = Slot {
+            weight,
+            last_access: format::seconds_now(),
+            key,
+        };
+        self.slots
+            .insert(id, slot.encode().as_slice())
+            .at(self.ix)?;
+        Ok(())
+    }
+
+    /// Takes an object out of both tables, its file to be unlinked after the commit.
+    fn remove(&mut self, key: &[u8], id: u64) -> Result<(), DiskError> {
+        self.objects.remove(key).at(self.ix)?;
+        if let Some(slot) = self.slots.remove(id).at(self.ix)? {
+            self.held -= Slot::decode(slot.value()).map_or(0, |s| s.weight) as i128;
+        }
+        self.fx.unlink.push(id);
+        self.fx.removed.push(id);
+        Ok(())
+    }
+
+    /// Evicts by the clock until the bytes held are within `capacity`; the objects this
+    /// batch added or removed are passed over.
+    fn evict(&mut self, clock: &mut Clock, capacity: u64) -> Result<(), DiskError> {
+        let fx = &*self.fx;
+        let spare: HashSet<u64> = fx
+            .added
+            .iter()
+            .map(|&(id, _)| id)
+            .chain(fx.removed.iter().copied())
+            .collect();
+        while self.held > capacity as i128 {
+            let Some((id, weight)) = clock.victim(|id| spare.contains(&id)) else {
+                break;
+            };
+            if let Some(slot) = self.slots.remove(id).at(self.ix)? {
+                let key = Slot::decode(slot.value()).map(|s| s.key.to_vec());
+                drop(slot);
+                if let Ok(key) = key {
+                    self.objects.remove(key.as_slice()).at(self.ix)?;
+                }
+            }
+            self.held -= weight as i128;
+            self.fx.unlink.push(id);
+            self.fx.evicted.push((id, weight));
+        }
+        Ok(())
+    }
+
+    /// Writes the access times noted since the last commit into the objects' slots.
+    fn note_access(&mut self, noted: HashMap<u64, u32>) -> Result<(), DiskError> {
+        for (id, when) in noted {
+            let Some(slot) = self.slots.get(id).at(self.ix)? else {
+                continue;
+            };
+            let mut bytes = slot.value().to_vec();
+            drop(slot);
+            bytes[8..12].copy_from_slice(&when.to_le_bytes());
+            self.slots.insert(id, bytes.as_slice()).at(self.ix)?;
+        }
+        Ok(())
     }
 }
 

@@ -166,7 +166,7 @@ impl DiskStore {
         let db = self.inner.db();
         let txn = db.begin_read().at(&ix)?;
         let objects = txn.open_table(OBJECTS).at(&ix)?;
-        let (low, high) = format::url_range(url);
+        let (low, high) = format::url_range(url.as_bytes());
         for item in objects.range(low.as_slice()..high.as_slice()).at(&ix)? {
             let (key, value) = item.at(&ix)?;
             let record = match Record::decode(value.value()) {
