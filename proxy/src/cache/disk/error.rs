@@ -89,6 +89,8 @@ pub enum DiskError {
         #[source]
         source: Arc<redb::Error>,
     },
+    #[error("disk cache index {path} is closed after an error, and could not be opened again")]
+    IndexClosed { path: PathBuf },
     #[error("disk cache: {path} is corrupt: {what}")]
     Corrupt { path: PathBuf, what: Corruption },
     #[error("disk cache: {path} was removed since it was looked up")]
@@ -129,6 +131,12 @@ impl DiskError {
         }
     }
 
+    /// Whether redb now refuses every transaction until the index is opened again.
+    pub(super) fn closes_index(&self) -> bool {
+        matches!(self, DiskError::Index { source, .. }
+            if matches!(source.as_ref(), redb::Error::Io(_) | redb::Error::PreviousIo))
+    }
+
     /// The fault this error counts as; `None` for an object refused by size (policy) or
     /// removed meanwhile.
     pub fn fault(&self) -> Option<Fault> {
@@ -140,7 +148,7 @@ impl DiskError {
                 redb::Error::Corrupted(_) => Some(Fault::Corrupt),
                 _ => Some(Fault::Io),
             },
-            DiskError::Io { .. } => Some(Fault::Io),
+            DiskError::Io { .. } | DiskError::IndexClosed { .. } => Some(Fault::Io),
             DiskError::Corrupt { .. } => Some(Fault::Corrupt),
             DiskError::TooLarge { .. } | DiskError::Gone { .. } => None,
         }

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use foldhash::HashMap;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -93,7 +93,8 @@ pub(super) struct Counters {
 pub(super) struct Inner {
     pub dir: PathBuf,
     pub capacity: u64,
-    pub db: RwLock<Database>,
+    /// `None` after a failed reopen: tried again at the next use.
+    db: RwLock<Option<Database>>,
     pub clock: Mutex<Clock>,
     pub counters: Counters,
     pub next_id: AtomicU64,
@@ -108,6 +109,19 @@ pub(super) struct Inner {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every change under these locks is one step: a poisoned lock is used as it is.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The index, open.
+pub(super) struct Index<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Index<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0
+            .as_ref()
+            .expect("an Index is made only of an open database")
+    }
 }
 
 /// Removes an object's file wherever it is; gone already is fine.
@@ -140,7 +154,7 @@ impl Inner {
         Inner {
             dir,
             capacity,
-            db: RwLock::new(db),
+            db: RwLock::new(Some(db)),
             clock: Mutex::new(clock),
             counters: Counters::default(),
             next_id: AtomicU64::new(next_id),
@@ -159,8 +173,45 @@ impl Inner {
         lock(&self.clock)
     }
 
-    pub fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
-        self.db.read().unwrap_or_else(|e| e.into_inner())
+    /// The index, opened again first if an I/O error closed it.
+    pub fn db(&self) -> Result<Index<'_>, DiskError> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if db.is_some() {
+            return Ok(Index(db));
+        }
+        drop(db);
+        self.reopen()?;
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match db.is_some() {
+            true => Ok(Index(db)),
+            false => Err(DiskError::IndexClosed {
+                path: self.index_path(),
+            }),
+        }
+    }
+
+    /// After an I/O error redb refuses every transaction until the database is opened
+    /// again (a full disk must not stop the store for good): closes it and opens it anew.
+    fn reopen(&self) -> Result<(), DiskError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Dropped first: the file is locked while it is open.
+        *db = None;
+        let path = self.index_path();
+        let reopened =
+            Database::create(&path).map_err(|e| DiskError::index(DiskOp::OpenIndex, &path, e));
+        *db = Some(reopened.map_err(|e| self.fault(e))?);
+        tracing::info!("disk cache index {} opened again", path.display());
+        Ok(())
+    }
+
+    /// A fault of the index or the files, outside any transaction: counted, and the index
+    /// opened again if the error closed it.
+    pub fn failed(&self, error: DiskError) -> DiskError {
+        if error.closes_index() {
+            // A failure to reopen is counted, and tried again at the next use.
+            let _ = self.reopen();
+        }
+        self.fault(error)
     }
 
     /// Counts a fault (and logs the first hundred), giving the error back.
@@ -209,7 +260,7 @@ impl Inner {
         let outcome = self.write(&batch, &mut effects);
         let (outcomes, error) = match outcome {
             Ok(outcomes) => (outcomes, None),
-            Err(e) => (Vec::new(), Some(self.fault(e))),
+            Err(e) => (Vec::new(), Some(self.failed(e))),
         };
         if let Some(error) = error {
             // Nothing changed: the clock gets its victims back.
@@ -277,7 +328,7 @@ impl Inner {
             op: DiskOp::WriteIndex,
             path: &path,
         };
-        let db = self.db();
+        let db = self.db()?;
         let mut txn = db.begin_write().at(&ix)?;
         txn.set_quick_repair(true);
         let outcomes = {
@@ -500,13 +551,13 @@ impl Inner {
             op: DiskOp::ReadIndex,
             path: &path,
         };
-        let db = self.db();
         let found = (|| {
+            let db = self.db()?;
             let txn = db.begin_read().at(&ix)?;
             let objects = txn.open_table(OBJECTS).at(&ix)?;
             let record = objects.get(key).at(&ix)?;
             Ok(record.is_some_and(|v| Record::decode(v.value()).is_ok_and(|r| r.id == id)))
         })();
-        found.map_err(|e| self.fault(e))
+        found.map_err(|e| self.failed(e))
     }
 }

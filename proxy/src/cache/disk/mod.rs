@@ -145,7 +145,7 @@ impl DiskStore {
     /// (counted and logged): the caller takes it as a miss.
     pub fn lookup(&self, url: &str, request: &HeaderMap) -> Result<Option<DiskEntry>, DiskError> {
         let inner = &self.inner;
-        let found = self.find(url, request).map_err(|e| inner.fault(e))?;
+        let found = self.find(url, request).map_err(|e| inner.failed(e))?;
         let counter = match &found {
             Some(entry) => {
                 inner.clock().touch(entry.record.id, format::seconds_now());
@@ -163,7 +163,7 @@ impl DiskStore {
             op: DiskOp::ReadIndex,
             path: &path,
         };
-        let db = self.inner.db();
+        let db = self.inner.db()?;
         let txn = db.begin_read().at(&ix)?;
         let objects = txn.open_table(OBJECTS).at(&ix)?;
         let (low, high) = format::url_range(url.as_bytes());
@@ -230,7 +230,7 @@ impl DiskStore {
     /// Up to `limit` objects whose URL starts with `prefix`, in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
         self.list_in_index(prefix, limit)
-            .map_err(|e| self.inner.fault(e))
+            .map_err(|e| self.inner.failed(e))
     }
 
     fn list_in_index(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
@@ -239,7 +239,7 @@ impl DiskStore {
             op: DiskOp::ReadIndex,
             path: &path,
         };
-        let db = self.inner.db();
+        let db = self.inner.db()?;
         let txn = db.begin_read().at(&ix)?;
         let objects = txn.open_table(OBJECTS).at(&ix)?;
         let mut listed = Vec::new();

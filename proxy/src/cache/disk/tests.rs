@@ -604,3 +604,43 @@ fn a_crash_at_any_moment_leaves_only_whole_objects() {
     }
     assert!(seen > 0, "the child wrote nothing before it was killed");
 }
+
+#[test]
+fn a_full_disk_at_the_index_commit_does_not_stop_the_store() {
+    let Some(fs) = SmallFs::mount() else {
+        eprintln!("no tmpfs could be mounted (not root?): the full-disk case is not tested");
+        return;
+    };
+    let dir = fs.0.path().join("cache");
+    let store = open(&dir, 64 << 20);
+    put(&store, "http://a/first", head(None), b"first").unwrap();
+    // The disk filled but for a few pages: the object's file fits, and the index's
+    // commit runs out of room.
+    let filler = fs.0.path().join("filler");
+    let mut failed_ops = Vec::new();
+    for spare in 1..=16u64 {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut file, &block).is_ok() {}
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(spare * 4096)).unwrap();
+        drop(file);
+        let url = format!("http://a/{spare}");
+        if let Err(e) = put(&store, &url, head(None), &body(&url, 100)) {
+            assert_eq!(e.fault(), Some(Fault::Full), "{e}");
+            failed_ops.push(match e {
+                DiskError::Io { op, .. } | DiskError::Index { op, .. } => op,
+                other => panic!("{other}"),
+            });
+        }
+    }
+    assert!(failed_ops.contains(&DiskOp::WriteIndex), "{failed_ops:?}");
+    std::fs::remove_file(&filler).unwrap();
+    put(&store, "http://a/after", head(None), b"after").unwrap();
+    assert_eq!(get(&store, "http://a/after").unwrap(), "after");
+    assert_eq!(get(&store, "http://a/first").unwrap(), "first");
+    drop(store);
+    let store = open(&dir, 64 << 20);
+    assert_eq!(get(&store, "http://a/after").unwrap(), "after");
+    assert!(files_in(&format::temp_dir(&dir)).is_empty());
+}
