@@ -5,12 +5,13 @@
 //! are then committed together in one transaction (group commit), since each durable commit
 //! costs the device a few syncs.
 //!
-//! Order of effects, so that a crash at any moment leaves only whole objects visible and no
-//! file unaccounted for: a new object's file is complete and synced in `tmp/` before its
-//! record is committed, and moved into `objects/` after; a file is unlinked before the
-//! commit that removes its record. A crash between the two leaves a record whose file is
-//! still in `tmp/` (moved into place at the next open) or gone (a miss when read, and the
-//! record dropped then).
+//! Order of effects, so that a crash at any moment leaves only whole objects visible, no
+//! record without its file and no file without its record: a new object's file is complete
+//! and synced in `tmp/` before its record is committed, and moved into `objects/` after (a
+//! crash between leaves it in `tmp/`, and the next open moves it); a removed object's id
+//! goes into the `graves` table in the commit that removes its record, its file is unlinked
+//! after that commit, and its grave cleared in the next one (a crash between leaves the
+//! grave, and the next open unlinks the file).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,8 @@
 //! Layout of the cache directory (format [`FORMAT_VERSION`]):
 //! - `index.redb`: the index (redb, crash-safe): per URL and Vary variant, the object's
 //!   stored head (status, fields, times, Vary values), body length and checksum; per object
-//!   its weight and last access, loaded at open to order eviction; the format version.
+//!   its weight and last access, loaded at open to order eviction; the ids of removed
+//!   objects whose files may remain (graves); the format version.
 //! - `objects/XX/ID`: one file per object, as nginx keeps them: written whole into `tmp/`,
 //!   synced, then committed to the index and moved here (see [`index`] for the order).
 //! - `tmp/`: objects being written; at open, those the index knows are moved into place
