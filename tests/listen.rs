@@ -109,6 +109,20 @@ fn console_of(proxy: &Canopy) -> Child {
 
 struct Stop(Child);
 
+/// A proxy and its console, which listens on a free port; once it answers there.
+async fn proxy_and_console() -> (Canopy, Stop, SocketAddr) {
+    let first: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Canopy::start(&[("manager_listen", &first.to_string())]).await;
+    let console = Stop(console_of(&proxy));
+    wait_for(
+        "the console on its first address",
+        Duration::from_secs(20),
+        || listens(first),
+    )
+    .await;
+    (proxy, console, first)
+}
+
 impl Drop for Stop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -119,15 +133,7 @@ impl Drop for Stop {
 /// `manager_listen` used to be reported applied while the console stayed on its old port.
 #[tokio::test]
 async fn the_console_moves_to_a_new_manager_listen() {
-    let old: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let proxy = Canopy::start(&[("manager_listen", &old.to_string())]).await;
-    let _console = Stop(console_of(&proxy));
-    wait_for(
-        "the console on its first address",
-        Duration::from_secs(20),
-        || listens(old),
-    )
-    .await;
+    let (proxy, _console, old) = proxy_and_console().await;
 
     let new: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     proxy.reconfigure(&[("manager_listen", &new.to_string())]);
@@ -157,15 +163,7 @@ async fn the_console_moves_to_a_new_manager_listen() {
 /// the console stays where it is.
 #[tokio::test]
 async fn a_taken_manager_listen_is_refused_and_the_console_stays() {
-    let old: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let proxy = Canopy::start(&[("manager_listen", &old.to_string())]).await;
-    let _console = Stop(console_of(&proxy));
-    wait_for(
-        "the console on its first address",
-        Duration::from_secs(20),
-        || listens(old),
-    )
-    .await;
+    let (proxy, _console, old) = proxy_and_console().await;
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
     let set = proxy.cli(&["config", "set", "manager_listen", &taken]);

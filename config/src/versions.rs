@@ -197,12 +197,7 @@ impl Db {
         author: &str,
         based_on: Option<i64>,
     ) -> Result<i64, VersionError> {
-        let base = self.in_force().await?;
-        let summary = match config.diff(&base.config) {
-            changes if changes.is_empty() => "no change".to_owned(),
-            changes => changes.join("; "),
-        };
-        self.save(config, author, &summary, based_on).await
+        self.save_summarised(config, author, None, based_on).await
     }
 
     /// As [`Db::save_change`], the summary led by what was done (`restored version 4`).
@@ -213,15 +208,29 @@ impl Db {
         what: &str,
         based_on: Option<i64>,
     ) -> Result<i64, VersionError> {
+        self.save_summarised(config, author, Some(what), based_on)
+            .await
+    }
+
+    async fn save_summarised(
+        &self,
+        config: &Config,
+        author: &str,
+        what: Option<&str>,
+        based_on: Option<i64>,
+    ) -> Result<i64, VersionError> {
         let base = self.in_force().await?;
-        let summary = match config.diff(&base.config) {
-            changes if changes.is_empty() => format!("{what}: no change"),
-            changes => format!("{what}: {}", changes.join("; ")),
+        let changes = match config.diff(&base.config) {
+            changes if changes.is_empty() => "no change".to_owned(),
+            changes => changes.join("; "),
+        };
+        let summary = match what {
+            Some(what) => format!("{what}: {changes}"),
+            None => changes,
         };
         self.save(config, author, &summary, based_on).await
     }
 
-    /// The newest version the proxy may run: any but a discarded one.
     pub async fn latest(&self) -> Result<ConfigVersion, VersionError> {
         let row = sqlx::query(
             "SELECT * FROM config_versions WHERE state != 'discarded' ORDER BY id DESC LIMIT 1",

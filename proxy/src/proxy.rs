@@ -13,28 +13,49 @@ use crate::cache::store::Store;
 use crate::control::ControlHandler;
 use crate::http::listener;
 use crate::icp::serve;
-use crate::icp::socket::{IcpSettings, IcpSocket};
-use crate::runtime::{Runtime, Shared};
+use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
+use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::Stats;
 use canopy_config::config::Config;
 use canopy_config::control::{RejectedVersion, ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
-use canopy_config::versions::{ConfigVersion, Db, VersionState};
+use canopy_config::versions::{ConfigVersion, Db, VersionError, VersionState};
+
+/// Why a config version cannot be applied; its text becomes the version's rejection reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Icp(#[from] BindError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the console cannot listen on {addr}: {source}")]
+    Console {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Versions(#[from] VersionError),
+}
 
 /// The ICP socket a config version needs: the current one when nothing about its sockets
 /// changed, a newly bound one when something did, none when ICP is disabled.
 fn icp_endpoint(
     config: &Config,
     current: Option<&Arc<IcpSocket>>,
-) -> Result<Option<Arc<IcpSocket>>, String> {
+) -> Result<Option<Arc<IcpSocket>>, BindError> {
     let Some(settings) = IcpSettings::of(config) else {
         return Ok(None);
     };
     match current {
         Some(current) if current.settings == settings => Ok(Some(current.clone())),
-        _ => IcpSocket::prepare(settings, current.map(|c| &**c))
-            .map(|socket| Some(Arc::new(socket)))
-            .map_err(|e| e.to_string()),
+        _ => {
+            IcpSocket::prepare(settings, current.map(|c| &**c)).map(|socket| Some(Arc::new(socket)))
+        }
     }
 }
 
@@ -66,7 +87,7 @@ impl Proxy {
             Ok((runtime, bound)) => {
                 return Proxy::serve(db, data_dir, &newest, runtime, bound, stats, None).await
             }
-            Err(reason) => reason,
+            Err(error) => error.to_string(),
         };
         let fallback = match last_applied {
             Some(last) if last.id != newest.id => last,
@@ -160,10 +181,10 @@ impl Proxy {
         }))
     }
 
-    async fn apply_newest(&self) -> Result<ReloadReply, String> {
+    async fn apply_newest(&self) -> Result<ReloadReply, ApplyError> {
         let began = Instant::now();
         let mut listening = self.listening.lock().await;
-        let newest = self.db.latest().await.map_err(|e| e.to_string())?;
+        let newest = self.db.latest().await?;
         let current = self.shared.runtime.load_full();
         if newest.id == current.version {
             return Ok(ReloadReply {
@@ -173,13 +194,14 @@ impl Proxy {
             });
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)
-            .map_err(|e| e.to_string())?;
+        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
         // The console follows the version in force: one it could not move to is refused.
         let console = runtime.config.manager_listen;
         if console != current.config.manager_listen {
-            listener::check_free(console)
-                .map_err(|e| format!("the console cannot listen on {console}: {e}"))?;
+            listener::check_free(console).map_err(|source| ApplyError::Console {
+                addr: console,
+                source,
+            })?;
         }
         let addr = runtime.config.http_listen();
         // A new port is served before the swap (its first requests may meet the old
@@ -192,7 +214,7 @@ impl Proxy {
             };
             let accepting = listener::bind(addr, sharing)
                 .and_then(|bound| listener::serve(bound, &self.shared))
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                .map_err(|source| ApplyError::Listen { addr, source })?;
             Some(accepting)
         } else {
             None
@@ -348,7 +370,8 @@ impl ControlHandler for Proxy {
                 }
                 Ok(reply)
             }
-            Err(reason) => {
+            Err(error) => {
+                let reason = error.to_string();
                 self.shared.stats.reloads_rejected.fetch_add(1, Relaxed);
                 let current = self.shared.runtime.load().version;
                 let newest = self.db.latest().await.map(|v| v.id).unwrap_or_default();
@@ -381,12 +404,12 @@ fn prepare(
     version: &ConfigVersion,
     data_dir: &Path,
     stats: &Arc<Stats>,
-) -> Result<(Runtime, std::net::TcpListener), String> {
+) -> Result<(Runtime, std::net::TcpListener), ApplyError> {
     let icp = icp_endpoint(&version.config, None)?;
-    let runtime = Runtime::build(version, data_dir, stats, icp).map_err(|e| e.to_string())?;
+    let runtime = Runtime::build(version, data_dir, stats, icp)?;
     let addr = runtime.config.http_listen();
     let bound = listener::bind(addr, listener::Sharing::Alone)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|source| ApplyError::Listen { addr, source })?;
     Ok((runtime, bound))
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use canopy_config::config::{Config, SETTINGS};
 use canopy_config::import::config_file::ConfigFileError;
 
-use super::{print_rejected_after, refused, save, versions, Paths, UserError};
+use super::{print_listing_footer, refused, save, versions, Paths, UserError};
 use crate::cli::ConfigAction;
 
 pub(crate) async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Result<ExitCode> {
@@ -18,12 +18,7 @@ pub(crate) async fn config(paths: &Paths, action: ConfigAction) -> anyhow::Resul
             for setting in SETTINGS {
                 println!("{} = {}", setting.key, config.get(setting.key)?);
             }
-            println!(
-                "# config version {}; {} peers",
-                latest.id,
-                config.peers.len()
-            );
-            print_rejected_after(&db, latest.id).await?;
+            print_listing_footer(&db, &latest).await?;
             return Ok(ExitCode::SUCCESS);
         }
         ConfigAction::Get { key } => {

@@ -86,14 +86,20 @@ pub(crate) async fn save(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Under a listing: a newer version the proxy rejected, so its values are not taken for
-/// those in force.
-pub(crate) async fn print_rejected_after(db: &Db, in_force: i64) -> anyhow::Result<()> {
-    if let Some(rejected) = db.rejected_after(in_force).await? {
+/// Under a listing: the version it shows and its peers, and a newer version the proxy
+/// rejected, so its values are not taken for those in force.
+pub(crate) async fn print_listing_footer(db: &Db, shown: &ConfigVersion) -> anyhow::Result<()> {
+    println!(
+        "# config version {}; {} peers",
+        shown.id,
+        shown.config.peers.len()
+    );
+    if let Some(rejected) = db.rejected_after(shown.id).await? {
         println!(
-            "# version {} was rejected: {}; showing version {in_force} in force",
+            "# version {} was rejected: {}; showing version {} in force",
             rejected.id,
             rejected.state_reason.as_deref().unwrap_or("no reason kept"),
+            shown.id,
         );
     }
     Ok(())

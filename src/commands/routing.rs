@@ -7,7 +7,7 @@ use canopy_config::control::{self, Command, ControlError};
 use canopy_config::import::{parent_config, peer_import, ImportError};
 use canopy_config::stats::PeerSnapshot;
 
-use super::{not_running, print_rejected_after, refused, save, Paths, UserError};
+use super::{not_running, print_listing_footer, refused, save, Paths, UserError};
 use crate::cli::{ParentAction, PeerAction, RuleAction};
 
 pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<ExitCode> {
@@ -147,12 +147,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                     options.join(" ")
                 );
             }
-            println!(
-                "# config version {}; {} peers",
-                latest.id,
-                config.peers.len()
-            );
-            print_rejected_after(&db, latest.id).await?;
+            print_listing_footer(&db, &latest).await?;
             return Ok(ExitCode::SUCCESS);
         }
         PeerAction::Add {

@@ -88,21 +88,6 @@ fn peer_fields(peer: &Peer) -> Fields {
     fields
 }
 
-fn new_peer() -> Peer {
-    Peer {
-        name: String::new(),
-        host: String::new(),
-        kind: PeerKind::Sibling,
-        http_port: 3128,
-        icp_port: 3130,
-        proxy_only: false,
-        no_query: false,
-        multicast_responder: false,
-        allow_miss: false,
-        weight: 1,
-    }
-}
-
 pub async fn list(session: Session, editing: Editing) -> PeerListPage {
     list_page(&session, &editing, None)
 }
@@ -124,7 +109,12 @@ fn form_page(
 }
 
 pub async fn new_form(session: Session, editing: Editing) -> PeerFormPage {
-    form_page(&session, &editing, String::new(), peer_fields(&new_peer()))
+    form_page(
+        &session,
+        &editing,
+        String::new(),
+        peer_fields(&Peer::default()),
+    )
 }
 
 pub async fn edit_form(session: Session, Path(name): Path<String>, editing: Editing) -> Answer {

@@ -111,20 +111,13 @@ mod tests {
 
     use crate::cache::policy::StoredTimes;
     use crate::cache::store::Stored;
-    use canopy_config::config::{Config, Peer, PeerKind};
+    use canopy_config::config::{Config, Peer};
 
     fn peer(host: &str) -> Peer {
         Peer {
             name: host.replace('.', "-"),
             host: host.to_owned(),
-            kind: PeerKind::Sibling,
-            http_port: 3128,
-            icp_port: 3130,
-            proxy_only: false,
-            no_query: false,
-            multicast_responder: false,
-            allow_miss: false,
-            weight: 1,
+            ..Peer::default()
         }
     }
 
