@@ -377,3 +377,54 @@ async fn an_origin_that_cannot_be_reached_in_time_is_a_counted_connect_timeout()
     assert!(r.text().contains("300 ms"), "{}", r.text());
     assert_eq!(timeouts(&proxy, "upstream_connect").await, 1);
 }
+
+/// An origin that reads what it is sent and never answers; it hands over the bytes of the
+/// first connection when that connection closes.
+async fn silent_origin() -> (SocketAddr, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let mut received = Vec::new();
+            let _ = stream.read_to_end(&mut received).await;
+            let _ = tx.send(received);
+        }
+    });
+    (addr, rx)
+}
+
+/// A client cut off at `client_lifetime_s` in the middle of its upload: what reached the
+/// origin must not end as a whole body (the terminal chunk), or the origin takes a truncated
+/// upload for the client's request.
+#[tokio::test]
+async fn an_upload_cut_off_at_client_lifetime_is_never_forwarded_as_whole() {
+    for (framing, part) in [
+        ("Transfer-Encoding: chunked", "5\r\nhello\r\n"),
+        ("Content-Length: 100", "only part of a hundred bytes"),
+    ] {
+        let (origin, received) = silent_origin().await;
+        let proxy = Canopy::start(&[("client_lifetime_s", "1"), ("read_timeout_ms", "3000")]).await;
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client
+            .write_all(
+                format!(
+                    "POST http://{origin}/upload HTTP/1.1\r\nHost: {origin}\r\n{framing}\r\n\r\n{part}"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(20), received)
+            .await
+            .expect("the upstream connection was never closed")
+            .unwrap();
+        let sent = String::from_utf8_lossy(&sent);
+        assert!(sent.contains("/upload"), "{sent}");
+        assert!(
+            !sent.ends_with("0\r\n\r\n"),
+            "{framing}: a cut-off upload was ended as if whole: {sent:?}"
+        );
+        assert_eq!(timeouts(&proxy, "client_lifetime").await, 1);
+    }
+}
