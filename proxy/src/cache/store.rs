@@ -87,6 +87,15 @@ impl Stored {
         }
     }
 
+    /// This response as the reuse rules read it, with its `headers()`.
+    pub fn policy_view<'a>(&self, headers: &'a HeaderMap) -> policy::StoredResponse<'a> {
+        policy::StoredResponse {
+            status: self.status,
+            headers,
+            times: self.times(),
+        }
+    }
+
     /// The request's values of the fields named by Vary, when the response has Vary.
     pub fn vary(&self) -> Option<&VaryValues> {
         self.vary.as_deref()

@@ -22,7 +22,7 @@ pub use cache_control::CacheControl;
 pub use freshness::{
     age_header, current_age, freshness_lifetime, remaining_freshness, Heuristics, StoredTimes,
 };
-pub use reuse::{evaluate, may_serve_stale_on_error, Reuse};
+pub use reuse::{evaluate, may_serve_stale_on_error, Reuse, StoredResponse};
 pub use storable::{fields_to_strip, invalidates, is_storable, FOR_ONE_CLIENT};
 pub use validators::{
     client_not_modified, conditional_request_headers, merge_not_modified, not_modified_matches,

@@ -25,6 +25,27 @@ pub enum Reuse {
     Miss,
 }
 
+/// A stored response as the reuse rules read it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredResponse<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub times: StoredTimes,
+}
+
+impl StoredResponse<'_> {
+    /// Its directives, its current age at `now` and its freshness lifetime.
+    fn assess(
+        &self,
+        now: SystemTime,
+        heuristics: &Heuristics,
+    ) -> (CacheControl, Duration, Duration) {
+        let age = current_age(self.headers, &self.times, now);
+        let lifetime = freshness_lifetime(self.status, self.headers, &self.times, heuristics);
+        (CacheControl::parse(self.headers), age, lifetime)
+    }
+}
+
 /// Decides whether a stored GET response may answer a request (RFC 9111 §4.2, §5.2.1, RFC 5861 §3).
 ///
 /// The caller has already matched the cache key and Vary ([`vary_matches`]); a request with
@@ -36,9 +57,7 @@ pub enum Reuse {
 pub fn evaluate(
     method: &Method,
     req: &HeaderMap,
-    status: StatusCode,
-    stored: &HeaderMap,
-    times: &StoredTimes,
+    stored: &StoredResponse<'_>,
     now: SystemTime,
     heuristics: &Heuristics,
 ) -> Reuse {
@@ -46,9 +65,7 @@ pub fn evaluate(
         return Reuse::Miss;
     }
     let request = CacheControl::parse_request(req);
-    let response = CacheControl::parse(stored);
-    let age = current_age(stored, times, now);
-    let lifetime = freshness_lifetime(status, stored, times, heuristics);
+    let (response, age, lifetime) = stored.assess(now, heuristics);
     let too_old = request.max_age.is_some_and(|max| age > max);
     let too_close = request
         .min_fresh
@@ -84,18 +101,14 @@ pub fn evaluate(
 /// never when `must-revalidate`, `proxy-revalidate` or `s-maxage` forbid stale responses.
 pub fn may_serve_stale_on_error(
     req: &HeaderMap,
-    status: StatusCode,
-    stored: &HeaderMap,
-    times: &StoredTimes,
+    stored: &StoredResponse<'_>,
     now: SystemTime,
     heuristics: &Heuristics,
 ) -> bool {
-    let response = CacheControl::parse(stored);
+    let (response, age, lifetime) = stored.assess(now, heuristics);
     if response.no_cache {
         return false;
     }
-    let age = current_age(stored, times, now);
-    let lifetime = freshness_lifetime(status, stored, times, heuristics);
     if lifetime > age {
         return true;
     }

@@ -67,9 +67,7 @@ fn reuse(req: &[(&str, &str)], resp: &[(&str, &str)], elapsed: u64) -> Reuse {
     evaluate(
         &Method::GET,
         &headers(req),
-        StatusCode::OK,
-        &response(resp),
-        &times_at_t0(),
+        &stored_ok(&response(resp)),
         at(T0 + elapsed),
         &Heuristics::default(),
     )
@@ -78,12 +76,19 @@ fn reuse(req: &[(&str, &str)], resp: &[(&str, &str)], elapsed: u64) -> Reuse {
 fn on_error(req: &[(&str, &str)], resp: &[(&str, &str)], elapsed: u64) -> bool {
     may_serve_stale_on_error(
         &headers(req),
-        StatusCode::OK,
-        &response(resp),
-        &times_at_t0(),
+        &stored_ok(&response(resp)),
         at(T0 + elapsed),
         &Heuristics::default(),
     )
+}
+
+/// A 200 stored at T0 with `headers`.
+fn stored_ok(headers: &HeaderMap) -> StoredResponse<'_> {
+    StoredResponse {
+        status: StatusCode::OK,
+        headers,
+        times: times_at_t0(),
+    }
 }
 
 /// Current age of the stored response, `None` for a miss.
@@ -685,9 +690,7 @@ fn head_is_answered_and_other_methods_miss() {
         evaluate(
             &method,
             &HeaderMap::new(),
-            StatusCode::OK,
-            &resp,
-            &times_at_t0(),
+            &stored_ok(&resp),
             at(T0),
             &Heuristics::default(),
         )
@@ -1288,8 +1291,9 @@ proptest! {
         CacheControl::parse_request(&map);
         is_storable(&Method::GET, &map, status, &map);
         fields_to_strip(&map);
-        evaluate(&Method::GET, &map, status, &map, &times, now, &heuristics);
-        may_serve_stale_on_error(&map, status, &map, &times, now, &heuristics);
+        let stored = StoredResponse { status, headers: &map, times };
+        evaluate(&Method::GET, &map, &stored, now, &heuristics);
+        may_serve_stale_on_error(&map, &stored, now, &heuristics);
         remaining_freshness(status, &map, &times, now, &heuristics);
         conditional_request_headers(&map);
         not_modified_matches(&map, &map);

@@ -101,12 +101,11 @@ async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Serv
     if let Some(age) = stored.fresh_age(now).filter(|_| plain) {
         return Some(serve_stored(parts, &stored, age, LogCode::Hit));
     }
+    let headers = stored.headers();
     let reuse = policy::evaluate(
         &Method::GET,
         &parts.headers,
-        stored.status,
-        &stored.headers(),
-        &stored.times(),
+        &stored.policy_view(&headers),
         now,
         &req.runtime.heuristics,
     );
@@ -204,11 +203,10 @@ async fn revalidate(req: &CacheRequest<'_>, stored: Arc<Stored>) -> Served {
     let request_time = SystemTime::now();
     let now = || SystemTime::now();
     let stale_ok = |stored: &Stored| {
+        let headers = stored.headers();
         policy::may_serve_stale_on_error(
             &parts.headers,
-            stored.status,
-            &stored.headers(),
-            &stored.times(),
+            &stored.policy_view(&headers),
             now(),
             &runtime.heuristics,
         )
