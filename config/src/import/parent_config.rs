@@ -88,6 +88,17 @@ fn parse_line(line: &str) -> Result<ParentRule, Vec<String>> {
                 }
                 other => Err(format!("go_direct={other}: expected true or false")),
             },
+            // Traffic Server's default: the parents are proxies, as Canopy's always are.
+            "parent_is_proxy" if value == "true" => Ok(()),
+            "parent_is_proxy" => Err(format!(
+                "parent_is_proxy={value}: parents that are origin servers are not supported \
+                 by Canopy"
+            )),
+            "secondary_parent" => Err(
+                "secondary_parent= is not supported by Canopy: list the secondary parents \
+                 after the others in parent= (round_robin=false tries them in order)"
+                    .to_owned(),
+            ),
             other => Err(format!("{other}= is not supported by Canopy")),
         };
         if let Err(e) = outcome {
@@ -191,6 +202,29 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
         );
         assert!(
             problems[1].to_string().starts_with("line 2: dest_ip="),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn parents_as_proxies_are_what_canopy_has_and_the_rest_is_said() {
+        let rules = parse("dest_domain=a.test parent=\"p:1\" parent_is_proxy=true").unwrap();
+        assert_eq!(rules[0].parents.to_string(), "p:1;");
+        let problems = parse(
+            "dest_domain=a.test parent=\"p:1\" parent_is_proxy=false\n\
+             dest_domain=b.test parent=\"p:1\" secondary_parent=\"s:1\" round_robin=consistent_hash\n",
+        )
+        .unwrap_err();
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("origin servers are not supported"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1]
+                .to_string()
+                .contains("list the secondary parents after the others"),
             "{problems:?}"
         );
     }
