@@ -289,6 +289,21 @@ async fn a_parent_that_is_this_proxy_is_refused() {
     );
 }
 
+/// A name that does not resolve is saved (it may resolve later), with a warning.
+#[tokio::test]
+async fn a_parent_name_that_does_not_resolve_is_saved_with_a_warning() {
+    let proxy = Canopy::start(&[]).await;
+    let set = proxy.cli(&["config", "set", "parents", "nowhere.invalid:3128;"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(
+        stderr(&set).contains("warning: nowhere.invalid does not resolve"),
+        "{}",
+        stderr(&set)
+    );
+    let again = proxy.cli(&["config", "set", "visible_name", "renamed"]);
+    assert!(!stderr(&again).contains("nowhere.invalid"), "warned once");
+}
+
 #[tokio::test]
 async fn a_parent_taken_down_by_hand_is_skipped_until_brought_up() {
     let origin = Origin::start(uncacheable).await;

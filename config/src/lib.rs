@@ -5,6 +5,7 @@
 //! - [`versions`]: config versions in SQLite, the single source of truth.
 //! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
 //!   `icp.config` and `parent.config`.
+//! - [`resolve`]: whether the host names a config newly gives resolve (a warning, not a refusal).
 //! - [`control`]: the control socket's protocol and its client.
 //! - [`stats`]: what the proxy's `stats` command returns.
 //! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
@@ -15,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod import;
+pub mod resolve;
 pub mod stats;
 pub mod supervision;
 pub mod versions;

@@ -3,6 +3,7 @@
 
 use canopy_config::config::{Config, ConfigErrors};
 use canopy_config::control::ControlError;
+use canopy_config::resolve::{unresolved_names, Unresolved};
 use canopy_config::versions::{Db, VersionError};
 use serde::Serialize;
 
@@ -85,9 +86,21 @@ pub async fn make_these_changes(
     author: &str,
     based_on: i64,
     what: Option<&str>,
-) -> Result<Outcome, ApplyError> {
+) -> Result<Made, ApplyError> {
+    let before = state.db.in_force().await.map_err(ApplyError::Db)?;
     let version = save(&state.db, config, author, based_on, what).await?;
-    Ok(reload(state, version).await)
+    Ok(Made {
+        outcome: reload(state, version).await,
+        unresolved: unresolved_names(config, &before.config).await,
+    })
+}
+
+/// What Make These Changes did, and the new host names that do not resolve (saved all the
+/// same: they may resolve later).
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub outcome: Outcome,
+    pub unresolved: Vec<Unresolved>,
 }
 
 async fn save(

@@ -423,6 +423,23 @@ async fn a_wrong_password_is_refused_and_counted() {
 }
 
 #[tokio::test]
+async fn a_parent_name_that_does_not_resolve_is_applied_with_a_warning() {
+    let console = console(true).await;
+    let form = with(
+        console.routing_form("1"),
+        "parents",
+        "nowhere.invalid:3128;",
+    );
+    let (status, page) = console.post_owned("/configure/routing", &form).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 2 is in force"), "{page}");
+    assert!(
+        page.contains("Warning: nowhere.invalid does not resolve"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
 async fn a_valid_routing_post_saves_a_version_and_reloads() {
     let console = console(true).await;
     let (status, page) = console

@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use canopy_config::config::{Config, ConfigErrors};
 use canopy_config::control::ControlError;
+use canopy_config::resolve::unresolved_names;
 use canopy_config::versions::{ConfigVersion, Db, VersionError};
 
 /// A failure the user caused or can fix: printed plainly, exit code 2.
@@ -82,6 +83,9 @@ pub(crate) async fn save(
     };
     let saved = db.get(id).await?;
     println!("config version {id} saved: {}", saved.summary);
+    for name in unresolved_names(config, &latest.config).await {
+        eprintln!("canopy: warning: {name}");
+    }
     println!("run `canopy reload` to apply it to a running proxy");
     Ok(ExitCode::SUCCESS)
 }

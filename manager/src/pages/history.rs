@@ -199,7 +199,7 @@ pub async fn restore(State(state): State<AppState>, button: VersionButton) -> An
     )
     .await
     {
-        Ok(outcome) => (StatusCode::OK, Notice::from(&outcome)),
+        Ok(made) => (StatusCode::OK, Notice::from(&made)),
         Err(ApplyError::Stale { based_on, .. }) => (
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &latest)),

@@ -20,7 +20,7 @@ use canopy_config::config::Config;
 use canopy_config::versions::ConfigVersion;
 
 use crate::accounts::Session;
-use crate::apply::{self, ApplyError, Outcome};
+use crate::apply::{self, ApplyError, Made};
 
 /// What the frame around every page needs: who is logged in, the CSRF token of the logout
 /// form, and which navigation entry is current.
@@ -49,12 +49,17 @@ pub struct Notice {
     pub text: String,
 }
 
-impl From<&Outcome> for Notice {
-    fn from(outcome: &Outcome) -> Notice {
-        Notice {
-            tone: outcome.tone(),
-            text: outcome.message(),
+impl From<&Made> for Notice {
+    fn from(made: &Made) -> Notice {
+        let mut text = made.outcome.message();
+        for name in &made.unresolved {
+            text.push_str(&format!(" Warning: {name}."));
         }
+        let tone = match made.outcome.tone() {
+            "ok" if !made.unresolved.is_empty() => "warn",
+            tone => tone,
+        };
+        Notice { tone, text }
     }
 }
 
@@ -256,7 +261,7 @@ pub async fn apply_and_show<P: NoticePage>(
     let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
     let now = Editing::load(state, None).await?;
     let (status, notice) = match outcome {
-        Ok(outcome) => (StatusCode::OK, Notice::from(&outcome)),
+        Ok(made) => (StatusCode::OK, Notice::from(&made)),
         Err(ApplyError::Stale { based_on, .. }) => (
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &now.in_force)),
