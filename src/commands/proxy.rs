@@ -110,6 +110,7 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
     println!("denied clients    {}", s.denied_clients);
     println!("denied destinations {}", s.denied_destinations);
+    println!("purges            {}", s.purges);
     println!("retries           {}", s.retries);
     let timeouts: Vec<String> = s
         .timeouts
