@@ -239,3 +239,17 @@ async fn send_purge(listener: SocketAddr, url: &str, authority: &str) -> std::io
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_every_address_is_called_on_loopback() {
+        let called = |listen: &str| listener_to_call(listen).unwrap().to_string();
+        assert_eq!(called("0.0.0.0:3128"), "127.0.0.1:3128");
+        assert_eq!(called("[::]:3128"), "[::1]:3128");
+        assert_eq!(called("10.0.0.5:8080"), "10.0.0.5:8080");
+        assert!(listener_to_call("nowhere").is_err());
+    }
+}
