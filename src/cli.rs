@@ -51,6 +51,9 @@ pub(crate) enum Action {
     /// The proxy's access log.
     #[command(subcommand)]
     Logs(LogsAction),
+    /// Remove every stored variant of URL from the running proxy's cache (a PURGE request
+    /// sent to its listener from this host, which purge_allowed_clients must allow).
+    Purge { url: String },
 }
 
 #[derive(Subcommand)]

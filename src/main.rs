@@ -13,7 +13,7 @@ use clap::Parser;
 use cli::{Action, AdminAction, Cli, LogsAction};
 use commands::admin::set_password;
 use commands::config::config;
-use commands::proxy::{reload, reopen_logs, stats, status};
+use commands::proxy::{purge, reload, reopen_logs, stats, status};
 use commands::routing::{parent, peer, rule};
 use commands::{Paths, UserError};
 use run::run;
@@ -41,6 +41,7 @@ async fn main() -> ExitCode {
         Action::Peer(action) => peer(&paths, action).await,
         Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
         Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
+        Action::Purge { url } => purge(&paths, &url).await,
     };
     match result {
         Ok(code) => code,

@@ -28,6 +28,9 @@ pub struct StatsSnapshot {
     #[serde(default)]
     pub denied_destinations: u64,
     pub tunnels: u64,
+    /// PURGE requests answered (200, 404 or 403).
+    #[serde(default)]
+    pub purges: u64,
     pub errors: u64,
     pub retries: u64,
     pub reloads_applied: u64,

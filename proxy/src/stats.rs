@@ -31,6 +31,8 @@ pub struct Stats {
     /// itself, its console, loopback under deny_to_localhost.
     pub denied_destinations: Counter,
     pub tunnels: Counter,
+    /// PURGE requests answered (200, 404 or 403).
+    pub purges: Counter,
     pub errors: Counter,
     /// Requests sent on to another hop after one failed.
     pub retries: Counter,
@@ -348,6 +350,7 @@ impl Stats {
             denied_clients: get(&self.denied_clients),
             denied_destinations: get(&self.denied_destinations),
             tunnels: get(&self.tunnels),
+            purges: get(&self.purges),
             errors: get(&self.errors),
             retries: get(&self.retries),
             reloads_applied: load(&self.reloads_applied),

@@ -104,6 +104,8 @@ settings! {
         "TCP port of the proxy listener.";
     allowed_clients: CidrList = default_allowed_clients(),
         "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
+    purge_allowed_clients: CidrList = default_purge_allowed_clients(),
+        "Clients that may remove objects from the cache with PURGE (CIDR list; `canopy purge` sends it from this host). Anyone else gets 403.";
     safe_ports: PortList = default_safe_ports(),
         "Ports plain HTTP requests may go to (Squid's Safe_ports), such as `80, 443, 1025-65535`; others get 403.";
     ssl_ports: PortList = PortList(vec![443..=443]),
@@ -209,6 +211,11 @@ fn default_allowed_clients() -> CidrList {
     "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7, fe80::/10"
         .parse()
         .unwrap_or_default()
+}
+
+/// Squid's PURGE is allowed from the local host only, unless the admin says otherwise.
+fn default_purge_allowed_clients() -> CidrList {
+    "127.0.0.0/8, ::1/128".parse().unwrap_or_default()
 }
 
 impl Config {

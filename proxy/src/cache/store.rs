@@ -463,13 +463,16 @@ impl Store {
         }
     }
 
-    pub fn remove(&self, url: &str) {
+    /// Removes every variant stored for `url`; whether there was any.
+    pub fn remove(&self, url: &str) -> bool {
         let hash = hash(url.as_bytes());
         let mut shard = write(self.shard(hash));
-        if let Some(at) = shard.find(hash, url) {
-            let entry = shard.take(at);
-            self.bytes.fetch_sub(entry.variants.weight(), Relaxed);
-        }
+        let Some(at) = shard.find(hash, url) else {
+            return false;
+        };
+        let entry = shard.take(at);
+        self.bytes.fetch_sub(entry.variants.weight(), Relaxed);
+        true
     }
 
     /// Objects (variants) and bytes held now.
@@ -739,8 +742,8 @@ mod tests {
         for i in (0..50).step_by(3) {
             store.remove(&format!("http://b/{i}"));
         }
-        store.remove("http://a/");
-        store.remove("http://never/");
+        assert!(store.remove("http://a/"), "a stored URL is removed");
+        assert!(!store.remove("http://never/"), "nothing to remove");
         assert_eq!(check(&store, (0..50).map(|i| format!("http://b/{i}"))), 33);
     }
 
@@ -769,7 +772,9 @@ mod tests {
                     for i in 0..2000 {
                         let url = format!("http://a/{}", (i * 7 + t) % 1000);
                         match i % 5 {
-                            0 => store.remove(&url),
+                            0 => {
+                                store.remove(&url);
+                            }
                             1 | 2 => store.insert(&url, kilobyte()),
                             _ => {
                                 store.lookup(&url, &HeaderMap::new());

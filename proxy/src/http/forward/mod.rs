@@ -4,6 +4,7 @@
 mod accounted;
 mod cached;
 mod fill;
+mod purge;
 
 pub use accounted::Accounted;
 
@@ -166,6 +167,12 @@ pub async fn handle(
     };
     let served = if let Err(e) = target {
         Served::refused(e, &runtime)
+    } else if purge::is_purge(req.method()) {
+        // Answered here whoever asks, a sibling too: never forwarded upstream.
+        match check_target(req.uri()) {
+            Ok(()) => purge::purge(&shared, &runtime, client.ip(), req.uri()),
+            Err(e) => Served::refused(e, &runtime),
+        }
     } else if runtime.is_hits_only_sibling(client.ip()) {
         hits_only(&arrival, req).await
     } else {

@@ -1,0 +1,39 @@
+//! PURGE, as Squid answers it: every stored variant of the URL removed here, never
+//! forwarded; allowed from `purge_allowed_clients` only.
+
+use std::net::IpAddr;
+
+use http::{Method, Response, StatusCode, Uri};
+
+use super::Served;
+use crate::cache::key::cache_key;
+use crate::http::body::empty_body;
+use crate::http::errors::ProxyError;
+use crate::runtime::{Runtime, Shared};
+
+/// Whether a request is a PURGE; the method is an extension one, so compared by name.
+pub(super) fn is_purge(method: &Method) -> bool {
+    method.as_str() == "PURGE"
+}
+
+/// Removes what is stored for `url`: 200 if there was something, 404 if not (Squid logs
+/// both as `TCP_MISS`), 403 for a client outside `purge_allowed_clients`.
+pub(super) fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, url: &Uri) -> Served {
+    shared.stats.purges.add(1);
+    if !runtime.config.purge_allowed_clients.contains(client) {
+        tracing::info!(%client, %url, "PURGE from a client not in purge_allowed_clients: 403");
+        let error = ProxyError::forbidden(format!(
+            "Access denied: {client} may not purge objects from this cache (purge_allowed_clients)."
+        ));
+        return Served::refused(error, runtime);
+    }
+    let removed = shared.store.load().remove(&cache_key(url));
+    let status = if removed {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let mut response = Response::new(empty_body());
+    *response.status_mut() = status;
+    Served::answered(response)
+}
