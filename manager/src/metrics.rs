@@ -283,6 +283,12 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
         s.tunnels as f64,
     );
     out.one(
+        "canopy_purges_total",
+        "counter",
+        "PURGE requests answered (200, 404 or 403).",
+        s.purges as f64,
+    );
+    out.one(
         "canopy_retries_total",
         "counter",
         "Requests sent on to another hop after one failed.",
@@ -451,6 +457,7 @@ mod tests {
     fn peers_are_labelled_and_labels_escaped() {
         let stats = StatsSnapshot {
             requests: 7,
+            purges: 4,
             peers: vec![PeerSnapshot {
                 name: "we\"ird\\peer".into(),
                 icp_queries: 3,
@@ -463,6 +470,7 @@ mod tests {
         let text = exposition(None, Some(&stats), 2);
         assert!(text.contains("canopy_up 0\n"));
         assert!(text.contains("canopy_requests_total 7\n"));
+        assert!(text.contains("canopy_purges_total 4\n"));
         assert!(text.contains(
             "canopy_peer_icp_replies_total{peer=\"we\\\"ird\\\\peer\",opcode=\"HIT\"} 2\n"
         ));
