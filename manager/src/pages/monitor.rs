@@ -386,7 +386,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
 }
 
 fn dashboard_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::increases(samples, window);
+    let inc = samples::whole_buckets(samples, window);
     let ratio = |part: usize, whole: &[usize]| -> Vec<Option<f64>> {
         inc.iter()
             .map(|b| {
@@ -560,7 +560,7 @@ async fn peer_page(
 }
 
 fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::increases(samples, window);
+    let inc = samples::whole_buckets(samples, window);
     let col = |name: &str| {
         samples::PEER_COLUMNS
             .iter()
@@ -571,13 +571,7 @@ fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
         let i = col(name);
         Series {
             name: name.replace("icp_", "ICP ").replace('_', " "),
-            points: inc
-                .iter()
-                .map(|b| {
-                    b.as_ref()
-                        .and_then(|(secs, d)| (*secs > 0.0).then(|| d[i] * 60.0 / secs))
-                })
-                .collect(),
+            points: inc.iter().map(|b| b.as_ref().map(|(_, d)| d[i])).collect(),
         }
     };
     vec![
