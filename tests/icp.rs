@@ -250,7 +250,12 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
 
     let before = peer_stats(&canopy, "squid").await;
     let while_dead = origin.url("/p3");
+    let started = std::time::Instant::now();
     assert_eq!(canopy.get(&while_dead).await.status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "a dead peer is not waited for"
+    );
     let after = peer_stats(&canopy, "squid").await;
     assert_eq!(
         after.icp_queries,
@@ -258,8 +263,9 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
         "a dead peer is still asked"
     );
     assert_eq!(
-        after.icp_timeouts, before.icp_timeouts,
-        "a dead peer is not waited for"
+        after.icp_timeouts,
+        before.icp_timeouts + 1,
+        "its silence counts as a timeout until it answers"
     );
     assert!(after.state_since.is_some());
 
@@ -268,10 +274,63 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
         peer_stats(&canopy, "squid").await.state == Some(PeerState::Up)
     })
     .await;
-    assert!(peer_stats(&canopy, "squid").await.icp_late_replies >= 1);
+    wait_for("both late answers to count as replies", LIMIT, || async {
+        let peer = peer_stats(&canopy, "squid").await;
+        (peer.icp_late_replies, peer.icp_timeouts) == (2, 0)
+    })
+    .await;
+    assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 3);
     let revived = origin.url("/p4");
     canopy.get(&revived).await;
     wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &revived).await;
+}
+
+/// Canopy's count of Squid's replies by opcode, late ones included, is what Squid's own access
+/// log says it answered; every query is a reply or a timeout.
+#[tokio::test]
+async fn per_peer_reply_counts_match_squids_access_log_exactly() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let squid = Squid::start(&binary, "");
+    let held: Vec<String> = (0..3)
+        .map(|i| origin.url(&format!("/count-held-{i}")))
+        .collect();
+    for url in &held {
+        let warm = request_via(squid.http, None, "GET", url, &[])
+            .await
+            .unwrap();
+        assert_eq!(warm.status, StatusCode::OK);
+    }
+    let (settings, _) = icp_settings("send-receive");
+    let canopy = start_canopy(&settings).await;
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+
+    let misses: Vec<String> = (0..8)
+        .map(|i| origin.url(&format!("/count-miss-{i}")))
+        .collect();
+    for url in held.iter().chain(&misses) {
+        assert_eq!(canopy.get(url).await.status, StatusCode::OK);
+    }
+    let answered = |what: &str| {
+        squid
+            .access_log()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count() as u64
+    };
+    wait_for("squid to log every ICP answer", LIMIT, || async {
+        answered("UDP_HIT/") + answered("UDP_MISS/") == 11
+    })
+    .await;
+    let peer = peer_stats(&canopy, "squid").await;
+    let replies: u64 = peer.icp_replies.values().sum();
+    assert_eq!(
+        (peer.icp_replies["HIT"], peer.icp_replies["MISS"]),
+        (answered("UDP_HIT/"), answered("UDP_MISS/")),
+        "{peer:?}"
+    );
+    assert_eq!((answered("UDP_HIT/"), answered("UDP_MISS/")), (3, 8));
+    assert_eq!(peer.icp_queries, replies + peer.icp_timeouts, "{peer:?}");
 }
 
 #[tokio::test]

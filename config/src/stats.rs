@@ -51,7 +51,8 @@ pub struct StatsSnapshot {
     /// an unknown opcode.
     #[serde(default)]
     pub icp_dropped: u64,
-    /// Replies from no peer, or from a peer's address but another port.
+    /// Replies that answer no query we remember: from no peer, from a peer's address but
+    /// another port, or with a request number or URL we did not ask.
     #[serde(default)]
     pub icp_replies_ignored: u64,
 }
@@ -84,12 +85,13 @@ pub struct PeerSnapshot {
     pub state_since: Option<String>,
     #[serde(default)]
     pub icp_queries: u64,
-    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`].
+    /// Replies by opcode name, as in [`StatsSnapshot::icp_answers`], late ones included:
+    /// queries = replies + timeouts.
     #[serde(default)]
     pub icp_replies: BTreeMap<String, u64>,
     #[serde(default)]
     pub icp_timeouts: u64,
-    /// Replies that came after the wait was over, or with an unknown request number.
+    /// Of the replies, those that came after their round was over.
     #[serde(default)]
     pub icp_late_replies: u64,
     #[serde(default)]

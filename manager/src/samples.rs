@@ -320,6 +320,24 @@ pub fn increases(samples: &[Sample], window: Window) -> Vec<Option<(f64, Vec<f64
     buckets
 }
 
+/// [`increases`], kept only for the buckets the samples cover from their start: a bucket
+/// the proxy or the console came up in the middle of would give a rate from part of it.
+pub fn whole_buckets(samples: &[Sample], window: Window) -> Vec<Option<(f64, Vec<f64>)>> {
+    let mut whole = vec![false; window.buckets];
+    let width = window.seconds / window.buckets as i64;
+    for pair in samples.windows(2) {
+        if let Some(b) = window.bucket_of(pair[1].at) {
+            let bucket_start = window.start() + b as i64 * width;
+            whole[b] |= pair[0].at <= bucket_start;
+        }
+    }
+    increases(samples, window)
+        .into_iter()
+        .zip(whole)
+        .map(|(bucket, whole)| bucket.filter(|_| whole))
+        .collect()
+}
+
 /// The mean of column `index` over the samples in each bucket (for gauges, such as a
 /// reply time, where 0 means nothing was measured).
 pub fn means(samples: &[Sample], index: usize, window: Window) -> Vec<Option<f64>> {
@@ -426,5 +444,30 @@ mod tests {
         );
         let peer = peer(&db, "squid", 0).await.unwrap();
         assert_eq!(peer.len(), 2);
+    }
+
+    #[test]
+    fn a_minute_the_samples_began_in_the_middle_of_gives_no_rate() {
+        let window = Window::last_hour(3600);
+        let sample = |at: i64, misses: f64| Sample {
+            at,
+            values: vec![misses],
+        };
+        // Sampling began 20 s before the end of the minute 3480..3540.
+        let samples = [
+            sample(3520, 0.0),
+            sample(3530, 2.0),
+            sample(3540, 3.0),
+            sample(3570, 4.0),
+            sample(3600, 9.0),
+        ];
+        let buckets = whole_buckets(&samples, window);
+        assert!(increases(&samples, window)[58].is_some());
+        assert_eq!(buckets[58], None, "20 s of a minute");
+        assert_eq!(
+            buckets[59],
+            Some((60.0, vec![6.0])),
+            "the whole last minute"
+        );
     }
 }

@@ -169,8 +169,8 @@ pub struct PeerStats {
     pub icp_denied: AtomicU64,
     pub icp_err: AtomicU64,
     pub icp_timeouts: AtomicU64,
-    /// Replies after the round was over, or that did not match what was asked.
-    pub icp_late_or_ignored: AtomicU64,
+    /// Replies that came after their round was over (counted by opcode too).
+    pub icp_late: AtomicU64,
     /// Objects it said HIT for and then served us.
     pub hits_served: AtomicU64,
     /// Objects it said HIT for and then could not serve.
@@ -239,8 +239,7 @@ impl PeerStats {
         health.last_reply = Some(SystemTime::now());
     }
 
-    /// A reply that answered a query still waiting, `elapsed` after it was sent.
-    pub fn reply_in_time(&self, opcode: IcpOpcode, elapsed: Duration) {
+    fn count_reply(&self, opcode: IcpOpcode) {
         let counter = match opcode {
             IcpOpcode::Hit | IcpOpcode::HitObj => &self.icp_hit,
             IcpOpcode::MissNofetch => &self.icp_miss_nofetch,
@@ -249,6 +248,19 @@ impl PeerStats {
             _ => &self.icp_miss,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// A reply to a round already over, where it was counted as a timeout: it is a reply.
+    pub fn reply_late(&self, opcode: IcpOpcode) {
+        self.count_reply(opcode);
+        self.icp_late.fetch_add(1, Relaxed);
+        self.icp_timeouts.fetch_sub(1, Relaxed);
+        self.reply_seen();
+    }
+
+    /// A reply that answered a query still waiting, `elapsed` after it was sent.
+    pub fn reply_in_time(&self, opcode: IcpOpcode, elapsed: Duration) {
+        self.count_reply(opcode);
         let ms = elapsed.as_secs_f64() * 1000.0;
         let mut health = self.icp_health();
         health.recent_ms = Some(ms);
@@ -308,7 +320,7 @@ impl PeerStats {
             icp_queries: load(&self.icp_queries),
             icp_replies: replies,
             icp_timeouts: load(&self.icp_timeouts),
-            icp_late_replies: load(&self.icp_late_or_ignored),
+            icp_late_replies: load(&self.icp_late),
             icp_reply_ms_avg: icp.average_ms.unwrap_or_default(),
             icp_reply_ms_recent: icp.recent_ms.unwrap_or_default(),
             last_query_at: icp.last_query.map(rfc3339),

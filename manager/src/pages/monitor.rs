@@ -159,6 +159,11 @@ impl PeerRow {
         }
     }
 
+    /// `n` of one of its counters with the noun in the number it takes.
+    pub fn counted(&self, n: &u64, one: &str, many: &str) -> String {
+        counted(*n, one, many)
+    }
+
     pub fn reply_text(&self) -> String {
         if self.icp_queries == 0 || self.icp_reply_ms_avg <= 0.0 {
             "—".to_owned()
@@ -248,15 +253,17 @@ pub struct DashboardPage {
     newest: i64,
     newest_state: String,
     requests: u64,
-    hits: u64,
-    misses: u64,
+    /// "1 hit · 3 misses".
+    hits_and_misses: String,
     hit_ratio: String,
     byte_hit_ratio: String,
     bytes_from_cache: String,
     bytes_from_upstream: String,
-    icp_sent: u64,
-    icp_answered: u64,
-    icp_received: u64,
+    /// "3 queries sent".
+    icp_sent: String,
+    /// What peers replied to our queries and what we answered to theirs, as counts.
+    icp_replies_received: String,
+    icp_queries_answered: String,
     /// Answers this proxy gave to ICP queries, as `HIT 3 · MISS 5`.
     icp_answers: String,
     reloads_applied: u64,
@@ -268,6 +275,11 @@ pub struct DashboardPage {
     failed_logins: i64,
     /// The processes `canopy run` supervises, with their restarts; empty without it.
     processes: Vec<String>,
+}
+
+/// `n` with the noun in the number it takes: "1 hit", "2 hits".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The newest version (see `Db::latest`).
@@ -311,15 +323,34 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
         newest: newest.id,
         newest_state: newest.state.as_str().to_owned(),
         requests: s.requests,
-        hits: s.hits_fresh + s.hits_stale + s.hits_revalidated,
-        misses: s.misses,
+        hits_and_misses: format!(
+            "{} · {}",
+            counted(
+                s.hits_fresh + s.hits_stale + s.hits_revalidated,
+                "hit",
+                "hits"
+            ),
+            counted(s.misses, "miss", "misses")
+        ),
         hit_ratio: percent(s.hit_ratio),
         byte_hit_ratio: percent(s.byte_hit_ratio),
         bytes_from_cache: bytes(s.bytes_from_cache),
         bytes_from_upstream: bytes(s.bytes_from_upstream),
-        icp_sent: s.peers.iter().map(|p| p.icp_queries).sum(),
-        icp_answered: s.peers.iter().flat_map(|p| p.icp_replies.values()).sum(),
-        icp_received: s.icp_queries_received,
+        icp_sent: counted(
+            s.peers.iter().map(|p| p.icp_queries).sum(),
+            "query sent",
+            "queries sent",
+        ),
+        icp_replies_received: counted(
+            s.peers.iter().flat_map(|p| p.icp_replies.values()).sum(),
+            "reply from peers",
+            "replies from peers",
+        ),
+        icp_queries_answered: counted(
+            s.icp_queries_received,
+            "query from others answered",
+            "queries from others answered",
+        ),
         icp_answers: s
             .icp_answers
             .iter()
@@ -355,7 +386,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
 }
 
 fn dashboard_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::increases(samples, window);
+    let inc = samples::whole_buckets(samples, window);
     let ratio = |part: usize, whole: &[usize]| -> Vec<Option<f64>> {
         inc.iter()
             .map(|b| {
@@ -529,7 +560,7 @@ async fn peer_page(
 }
 
 fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::increases(samples, window);
+    let inc = samples::whole_buckets(samples, window);
     let col = |name: &str| {
         samples::PEER_COLUMNS
             .iter()
@@ -540,13 +571,7 @@ fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
         let i = col(name);
         Series {
             name: name.replace("icp_", "ICP ").replace('_', " "),
-            points: inc
-                .iter()
-                .map(|b| {
-                    b.as_ref()
-                        .and_then(|(secs, d)| (*secs > 0.0).then(|| d[i] * 60.0 / secs))
-                })
-                .collect(),
+            points: inc.iter().map(|b| b.as_ref().map(|(_, d)| d[i])).collect(),
         }
     };
     vec![
@@ -588,4 +613,16 @@ fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
         }
         .html(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn counts_take_the_noun_in_their_number() {
+        assert_eq!(counted(1, "hit", "hits"), "1 hit");
+        assert_eq!(counted(0, "hit", "hits"), "0 hits");
+        assert_eq!(counted(2, "peer", "peers"), "2 peers");
+    }
 }

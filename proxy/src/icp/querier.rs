@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
-use crate::icp::socket::{Answer, Round, Rounds};
+use crate::icp::socket::{Answer, Round, RoundTable, Rounds};
 use crate::runtime::Runtime;
 use canopy_config::config::IcpMode;
 
@@ -30,7 +30,7 @@ pub fn eligible(runtime: &Runtime, method: &Method, headers: &HeaderMap) -> bool
         && runtime.peers.iter().any(|p| p.takes_queries())
 }
 
-/// Removes the round from the table however the wait ends, the client hanging up included.
+/// Ends the round however the wait ends, the client hanging up included.
 struct Registered<'a> {
     rounds: &'a Rounds,
     number: u32,
@@ -41,7 +41,7 @@ impl Drop for Registered<'_> {
         self.rounds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.number);
+            .end(self.number);
     }
 }
 
@@ -89,6 +89,7 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
             sent_at: Instant::now(),
             expected: expected.clone(),
             replies,
+            ended: false,
         },
     );
     let _registered = Registered {
@@ -114,16 +115,9 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
                     break;
                 }
             }
-            // The socket was retired by a reload: end with what has come.
-            Ok(None) => break,
-            Err(_) => {
-                for addr in &waiting_for {
-                    if let Some((_, stats)) = expected.get(addr) {
-                        stats.icp_timeouts.fetch_add(1, Relaxed);
-                    }
-                }
-                break;
-            }
+            // The socket was retired by a reload, or the query timeout passed: end with what
+            // has come (the peers still silent count their timeouts when the round ends).
+            Ok(None) | Err(_) => break,
         }
     }
     // Dead peers that answered meanwhile count too.
@@ -147,50 +141,162 @@ fn query_timeout(fixed_ms: u64, averages: &[Option<Duration>]) -> Duration {
     (mean * 2).clamp(MIN_TIMEOUT, MAX_TIMEOUT)
 }
 
+/// What became of a reply.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// It answered a round under way.
+    InTime,
+    /// It answered a round already over: counted by its opcode and as late.
+    Late,
+    /// It answered nothing we are waiting for or remember asking.
+    Ignored,
+}
+
+/// Hands a reply to the round waiting for it, or counts it as late. A reply is matched by
+/// its request number, URL and source address and port, whether the round is under way or
+/// over; only a round under way is told of it.
+fn settle(table: &mut RoundTable, message: &IcpMessage, from: SocketAddr) -> Settled {
+    let Some(round) = table
+        .rounds
+        .get_mut(&message.request_number)
+        .filter(|round| round.url == message.payload.url())
+    else {
+        return Settled::Ignored;
+    };
+    let Some((peer, stats)) = round.expected.remove(&from) else {
+        return Settled::Ignored;
+    };
+    let opcode = match message.opcode {
+        IcpOpcode::HitObj => IcpOpcode::Hit,
+        other => other,
+    };
+    if round.ended {
+        stats.reply_late(opcode);
+        return Settled::Late;
+    }
+    let elapsed = round.sent_at.elapsed();
+    stats.reply_in_time(opcode, elapsed);
+    let _ = round.replies.send(Answer {
+        peer,
+        from,
+        opcode,
+        elapsed,
+    });
+    Settled::InTime
+}
+
 /// A reply arrived: hand it to the round waiting for it, or count it as late or ignored.
 /// Any reply from a peer shows it is alive.
 pub fn take_reply(rounds: &Rounds, runtime: &Runtime, message: &IcpMessage, from: SocketAddr) {
     let from = SocketAddr::new(peers::canonical(from.ip()), from.port());
-    let mut rounds = rounds.lock().unwrap_or_else(|e| e.into_inner());
-    let matched = rounds
-        .get_mut(&message.request_number)
-        .filter(|round| round.url == message.payload.url())
-        .and_then(|round| {
-            let (index, stats) = round.expected.remove(&from)?;
-            Some((round, index, stats))
-        });
-    if let Some((round, peer, stats)) = matched {
-        let opcode = match message.opcode {
-            IcpOpcode::HitObj => IcpOpcode::Hit,
-            other => other,
-        };
-        let elapsed = round.sent_at.elapsed();
-        stats.reply_in_time(opcode, elapsed);
-        let _ = round.replies.send(Answer {
-            peer,
-            from,
-            opcode,
-            elapsed,
-        });
+    let settled = settle(
+        &mut rounds.lock().unwrap_or_else(|e| e.into_inner()),
+        message,
+        from,
+    );
+    if settled != Settled::Ignored {
         return;
     }
-    drop(rounds);
-    match peers::by_address(&runtime.peers, from.ip())
+    runtime.stats.icp.replies_ignored.fetch_add(1, Relaxed);
+    if let Some(peer) = peers::by_address(&runtime.peers, from.ip())
         .filter(|peer| peer.config.icp_port == from.port())
     {
-        Some(peer) => {
-            peer.stats.icp_late_or_ignored.fetch_add(1, Relaxed);
-            peer.stats.reply_seen();
-        }
-        None => {
-            runtime.stats.icp.replies_ignored.fetch_add(1, Relaxed);
-        }
+        peer.stats.reply_seen();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::PeerStats;
+    use std::sync::Arc;
+
+    const URL: &str = "http://example.com/a";
+
+    /// A round of request 7 asking two peers, and their counters.
+    fn round_of_two(table: &mut RoundTable) -> [(SocketAddr, Arc<PeerStats>); 2] {
+        let peers = ["127.0.0.2:3130", "127.0.0.3:3130"]
+            .map(|a| (a.parse().unwrap(), Arc::new(PeerStats::default())));
+        for (_, stats) in &peers {
+            stats.query_sent(Duration::from_secs(10));
+        }
+        let (replies, _) = mpsc::unbounded_channel();
+        table.insert(
+            7,
+            Round {
+                url: URL.to_owned(),
+                sent_at: Instant::now(),
+                expected: peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (addr, stats))| (*addr, (i, stats.clone())))
+                    .collect(),
+                replies,
+                ended: false,
+            },
+        );
+        peers
+    }
+
+    fn counts(stats: &PeerStats) -> (u64, u64, u64, u64, u64) {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+        (
+            load(&stats.icp_queries),
+            load(&stats.icp_hit),
+            load(&stats.icp_miss),
+            load(&stats.icp_timeouts),
+            load(&stats.icp_late),
+        )
+    }
+
+    #[test]
+    fn a_reply_after_a_hit_ended_the_round_counts_as_its_opcode_and_as_late() {
+        let mut table = RoundTable::default();
+        let [(first, fast), (second, slow)] = round_of_two(&mut table);
+        let hit = IcpMessage::reply(IcpOpcode::Hit, 7, URL);
+        assert_eq!(settle(&mut table, &hit, first), Settled::InTime);
+        table.end(7);
+        assert_eq!(counts(&slow).3, 1, "silent so far");
+        let miss = IcpMessage::reply(IcpOpcode::Miss, 7, URL);
+        assert_eq!(settle(&mut table, &miss, second), Settled::Late);
+        assert_eq!(counts(&fast), (1, 1, 0, 0, 0));
+        assert_eq!(
+            counts(&slow),
+            (1, 0, 1, 0, 1),
+            "queries, hit, miss, timeouts, late"
+        );
+        assert_eq!(
+            settle(&mut table, &miss, second),
+            Settled::Ignored,
+            "one reply per query"
+        );
+    }
+
+    #[test]
+    fn only_a_peer_that_never_replied_counts_a_timeout() {
+        let mut table = RoundTable::default();
+        let [(first, answered), (_, silent)] = round_of_two(&mut table);
+        let miss = IcpMessage::reply(IcpOpcode::Miss, 7, URL);
+        assert_eq!(settle(&mut table, &miss, first), Settled::InTime);
+        table.end(7);
+        table.end(7);
+        assert_eq!(counts(&answered), (1, 0, 1, 0, 0));
+        assert_eq!(counts(&silent), (1, 0, 0, 1, 0));
+    }
+
+    #[test]
+    fn a_reply_that_matches_no_round_is_ignored() {
+        let mut table = RoundTable::default();
+        let [(first, stats), _] = round_of_two(&mut table);
+        let other_url = IcpMessage::reply(IcpOpcode::Miss, 7, "http://example.com/b");
+        let other_number = IcpMessage::reply(IcpOpcode::Miss, 8, URL);
+        let stranger = "127.0.0.9:3130".parse().unwrap();
+        let miss = IcpMessage::reply(IcpOpcode::Miss, 7, URL);
+        assert_eq!(settle(&mut table, &other_url, first), Settled::Ignored);
+        assert_eq!(settle(&mut table, &other_number, first), Settled::Ignored);
+        assert_eq!(settle(&mut table, &miss, stranger), Settled::Ignored);
+        assert_eq!(counts(&stats), (1, 0, 0, 0, 0));
+    }
 
     #[test]
     fn the_timeout_is_fixed_or_twice_the_average() {

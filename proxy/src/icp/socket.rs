@@ -4,7 +4,7 @@
 //! *and* port. With multicast on, a second socket joined to the group takes the group's
 //! queries; answers still leave from the first one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -66,6 +66,9 @@ pub struct Round {
     /// The peers asked, by the address and port their replies must come from.
     pub expected: HashMap<SocketAddr, (usize, Arc<PeerStats>)>,
     pub replies: mpsc::UnboundedSender<Answer>,
+    /// Over: the peers still in `expected` were counted as timeouts, and a reply from one
+    /// of them now is late.
+    pub ended: bool,
 }
 
 /// A peer's reply to our query, in the order replies arrived.
@@ -79,8 +82,56 @@ pub struct Answer {
     pub elapsed: Duration,
 }
 
-/// Rounds under way, by request number.
-pub type Rounds = Mutex<HashMap<u32, Round>>;
+/// Rounds by request number: those under way, and those ended within [`LATE_WINDOW`],
+/// kept so that a late reply is still counted by its peer and opcode.
+#[derive(Default)]
+pub struct RoundTable {
+    pub rounds: HashMap<u32, Round>,
+    /// Ended rounds, oldest first.
+    ended: VecDeque<(Instant, u32)>,
+}
+
+/// How long an ended round waits for late replies.
+pub const LATE_WINDOW: Duration = Duration::from_secs(30);
+
+impl RoundTable {
+    pub fn insert(&mut self, number: u32, round: Round) {
+        let now = Instant::now();
+        while let Some(&(ended_at, old)) = self.ended.front() {
+            if now.duration_since(ended_at) < LATE_WINDOW {
+                break;
+            }
+            self.ended.pop_front();
+            self.rounds.remove(&old);
+        }
+        self.rounds.insert(number, round);
+    }
+
+    /// The round is over: every peer that has not replied counts a timeout, taken back
+    /// if its reply comes late.
+    pub fn end(&mut self, number: u32) {
+        let Some(round) = self.rounds.get_mut(&number).filter(|r| !r.ended) else {
+            return;
+        };
+        round.ended = true;
+        for (_, stats) in round.expected.values() {
+            stats.icp_timeouts.fetch_add(1, Relaxed);
+        }
+        self.ended.push_back((Instant::now(), number));
+    }
+
+    /// Ends every round and forgets them all (the socket is let go).
+    fn clear(&mut self) {
+        let numbers: Vec<u32> = self.rounds.keys().copied().collect();
+        for number in numbers {
+            self.end(number);
+        }
+        self.rounds.clear();
+        self.ended.clear();
+    }
+}
+
+pub type Rounds = Mutex<RoundTable>;
 
 pub struct IcpSocket {
     pub settings: IcpSettings,
