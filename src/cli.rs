@@ -147,9 +147,12 @@ pub(crate) enum PeerAction {
         /// It answers queries sent to the multicast group.
         #[arg(long)]
         multicast_responder: bool,
-        /// A sibling that may fetch misses through this proxy.
+        /// A sibling we may send misses to: no only-if-cached on them (Squid's allow-miss).
         #[arg(long)]
         allow_miss: bool,
+        /// Serve its own requests from the cache only, a miss 504 (Squid's miss_access deny).
+        #[arg(long)]
+        deny_misses: bool,
         #[arg(long, default_value_t = 1)]
         weight: u32,
     },

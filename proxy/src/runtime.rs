@@ -182,10 +182,12 @@ impl Runtime {
             .expect("a valid test config")
     }
 
-    /// A configured sibling at `ip` that may take hits from us but not misses.
-    pub fn is_hits_only_sibling(&self, ip: std::net::IpAddr) -> bool {
+    /// The name of the configured peer at `ip` whose misses are denied here
+    /// (`deny_misses`): it takes hits from us, never misses.
+    pub fn misses_denied_to(&self, ip: std::net::IpAddr) -> Option<&str> {
         peers::by_address(&self.peers, ip)
-            .is_some_and(|peer| peer.is_sibling() && !peer.config.allow_miss)
+            .filter(|peer| peer.config.deny_misses)
+            .map(|peer| peer.config.name.as_str())
     }
 }
 

@@ -131,6 +131,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                     (p.no_query, "no-query"),
                     (p.multicast_responder, "multicast-responder"),
                     (p.allow_miss, "allow-miss"),
+                    (p.deny_misses, "deny-misses"),
                 ]
                 .into_iter()
                 .filter_map(|(on, name)| on.then_some(name))
@@ -160,6 +161,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             no_query,
             multicast_responder,
             allow_miss,
+            deny_misses,
             weight,
         } => config.peers.push(Peer {
             name,
@@ -171,6 +173,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             no_query,
             multicast_responder,
             allow_miss,
+            deny_misses,
             weight,
         }),
         PeerAction::Remove { name } => {

@@ -102,9 +102,14 @@ pub struct Peer {
     /// Answers queries sent to the multicast group, so its reply is expected there.
     #[serde(default)]
     pub multicast_responder: bool,
-    /// A sibling that may fetch misses through us (Squid's allow-miss).
+    /// A sibling we may send requests it has to fetch: no `only-if-cached` on them
+    /// (Squid's allow-miss).
     #[serde(default)]
     pub allow_miss: bool,
+    /// Requests from this peer's address are served from the cache only, a miss answered
+    /// 504 (Squid's `miss_access deny` for the peer). Off unless the administrator sets it.
+    #[serde(default)]
+    pub deny_misses: bool,
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -123,6 +128,7 @@ impl Default for Peer {
             no_query: false,
             multicast_responder: false,
             allow_miss: false,
+            deny_misses: false,
             weight: default_weight(),
         }
     }

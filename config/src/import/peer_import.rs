@@ -82,6 +82,7 @@ fn squid_directive_ignored(directive: &str) -> String {
         "http_access" => Some("allowed_clients"),
         "never_direct" => Some("never_direct"),
         "always_direct" => Some("always_direct"),
+        "miss_access" => Some("a peer's deny_misses option"),
         "access_log" => Some("access_log"),
         "icp_query_timeout" => Some("icp_query_timeout_ms"),
         "dead_peer_timeout" => Some("icp_dead_peer_timeout_s"),
@@ -359,6 +360,7 @@ cache_dir ufs /var/spool/squid 100 16 256
                     no_query: flags[1],
                     multicast_responder: flags[2],
                     allow_miss: flags[3],
+                    deny_misses: false,
                     weight,
                 })
         }
@@ -408,6 +410,7 @@ cache_dir ufs /var/spool/squid 100 16 256
                         no_query: false,
                         multicast_responder: multicast,
                         allow_miss: false,
+                        deny_misses: false,
                         weight: 1,
                     };
                     let kind = match kind {

@@ -82,6 +82,7 @@ fn peer_fields(peer: &Peer) -> Fields {
         ("proxy_only", peer.proxy_only),
         ("no_query", peer.no_query),
         ("allow_miss", peer.allow_miss),
+        ("deny_misses", peer.deny_misses),
     ] {
         fields.set(key, on.to_string());
     }
@@ -156,6 +157,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "proxy_only",
         "no_query",
         "allow_miss",
+        "deny_misses",
     ] {
         fields.set(key, form.checked(key).to_string());
     }
@@ -184,6 +186,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         proxy_only: fields.on("proxy_only"),
         no_query: fields.on("no_query"),
         allow_miss: fields.on("allow_miss"),
+        deny_misses: fields.on("deny_misses"),
         weight,
     };
     (peer, fields)

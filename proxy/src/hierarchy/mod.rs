@@ -561,7 +561,7 @@ fn upstream_request(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = fields;
     if let Hop::PeerHit(peer) = hop {
-        if peer.is_sibling() {
+        if peer.is_sibling() && !peer.config.allow_miss {
             // A sibling serves us hits only; it must not fetch a miss for us.
             request
                 .headers_mut()
@@ -622,6 +622,7 @@ mod tests {
             no_query,
             multicast_responder: false,
             allow_miss: false,
+            deny_misses: false,
             weight: 1,
         }
     }

@@ -55,6 +55,7 @@ fn peers() -> impl Strategy<Value = Vec<Peer>> {
             no_query: flags[1],
             multicast_responder: flags[2],
             allow_miss: flags[3],
+            deny_misses: flags[0] != flags[3],
             weight,
         });
     prop::collection::vec(peer, 0..4).prop_map(|mut peers| {

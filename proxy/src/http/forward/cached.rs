@@ -25,7 +25,7 @@ use crate::runtime::{Runtime, Shared};
 use super::fill::{
     fetch_and_fill, fill_matches, forward_uncached, from_fill, store_and_serve, unconditional,
 };
-use super::Served;
+use super::{MissesDenied, Served};
 
 /// A GET or HEAD on the cache path, with what each step of it reads.
 pub(super) struct CacheRequest<'a> {
@@ -55,9 +55,13 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     }
     if request_cc.only_if_cached {
         return Served::failed(
-            ProxyError::gateway_timeout(format!(
-                "{key} is not in the cache, and the request said only-if-cached"
-            )),
+            ProxyError::gateway_timeout(match parts.extensions.get::<MissesDenied>() {
+                Some(MissesDenied(peer)) => format!(
+                    "{key} is not in the cache, and peer {peer} may not fetch misses here (its \
+                     deny_misses option)"
+                ),
+                None => format!("{key} is not in the cache, and the request said only-if-cached"),
+            }),
             runtime,
             Hierarchy::NONE,
         );

@@ -173,8 +173,8 @@ pub async fn handle(
             Ok(()) => purge::purge(&shared, &runtime, client.ip(), req.uri()),
             Err(e) => Served::refused(e, &runtime),
         }
-    } else if runtime.is_hits_only_sibling(client.ip()) {
-        hits_only(&arrival, req).await
+    } else if let Some(peer) = runtime.misses_denied_to(client.ip()) {
+        hits_only(&arrival, peer, req).await
     } else {
         route(&arrival, req).await
     };
@@ -295,9 +295,14 @@ async fn route(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
     }
 }
 
-/// A configured sibling takes hits from us, never misses (Squid's `miss_access deny`):
-/// its requests are answered from the cache only, as if they said `only-if-cached`.
-async fn hits_only(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
+/// On a request of a peer whose misses are denied: the peer's name, for the 504 of a miss.
+#[derive(Debug, Clone)]
+pub struct MissesDenied(pub String);
+
+/// A peer whose misses are denied (`deny_misses`, Squid's `miss_access deny`) takes hits
+/// from us, never misses: its requests are answered from the cache only, as if they said
+/// `only-if-cached`.
+async fn hits_only(arrival: &Arrival<'_>, peer: &str, mut req: Request<Incoming>) -> Served {
     let cacheable = req.method() == Method::GET || req.method() == Method::HEAD;
     if !cacheable || !req.body().is_end_stream() {
         let with_body = if req.body().is_end_stream() {
@@ -307,7 +312,8 @@ async fn hits_only(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served 
         };
         return Served::refused(
             ProxyError::gateway_timeout(format!(
-                "{}{with_body} from a sibling cache: a sibling takes hits only",
+                "{}{with_body} from peer {peer}, whose misses are denied here (its deny_misses \
+                 option): it takes hits only",
                 req.method()
             )),
             arrival.runtime,
@@ -317,6 +323,7 @@ async fn hits_only(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served 
         header::CACHE_CONTROL,
         HeaderValue::from_static("only-if-cached"),
     );
+    req.extensions_mut().insert(MissesDenied(peer.to_owned()));
     route(arrival, req).await
 }
 
