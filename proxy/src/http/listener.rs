@@ -28,6 +28,9 @@ use crate::stats::Timeout;
 /// stays at hyper's 100: more would cost an allocation on every request, hits included.
 const REQUEST_HEAD_MAX: usize = 64 * 1024;
 
+/// The listening socket's queue of connections not yet accepted.
+const BACKLOG: i32 = 1024;
+
 /// Who else may listen on the address a listener binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sharing {
@@ -48,7 +51,7 @@ pub fn bind(addr: SocketAddr, sharing: Sharing) -> std::io::Result<std::net::Tcp
         check_free(addr)?;
     }
     let socket = new_socket(addr, true)?;
-    socket.listen(1024)?;
+    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
 
@@ -103,9 +106,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         tokio::select! {
             _ = stop.changed() => {
                 // The kernel resets what is still queued on a socket when it closes: serve
-                // the connections that arrived before the listener moved.
-                while let Some(Ok((stream, client))) = listener.accept().now_or_never() {
-                    hand_out(stream, client, &shared);
+                // the connections that arrived before the listener moved. At most a backlog's
+                // worth, so a flood still arriving cannot keep this worker from yielding.
+                for _ in 0..BACKLOG {
+                    match listener.accept().now_or_never() {
+                        Some(Ok((stream, client))) => hand_out(stream, client, &shared),
+                        _ => break,
+                    }
                 }
                 return;
             }
