@@ -399,15 +399,34 @@ async fn a_traffic_server_parent_config_imports_with_the_same_routing() {
         "{strict:?}"
     );
 
-    std::fs::write(&file, "dest_domain=a.test parent=\"p:1\" qstring=ignore\n").unwrap();
+    std::fs::write(&file, "dest_domain=a.test parent=\"p:1\" port=http\n").unwrap();
     let bad = child.cli(&["rule", "import", file.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(
-        stderr(&bad).contains("line 1: qstring= is not supported"),
+        stderr(&bad).contains("line 1: port=http: expected a port number"),
         "{}",
         stderr(&bad)
     );
     assert_eq!(stdout(&child.cli(&["rule", "list"])).lines().count(), 4);
+
+    std::fs::write(
+        &file,
+        "dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
+         src_ip=10.0.0.1 parent=\"p:1\"\n",
+    )
+    .unwrap();
+    let taken = child.cli(&["rule", "import", file.to_str().unwrap()]);
+    assert_eq!(taken.status.code(), Some(0), "{}", stderr(&taken));
+    let said = stdout(&taken);
+    assert!(said.contains(":1: qstring=ignore ignored"), "{said}");
+    assert!(said.contains(":2: rule not imported: src_ip="), "{said}");
+    assert!(
+        said.contains("1 rules read, 2 lines or options ignored"),
+        "{said}"
+    );
+    let rules = stdout(&child.cli(&["rule", "list"]));
+    assert!(rules.contains("dest_domain=a.test"), "{rules}");
+    assert!(!rules.contains("src_ip"), "{rules}");
 }
 
 #[tokio::test]

@@ -151,7 +151,9 @@ mod tests {
 
     #[test]
     fn rule_changes_say_which_rule_and_how() {
-        let two = parse("dest_domain=a parent=\"p:1\"\ndest_host=b").unwrap();
+        let two = parse("dest_domain=a parent=\"p:1\"\ndest_host=b")
+            .unwrap()
+            .into_rules();
         let moved: Vec<_> = two.iter().rev().cloned().collect();
         let line_a = "dest_domain=a parent=\"p:1;\" round_robin=false go_direct=true";
         let line_b = "dest_host=b round_robin=false go_direct=true";
@@ -167,7 +169,9 @@ mod tests {
             rule_changes(&moved, &two),
             [format!("rule 2 moved up: {line_b}")]
         );
-        let edited = parse("dest_domain=c parent=\"p:1\"\ndest_host=b").unwrap();
+        let edited = parse("dest_domain=c parent=\"p:1\"\ndest_host=b")
+            .unwrap()
+            .into_rules();
         assert_eq!(
             rule_changes(&edited, &two),
             [format!(

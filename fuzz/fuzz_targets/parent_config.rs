@@ -6,12 +6,12 @@ use canopy_config::import::parent_config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    if let Ok(rules) = parent_config::parse(text) {
-        for rule in rules {
+    if let Ok(import) = parent_config::parse(text) {
+        for rule in import.into_rules() {
             let line = parent_config::line(&rule);
             assert_eq!(
-                parent_config::parse(&line).as_deref(),
-                Ok(std::slice::from_ref(&rule)),
+                parent_config::parse(&line).map(parent_config::RuleImport::into_rules),
+                Ok(vec![rule.clone()]),
                 "written as {line:?}"
             );
         }

@@ -615,7 +615,8 @@ impl Console {
         other.set("parents", "someone-else:3128;").unwrap();
         other.parent_rules =
             canopy_config::import::parent_config::parse("dest_domain=bob.test parent=\"b:3128\"")
-                .unwrap();
+                .unwrap()
+                .into_rules();
         let peer = serde_json::json!({
             "name": "bob-peer", "host": "10.0.0.9", "type": "sibling",
             "http_port": 3128, "icp_port": 3130,
@@ -1237,7 +1238,7 @@ async fn each_invalid_rule_field_is_shown_beside_it_and_nothing_is_saved() {
 }
 
 #[tokio::test]
-async fn parent_config_lines_are_imported_whole_or_not_at_all() {
+async fn parent_config_import_refuses_unreadable_lines_and_says_what_it_ignores() {
     let console = console(true).await;
     let (status, page) = console.get("/configure/routing/rules/import").await;
     assert_eq!(status, StatusCode::OK);
@@ -1247,9 +1248,9 @@ async fn parent_config_lines_are_imported_whole_or_not_at_all() {
     );
 
     let bad = "# from Traffic Server\n\
-               dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
+               dest_domain=a.test parent=\"p:1\" port=http\n\
                dest_host=ok.test parent=\"p:1\"\n\
-               dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n";
+               dest_ip=1.2.3.0-1.2.3.255 parent=\"p\n";
     let import = |text: &str| {
         vec![
             ("csrf", console.csrf.clone()),
@@ -1261,8 +1262,14 @@ async fn parent_config_lines_are_imported_whole_or_not_at_all() {
         .post_owned("/configure/routing/rules/import", &import(bad))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(page.contains("line 2: qstring= is not supported"), "{page}");
-    assert!(page.contains("line 4: dest_ip=1.2.3.0-1.2.3.255"), "{page}");
+    assert!(
+        page.contains("line 2: port=http: expected a port number"),
+        "{page}"
+    );
+    assert!(
+        page.contains("line 4: parent= has an unclosed quote"),
+        "{page}"
+    );
     assert!(page.contains("Nothing was imported"), "{page}");
     assert!(
         page.contains("dest_host=ok.test parent=&#34;p:1&#34;"),
@@ -1279,13 +1286,22 @@ async fn parent_config_lines_are_imported_whole_or_not_at_all() {
     );
     assert_eq!(console.latest_id().await, 1);
 
-    let good = "dest_domain=a.test parent=\"p1:3128\" go_direct=false\n\
+    let good = "dest_domain=a.test parent=\"p1:3128\" go_direct=false qstring=ignore\n\
+                dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n\
                 url_regex=\\.iso$ parent=\"p1:3128|1.0; p2:3128|3.0\" round_robin=consistent_hash\n";
     let (status, page) = console
         .post_owned("/configure/routing/rules/import", &import(good))
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("Applied: version 2"), "{page}");
+    assert!(
+        page.contains("Warning: line 1: qstring=ignore ignored"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Warning: line 2: rule not imported: dest_ip=1.2.3.0-1.2.3.255"),
+        "{page}"
+    );
     assert_eq!(
         console.rule_matchers().await,
         ["dest_domain=a.test", r"url_regex=\.iso$"]

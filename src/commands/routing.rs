@@ -71,7 +71,7 @@ pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<Ex
         RuleAction::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| UserError(format!("cannot read {}: {e}", file.display())))?;
-            config.parent_rules = parent_config::parse(&text).map_err(|problems| {
+            let import = parent_config::parse(&text).map_err(|problems| {
                 UserError(format!(
                     "{} cannot be imported:\n{}\nnothing was changed",
                     file.display(),
@@ -82,6 +82,15 @@ pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<Ex
                         .join("\n")
                 ))
             })?;
+            for ignored in &import.ignored {
+                println!("{}:{}: {}", file.display(), ignored.line, ignored.message);
+            }
+            println!(
+                "{} rules read, {} lines or options ignored",
+                import.rules.len(),
+                import.ignored.len()
+            );
+            config.parent_rules = import.into_rules();
         }
     }
     config.validate().map_err(refused)?;

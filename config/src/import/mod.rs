@@ -1,6 +1,6 @@
 //! Files read into settings: a config exported as TOML, Squid `cache_peer` lines, Traffic
-//! Server `icp.config` and `parent.config`. A file with any part Canopy cannot honour
-//! imports nothing, and every such part is reported.
+//! Server `icp.config` and `parent.config`. What Canopy has no use for is listed as ignored,
+//! with its line; a line that cannot be read refuses the whole file, with every such line.
 
 pub mod config_file;
 pub mod parent_config;

@@ -1,40 +1,91 @@
-//! Reads Traffic Server `parent.config` lines into routing rules. A line with anything
-//! Canopy cannot honour is reported, and then nothing is imported.
+//! Reads Traffic Server `parent.config` lines into routing rules. An option Canopy does not
+//! honour is listed as ignored and the rule kept; a rule that would match or route otherwise
+//! than in Traffic Server (an unknown matcher, an origin-server parent) is listed and left
+//! out; a line that cannot be read refuses the whole file.
 
 use super::ImportError;
 use crate::config::{ParentList, ParentRule, RoundRobin};
 
-/// The rules of a parent.config file, or every problem, one per line.
-pub fn parse(text: &str) -> Result<Vec<ParentRule>, Vec<ImportError>> {
-    let mut rules = Vec::new();
-    let mut problems = Vec::new();
-    for (number, line) in text.lines().enumerate() {
+/// What a file gave: its rules with the line each came from, and what was ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleImport {
+    pub rules: Vec<ImportedRule>,
+    pub ignored: Vec<ImportError>,
+}
+
+/// A rule and the line (from 1) it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRule {
+    pub line: usize,
+    pub rule: ParentRule,
+}
+
+impl RuleImport {
+    /// The rules alone, in file order.
+    pub fn into_rules(self) -> Vec<ParentRule> {
+        self.rules.into_iter().map(|r| r.rule).collect()
+    }
+}
+
+/// What one line gave: a rule (with its ignored options), or a rule left out and why.
+enum Line {
+    Rule(ParentRule, Vec<String>),
+    LeftOut(String),
+}
+
+/// Traffic Server options that change how a rule routes in ways Canopy does not model, but
+/// whose absence leaves the rule's match and its parents as written.
+const IGNORED_OPTIONS: &[&str] = &[
+    "qstring",
+    "ignore_query",
+    "parent_retry",
+    "max_simple_retries",
+    "max_unavailable_server_retries",
+    "simple_server_retry_responses",
+    "unavailable_server_retry_responses",
+    "secondary_mode",
+    "ignore_self_detect",
+    "go_direct_on_error",
+];
+
+/// The rules of a parent.config file and what was ignored, or every line that cannot be read.
+pub fn parse(text: &str) -> Result<RuleImport, Vec<ImportError>> {
+    let mut import = RuleImport {
+        rules: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut unreadable = Vec::new();
+    for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let number = index + 1;
+        let at = |message: String| ImportError::at_line(number, message);
         match parse_line(line) {
-            Ok(rule) => rules.push(rule),
-            Err(errors) => problems.extend(
-                errors
-                    .into_iter()
-                    .map(|e| ImportError::at_line(number + 1, e)),
-            ),
+            Ok(Line::Rule(rule, notes)) => {
+                import.ignored.extend(notes.into_iter().map(at));
+                import.rules.push(ImportedRule { line: number, rule });
+            }
+            Ok(Line::LeftOut(why)) => import.ignored.push(at(format!("rule not imported: {why}"))),
+            Err(errors) => unreadable.extend(errors.into_iter().map(at)),
         }
     }
-    if problems.is_empty() {
-        Ok(rules)
+    if unreadable.is_empty() {
+        Ok(import)
     } else {
-        Err(problems)
+        Err(unreadable)
     }
 }
 
-fn parse_line(line: &str) -> Result<ParentRule, Vec<String>> {
+fn parse_line(line: &str) -> Result<Line, Vec<String>> {
     let mut rule = ParentRule {
         go_direct: true,
         ..ParentRule::default()
     };
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let mut left_out = Vec::new();
     for (key, value) in pairs(line).map_err(|e| vec![e])? {
         let value = value.as_str();
         let outcome: Result<(), String> = match key.as_str() {
@@ -46,9 +97,12 @@ fn parse_line(line: &str) -> Result<ParentRule, Vec<String>> {
                 rule.dest_host = Some(value.to_owned());
                 Ok(())
             }
-            "dest_ip" if value.contains('-') => Err(format!(
-                "dest_ip={value}: address ranges are not supported; write a CIDR network"
-            )),
+            "dest_ip" if value.contains('-') => {
+                left_out.push(format!(
+                    "dest_ip={value}: address ranges are not supported; write a CIDR network"
+                ));
+                Ok(())
+            }
             "dest_ip" => {
                 rule.dest_ip = Some(value.to_owned());
                 Ok(())
@@ -90,26 +144,44 @@ fn parse_line(line: &str) -> Result<ParentRule, Vec<String>> {
             },
             // Traffic Server's default: the parents are proxies, as Canopy's always are.
             "parent_is_proxy" if value == "true" => Ok(()),
-            "parent_is_proxy" => Err(format!(
-                "parent_is_proxy={value}: parents that are origin servers are not supported \
-                 by Canopy"
-            )),
-            "secondary_parent" => Err(
-                "secondary_parent= is not supported by Canopy: list the secondary parents \
-                 after the others in parent= (round_robin=false tries them in order)"
-                    .to_owned(),
-            ),
-            other => Err(format!("{other}= is not supported by Canopy")),
+            "parent_is_proxy" => {
+                left_out.push(format!(
+                    "parent_is_proxy={value}: parents that are origin servers are not \
+                     supported by Canopy"
+                ));
+                Ok(())
+            }
+            // Traffic Server's second consistent-hash ring, tried when a URL's primary
+            // parent is down; Canopy rehashes onto the remaining parents instead.
+            "secondary_parent" => {
+                notes.push(format!(
+                    "secondary_parent=\"{value}\" ignored: Canopy has no secondary ring; a URL \
+                     whose parent is down goes to the next of the parents in parent="
+                ));
+                Ok(())
+            }
+            option if IGNORED_OPTIONS.contains(&option) => {
+                notes.push(format!(
+                    "{option}={value} ignored: Canopy has no such option"
+                ));
+                Ok(())
+            }
+            other => {
+                left_out.push(format!("{other}= is not a matcher or option Canopy knows"));
+                Ok(())
+            }
         };
         if let Err(e) = outcome {
             errors.push(e);
         }
     }
-    if errors.is_empty() {
-        Ok(rule)
-    } else {
-        Err(errors)
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    if !left_out.is_empty() {
+        return Ok(Line::LeftOut(left_out.join("; ")));
+    }
+    Ok(Line::Rule(rule, notes))
 }
 
 /// A rule written as a parent.config line, so it can be read back.
@@ -160,7 +232,7 @@ dest_domain=a.test parent="127.0.0.1:3129" round_robin=false go_direct=false
 url_regex=\.iso$ parent="p1:3128|1.0; p2:3128|3.0" round_robin=consistent_hash
 dest_domain=. parent="127.0.0.1:3128" go_direct=true
 "#;
-        let rules = parse(text).unwrap();
+        let rules = parse(text).unwrap().into_rules();
         assert_eq!(rules.len(), 3);
         assert_eq!(rules[0].dest_domain.as_deref(), Some("a.test"));
         assert!(!rules[0].go_direct);
@@ -172,59 +244,85 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
 
     #[test]
     fn a_written_line_reads_back_as_the_same_rule() {
-        let rules = parse("dest_domain=a.test port=8080 parent=\"p1:3128; p2:3128|2\" round_robin=strict go_direct=false").unwrap();
-        let again = parse(&line(&rules[0])).unwrap();
+        let rules = parse("dest_domain=a.test port=8080 parent=\"p1:3128; p2:3128|2\" round_robin=strict go_direct=false").unwrap().into_rules();
+        let again = parse(&line(&rules[0])).unwrap().into_rules();
         assert_eq!(again, rules);
     }
 
     #[test]
     fn a_value_with_spaces_is_written_quoted_and_reads_back() {
-        let rules = parse(r#"url_regex="/a b$" dest_ip="0 0" parent="p:1""#).unwrap();
+        let rules = parse(r#"url_regex="/a b$" dest_ip="0 0" parent="p:1""#)
+            .unwrap()
+            .into_rules();
         assert_eq!(rules[0].url_regex.as_deref(), Some("/a b$"));
         let written = line(&rules[0]);
         assert!(
             written.starts_with(r#"dest_ip="0 0" url_regex="/a b$""#),
             "{written}"
         );
-        assert_eq!(parse(&written).unwrap(), rules);
+        assert_eq!(parse(&written).unwrap().into_rules(), rules);
     }
 
     #[test]
-    fn what_cannot_be_mapped_is_reported_line_by_line() {
+    fn options_canopy_lacks_are_listed_and_the_rule_kept() {
         let text = "dest_domain=a.test parent=\"p:1\" qstring=ignore\n\
-                    dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n\
-                    dest_host=ok.test parent=\"p:1\"\n";
-        let problems = parse(text).unwrap_err();
-        assert_eq!(problems.len(), 2);
+                    dest_domain=b.test parent=\"p:1\" secondary_parent=\"s:1\" round_robin=consistent_hash\n\
+                    dest_domain=c.test parent=\"p:1\" parent_is_proxy=true\n";
+        let import = parse(text).unwrap();
+        let lines: Vec<usize> = import.rules.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [1, 2, 3]);
+        assert_eq!(import.rules[1].rule.parents.to_string(), "p:1;");
+        let ignored: Vec<String> = import.ignored.iter().map(ToString::to_string).collect();
+        assert_eq!(ignored.len(), 2, "{ignored:?}");
         assert!(
-            problems[0].to_string().starts_with("line 1: qstring="),
-            "{problems:?}"
+            ignored[0].starts_with("line 1: qstring=ignore ignored"),
+            "{ignored:?}"
         );
         assert!(
-            problems[1].to_string().starts_with("line 2: dest_ip="),
-            "{problems:?}"
+            ignored[1].starts_with("line 2: secondary_parent=\"s:1\" ignored"),
+            "{ignored:?}"
         );
     }
 
     #[test]
-    fn parents_as_proxies_are_what_canopy_has_and_the_rest_is_said() {
-        let rules = parse("dest_domain=a.test parent=\"p:1\" parent_is_proxy=true").unwrap();
-        assert_eq!(rules[0].parents.to_string(), "p:1;");
-        let problems = parse(
-            "dest_domain=a.test parent=\"p:1\" parent_is_proxy=false\n\
-             dest_domain=b.test parent=\"p:1\" secondary_parent=\"s:1\" round_robin=consistent_hash\n",
-        )
-        .unwrap_err();
+    fn a_rule_that_would_match_or_route_otherwise_is_left_out_and_the_rest_imported() {
+        let text = "dest_ip=1.2.3.0-1.2.3.255 parent=\"p:1\"\n\
+                    dest_host=ok.test parent=\"p:1\"\n\
+                    dest_domain=a.test parent=\"p:1\" parent_is_proxy=false\n\
+                    src_ip=10.0.0.1 parent=\"p:1\"\n";
+        let import = parse(text).unwrap();
+        assert_eq!(import.rules.len(), 1);
+        assert_eq!(import.rules[0].line, 2);
+        assert_eq!(import.rules[0].rule.dest_host.as_deref(), Some("ok.test"));
+        let ignored: Vec<String> = import.ignored.iter().map(ToString::to_string).collect();
+        assert_eq!(ignored.len(), 3, "{ignored:?}");
         assert!(
-            problems[0]
-                .to_string()
-                .contains("origin servers are not supported"),
+            ignored[0].starts_with("line 1: rule not imported: dest_ip="),
+            "{ignored:?}"
+        );
+        assert!(
+            ignored[1].contains("origin servers are not supported"),
+            "{ignored:?}"
+        );
+        assert!(
+            ignored[2].starts_with("line 4: rule not imported: src_ip="),
+            "{ignored:?}"
+        );
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_read_refuses_the_file() {
+        let text = "dest_domain=a.test parent=\"p:1\"\n\
+                    dest_domain=b.test port=http\n\
+                    just words\n";
+        let problems = parse(text).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].to_string().starts_with("line 2: port=http"),
             "{problems:?}"
         );
         assert!(
-            problems[1]
-                .to_string()
-                .contains("list the secondary parents after the others"),
+            problems[1].to_string().starts_with("line 3: "),
             "{problems:?}"
         );
     }
@@ -299,9 +397,9 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
             fn text_that_looks_like_rules_never_panics(
                 text in "(dest_domain|parent|round_robin|go_direct|port|=|\"|;|\\||[a-z0-9.:]{1,6}|[ \t#\n]){0,40}",
             ) {
-                if let Ok(rules) = parse(&text) {
-                    for rule in rules {
-                        prop_assert_eq!(parse(&line(&rule)), Ok(vec![rule]));
+                if let Ok(import) = parse(&text) {
+                    for rule in import.into_rules() {
+                        prop_assert_eq!(parse(&line(&rule)).map(RuleImport::into_rules), Ok(vec![rule]));
                     }
                 }
             }
@@ -311,7 +409,7 @@ dest_domain=. parent="127.0.0.1:3128" go_direct=true
                 rules in prop::collection::vec(rule(), 0..5),
             ) {
                 let text: Vec<String> = rules.iter().map(line).collect();
-                prop_assert_eq!(parse(&text.join("\n")), Ok(rules));
+                prop_assert_eq!(parse(&text.join("\n")).map(RuleImport::into_rules), Ok(rules));
             }
         }
     }

@@ -51,15 +51,11 @@ pub struct Notice {
 
 impl From<&Made> for Notice {
     fn from(made: &Made) -> Notice {
-        let mut text = made.outcome.message();
-        for name in &made.unresolved {
-            text.push_str(&format!(" Warning: {name}."));
-        }
-        let tone = match made.outcome.tone() {
-            "ok" if !made.unresolved.is_empty() => "warn",
-            tone => tone,
+        let notice = Notice {
+            tone: made.outcome.tone(),
+            text: made.outcome.message(),
         };
-        Notice { tone, text }
+        notice.warning(&made.unresolved)
     }
 }
 
@@ -69,6 +65,17 @@ impl Notice {
             tone: "error",
             text: text.into(),
         }
+    }
+
+    /// This notice with `warnings` added; an "ok" notice with any becomes a warning.
+    fn warning(mut self, warnings: &[impl std::fmt::Display]) -> Notice {
+        for warning in warnings {
+            self.text.push_str(&format!(" Warning: {warning}."));
+        }
+        if self.tone == "ok" && !warnings.is_empty() {
+            self.tone = "warn";
+        }
+        self
     }
 }
 
@@ -258,10 +265,23 @@ pub async fn apply_and_show<P: NoticePage>(
     based_on: i64,
     what: Option<&str>,
 ) -> Answer {
+    apply_and_warn::<P>(state, session, config, based_on, what, &[]).await
+}
+
+/// As [`apply_and_show`], with `warnings` about the change (what an import ignored) added to
+/// the notice.
+pub async fn apply_and_warn<P: NoticePage>(
+    state: &crate::state::AppState,
+    session: &Session,
+    config: &Config,
+    based_on: i64,
+    what: Option<&str>,
+    warnings: &[String],
+) -> Answer {
     let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
     let now = Editing::load(state, None).await?;
     let (status, notice) = match outcome {
-        Ok(made) => (StatusCode::OK, Notice::from(&made)),
+        Ok(made) => (StatusCode::OK, Notice::from(&made).warning(warnings)),
         Err(ApplyError::Stale { based_on, .. }) => (
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &now.in_force)),

@@ -358,20 +358,8 @@ pub async fn import_form(session: Session, editing: Editing) -> ImportPage {
     }
 }
 
-/// The numbers of the lines that hold rules, in order (what `parent_config::parse` skips
-/// is skipped here too), so the proxy's errors about rule N can name the admin's line.
-fn rule_lines(text: &str) -> Vec<usize> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let line = line.trim();
-            !line.is_empty() && !line.starts_with('#')
-        })
-        .map(|(i, _)| i + 1)
-        .collect()
-}
-
-/// Replaces every rule with the pasted parent.config lines: all of them, or none.
+/// Replaces every rule with the pasted parent.config lines: all of them, or none when a line
+/// cannot be read or a rule is refused; what Canopy ignores is said with the outcome.
 pub async fn import(
     State(state): State<AppState>,
     session: Session,
@@ -380,11 +368,13 @@ pub async fn import(
     let editing = current(&state, &session, &form).await?;
     let text = form.get("rules").unwrap_or_default().to_owned();
     let mut config = editing.config().clone();
+    let mut ignored = Vec::new();
     let problems = match parent_config::parse(&text) {
         Err(problems) => problems.iter().map(ToString::to_string).collect(),
-        Ok(rules) => {
-            config.parent_rules = rules;
-            let lines = rule_lines(&text);
+        Ok(import) => {
+            let lines: Vec<usize> = import.rules.iter().map(|r| r.line).collect();
+            ignored = import.ignored.iter().map(ToString::to_string).collect();
+            config.parent_rules = import.into_rules();
             match config.validate() {
                 Ok(()) => Vec::new(),
                 Err(errors) => errors
@@ -421,7 +411,15 @@ pub async fn import(
         "imported {} rules from parent.config",
         config.parent_rules.len()
     );
-    apply_and_show(&state, &session, &config, editing.based_on(), &what).await
+    super::apply_and_warn::<RoutingPage>(
+        &state,
+        &session,
+        &config,
+        editing.based_on(),
+        Some(&what),
+        &ignored,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -472,13 +470,5 @@ mod tests {
         let message = "does not compile: regex parse error:\n    (\n    ^\nerror: unclosed group";
         assert_eq!(one_line(message), "does not compile: unclosed group");
         assert_eq!(one_line("expected 1 to 65535"), "expected 1 to 65535");
-    }
-
-    #[test]
-    fn rule_lines_skip_what_the_parser_skips() {
-        assert_eq!(
-            rule_lines("# c\n\ndest_domain=a parent=\"p:1\"\n  \nx=y\n"),
-            [3, 5]
-        );
     }
 }
