@@ -155,6 +155,18 @@ pub(crate) enum PeerAction {
         deny_misses: bool,
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// A parent used as the last resort for a miss (Squid's default).
+        #[arg(long = "default")]
+        default_parent: bool,
+        /// A parent in the rotation for misses no ICP reply placed (Squid's round-robin).
+        #[arg(long)]
+        round_robin: bool,
+        /// Wait this long for a connection to it, instead of connect_timeout_ms.
+        #[arg(long)]
+        connect_timeout_ms: Option<u64>,
+        /// At most this many requests open to it at once (Squid's max-conn).
+        #[arg(long)]
+        max_conn: Option<u32>,
     },
     /// Every peer, one a line.
     List,

@@ -454,3 +454,69 @@ async fn always_direct_skips_the_parents() {
         stderr(&both)
     );
 }
+
+/// The ICP peer that served, from `X-Canopy-Hop: peer=NAME hierarchy=CODE`.
+fn hop_peer(r: &Fetched) -> String {
+    let hop = r.header("x-canopy-hop");
+    let field = |key: &str| {
+        hop.split_whitespace()
+            .find_map(|part| part.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in X-Canopy-Hop {hop:?}"))
+            .to_owned()
+    };
+    format!("{} {}", field("peer="), field("hierarchy="))
+}
+
+#[tokio::test]
+async fn round_robin_parents_take_turns_and_the_default_parent_is_the_last_resort() {
+    let origin = Origin::start(uncacheable).await;
+    let mut ps = parents(3).await;
+    let child = Canopy::start(&[
+        ("icp_mode", "send-receive"),
+        ("icp_port", &free_udp_port().to_string()),
+        ("icp_query_timeout_ms", "200"),
+        ("debug_headers", "on"),
+    ])
+    .await;
+    // Nothing answers ICP at this port: the default parent is asked and stays silent.
+    let silent = free_udp_port().to_string();
+    let add = |name: &str, parent: &Canopy, options: &[&str]| {
+        let port = parent.addr.port().to_string();
+        let mut args = vec![
+            "peer",
+            "add",
+            name,
+            "127.0.0.1",
+            "--type",
+            "parent",
+            "--http-port",
+            &port,
+            "--icp-port",
+            &silent,
+        ];
+        args.extend_from_slice(options);
+        let out = child.cli(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    add("rr-a", &ps[0], &["--no-query", "--round-robin"]);
+    add("rr-b", &ps[1], &["--no-query", "--round-robin"]);
+    add("fallback", &ps[2], &["--default"]);
+    let reloaded = child.cli(&["reload"]);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+
+    let mut served = Vec::new();
+    for i in 0..4 {
+        let r = child.get(&origin.url(&format!("/turn/{i}"))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        served.push(hop_peer(&r));
+    }
+    let turns = ["rr-a ROUNDROBIN_PARENT", "rr-b ROUNDROBIN_PARENT"];
+    assert_eq!(served, [turns[0], turns[1], turns[0], turns[1]]);
+
+    // With both parents in the rotation gone, the default parent takes the miss.
+    let _fallback = ps.split_off(2);
+    drop(ps);
+    let r = child.get(&origin.url("/last-resort")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(hop_peer(&r), "fallback DEFAULT_PARENT");
+}

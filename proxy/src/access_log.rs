@@ -64,6 +64,8 @@ pub enum HierCode {
     FirstUpParent,
     /// A parent picked by rotation or hashing.
     RoundRobinParent,
+    /// A parent marked `default`, as the last resort.
+    DefaultParent,
 }
 
 impl HierCode {
@@ -76,6 +78,7 @@ impl HierCode {
             HierCode::FirstParentMiss => "FIRST_PARENT_MISS",
             HierCode::FirstUpParent => "FIRSTUP_PARENT",
             HierCode::RoundRobinParent => "ROUNDROBIN_PARENT",
+            HierCode::DefaultParent => "DEFAULT_PARENT",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the hierarchy and ICP read it; only the orchestrator (`proxy.rs`) builds and swaps it.
 
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Runtime {
     pub read_timeout: Duration,
     /// The neighbour caches (ICP peers).
     pub peers: Vec<PeerEntry>,
+    /// Where the rotation of `round_robin` peers stands.
+    pub peer_rotation: AtomicUsize,
     /// The ICP socket, when ICP is not disabled.
     pub icp: Option<Arc<IcpSocket>>,
 }
@@ -159,6 +162,7 @@ impl Runtime {
             access_log,
             read_timeout: Duration::from_millis(config.read_timeout_ms),
             peers,
+            peer_rotation: AtomicUsize::new(0),
             icp,
             config: Arc::new(config.clone()),
         })

@@ -135,16 +135,24 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
     match action {
         PeerAction::List => {
             for p in &config.peers {
-                let options: Vec<&str> = [
+                let mut options: Vec<String> = [
                     (p.proxy_only, "proxy-only"),
                     (p.no_query, "no-query"),
                     (p.multicast_responder, "multicast-responder"),
                     (p.allow_miss, "allow-miss"),
                     (p.deny_misses, "deny-misses"),
+                    (p.default_parent, "default"),
+                    (p.round_robin, "round-robin"),
                 ]
                 .into_iter()
-                .filter_map(|(on, name)| on.then_some(name))
+                .filter(|(on, _)| *on)
+                .map(|(_, name)| name.to_owned())
                 .collect();
+                options.extend(
+                    p.connect_timeout_ms
+                        .map(|ms| format!("connect-timeout-ms={ms}")),
+                );
+                options.extend(p.max_conn.map(|n| format!("max-conn={n}")));
                 println!(
                     "{} {} {} http {} icp {} weight {}{}{}",
                     p.name,
@@ -172,6 +180,10 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             allow_miss,
             deny_misses,
             weight,
+            default_parent,
+            round_robin,
+            connect_timeout_ms,
+            max_conn,
         } => config.peers.push(Peer {
             name,
             host,
@@ -184,6 +196,10 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             allow_miss,
             deny_misses,
             weight,
+            default_parent,
+            round_robin,
+            connect_timeout_ms,
+            max_conn,
         }),
         PeerAction::Remove { name } => {
             let before = config.peers.len();

@@ -112,6 +112,22 @@ pub struct Peer {
     pub deny_misses: bool,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// A parent used as the last resort, when no other parent can take a miss (Squid's
+    /// `default`).
+    #[serde(default, rename = "default")]
+    pub default_parent: bool,
+    /// A parent in the rotation that takes the misses no ICP reply placed, each in turn by
+    /// weight (Squid's `round-robin`).
+    #[serde(default)]
+    pub round_robin: bool,
+    /// How long to wait for a connection to this peer, instead of `connect_timeout_ms`
+    /// (Squid's `connect-timeout=`, in milliseconds here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    /// At most this many requests open to this peer at once; a peer at its limit is passed
+    /// over (Squid's `max-conn=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_conn: Option<u32>,
 }
 
 /// A sibling on the usual ports with no option set: the console's blank form, and where
@@ -130,6 +146,10 @@ impl Default for Peer {
             allow_miss: false,
             deny_misses: false,
             weight: default_weight(),
+            default_parent: false,
+            round_robin: false,
+            connect_timeout_ms: None,
+            max_conn: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::errors::{ConfigErrors, FieldError};
+use super::peers::PeerKind;
 use super::settings::Config;
 use super::values::{is_host_name, HostPort};
 
@@ -189,6 +190,8 @@ impl Config {
     }
 
     fn peer_errors(&self) -> Vec<FieldError> {
+        /// A peer's own connect timeout is bounded as `connect_timeout_ms` is.
+        const MAX_PEER_CONNECT_TIMEOUT_MS: u64 = 600_000;
         let mut errors = Vec::new();
         let mut names = BTreeSet::new();
         let mut addresses = BTreeMap::new();
@@ -243,6 +246,43 @@ impl Config {
                     &key,
                     peer.weight,
                     "weight must be at least 1",
+                ));
+            }
+            if peer.kind == PeerKind::Sibling {
+                for (on, option, message) in [
+                    (
+                        peer.default_parent,
+                        "default",
+                        "only a parent can be the default parent",
+                    ),
+                    (
+                        peer.round_robin,
+                        "round_robin",
+                        "only a parent can be in the round-robin rotation",
+                    ),
+                ] {
+                    if on {
+                        errors.push(FieldError::new(&key, option, message));
+                    }
+                }
+            }
+            if let Some(ms) = peer.connect_timeout_ms {
+                if !(1..=MAX_PEER_CONNECT_TIMEOUT_MS).contains(&ms) {
+                    errors.push(FieldError::new(
+                        &key,
+                        ms,
+                        format!(
+                            "connect_timeout_ms: expected 1 to {MAX_PEER_CONNECT_TIMEOUT_MS} \
+                             milliseconds"
+                        ),
+                    ));
+                }
+            }
+            if peer.max_conn == Some(0) {
+                errors.push(FieldError::new(
+                    &key,
+                    0,
+                    "max_conn: expected at least 1 (leave it unset for no limit)",
                 ));
             }
         }

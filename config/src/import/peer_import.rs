@@ -155,6 +155,20 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                 "allow-miss" => peer.allow_miss = true,
                 // Canopy exchanges neither digests nor netdb: what these ask is what it does.
                 "no-digest" | "no-netdb-exchange" => {}
+                "default" | "round-robin" | "weighted-round-robin" if kind == PeerKind::Sibling => {
+                    notes.push(format!(
+                        "cache_peer {host}: option {option} applies to parents only; ignored"
+                    ))
+                }
+                "default" => peer.default_parent = true,
+                "round-robin" => peer.round_robin = true,
+                "weighted-round-robin" => {
+                    peer.round_robin = true;
+                    notes.push(format!(
+                        "cache_peer {host}: weighted-round-robin taken as round-robin, weighed \
+                         by weight= rather than by measured round-trip time"
+                    ))
+                }
                 other => notes.push(format!(
                     "cache_peer {host}: option {other} not supported by Canopy; ignored"
                 )),
@@ -167,6 +181,33 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                     .filter(|&w| w >= 1)
                     .ok_or_else(|| format!("weight {weight:?} is not a number from 1 up"))?
             }
+            // Squid's connect-timeout is in seconds.
+            Some(("connect-timeout", seconds)) => {
+                peer.connect_timeout_ms = Some(
+                    seconds
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| (1..=600).contains(s))
+                        .ok_or_else(|| {
+                            format!("connect-timeout {seconds:?} is not 1 to 600 seconds")
+                        })?
+                        * 1000,
+                )
+            }
+            Some(("max-conn", limit)) => {
+                peer.max_conn = Some(
+                    limit
+                        .parse()
+                        .ok()
+                        .filter(|&n: &u32| n >= 1)
+                        .ok_or_else(|| format!("max-conn {limit:?} is not a number from 1 up"))?,
+                )
+            }
+            // Canopy keeps idle connections to every peer in its pool, opened on demand.
+            Some(("standby", _)) => notes.push(format!(
+                "cache_peer {host}: option standby= ignored: Canopy opens connections to a \
+                 peer on demand and keeps idle ones for reuse"
+            )),
             Some((other, _)) => notes.push(format!(
                 "cache_peer {host}: option {other}= not supported by Canopy; ignored"
             )),
@@ -285,8 +326,8 @@ http_access allow localnet
 http_port 3128
 icp_port 3130
 cache_peer parent1.example.net parent 3128 3130 default login=PASS no-digest
-cache_peer parent2.example.net parent 8080 0 round-robin weight=2 connect-timeout=5
-cache_peer sib.example.net sibling 3128 3130 proxy-only htcp=oldsquid
+cache_peer parent2.example.net parent 8080 0 round-robin weight=2 connect-timeout=5 max-conn=20
+cache_peer sib.example.net sibling 3128 3130 proxy-only htcp=oldsquid default standby=10
 cache_peer 239.255.31.30 multicast 3128 3130 ttl=16
 cache_dir ufs /var/spool/squid 100 16 256
 ";
@@ -304,6 +345,14 @@ cache_dir ufs /var/spool/squid 100 16 256
         assert!(parent2.no_query, "ICP port 0 is no ICP");
         assert_eq!((parent2.http_port, parent2.weight), (8080, 2));
         assert!(import.peers[2].proxy_only);
+        assert!(import.peers[0].default_parent);
+        assert!(parent2.round_robin && !parent2.default_parent);
+        assert_eq!(parent2.connect_timeout_ms, Some(5_000));
+        assert_eq!(parent2.max_conn, Some(20));
+        assert!(
+            !import.peers[2].default_parent,
+            "a sibling is no default parent"
+        );
         let ignored: Vec<(usize, &str)> = import
             .ignored
             .iter()
@@ -318,18 +367,17 @@ cache_dir ufs /var/spool/squid 100 16 256
         said(2, "acl is not a cache_peer line");
         said(3, "Canopy's setting: allowed_clients");
         said(4, "Canopy's setting: http_port");
-        said(6, "option default not supported");
         said(6, "option login= not supported");
-        said(7, "option round-robin not supported");
-        said(7, "option connect-timeout= not supported");
         said(8, "option htcp= not supported");
+        said(8, "option default applies to parents only");
+        said(8, "option standby= ignored");
         said(9, "multicast peer 239.255.31.30 not supported");
         said(10, "cache_dir is not a cache_peer line");
         assert!(
             !ignored.iter().any(|(_, m)| m.contains("PASS")),
             "{ignored:?}"
         );
-        assert_eq!(import.ignored.len(), 11, "{ignored:?}");
+        assert_eq!(import.ignored.len(), 10, "{ignored:?}");
     }
 
     mod properties {
@@ -347,10 +395,14 @@ cache_dir ufs /var/spool/squid 100 16 256
                 proptest::option::of("[A-Za-z0-9._-]{1,16}"),
                 kind(),
                 (1u16.., 1u16..),
-                any::<[bool; 4]>(),
+                any::<[bool; 6]>(),
                 1u32..10_000,
+                (
+                    proptest::option::of(1u64..=600),
+                    proptest::option::of(1u32..10_000),
+                ),
             )
-                .prop_map(|(host, name, kind, ports, flags, weight)| Peer {
+                .prop_map(|(host, name, kind, ports, flags, weight, limits)| Peer {
                     name: name.unwrap_or_else(|| host.clone()),
                     host,
                     kind,
@@ -362,6 +414,10 @@ cache_dir ufs /var/spool/squid 100 16 256
                     allow_miss: flags[3],
                     deny_misses: false,
                     weight,
+                    default_parent: kind == PeerKind::Parent && flags[4],
+                    round_robin: kind == PeerKind::Parent && flags[5],
+                    connect_timeout_ms: limits.0.map(|s| s * 1000),
+                    max_conn: limits.1,
                 })
         }
 
@@ -375,6 +431,8 @@ cache_dir ufs /var/spool/squid 100 16 256
                 (peer.no_query, "no-query"),
                 (peer.multicast_responder, "multicast-responder"),
                 (peer.allow_miss, "allow-miss"),
+                (peer.default_parent, "default"),
+                (peer.round_robin, "round-robin"),
             ];
             for (_, option) in options.iter().filter(|(on, _)| *on) {
                 line.push(' ');
@@ -385,6 +443,12 @@ cache_dir ufs /var/spool/squid 100 16 256
             }
             if peer.weight != 1 {
                 line.push_str(&format!(" weight={}", peer.weight));
+            }
+            if let Some(ms) = peer.connect_timeout_ms {
+                line.push_str(&format!(" connect-timeout={}", ms / 1000));
+            }
+            if let Some(limit) = peer.max_conn {
+                line.push_str(&format!(" max-conn={limit}"));
             }
             line
         }
@@ -410,8 +474,8 @@ cache_dir ufs /var/spool/squid 100 16 256
                         no_query: false,
                         multicast_responder: multicast,
                         allow_miss: false,
-                        deny_misses: false,
                         weight: 1,
+                        ..Peer::default()
                     };
                     let kind = match kind {
                         PeerKind::Parent => 1,

@@ -77,12 +77,20 @@ fn peer_fields(peer: &Peer) -> Fields {
     fields.set("http_port", peer.http_port.to_string());
     fields.set("icp_port", peer.icp_port.to_string());
     fields.set("weight", peer.weight.to_string());
+    let optional = |n: Option<String>| n.unwrap_or_default();
+    fields.set(
+        "connect_timeout_ms",
+        optional(peer.connect_timeout_ms.map(|ms| ms.to_string())),
+    );
+    fields.set("max_conn", optional(peer.max_conn.map(|n| n.to_string())));
     for (key, on) in [
         ("multicast_responder", peer.multicast_responder),
         ("proxy_only", peer.proxy_only),
         ("no_query", peer.no_query),
         ("allow_miss", peer.allow_miss),
         ("deny_misses", peer.deny_misses),
+        ("default_parent", peer.default_parent),
+        ("round_robin", peer.round_robin),
     ] {
         fields.set(key, on.to_string());
     }
@@ -149,7 +157,16 @@ fn parse_port(fields: &mut Fields, key: &str) -> u16 {
 /// Reads the posted peer; every field that cannot be read gets its error.
 fn read_peer(form: &FormData) -> (Peer, Fields) {
     let mut fields = Fields::default();
-    for key in ["name", "host", "type", "http_port", "icp_port", "weight"] {
+    for key in [
+        "name",
+        "host",
+        "type",
+        "http_port",
+        "icp_port",
+        "weight",
+        "connect_timeout_ms",
+        "max_conn",
+    ] {
         fields.set(key, form.get(key).unwrap_or_default().trim());
     }
     for key in [
@@ -158,6 +175,8 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "no_query",
         "allow_miss",
         "deny_misses",
+        "default_parent",
+        "round_robin",
     ] {
         fields.set(key, form.checked(key).to_string());
     }
@@ -188,8 +207,26 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         allow_miss: fields.on("allow_miss"),
         deny_misses: fields.on("deny_misses"),
         weight,
+        default_parent: fields.on("default_parent"),
+        round_robin: fields.on("round_robin"),
+        connect_timeout_ms: parse_optional(&mut fields, "connect_timeout_ms"),
+        max_conn: parse_optional(&mut fields, "max_conn"),
     };
     (peer, fields)
+}
+
+/// A whole number, or nothing when the field is left empty.
+fn parse_optional<N: std::str::FromStr>(fields: &mut Fields, key: &str) -> Option<N> {
+    let text = fields.v(key);
+    if text.is_empty() {
+        return None;
+    }
+    let number = text.parse().ok();
+    if number.is_none() {
+        let message = format!("{text:?} is not a whole number; leave it empty for none");
+        fields.set_error(key, message);
+    }
+    number
 }
 
 /// Which field a peer error from the proxy's validation belongs beside.
@@ -199,6 +236,10 @@ fn field_of(message: &str) -> Option<&'static str> {
         ("host", "host"),
         ("ICP port", "icp_port"),
         ("weight", "weight"),
+        ("connect_timeout_ms", "connect_timeout_ms"),
+        ("max_conn", "max_conn"),
+        ("default parent", "default_parent"),
+        ("round-robin rotation", "round_robin"),
     ]
     .into_iter()
     .find(|(word, _)| message.contains(word))

@@ -14,6 +14,7 @@ pub mod selection;
 pub mod upstream;
 
 use std::net::IpAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -263,7 +264,7 @@ pub fn plan<'a>(
     };
     if config.icp_mode == IcpMode::SendReceive {
         hops.extend(
-            icp_parents(&runtime.peers, answers)
+            icp_parents(&runtime.peers, answers, &runtime.peer_rotation)
                 .into_iter()
                 .filter(|p| usable(&p.0))
                 .map(|(p, code)| Hop::PeerParent(p, code)),
@@ -280,22 +281,25 @@ pub fn plan<'a>(
     }
 }
 
-/// The ICP parents that may fetch a miss: those that answered MISS, fastest first (reply
-/// time divided by weight, as Squid weighs them); then
-/// those never asked (no-query, or no round was made) that are not dead. A parent that
-/// was asked and did not answer is passed over for this request.
+/// The ICP parents that may fetch a miss, in Squid's order: those that answered MISS,
+/// fastest first (reply time divided by weight, as Squid weighs them); then the
+/// `round_robin` parents, the next in the rotation first; then those never asked (no-query,
+/// or no round was made); then the `default` parents. A parent that was asked and did not
+/// answer is passed over for this request unless it is in the rotation or a default; a
+/// dead one always is.
 fn icp_parents<'a>(
     peers: &'a [PeerEntry],
     answers: Option<&[Answer]>,
+    rotation: &AtomicUsize,
 ) -> Vec<(&'a PeerEntry, HierCode)> {
-    let is_parent = |p: &&PeerEntry| !p.is_sibling();
-    let mut hops = Vec::new();
+    let alive_parent = |p: &&PeerEntry| !p.is_sibling() && !p.stats.is_dead();
+    let mut hops: Vec<(&PeerEntry, HierCode)> = Vec::new();
     if let Some(answers) = answers {
         let mut missed: Vec<(Duration, &PeerEntry)> = answers
             .iter()
             .filter(|a| a.opcode == IcpOpcode::Miss)
             .filter_map(|a| Some((a.elapsed, peers.get(a.peer)?)))
-            .filter(|(_, p)| is_parent(p))
+            .filter(|(_, p)| !p.is_sibling())
             .map(|(elapsed, p)| (elapsed / p.config.weight.max(1), p))
             .collect();
         missed.sort_by_key(|(weighed, _)| *weighed);
@@ -305,14 +309,36 @@ fn icp_parents<'a>(
                 .map(|(_, p)| (p, HierCode::FirstParentMiss)),
         );
     }
+    let listed = |hops: &[(&PeerEntry, HierCode)], p: &PeerEntry| {
+        hops.iter().any(|(h, _)| std::ptr::eq(*h, p))
+    };
+    let in_rotation: Vec<&PeerEntry> = peers
+        .iter()
+        .filter(alive_parent)
+        .filter(|p| p.config.round_robin && !listed(&hops, p))
+        .collect();
+    let candidates: Vec<Candidate<'_>> = in_rotation
+        .iter()
+        .map(|p| Candidate {
+            name: &p.config.name,
+            weight: p.config.weight,
+        })
+        .collect();
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    for i in selection::order(RoundRobin::Strict, &candidates, "", localhost, rotation) {
+        hops.push((in_rotation[i], HierCode::RoundRobinParent));
+    }
     let asked = |p: &PeerEntry| answers.is_some() && p.takes_queries();
-    hops.extend(
-        peers
-            .iter()
-            .filter(is_parent)
-            .filter(|p| !asked(p) && !p.stats.is_dead())
-            .map(|p| (p, HierCode::FirstUpParent)),
-    );
+    for p in peers.iter().filter(alive_parent) {
+        if !asked(p) && !p.config.default_parent && !listed(&hops, p) {
+            hops.push((p, HierCode::FirstUpParent));
+        }
+    }
+    for p in peers.iter().filter(alive_parent) {
+        if p.config.default_parent && !listed(&hops, p) {
+            hops.push((p, HierCode::DefaultParent));
+        }
+    }
     hops
 }
 
@@ -342,6 +368,8 @@ fn false_hit(
                 || (peer.is_sibling() && status.is_server_error()))
             .then_some(FalseHit::Answered(status))
         }
+        // Nothing was asked of the peer: its connections were all busy.
+        Ok(Err(UpstreamError::AtLimit { .. })) => None,
         Ok(Err(e)) if e.is_connect() => Some(FalseHit::Connect(e.innermost())),
         Ok(Err(e)) => Some(FalseHit::Failed(e.innermost())),
         Err(_) => Some(FalseHit::NoResponse),
@@ -391,6 +419,7 @@ pub async fn fetch(
     let plan = plan(runtime, &parts.method, parts, answers.as_deref());
     let mut tried: Vec<String> = plan.skipped.clone();
     let mut answered_badly = false;
+    let mut attempted = false;
     let hop_count = plan.hops.len();
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
@@ -412,13 +441,18 @@ pub async fn fetch(
         } else {
             String::new()
         };
-        if n > 0 {
+        if !client.may_take_request() {
+            tried.push(format!("{name}: its max_conn connections are all busy"));
+            continue;
+        }
+        if attempted {
             // A body goes once: after a failed attempt it is gone.
             if had_body {
                 break;
             }
             runtime.stats.retries.add(1);
         }
+        attempted = true;
         // The last hop can have the fields themselves; earlier ones need a copy to retry with.
         let fields = if is_last {
             std::mem::take(&mut headers)
@@ -448,7 +482,9 @@ pub async fn fetch(
                 tried.push(format!("{name}: false hit, {reason}"));
                 continue;
             }
-            peer.stats.hits_served.fetch_add(1, Relaxed);
+            if matches!(attempt, Ok(Ok(_))) {
+                peer.stats.hits_served.fetch_add(1, Relaxed);
+            }
         }
         let may_store = match hop {
             Hop::PeerHit(p) | Hop::PeerParent(p, _) => !p.config.proxy_only,
@@ -494,7 +530,21 @@ pub async fn fetch(
                 runtime.stats.denied_destinations.add(1);
                 return Err((denied.into(), hierarchy));
             }
-            Ok(Err(e)) => HopFailure::of(&e, runtime.config.connect_timeout_ms),
+            Ok(Err(e @ UpstreamError::AtLimit { .. })) => {
+                // Lost the last free connection to another request: not the peer's fault.
+                tried.push(format!("{name}: {e}"));
+                continue;
+            }
+            Ok(Err(e)) => {
+                let connect_timeout_ms = match hop {
+                    Hop::PeerHit(p) | Hop::PeerParent(p, _) => p.config.connect_timeout_ms,
+                    Hop::Parent(_) | Hop::Origin => None,
+                };
+                HopFailure::of(
+                    &e,
+                    connect_timeout_ms.unwrap_or(runtime.config.connect_timeout_ms),
+                )
+            }
             Err(_) => HopFailure::NoResponse {
                 ms: runtime.read_timeout.as_millis(),
             },
@@ -621,9 +671,7 @@ mod tests {
             proxy_only: false,
             no_query,
             multicast_responder: false,
-            allow_miss: false,
-            deny_misses: false,
-            weight: 1,
+            ..Peer::default()
         }
     }
 
@@ -723,6 +771,62 @@ mod tests {
                 "FIRST_PARENT_MISS:light",
                 "origin"
             ]
+        );
+    }
+
+    #[test]
+    fn the_rotation_takes_what_no_reply_placed_and_the_default_parent_comes_last() {
+        let mut rr_a = peer("rr-a", PeerKind::Parent, true);
+        rr_a.round_robin = true;
+        let mut rr_bb = peer("rr-bb", PeerKind::Parent, true);
+        rr_bb.round_robin = true;
+        rr_bb.weight = 2;
+        let mut fallback = peer("fallback", PeerKind::Parent, false);
+        fallback.default_parent = true;
+        let config = Config {
+            icp_mode: IcpMode::SendReceive,
+            peers: vec![
+                rr_a,
+                rr_bb,
+                fallback,
+                peer("silent-parent", PeerKind::Parent, false),
+            ],
+            ..Config::default()
+        };
+        let runtime = Runtime::for_tests(config);
+        // Both ICP parents were asked and neither answered.
+        let firsts: Vec<Vec<String>> = (0..3)
+            .map(|_| hops(&runtime, HeaderMap::new(), Some(&[])))
+            .collect();
+        assert_eq!(
+            firsts[0],
+            [
+                "ROUNDROBIN_PARENT:rr-a",
+                "ROUNDROBIN_PARENT:rr-bb",
+                "DEFAULT_PARENT:fallback",
+                "origin"
+            ]
+        );
+        let by_weight: Vec<&str> = firsts.iter().map(|h| h[0].as_str()).collect();
+        assert_eq!(
+            by_weight,
+            [
+                "ROUNDROBIN_PARENT:rr-a",
+                "ROUNDROBIN_PARENT:rr-bb",
+                "ROUNDROBIN_PARENT:rr-bb"
+            ]
+        );
+        // A default parent that answered MISS is used as such, and listed once.
+        let missed = [answer(2, IcpOpcode::Miss, 1)];
+        let with_miss = hops(&runtime, HeaderMap::new(), Some(&missed));
+        assert_eq!(with_miss[0], "FIRST_PARENT_MISS:fallback");
+        assert_eq!(
+            with_miss
+                .iter()
+                .filter(|h| h.ends_with(":fallback"))
+                .count(),
+            1,
+            "{with_miss:?}"
         );
     }
 

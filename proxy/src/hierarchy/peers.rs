@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::hierarchy::reach::ConnectSettings;
 use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
@@ -38,8 +39,16 @@ impl PeerEntry {
         if !peer.no_query {
             counters.icp_tracked.store(true, Relaxed);
         }
+        let settings = ConnectSettings {
+            connect_timeout: peer
+                .connect_timeout_ms
+                .map_or(settings.connect_timeout, Duration::from_millis),
+            ..settings
+        };
+        let client = upstream::parent_client(&peer.host, peer.http_port, settings)?
+            .with_max_conn(peer.max_conn);
         Ok(PeerEntry {
-            client: upstream::parent_client(&peer.host, peer.http_port, settings)?,
+            client,
             config: peer.clone(),
             address,
             stats: counters,

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ pub enum UpstreamError {
         RESPONSE_HEAD_MAX / 1024
     )]
     HeadTooLarge,
+    /// A peer's `max_conn` connections are all open and busy: nothing was sent.
+    #[error("{max} connections open, its max_conn")]
+    AtLimit { max: usize },
 }
 
 impl From<ConnectError> for UpstreamError {
@@ -304,6 +308,36 @@ pub struct UpstreamClient {
     /// Each HTTP worker's connections: a connection's task runs on the worker that opened
     /// it, so each worker uses only its own.
     per_worker: Box<[Mutex<Pool>]>,
+    /// A peer's `max_conn`: how many connections may be open to it at once.
+    limit: Option<ConnectionLimit>,
+}
+
+/// The most connections a client may have open, idle ones included (as Squid counts
+/// `max-conn`), and how many it has.
+struct ConnectionLimit {
+    max: usize,
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection counted against a [`ConnectionLimit`]; dropped when it closes.
+struct OpenSlot(Arc<AtomicUsize>);
+
+impl ConnectionLimit {
+    /// A slot for one more connection, if the limit allows it.
+    fn reserve(&self) -> Option<OpenSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(OpenSlot(self.open.clone()))
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One worker's connections by destination, those busy with a response included.
@@ -379,7 +413,34 @@ impl UpstreamClient {
             per_worker: (0..workers::count())
                 .map(|_| Mutex::new(Pool::new()))
                 .collect(),
+            limit: None,
         }
+    }
+
+    /// This client with at most `max` connections open at once.
+    pub fn with_max_conn(mut self, max: Option<u32>) -> UpstreamClient {
+        self.limit = max.map(|max| ConnectionLimit {
+            max: max as usize,
+            open: Arc::new(AtomicUsize::new(0)),
+        });
+        self
+    }
+
+    /// Whether a request can go now: no limit, room for a connection, or one of this
+    /// worker's connections free. Looks at the pool only for a client at its limit.
+    pub fn may_take_request(&self) -> bool {
+        let Some(limit) = &self.limit else {
+            return true;
+        };
+        if limit.open.load(Ordering::Acquire) < limit.max {
+            return true;
+        }
+        let Some(authority) = self.parent.as_ref().and_then(Uri::authority) else {
+            return true;
+        };
+        let pool = &self.per_worker[workers::current() % self.per_worker.len()];
+        let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.free_connection(authority.as_str()).is_some()
     }
 
     /// Sends `request` on a connection that is free, or on a new one.
@@ -424,6 +485,14 @@ impl UpstreamClient {
             },
             Err(request) => request,
         };
+        let slot = match &self.limit {
+            Some(limit) => Some(
+                limit
+                    .reserve()
+                    .ok_or(UpstreamError::AtLimit { max: limit.max })?,
+            ),
+            None => None,
+        };
         let port = authority.port_u16().unwrap_or(80);
         let stream =
             reach::connect(authority.host(), port, self.settings, self.reach.as_deref()).await?;
@@ -434,6 +503,7 @@ impl UpstreamClient {
             .await
             .map_err(UpstreamError::Request)?;
         tokio::spawn(async move {
+            let _counted_until_closed = slot;
             if let Err(e) = connection.await {
                 tracing::debug!("upstream connection ended: {e}");
             }
@@ -591,6 +661,68 @@ mod tests {
             accepted.load(Ordering::SeqCst),
             opened,
             "a free one is reused"
+        );
+    }
+
+    /// Waits, up to five seconds, until the client may take a request.
+    async fn room(client: &UpstreamClient) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !client.may_take_request() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the client never had room again");
+    }
+
+    #[tokio::test]
+    async fn max_conn_caps_open_connections_and_a_finished_or_closed_one_makes_room() {
+        // A parent that sends the head at once and the rest of the body when told.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_on, held) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok")
+                .await
+                .unwrap();
+            held.await.unwrap();
+            stream.write_all(b"ok").await.unwrap();
+            let _ = stream.read(&mut head).await;
+        });
+        let client = parent_client("127.0.0.1", addr.port(), settings())
+            .unwrap()
+            .with_max_conn(Some(1));
+        let request = || {
+            let mut request = Request::new(crate::http::body::empty_body());
+            *request.uri_mut() = "http://example.com/".parse().unwrap();
+            request
+        };
+        let busy = client.request(request()).await.unwrap();
+        assert!(!client.may_take_request());
+        match client.request(request()).await {
+            Err(UpstreamError::AtLimit { max: 1 }) => {}
+            other => panic!("expected the limit, got {other:?}"),
+        }
+        go_on.send(()).unwrap();
+        busy.into_body().collect().await.unwrap();
+        room(&client).await;
+
+        let (addr, accepted, _) = server(true).await;
+        let closing = parent_client("127.0.0.1", addr.port(), settings())
+            .unwrap()
+            .with_max_conn(Some(1));
+        for _ in 0..3 {
+            room(&closing).await;
+            assert_eq!(get(&closing, "http://example.com/").await, "ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "each closed one gave its slot back"
         );
     }
 

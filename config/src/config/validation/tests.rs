@@ -109,3 +109,59 @@ fn two_peers_on_the_same_host_and_port_are_refused() {
         .message
         .contains("peer a has the same host and HTTP port"));
 }
+
+#[test]
+fn a_sibling_cannot_be_a_default_or_rotation_parent_and_limits_are_bounded() {
+    let sibling = Peer {
+        name: "sib".into(),
+        host: "10.0.0.1".into(),
+        default_parent: true,
+        round_robin: true,
+        ..Peer::default()
+    };
+    let parent = Peer {
+        name: "par".into(),
+        host: "10.0.0.2".into(),
+        kind: PeerKind::Parent,
+        default_parent: true,
+        round_robin: true,
+        connect_timeout_ms: Some(0),
+        max_conn: Some(0),
+        ..Peer::default()
+    };
+    let config = Config {
+        peers: vec![sibling, parent],
+        ..Config::default()
+    };
+    let errors = config.validate().unwrap_err();
+    let said: Vec<(&str, &str, &str)> = errors
+        .0
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (
+                "peers.sib",
+                "default",
+                "only a parent can be the default parent"
+            ),
+            (
+                "peers.sib",
+                "round_robin",
+                "only a parent can be in the round-robin rotation"
+            ),
+            (
+                "peers.par",
+                "0",
+                "connect_timeout_ms: expected 1 to 600000 milliseconds"
+            ),
+            (
+                "peers.par",
+                "0",
+                "max_conn: expected at least 1 (leave it unset for no limit)"
+            ),
+        ]
+    );
+}

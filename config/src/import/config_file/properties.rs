@@ -57,6 +57,10 @@ fn peers() -> impl Strategy<Value = Vec<Peer>> {
             allow_miss: flags[3],
             deny_misses: flags[0] != flags[3],
             weight,
+            default_parent: kind == PeerKind::Parent && flags[1],
+            round_robin: kind == PeerKind::Parent && flags[2],
+            connect_timeout_ms: flags[0].then_some(2_500),
+            max_conn: flags[3].then_some(8),
         });
     prop::collection::vec(peer, 0..4).prop_map(|mut peers| {
         let mut names = BTreeSet::new();
