@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
-use canopy_config::config::{Config, Control, Group};
+use canopy_config::config::{Config, Control, Group, SETTINGS};
 use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::{Db, VersionState};
@@ -1613,6 +1613,8 @@ async fn a_rule_added_to_an_opened_version_is_built_on_it() {
 async fn every_setting_is_on_its_group_s_page_with_its_help_value_and_default() {
     let console = console(true).await;
     let (_, dashboard) = console.get("/").await;
+    let on_pages: usize = Group::ALL.iter().map(|g| g.settings().count()).sum();
+    assert_eq!(on_pages, SETTINGS.len(), "every setting is on a page");
     for group in Group::ALL {
         let path = group_path(group);
         assert!(

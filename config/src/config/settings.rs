@@ -186,7 +186,7 @@ settings! {
     icp_hit_fresh_for_s: u64 = 30,
         Icp: "Answer ICP HIT only for objects fresh at least this much longer, seconds.";
     icp_allowed_clients: CidrList = CidrList::default(),
-        Icp: "Child caches that are not peers but may send ICP queries.";
+        Icp: "Caches that are not peers but may send ICP queries (addresses or CIDR networks); any other sender that is not a peer is answered DENIED.";
     icp_hits_only: Flag = Flag(false),
         Icp: "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
 }
