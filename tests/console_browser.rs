@@ -292,16 +292,14 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
     browser.screenshot("routing").await;
     assert!(
         browser
-            .field("Parent caching")
+            .field("parent_caching")
             .await
             .is_selected()
             .await
             .expect("checkbox"),
         "parent caching is on by default"
     );
-    browser
-        .fill("Parent Cache", &format!("{};", parent.addr))
-        .await;
+    browser.fill("parents", &format!("{};", parent.addr)).await;
     browser.press("Make These Changes").await;
     let said = browser.notice("Applied").await;
     browser.screenshot("routing-applied").await;
@@ -318,7 +316,9 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
     assert_eq!(parent.stats().await.requests, 1);
     assert_eq!(proxy.status().await.expect("status").pid, pid, "no restart");
 
-    browser.fill("ICP port", "70000").await;
+    browser.follow("ICP").await;
+    browser.heading("ICP").await;
+    browser.fill("icp_port", "70000").await;
     browser.press("Make These Changes").await;
     let error = browser
         .wait("//p[@class='error' and contains(., 'port number')]")
@@ -443,7 +443,7 @@ async fn with_the_proxy_stopped_the_change_is_saved_and_canopy_run_starts_with_i
     browser.log_in().await;
     browser.screenshot("dashboard").await;
     browser.follow("Routing").await;
-    browser.fill("Parent Cache", "127.0.0.1:3999;").await;
+    browser.fill("parents", "127.0.0.1:3999;").await;
     browser.press("Make These Changes").await;
     let said = browser.notice("not running").await;
     browser.screenshot("routing-saved").await;
@@ -497,9 +497,9 @@ async fn a_change_the_proxy_refuses_is_shown_with_its_reason_and_the_old_one_sta
         return;
     };
     browser.log_in().await;
-    browser.follow("Routing").await;
-    browser.choose("ICP mode", "Send and receive queries").await;
-    browser.fill("ICP port", &taken_port.to_string()).await;
+    browser.follow("ICP").await;
+    browser.choose("icp_mode", "Send and receive queries").await;
+    browser.fill("icp_port", &taken_port.to_string()).await;
     browser.press("Make These Changes").await;
     let said = browser.notice("rejected by the proxy").await;
     browser.screenshot("routing-rejected").await;
@@ -659,9 +659,9 @@ impl Rejected {
         let (console, url) = start_console(&proxy).await;
         let browser = Browser::start(&url, name).await?;
         browser.log_in().await;
-        browser.follow("Routing").await;
-        browser.choose("ICP mode", "Send and receive queries").await;
-        browser.fill("ICP port", &taken_port.to_string()).await;
+        browser.follow("ICP").await;
+        browser.choose("icp_mode", "Send and receive queries").await;
+        browser.fill("icp_port", &taken_port.to_string()).await;
         browser.press("Make These Changes").await;
         let said = browser.notice("rejected by the proxy").await;
         assert!(said.contains("Version 3 was saved but rejected"), "{said}");
@@ -708,21 +708,21 @@ async fn a_rejected_version_is_opened_from_its_notice_fixed_and_applied() {
     browser.notice("Version 3 was rejected").await;
     browser.screenshot("rule-rejected-notice").await;
 
-    browser.follow("Routing").await;
+    browser.follow("ICP").await;
     browser.follow("Open version 3").await;
     let said = browser.notice("This form shows rejected version 3").await;
     assert!(said.contains(&taken_port.to_string()), "the reason: {said}");
     let port = browser
-        .field("ICP port")
+        .field("icp_port")
         .await
         .prop("value")
         .await
-        .expect("ICP port")
+        .expect("icp_port")
         .unwrap_or_default();
     assert_eq!(port, taken_port.to_string(), "the rejected version's value");
     browser.screenshot("routing-rejected-opened").await;
     let free = free_udp_port();
-    browser.fill("ICP port", &free.to_string()).await;
+    browser.fill("icp_port", &free.to_string()).await;
     browser.press("Make These Changes").await;
     let said = browser.notice("Applied").await;
     browser.screenshot("routing-fixed").await;
@@ -779,4 +779,72 @@ async fn a_discarded_version_leaves_the_forms_and_stays_in_the_history() {
     assert_eq!(db.get(3).await.expect("v3").state, VersionState::Discarded);
     assert_eq!(db.in_force().await.expect("in force").id, 2);
     assert_eq!(in_force(proxy).await, 2);
+}
+
+impl Browser {
+    /// A screenshot of the whole page at `width` px: the window is made as tall as the page.
+    async fn whole_page(&self, width: u32, page: &str) {
+        self.client
+            .set_window_size(width, 900)
+            .await
+            .expect("window width");
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight;", vec![])
+            .await
+            .expect("page height")
+            .as_u64()
+            .expect("a height");
+        self.client
+            .set_window_size(width, height as u32 + 140)
+            .await
+            .expect("window height");
+        self.screenshot(page).await;
+    }
+}
+
+#[tokio::test]
+async fn every_settings_page_is_reached_from_the_menu_and_saves_its_changes() {
+    let proxy = Canopy::start(&[]).await;
+    let (_console, url) = start_console(&proxy).await;
+    let Some(browser) = Browser::start(&url, "settings").await else {
+        return;
+    };
+    browser.log_in().await;
+    for group in canopy_config::config::Group::ALL {
+        browser.follow(group.title()).await;
+        browser
+            .wait(&format!("//h1[normalize-space()='{}']", group.title()))
+            .await;
+        browser.whole_page(1280, group.slug()).await;
+    }
+
+    browser.follow("Proxy").await;
+    let clients = browser.field("allowed_clients").await;
+    assert_eq!(clients.tag_name().await.expect("tag"), "textarea");
+    browser
+        .fill("allowed_clients", "127.0.0.0/8\n10.20.0.0/16")
+        .await;
+    browser.press("Make These Changes").await;
+    browser.notice("Applied: version 3").await;
+    let listed = proxy.cli(&["config", "get", "allowed_clients"]);
+    assert_eq!(common::stdout(&listed).trim(), "127.0.0.0/8, 10.20.0.0/16");
+
+    browser.follow("Cache").await;
+    browser.fill("max_object_size", "1G").await;
+    browser.press("Make These Changes").await;
+    let error = browser
+        .wait("//input[@id='max_object_size']/following-sibling::p[@class='error']")
+        .await;
+    assert!(
+        error
+            .text()
+            .await
+            .expect("text")
+            .contains("must not be larger than cache_mem"),
+        "the error is under its field"
+    );
+    browser.notice("Nothing was saved").await;
+    browser.whole_page(1280, "cache-invalid").await;
+    assert_eq!(in_force(&proxy).await, 3);
 }

@@ -678,7 +678,9 @@ async fn peers_are_added_listed_removed_and_imported_all_or_nothing() {
     assert!(imported.status.success(), "{}", stderr(&imported));
     let said = stdout(&imported);
     assert!(
-        said.contains("icp.config:3: cache_peer 10.0.0.3: option round-robin not supported"),
+        said.contains(
+            "icp.config:3: cache_peer 10.0.0.3: option round-robin applies to parents only"
+        ),
         "{said}"
     );
     assert!(

@@ -2,6 +2,7 @@
 //! validation that both the proxy and the manager use before a config version is applied.
 
 mod errors;
+mod groups;
 mod peers;
 mod routing;
 mod settings;
@@ -9,6 +10,7 @@ mod validation;
 mod values;
 
 pub use errors::*;
+pub use groups::*;
 pub use peers::*;
 pub use routing::*;
 pub use settings::*;

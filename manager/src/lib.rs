@@ -88,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route("/configure/peers/new", get(pages::peers::new_form))
         .route("/configure/peers/{name}", get(pages::peers::edit_form))
         .route("/configure/peers/{name}/remove", post(pages::peers::remove))
+        .route(
+            "/configure/{group}",
+            get(pages::settings::form).post(pages::settings::submit),
+        )
         .route("/configure/history", get(pages::history::list))
         .route("/configure/history/{id}", get(pages::history::show))
         .route(
@@ -169,7 +173,8 @@ pub async fn run(
         Some(listen) => listen,
         None => db.in_force().await?.config.manager_listen,
     };
-    let state = AppState::new(db.clone(), options.control);
+    let mut state = AppState::new(db.clone(), options.control);
+    state.pinned_listen = options.listen;
     tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
     // Each client's address, for the limits on failed logins.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

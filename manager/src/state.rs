@@ -1,5 +1,6 @@
 //! What every handler is given: the database, the proxy's control socket, the login gate.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub login_delay: Duration,
     /// The one gate every password check goes through.
     pub login_limits: Arc<LoginLimits>,
+    /// The address `--listen` holds the console at, whatever `manager_listen` says.
+    pub pinned_listen: Option<SocketAddr>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
             control,
             login_delay: Duration::from_secs(1),
             login_limits: Arc::default(),
+            pinned_listen: None,
         }
     }
 }

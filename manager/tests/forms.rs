@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
+use canopy_config::config::{Config, Control, Group, SETTINGS};
 use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::{Db, VersionState};
@@ -254,17 +255,31 @@ impl Console {
 
     /// A Routing form as the page posts it, from the defaults of version `based_on`.
     fn routing_form(&self, based_on: &str) -> Vec<(&'static str, String)> {
-        vec![
+        let form = self.settings_form(Group::Routing, based_on, &Config::default());
+        with(form, "parents", "parent1:3128; parent2:8080;")
+    }
+
+    /// A settings page's form as a browser posts it, showing `config`: a box that is not
+    /// ticked is left out, a list is one item per line.
+    fn settings_form(
+        &self,
+        group: Group,
+        based_on: &str,
+        config: &Config,
+    ) -> Vec<(&'static str, String)> {
+        let mut form = vec![
             ("csrf", self.csrf.clone()),
             ("based_on", based_on.to_owned()),
-            ("parent_caching", "true".to_owned()),
-            ("parents", "parent1:3128; parent2:8080;".to_owned()),
-            ("icp_mode", "send-receive".to_owned()),
-            ("icp_port", "3131".to_owned()),
-            ("icp_multicast_group", "239.255.31.30".to_owned()),
-            ("icp_multicast_ttl", "1".to_owned()),
-            ("icp_query_timeout_ms", "".to_owned()),
-        ]
+        ];
+        for setting in group.settings() {
+            let value = config.get(setting.key).unwrap();
+            match setting.control {
+                Control::Checkbox if value == "false" => {}
+                Control::List => form.push((setting.key, value.replace(", ", "\n"))),
+                _ => form.push((setting.key, value)),
+            }
+        }
+        form
     }
 
     async fn post_owned(
@@ -453,15 +468,9 @@ async fn a_valid_routing_post_saves_a_version_and_reloads() {
     assert_eq!(latest.author, "alice");
     let config = latest.config;
     assert_eq!(config.parents.to_string(), "parent1:3128; parent2:8080;");
-    assert_eq!(config.icp_mode.as_str(), "send-receive");
-    assert_eq!(config.icp_port, 3131);
-    assert_eq!(config.icp_query_timeout_ms, 0, "blank means automatic");
-    assert_eq!(
-        config.round_robin.as_str(),
-        "false",
-        "no choice means list order"
-    );
-    assert!(!config.icp_multicast_enabled.0, "an unchecked box is off");
+    assert_eq!(config.round_robin.as_str(), "false");
+    assert_eq!(config.retry_statuses.to_string(), "502, 503");
+    assert!(!config.never_direct.0, "an unchecked box is off");
     assert_eq!(
         hidden(&page, "based_on"),
         "2",
@@ -481,18 +490,63 @@ async fn a_valid_routing_post_saves_a_version_and_reloads() {
 async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_saved() {
     let console = console(true).await;
     let cases = [
-        ("icp_port", "0", "port number from 1 to 65535"),
-        ("icp_port", "70000", "port number from 1 to 65535"),
-        ("icp_multicast_group", "10.0.0.1", "224.0.0.0/4"),
         ("parents", "parent1:3128; parent2", "is not host:port"),
         ("parents", "parent1:99999;", "not a number from 1 to 65535"),
-        ("icp_mode", "sometimes", "is not an ICP mode"),
-        ("icp_multicast_ttl", "300", "TTL from 1 to 255"),
         ("round_robin", "sideways", "is not a round robin mode"),
+        ("fail_threshold", "0", "expected at least 1 failure"),
+        ("retry_time_s", "soon", "expected a whole number, 0 or more"),
     ];
     for (key, value, message) in cases {
         let form = with(console.routing_form("1"), key, value);
-        let (status, page) = console.post_owned("/configure/routing", &form).await;
+        let page = console
+            .refused_beside("/configure/routing", &form, key, value, message)
+            .await;
+        if key != "round_robin" {
+            assert!(
+                page.contains(&format!("value=\"{value}\"")),
+                "{key}: the input is kept"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_invalid_icp_value_is_shown_beside_its_field_and_nothing_is_saved() {
+    let console = console(true).await;
+    let cases = [
+        ("icp_port", "0", "port number from 1 to 65535"),
+        ("icp_port", "70000", "port number from 1 to 65535"),
+        ("icp_multicast_group", "10.0.0.1", "224.0.0.0/4"),
+        ("icp_mode", "sometimes", "is not an ICP mode"),
+        ("icp_multicast_ttl", "300", "from 0 to 255"),
+        ("icp_multicast_ttl", "0", "TTL from 1 to 255"),
+        (
+            "icp_allowed_clients",
+            "10.0.0.0/8\nchild",
+            "is not an address",
+        ),
+    ];
+    for (key, value, message) in cases {
+        let form = console.settings_form(Group::Icp, "1", &Config::default());
+        let form = with(form, key, value);
+        console
+            .refused_beside("/configure/icp", &form, key, value, message)
+            .await;
+    }
+}
+
+impl Console {
+    /// Posts `form`, which sets `key` to a wrong `value`: it must be refused with `message`
+    /// under the field of `key` and nothing saved. Returns the page.
+    async fn refused_beside(
+        &self,
+        path: &str,
+        form: &[(&'static str, String)],
+        key: &str,
+        value: &str,
+        message: &str,
+    ) -> String {
+        let (status, page) = self.post_owned(path, form).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key}={value}");
         let field = page
             .find(&format!("id=\"{key}\""))
@@ -513,20 +567,41 @@ async fn each_invalid_routing_value_is_shown_beside_its_field_and_nothing_is_sav
             "{key}={value}: {}",
             &beside[error..error + 200]
         );
-        if key != "icp_mode" && key != "round_robin" {
-            assert!(
-                page.contains(&format!("value=\"{value}\"")),
-                "{key}: the input is kept"
-            );
-        }
         assert!(page.contains("Nothing was saved"));
-        assert_eq!(
-            console.latest_id().await,
-            1,
-            "{key}={value} saved a version"
-        );
-        assert_eq!(console.reloads(), 0);
+        assert_eq!(self.latest_id().await, 1, "{key}={value} saved a version");
+        assert_eq!(self.reloads(), 0);
+        page
     }
+}
+
+/// What Bob changes on each settings page in `stale_versions`: (group, key, value, what the
+/// page then shows).
+const BOB_CHANGES: [(Group, &str, &str, &str); 6] = [
+    (
+        Group::Proxy,
+        "visible_name",
+        "bobs-cache",
+        "value=\"bobs-cache\"",
+    ),
+    (Group::Cache, "cache_mem", "300M", "value=\"300M\""),
+    (Group::Icp, "icp_port", "3999", "value=\"3999\""),
+    (
+        Group::Timeouts,
+        "connect_timeout_ms",
+        "4321",
+        "value=\"4321\"",
+    ),
+    (Group::Logging, "access_log", "bob.log", "value=\"bob.log\""),
+    (
+        Group::Console,
+        "manager_hosts",
+        "bob.example",
+        ">bob.example</textarea>",
+    ),
+];
+
+fn group_path(group: Group) -> &'static str {
+    format!("/configure/{}", group.slug()).leak()
 }
 
 /// A form as its page posts it, without its CSRF token.
@@ -586,6 +661,12 @@ impl Console {
             form("/configure/peers/squid/remove", only_based_on(), "bob-peer"),
             form("/configure/history/1/restore", only_based_on(), "Version 2"),
         ]
+        .into_iter()
+        .chain(BOB_CHANGES.iter().map(|(group, _, _, shows)| {
+            let fields = self.settings_form(*group, "1", &Config::default());
+            form(group_path(*group), without_token(fields), shows)
+        }))
+        .collect()
     }
 
     /// Every form of the console that needs its session's CSRF token.
@@ -622,6 +703,9 @@ impl Console {
             "http_port": 3128, "icp_port": 3130,
         });
         other.peers.push(serde_json::from_value(peer).unwrap());
+        for (_, key, value, _) in BOB_CHANGES {
+            other.set(key, value).unwrap();
+        }
         self.db.save_change(&other, "bob", Some(1)).await.unwrap();
     }
 }
@@ -804,7 +888,10 @@ async fn history_shows_each_change_and_restores_a_version() {
     assert!(page.contains("Restore this version"));
     let (status, detail) = console.get("/configure/history/1").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(detail.contains("icp_port: 3131 → 3130"), "{detail}");
+    assert!(
+        detail.contains("parents: parent1:3128; parent2:8080; → (empty)"),
+        "{detail}"
+    );
     let (status, page) = console
         .post(
             "/configure/history/1/restore",
@@ -1410,6 +1497,8 @@ async fn a_rejected_version_is_shown_on_every_edit_page_and_opened_fixed_and_app
         "/configure/routing/rules/import",
         "/configure/peers",
         "/configure/peers/new",
+        "/configure/icp",
+        "/configure/timeouts",
     ] {
         let (status, page) = console.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
@@ -1454,17 +1543,17 @@ async fn a_rejected_version_is_shown_on_every_edit_page_and_opened_fixed_and_app
         )),
         "{routing}"
     );
-    assert!(routing.contains("value=\"3131\""), "{routing}");
     assert_eq!(hidden(&routing, "based_on"), "1");
     assert_eq!(hidden(&routing, "rejected"), "2");
+    let (status, icp) = console.get("/configure/icp?rejected=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(icp.contains("value=\"3131\""), "{icp}");
+    assert_eq!(hidden(&icp, "rejected"), "2");
 
     console.proxy.in_force.store(2, Ordering::SeqCst);
-    let fixed = with(
-        with(console.routing_form("1"), "rejected", "2"),
-        "icp_port",
-        "3132",
-    );
-    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    let icp_form = console.settings_form(Group::Icp, "1", &Config::default());
+    let fixed = with(with(icp_form, "rejected", "2"), "icp_port", "3132");
+    let (status, page) = console.post_owned("/configure/icp", &fixed).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("Applied: version 3 is in force"), "{page}");
     assert!(!page.contains("was rejected"), "{page}");
@@ -1473,10 +1562,10 @@ async fn a_rejected_version_is_shown_on_every_edit_page_and_opened_fixed_and_app
     assert_eq!(v3.config.peers[0].name, "from-v2", "built on version 2");
     assert_eq!(console.db.in_force().await.unwrap().id, 3);
 
-    let (status, page) = console.post_owned("/configure/routing", &fixed).await;
+    let (status, page) = console.post_owned("/configure/icp", &fixed).await;
     assert_eq!(status, StatusCode::CONFLICT, "{page}");
     let again = with(fixed, "based_on", "3");
-    let (status, page) = console.post_owned("/configure/routing", &again).await;
+    let (status, page) = console.post_owned("/configure/icp", &again).await;
     assert_eq!(status, StatusCode::CONFLICT, "{page}");
     assert!(
         page.contains("rejected version 2, which is no longer waiting to be fixed"),
@@ -1502,8 +1591,8 @@ async fn a_discarded_version_stays_in_the_history_and_its_notice_is_gone() {
         let (_, page) = console.get(path).await;
         assert!(!page.contains("was rejected"), "{path}: {page}");
     }
-    let (_, routing) = console.get("/configure/routing?rejected=2").await;
-    assert!(routing.contains("value=\"3130\""), "not opened: {routing}");
+    let (_, icp) = console.get("/configure/icp?rejected=2").await;
+    assert!(icp.contains("value=\"3130\""), "not opened: {icp}");
     assert_eq!(console.db.latest().await.unwrap().id, 1, "never applied");
     let (status, page) = console
         .post("/configure/history/2/discard", &[("csrf", &console.csrf)])
@@ -1534,4 +1623,165 @@ async fn a_rule_added_to_an_opened_version_is_built_on_it() {
     assert_eq!(v3.icp_port, 3131, "version 2's settings");
     assert_eq!(v3.peers[0].name, "from-v2");
     assert_eq!(v3.parent_rules[0].matcher(), "dest_domain=a.test");
+}
+
+#[tokio::test]
+async fn every_setting_is_on_its_group_s_page_with_its_help_value_and_default() {
+    let console = console(true).await;
+    let (_, dashboard) = console.get("/").await;
+    let on_pages: usize = Group::ALL.iter().map(|g| g.settings().count()).sum();
+    assert_eq!(on_pages, SETTINGS.len(), "every setting is on a page");
+    for group in Group::ALL {
+        let path = group_path(group);
+        assert!(
+            dashboard.contains(&format!("href=\"{path}\"")),
+            "{path} in the menu"
+        );
+        let (status, page) = console.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            page.contains(&format!("<h1>{}</h1>", group.title())),
+            "{path}"
+        );
+        for setting in group.settings() {
+            let key = setting.key;
+            let at = page
+                .find(&format!("<label for=\"{key}\">"))
+                .unwrap_or_else(|| panic!("{path}: no field {key}"));
+            let field = &page[at..];
+            let field = &field[..field.find("</div>").unwrap()];
+            let help = setting
+                .help
+                .split('`')
+                .next()
+                .unwrap()
+                .replace('\'', "&#39;");
+            assert!(field.contains(help.trim_end()), "{key}: its help\n{field}");
+            assert!(
+                field.contains("Default: <code>"),
+                "{key}: its default\n{field}"
+            );
+        }
+    }
+    let (_, proxy) = console.get("/configure/proxy").await;
+    assert!(
+        proxy.contains(">127.0.0.0/8\n::1/128\n10.0.0.0/8\n"),
+        "allowed_clients one per line: {proxy}"
+    );
+    assert!(proxy.contains("id=\"http_port\" name=\"http_port\" value=\"3128\""));
+    let (status, _) = console.get("/configure/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn each_settings_page_saves_what_it_shows_as_one_version() {
+    let console = console(true).await;
+    let changes = [
+        (
+            Group::Proxy,
+            "allowed_clients",
+            "10.1.0.0/16\r\n192.168.5.5\n",
+            "10.1.0.0/16, 192.168.5.5/32",
+        ),
+        (Group::Proxy, "deny_to_localhost", "true", "true"),
+        (Group::Cache, "cache_mem", "512M", "512M"),
+        (Group::Routing, "never_direct", "true", "true"),
+        (
+            Group::Icp,
+            "icp_allowed_clients",
+            "10.9.0.0/16",
+            "10.9.0.0/16",
+        ),
+        (Group::Timeouts, "read_timeout_ms", "30000", "30000"),
+        (Group::Logging, "access_log", "", ""),
+        (
+            Group::Console,
+            "manager_hosts",
+            "console.example.com\ncanopy",
+            "console.example.com, canopy",
+        ),
+    ];
+    for (version, (group, key, posted, saved)) in (2..).zip(changes) {
+        let before = console.db.latest().await.unwrap().config;
+        let form = console.settings_form(group, &(version - 1).to_string(), &before);
+        let (status, page) = console
+            .post_owned(group_path(group), &with(form, key, posted))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{key}: {page}");
+        assert!(
+            page.contains(&format!("Applied: version {version} is in force")),
+            "{key}: {page}"
+        );
+        let after = console.db.latest().await.unwrap().config;
+        assert_eq!(after.get(key).unwrap(), saved, "{key}");
+        assert_eq!(
+            after.diff(&before).len(),
+            1,
+            "{key}: {:?}",
+            after.diff(&before)
+        );
+    }
+    let config = console.db.latest().await.unwrap().config;
+    let unticked = console.settings_form(Group::Proxy, "9", &Config::default());
+    let (status, _) = console.post_owned("/configure/proxy", &unticked).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = console.db.latest().await.unwrap().config;
+    assert!(!after.deny_to_localhost.0, "a box left unticked is off");
+    assert!(config.deny_to_localhost.0);
+}
+
+#[tokio::test]
+async fn a_bad_value_is_shown_under_its_field_with_the_value_in_force() {
+    let console = console(true).await;
+    let form = console.settings_form(Group::Cache, "1", &Config::default());
+    let form = with(with(form, "cache_mem", "64M"), "max_object_size", "100M");
+    let page = console
+        .refused_beside(
+            "/configure/cache",
+            &form,
+            "max_object_size",
+            "100M",
+            "must not be larger than cache_mem",
+        )
+        .await;
+    assert!(page.contains("value=\"100M\""), "the posted value is kept");
+    assert!(page.contains("In force: <code>8M</code>"), "{page}");
+    let form = console.settings_form(Group::Proxy, "1", &Config::default());
+    let form = with(with(form, "http_port", "70000"), "bind_address", "here");
+    let page = console
+        .refused_beside(
+            "/configure/proxy",
+            &form,
+            "http_port",
+            "70000",
+            "&#34;70000&#34;: expected a port number from 1 to 65535",
+        )
+        .await;
+    assert!(
+        page.contains("is not an IP address"),
+        "both errors are shown"
+    );
+}
+
+#[tokio::test]
+async fn a_new_console_address_is_given_as_a_link_once_applied() {
+    let console = console(true).await;
+    let form = console.settings_form(Group::Console, "1", &Config::default());
+    let request = Request::post("/configure/console")
+        .header(header::COOKIE, &console.cookie)
+        .header(header::HOST, "192.0.2.7:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(encode(
+            &with(form, "manager_listen", "0.0.0.0:9090")
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )))
+        .unwrap();
+    let response = console.send(request).await;
+    let page = body_text(response).await;
+    assert!(
+        page.contains("it listens at <a href=\"http://192.0.2.7:9090/configure/console\">"),
+        "{page}"
+    );
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use super::errors::{ConfigErrors, FieldError};
+use super::groups::{parse_failure, Control, Editable, Group};
 use super::peers::{IcpMode, Peer};
 use super::routing::{ParentList, ParentRule, RoundRobin};
 use super::values::{
@@ -13,7 +14,7 @@ use super::values::{
 };
 
 macro_rules! settings {
-    ($( $key:ident : $ty:ty = $default:expr, $help:literal; )*) => {
+    ($( $key:ident : $ty:ty = $default:expr, $group:ident : $help:literal; )*) => {
         /// The whole configuration of one Canopy: what a config version holds.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(default, deny_unknown_fields)]
@@ -51,7 +52,12 @@ macro_rules! settings {
         }
 
         /// Every scalar setting, in the order `canopy config list` shows them.
-        pub const SETTINGS: &[Setting] = &[ $( Setting { key: stringify!($key), help: $help }, )* ];
+        pub const SETTINGS: &[Setting] = &[ $( Setting {
+            key: stringify!($key),
+            help: $help,
+            group: Group::$group,
+            control: <$ty as Editable>::CONTROL,
+        }, )* ];
 
         impl Config {
             /// A setting's value written as text, as `config set` takes it.
@@ -69,7 +75,10 @@ macro_rules! settings {
                         self.$key = value
                             .trim()
                             .parse::<$ty>()
-                            .map_err(|e| FieldError::new(key, value, e.to_string()))?;
+                            .map_err(|e| {
+                                let expected = parse_failure::<$ty>(key, e.to_string());
+                                FieldError::new(key, value, expected)
+                            })?;
                         Ok(())
                     } )*
                     _ => Err(unknown_key(key)),
@@ -79,11 +88,13 @@ macro_rules! settings {
     };
 }
 
-/// A setting's name and what it is for.
+/// A setting's name, what it is for, the page it is edited on and with what.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
     pub key: &'static str,
     pub help: &'static str,
+    pub group: Group,
+    pub control: Control,
 }
 
 fn unknown_key(key: &str) -> FieldError {
@@ -97,87 +108,87 @@ fn unknown_key(key: &str) -> FieldError {
 
 settings! {
     visible_name: String = default_visible_name(),
-        "Name shown in Via and X-Cache headers; peers see it in loops.";
+        Proxy: "Name shown in Via and X-Cache headers; peers see it in loops.";
     bind_address: OptionalAddr = OptionalAddr(None),
-        "The one address of this proxy: its listener, ICP socket and outgoing connections. Empty: listen on every address.";
+        Proxy: "The one address of this proxy: its listener, ICP socket and outgoing connections. Empty: listen on every address.";
     http_port: u16 = 3128,
-        "TCP port of the proxy listener.";
+        Proxy: "TCP port of the proxy listener.";
     allowed_clients: CidrList = default_allowed_clients(),
-        "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
+        Proxy: "Clients allowed to use the proxy (CIDR list). Anyone else gets 403.";
     purge_allowed_clients: CidrList = default_purge_allowed_clients(),
-        "Clients that may remove objects from the cache with PURGE (CIDR list; `canopy purge` sends it from this host). Anyone else gets 403.";
+        Proxy: "Clients that may remove objects from the cache with PURGE (CIDR list; `canopy purge` sends it from this host). Anyone else gets 403.";
     safe_ports: PortList = default_safe_ports(),
-        "Ports plain HTTP requests may go to (Squid's Safe_ports), such as `80, 443, 1025-65535`; others get 403.";
+        Proxy: "Ports plain HTTP requests may go to (Squid's Safe_ports), such as `80, 443, 1025-65535`; others get 403.";
     ssl_ports: PortList = PortList(vec![443..=443]),
-        "Ports CONNECT may open tunnels to (Squid's SSL_ports); others get 403.";
+        Proxy: "Ports CONNECT may open tunnels to (Squid's SSL_ports); others get 403.";
     deny_to_localhost: Flag = Flag(false),
-        "Refuse requests to loopback addresses (127.0.0.0/8, ::1) too; recommended in production. This proxy and its console are refused always.";
+        Proxy: "Refuse requests to loopback addresses (127.0.0.0/8, ::1) too; recommended in production. This proxy and its console are refused always.";
     cache_mem: ByteSize = ByteSize(256 << 20),
-        "Memory for cached objects (bytes; K, M, G suffixes).";
+        Cache: "Memory for cached objects (bytes; K, M, G suffixes).";
     max_object_size: ByteSize = ByteSize(8 << 20),
-        "Largest object stored; bigger ones pass through uncached.";
+        Cache: "Largest object stored; bigger ones pass through uncached.";
     heuristic_lm_factor: f64 = 0.1,
-        "Heuristic freshness as a fraction of the time since Last-Modified.";
+        Cache: "Heuristic freshness as a fraction of the time since Last-Modified.";
     heuristic_min_s: u64 = 0,
-        "Floor of heuristic freshness, seconds.";
+        Cache: "Floor of heuristic freshness, seconds.";
     heuristic_max_s: u64 = 86_400,
-        "Cap of heuristic freshness, seconds.";
+        Cache: "Cap of heuristic freshness, seconds.";
     parent_caching: Flag = Flag(true),
-        "Send misses through the HTTP parents listed in parents.";
+        Routing: "Send misses through the HTTP parents listed in parents.";
     parents: ParentList = ParentList::default(),
-        "HTTP parent caches, `host:port; host:port;`, tried in this order.";
+        Routing: "HTTP parent caches, `host:port; host:port;`, tried in this order: the next only when one fails. With round robin, a weight: `host:port|2;`.";
     round_robin: RoundRobin = RoundRobin::False,
-        "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
+        Routing: "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
     never_direct: Flag = Flag(false),
-        "Never go to the origin server: only through parents.";
+        Routing: "Never go to the origin server: only through parents.";
     always_direct: Flag = Flag(false),
-        "Always go to the origin server, never through parents.";
+        Routing: "Always go to the origin server, never through parents.";
     fail_threshold: u32 = 10,
-        "Connection failures within retry_time_s that mark a parent down.";
+        Routing: "Connection failures within retry_time_s that mark a parent down.";
     retry_time_s: u64 = 300,
-        "How long a parent stays down before it is tried again, seconds.";
+        Routing: "How long a parent stays down before it is tried again, seconds.";
     retry_statuses: StatusList = StatusList(vec![502, 503]),
-        "Parent responses that send an idempotent request on to the next parent.";
+        Routing: "Parent responses that send an idempotent request on to the next parent.";
     debug_headers: Flag = Flag(false),
-        "Add X-Canopy-Hop to responses: which hop served, by which rule, and why.";
+        Logging: "Add X-Canopy-Hop to responses: which hop served, by which rule, and why.";
     connect_timeout_ms: u64 = 5_000,
-        "Time allowed to connect to a parent or origin, milliseconds.";
+        Timeouts: "Time allowed to connect to a parent or origin, milliseconds.";
     read_timeout_ms: u64 = 60_000,
-        "Time allowed for an upstream response to start, and between any two reads of its body, milliseconds.";
+        Timeouts: "Time allowed for an upstream response to start, and between any two reads of its body, milliseconds.";
     client_idle_timeout_s: u64 = 120,
-        "How long a client connection may wait for its next request (or its first) before it is closed, seconds.";
+        Timeouts: "How long a client connection may wait for its next request (or its first) before it is closed, seconds.";
     request_timeout_s: u64 = 60,
-        "Time allowed for a request's headers to arrive once their first byte has, seconds.";
+        Timeouts: "Time allowed for a request's headers to arrive once their first byte has, seconds.";
     tunnel_idle_timeout_s: u64 = 900,
-        "A CONNECT tunnel that carries nothing either way for this long is closed, seconds.";
+        Timeouts: "A CONNECT tunnel that carries nothing either way for this long is closed, seconds.";
     client_lifetime_s: u64 = 86_400,
-        "The longest a client connection may stay open, tunnels included, however busy, seconds.";
+        Timeouts: "The longest a client connection may stay open, tunnels included, however busy, seconds.";
     access_log: String = "access.log".to_owned(),
-        "Access log in Squid's native format (relative to the data dir); empty: off.";
+        Logging: "Access log in Squid's native format (relative to the data dir); empty: off.";
     manager_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
-        "Address and port of the web console.";
+        Console: "Address and port of the web console.";
     manager_hosts: HostList = HostList::default(),
-        "More names the console answers to (such as console.example.com); it always answers to IP addresses and localhost. Any other Host gets 421, so a page whose DNS name was rebound to this console cannot use it.";
+        Console: "More names the console answers to (such as console.example.com); it always answers to IP addresses and localhost. Any other Host gets 421, so a page whose DNS name was rebound to this console cannot use it.";
     icp_mode: IcpMode = IcpMode::Disabled,
-        "ICP: disabled, receive (answer only) or send-receive.";
+        Icp: "ICP: disabled, receive (answer only) or send-receive.";
     icp_port: u16 = 3130,
-        "UDP port of ICP queries and replies.";
+        Icp: "UDP port of ICP queries and replies.";
     icp_multicast_enabled: Flag = Flag(false),
-        "Send ICP queries once to the multicast group instead of to each peer.";
+        Icp: "Send ICP queries once to the multicast group instead of to each peer.";
     icp_multicast_group: Ipv4Addr = Ipv4Addr::new(239, 255, 31, 30),
-        "ICP multicast group (224.0.0.0/4).";
+        Icp: "ICP multicast group (224.0.0.0/4).";
     icp_multicast_ttl: u8 = 1,
-        "TTL of multicast ICP queries (1-255).";
+        Icp: "TTL of multicast ICP queries (1-255).";
     icp_query_timeout_ms: u64 = 0,
-        "How long to wait for ICP replies, milliseconds; 0: dynamic.";
+        Icp: "How long to wait for ICP replies, milliseconds; 0: dynamic.";
     icp_dead_peer_timeout_s: u64 = 10,
-        "A peer that has not answered ICP for this long is dead.";
+        Icp: "A peer that has not answered ICP for this long is dead, seconds.";
     icp_hit_fresh_for_s: u64 = 30,
-        "Answer ICP HIT only for objects fresh at least this much longer.";
+        Icp: "Answer ICP HIT only for objects fresh at least this much longer, seconds.";
     icp_allowed_clients: CidrList = CidrList::default(),
-        "Child caches that are not peers but may send ICP queries.";
+        Icp: "Caches that are not peers but may send ICP queries (addresses or CIDR networks); any other sender that is not a peer is answered DENIED.";
     icp_hits_only: Flag = Flag(false),
-        "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
+        Icp: "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the

@@ -42,7 +42,7 @@ impl Config {
             self.max_object_size <= self.cache_mem,
             "max_object_size",
             self.max_object_size.to_string(),
-            "must not be larger than cache_mem",
+            &format!("must not be larger than cache_mem ({})", self.cache_mem),
         );
         check(
             self.heuristic_lm_factor.is_finite()

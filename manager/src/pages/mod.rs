@@ -7,6 +7,7 @@ pub mod monitor;
 pub mod peers;
 pub mod routing;
 pub mod rules;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -211,13 +212,36 @@ pub async fn current_version<P: NoticePage>(
     session: &Session,
     form: &crate::auth::FormData,
 ) -> Result<Editing, Refusal> {
+    match check_form(state, session, form).await? {
+        Ok(editing) => Ok(editing),
+        Err(stale) => {
+            let page = P::with_notice(session, &stale.now, Notice::error(stale.reason));
+            Err(Refusal::with(StatusCode::CONFLICT, page))
+        }
+    }
+}
+
+/// A form made from a version no longer in force, or from a rejected version no longer
+/// waiting to be fixed: what is in force now, and why the form was refused.
+pub struct StaleForm {
+    pub now: Editing,
+    pub reason: String,
+}
+
+/// What a posted form changes (see `current_version`), or why it was refused as stale;
+/// 403 without this session's CSRF token.
+pub async fn check_form(
+    state: &crate::state::AppState,
+    session: &Session,
+    form: &crate::auth::FormData,
+) -> Result<Result<Editing, StaleForm>, Refusal> {
     if !crate::auth::csrf_ok(session, form) {
         return Err(crate::auth::forbidden().into());
     }
     let number = |key: &str| form.get(key).and_then(|v| v.parse::<i64>().ok());
     let open = number("rejected");
     let mut editing = Editing::load(state, open).await?;
-    let refusal = match (number("based_on"), open) {
+    let reason = match (number("based_on"), open) {
         (based_on, _) if based_on != Some(editing.based_on()) => {
             stale_message(based_on.unwrap_or_default(), &editing.in_force)
         }
@@ -227,23 +251,17 @@ pub async fn current_version<P: NoticePage>(
              shows version {}, the one in force.",
             editing.based_on()
         ),
-        _ => return Ok(editing),
+        _ => return Ok(Ok(editing)),
     };
     editing.opened = false;
-    let page = P::with_notice(session, &editing, Notice::error(refusal));
-    Err(Refusal::with(StatusCode::CONFLICT, page))
+    Ok(Err(StaleForm {
+        now: editing,
+        reason,
+    }))
 }
 
 /// The round robin modes as the forms offer them: (setting value, words).
-pub const ROUND_ROBIN: [(&str, &str); 4] = [
-    ("false", "Off: in list order, the next only on failure"),
-    ("strict", "Strict: rotate request by request"),
-    ("true", "By client: each client keeps one parent"),
-    (
-        "consistent_hash",
-        "Consistent hash: each URL keeps one parent",
-    ),
-];
+pub const ROUND_ROBIN: &[(&str, &str)] = canopy_config::config::ROUND_ROBIN_MODES;
 
 /// What a form says when something in it must be corrected first.
 pub const NOT_SAVED: &str =
@@ -268,8 +286,8 @@ pub async fn apply_and_show<P: NoticePage>(
     apply_and_warn::<P>(state, session, config, based_on, what, &[]).await
 }
 
-/// As [`apply_and_show`], with `warnings` about the change (what an import ignored) added to
-/// the notice.
+/// As [`apply_and_show`], with `warnings` about a saved change (what an import ignored)
+/// added to the notice.
 pub async fn apply_and_warn<P: NoticePage>(
     state: &crate::state::AppState,
     session: &Session,
@@ -278,17 +296,56 @@ pub async fn apply_and_warn<P: NoticePage>(
     what: Option<&str>,
     warnings: &[String],
 ) -> Answer {
+    let changed = make_changes(state, session, config, based_on, what).await?;
+    let notice = if changed.status == StatusCode::OK {
+        changed.notice.warning(warnings)
+    } else {
+        changed.notice
+    };
+    let page = P::with_notice(session, &changed.now, notice);
+    Ok((changed.status, page).into_response())
+}
+
+/// What Make These Changes did, for the page shown after it.
+pub struct Changed {
+    pub status: StatusCode,
+    /// What is in force now.
+    pub now: Editing,
+    pub notice: Notice,
+    /// Whether the proxy runs the new version now.
+    pub applied: bool,
+}
+
+/// Make These Changes from a form made from version `based_on`: the outcome, or the refusal
+/// (409) of a form made from a version no longer in force.
+pub async fn make_changes(
+    state: &crate::state::AppState,
+    session: &Session,
+    config: &Config,
+    based_on: i64,
+    what: Option<&str>,
+) -> Result<Changed, Refusal> {
     let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
     let now = Editing::load(state, None).await?;
-    let (status, notice) = match outcome {
-        Ok(made) => (StatusCode::OK, Notice::from(&made).warning(warnings)),
+    let (status, notice, applied) = match outcome {
+        Ok(made) => (
+            StatusCode::OK,
+            Notice::from(&made),
+            matches!(made.outcome, apply::Outcome::Applied { .. }),
+        ),
         Err(ApplyError::Stale { based_on, .. }) => (
             StatusCode::CONFLICT,
             Notice::error(stale_message(based_on, &now.in_force)),
+            false,
         ),
         Err(e) => return Err(internal_error("saving the config", e).into()),
     };
-    Ok((status, P::with_notice(session, &now, notice)).into_response())
+    Ok(Changed {
+        status,
+        now,
+        notice,
+        applied,
+    })
 }
 
 /// Why a form made from version `based_on` was refused, now that `latest` is in force.

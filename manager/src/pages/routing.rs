@@ -1,44 +1,33 @@
-//! Configure → Routing: the seeds' page. Parent caching, the parent list in the
-//! `host:port; host:port;` form, round robin, and the ICP settings, then Make These Changes.
+//! Configure → Routing: the seeds' page. The routing rules, and the group's settings (parent
+//! caching, the parent list in the `host:port; host:port;` form, round robin, going direct,
+//! parent health) as `pages::settings` draws them, then Make These Changes.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Form;
-use canopy_config::config::{Config, ConfigErrors, ParentRule};
+use canopy_config::config::{Group, ParentRule};
 
+use super::settings::{self, SettingField};
 use super::{
-    apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
+    apply_and_show, current_version, Answer, Chrome, Editing, Notice, NoticePage, Refusal,
     NOT_SAVED,
 };
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::state::AppState;
 
-/// The settings this page edits, in the order it shows them.
-pub const KEYS: &[&str] = &[
-    "parent_caching",
-    "parents",
-    "round_robin",
-    "icp_mode",
-    "icp_port",
-    "icp_multicast_enabled",
-    "icp_multicast_group",
-    "icp_multicast_ttl",
-    "icp_query_timeout_ms",
-];
-
 #[derive(Template, WebTemplate)]
 #[template(path = "routing.html")]
 pub struct RoutingPage {
     chrome: Chrome,
-    fields: Fields,
+    fields: Vec<SettingField>,
     editing: Editing,
     notice: Option<Notice>,
     /// Errors about settings this page does not show.
     other_errors: Vec<String>,
-    /// Routing rules (parent.config), which come before the list above; the table's
+    /// Routing rules (parent.config), which come before the parent list; the table's
     /// buttons send them to `pages::rules`.
     rules: Vec<ParentRule>,
 }
@@ -47,7 +36,7 @@ impl RoutingPage {
     fn new(session: &Session, editing: &Editing) -> RoutingPage {
         RoutingPage {
             chrome: Chrome::new(session, "routing"),
-            fields: configured(editing.config()),
+            fields: settings::fields_of(Group::Routing.settings(), editing),
             editing: editing.clone(),
             notice: None,
             other_errors: Vec::new(),
@@ -74,64 +63,6 @@ impl NoticePage for RoutingPage {
     }
 }
 
-fn configured(config: &Config) -> Fields {
-    let mut fields = Fields::default();
-    for key in KEYS {
-        fields.set(key, config.get(key).unwrap_or_default());
-    }
-    // 0 means automatic; the form shows that as an empty box.
-    if fields.v("icp_query_timeout_ms") == "0" {
-        fields.set("icp_query_timeout_ms", "");
-    }
-    fields
-}
-
-/// The form's fields as the proxy's settings take them: unchecked boxes are off, an empty
-/// query timeout is 0 (automatic).
-fn posted(form: &FormData) -> Vec<(&'static str, String)> {
-    KEYS.iter()
-        .map(|key| {
-            let value = match *key {
-                "parent_caching" | "icp_multicast_enabled" => {
-                    (if form.checked(key) { "true" } else { "false" }).to_owned()
-                }
-                "round_robin" => form.get(key).unwrap_or("false").to_owned(),
-                "icp_query_timeout_ms" => match form.get(key).map(str::trim) {
-                    None | Some("") => "0".to_owned(),
-                    Some(v) => v.to_owned(),
-                },
-                _ => form.get(key).unwrap_or_default().to_owned(),
-            };
-            (*key, value)
-        })
-        .collect()
-}
-
-/// A message for a number the proxy could not even parse, in the form's words.
-fn friendly(key: &str, value: &str, message: &str) -> String {
-    if message.starts_with("expected") || message.contains(" is not ") {
-        return message.to_owned();
-    }
-    let expected = match key {
-        "icp_port" => "a port number from 1 to 65535",
-        "icp_multicast_ttl" => "a TTL from 1 to 255",
-        "icp_query_timeout_ms" => "empty or 0 (automatic), or up to 60000 milliseconds",
-        _ => return message.to_owned(),
-    };
-    format!("{value:?} is not {expected}")
-}
-
-/// Puts each error beside its field; errors about other settings go above the form.
-pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &ConfigErrors) {
-    for e in &errors.0 {
-        if KEYS.contains(&e.key.as_str()) {
-            fields.set_error(&e.key, friendly(&e.key, &e.value, &e.message));
-        } else {
-            other.push(e.to_string());
-        }
-    }
-}
-
 pub async fn form(session: Session, editing: Editing) -> RoutingPage {
     page(&session, &editing, None)
 }
@@ -142,20 +73,11 @@ pub async fn submit(
     Form(form): Form<FormData>,
 ) -> Answer {
     let editing = current_version::<RoutingPage>(&state, &session, &form).await?;
-    let values = posted(&form);
+    let mut page = RoutingPage::new(&session, &editing);
+    let values = settings::take_posted(&mut page.fields, &form);
     let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
-        let mut page = RoutingPage::new(&session, &editing);
-        for (key, _) in &values {
-            page.fields.set(key, form.get(key).unwrap_or_default());
-        }
-        page.fields
-            .set("parent_caching", form.checked("parent_caching").to_string());
-        page.fields.set(
-            "icp_multicast_enabled",
-            form.checked("icp_multicast_enabled").to_string(),
-        );
-        place_errors(&mut page.fields, &mut page.other_errors, &errors);
+        settings::place_errors(&mut page.fields, &mut page.other_errors, &errors);
         page.notice = Some(Notice::error(NOT_SAVED));
         return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
@@ -166,6 +88,7 @@ pub async fn submit(
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
+    use canopy_config::config::Config;
     use canopy_config::versions::{Db, VersionState};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -177,16 +100,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
         let mut config = Config::default();
-        config.set("icp_port", "4000").unwrap();
+        config.set("retry_time_s", "4000").unwrap();
         let in_force = db.save(&config, "t", "a", None).await.unwrap();
         db.mark(in_force, VersionState::Applied, None)
             .await
             .unwrap();
-        config.set("icp_port", "4001").unwrap();
+        config.set("retry_time_s", "4001").unwrap();
         let rejected = db.save(&config, "t", "b", None).await.unwrap();
-        db.mark(rejected, VersionState::Rejected, Some("ICP port taken"))
-            .await
-            .unwrap();
+        db.mark(
+            rejected,
+            VersionState::Rejected,
+            Some("parent list refused"),
+        )
+        .await
+        .unwrap();
         crate::accounts::set_password(&db, "admin", "a long enough password")
             .await
             .unwrap();
@@ -206,7 +133,7 @@ mod tests {
         let page = String::from_utf8_lossy(&body);
         assert!(
             page.contains(&format!(
-                "Version {rejected} was rejected: ICP port taken. This form shows version \
+                "Version {rejected} was rejected: parent list refused. This form shows version \
                  {in_force}, the one in force"
             )),
             "{page}"

@@ -79,3 +79,37 @@ fn a_bad_port_list_names_the_setting_and_keeps_the_default() {
     assert!(config.safe_ports.contains(8080) && !config.safe_ports.contains(25));
     assert_eq!(config.ssl_ports.to_string(), "443");
 }
+
+#[test]
+fn every_group_has_settings_and_lists_are_edited_one_per_line() {
+    for group in Group::ALL {
+        assert!(
+            group.settings().next().is_some(),
+            "{group:?} has no setting"
+        );
+        assert_eq!(Group::from_slug(group.slug()), Some(group));
+    }
+    let control = |key: &str| SETTINGS.iter().find(|s| s.key == key).unwrap().control;
+    for key in [
+        "allowed_clients",
+        "icp_allowed_clients",
+        "purge_allowed_clients",
+    ] {
+        assert_eq!(control(key), Control::List, "{key}");
+    }
+    assert_eq!(control("never_direct"), Control::Checkbox);
+    assert_eq!(control("http_port"), Control::Number);
+    assert!(matches!(control("icp_mode"), Control::Choice(modes) if modes.len() == 3));
+}
+
+#[test]
+fn a_number_that_does_not_parse_says_what_was_expected() {
+    let mut config = Config::default();
+    let port = config.set("http_port", "70000").unwrap_err();
+    assert_eq!(port.0[0].message, "expected a port number from 1 to 65535");
+    assert_eq!(port.0[0].value, "70000");
+    let ttl = config.set("icp_multicast_ttl", "300").unwrap_err();
+    assert_eq!(ttl.0[0].message, "expected a whole number from 0 to 255");
+    let listen = config.set("manager_listen", "localhost").unwrap_err();
+    assert!(listen.0[0].message.contains("127.0.0.1:8080"), "{listen}");
+}
