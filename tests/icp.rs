@@ -879,3 +879,101 @@ async fn per_client_counts_match_what_a_squid_child_sent_and_strangers_are_liste
     assert_eq!(&stranger_line[1..3], ["-", "2"], "{table}");
     assert_eq!(stranger_line[6], "2", "the DENIED column: {table}");
 }
+
+/// `canopy stats --clients` lists the ICP clients and the peers and children served over
+/// HTTP, as a table and as JSON; an ordinary HTTP client is not among them.
+#[tokio::test]
+async fn stats_clients_lists_children_and_strangers_and_not_ordinary_clients() {
+    let origin = origin().await;
+    let (mut settings, icp_port) = icp_settings("receive");
+    settings.push(("icp_allowed_clients", "127.0.0.4/32".into()));
+    let canopy = start_canopy(&settings).await;
+    let said = cli_ok(&canopy, &["stats", "--clients"]);
+    assert!(said.contains("no client has sent an ICP query"), "{said}");
+
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), icp_port);
+    let url = origin.url("/for-the-child");
+    let child = tokio::net::UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    child.send_to(&query(1, &url), target).await.unwrap();
+    assert_eq!(reply(&child).await.0, 3, "MISS");
+    let fetched = request_via(canopy.addr, Some([127, 0, 0, 4].into()), "GET", &url, &[])
+        .await
+        .unwrap();
+    assert_eq!(fetched.text(), "object /for-the-child");
+    child.send_to(&query(2, &url), target).await.unwrap();
+    assert_eq!(reply(&child).await.0, 2, "HIT");
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    stranger.send_to(&query(3, &url), target).await.unwrap();
+    assert_eq!(reply(&stranger).await.0, 22, "DENIED");
+    canopy.get(&url).await;
+
+    let child_served = |clients: &[canopy_config::stats::ClientSnapshot]| {
+        clients
+            .iter()
+            .any(|c| c.address == Some([127, 0, 0, 4].into()) && c.objects == 1)
+    };
+    wait_for("the child's response to be counted", LIMIT, || async {
+        child_served(&canopy.stats().await.clients)
+    })
+    .await;
+    let table = cli_ok(&canopy, &["stats", "--clients"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "a header and two clients:\n{table}");
+    assert_eq!(
+        lines[0][..8],
+        [
+            "CLIENT",
+            "PEER",
+            "QUERIES",
+            "HIT",
+            "MISS",
+            "MISS_NOFETCH",
+            "DENIED",
+            "ERR"
+        ]
+    );
+    let object = "object /for-the-child".len().to_string();
+    assert_eq!(
+        lines[1][..11],
+        [
+            "127.0.0.3",
+            "-",
+            "1",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            "0",
+            "0",
+            "0"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        lines[2][..11],
+        [
+            "127.0.0.4",
+            "-",
+            "2",
+            "1",
+            "1",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            &object
+        ],
+        "{table}"
+    );
+
+    let json = cli_ok(&canopy, &["stats", "--clients", "--json"]);
+    let clients: Vec<canopy_config::stats::ClientSnapshot> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(clients.len(), 2);
+    assert!(child_served(&clients), "{json}");
+}
