@@ -377,7 +377,7 @@ impl Stats {
             icp_answers: self.icp.answers(),
             icp_dropped: load(&self.icp.dropped),
             icp_replies_ignored: load(&self.icp.replies_ignored),
-            clients: self.clients.snapshot(),
+            clients: self.clients.snapshot(rfc3339),
         }
     }
 }

@@ -215,7 +215,7 @@ mod tests {
             answer(&runtime, &store, from.parse().unwrap(), &url, &stats);
         }
         refuse_or_err(&runtime, "192.168.4.4:3130".parse().unwrap(), &stats);
-        let clients = stats.clients.snapshot();
+        let clients = stats.snapshot(0, 0).clients;
         let by = |ip: [u8; 4]| {
             let ip = std::net::IpAddr::from(ip);
             clients.iter().find(|c| c.address == Some(ip)).unwrap()

@@ -17,6 +17,9 @@ use canopy_config::stats::ClientSnapshot;
 
 use crate::icp::codec::IcpOpcode;
 
+/// How a snapshot writes a time.
+pub type Format = fn(SystemTime) -> String;
+
 /// How many clients are tracked one by one.
 pub const CAPACITY: usize = 256;
 
@@ -92,7 +95,7 @@ impl ClientCounters {
             .fetch_max(other.last_seen_ms.load(Relaxed), Relaxed);
     }
 
-    fn snapshot(&self, address: Option<IpAddr>) -> ClientSnapshot {
+    fn snapshot(&self, address: Option<IpAddr>, format_time: Format) -> ClientSnapshot {
         let icp_answers: std::collections::BTreeMap<String, u64> = ANSWERS
             .iter()
             .zip(&self.answers)
@@ -108,7 +111,7 @@ impl ClientCounters {
             hits: self.hits.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             last_seen_at: (last_seen > 0)
-                .then(|| super::rfc3339(UNIX_EPOCH + std::time::Duration::from_millis(last_seen))),
+                .then(|| format_time(UNIX_EPOCH + std::time::Duration::from_millis(last_seen))),
         }
     }
 }
@@ -190,15 +193,16 @@ impl Clients {
         true
     }
 
-    /// Every tracked client by address, then the untracked row when it counted anything.
-    pub fn snapshot(&self) -> Vec<ClientSnapshot> {
+    /// Every tracked client by address, then the untracked row when it counted anything;
+    /// times written with `format_time`.
+    pub fn snapshot(&self, format_time: Format) -> Vec<ClientSnapshot> {
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows: Vec<ClientSnapshot> = table
             .iter()
-            .map(|(ip, e)| e.counters.snapshot(Some(*ip)))
+            .map(|(ip, e)| e.counters.snapshot(Some(*ip), format_time))
             .collect();
         // Read under the lock: a client displaced meanwhile would be counted twice.
-        let untracked = self.untracked.snapshot(None);
+        let untracked = self.untracked.snapshot(None, format_time);
         drop(table);
         rows.sort_by_key(|row| row.address);
         if untracked.icp_queries > 0 || untracked.objects > 0 {
@@ -216,9 +220,12 @@ mod tests {
         IpAddr::from([10, 0, 0, last])
     }
 
+    fn snapshot(clients: &Clients) -> Vec<ClientSnapshot> {
+        clients.snapshot(|at| format!("{at:?}"))
+    }
+
     fn row(clients: &Clients, address: Option<IpAddr>) -> ClientSnapshot {
-        clients
-            .snapshot()
+        snapshot(clients)
             .into_iter()
             .find(|r| r.address == address)
             .unwrap_or_else(|| panic!("no row for {address:?}"))
@@ -241,7 +248,7 @@ mod tests {
         let two = row(&clients, Some(ip(2)));
         assert_eq!((two.icp_queries, two.icp_answers["DENIED"]), (1, 1));
         assert_eq!(
-            clients.snapshot().len(),
+            snapshot(&clients).len(),
             2,
             "no untracked row while nothing was"
         );
@@ -257,7 +264,7 @@ mod tests {
         for last in 100..=255 {
             clients.answered(ip(last), Kind::Other, IcpOpcode::Denied);
         }
-        let rows = clients.snapshot();
+        let rows = snapshot(&clients);
         assert_eq!(
             rows.len(),
             5,
@@ -290,7 +297,7 @@ mod tests {
         );
         drop(held);
         clients.answered(ip(3), Kind::Other, IcpOpcode::Miss);
-        assert!(clients.snapshot().iter().any(|r| r.address == Some(ip(3))));
+        assert!(snapshot(&clients).iter().any(|r| r.address == Some(ip(3))));
         let untracked = row(&clients, None);
         assert_eq!(
             (untracked.objects, untracked.bytes),

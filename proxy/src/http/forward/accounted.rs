@@ -121,7 +121,7 @@ mod tests {
         drop(miss);
         assert_eq!(shared.stats.bytes_from_cache.get(), 5);
         assert_eq!(shared.stats.bytes_from_upstream.get(), 3);
-        let clients = shared.stats.clients.snapshot();
+        let clients = shared.stats.snapshot(0, 0).clients;
         let counted = (clients[0].objects, clients[0].hits, clients[0].bytes);
         assert_eq!(counted, (2, 1, 8), "and by the client they went to");
     }
