@@ -65,7 +65,7 @@ fn row(client: &ClientSnapshot) -> Vec<String> {
     let mut cells = vec![
         client
             .address
-            .map_or_else(|| "(others)".to_owned(), |ip| ip.to_string()),
+            .map_or_else(|| "other".to_owned(), |ip| ip.to_string()),
         client.peer.clone().unwrap_or_else(|| "-".to_owned()),
         client.icp_queries.to_string(),
     ];
@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("CLIENT     PEER   QUERIES  HIT  MISS"));
         assert!(lines[1].starts_with("127.0.0.2  squid       12    3     9"));
-        assert!(lines[2].starts_with("(others)   -          100    0     0"));
+        assert!(lines[2].starts_with("other      -          100    0     0"));
         let column = |line: &str| line.find("BYTES").or_else(|| line.find("1500"));
         assert_eq!(
             column(lines[0]).map(|c| c + 5),

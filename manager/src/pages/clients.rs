@@ -16,7 +16,7 @@ use crate::state::AppState;
 /// One client's row, its figures as the page shows them.
 #[derive(Debug, Clone)]
 pub struct ClientRow {
-    /// The address, or "others" for the row that sums the clients no longer tracked.
+    /// The address, or "other" for the row that sums the clients no longer tracked.
     pub address: String,
     pub tracked: bool,
     pub peer: Option<String>,
@@ -38,7 +38,7 @@ impl ClientRow {
         ClientRow {
             address: client
                 .address
-                .map_or_else(|| "others".to_owned(), |ip| ip.to_string()),
+                .map_or_else(|| "other".to_owned(), |ip| ip.to_string()),
             tracked: client.address.is_some(),
             peer: client.peer.clone(),
             queries: client.icp_queries,
@@ -90,7 +90,10 @@ fn denied_list(rows: &[ClientRow]) -> String {
     denied.sort_by_key(|r| std::cmp::Reverse(r.denied));
     denied
         .iter()
-        .map(|r| format!("{} ({})", r.address, r.denied))
+        .map(|r| match r.tracked {
+            true => format!("{} ({})", r.address, r.denied),
+            false => format!("other addresses ({})", r.denied),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -118,7 +121,7 @@ mod tests {
         .collect();
         assert_eq!((rows[0].hit, rows[0].miss, rows[0].queries), (1, 0, 1));
         assert_eq!(rows[0].bytes, "2.0 KiB");
-        assert_eq!(rows[2].address, "others");
-        assert_eq!(denied_list(&rows), "others (5), 10.0.0.2 (1)");
+        assert_eq!(rows[2].address, "other");
+        assert_eq!(denied_list(&rows), "other addresses (5), 10.0.0.2 (1)");
     }
 }
