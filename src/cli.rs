@@ -35,6 +35,10 @@ pub(crate) enum Action {
     Stats {
         #[arg(long)]
         json: bool,
+        /// Per client (peer or child cache): ICP queries and answers by opcode, objects and
+        /// bytes served.
+        #[arg(long)]
+        clients: bool,
     },
     /// Routing rules, as in Traffic Server's parent.config: the first that matches decides.
     #[command(subcommand)]

@@ -35,7 +35,11 @@ async fn main() -> ExitCode {
         Action::Config(action) => config(&paths, action).await,
         Action::Reload => reload(&paths).await,
         Action::Status => status(&paths).await,
-        Action::Stats { json } => stats(&paths, json).await,
+        Action::Stats {
+            json,
+            clients: true,
+        } => commands::clients::clients(&paths, json).await,
+        Action::Stats { json, .. } => stats(&paths, json).await,
         Action::Rule(action) => rule(&paths, action).await,
         Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,

@@ -848,3 +848,77 @@ async fn every_settings_page_is_reached_from_the_menu_and_saves_its_changes() {
     browser.whole_page(1280, "cache-invalid").await;
     assert_eq!(in_force(&proxy).await, 3);
 }
+
+/// The Clients page, reached from the navigation: the child that asked and the stranger
+/// answered DENIED, by address; the table fits at 1280 px, and at 800 px the page does not
+/// run past the window (the table scrolls in its frame where it must).
+#[tokio::test]
+async fn the_clients_page_lists_who_asked_and_fits_the_window() {
+    let icp_port = free_udp_port();
+    let proxy = Canopy::start(&[
+        ("icp_mode", "receive"),
+        ("icp_port", &icp_port.to_string()),
+        ("icp_allowed_clients", "127.0.0.4/32"),
+    ])
+    .await;
+    // An ICP query (RFC 2186): opcode 1, version 2, length, request number, then the URL.
+    let url = b"http://example.com/\0";
+    let mut query = vec![1, 2, 0, (24 + url.len()) as u8, 0, 0, 0, 7];
+    query.extend_from_slice(&[0; 16]);
+    query.extend_from_slice(url);
+    for from in ["127.0.0.4:0", "127.0.0.3:0"] {
+        let socket = tokio::net::UdpSocket::bind(from).await.expect("bind");
+        socket
+            .send_to(&query, ("127.0.0.1", icp_port))
+            .await
+            .expect("send");
+        let mut reply = [0u8; 512];
+        tokio::time::timeout(PAGE, socket.recv_from(&mut reply))
+            .await
+            .expect("a reply in time")
+            .expect("recv");
+    }
+    let (_console, url) = start_console(&proxy).await;
+    let Some(browser) = Browser::start(&url, "clients").await else {
+        return;
+    };
+    browser.log_in().await;
+    browser.follow("Clients").await;
+    browser.heading("Clients").await;
+    let row = browser
+        .wait("//tr[td[contains(., '127.0.0.4')]]")
+        .await
+        .text()
+        .await
+        .expect("row text");
+    assert!(
+        row.ends_with("\n1 0 1 0 0 0 0 0 0 B"),
+        "one query, answered MISS, nothing served: {row}"
+    );
+    browser.notice("127.0.0.3 (1)").await;
+    for (width, name) in [(1280, "clients"), (800, "clients-800")] {
+        browser
+            .client
+            .set_window_size(width, 900)
+            .await
+            .expect("window size");
+        browser.open("/monitor/clients").await;
+        browser.heading("Clients").await;
+        browser.screenshot(name).await;
+        let measured = browser
+            .client
+            .execute(
+                "const t = document.querySelector('.table-wrap'); \
+                 const page = document.documentElement; \
+                 return [t.scrollWidth - t.clientWidth, page.scrollWidth - page.clientWidth];",
+                vec![],
+            )
+            .await
+            .expect("measure");
+        let (table_scrolls, page_overflows) = (measured[0].as_f64(), measured[1].as_f64());
+        assert_eq!(page_overflows, Some(0.0), "the page at {width} px");
+        if width == 1280 {
+            assert_eq!(table_scrolls, Some(0.0), "the whole table at 1280 px");
+        }
+    }
+}

@@ -701,3 +701,281 @@ async fn peers_are_added_listed_removed_and_imported_all_or_nothing() {
     let missing = cli(&["peer", "remove", "east"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Squid's own counters of one peer, from its cache manager's `server_list`: ICP queries
+/// sent (`PINGS SENT`), replies by opcode (its histogram, `ICP_HIT` as `HIT`) and HTTP
+/// requests sent (`FETCHES`).
+struct SquidPeerCounts {
+    pings_sent: u64,
+    replies: std::collections::BTreeMap<String, u64>,
+    fetches: u64,
+}
+
+async fn squid_peer_counts(squid: &Squid, peer: &str) -> SquidPeerCounts {
+    // Squid knows its internal URLs by its visible_hostname.
+    let url = format!(
+        "http://squid-under-test:{}/squid-internal-mgr/server_list",
+        squid.http.port()
+    );
+    let list = request_via(squid.http, None, "GET", &url, &[])
+        .await
+        .unwrap()
+        .text();
+    let section = list
+        .split("\n\n")
+        .find(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Sibling") && l.ends_with(peer))
+        })
+        .unwrap_or_else(|| panic!("no peer {peer} in squid's server_list:\n{list}"));
+    let number = |field: &str| {
+        let line = section.lines().find(|l| l.starts_with(field));
+        let value = line.and_then(|l| l.split(':').nth(1)?.split_whitespace().next());
+        value.and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let replies = section
+        .lines()
+        .filter_map(|l| {
+            let (opcode, count) = l.trim().split_once(':')?;
+            let opcode = opcode.trim().strip_prefix("ICP_")?;
+            Some((
+                opcode.to_owned(),
+                count.split_whitespace().next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    SquidPeerCounts {
+        pings_sent: number("PINGS SENT"),
+        replies,
+        fetches: number("FETCHES"),
+    }
+}
+
+/// The responder's side: a real Squid child queries Canopy as its sibling; Canopy's counts
+/// for that client (by address, named as the configured peer) are what Squid's own
+/// counters say it sent and received, and a stranger's queries are listed DENIED with its
+/// address.
+#[tokio::test]
+async fn per_client_counts_match_what_a_squid_child_sent_and_strangers_are_listed_denied() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let (settings, icp_port) = icp_settings("receive");
+    let canopy = start_canopy(&settings).await;
+    // No digest: Squid's fetches of it are no requests its access log or FETCHES show.
+    let squid = Squid::start(
+        &binary,
+        &format!(
+            "cache_peer 127.0.0.1 sibling {} {icp_port} name=canopy no-digest\nicp_query_timeout 2000\n",
+            canopy.addr.port()
+        ),
+    );
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+    let mut round = 0;
+    wait_for("squid to use canopy as a sibling", LIMIT, || {
+        round += 1;
+        let url = origin.url(&format!("/client-warm-up-{round}"));
+        let (canopy, squid) = (&canopy, &squid);
+        async move {
+            canopy.get(&url).await;
+            request_via(squid.http, None, "GET", &url, &[])
+                .await
+                .unwrap();
+            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
+        }
+    })
+    .await;
+    for i in 0..4 {
+        let held = origin.url(&format!("/client-held-{i}"));
+        canopy.get(&held).await;
+        request_via(squid.http, None, "GET", &held, &[])
+            .await
+            .unwrap();
+        let lacks = origin.url(&format!("/client-lacks-{i}"));
+        request_via(squid.http, None, "GET", &lacks, &[])
+            .await
+            .unwrap();
+        squid.wait_logged("HIER_DIRECT/", &lacks).await;
+    }
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), icp_port);
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    for number in [1, 2] {
+        stranger
+            .send_to(&query(number, "http://example.com/"), target)
+            .await
+            .unwrap();
+        assert_eq!(reply(&stranger).await.0, 22, "DENIED");
+    }
+
+    let sibling_hits = squid
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("SIBLING_HIT/127.0.0.1"))
+        .count();
+    let logged_for_squid = || {
+        let log = canopy_log(&canopy);
+        let lines: Vec<Vec<String>> = log
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|fields| fields.get(2).map(String::as_str) == Some("127.0.0.2"))
+            .collect();
+        let bytes: u64 = lines
+            .iter()
+            .filter_map(|f| f.get(4)?.parse::<u64>().ok())
+            .sum();
+        (lines.len(), bytes)
+    };
+    wait_for("canopy to log every request of squid", LIMIT, || async {
+        logged_for_squid().0 == sibling_hits
+    })
+    .await;
+    let squid_said = squid_peer_counts(&squid, "canopy").await;
+    let stats = canopy.stats().await;
+    let row = |ip: [u8; 4]| {
+        let ip = IpAddr::from(ip);
+        stats
+            .clients
+            .iter()
+            .find(|c| c.address == Some(ip))
+            .cloned()
+    };
+    let child = row([127, 0, 0, 2]).expect("a row for squid");
+    assert_eq!(child.peer.as_deref(), Some("squid"));
+    assert!(squid_said.pings_sent >= 9, "{:?}", squid_said.replies);
+    assert_eq!(child.icp_queries, squid_said.pings_sent, "{child:?}");
+    let answered: std::collections::BTreeMap<String, u64> = child
+        .icp_answers
+        .clone()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(answered, squid_said.replies, "{child:?}");
+    assert_eq!(child.objects, squid_said.fetches);
+    let sibling_hits = sibling_hits as u64;
+    assert_eq!((child.objects, child.hits), (sibling_hits, sibling_hits));
+    assert_eq!(child.bytes, logged_for_squid().1);
+
+    let denied = row([127, 0, 0, 3]).expect("a row for the stranger");
+    assert_eq!((denied.icp_queries, denied.icp_answers["DENIED"]), (2, 2));
+    assert_eq!(denied.peer, None);
+    assert!(
+        row([127, 0, 0, 1]).is_none(),
+        "an ordinary client is not counted"
+    );
+    let queries: u64 = stats.clients.iter().map(|c| c.icp_queries).sum();
+    assert_eq!(queries, stats.icp_queries_received);
+
+    let table = cli_ok(&canopy, &["stats", "--clients"]);
+    let line = |ip: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(ip))
+            .unwrap_or_else(|| panic!("no line for {ip}:\n{table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let squid_line = line("127.0.0.2");
+    assert_eq!(squid_line[1], "squid", "{table}");
+    assert_eq!(squid_line[2], squid_said.pings_sent.to_string(), "{table}");
+    let stranger_line = line("127.0.0.3");
+    assert_eq!(&stranger_line[1..3], ["-", "2"], "{table}");
+    assert_eq!(stranger_line[6], "2", "the DENIED column: {table}");
+}
+
+/// `canopy stats --clients` lists the ICP clients and the peers and children served over
+/// HTTP, as a table and as JSON; an ordinary HTTP client is not among them.
+#[tokio::test]
+async fn stats_clients_lists_children_and_strangers_and_not_ordinary_clients() {
+    let origin = origin().await;
+    let (mut settings, icp_port) = icp_settings("receive");
+    settings.push(("icp_allowed_clients", "127.0.0.4/32".into()));
+    let canopy = start_canopy(&settings).await;
+    let said = cli_ok(&canopy, &["stats", "--clients"]);
+    assert!(said.contains("no client has sent an ICP query"), "{said}");
+
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), icp_port);
+    let url = origin.url("/for-the-child");
+    let child = tokio::net::UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    child.send_to(&query(1, &url), target).await.unwrap();
+    assert_eq!(reply(&child).await.0, 3, "MISS");
+    let fetched = request_via(canopy.addr, Some([127, 0, 0, 4].into()), "GET", &url, &[])
+        .await
+        .unwrap();
+    assert_eq!(fetched.text(), "object /for-the-child");
+    child.send_to(&query(2, &url), target).await.unwrap();
+    assert_eq!(reply(&child).await.0, 2, "HIT");
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    stranger.send_to(&query(3, &url), target).await.unwrap();
+    assert_eq!(reply(&stranger).await.0, 22, "DENIED");
+    canopy.get(&url).await;
+
+    let child_served = |clients: &[canopy_config::stats::ClientSnapshot]| {
+        clients
+            .iter()
+            .any(|c| c.address == Some([127, 0, 0, 4].into()) && c.objects == 1)
+    };
+    wait_for("the child's response to be counted", LIMIT, || async {
+        child_served(&canopy.stats().await.clients)
+    })
+    .await;
+    let table = cli_ok(&canopy, &["stats", "--clients"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 3, "a header and two clients:\n{table}");
+    assert_eq!(
+        lines[0][..8],
+        [
+            "CLIENT",
+            "PEER",
+            "QUERIES",
+            "HIT",
+            "MISS",
+            "MISS_NOFETCH",
+            "DENIED",
+            "ERR"
+        ]
+    );
+    let object = "object /for-the-child".len().to_string();
+    assert_eq!(
+        lines[1][..11],
+        [
+            "127.0.0.3",
+            "-",
+            "1",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            "0",
+            "0",
+            "0"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        lines[2][..11],
+        [
+            "127.0.0.4",
+            "-",
+            "2",
+            "1",
+            "1",
+            "0",
+            "0",
+            "0",
+            "1",
+            "0",
+            &object
+        ],
+        "{table}"
+    );
+
+    let json = cli_ok(&canopy, &["stats", "--clients", "--json"]);
+    let clients: Vec<canopy_config::stats::ClientSnapshot> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(clients.len(), 2);
+    assert!(child_served(&clients), "{json}");
+}

@@ -2,6 +2,7 @@
 //! The live counters that fill these are the proxy's.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,32 @@ pub struct StatsSnapshot {
     /// another port, or with a request number or URL we did not ask.
     #[serde(default)]
     pub icp_replies_ignored: u64,
+    /// Who asked this proxy: each client that sent ICP queries, and each configured peer or
+    /// ICP client that sent HTTP requests, by address; the row without an address sums
+    /// those no longer tracked one by one (the table is bounded). The ICP queries of all
+    /// rows add up to `icp_queries_received`.
+    #[serde(default)]
+    pub clients: Vec<ClientSnapshot>,
+}
+
+/// What one client (a peer or a child cache) asked of this proxy, and what it was answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientSnapshot {
+    /// None for the row that sums the clients the bounded table no longer holds.
+    pub address: Option<IpAddr>,
+    /// The configured peer at this address, if any.
+    pub peer: Option<String>,
+    pub icp_queries: u64,
+    /// Answers by opcode name, as in [`StatsSnapshot::icp_answers`]; they add up to
+    /// `icp_queries`.
+    pub icp_answers: BTreeMap<String, u64>,
+    /// HTTP responses sent to it (counted for peers and `icp_allowed_clients` only).
+    pub objects: u64,
+    /// Of the objects, those served from the cache.
+    pub hits: u64,
+    /// Body bytes of those responses.
+    pub bytes: u64,
+    pub last_seen_at: Option<String>,
 }
 
 /// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).

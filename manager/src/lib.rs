@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(pages::login::form).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
         .route("/monitor/peers", get(pages::monitor::peers))
+        .route("/monitor/clients", get(pages::clients::list))
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
         .route(
             "/monitor/peers/{name}/use",

@@ -182,6 +182,7 @@ pub fn exposition(
     if let Some(stats) = stats {
         totals(&mut out, stats);
         peers(&mut out, stats);
+        clients(&mut out, stats);
     }
     out.0
 }
@@ -448,10 +449,61 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
     }
 }
 
+/// The responder's side, labelled by client address; `other` sums the clients the proxy's
+/// bounded table no longer holds one by one, so the series stay few.
+fn clients(out: &mut Out, s: &StatsSnapshot) {
+    let addresses: Vec<String> = s
+        .clients
+        .iter()
+        .map(|c| {
+            c.address
+                .map_or_else(|| "other".to_owned(), |ip| ip.to_string())
+        })
+        .collect();
+    out.family(
+        "canopy_client_icp_answers_total",
+        "counter",
+        "ICP answers given to the client, by opcode.",
+    );
+    for (c, address) in s.clients.iter().zip(&addresses) {
+        for (opcode, n) in &c.icp_answers {
+            out.value(
+                "canopy_client_icp_answers_total",
+                &[("client", address), ("opcode", opcode)],
+                *n as f64,
+            );
+        }
+    }
+    type Field = fn(&canopy_config::stats::ClientSnapshot) -> f64;
+    let counters: [(&str, &str, Field); 3] = [
+        (
+            "canopy_client_objects_total",
+            "HTTP responses sent to the peer or ICP client.",
+            |c| c.objects as f64,
+        ),
+        (
+            "canopy_client_hits_total",
+            "Of those responses, the ones served from the cache.",
+            |c| c.hits as f64,
+        ),
+        (
+            "canopy_client_bytes_total",
+            "Body bytes sent to the peer or ICP client.",
+            |c| c.bytes as f64,
+        ),
+    ];
+    for (name, help, field) in counters {
+        out.family(name, "counter", help);
+        for (c, address) in s.clients.iter().zip(&addresses) {
+            out.value(name, &[("client", address)], field(c));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_config::stats::PeerSnapshot;
+    use canopy_config::stats::{ClientSnapshot, PeerSnapshot};
 
     #[test]
     fn peers_are_labelled_and_labels_escaped() {
@@ -465,6 +517,17 @@ mod tests {
                 state: Some(PeerState::Dead),
                 ..PeerSnapshot::default()
             }],
+            clients: vec![
+                ClientSnapshot {
+                    address: Some("127.0.0.2".parse().unwrap()),
+                    icp_answers: [("DENIED".to_owned(), 5)].into(),
+                    ..ClientSnapshot::default()
+                },
+                ClientSnapshot {
+                    bytes: 9,
+                    ..ClientSnapshot::default()
+                },
+            ],
             ..StatsSnapshot::default()
         };
         let text = exposition(None, Some(&stats), 2);
@@ -476,6 +539,10 @@ mod tests {
         ));
         assert!(text.contains("canopy_peer_up{peer=\"we\\\"ird\\\\peer\"} 0\n"));
         assert!(text.contains("canopy_console_failed_logins_total 2\n"));
+        assert!(text.contains(
+            "canopy_client_icp_answers_total{client=\"127.0.0.2\",opcode=\"DENIED\"} 5\n"
+        ));
+        assert!(text.contains("canopy_client_bytes_total{client=\"other\"} 9\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

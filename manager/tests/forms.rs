@@ -11,7 +11,9 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_config::config::{Config, Control, Group, SETTINGS};
 use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
-use canopy_config::stats::{HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{
+    ClientSnapshot, HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot,
+};
 use canopy_config::versions::{Db, VersionState};
 use canopy_manager::{accounts, router, AppState};
 use canopy_proxy::control::{self, ControlHandler};
@@ -76,6 +78,24 @@ impl ControlHandler for FakeProxy {
                         down_by_hand: false,
                     },
                     ..PeerSnapshot::default()
+                },
+            ],
+            clients: vec![
+                ClientSnapshot {
+                    address: Some("127.0.0.2".parse().unwrap()),
+                    peer: Some("squid".into()),
+                    icp_queries: 314,
+                    icp_answers: [("HIT".to_owned(), 100), ("MISS".to_owned(), 214)].into(),
+                    objects: 97,
+                    hits: 96,
+                    bytes: 3 * 1024 * 1024,
+                    last_seen_at: Some("2026-01-02T03:04:05.000Z".into()),
+                },
+                ClientSnapshot {
+                    address: Some("127.0.0.3".parse().unwrap()),
+                    icp_queries: 75,
+                    icp_answers: [("DENIED".to_owned(), 75)].into(),
+                    ..ClientSnapshot::default()
                 },
             ],
             ..StatsSnapshot::default()
@@ -1783,5 +1803,33 @@ async fn a_new_console_address_is_given_as_a_link_once_applied() {
     assert!(
         page.contains("it listens at <a href=\"http://192.0.2.7:9090/configure/console\">"),
         "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_clients_page_shows_who_asked_what_it_was_answered_and_who_was_denied() {
+    let console = console(true).await;
+    let (status, page) = console.get("/monitor/clients").await;
+    assert_eq!(status, StatusCode::OK);
+    let child = page.find("127.0.0.2").expect("the child's row");
+    let row = &page[child..];
+    assert!(
+        row.contains("peer <a href=\"/monitor/peers/squid\">squid</a>"),
+        "{page}"
+    );
+    for figure in [">314<", ">100<", ">214<", ">97<", ">96<", "3.0 MiB"] {
+        assert!(row.contains(figure), "{figure} in {page}");
+    }
+    assert!(
+        page.contains("answered DENIED") && page.contains("127.0.0.3 (75)"),
+        "{page}"
+    );
+    let (_, peers) = console.get("/monitor/peers").await;
+    assert!(peers.contains("href=\"/monitor/clients\""), "{peers}");
+    let (_, metrics) = console.get("/metrics").await;
+    assert!(
+        metrics
+            .contains("canopy_client_icp_answers_total{client=\"127.0.0.3\",opcode=\"DENIED\"} 75"),
+        "{metrics}"
     );
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::cache::store::Store;
 use crate::control::ControlHandler;
+use crate::hierarchy::peers;
 use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
@@ -299,7 +300,15 @@ impl ControlHandler for Proxy {
 
     fn stats(&self) -> StatsSnapshot {
         let (objects, bytes) = self.shared.store.load().usage();
-        self.shared.stats.snapshot(objects, bytes)
+        let mut snapshot = self.shared.stats.snapshot(objects, bytes);
+        let runtime = self.shared.runtime.load();
+        for client in &mut snapshot.clients {
+            client.peer = client
+                .address
+                .and_then(|ip| peers::by_address(&runtime.peers, ip))
+                .map(|peer| peer.config.name.clone());
+        }
+        snapshot
     }
 
     fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {

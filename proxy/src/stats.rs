@@ -1,5 +1,7 @@
 //! Counters of the proxy, in total and per peer, read into the snapshot `stats` returns.
 
+pub mod clients;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,8 @@ pub struct Stats {
     pub reloads_rejected: AtomicU64,
     pub timeouts: TimeoutCounts,
     pub icp: IcpTotals,
+    /// Per client that asked us (ICP queries, HTTP requests of peers and ICP clients).
+    pub clients: clients::Clients,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
 }
 
@@ -373,6 +377,7 @@ impl Stats {
             icp_answers: self.icp.answers(),
             icp_dropped: load(&self.icp.dropped),
             icp_replies_ignored: load(&self.icp.replies_ignored),
+            clients: self.clients.snapshot(rfc3339),
         }
     }
 }

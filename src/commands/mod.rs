@@ -1,6 +1,7 @@
 //! The commands that manage a Canopy from the shell, one module per group, and what they share.
 
 pub(crate) mod admin;
+pub(crate) mod clients;
 pub(crate) mod config;
 pub(crate) mod proxy;
 pub(crate) mod routing;

@@ -1,6 +1,7 @@
 //! The console's pages: one module per page, sharing the frame (navigation, user, CSRF
 //! token), the form-field helper and the formatting of numbers and times.
 
+pub mod clients;
 pub mod history;
 pub mod login;
 pub mod monitor;

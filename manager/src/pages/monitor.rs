@@ -28,7 +28,7 @@ pub struct Live {
 }
 
 /// Why the proxy did not answer, in words that fit "The proxy is not running (…)".
-fn why_down(e: &ControlError) -> String {
+pub(super) fn why_down(e: &ControlError) -> String {
     match e {
         ControlError::NotRunning(path) => format!("nothing listens on {}", path.display()),
         other => other.to_string(),

@@ -17,11 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::hierarchy::peers;
 use crate::http::errors::ProxyError;
 use crate::http::timeouts::{Answering, ClientLimits, Phase, Watched};
 use crate::http::{forward, workers};
-use crate::runtime::Shared;
-use crate::stats::Timeout;
+use crate::runtime::{Runtime, Shared};
+use crate::stats::clients::{ClientCounters, Kind};
+use crate::stats::{Stats, Timeout};
 
 /// The largest request head taken from a client, request line included (Squid's
 /// `request_header_max_size` is 64 KB); a larger one is answered 431. The number of fields
@@ -151,14 +153,34 @@ fn hand_out(stream: TcpStream, client: SocketAddr, shared: &Arc<Shared>) {
     }
 }
 
+/// The counters of a client served as a peer or a child (a configured peer's address, or
+/// one of `icp_allowed_clients`), taken once for the connection; other clients are not
+/// counted one by one, so their requests take no lock.
+fn counted_client(
+    runtime: &Runtime,
+    stats: &Stats,
+    client: SocketAddr,
+) -> Option<Arc<ClientCounters>> {
+    let ip = peers::canonical(client.ip());
+    let kind = if peers::by_address(&runtime.peers, ip).is_some() {
+        Kind::Peer
+    } else if runtime.config.icp_allowed_clients.contains(ip) {
+        Kind::Other
+    } else {
+        return None;
+    };
+    Some(stats.clients.for_connection(ip, kind))
+}
+
 async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let (allowed, limits) = {
+    let (allowed, limits, counted) = {
         let runtime = shared.runtime.load();
         let config = &runtime.config;
         (
             config.allowed_clients.contains(client.ip()),
             ClientLimits::of(config),
+            counted_client(&runtime, &shared.stats, client),
         )
     };
     let closes_at = Instant::now() + limits.lifetime;
@@ -185,8 +207,9 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
                 phase.serving();
                 let connect = req.method() == Method::CONNECT;
                 let (shared, phase) = (shared.clone(), phase.clone());
+                let counted = counted.clone();
                 async move {
-                    let response = forward::handle(shared, client, req, closes_at).await?;
+                    let response = forward::handle(shared, client, counted, req, closes_at).await?;
                     if connect && response.status().is_success() {
                         phase.tunnel();
                     }

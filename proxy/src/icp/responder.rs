@@ -13,17 +13,19 @@ use crate::cache::store::Store;
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode};
 use crate::runtime::Runtime;
-use crate::stats::{IcpTotals, PeerStats};
+use crate::stats::clients::Kind;
+use crate::stats::{PeerStats, Stats};
 
-/// The opcode answering `query` from `from`, counted.
+/// The opcode answering `query` from `from`, counted in total and for its sender.
 pub fn answer(
     runtime: &Runtime,
     store: &Store,
     from: SocketAddr,
     query: &IcpMessage,
-    icp: &IcpTotals,
+    stats: &Stats,
 ) -> IcpOpcode {
-    let opcode = if !may_ask(runtime, from) {
+    let asker = asker(runtime, from);
+    let opcode = if asker == Asker::Stranger {
         IcpOpcode::Denied
     } else {
         match http_url(query.payload.url()) {
@@ -33,22 +35,24 @@ pub fn answer(
             Some(_) => IcpOpcode::Miss,
         }
     };
-    count(icp, opcode);
+    count(stats, from, asker, opcode);
     opcode
 }
 
 /// The answer to a query whose payload could not be read: ERR to those who may ask.
-pub fn refuse_or_err(runtime: &Runtime, from: SocketAddr, icp: &IcpTotals) -> IcpOpcode {
-    let opcode = if may_ask(runtime, from) {
-        IcpOpcode::Err
-    } else {
+pub fn refuse_or_err(runtime: &Runtime, from: SocketAddr, stats: &Stats) -> IcpOpcode {
+    let asker = asker(runtime, from);
+    let opcode = if asker == Asker::Stranger {
         IcpOpcode::Denied
+    } else {
+        IcpOpcode::Err
     };
-    count(icp, opcode);
+    count(stats, from, asker, opcode);
     opcode
 }
 
-fn count(icp: &IcpTotals, opcode: IcpOpcode) {
+fn count(stats: &Stats, from: SocketAddr, asker: Asker, opcode: IcpOpcode) {
+    let icp = &stats.icp;
     let counter = match opcode {
         IcpOpcode::Hit => &icp.answered_hit,
         IcpOpcode::MissNofetch => &icp.answered_miss_nofetch,
@@ -57,13 +61,34 @@ fn count(icp: &IcpTotals, opcode: IcpOpcode) {
         _ => &icp.answered_miss,
     };
     counter.fetch_add(1, Relaxed);
+    let kind = match asker {
+        Asker::Peer => Kind::Peer,
+        Asker::Child | Asker::Stranger => Kind::Other,
+    };
+    stats
+        .clients
+        .answered(peers::canonical(from.ip()), kind, opcode);
 }
 
-/// Configured peers, and the children of `icp_allowed_clients`.
-fn may_ask(runtime: &Runtime, from: SocketAddr) -> bool {
+/// Who sent a query, as icp_access would see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    /// A configured peer.
+    Peer,
+    /// A child of `icp_allowed_clients`.
+    Child,
+    Stranger,
+}
+
+fn asker(runtime: &Runtime, from: SocketAddr) -> Asker {
     let ip = peers::canonical(from.ip());
-    peers::by_address(&runtime.peers, ip).is_some()
-        || runtime.config.icp_allowed_clients.contains(ip)
+    if peers::by_address(&runtime.peers, ip).is_some() {
+        Asker::Peer
+    } else if runtime.config.icp_allowed_clients.contains(ip) {
+        Asker::Child
+    } else {
+        Asker::Stranger
+    }
 }
 
 /// An absolute `http://` URL, the only kind a cache holds for a peer.
@@ -158,7 +183,7 @@ mod tests {
             store,
             from,
             &IcpMessage::query(1, url),
-            &IcpTotals::default(),
+            &Stats::default(),
         )
     }
 
@@ -180,6 +205,29 @@ mod tests {
             ask(&runtime, &store, "[::ffff:10.0.0.2]:3130", url),
             IcpOpcode::Miss
         );
+    }
+
+    #[test]
+    fn every_answer_is_counted_for_the_address_that_asked() {
+        let (runtime, store, stats) = (runtime(|_| {}), Store::new(1 << 20), Stats::default());
+        let url = IcpMessage::query(1, "http://example.com/");
+        for from in ["10.0.0.2:3130", "[::ffff:10.0.0.2]:3130", "10.0.0.3:3130"] {
+            answer(&runtime, &store, from.parse().unwrap(), &url, &stats);
+        }
+        refuse_or_err(&runtime, "192.168.4.4:3130".parse().unwrap(), &stats);
+        let clients = stats.snapshot(0, 0).clients;
+        let by = |ip: [u8; 4]| {
+            let ip = std::net::IpAddr::from(ip);
+            clients.iter().find(|c| c.address == Some(ip)).unwrap()
+        };
+        assert_eq!(
+            by([10, 0, 0, 2]).icp_answers["MISS"],
+            2,
+            "one client, v4 or mapped"
+        );
+        assert_eq!(by([10, 0, 0, 3]).icp_answers["DENIED"], 1);
+        assert_eq!(by([192, 168, 4, 4]).icp_answers["ERR"], 1);
+        assert_eq!(clients.len(), 3);
     }
 
     #[test]

@@ -59,7 +59,7 @@ async fn handle(icp: &IcpSocket, shared: &Shared, datagram: &[u8], from: SocketA
             match error.reply_with_err() {
                 Some(request_number) => {
                     totals.queries_received.fetch_add(1, Relaxed);
-                    let opcode = responder::refuse_or_err(&runtime, from, totals);
+                    let opcode = responder::refuse_or_err(&runtime, from, &shared.stats);
                     icp.send(&IcpMessage::reply(opcode, request_number, ""), from)
                         .await;
                 }
@@ -73,7 +73,13 @@ async fn handle(icp: &IcpSocket, shared: &Shared, datagram: &[u8], from: SocketA
     };
     if message.opcode == IcpOpcode::Query {
         totals.queries_received.fetch_add(1, Relaxed);
-        let opcode = responder::answer(&runtime, &shared.store.load(), from, &message, totals);
+        let opcode = responder::answer(
+            &runtime,
+            &shared.store.load(),
+            from,
+            &message,
+            &shared.stats,
+        );
         let reply = IcpMessage::reply(opcode, message.request_number, message.payload.url());
         icp.send(&reply, from).await;
     } else {

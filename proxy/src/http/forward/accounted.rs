@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::access_log;
 use crate::http::body::{BoxError, ProxyBody};
 use crate::runtime::{Runtime, Shared};
+use crate::stats::clients::ClientCounters;
 
 /// What is counted and logged once the client has its response (or has gone away).
 pub(super) struct Accounting {
@@ -20,6 +21,8 @@ pub(super) struct Accounting {
     pub(super) from_cache: bool,
     pub(super) started: Instant,
     pub(super) entry: Option<access_log::Entry>,
+    /// The client's own counters, where it is a peer or child.
+    pub(super) counted: Option<Arc<ClientCounters>>,
 }
 
 /// A response body that counts the bytes sent, and logs the request when it is done.
@@ -78,6 +81,9 @@ impl Drop for Accounted {
             &done.shared.stats.bytes_from_upstream
         };
         counter.add(self.sent);
+        if let Some(client) = &done.counted {
+            client.served(done.from_cache, self.sent);
+        }
         if let (Some(log), Some(mut entry)) = (&done.runtime.access_log, done.entry.take()) {
             entry.bytes = self.sent;
             entry.elapsed = done.started.elapsed();
@@ -90,18 +96,21 @@ impl Drop for Accounted {
 mod tests {
     use super::*;
     use crate::http::body::full_body;
+    use crate::stats::clients::Kind;
     use canopy_config::config::Config;
     use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn the_bytes_a_client_took_are_counted_by_where_they_came_from() {
         let shared = Shared::for_tests(Config::default());
+        let child = std::net::IpAddr::from([10, 0, 0, 1]);
         let accounting = |from_cache| Accounting {
             shared: shared.clone(),
             runtime: shared.runtime.load_full(),
             from_cache,
             started: Instant::now(),
             entry: None,
+            counted: Some(shared.stats.clients.for_connection(child, Kind::Other)),
         };
         let hit = Accounted::new(full_body(Bytes::from_static(b"hello")), accounting(true));
         let taken = hit.collect().await.expect("a whole body").to_bytes();
@@ -112,5 +121,8 @@ mod tests {
         drop(miss);
         assert_eq!(shared.stats.bytes_from_cache.get(), 5);
         assert_eq!(shared.stats.bytes_from_upstream.get(), 3);
+        let clients = shared.stats.snapshot(0, 0).clients;
+        let counted = (clients[0].objects, clients[0].hits, clients[0].bytes);
+        assert_eq!(counted, (2, 1, 8), "and by the client they went to");
     }
 }

@@ -26,6 +26,7 @@ use crate::http::headers::{append_via, times_seen};
 use crate::http::max_forwards::{self, Hops};
 use crate::http::tunnel;
 use crate::runtime::{Runtime, Shared};
+use crate::stats::clients::ClientCounters;
 use crate::stats::Stats;
 use accounted::Accounting;
 use cached::cached;
@@ -140,11 +141,13 @@ struct Arrival<'a> {
     closes_at: tokio::time::Instant,
 }
 
-/// Entry point for every request on a client connection; `closes_at` is the end of the
-/// connection's lifetime, which a tunnel it becomes must keep to.
+/// Entry point for every request on a client connection; `counted` are the client's own
+/// counters where it is a peer or child; `closes_at` is the end of the connection's
+/// lifetime, which a tunnel it becomes must keep to.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
+    counted: Option<Arc<ClientCounters>>,
     mut req: Request<Incoming>,
     closes_at: tokio::time::Instant,
 ) -> Result<Response<Accounted>, Infallible> {
@@ -224,6 +227,7 @@ pub async fn handle(
         from_cache,
         started,
         entry,
+        counted,
     };
     Ok(response.map(|body| Accounted::new(body, done)))
 }
