@@ -7,11 +7,10 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use canopy_config::stats::PeerSnapshot;
 use hyper::{Response, StatusCode};
 
-use common::console::Console;
-use common::{free_udp_port, full, stderr, stdout, Canopy, Fetched, Origin, Seen};
+use common::console::{set_cookie, Console};
+use common::{cli_ok, free_udp_port, full, peer_stats, stderr, Canopy, Origin, Seen};
 
 const PASSWORD: &str = "a long passphrase";
 const FROM: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -67,23 +66,7 @@ impl Hierarchy {
             ("sib", "sibling", &sibling, sibling_icp),
             ("icpparent", "parent", &icp_parent, parent_icp),
         ] {
-            let http = neighbour.addr.port().to_string();
-            let icp = icp.to_string();
-            cli_ok(
-                &child,
-                &[
-                    "peer",
-                    "add",
-                    name,
-                    "127.0.0.1",
-                    "--type",
-                    kind,
-                    "--http-port",
-                    &http,
-                    "--icp-port",
-                    &icp,
-                ],
-            );
+            add_peer(&child, name, kind, neighbour.addr.port(), icp);
         }
         cli_ok(&child, &["reload"]);
         Hierarchy {
@@ -111,27 +94,6 @@ impl Hierarchy {
     }
 }
 
-fn cli_ok(canopy: &Canopy, args: &[&str]) -> String {
-    let output = canopy.cli(args);
-    assert!(
-        output.status.success(),
-        "canopy {args:?}: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
-}
-
-async fn peer(canopy: &Canopy, name: &str) -> PeerSnapshot {
-    canopy
-        .stats()
-        .await
-        .peers
-        .into_iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("no counters for {name}"))
-}
-
 /// Who the `canopy` command says took a peer down.
 fn cli_user() -> String {
     format!(
@@ -149,21 +111,16 @@ fn listed(child: &Canopy, name: &str) -> String {
         .to_owned()
 }
 
-/// A console session: its cookie, and the value of `name="csrf"` in `page`.
-struct Session {
-    cookie: String,
+/// Adds a peer on loopback (applied at the next reload).
+fn add_peer(child: &Canopy, name: &str, kind: &str, http: u16, icp: u16) {
+    let add =
+        format!("peer add {name} 127.0.0.1 --type {kind} --http-port {http} --icp-port {icp}");
+    cli_ok(child, &add.split(' ').collect::<Vec<_>>());
 }
 
-fn set_cookie(fetched: &Fetched, name: &str) -> String {
-    fetched
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .and_then(|v| v.split(';').next())
-        .unwrap_or_else(|| panic!("no {name} cookie"))
-        .to_owned()
+/// A console session, by its cookie.
+struct Session {
+    cookie: String,
 }
 
 fn csrf(page: &str) -> String {
@@ -178,7 +135,7 @@ impl Session {
     async fn log_in(console: &Console) -> Session {
         let form = console.request(FROM, "GET", "/login", &[], "").await;
         let form = form.expect("the login form");
-        let login = set_cookie(&form, "canopy_login");
+        let login = set_cookie(&form, "canopy_login").expect("a login cookie");
         let body = format!(
             "csrf={}&user=admin&password={}",
             csrf(&form.text()),
@@ -189,7 +146,7 @@ impl Session {
             .await
             .expect("logging in");
         Session {
-            cookie: set_cookie(&logged_in, "canopy_session"),
+            cookie: set_cookie(&logged_in, "canopy_session").expect("a session cookie"),
         }
     }
 
@@ -274,7 +231,7 @@ async fn peers_taken_down_by_hand_get_nothing_across_restart_and_reload_until_br
         )),
         "{http}"
     );
-    let since = peer(&h.child, "sib").await.health.down_since;
+    let since = peer_stats(&h.child, "sib").await.health.down_since;
     let stats = cli_ok(&h.child, &["stats"]);
     assert!(
         stats.contains(&format!("down: new kernel (by {user} since 20")),
@@ -316,8 +273,8 @@ async fn peers_taken_down_by_hand_get_nothing_across_restart_and_reload_until_br
         (1, 2, 1, 1),
         "still down after a restart"
     );
-    assert_eq!(peer(&h.child, "sib").await.health.down_since, since);
-    assert!(peer(&h.child, &h.http_name).await.health.down_by_hand);
+    assert_eq!(peer_stats(&h.child, "sib").await.health.down_since, since);
+    assert!(peer_stats(&h.child, &h.http_name).await.health.down_by_hand);
     h.child.reconfigure(&[("visible_name", "renamed-child")]);
     assert_eq!(
         h.miss("/after-reload").await,
@@ -352,7 +309,7 @@ async fn a_peer_taken_down_from_the_console_is_down_and_forgotten_when_removed()
         answer.contains("Taken down by admin: swapping disks"),
         "{answer}"
     );
-    let health = peer(&h.child, "icpparent").await.health;
+    let health = peer_stats(&h.child, "icpparent").await.health;
     assert_eq!(
         (health.down_by.as_deref(), health.down_reason.as_deref()),
         (Some("admin"), Some("swapping disks"))
@@ -366,24 +323,15 @@ async fn a_peer_taken_down_from_the_console_is_down_and_forgotten_when_removed()
     session.press(&console, "sib", Some("retired")).await;
     cli_ok(&h.child, &["peer", "remove", "sib"]);
     cli_ok(&h.child, &["reload"]);
-    let (http, icp) = (h.sibling.addr.port().to_string(), h.sibling_icp.to_string());
-    cli_ok(
+    add_peer(
         &h.child,
-        &[
-            "peer",
-            "add",
-            "sib",
-            "127.0.0.1",
-            "--type",
-            "sibling",
-            "--http-port",
-            &http,
-            "--icp-port",
-            &icp,
-        ],
+        "sib",
+        "sibling",
+        h.sibling.addr.port(),
+        h.sibling_icp,
     );
     cli_ok(&h.child, &["reload"]);
-    assert!(!peer(&h.child, "sib").await.health.down);
+    assert!(!peer_stats(&h.child, "sib").await.health.down);
     assert_eq!(
         h.miss("/sibling-added-again").await.0,
         3,

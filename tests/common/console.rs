@@ -137,3 +137,15 @@ impl Drop for Console {
         let _ = self.child.wait();
     }
 }
+
+/// `name=value` of the `Set-Cookie` called `name`.
+pub fn set_cookie(fetched: &Fetched, name: &str) -> Option<String> {
+    fetched
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+}
