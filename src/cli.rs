@@ -43,7 +43,7 @@ pub(crate) enum Action {
     /// Routing rules, as in Traffic Server's parent.config: the first that matches decides.
     #[command(subcommand)]
     Rule(RuleAction),
-    /// Take an HTTP parent down by hand, or bring it back up.
+    /// Take a parent down by hand, or bring it back up (the same as `canopy peer down|up`).
     #[command(subcommand)]
     Parent(ParentAction),
     /// Show or change the neighbour caches (ICP peers); every change is a new config version.
@@ -119,15 +119,15 @@ pub(crate) struct RuleArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum ParentAction {
-    /// Stop sending requests to the parent `host:port` until `canopy parent up`.
+    /// Stop sending requests to the parent (`host:port`, or an ICP parent's name) until
+    /// `canopy parent up`; kept across restarts.
     Down {
         name: String,
         #[arg(long)]
         reason: Option<String>,
     },
-    Up {
-        name: String,
-    },
+    /// Bring it back to normal health checking.
+    Up { name: String },
 }
 
 #[derive(Subcommand)]
@@ -172,8 +172,20 @@ pub(crate) enum PeerAction {
         #[arg(long)]
         max_conn: Option<u32>,
     },
-    /// Every peer, one a line.
+    /// Every peer, one a line, then the HTTP parents; those down by hand say by whom,
+    /// since when and why.
     List,
+    /// Send the peer (or HTTP parent `host:port`) no requests and no ICP queries until
+    /// `canopy peer up`; kept across restarts, as Traffic Server's `traffic_ctl host down`.
+    Down {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Bring it back to normal health checking.
+    Up {
+        name: String,
+    },
     Remove {
         name: String,
     },

@@ -339,8 +339,8 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
         .await;
     browser.screenshot("peer").await;
     browser.fill("Reason", "maintenance").await;
-    browser.press("Take out of use").await;
-    browser.notice("is out of use").await;
+    browser.press("Take down").await;
+    browser.notice("gets no requests and no ICP queries").await;
     browser.screenshot("peer-down").await;
     let direct = proxy.get(&origin.url("/while-the-parent-is-down")).await;
     assert_eq!(direct.status, StatusCode::OK);
@@ -349,8 +349,8 @@ async fn a_parent_added_in_the_console_is_used_without_restarting_the_proxy() {
         "{}",
         direct.header("via")
     );
-    browser.press("Bring back into use").await;
-    browser.notice("is back in use").await;
+    browser.press("Bring up").await;
+    browser.notice("is up, back to the health checks").await;
 
     browser.follow("ICP Peers").await;
     browser.follow("Add a peer").await;

@@ -11,7 +11,9 @@ use canopy_config::stats::PeerState;
 use hyper::{Response, StatusCode};
 
 use common::squid::{squid_binary, Squid, SQUID_IP};
-use common::{free_udp_port, full, request_via, stderr, stdout, wait_for, Canopy, Origin};
+use common::{
+    cli_ok, free_udp_port, full, peer_stats, request_via, stderr, stdout, wait_for, Canopy, Origin,
+};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -47,18 +49,6 @@ fn icp_settings(mode: &str) -> (Vec<(&'static str, String)>, u16) {
 async fn start_canopy(settings: &[(&'static str, String)]) -> Canopy {
     let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Canopy::start(&pairs).await
-}
-
-/// Runs `canopy ARGS` on the proxy's data dir and insists it worked.
-fn cli_ok(canopy: &Canopy, args: &[&str]) -> String {
-    let output = canopy.cli(args);
-    assert!(
-        output.status.success(),
-        "canopy {args:?} failed: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
 }
 
 /// Adds Squid as a peer of `kind` and applies it.
@@ -97,16 +87,6 @@ async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
         },
     )
     .await;
-}
-
-async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_config::stats::PeerSnapshot {
-    canopy
-        .stats()
-        .await
-        .peers
-        .into_iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("no counters for peer {name}"))
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //!
 //! A Unix stream socket, mode 0600. Each request is one JSON object on one line, and each
 //! gets one JSON object on one line back: `{"cmd":"status"}`, `{"cmd":"stats"}`,
-//! `{"cmd":"reload"}`, and `{"cmd":"parent","name":"host:port","down":true,"reason":"..."}`
-//! to take an HTTP parent down by hand (or up, with `"down":false`), and `{"cmd":"reopen"}`
-//! to reopen the access log after it was renamed away (as SIGHUP does).
+//! `{"cmd":"reload"}`, `{"cmd":"peer","name":"squid","down":true,"reason":"...","by":"alice"}`
+//! to take a peer or an HTTP parent (`host:port`) down by hand (or up, with `"down":false`;
+//! `"cmd":"parent"` is the same command), and `{"cmd":"reopen"}` to reopen the access log
+//! after it was renamed away (as SIGHUP does).
 //! Every reply carries `"ok"`; when it is false, `"error"` says why.
 //! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
 //! connection stays usable; nothing a client sends can stop the proxy.
@@ -28,12 +29,16 @@ pub enum Command {
     Status,
     Stats,
     Reload,
-    /// Takes a parent down by hand (with a reason), or brings it back up.
-    Parent {
+    /// Takes a peer or an HTTP parent down by hand (with a reason), or brings it back up.
+    #[serde(alias = "parent")]
+    Peer {
         name: String,
         down: bool,
         #[serde(default)]
         reason: Option<String>,
+        /// Who asked: the console account, or the OS user of the `canopy` command.
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Reopens the access log (after logrotate or `mv` renamed it).
     Reopen,
@@ -138,4 +143,24 @@ pub async fn call_typed<T: DeserializeOwned>(
 ) -> Result<T, ControlError> {
     let reply = call(path, command).await?;
     serde_json::from_value(reply).map_err(|e| ControlError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_command_is_the_peer_command() {
+        let old: Command =
+            serde_json::from_str(r#"{"cmd":"parent","name":"p:3128","down":false}"#).unwrap();
+        assert_eq!(
+            old,
+            Command::Peer {
+                name: "p:3128".into(),
+                down: false,
+                reason: None,
+                by: None
+            }
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! - [`changes`]: what a version changed, one line per change, for the console and the CLI.
 //! - [`config`]: every setting, its default and its validation.
 //! - [`versions`]: config versions in SQLite, the single source of truth.
+//! - [`maintenance`]: peers taken down by hand, kept across restarts.
 //! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
 //!   `icp.config` and `parent.config`.
 //! - [`resolve`]: whether the host names a config newly gives resolve (a warning, not a refusal).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod files;
 pub mod import;
+pub mod maintenance;
 pub mod resolve;
 pub mod stats;
 pub mod supervision;

@@ -150,4 +150,7 @@ pub struct HealthSnapshot {
     pub down_since: Option<String>,
     pub down_reason: Option<String>,
     pub down_by_hand: bool,
+    /// Who took it down, when it was by hand.
+    #[serde(default)]
+    pub down_by: Option<String>,
 }

@@ -52,10 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/monitor/peers", get(pages::monitor::peers))
         .route("/monitor/clients", get(pages::clients::list))
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
-        .route(
-            "/monitor/peers/{name}/use",
-            post(pages::monitor::set_parent),
-        )
+        .route("/monitor/peers/{name}/use", post(pages::monitor::set_peer))
         .route(
             "/configure/routing",
             get(pages::routing::form).post(pages::routing::submit),

@@ -424,13 +424,31 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
     out.family(
         "canopy_peer_down",
         "gauge",
-        "Whether the HTTP parent is out of use (1), after failures or by hand.",
+        "Whether the peer or HTTP parent is out of use (1), after failures or by hand.",
     );
     for p in &s.peers {
         out.value(
             "canopy_peer_down",
             &[("peer", &p.name)],
             if p.health.down { 1.0 } else { 0.0 },
+        );
+    }
+    out.family(
+        "canopy_peer_maintenance_info",
+        "gauge",
+        "A peer or HTTP parent taken down by hand: by whom, since when and why (1 while down).",
+    );
+    for p in s.peers.iter().filter(|p| p.health.down_by_hand) {
+        let text = |t: &Option<String>| t.clone().unwrap_or_default();
+        out.value(
+            "canopy_peer_maintenance_info",
+            &[
+                ("peer", &p.name),
+                ("by", &text(&p.health.down_by)),
+                ("since", &text(&p.health.down_since)),
+                ("reason", &text(&p.health.down_reason)),
+            ],
+            1.0,
         );
     }
     out.family(

@@ -36,17 +36,19 @@ pub async fn stats(path: &Path) -> Result<StatsSnapshot, ControlError> {
     bounded(path, Command::Stats, QUERY_TIMEOUT).await
 }
 
-/// Takes the HTTP parent `name` out of use (`down`) for `reason`, or brings it back.
-pub async fn set_parent(
+/// Takes the peer or HTTP parent `name` down by hand (`Some(reason)`), or brings it up
+/// (`None`); `by` is the console account that asked.
+pub async fn set_peer(
     path: &Path,
     name: &str,
-    down: bool,
-    reason: String,
+    down: Option<String>,
+    by: &str,
 ) -> Result<PeerSnapshot, ControlError> {
-    let command = Command::Parent {
+    let command = Command::Peer {
         name: name.to_owned(),
-        down,
-        reason: down.then_some(reason),
+        down: down.is_some(),
+        reason: down,
+        by: Some(by.to_owned()),
     };
     bounded(path, command, QUERY_TIMEOUT).await
 }

@@ -16,7 +16,8 @@ use canopy_config::stats::{
 };
 use canopy_config::versions::{Db, VersionState};
 use canopy_manager::{accounts, router, AppState};
-use canopy_proxy::control::{self, ControlHandler};
+use canopy_proxy::control::{self, ControlHandler, PeerChange};
+use canopy_proxy::maintenance::{KnownPeer, MaintenanceError};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -26,8 +27,8 @@ struct FakeProxy {
     /// `Some(reason)`: reload is refused with it.
     refuse: Mutex<Option<String>>,
     in_force: AtomicU64,
-    /// Each `set_parent` call: the reason it went down, or `None` for back up.
-    parent_changes: Mutex<Vec<Option<String>>>,
+    /// Each `set_peer` call: who asked, and the reason it went down or `None` for up.
+    peer_changes: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl ControlHandler for FakeProxy {
@@ -76,6 +77,7 @@ impl ControlHandler for FakeProxy {
                         down_since: Some("2026-01-02T03:04:05.000Z".into()),
                         down_reason: Some("connection refused".into()),
                         down_by_hand: false,
+                        down_by: None,
                     },
                     ..PeerSnapshot::default()
                 },
@@ -116,16 +118,24 @@ impl ControlHandler for FakeProxy {
         })
     }
 
-    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {
+    /// Knows one HTTP parent, 127.0.0.1:3999.
+    async fn set_peer(&self, change: PeerChange) -> Result<PeerSnapshot, MaintenanceError> {
+        let (name, asked) = match change {
+            PeerChange::Down(down) => (down.name, (down.by, Some(down.reason))),
+            PeerChange::Up { name, by } => (name, (by, None)),
+        };
         if name != "127.0.0.1:3999" {
-            return Err(format!("no parent named {name}"));
+            return Err(MaintenanceError::Unknown {
+                name,
+                known: vec![KnownPeer {
+                    name: "127.0.0.1:3999".into(),
+                    kind: "HTTP parent",
+                }],
+            });
         }
-        self.parent_changes
-            .lock()
-            .unwrap()
-            .push(down.map(str::to_owned));
+        self.peer_changes.lock().unwrap().push(asked);
         Ok(PeerSnapshot {
-            name: name.to_owned(),
+            name,
             ..PeerSnapshot::default()
         })
     }
@@ -158,7 +168,7 @@ async fn console(running: bool) -> Console {
         reloads: AtomicU64::new(0),
         refuse: Mutex::new(None),
         in_force: AtomicU64::new(1),
-        parent_changes: Mutex::new(Vec::new()),
+        peer_changes: Mutex::new(Vec::new()),
     });
     if running {
         tokio::spawn(control::serve(
@@ -752,7 +762,7 @@ async fn every_form_without_its_csrf_token_is_forbidden() {
     }
     assert_eq!(console.latest_id().await, 1);
     assert_eq!(console.reloads(), 0);
-    assert!(console.proxy.parent_changes.lock().unwrap().is_empty());
+    assert!(console.proxy.peer_changes.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -1013,7 +1023,7 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
 }
 
 #[tokio::test]
-async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
+async fn a_peer_is_taken_down_and_brought_up_by_the_account_that_asked() {
     let console = console(true).await;
     let (status, page) = console
         .post(
@@ -1027,7 +1037,7 @@ async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        page.contains("127.0.0.1:3999 is out of use until it is brought back."),
+        page.contains("127.0.0.1:3999 is down: it gets no requests and no ICP queries"),
         "{page}"
     );
     let (_, page) = console
@@ -1036,10 +1046,16 @@ async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
             &[("csrf", &console.csrf), ("action", "up")],
         )
         .await;
-    assert!(page.contains("127.0.0.1:3999 is back in use."), "{page}");
+    assert!(
+        page.contains("127.0.0.1:3999 is up, back to the health checks."),
+        "{page}"
+    );
     assert_eq!(
-        *console.proxy.parent_changes.lock().unwrap(),
-        [Some("maintenance (by alice)".to_owned()), None]
+        *console.proxy.peer_changes.lock().unwrap(),
+        [
+            ("alice".to_owned(), Some("maintenance".to_owned())),
+            ("alice".to_owned(), None)
+        ]
     );
     let (_, page) = console
         .post(
@@ -1048,7 +1064,7 @@ async fn an_http_parent_is_taken_out_of_use_and_brought_back() {
         )
         .await;
     assert!(
-        page.contains("The proxy did not change squid: no parent named squid."),
+        page.contains("nor a sibling; the peers are: 127.0.0.1:3999 (HTTP parent)."),
         "{page}"
     );
 }

@@ -13,9 +13,18 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::maintenance::MaintenanceError;
 use canopy_config::control::{Command, ReloadReply, ReopenReply, StatusReply, MAX_LINE};
-
+use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_config::versions::now_rfc3339;
+
+/// What the `peer` command asks of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    Down(Maintenance),
+    Up { name: String, by: String },
+}
 
 /// What a proxy must do for each command.
 pub trait ControlHandler: Send + Sync + 'static {
@@ -23,8 +32,11 @@ pub trait ControlHandler: Send + Sync + 'static {
     fn stats(&self) -> StatsSnapshot;
     /// Applies the newest config version; `Err` says why the old one stays in force.
     fn reload(&self) -> impl Future<Output = Result<ReloadReply, String>> + Send;
-    /// Takes the parent `name` down by hand with `reason`, or up when `reason` is `None`.
-    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String>;
+    /// Takes a peer or an HTTP parent down by hand, or brings it up.
+    fn set_peer(
+        &self,
+        change: PeerChange,
+    ) -> impl Future<Output = Result<PeerSnapshot, MaintenanceError>> + Send;
     /// Reopens the access log; `Err` says why the old file is still written.
     fn reopen_logs(&self) -> impl Future<Output = Result<ReopenReply, String>> + Send;
 }
@@ -133,18 +145,38 @@ async fn answer<H: ControlHandler>(line: &[u8], handler: &H) -> Value {
             Ok(reply) => ok_reply(reply),
             Err(reason) => error_reply(reason),
         },
-        Command::Parent { name, down, reason } => {
-            let reason = reason.unwrap_or_else(|| "taken down by the administrator".to_owned());
-            match handler.set_parent(&name, down.then_some(reason.as_str())) {
-                Ok(reply) => ok_reply(reply),
-                Err(e) => error_reply(e),
-            }
-        }
+        Command::Peer {
+            name,
+            down,
+            reason,
+            by,
+        } => match handler.set_peer(peer_change(name, down, reason, by)).await {
+            Ok(reply) => ok_reply(reply),
+            Err(e) => error_reply(e.to_string()),
+        },
         Command::Reopen => match handler.reopen_logs().await {
             Ok(reply) => ok_reply(reply),
             Err(reason) => error_reply(reason),
         },
     }
+}
+
+fn peer_change(name: String, down: bool, reason: Option<String>, by: Option<String>) -> PeerChange {
+    let by = by
+        .filter(|by| !by.trim().is_empty())
+        .unwrap_or_else(|| "the control socket".to_owned());
+    if !down {
+        return PeerChange::Up { name, by };
+    }
+    PeerChange::Down(Maintenance {
+        name,
+        reason: reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "no reason given".to_owned()),
+        by,
+        at: now_rfc3339(),
+    })
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -194,8 +226,21 @@ mod tests {
         async fn reload(&self) -> Result<ReloadReply, String> {
             Err("icp_port 3130: address in use".into())
         }
-        fn set_parent(&self, name: &str, _down: Option<&str>) -> Result<PeerSnapshot, String> {
-            Err(format!("no parent named {name}"))
+        async fn set_peer(&self, change: PeerChange) -> Result<PeerSnapshot, MaintenanceError> {
+            let PeerChange::Down(down) = change else {
+                panic!("only down is sent");
+            };
+            Ok(PeerSnapshot {
+                name: down.name,
+                health: canopy_config::stats::HealthSnapshot {
+                    down: true,
+                    down_since: Some(down.at),
+                    down_reason: Some(down.reason),
+                    down_by_hand: true,
+                    down_by: Some(down.by),
+                },
+                ..PeerSnapshot::default()
+            })
         }
         async fn reopen_logs(&self) -> Result<ReopenReply, String> {
             Ok(ReopenReply {
@@ -219,6 +264,19 @@ mod tests {
         assert_eq!(status.config_version, 3);
         let err = call(&path, Command::Reload).await.unwrap_err();
         assert_eq!(err.to_string(), "icp_port 3130: address in use");
+        let down: PeerSnapshot = call_typed(
+            &path,
+            Command::Peer {
+                name: "squid".into(),
+                down: true,
+                reason: Some("  ".into()),
+                by: Some("alice".into()),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(down.health.down_reason.as_deref(), Some("no reason given"));
+        assert_eq!(down.health.down_by.as_deref(), Some("alice"));
         let reopened: ReopenReply = call_typed(&path, Command::Reopen).await.unwrap();
         assert_eq!(reopened.access_log.as_deref(), Some("access.log"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -10,6 +10,7 @@
 //!   version, and what lives across versions (store, counters, in-flight fills).
 //! - [`proxy`]: the orchestrator on top: start, `reload`, drain, the control handler.
 //! - [`control`]: the control socket's server.
+//! - [`maintenance`]: peers taken down by hand, kept in the database across restarts.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
 //!
@@ -24,6 +25,7 @@ pub mod hierarchy;
 pub mod htcp;
 pub mod http;
 pub mod icp;
+pub mod maintenance;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;

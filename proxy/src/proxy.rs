@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::cache::store::Store;
-use crate::control::ControlHandler;
+use crate::control::{ControlHandler, PeerChange};
 use crate::hierarchy::peers;
 use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
+use crate::maintenance::{self, MaintenanceError};
 use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::Stats;
 use canopy_config::config::Config;
@@ -151,6 +152,8 @@ impl Proxy {
         rejected: Option<RejectedVersion>,
     ) -> anyhow::Result<Arc<Proxy>> {
         db.mark(version.id, VersionState::Applied, None).await?;
+        let gone = maintenance::lay_over(&runtime, db.maintenance().await?);
+        maintenance::drop_gone(&db, &stats, &gone).await;
         let addr = bound.local_addr()?;
         let store = Store::new(runtime.config.cache_mem.0);
         let shared = Arc::new(Shared {
@@ -196,6 +199,7 @@ impl Proxy {
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
         let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        let gone = maintenance::lay_over(&runtime, self.db.maintenance().await?);
         // The console follows the version in force: one it could not move to is refused.
         let console = runtime.config.manager_listen;
         if console != current.config.manager_listen {
@@ -227,6 +231,7 @@ impl Proxy {
         let runtime = Arc::new(runtime);
         self.shared.runtime.store(runtime.clone());
         self.switch_icp(current.icp.as_ref(), runtime.icp.as_ref());
+        maintenance::drop_gone(&self.db, &self.shared.stats, &gone).await;
         if let Some(accepting) = rebound {
             let old = std::mem::replace(
                 &mut *listening,
@@ -311,34 +316,21 @@ impl ControlHandler for Proxy {
         snapshot
     }
 
-    fn set_parent(&self, name: &str, down: Option<&str>) -> Result<PeerSnapshot, String> {
-        let runtime = self.shared.runtime.load();
-        let parent = runtime
-            .parents
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = runtime.parents.iter().map(|p| p.name.as_str()).collect();
-                format!(
-                    "no parent named {name:?}; the parents are: {}",
-                    if names.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                )
-            })?;
-        parent.stats.health.set_by_hand(down);
-        match down {
-            Some(reason) => tracing::warn!("parent {name} taken down by hand: {reason}"),
-            None => tracing::info!("parent {name} brought up by hand"),
-        }
-        Ok(self
-            .stats()
-            .peers
-            .into_iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| parent.stats.snapshot(name)))
+    async fn set_peer(&self, change: PeerChange) -> Result<PeerSnapshot, MaintenanceError> {
+        // One at a time with reloads, so a record is never laid over a runtime it missed.
+        let _listening = self.listening.lock().await;
+        let runtime = self.shared.runtime.load_full();
+        let (name, stats) = match &change {
+            PeerChange::Down(down) => (
+                &down.name,
+                maintenance::take_down(&runtime, &self.db, down).await?,
+            ),
+            PeerChange::Up { name, by } => (
+                name,
+                maintenance::bring_up(&runtime, &self.db, name, by).await?,
+            ),
+        };
+        Ok(stats.snapshot(name))
     }
 
     async fn reopen_logs(&self) -> Result<ReopenReply, String> {

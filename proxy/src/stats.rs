@@ -342,6 +342,12 @@ impl Stats {
         peers.entry(name.to_owned()).or_default().clone()
     }
 
+    /// The counters of the peer called `name`, if it ever had any.
+    pub fn existing_peer(&self, name: &str) -> Option<Arc<PeerStats>> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(name).cloned()
+    }
+
     pub fn snapshot(&self, objects: u64, bytes_held: u64) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Relaxed);
         let get = Counter::get;

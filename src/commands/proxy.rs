@@ -143,6 +143,9 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 .map(|f| format!(" (last failure {}: {})", f.at, f.reason))
                 .unwrap_or_default()
         );
+        if peer.health.down {
+            println!("  {}", super::routing::down_text(&peer.health));
+        }
         if let Some(state) = peer.state {
             let replies: Vec<String> = peer
                 .icp_replies

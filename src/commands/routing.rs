@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use canopy_config::config::{Flag, ParentRule, Peer};
+use canopy_config::config::{Config, Flag, ParentRule, Peer};
 use canopy_config::control::{self, Command, ControlError};
 use canopy_config::import::{parent_config, peer_import, ImportError};
-use canopy_config::stats::PeerSnapshot;
+use canopy_config::maintenance::Maintenance;
+use canopy_config::stats::{HealthSnapshot, PeerSnapshot};
 
-use super::{not_running, print_listing_footer, refused, save, Paths, UserError};
+use super::{author, not_running, print_listing_footer, refused, save, Paths, UserError};
 use crate::cli::{ParentAction, PeerAction, RuleAction};
 
 pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<ExitCode> {
@@ -98,34 +99,54 @@ pub(crate) async fn rule(paths: &Paths, action: RuleAction) -> anyhow::Result<Ex
 }
 
 pub(crate) async fn parent(paths: &Paths, action: ParentAction) -> anyhow::Result<ExitCode> {
-    let command = match action {
-        ParentAction::Down { name, reason } => Command::Parent {
-            name,
-            down: true,
-            reason,
-        },
-        ParentAction::Up { name } => Command::Parent {
-            name,
-            down: false,
-            reason: None,
-        },
+    match action {
+        ParentAction::Down { name, reason } => set_peer(paths, "parent", name, Some(reason)).await,
+        ParentAction::Up { name } => set_peer(paths, "parent", name, None).await,
+    }
+}
+
+/// Asks the running proxy to take `name` down (`Some(reason)`) or bring it up (`None`), and
+/// says how it stands; `noun` is the command's word for it.
+async fn set_peer(
+    paths: &Paths,
+    noun: &str,
+    name: String,
+    down: Option<Option<String>>,
+) -> anyhow::Result<ExitCode> {
+    let command = Command::Peer {
+        name,
+        down: down.is_some(),
+        reason: down.flatten(),
+        by: Some(author()),
     };
     match control::call_typed::<PeerSnapshot>(&paths.control, command).await {
         Ok(peer) if peer.health.down => {
-            println!(
-                "parent {} is down: {}",
-                peer.name,
-                peer.health.down_reason.unwrap_or_default()
-            );
+            println!("{noun} {} is {}", peer.name, down_text(&peer.health));
             Ok(ExitCode::SUCCESS)
         }
         Ok(peer) => {
-            println!("parent {} is up", peer.name);
+            println!("{noun} {} is up", peer.name);
             Ok(ExitCode::SUCCESS)
         }
         Err(ControlError::Refused(reason)) => Err(UserError(reason).into()),
         Err(e) => Err(not_running(e)),
     }
+}
+
+/// "down: REASON (by WHO since WHEN)", as the CLI shows a peer that is down.
+pub(crate) fn down_text(health: &HealthSnapshot) -> String {
+    let since = health.down_since.as_deref().unwrap_or("-");
+    let reason = health.down_reason.as_deref().unwrap_or("no reason kept");
+    match &health.down_by {
+        Some(by) => format!("down: {reason} (by {by} since {since})"),
+        None => format!("down: {reason} (since {since})"),
+    }
+}
+
+fn maintenance_text(record: Option<&Maintenance>) -> String {
+    record
+        .map(|m| format!(" down: {} (by {} since {})", m.reason, m.by, m.at))
+        .unwrap_or_default()
 }
 
 pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<ExitCode> {
@@ -134,6 +155,8 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
     let mut config = latest.config.clone();
     match action {
         PeerAction::List => {
+            let records = db.maintenance().await?;
+            let record = |name: &str| records.iter().find(|m| m.name == name);
             for p in &config.peers {
                 let mut options: Vec<String> = [
                     (p.proxy_only, "proxy-only"),
@@ -154,7 +177,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                 );
                 options.extend(p.max_conn.map(|n| format!("max-conn={n}")));
                 println!(
-                    "{} {} {} http {} icp {} weight {}{}{}",
+                    "{} {} {} http {} icp {} weight {}{}{}{}",
                     p.name,
                     p.kind,
                     p.host,
@@ -162,8 +185,12 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                     p.icp_port,
                     p.weight,
                     if options.is_empty() { "" } else { " " },
-                    options.join(" ")
+                    options.join(" "),
+                    maintenance_text(record(&p.name))
                 );
+            }
+            for parent in http_parents(&config) {
+                println!("{parent} HTTP parent{}", maintenance_text(record(&parent)));
             }
             print_listing_footer(&db, &latest).await?;
             return Ok(ExitCode::SUCCESS);
@@ -201,6 +228,10 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             connect_timeout_ms,
             max_conn,
         }),
+        PeerAction::Down { name, reason } => {
+            return set_peer(paths, "peer", name, Some(reason)).await
+        }
+        PeerAction::Up { name } => return set_peer(paths, "peer", name, None).await,
         PeerAction::Remove { name } => {
             let before = config.peers.len();
             config.peers.retain(|p| p.name != name);
@@ -235,4 +266,18 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
     }
     config.validate().map_err(refused)?;
     save(&db, &latest, &config).await
+}
+
+/// Every HTTP parent the default list and the rules name, once each, in that order.
+fn http_parents(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let lists =
+        std::iter::once(&config.parents).chain(config.parent_rules.iter().map(|r| &r.parents));
+    for entry in lists.flat_map(|list| &list.0) {
+        let name = entry.addr.to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }

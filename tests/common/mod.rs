@@ -455,6 +455,29 @@ pub fn canopy_cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("run canopy")
 }
 
+/// Runs `canopy ARGS` on the proxy's data dir and insists it worked.
+pub fn cli_ok(canopy: &Canopy, args: &[&str]) -> String {
+    let output = canopy.cli(args);
+    assert!(
+        output.status.success(),
+        "canopy {args:?} failed: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// The counters the proxy keeps for the peer (or HTTP parent) `name`.
+pub async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_config::stats::PeerSnapshot {
+    canopy
+        .stats()
+        .await
+        .peers
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no counters for peer {name}"))
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
+use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
@@ -46,6 +47,8 @@ pub async fn live(state: &AppState) -> Live {
 
 /// The kind shown for an entry of the parent list.
 const HTTP_PARENT: &str = "HTTP parent";
+/// The kind shown for a peer the proxy still counts that the config no longer has.
+const NO_LONGER_CONFIGURED: &str = "no longer configured";
 
 /// One peer's row: the configured peer joined with its counters.
 #[derive(Debug, Clone, Serialize)]
@@ -74,11 +77,13 @@ pub struct PeerRow {
     pub last_failure: Option<Failure>,
     /// Whether ICP queries go to this peer in the config.
     pub queried: bool,
-    /// An HTTP parent taken out of use, after failures or by hand.
+    /// Taken out of use, after failures (an HTTP parent) or by hand (any peer).
     pub down: bool,
     pub down_since: Option<String>,
     pub down_reason: Option<String>,
     pub down_by_hand: bool,
+    /// Who took it down by hand.
+    pub down_by: Option<String>,
 }
 
 impl PeerRow {
@@ -121,6 +126,25 @@ impl PeerRow {
             down_since: s.health.down_since.clone(),
             down_reason: s.health.down_reason.clone(),
             down_by_hand: s.health.down_by_hand,
+            down_by: s.health.down_by.clone(),
+        }
+    }
+
+    /// Shows `record` (read from the database) on a row the proxy could not report on.
+    fn taken_down(&mut self, record: &Maintenance) {
+        self.down = true;
+        self.down_by_hand = true;
+        self.down_since = Some(record.at.clone());
+        self.down_reason = Some(record.reason.clone());
+        self.down_by = Some(record.by.clone());
+    }
+
+    /// Who took it down by hand and why, for the line under its status.
+    pub fn down_detail(&self) -> String {
+        match (self.down_by_hand, &self.down_by, &self.down_reason) {
+            (true, Some(by), Some(reason)) => format!("by {by}: {reason}"),
+            (true, Some(by), None) => format!("by {by}"),
+            _ => String::new(),
         }
     }
 
@@ -145,8 +169,9 @@ impl PeerRow {
         }
     }
 
-    pub fn is_http_parent(&self) -> bool {
-        self.kind == HTTP_PARENT
+    /// Whether it can be taken down by hand: the config in force has it.
+    pub fn is_configured(&self) -> bool {
+        self.kind != NO_LONGER_CONFIGURED
     }
 
     pub fn tone(&self) -> &'static str {
@@ -191,6 +216,36 @@ impl PeerRow {
     }
 }
 
+/// `rows` with the peers the database says are down by hand marked so: the proxy said
+/// nothing (it is not running), and they will be down when it starts.
+fn with_maintenance(mut rows: Vec<PeerRow>, records: &[Maintenance]) -> Vec<PeerRow> {
+    for row in &mut rows {
+        if let Some(record) = records.iter().find(|m| m.name == row.name) {
+            row.taken_down(record);
+        }
+    }
+    rows
+}
+
+/// [`peer_rows`], from the database's records of peers down by hand when the proxy is not
+/// running.
+async fn rows_now(
+    state: &AppState,
+    config: &Config,
+    stats: Option<&StatsSnapshot>,
+) -> Result<Vec<PeerRow>, Refusal> {
+    let rows = peer_rows(config, stats);
+    if stats.is_some() {
+        return Ok(rows);
+    }
+    let records = state
+        .db
+        .maintenance()
+        .await
+        .or_failed("reading the peers down by hand")?;
+    Ok(with_maintenance(rows, &records))
+}
+
 /// Every configured peer and HTTP parent, then any other the proxy still counts.
 pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow> {
     let find = |name: &str| stats.and_then(|s| s.peers.iter().find(|p| p.name == name));
@@ -228,7 +283,7 @@ pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow>
         if !rows.iter().any(|r| r.name == p.name) {
             rows.push(PeerRow::new(
                 &p.name,
-                "no longer configured",
+                NO_LONGER_CONFIGURED,
                 "—".into(),
                 Some(p),
                 false,
@@ -452,7 +507,7 @@ pub async fn peers(State(state): State<AppState>, session: Session) -> Answer {
         chrome: Chrome::new(&session, "peers"),
         running: status.is_ok(),
         down_reason: status.as_ref().err().map(why_down).unwrap_or_default(),
-        rows: peer_rows(&newest.config, stats.as_ref()),
+        rows: rows_now(&state, &newest.config, stats.as_ref()).await?,
     }
     .into_response())
 }
@@ -476,8 +531,8 @@ pub async fn peer(
     peer_page(&state, &session, &name, None).await
 }
 
-/// Takes an HTTP parent out of use by hand, or brings it back, then shows its page.
-pub async fn set_parent(
+/// Takes a peer or an HTTP parent down by hand, or brings it up, then shows its page.
+pub async fn set_peer(
     State(state): State<AppState>,
     session: Session,
     Path(name): Path<String>,
@@ -486,21 +541,19 @@ pub async fn set_parent(
     if !csrf_ok(&session, &form) {
         return Err(auth::forbidden().into());
     }
-    let down = form.get("action") == Some("down");
-    let reason = form
-        .get("reason")
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(|r| format!("{r} (by {})", session.user))
-        .unwrap_or_else(|| format!("taken out of use by {}", session.user));
-    let notice = match proxy::set_parent(&state.control, &name, down, reason).await {
-        Ok(_) if down => Notice {
+    let down = (form.get("action") == Some("down"))
+        .then(|| form.get("reason").unwrap_or_default().trim().to_owned());
+    let taking_down = down.is_some();
+    let notice = match proxy::set_peer(&state.control, &name, down, &session.user).await {
+        Ok(_) if taking_down => Notice {
             tone: "warn",
-            text: format!("{name} is out of use until it is brought back."),
+            text: format!(
+                "{name} is down: it gets no requests and no ICP queries until it is brought up."
+            ),
         },
         Ok(_) => Notice {
             tone: "ok",
-            text: format!("{name} is back in use."),
+            text: format!("{name} is up, back to the health checks."),
         },
         Err(e) => Notice::error(format!("The proxy did not change {name}: {e}.")),
     };
@@ -515,7 +568,8 @@ async fn peer_page(
 ) -> Answer {
     let newest = newest(state).await?;
     let Live { status, stats } = live(state).await;
-    let Some(row) = peer_rows(&newest.config, stats.as_ref())
+    let Some(row) = rows_now(state, &newest.config, stats.as_ref())
+        .await?
         .into_iter()
         .find(|r| r.name == name)
     else {

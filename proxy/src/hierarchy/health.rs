@@ -1,11 +1,13 @@
 //! Whether a parent is up: failures within `retry_time` past `fail_threshold` mark it down;
 //! once `retry_time` has passed it is tried again, and one success brings it back.
-//! An administrator can also take a parent down by hand, with a reason.
+//! An administrator can also take any peer or parent down by hand, with a reason: it then
+//! stays down, whatever its failures and successes, until brought up.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::HealthSnapshot;
 
 use canopy_config::versions::now_rfc3339;
@@ -28,7 +30,22 @@ struct Down {
     since: Instant,
     at: String,
     reason: String,
-    by_hand: bool,
+    cause: Cause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cause {
+    Failures,
+    /// Taken down by hand by this console account or OS user.
+    ByHand {
+        by: String,
+    },
+}
+
+impl Down {
+    fn by_hand(&self) -> bool {
+        matches!(self.cause, Cause::ByHand { .. })
+    }
 }
 
 impl Health {
@@ -40,7 +57,7 @@ impl Health {
     pub fn available(&self, now: Instant, retry_time: Duration) -> bool {
         match &self.state().down {
             None => true,
-            Some(down) => !down.by_hand && now.duration_since(down.since) >= retry_time,
+            Some(down) => !down.by_hand() && now.duration_since(down.since) >= retry_time,
         }
     }
 
@@ -55,7 +72,7 @@ impl Health {
         let mut state = self.state();
         if let Some(down) = &mut state.down {
             // A retry that failed: down for another retry_time.
-            if !down.by_hand {
+            if !down.by_hand() {
                 down.since = now;
             }
             return false;
@@ -77,7 +94,7 @@ impl Health {
                     "{threshold} failures within {} s; last: {reason}",
                     retry_time.as_secs()
                 ),
-                by_hand: false,
+                cause: Cause::Failures,
             });
             return true;
         }
@@ -89,23 +106,37 @@ impl Health {
     pub fn record_success(&self) -> bool {
         let mut state = self.state();
         state.failures.clear();
-        if state.down.as_ref().is_some_and(|d| !d.by_hand) {
+        if state.down.as_ref().is_some_and(|d| !d.by_hand()) {
             state.down = None;
             return true;
         }
         false
     }
 
-    /// Takes the parent down by hand (`Some(reason)`) or brings it back (`None`).
-    pub fn set_by_hand(&self, down: Option<&str>) {
+    /// Takes the peer down by hand, as `down` says who did, when and why.
+    pub fn take_down(&self, down: &Maintenance) {
         let mut state = self.state();
         state.failures.clear();
-        state.down = down.map(|reason| Down {
+        state.down = Some(Down {
             since: Instant::now(),
-            at: now_rfc3339(),
-            reason: reason.to_owned(),
-            by_hand: true,
+            at: down.at.clone(),
+            reason: down.reason.clone(),
+            cause: Cause::ByHand {
+                by: down.by.clone(),
+            },
         });
+    }
+
+    /// Brings the peer up, back to the health checks, whatever put it down.
+    pub fn bring_up(&self) {
+        let mut state = self.state();
+        state.failures.clear();
+        state.down = None;
+    }
+
+    /// Whether an administrator took the peer down (it then gets no requests or queries).
+    pub fn is_down_by_hand(&self) -> bool {
+        self.state().down.as_ref().is_some_and(Down::by_hand)
     }
 
     pub fn snapshot(&self) -> HealthSnapshot {
@@ -115,7 +146,11 @@ impl Health {
                 down: true,
                 down_since: Some(down.at.clone()),
                 down_reason: Some(down.reason.clone()),
-                down_by_hand: down.by_hand,
+                down_by_hand: down.by_hand(),
+                down_by: match &down.cause {
+                    Cause::ByHand { by } => Some(by.clone()),
+                    Cause::Failures => None,
+                },
             },
         }
     }
@@ -171,16 +206,26 @@ mod tests {
     #[test]
     fn down_by_hand_stays_down_until_brought_up_by_hand() {
         let health = Health::default();
-        health.set_by_hand(Some("maintenance"));
+        health.take_down(&Maintenance {
+            name: "squid".into(),
+            reason: "maintenance".into(),
+            by: "alice".into(),
+            at: "2026-11-29T03:00:00.000Z".into(),
+        });
         let later = Instant::now() + RETRY * 10;
         assert!(!health.available(later, RETRY));
         assert!(!health.record_success());
+        assert!(!health.record_failure(later, 1, RETRY, "refused"));
+        let snapshot = health.snapshot();
+        assert_eq!(snapshot.down_reason.as_deref(), Some("maintenance"));
+        assert_eq!(snapshot.down_by.as_deref(), Some("alice"));
         assert_eq!(
-            health.snapshot().down_reason.as_deref(),
-            Some("maintenance")
+            snapshot.down_since.as_deref(),
+            Some("2026-11-29T03:00:00.000Z")
         );
-        assert!(health.snapshot().down_by_hand);
-        health.set_by_hand(None);
+        assert!(snapshot.down_by_hand && health.is_down_by_hand());
+        health.bring_up();
         assert!(health.available(later, RETRY));
+        assert!(!health.is_down_by_hand());
     }
 }

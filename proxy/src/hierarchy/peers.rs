@@ -69,6 +69,11 @@ impl PeerEntry {
     pub fn takes_queries(&self) -> bool {
         !self.config.no_query && self.address.is_some()
     }
+
+    /// Whether a round of queries asks it now: it takes them and is not down by hand.
+    pub fn is_asked(&self) -> bool {
+        self.takes_queries() && !self.stats.health.is_down_by_hand()
+    }
 }
 
 fn resolve(host: &str) -> Option<IpAddr> {

@@ -1,6 +1,7 @@
 //! One round of ICP queries for a miss: every peer that takes queries is asked at once (or
 //! the multicast group once), and the live ones are waited for until the first HIT, the
-//! last answer or the query timeout. Dead peers are asked but not waited for.
+//! last answer or the query timeout. Dead peers are asked but not waited for; peers down by
+//! hand are not asked.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +28,7 @@ pub fn eligible(runtime: &Runtime, method: &Method, headers: &HeaderMap) -> bool
         && runtime.icp.is_some()
         && method == Method::GET
         && !headers.contains_key(http::header::AUTHORIZATION)
-        && runtime.peers.iter().any(|p| p.takes_queries())
+        && runtime.peers.iter().any(|p| p.is_asked())
 }
 
 /// Ends the round however the wait ends, the client hanging up included.
@@ -62,7 +63,7 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
     let mut averages = Vec::new();
     let mut to_group = false;
     for (index, peer) in runtime.peers.iter().enumerate() {
-        let Some(addr) = peer.icp_addr().filter(|_| peer.takes_queries()) else {
+        let Some(addr) = peer.icp_addr().filter(|_| peer.is_asked()) else {
             continue;
         };
         if group.is_some() && peer.config.multicast_responder {
