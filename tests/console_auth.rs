@@ -13,9 +13,9 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::task::JoinSet;
 
-use common::console::Console;
+use common::console::{set_cookie, Console};
 use common::RssSampler;
-use common::{canopy_cli, stderr, wait_for, Fetched};
+use common::{canopy_cli, stderr, wait_for};
 
 const PASSWORD: &str = "the administrator's password";
 /// Clients guessing at once, and guesses each makes in turn.
@@ -168,18 +168,6 @@ async fn login_form(console: &Console) -> (String, String) {
     let start = body.find(marker).expect("a csrf field") + marker.len();
     let token = body[start..start + body[start..].find('"').expect("end")].to_owned();
     (cookie, token)
-}
-
-/// `name=value` of the `Set-Cookie` called `name`.
-fn set_cookie(fetched: &Fetched, name: &str) -> Option<String> {
-    fetched
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned)
 }
 
 fn login_attempt(from: IpAddr, cookie: &str, token: &str, user: &str, password: &str) -> Attempt {

@@ -2,7 +2,7 @@
 //! one account, and a client that speaks to it from any loopback source address.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,11 +15,13 @@ use tokio::net::TcpSocket;
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
 
-use super::{binary, free_port, wait_for, Fetched};
+use super::{binary, free_port, wait_for, Canopy, Fetched};
 
-/// A running console; no proxy runs beside it (its control socket is absent).
+/// A running console, on a data dir of its own (no proxy beside it: its control socket is
+/// absent) or on a running proxy's.
 pub struct Console {
-    pub dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
     pub addr: SocketAddr,
     child: Child,
 }
@@ -28,18 +30,30 @@ impl Console {
     /// Creates `user` with `password`, then starts the console and waits until it listens.
     pub async fn start(user: &str, password: &str) -> Console {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(&dir.path().join("canopy.db")).await.expect("db");
+        let data_dir = dir.path().to_owned();
+        let mut console = Console::launch(data_dir, user, password).await;
+        console._dir = Some(dir);
+        console
+    }
+
+    /// As [`Console::start`], on the data dir and control socket of the running `proxy`.
+    pub async fn beside(proxy: &Canopy, user: &str, password: &str) -> Console {
+        Console::launch(proxy.data_dir().to_owned(), user, password).await
+    }
+
+    async fn launch(data_dir: PathBuf, user: &str, password: &str) -> Console {
+        let db = Db::open(&data_dir.join("canopy.db")).await.expect("db");
         accounts::set_password(&db, user, password)
             .await
             .expect("account");
         drop(db);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.path().join("manager.log")).expect("manager log");
+        let log = std::fs::File::create(data_dir.join("manager.log")).expect("manager log");
         let child = Command::new(binary("canopy-manager"))
             .arg("--db")
-            .arg(dir.path().join("canopy.db"))
+            .arg(data_dir.join("canopy.db"))
             .arg("--control")
-            .arg(dir.path().join("canopy.sock"))
+            .arg(data_dir.join("canopy.sock"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--sample-every")
@@ -56,11 +70,16 @@ impl Console {
             tokio::net::TcpStream::connect(addr).await.is_ok()
         })
         .await;
-        Console { dir, addr, child }
+        Console {
+            _dir: None,
+            data_dir,
+            addr,
+            child,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data_dir
     }
 
     pub fn pid(&self) -> u32 {
@@ -120,4 +139,16 @@ impl Drop for Console {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `name=value` of the `Set-Cookie` called `name`.
+pub fn set_cookie(fetched: &Fetched, name: &str) -> Option<String> {
+    fetched
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
 }

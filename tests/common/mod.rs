@@ -455,6 +455,23 @@ pub fn canopy_cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("run canopy")
 }
 
+/// Runs `canopy --data-dir DIR ARGS...` with `stdin` written to its standard input.
+pub fn canopy_cli_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run canopy");
+    let mut input = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut input, stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("canopy output")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
