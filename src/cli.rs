@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use canopy_config::config::PeerKind;
+use canopy_manager::accounts::{AccountError, Role};
 
 #[derive(Parser)]
 #[command(
@@ -69,8 +70,39 @@ pub(crate) enum LogsAction {
 
 #[derive(Subcommand)]
 pub(crate) enum AdminAction {
-    /// Set (or create the account with) USER's console password, read from stdin.
+    /// Every account: its role, when it was made, its last login, its failed logins since.
+    List,
+    /// Add an account; its password is read from stdin, or generated and printed once.
+    Add {
+        name: String,
+        /// admin (changes anything) or monitor (sees every page, changes nothing).
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Remove an account and log out its sessions (never the last administrator).
+    Remove { name: String },
+    /// Give an account the role admin or monitor, from its next request on.
+    Role {
+        name: String,
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+    /// Set an account's password, read from stdin or generated and printed once; its
+    /// sessions are logged out.
+    Password {
+        name: String,
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Set (or create the account, as an administrator, with) USER's console password, read
+    /// from stdin.
     SetPassword { user: String },
+}
+
+pub(crate) fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse().map_err(|e: AccountError| e.to_string())
 }
 
 #[derive(Subcommand)]

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Action, AdminAction, Cli, LogsAction};
-use commands::admin::set_password;
+use cli::{Action, Cli, LogsAction};
+use commands::admin::admin;
 use commands::config::config;
 use commands::proxy::{purge, reload, reopen_logs, stats, status};
 use commands::routing::{parent, peer, rule};
@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
         Action::Rule(action) => rule(&paths, action).await,
         Action::Parent(action) => parent(&paths, action).await,
         Action::Peer(action) => peer(&paths, action).await,
-        Action::Admin(AdminAction::SetPassword { user }) => set_password(&paths, &user).await,
+        Action::Admin(action) => admin(&paths, action).await,
         Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
         Action::Purge { url } => purge(&paths, &url).await,
     };

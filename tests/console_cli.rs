@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use canopy_config::versions::Db;
@@ -15,22 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn set_password(data_dir: &std::path::Path, user: &str, stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["admin", "set-password", user])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run canopy");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write the password");
-    child.wait_with_output().expect("canopy output")
+    common::canopy_cli_with_stdin(data_dir, &["admin", "set-password", user], stdin)
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //!   `icp.config` and `parent.config`.
 //! - [`resolve`]: whether the host names a config newly gives resolve (a warning, not a refusal).
 //! - [`control`]: the control socket's protocol and its client.
+//! - [`purge`]: PURGE sent to the running proxy's listener (`canopy purge`, the console).
 //! - [`stats`]: what the proxy's `stats` command returns.
 //! - [`files`]: the modes of the data dir, the database and the logs (the admin's alone).
 //! - [`supervision`]: what `canopy run` says about the processes it supervises.
@@ -18,6 +19,7 @@ pub mod control;
 pub mod files;
 pub mod import;
 pub mod maintenance;
+pub mod purge;
 pub mod resolve;
 pub mod stats;
 pub mod supervision;

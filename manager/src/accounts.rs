@@ -1,9 +1,12 @@
-//! Console accounts, their sessions, and the counting of failed logins.
+//! Console accounts, their roles, their sessions, and the counting of failed logins.
 //!
 //! Passwords are stored only as argon2id hashes. A session id is 32 random bytes; the
 //! cookie carries it, the database only its SHA-256 (so reading the database opens no
-//! session), and every form carries the session's own CSRF token.
+//! session), and every form carries the session's own CSRF token. A session's role is read
+//! from its account on every request, so a changed role counts from the next one.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
@@ -16,23 +19,118 @@ use sqlx::Row;
 /// How long a login lasts.
 pub const SESSION_SECONDS: i64 = 12 * 3600;
 
+/// The shortest password an account may have.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// What an account may do, as Traffic Manager's access levels: an administrator changes
+/// anything; a monitor sees every page and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Administrator,
+    Monitor,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Administrator, Role::Monitor];
+
+    /// As stored, and as the CLI and the forms take it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Administrator => "admin",
+            Role::Monitor => "monitor",
+        }
+    }
+
+    /// "an administrator", "a monitor".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Administrator => "an administrator",
+            Role::Monitor => "a monitor",
+        }
+    }
+
+    /// Whether this role may change anything (config, peers, cache, accounts).
+    pub fn may_change(self) -> bool {
+        self == Role::Administrator
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Administrator => "administrator",
+            Role::Monitor => "monitor",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = AccountError;
+
+    fn from_str(text: &str) -> Result<Role, AccountError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "admin" | "administrator" => Ok(Role::Administrator),
+            "monitor" => Ok(Role::Monitor),
+            _ => Err(AccountError::UnknownRole(text.to_owned())),
+        }
+    }
+}
+
+/// Why an account was not added, removed or changed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(
+        "account name {0:?}: expected 1 to 64 letters, digits, dots, dashes, underscores or @"
+    )]
+    BadName(String),
+    #[error(
+        "the password has {0} characters; it must be at least {MIN_PASSWORD_CHARS} characters long"
+    )]
+    ShortPassword(usize),
+    #[error("role {0:?}: expected admin or monitor")]
+    UnknownRole(String),
+    #[error("there is no account named {0:?}")]
+    NotFound(String),
+    #[error("there is already an account named {0:?}")]
+    Exists(String),
+    #[error(
+        "{name:?} is the last administrator: it cannot be {what}; make another account an \
+         administrator first"
+    )]
+    LastAdministrator { name: String, what: &'static str },
+    #[error("hashing the password: {0}")]
+    Hashing(String),
+    #[error("the accounts database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// An account as the Accounts page and `canopy admin list` show it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub last_login_at: Option<String>,
+    /// Failed logins since the last good one.
+    pub failed_logins: i64,
+}
+
 /// A logged-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// As the cookie carries it; never stored.
     pub id: String,
     pub user: String,
+    /// The account's role as of this request.
+    pub role: Role,
     /// Every form of this session carries this token; a POST without it is refused.
     pub csrf: String,
 }
 
-/// Sets (or creates the account with) `user`'s password.
-pub async fn set_password(db: &Db, user: &str, password: &str) -> anyhow::Result<()> {
+/// Sets (or creates the account, as an administrator, with) `user`'s password.
+pub async fn set_password(db: &Db, user: &str, password: &str) -> Result<(), AccountError> {
     check_user_name(user)?;
-    if password.chars().count() < 8 {
-        return Err(anyhow!("the password must be at least 8 characters long"));
-    }
-    let hash = hash_password(password.to_owned()).await?;
+    let hash = hash_password(password).await?;
     sqlx::query(
         "INSERT INTO accounts (name, password_hash, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (name) DO UPDATE SET password_hash = ?2, failed_logins = 0",
@@ -42,7 +140,121 @@ pub async fn set_password(db: &Db, user: &str, password: &str) -> anyhow::Result
     .bind(now_rfc3339())
     .execute(db.pool())
     .await?;
-    // A new password ends every session made with the old one.
+    end_sessions_of(db, user).await
+}
+
+/// Replaces the password of the account `user`, which must exist, and ends its sessions.
+pub async fn change_password(db: &Db, user: &str, password: &str) -> Result<(), AccountError> {
+    let hash = hash_password(password).await?;
+    let changed =
+        sqlx::query("UPDATE accounts SET password_hash = ?, failed_logins = 0 WHERE name = ?")
+            .bind(hash)
+            .bind(user)
+            .execute(db.pool())
+            .await?
+            .rows_affected();
+    if changed == 0 {
+        return Err(AccountError::NotFound(user.to_owned()));
+    }
+    end_sessions_of(db, user).await
+}
+
+/// Creates the account `name` with `role`; refused when the name is taken.
+pub async fn add(db: &Db, name: &str, role: Role, password: &str) -> Result<(), AccountError> {
+    check_user_name(name)?;
+    let hash = hash_password(password).await?;
+    let added = sqlx::query(
+        "INSERT INTO accounts (name, password_hash, created_at, role) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(now_rfc3339())
+    .bind(role.as_str())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if added == 0 {
+        return Err(AccountError::Exists(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Removes the account `name` and ends its sessions; never the last administrator.
+pub async fn remove(db: &Db, name: &str) -> Result<(), AccountError> {
+    // One statement, so two removals at once cannot both pass the count.
+    let removed = sqlx::query(
+        "DELETE FROM accounts WHERE name = ?1
+         AND (role != 'admin' OR (SELECT count(*) FROM accounts WHERE role = 'admin') > 1)",
+    )
+    .bind(name)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if removed == 0 {
+        return Err(refusal(db, name, "removed").await);
+    }
+    end_sessions_of(db, name).await
+}
+
+/// Gives the account `name` the role `role`, from its next request on; never demotes the last
+/// administrator.
+pub async fn set_role(db: &Db, name: &str, role: Role) -> Result<(), AccountError> {
+    let changed = sqlx::query(
+        "UPDATE accounts SET role = ?2 WHERE name = ?1
+         AND (?2 = 'admin' OR role != 'admin'
+              OR (SELECT count(*) FROM accounts WHERE role = 'admin') > 1)",
+    )
+    .bind(name)
+    .bind(role.as_str())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Err(refusal(db, name, "made a monitor").await);
+    }
+    Ok(())
+}
+
+/// Why a guarded change of `name` touched no row: no such account, or it is the last
+/// administrator.
+async fn refusal(db: &Db, name: &str, what: &'static str) -> AccountError {
+    match find(db, name).await {
+        Ok(Some(_)) => AccountError::LastAdministrator {
+            name: name.to_owned(),
+            what,
+        },
+        Ok(None) => AccountError::NotFound(name.to_owned()),
+        Err(e) => e,
+    }
+}
+
+/// The account `name`, when there is one.
+pub async fn find(db: &Db, name: &str) -> Result<Option<Account>, AccountError> {
+    Ok(list(db).await?.into_iter().find(|a| a.name == name))
+}
+
+/// Every account, by name.
+pub async fn list(db: &Db) -> Result<Vec<Account>, AccountError> {
+    let rows = sqlx::query(
+        "SELECT name, role, created_at, last_login_at, failed_logins FROM accounts ORDER BY name",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Account {
+                name: row.try_get("name")?,
+                role: row.try_get::<String, _>("role")?.parse()?,
+                created_at: row.try_get("created_at")?,
+                last_login_at: row.try_get("last_login_at")?,
+                failed_logins: row.try_get("failed_logins")?,
+            })
+        })
+        .collect()
+}
+
+async fn end_sessions_of(db: &Db, user: &str) -> Result<(), AccountError> {
     sqlx::query("DELETE FROM sessions WHERE account = ?")
         .bind(user)
         .execute(db.pool())
@@ -64,7 +276,7 @@ pub async fn ensure_admin(db: &Db) -> anyhow::Result<Option<String>> {
     Ok(Some(password))
 }
 
-fn check_user_name(user: &str) -> anyhow::Result<()> {
+fn check_user_name(user: &str) -> Result<(), AccountError> {
     let ok = !user.is_empty()
         && user.len() <= 64
         && user
@@ -73,23 +285,27 @@ fn check_user_name(user: &str) -> anyhow::Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(anyhow!(
-            "account name {user:?}: expected 1 to 64 letters, digits, dots, dashes, underscores or @"
-        ))
+        Err(AccountError::BadName(user.to_owned()))
     }
 }
 
-async fn hash_password(password: String) -> anyhow::Result<String> {
-    let salt_bytes = random_bytes::<16>()?;
+async fn hash_password(password: &str) -> Result<String, AccountError> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD_CHARS {
+        return Err(AccountError::ShortPassword(length));
+    }
+    let salt_bytes = random_bytes::<16>().map_err(|e| AccountError::Hashing(e.to_string()))?;
+    let password = password.to_owned();
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| anyhow!("salt: {e}"))?;
+        let salt = SaltString::encode_b64(&salt_bytes)
+            .map_err(|e| AccountError::Hashing(format!("salt: {e}")))?;
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| anyhow!("hashing the password: {e}"))
+            .map_err(|e| AccountError::Hashing(e.to_string()))
     })
     .await
-    .context("password hashing task")?
+    .map_err(|e| AccountError::Hashing(format!("the hashing task: {e}")))?
 }
 
 /// Checks `user`'s password. Unknown users cost as much time as wrong passwords.
@@ -212,9 +428,14 @@ pub async fn failed_login_total(db: &Db) -> anyhow::Result<i64> {
 
 /// Starts a session for `user` after a good password; resets the failure count.
 pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
+    let role = find(db, user)
+        .await?
+        .ok_or_else(|| AccountError::NotFound(user.to_owned()))?
+        .role;
     let session = Session {
         id: random_token()?,
         user: user.to_owned(),
+        role,
         csrf: random_token()?,
     };
     let now = unix_now();
@@ -241,18 +462,22 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
     Ok(session)
 }
 
-/// The session with this id, when it exists and has not expired.
+/// The session with this id, when it exists, has not expired and its account still exists,
+/// with the account's role as it is now.
 pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> {
-    let row =
-        sqlx::query("SELECT account, csrf FROM sessions WHERE id_sha256 = ? AND expires_at >= ?")
-            .bind(stored_id(id))
-            .bind(unix_now())
-            .fetch_optional(db.pool())
-            .await?;
+    let row = sqlx::query(
+        "SELECT s.account, s.csrf, a.role FROM sessions s JOIN accounts a ON a.name = s.account
+         WHERE s.id_sha256 = ? AND s.expires_at >= ?",
+    )
+    .bind(stored_id(id))
+    .bind(unix_now())
+    .fetch_optional(db.pool())
+    .await?;
     row.map(|row| {
         Ok(Session {
             id: id.to_owned(),
             user: row.try_get("account")?,
+            role: row.try_get::<String, _>("role")?.parse()?,
             csrf: row.try_get("csrf")?,
         })
     })
@@ -295,7 +520,7 @@ pub fn random_token() -> anyhow::Result<String> {
 }
 
 /// 20 characters from an alphabet without look-alikes (no 0/O, 1/l/I).
-fn generate_password() -> anyhow::Result<String> {
+pub fn generate_password() -> anyhow::Result<String> {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     // Rejection sampling keeps every character equally likely.
     let limit = 256 - 256 % ALPHABET.len();
@@ -494,6 +719,121 @@ mod tests {
             "a password",
             &mut memory
         ));
+    }
+
+    #[tokio::test]
+    async fn the_last_administrator_is_neither_removed_nor_demoted() {
+        let (_dir, db) = db().await;
+        set_password(&db, "admin", "a password").await.unwrap();
+        add(&db, "watcher", Role::Monitor, "a password")
+            .await
+            .unwrap();
+        for refused in [
+            remove(&db, "admin").await,
+            set_role(&db, "admin", Role::Monitor).await,
+        ] {
+            match refused {
+                Err(AccountError::LastAdministrator { name, .. }) => assert_eq!(name, "admin"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let text = remove(&db, "admin").await.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "\"admin\" is the last administrator: it cannot be removed; make another account \
+             an administrator first"
+        );
+        assert_eq!(
+            find(&db, "admin").await.unwrap().unwrap().role,
+            Role::Administrator
+        );
+
+        set_role(&db, "watcher", Role::Administrator).await.unwrap();
+        set_role(&db, "admin", Role::Monitor).await.unwrap();
+        assert!(matches!(
+            remove(&db, "watcher").await,
+            Err(AccountError::LastAdministrator { .. })
+        ));
+        remove(&db, "admin").await.unwrap();
+        let left: Vec<(String, Role)> = list(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.name, a.role))
+            .collect();
+        assert_eq!(left, [("watcher".to_owned(), Role::Administrator)]);
+    }
+
+    #[tokio::test]
+    async fn a_monitor_is_removed_and_missing_accounts_are_named() {
+        let (_dir, db) = db().await;
+        set_password(&db, "admin", "a password").await.unwrap();
+        add(&db, "watcher", Role::Monitor, "a password")
+            .await
+            .unwrap();
+        assert!(matches!(
+            add(&db, "watcher", Role::Administrator, "a password").await,
+            Err(AccountError::Exists(name)) if name == "watcher"
+        ));
+        assert_eq!(
+            find(&db, "watcher").await.unwrap().unwrap().role,
+            Role::Monitor
+        );
+        remove(&db, "watcher").await.unwrap();
+        for missing in [
+            remove(&db, "watcher").await,
+            set_role(&db, "watcher", Role::Administrator).await,
+            change_password(&db, "watcher", "a password").await,
+        ] {
+            assert!(
+                matches!(&missing, Err(AccountError::NotFound(name)) if name == "watcher"),
+                "{missing:?}"
+            );
+        }
+        assert!(matches!(
+            add(&db, "x", Role::Monitor, "short").await,
+            Err(AccountError::ShortPassword(5))
+        ));
+        assert!(matches!(
+            add(&db, "bad name", Role::Monitor, "long enough").await,
+            Err(AccountError::BadName(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_has_its_accounts_role_as_of_now_and_ends_with_the_account() {
+        let (_dir, db) = db().await;
+        set_password(&db, "admin", "a password").await.unwrap();
+        add(&db, "bob", Role::Administrator, "a password")
+            .await
+            .unwrap();
+        let session = start_session(&db, "bob").await.unwrap();
+        assert_eq!(session.role, Role::Administrator);
+        set_role(&db, "bob", Role::Monitor).await.unwrap();
+        let found = find_session(&db, &session.id).await.unwrap().unwrap();
+        assert_eq!(found.role, Role::Monitor, "demoted from the next request");
+        assert!(!found.role.may_change());
+        remove(&db, "bob").await.unwrap();
+        assert!(find_session(&db, &session.id).await.unwrap().is_none());
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(sessions, 0);
+    }
+
+    #[test]
+    fn roles_read_as_the_cli_and_the_forms_write_them() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+            assert_eq!(role.to_string().parse::<Role>().unwrap(), role);
+        }
+        assert!(Role::Administrator.may_change());
+        assert!(!Role::Monitor.may_change());
+        assert_eq!(
+            "root".parse::<Role>().unwrap_err().to_string(),
+            "role \"root\": expected admin or monitor"
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 
@@ -56,6 +57,43 @@ async fn session_of(parts: &Parts, state: &AppState) -> Result<Option<Session>, 
         )
             .into_response()
     })
+}
+
+/// Before any handler: a monitor's request that could change something (any method but GET
+/// and HEAD, apart from logging in and out) is refused with 403. Guarding every route here
+/// rather than in each handler means a new form cannot forget it.
+pub async fn changes_need_an_administrator(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reads = request.method().is_safe();
+    let logs_in_or_out = matches!(request.uri().path(), "/login" | "/logout");
+    if reads || logs_in_or_out {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match session_of(&parts, &state).await {
+        Err(failed) => failed,
+        Ok(Some(session)) if !session.role.may_change() => read_only(&session),
+        Ok(_) => next.run(Request::from_parts(parts, body)).await,
+    }
+}
+
+/// The answer to a monitor's attempt to change something.
+pub fn read_only(session: &Session) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "403 Forbidden: the account {:?} is {}, which is read-only: it sees every page \
+             but changes nothing. An administrator can change its role on the Accounts page \
+             or with `canopy admin role`.",
+            session.user,
+            session.role.with_article()
+        ),
+    )
+        .into_response()
 }
 
 /// A page handler's proof of login; anyone else is sent to the login page.
@@ -179,4 +217,92 @@ pub fn forbidden() -> Response {
          is missing or out of date). Reload the page and try again.",
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::accounts::Role;
+
+    async fn state() -> (tempfile::TempDir, AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = canopy_config::versions::Db::open(&dir.path().join("canopy.db"))
+            .await
+            .unwrap();
+        accounts::set_password(&db, "admin", "a password")
+            .await
+            .unwrap();
+        accounts::add(&db, "watcher", Role::Monitor, "a password")
+            .await
+            .unwrap();
+        let control = dir.path().join("canopy.sock");
+        (dir, AppState::new(db, control))
+    }
+
+    async fn send(state: &AppState, method: &str, path: &str, session: &Session) -> Response {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", session.id))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf={}&role=admin", session.csrf)))
+            .unwrap();
+        crate::router(state.clone()).oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_monitor_reads_and_logs_out_but_changes_nothing() {
+        let (_dir, state) = state().await;
+        let monitor = accounts::start_session(&state.db, "watcher").await.unwrap();
+        for path in ["/configure/routing", "/configure/accounts/watcher/role"] {
+            let refused = send(&state, "POST", path, &monitor).await;
+            assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+        }
+        assert_eq!(
+            send(&state, "DELETE", "/configure/accounts", &monitor)
+                .await
+                .status(),
+            StatusCode::FORBIDDEN
+        );
+        let still = accounts::find(&state.db, "watcher").await.unwrap().unwrap();
+        assert_eq!(still.role, Role::Monitor);
+        assert_eq!(
+            send(&state, "GET", "/configure/accounts", &monitor)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&state, "POST", "/logout", &monitor).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+
+    #[tokio::test]
+    async fn an_administrator_passes_until_demoted() {
+        let (_dir, state) = state().await;
+        accounts::add(&state.db, "second", Role::Administrator, "a password")
+            .await
+            .unwrap();
+        let second = accounts::start_session(&state.db, "second").await.unwrap();
+        let promoted = send(&state, "POST", "/configure/accounts/watcher/role", &second).await;
+        assert_eq!(promoted.status(), StatusCode::OK);
+        let watcher = accounts::find(&state.db, "watcher").await.unwrap().unwrap();
+        assert_eq!(watcher.role, Role::Administrator);
+
+        accounts::set_role(&state.db, "second", Role::Monitor)
+            .await
+            .unwrap();
+        let refused = send(&state, "POST", "/configure/accounts/watcher/role", &second).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::FORBIDDEN,
+            "the same session, demoted"
+        );
+    }
 }

@@ -100,6 +100,26 @@ pub fn router(state: AppState) -> Router {
             "/configure/history/{id}/discard",
             post(pages::history::discard),
         )
+        .route(
+            "/configure/accounts",
+            get(pages::accounts::list).post(pages::accounts::add),
+        )
+        .route(
+            "/configure/accounts/{name}/remove",
+            post(pages::accounts::remove),
+        )
+        .route(
+            "/configure/accounts/{name}/role",
+            post(pages::accounts::set_role),
+        )
+        .route(
+            "/configure/accounts/{name}/password",
+            post(pages::accounts::new_password),
+        )
+        .route(
+            "/cache/purge",
+            get(pages::purge::form).post(pages::purge::submit),
+        )
         .route("/api/status", get(api::status))
         .route("/api/stats", get(api::stats))
         .route("/api/peers", get(api::peers))
@@ -109,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/static/canopy.css", get(stylesheet))
         .route("/static/canopy.js", get(script))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::changes_need_an_administrator,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), hosts::check))
         .layer(middleware::map_response(security_headers))
         .with_state(state)

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use canopy_config::control::{call_typed, Command, ControlError, ReloadReply, StatusReply};
+use canopy_config::purge::{PurgeError, Purged};
 use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
 use serde::de::DeserializeOwned;
 
@@ -51,6 +52,18 @@ pub async fn set_peer(
         by: Some(by.to_owned()),
     };
     bounded(path, command, QUERY_TIMEOUT).await
+}
+
+/// Removes every stored variant of `url` from the proxy's cache (a PURGE to its listener).
+pub async fn purge(path: &Path, url: &str) -> Result<Purged, PurgeError> {
+    tokio::time::timeout(QUERY_TIMEOUT, canopy_config::purge::purge(path, url))
+        .await
+        .unwrap_or_else(|_| {
+            Err(PurgeError::Control(ControlError::Protocol(format!(
+                "no answer within {} s",
+                QUERY_TIMEOUT.as_secs()
+            ))))
+        })
 }
 
 pub async fn reload(path: &Path) -> Result<ReloadReply, ControlError> {

@@ -1,13 +1,10 @@
 //! The commands that talk to the running proxy: `reload`, `logs reopen`, `status`, `stats`,
 //! `purge`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
+use canopy_config::purge::{PurgeError, Purged};
 use canopy_config::stats::{PeerState, StatsSnapshot};
 
 use super::{not_running, not_running_because, Paths, UserError};
@@ -170,89 +167,13 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
 }
 
 /// `canopy purge URL`: a PURGE request to the running proxy's listener, as `squidclient -m
-/// PURGE` sends it; the proxy answers 200 when it removed something, 404 when nothing was
-/// stored.
+/// PURGE` sends it.
 pub(crate) async fn purge(paths: &Paths, url: &str) -> anyhow::Result<ExitCode> {
-    let authority = url
-        .strip_prefix("http://")
-        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
-        .filter(|authority| !authority.is_empty())
-        .ok_or_else(|| UserError(format!("{url:?} is not an http:// URL")))?;
-    let running = control::call_typed::<StatusReply>(&paths.control, Command::Status)
-        .await
-        .map_err(not_running)?;
-    let listener = listener_to_call(&running.http_listen)?;
-    let status = send_purge(listener, url, authority).await.map_err(|e| {
-        UserError(format!(
-            "could not send PURGE to the proxy at {listener}: {e}"
-        ))
-    })?;
-    match status {
-        200 => println!("purged {url}"),
-        404 => println!("{url} was not in the cache"),
-        403 => {
-            return Err(UserError(format!(
-                "the proxy at {listener} refused PURGE from this host (403): add its address to purge_allowed_clients"
-            ))
-            .into())
-        }
-        other => {
-            return Err(UserError(format!(
-                "the proxy at {listener} answered PURGE with status {other}"
-            ))
-            .into())
-        }
+    match canopy_config::purge::purge(&paths.control, url).await {
+        Ok(Purged::Removed) => println!("purged {url}"),
+        Ok(Purged::NotCached) => println!("{url} was not in the cache"),
+        Err(PurgeError::Control(e)) => return Err(not_running(e)),
+        Err(e) => return Err(UserError(e.to_string()).into()),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The address to reach the listener at: loopback when it listens on every address.
-fn listener_to_call(http_listen: &str) -> Result<SocketAddr, UserError> {
-    let mut addr: SocketAddr = http_listen.parse().map_err(|_| {
-        UserError(format!(
-            "the proxy reported a listener address that cannot be read: {http_listen:?}"
-        ))
-    })?;
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
-        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
-        _ => {}
-    }
-    Ok(addr)
-}
-
-/// Sends the request and reads the status code of the answer.
-async fn send_purge(listener: SocketAddr, url: &str, authority: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(listener).await?;
-    let request = format!(
-        "PURGE {url} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let status_line = answer.split(|&b| b == b'\n').next().unwrap_or_default();
-    std::str::from_utf8(status_line)
-        .ok()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the answer is not an HTTP response",
-            )
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_listener_on_every_address_is_called_on_loopback() {
-        let called = |listen: &str| listener_to_call(listen).unwrap().to_string();
-        assert_eq!(called("0.0.0.0:3128"), "127.0.0.1:3128");
-        assert_eq!(called("[::]:3128"), "[::1]:3128");
-        assert_eq!(called("10.0.0.5:8080"), "10.0.0.5:8080");
-        assert!(listener_to_call("nowhere").is_err());
-    }
 }

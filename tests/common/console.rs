@@ -15,12 +15,11 @@ use tokio::net::TcpSocket;
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
 
-use super::{binary, free_port, wait_for, Fetched};
+use super::{binary, free_port, wait_for, Canopy, Fetched};
 
-/// A running console; no proxy runs beside it (its control socket is absent), unless it
-/// was started on a proxy's data dir.
+/// A running console, on a data dir of its own (no proxy beside it: its control socket is
+/// absent) or on a running proxy's.
 pub struct Console {
-    /// The data dir, when the console made its own.
     _dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     pub addr: SocketAddr,
@@ -31,26 +30,36 @@ impl Console {
     /// Creates `user` with `password`, then starts the console and waits until it listens.
     pub async fn start(user: &str, password: &str) -> Console {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut console = Console::on(dir.path(), user, password).await;
+        let data_dir = dir.path().to_owned();
+        let mut console = Console::launch(data_dir, user, password).await;
         console._dir = Some(dir);
         console
     }
 
-    /// [`Console::start`] on the data dir `dir`, where a proxy may run (its database and
-    /// its control socket).
+    /// As [`Console::start`], on the data dir and control socket of the running `proxy`.
+    pub async fn beside(proxy: &Canopy, user: &str, password: &str) -> Console {
+        Console::on(proxy.data_dir(), user, password).await
+    }
+
+    /// As [`Console::start`], on the data dir `dir`, where a proxy may run (its database
+    /// and its control socket).
     pub async fn on(dir: &Path, user: &str, password: &str) -> Console {
-        let db = Db::open(&dir.join("canopy.db")).await.expect("db");
+        Console::launch(dir.to_owned(), user, password).await
+    }
+
+    async fn launch(data_dir: PathBuf, user: &str, password: &str) -> Console {
+        let db = Db::open(&data_dir.join("canopy.db")).await.expect("db");
         accounts::set_password(&db, user, password)
             .await
             .expect("account");
         drop(db);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.join("manager.log")).expect("manager log");
+        let log = std::fs::File::create(data_dir.join("manager.log")).expect("manager log");
         let child = Command::new(binary("canopy-manager"))
             .arg("--db")
-            .arg(dir.join("canopy.db"))
+            .arg(data_dir.join("canopy.db"))
             .arg("--control")
-            .arg(dir.join("canopy.sock"))
+            .arg(data_dir.join("canopy.sock"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--sample-every")
@@ -69,7 +78,7 @@ impl Console {
         .await;
         Console {
             _dir: None,
-            data_dir: dir.to_owned(),
+            data_dir,
             addr,
             child,
         }

@@ -478,6 +478,23 @@ pub async fn peer_stats(canopy: &Canopy, name: &str) -> canopy_config::stats::Pe
         .unwrap_or_else(|| panic!("no counters for peer {name}"))
 }
 
+/// Runs `canopy --data-dir DIR ARGS...` with `stdin` written to its standard input.
+pub fn canopy_cli_with_stdin(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run canopy");
+    let mut input = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut input, stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("canopy output")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -1,11 +1,13 @@
 //! The console's pages: one module per page, sharing the frame (navigation, user, CSRF
 //! token), the form-field helper and the formatting of numbers and times.
 
+pub mod accounts;
 pub mod clients;
 pub mod history;
 pub mod login;
 pub mod monitor;
 pub mod peers;
+pub mod purge;
 pub mod routing;
 pub mod rules;
 pub mod settings;
@@ -21,16 +23,19 @@ use axum::response::{IntoResponse, Response};
 use canopy_config::config::Config;
 use canopy_config::versions::ConfigVersion;
 
-use crate::accounts::Session;
+use crate::accounts::{Role, Session};
 use crate::apply::{self, ApplyError, Made};
 
 /// What the frame around every page needs: who is logged in, the CSRF token of the logout
-/// form, and which navigation entry is current.
+/// form, which navigation entry is current, and whether the account may change anything
+/// (a monitor's pages show their forms disabled).
 #[derive(Debug, Clone)]
 pub struct Chrome {
     pub user: String,
     pub csrf: String,
     pub active: &'static str,
+    pub role: Role,
+    pub read_only: bool,
 }
 
 impl Chrome {
@@ -39,6 +44,8 @@ impl Chrome {
             user: session.user.clone(),
             csrf: session.csrf.clone(),
             active,
+            role: session.role,
+            read_only: !session.role.may_change(),
         }
     }
 }
