@@ -412,3 +412,96 @@ async fn a_full_disk_keeps_the_proxy_serving() {
     assert_eq!(faults.writes, 1, "{faults:?}");
     std::fs::remove_file(&filler).unwrap();
 }
+
+#[tokio::test]
+async fn a_304_updates_the_stored_headers_on_disk() {
+    // Stored with max-age=0: every reuse asks the origin, which says 304 and now an hour.
+    let origin = Origin::start(|seen| {
+        let revalidating = seen.headers.contains_key("if-none-match");
+        let builder = Response::builder().header("etag", "\"v1\"");
+        if revalidating {
+            return builder
+                .status(304)
+                .header("cache-control", "max-age=3600")
+                .body(full(""))
+                .unwrap();
+        }
+        builder
+            .header("cache-control", "max-age=0")
+            .body(full(body_of(&seen.path, len_of(&seen.path))))
+            .unwrap()
+    })
+    .await;
+    let mut proxy = Canopy::start(&[]).await;
+    for path in ["/small", "/large"] {
+        assert!(!get_whole(&proxy, &origin, path).await);
+    }
+    wait_for_writes(&proxy, 2).await;
+    for path in ["/small", "/large"] {
+        let fetched = proxy.get(&origin.url(path)).await;
+        assert_eq!(fetched.header("cache-control"), "max-age=3600", "{path}");
+        assert!(fetched.body == body_of(path, len_of(path)), "{path}");
+        assert_eq!(origin.count(path), 2, "{path}: revalidated");
+    }
+    // Written in the background: waits until the index holds both new heads.
+    let index = proxy.data_dir().join("cache").join("index.redb");
+    wait_for("the new heads on disk", Duration::from_secs(10), || {
+        let bytes = std::fs::read(&index).unwrap_or_default();
+        let found = bytes.windows(12).filter(|w| w == b"max-age=3600").count();
+        async move { found >= 2 }
+    })
+    .await;
+    proxy.kill();
+    proxy.restart().await;
+    for path in ["/small", "/large"] {
+        assert!(
+            get_whole(&proxy, &origin, path).await,
+            "{path} fresh after restart"
+        );
+        assert_eq!(origin.count(path), 2, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn vary_variants_are_kept_apart_on_disk() {
+    let origin = Origin::start(|seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("vary", "accept-language")
+            .body(full(body_of(&format!("{}{language}", seen.path), LARGE)))
+            .unwrap()
+    })
+    .await;
+    let mut proxy = Canopy::start(&[]).await;
+    let url = origin.url("/large");
+    for language in ["en", "fr"] {
+        let fetched = proxy
+            .request("GET", &url, &[("accept-language", language)])
+            .await;
+        assert!(!is_hit(&fetched), "{language}");
+    }
+    wait_for_writes(&proxy, 2).await;
+    proxy.kill();
+    proxy.restart().await;
+    for language in ["fr", "en"] {
+        let fetched = proxy
+            .request("GET", &url, &[("accept-language", language)])
+            .await;
+        assert!(is_hit(&fetched), "{language}");
+        assert!(
+            fetched.body == body_of(&format!("/large{language}"), LARGE),
+            "{language}"
+        );
+    }
+    let other = proxy
+        .request("GET", &url, &[("accept-language", "de")])
+        .await;
+    assert!(!is_hit(&other));
+    assert_eq!(origin.count("/large"), 3);
+}
