@@ -21,8 +21,15 @@ pub struct StatsSnapshot {
     pub bytes_from_upstream: u64,
     pub hit_ratio: f64,
     pub byte_hit_ratio: f64,
+    /// Objects and bytes in memory (the hot tier).
     pub objects: u64,
     pub bytes_held: u64,
+    /// Hits served from memory: every hit but those of [`DiskSnapshot::hits_served`].
+    #[serde(default)]
+    pub memory_hits: u64,
+    /// The disk tier; `None` when it is off.
+    #[serde(default)]
+    pub disk: Option<DiskSnapshot>,
     pub denied_clients: u64,
     /// Requests refused for where they were going: safe_ports, ssl_ports, this proxy
     /// itself, its console, loopback under deny_to_localhost.
@@ -82,6 +89,34 @@ pub struct ClientSnapshot {
     /// Body bytes of those responses.
     pub bytes: u64,
     pub last_seen_at: Option<String>,
+}
+
+/// The disk tier (`cache_dir`), as `stats` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiskSnapshot {
+    /// Why the disk tier is not in use although on (it could not be opened at start);
+    /// the counters are then zero.
+    pub closed: Option<String>,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Its bound: `cache_dir_size`, or a tenth of the free space at start if less.
+    pub capacity: u64,
+    /// Requests answered from disk.
+    pub hits_served: u64,
+    /// Lookups that found an object on disk, and those that did not.
+    pub lookups_found: u64,
+    pub lookups_missed: u64,
+    /// Bodies opened for reading, and objects written whole.
+    pub reads: u64,
+    pub writes: u64,
+    pub evictions: u64,
+    /// Faults, by kind: no space left, another I/O error, bytes that fail their checksum.
+    pub faults_full: u64,
+    pub faults_io: u64,
+    pub faults_corrupt: u64,
+    /// Lookups and writes skipped because the disk had too many calls under way.
+    pub skipped: u64,
 }
 
 /// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).

@@ -265,6 +265,7 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
         "Bytes held in the cache.",
         s.bytes_held as f64,
     );
+    disk_metrics(out, s);
     out.one(
         "canopy_denied_clients_total",
         "counter",
@@ -337,6 +338,82 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
     );
     for (opcode, n) in &s.icp_answers {
         out.value("canopy_icp_answers_total", &[("opcode", opcode)], *n as f64);
+    }
+}
+
+/// The cache's tiers: hits by tier, and the disk tier's size, I/O and faults when it is on.
+fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
+    out.family("canopy_cache_hits_total", "counter", "Cache hits, by tier.");
+    out.value(
+        "canopy_cache_hits_total",
+        &[("tier", "memory")],
+        s.memory_hits as f64,
+    );
+    let Some(d) = &s.disk else {
+        return;
+    };
+    out.value(
+        "canopy_cache_hits_total",
+        &[("tier", "disk")],
+        d.hits_served as f64,
+    );
+    let (gauge, counter) = ("gauge", "counter");
+    let figures = [
+        (
+            "canopy_disk_cache_objects",
+            gauge,
+            "Objects in the disk cache.",
+            d.objects,
+        ),
+        (
+            "canopy_disk_cache_bytes",
+            gauge,
+            "Bytes held in the disk cache.",
+            d.bytes,
+        ),
+        (
+            "canopy_disk_cache_capacity_bytes",
+            gauge,
+            "The disk cache's bound in bytes.",
+            d.capacity,
+        ),
+        (
+            "canopy_disk_cache_reads_total",
+            counter,
+            "Bodies read from the disk cache.",
+            d.reads,
+        ),
+        (
+            "canopy_disk_cache_writes_total",
+            counter,
+            "Objects written to the disk cache.",
+            d.writes,
+        ),
+        (
+            "canopy_disk_cache_evictions_total",
+            counter,
+            "Objects evicted from the disk cache.",
+            d.evictions,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        out.one(name, kind, help, value as f64);
+    }
+    out.family(
+        "canopy_disk_cache_faults_total",
+        "counter",
+        "Disk cache faults, by kind; each was served from memory or upstream instead.",
+    );
+    for (kind, value) in [
+        ("full", d.faults_full),
+        ("io", d.faults_io),
+        ("corrupt", d.faults_corrupt),
+    ] {
+        out.value(
+            "canopy_disk_cache_faults_total",
+            &[("kind", kind)],
+            value as f64,
+        );
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::cache::disk_tier::{DiskState, DiskTier};
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
 use crate::hierarchy::peers;
@@ -20,8 +21,49 @@ use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::Stats;
 use canopy_config::config::Config;
 use canopy_config::control::{RejectedVersion, ReloadReply, ReopenReply, StatusReply};
-use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
+use canopy_config::stats::{DiskSnapshot, PeerSnapshot, StatsSnapshot};
 use canopy_config::versions::{ConfigVersion, Db, VersionError, VersionState};
+
+/// The disk tier `config` asks for, in the data directory unless `cache_dir` is absolute.
+/// One that cannot be opened (a missing or read-only directory, a full disk) leaves the
+/// proxy serving from memory, with the reason logged and shown in `stats`.
+async fn open_disk_tier(config: &Config, data_dir: &Path) -> DiskState {
+    if !config.disk_cache_on() {
+        tracing::info!("disk cache off (cache_dir or cache_dir_size is empty)");
+        return DiskState::Off;
+    }
+    let dir = data_dir.join(config.cache_dir.trim());
+    let size = config.cache_dir_size.0;
+    let opened = tokio::task::spawn_blocking(move || DiskTier::open(&dir, size)).await;
+    let reason = match opened {
+        Ok(Ok(tier)) => return DiskState::Open(tier),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!("disk cache not opened, serving from memory only: {reason}");
+    DiskState::Closed(reason)
+}
+
+fn disk_snapshot(tier: &DiskTier) -> DiskSnapshot {
+    let t = tier.stats();
+    let s = t.store;
+    DiskSnapshot {
+        closed: None,
+        objects: s.objects,
+        bytes: s.bytes,
+        capacity: s.capacity,
+        hits_served: t.served,
+        lookups_found: s.hits,
+        lookups_missed: s.misses,
+        reads: s.reads,
+        writes: s.writes,
+        evictions: s.evictions,
+        faults_full: s.faults_full,
+        faults_io: s.faults_io,
+        faults_corrupt: s.faults_corrupt,
+        skipped: t.skipped,
+    }
+}
 
 /// Why a config version cannot be applied; its text becomes the version's rejection reason.
 #[derive(Debug, thiserror::Error)]
@@ -156,9 +198,11 @@ impl Proxy {
         maintenance::drop_gone(&db, &stats, &gone).await;
         let addr = bound.local_addr()?;
         let store = Store::new(runtime.config.cache_mem.0);
+        let disk = open_disk_tier(&runtime.config, &data_dir).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             store: ArcSwap::from_pointee(store),
+            disk,
             in_flight: Arc::default(),
             stats,
             draining: tokio::sync::watch::Sender::new(false),
@@ -224,6 +268,12 @@ impl Proxy {
         } else {
             None
         };
+        let (disk_now, disk_next) = (&current.config, &runtime.config);
+        if (&disk_now.cache_dir, disk_now.cache_dir_size)
+            != (&disk_next.cache_dir, disk_next.cache_dir_size)
+        {
+            tracing::info!("cache_dir and cache_dir_size take effect at the next start");
+        }
         if runtime.config.cache_mem != current.config.cache_mem {
             let resized = self.shared.store.load().resized(runtime.config.cache_mem.0);
             self.shared.store.store(Arc::new(resized));
@@ -313,6 +363,17 @@ impl ControlHandler for Proxy {
                 .and_then(|ip| peers::by_address(&runtime.peers, ip))
                 .map(|peer| peer.config.name.clone());
         }
+        let hits = snapshot.hits_fresh + snapshot.hits_stale + snapshot.hits_revalidated;
+        snapshot.disk = match &self.shared.disk {
+            DiskState::Open(tier) => Some(disk_snapshot(tier)),
+            DiskState::Closed(reason) => Some(DiskSnapshot {
+                closed: Some(reason.clone()),
+                ..DiskSnapshot::default()
+            }),
+            DiskState::Off => None,
+        };
+        let from_disk = snapshot.disk.as_ref().map_or(0, |d| d.hits_served);
+        snapshot.memory_hits = hits.saturating_sub(from_disk);
         snapshot
     }
 

@@ -12,6 +12,7 @@ use http::HeaderValue;
 
 use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
+use crate::cache::disk_tier::DiskState;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::hierarchy::parents::Parent;
@@ -199,6 +200,8 @@ impl Runtime {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub store: ArcSwap<Store>,
+    /// The disk tier, opened at start for the proxy's life.
+    pub disk: DiskState,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
     /// Set when the proxy stops; every client connection holds a receiver, so the sender
@@ -213,6 +216,7 @@ impl Shared {
         let runtime = Runtime::for_tests(config);
         Arc::new(Shared {
             store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
+            disk: DiskState::Off,
             in_flight: Arc::default(),
             stats: runtime.stats.clone(),
             runtime: ArcSwap::from_pointee(runtime),

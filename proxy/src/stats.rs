@@ -369,6 +369,8 @@ impl Stats {
             byte_hit_ratio: ratio(cache_bytes, cache_bytes + upstream_bytes),
             objects,
             bytes_held,
+            memory_hits: hits,
+            disk: None,
             denied_clients: get(&self.denied_clients),
             denied_destinations: get(&self.denied_destinations),
             tunnels: get(&self.tunnels),

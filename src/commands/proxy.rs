@@ -105,6 +105,27 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
     println!("bytes from cache  {}", s.bytes_from_cache);
     println!("bytes upstream    {}", s.bytes_from_upstream);
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
+    println!("memory hits       {}", s.memory_hits);
+    match &s.disk {
+        None => println!("disk cache        off"),
+        Some(d) => {
+            if let Some(reason) = &d.closed {
+                println!("disk cache        not in use: {reason}");
+            }
+            println!(
+                "disk cache        {} objects ({} of {} bytes), {} hits",
+                d.objects, d.bytes, d.capacity, d.hits_served
+            );
+            println!(
+                "disk I/O          {} reads, {} writes, {} evictions, {} skipped",
+                d.reads, d.writes, d.evictions, d.skipped
+            );
+            println!(
+                "disk faults       full {}, I/O {}, corrupt {}",
+                d.faults_full, d.faults_io, d.faults_corrupt
+            );
+        }
+    }
     println!("denied clients    {}", s.denied_clients);
     println!("denied destinations {}", s.denied_destinations);
     println!("purges            {}", s.purges);

@@ -126,7 +126,13 @@ settings! {
     cache_mem: ByteSize = ByteSize(256 << 20),
         Cache: "Memory for cached objects (bytes; K, M, G suffixes).";
     max_object_size: ByteSize = ByteSize(8 << 20),
-        Cache: "Largest object stored; bigger ones pass through uncached.";
+        Cache: "Largest object stored; bigger ones pass through uncached. At most cache_dir_size (cache_mem with the disk cache off).";
+    max_object_size_in_memory: ByteSize = ByteSize(512 << 10),
+        Cache: "Largest object kept in memory (Squid's maximum_object_size_in_memory); bigger ones are kept on disk only, and streamed to and from it.";
+    cache_dir: String = "cache".to_owned(),
+        Cache: "Directory of the disk cache (relative to the data dir), kept across restarts; empty: no disk cache. Takes effect at the next start.";
+    cache_dir_size: ByteSize = ByteSize(1 << 30),
+        Cache: "Disk for cached objects (bytes; K, M, G suffixes), and never more than a tenth of the free space of its file system at start; 0: no disk cache. Takes effect at the next start.";
     heuristic_lm_factor: f64 = 0.1,
         Cache: "Heuristic freshness as a fraction of the time since Last-Modified.";
     heuristic_min_s: u64 = 0,
@@ -264,6 +270,11 @@ impl Config {
         }
         *self = next;
         Ok(())
+    }
+
+    /// Whether objects are kept on disk too: a directory, and room in it.
+    pub fn disk_cache_on(&self) -> bool {
+        !self.cache_dir.trim().is_empty() && self.cache_dir_size.0 > 0
     }
 
     /// The address the proxy listener binds.

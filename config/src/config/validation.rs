@@ -38,10 +38,21 @@ impl Config {
             self.manager_listen.to_string(),
             "expected an address with a port from 1 to 65535",
         );
+        let (store, store_size) = if self.disk_cache_on() {
+            ("cache_dir_size", self.cache_dir_size)
+        } else {
+            ("cache_mem", self.cache_mem)
+        };
         check(
-            self.max_object_size <= self.cache_mem,
+            self.max_object_size <= store_size,
             "max_object_size",
             self.max_object_size.to_string(),
+            &format!("must not be larger than {store} ({store_size})"),
+        );
+        check(
+            self.max_object_size_in_memory <= self.cache_mem || self.cache_mem.0 == 0,
+            "max_object_size_in_memory",
+            self.max_object_size_in_memory.to_string(),
             &format!("must not be larger than cache_mem ({})", self.cache_mem),
         );
         check(

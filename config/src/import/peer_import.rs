@@ -78,6 +78,8 @@ fn squid_directive_ignored(directive: &str) -> String {
         "visible_hostname" => Some("visible_name"),
         "cache_mem" => Some("cache_mem"),
         "maximum_object_size" => Some("max_object_size"),
+        "maximum_object_size_in_memory" => Some("max_object_size_in_memory"),
+        "cache_dir" => Some("cache_dir and cache_dir_size"),
         "icp_access" => Some("icp_allowed_clients"),
         "http_access" => Some("allowed_clients"),
         "never_direct" => Some("never_direct"),

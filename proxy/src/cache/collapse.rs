@@ -41,6 +41,9 @@ pub struct Fill {
     keep_up_to: u64,
     /// The body's length, when upstream announced it.
     length: Option<u64>,
+    /// Whether bytes past `keep_up_to` are still stored (on disk): a fill passing through
+    /// is then also finished without readers when little of it is left.
+    stored_past_limit: bool,
     progress: Mutex<Progress>,
     /// Wakes readers: a chunk arrived, or the body ended.
     arrived: Notify,
@@ -131,6 +134,7 @@ impl Fill {
         vary: Option<Vec<(HeaderName, Option<String>)>>,
         keep_up_to: u64,
         length: Option<u64>,
+        stored_past_limit: bool,
     ) -> Arc<Fill> {
         Arc::new(Fill {
             status,
@@ -138,6 +142,7 @@ impl Fill {
             vary,
             keep_up_to,
             length,
+            stored_past_limit,
             progress: Mutex::new(Progress {
                 mode: Mode::Keeping,
                 chunks: VecDeque::new(),
@@ -249,7 +254,12 @@ impl Fill {
     /// A fill kept for the store is finished without readers when its length is known and
     /// little of it is left; any other is abandoned.
     fn worth_finishing(&self, progress: &Progress) -> bool {
-        progress.mode == Mode::Keeping
+        let stored = match progress.mode {
+            Mode::Keeping => true,
+            Mode::PassingThrough => self.stored_past_limit,
+            Mode::Abandoned => false,
+        };
+        stored
             && self
                 .length
                 .is_some_and(|length| length.saturating_sub(progress.received) <= FINISH_WHEN_LEFT)
@@ -459,7 +469,14 @@ mod tests {
     use futures_util::FutureExt;
 
     fn fill(keep_up_to: u64, length: Option<u64>) -> Arc<Fill> {
-        Fill::new(StatusCode::OK, HeaderMap::new(), None, keep_up_to, length)
+        Fill::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            None,
+            keep_up_to,
+            length,
+            false,
+        )
     }
 
     /// Reads what has arrived, up to the end or the first chunk not there yet.
@@ -639,6 +656,29 @@ mod tests {
         let stored = nearly_done.body().expect("finished for the store");
         assert_eq!(stored.len() as u64, FINISH_WHEN_LEFT + 10);
         assert_eq!(read_ready(&mut later).len(), stored.len());
+    }
+
+    #[test]
+    fn a_fill_past_its_limit_still_stored_on_disk_is_finished_when_little_is_left() {
+        let passing = |stored_past_limit| {
+            let fill = Fill::new(
+                StatusCode::OK,
+                HeaderMap::new(),
+                None,
+                4,
+                Some(FINISH_WHEN_LEFT + 10),
+                stored_past_limit,
+            );
+            let reader = fill.attach().unwrap();
+            assert_eq!(
+                fill.push(Bytes::from_static(b"0123456789")),
+                Pushed::PassedLimit
+            );
+            drop(reader);
+            fill.room().now_or_never()
+        };
+        assert_eq!(passing(true), Some(Room::Open));
+        assert_eq!(passing(false), Some(Room::Abandoned));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The shared cache: the key, the store, the disk tier (not yet wired in), the freshness
-//! policy, and collapsed forwarding.
+//! The shared cache: the key, the memory store (the hot tier), the disk store and its
+//! async face (the second tier), the freshness policy, and collapsed forwarding.
 
 pub mod collapse;
 pub mod disk;
+pub mod disk_tier;
 pub mod key;
 pub mod policy;
 pub mod store;

@@ -43,6 +43,36 @@ fn manager_hosts_are_names_without_ports() {
 }
 
 #[test]
+fn max_object_size_is_bounded_by_the_disk_cache_and_by_memory_without_it() {
+    let mut config = Config::default();
+    assert!(config.disk_cache_on());
+    config.set("max_object_size", "1G").unwrap();
+    let err = config.set("max_object_size", "2G").unwrap_err();
+    assert_eq!(err.0[0].key, "max_object_size");
+    assert_eq!(err.0[0].value, "2G");
+    assert!(err.0[0].message.contains("cache_dir_size (1G)"), "{err}");
+    for off in [("cache_dir_size", "0"), ("cache_dir", "")] {
+        let mut config = Config::default();
+        config.set(off.0, off.1).unwrap();
+        assert!(!config.disk_cache_on());
+        let err = config.set("max_object_size", "512M").unwrap_err();
+        assert!(err.0[0].message.contains("cache_mem (256M)"), "{err}");
+    }
+}
+
+#[test]
+fn objects_kept_in_memory_fit_in_cache_mem() {
+    let mut config = Config::default();
+    assert_eq!(config.max_object_size_in_memory.0, 512 << 10);
+    let err = config.set("max_object_size_in_memory", "300M").unwrap_err();
+    assert_eq!(err.0[0].key, "max_object_size_in_memory");
+    assert_eq!(err.0[0].value, "300M");
+    assert!(err.0[0].message.contains("cache_mem (256M)"), "{err}");
+    config.set("cache_mem", "0").unwrap();
+    config.set("max_object_size_in_memory", "300M").unwrap();
+}
+
+#[test]
 fn timeouts_must_be_set_and_bounded() {
     let mut config = Config::default();
     for key in [

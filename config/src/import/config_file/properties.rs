@@ -179,6 +179,8 @@ fn valid_config() -> impl Strategy<Value = Config> {
             allowed_clients,
             cache_mem: ByteSize(a.max(b)),
             max_object_size: ByteSize(a.min(b)),
+            max_object_size_in_memory: ByteSize(a.min(b)),
+            cache_dir_size: ByteSize(a.max(b)),
             heuristic_lm_factor: lm_factor,
             heuristic_min_s: h1.min(h2),
             heuristic_max_s: h1.max(h2),

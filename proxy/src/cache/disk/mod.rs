@@ -228,6 +228,20 @@ impl DiskStore {
         Ok(self.inner.submit(change)? == Done::Updated(true))
     }
 
+    /// Replaces the stored head of the variant of `url` that `request` selects, as
+    /// [`DiskStore::update_head`] does, without counting a hit or a miss.
+    pub fn update_head_of(
+        &self,
+        url: &str,
+        request: &HeaderMap,
+        head: ObjectHead,
+    ) -> Result<bool, DiskError> {
+        match self.find(url, request).map_err(|e| self.inner.failed(e))? {
+            Some(entry) => self.update_head(&entry, head),
+            None => Ok(false),
+        }
+    }
+
     /// Up to `limit` objects whose URL starts with `prefix`, in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
         self.list_in_index(prefix, limit)

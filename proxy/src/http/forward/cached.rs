@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::access_log::{Hierarchy, LogCode};
 use crate::cache::collapse::{InFlight, Join, Outcome};
+use crate::cache::disk::{DiskEntry, ObjectHead};
 use crate::cache::key::cache_key;
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
@@ -66,7 +67,8 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
             Hierarchy::NONE,
         );
     }
-    if parts.method == Method::HEAD || credentials || runtime.config.cache_mem.0 == 0 {
+    let caching = runtime.config.cache_mem.0 > 0 || shared.disk.as_ref().is_some();
+    if parts.method == Method::HEAD || credentials || !caching {
         return forward_uncached(shared, runtime, &parts, None).await;
     }
     // A request that comes back to us is part of a fetch already under way here: waiting
@@ -98,32 +100,161 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
 async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Served> {
     let parts = req.parts;
     let store = req.shared.store.load_full();
-    let stored = store.lookup(req.key, &parts.headers)?;
-    let now = SystemTime::now();
+    let Some(stored) = store.lookup(req.key, &parts.headers) else {
+        return from_disk(req, only_if_cached).await;
+    };
     let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
         && !parts.headers.contains_key(header::PRAGMA);
-    if let Some(age) = stored.fresh_age(now).filter(|_| plain) {
+    if let Some(age) = stored.fresh_age(SystemTime::now()).filter(|_| plain) {
         return Some(serve_stored(parts, &stored, age, LogCode::Hit));
     }
-    let headers = stored.headers();
+    reuse(req, Held::Memory(stored), only_if_cached).await
+}
+
+/// A memory miss looked up on disk. An object that fits `max_object_size_in_memory` is
+/// read whole and promoted to memory on this first hit, as Squid keeps disk hits in memory
+/// when they fit: the next hit is a memory hit. A larger one is streamed from disk.
+async fn from_disk(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Served> {
+    let disk = req.shared.disk.as_ref()?;
+    let entry = disk.lookup(req.key, &req.parts.headers).await?;
+    let config = &req.runtime.config;
+    let fits = entry.body_len() <= config.max_object_size_in_memory.0 && config.cache_mem.0 > 0;
+    if !fits {
+        return reuse(req, Held::Disk(entry), only_if_cached).await;
+    }
+    let body = disk.read_whole(entry.clone()).await?;
+    let stored = entry.into_stored(body);
+    req.shared.store.load().insert(req.key, stored.clone());
+    let served = reuse(req, Held::Memory(Arc::new(stored)), only_if_cached).await;
+    if served.as_ref().is_some_and(Served::is_from_cache) {
+        disk.served_whole();
+    }
+    served
+}
+
+/// A stored response found for a request: in memory, or on disk only (too large for
+/// memory), where its body stays until it is streamed.
+#[derive(Clone)]
+enum Held {
+    Memory(Arc<Stored>),
+    Disk(DiskEntry),
+}
+
+impl Held {
+    fn status(&self) -> StatusCode {
+        match self {
+            Held::Memory(stored) => stored.status,
+            Held::Disk(entry) => entry.head().status,
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        match self {
+            Held::Memory(stored) => stored.headers(),
+            Held::Disk(entry) => entry.head().headers.clone(),
+        }
+    }
+
+    fn times(&self) -> StoredTimes {
+        match self {
+            Held::Memory(stored) => stored.times(),
+            Held::Disk(entry) => entry.head().times,
+        }
+    }
+
+    fn vary(&self) -> Option<Vec<(HeaderName, Option<String>)>> {
+        match self {
+            Held::Memory(stored) => stored.vary().map(<[_]>::to_vec),
+            Held::Disk(entry) => entry.head().vary.clone(),
+        }
+    }
+
+    /// This response as the reuse rules read it, with its `headers()`.
+    fn policy_view<'a>(&self, headers: &'a HeaderMap) -> policy::StoredResponse<'a> {
+        policy::StoredResponse {
+            status: self.status(),
+            headers,
+            times: self.times(),
+        }
+    }
+
+    fn age_now(&self, headers: &HeaderMap) -> Duration {
+        policy::current_age(headers, &self.times(), SystemTime::now())
+    }
+}
+
+/// What the reuse rules make of a held response: served, revalidated, or a miss.
+async fn reuse(req: &CacheRequest<'_>, held: Held, only_if_cached: bool) -> Option<Served> {
+    let parts = req.parts;
+    let headers = held.headers();
     let reuse = policy::evaluate(
         &Method::GET,
         &parts.headers,
-        &stored.policy_view(&headers),
-        now,
+        &held.policy_view(&headers),
+        SystemTime::now(),
         &req.runtime.heuristics,
     );
     match reuse {
-        Reuse::Fresh { age } => Some(serve_stored(parts, &stored, age, LogCode::Hit)),
-        Reuse::Stale { age } => Some(serve_stored(parts, &stored, age, LogCode::HitStale)),
+        Reuse::Fresh { age } => serve_held(req, &held, headers, age, LogCode::Hit).await,
+        Reuse::Stale { age } => serve_held(req, &held, headers, age, LogCode::HitStale).await,
         Reuse::StaleWhileRevalidate { age } => {
-            revalidate_in_background(req, &stored);
-            Some(serve_stored(parts, &stored, age, LogCode::StaleHit))
+            revalidate_in_background(req, &held);
+            serve_held(req, &held, headers, age, LogCode::StaleHit).await
         }
         Reuse::Revalidate { .. } if only_if_cached => None,
-        Reuse::Revalidate { .. } => Some(revalidate(req, stored).await),
+        Reuse::Revalidate { .. } => Some(revalidate(req, held).await),
         Reuse::Miss => None,
     }
+}
+
+/// A held response served with `headers`; `None` when its body cannot be read from disk
+/// (a fault, counted by the store): the caller fetches instead.
+async fn serve_held(
+    req: &CacheRequest<'_>,
+    held: &Held,
+    headers: HeaderMap,
+    age: Duration,
+    result: LogCode,
+) -> Option<Served> {
+    let body = match held {
+        Held::Memory(stored) => Some(stored.body.clone()),
+        Held::Disk(_) => None,
+    };
+    let mut headers = headers;
+    headers.insert(header::AGE, policy::age_header(age));
+    let response = match held {
+        Held::Memory(stored) => respond(req.parts, stored.status, headers, body),
+        Held::Disk(entry) => stream_from_disk(req, entry, headers).await?,
+    };
+    Some(Served {
+        response,
+        result,
+        hierarchy: Hierarchy::NONE,
+        answered_here: false,
+        hop: None,
+    })
+}
+
+/// The client's response with a body streamed from disk; none read for a HEAD or a 304.
+async fn stream_from_disk(
+    req: &CacheRequest<'_>,
+    entry: &DiskEntry,
+    mut headers: HeaderMap,
+) -> Option<Response<ProxyBody>> {
+    let (parts, status) = (req.parts, entry.head().status);
+    if status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+        return Some(not_modified(headers));
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
+    let body = if parts.method == Method::HEAD {
+        empty_body()
+    } else {
+        req.shared.disk.as_ref()?.stream(entry.clone()).await?
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Some(response)
 }
 
 /// A response from the store, with its current Age; 304 when it answers the client's own
@@ -199,19 +330,17 @@ pub(super) fn not_modified(headers: HeaderMap) -> Response<ProxyBody> {
 }
 
 /// Asks upstream whether a stale stored response is still good.
-async fn revalidate(req: &CacheRequest<'_>, stored: Arc<Stored>) -> Served {
-    let (shared, runtime, parts, key) = (req.shared, req.runtime, req.parts, req.key);
+async fn revalidate(req: &CacheRequest<'_>, held: Held) -> Served {
+    let (runtime, parts) = (req.runtime, req.parts);
     let mut headers = unconditional(&parts.headers);
-    let stored_headers = stored.headers();
+    let stored_headers = held.headers();
     headers.extend(policy::conditional_request_headers(&stored_headers));
     let request_time = SystemTime::now();
-    let now = || SystemTime::now();
-    let stale_ok = |stored: &Stored| {
-        let headers = stored.headers();
+    let stale_ok = || {
         policy::may_serve_stale_on_error(
             &parts.headers,
-            &stored.policy_view(&headers),
-            now(),
+            &held.policy_view(&stored_headers),
+            SystemTime::now(),
             &runtime.heuristics,
         )
     };
@@ -221,23 +350,18 @@ async fn revalidate(req: &CacheRequest<'_>, stored: Arc<Stored>) -> Served {
             if !policy::not_modified_matches(&stored_headers, not_modified) {
                 return fetch_and_fill(req, None).await;
             }
-            let times = StoredTimes {
-                request_time,
-                response_time: SystemTime::now(),
+            let head = ObjectHead {
+                status: held.status(),
+                headers: policy::merge_not_modified(&stored_headers, not_modified),
+                times: StoredTimes {
+                    request_time,
+                    response_time: SystemTime::now(),
+                },
+                vary: held.vary(),
             };
-            let refreshed = Stored::new(
-                stored.status,
-                policy::merge_not_modified(&stored_headers, not_modified),
-                stored.body.clone(),
-                times,
-                stored.vary().map(<[_]>::to_vec),
-            );
-            let mut served = serve_stored(
-                parts,
-                &refreshed,
-                age_now(&refreshed),
-                LogCode::RefreshUnmodified,
-            );
+            let Some(mut served) = refreshed(req, &held, head).await else {
+                return fetch_and_fill(req, None).await;
+            };
             served.hierarchy = fetched.hierarchy;
             // Cookies on the 304 answered this client's revalidation: for it alone.
             for name in &policy::FOR_ONE_CLIENT {
@@ -245,30 +369,73 @@ async fn revalidate(req: &CacheRequest<'_>, stored: Arc<Stored>) -> Served {
                     served.response.headers_mut().append(name, value.clone());
                 }
             }
-            shared.store.load().insert(key, refreshed);
             served
         }
-        Ok(fetched) if fetched.response.status().is_server_error() && stale_ok(&stored) => {
-            serve_stored(parts, &stored, age_now(&stored), LogCode::RefreshFailOld)
+        Ok(fetched) if fetched.response.status().is_server_error() && stale_ok() => {
+            let age = held.age_now(&stored_headers);
+            let result = LogCode::RefreshFailOld;
+            match serve_held(req, &held, stored_headers.clone(), age, result).await {
+                Some(served) => served,
+                None => store_and_serve(req, fetched, request_time, None, LogCode::Miss),
+            }
         }
         Ok(fetched) => store_and_serve(req, fetched, request_time, None, LogCode::RefreshModified),
-        Err(_) if stale_ok(&stored) => {
-            serve_stored(parts, &stored, age_now(&stored), LogCode::RefreshFailOld)
+        Err((error, hierarchy)) => {
+            if stale_ok() {
+                let age = held.age_now(&stored_headers);
+                let result = LogCode::RefreshFailOld;
+                if let Some(served) = serve_held(req, &held, stored_headers, age, result).await {
+                    return served;
+                }
+            }
+            Served::failed(error, runtime, hierarchy)
         }
-        Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
+    }
+}
+
+/// A held response refreshed by a 304 (its headers merged, its times new): stored again
+/// in its tiers, and served.
+async fn refreshed(req: &CacheRequest<'_>, held: &Held, head: ObjectHead) -> Option<Served> {
+    let (shared, parts, key) = (req.shared, req.parts, req.key);
+    match held {
+        Held::Memory(stored) => {
+            let refreshed = Stored::new(
+                head.status,
+                head.headers.clone(),
+                stored.body.clone(),
+                head.times,
+                head.vary.clone(),
+            );
+            let age = age_now(&refreshed);
+            let served = serve_stored(parts, &refreshed, age, LogCode::RefreshUnmodified);
+            shared.store.load().insert(key, refreshed);
+            if let Some(disk) = shared.disk.as_ref() {
+                disk.update_head(key, &parts.headers, head);
+            }
+            Some(served)
+        }
+        Held::Disk(entry) => {
+            let age = policy::current_age(&head.headers, &head.times, SystemTime::now());
+            let refreshed = Held::Disk(entry.clone());
+            let headers = head.headers.clone();
+            if let Some(disk) = shared.disk.as_ref() {
+                disk.update_entry_head(entry.clone(), head);
+            }
+            serve_held(req, &refreshed, headers, age, LogCode::RefreshUnmodified).await
+        }
     }
 }
 
 /// stale-while-revalidate: one background revalidation per URL at a time.
-fn revalidate_in_background(req: &CacheRequest<'_>, stored: &Arc<Stored>) {
+fn revalidate_in_background(req: &CacheRequest<'_>, held: &Held) {
     let Join::Leader(leader) = req.shared.in_flight.join(req.key) else {
         return;
     };
-    let (shared, runtime, key, stored) = (
+    let (shared, runtime, key, held) = (
         req.shared.clone(),
         req.runtime.clone(),
         req.key.to_owned(),
-        stored.clone(),
+        held.clone(),
     );
     let mut background = Request::new(());
     *background.method_mut() = Method::GET;
@@ -282,7 +449,7 @@ fn revalidate_in_background(req: &CacheRequest<'_>, stored: &Arc<Stored>) {
             parts: &parts,
             key: &key,
         };
-        let served = revalidate(&req, stored).await;
+        let served = revalidate(&req, held).await;
         served.count(&shared.stats);
         // Read what the client would have read, so a changed object is stored, keeping none
         // of it here: the fill holds what the store gets.

@@ -14,6 +14,8 @@ use hyper::body::Incoming;
 
 use crate::access_log::LogCode;
 use crate::cache::collapse::{Fill, Leader, Next, Pushed, Room};
+use crate::cache::disk::ObjectHead;
+use crate::cache::disk_tier::DiskFill;
 use crate::cache::key::cache_key;
 use crate::cache::policy::{self, StoredTimes};
 use crate::cache::store::Stored;
@@ -146,7 +148,33 @@ pub(super) fn store_and_serve(
     } else {
         None
     };
-    let fill = Fill::new(head.status, head.headers, vary, max, length);
+    // With a disk tier, the fill holds in memory only what memory may keep; the rest
+    // streams to disk as it arrives.
+    let keep = match shared.disk.as_ref() {
+        Some(_) => max.min(runtime.config.max_object_size_in_memory.0),
+        None => max,
+    };
+    let disk = shared.disk.as_ref().and_then(|disk| {
+        let times = StoredTimes {
+            request_time,
+            response_time: SystemTime::now(),
+        };
+        let head = ObjectHead {
+            status: head.status,
+            headers: head.headers.clone(),
+            times,
+            vary: vary.clone(),
+        };
+        disk.fill(key, head)
+    });
+    let fill = Fill::new(
+        head.status,
+        head.headers,
+        vary,
+        keep,
+        length,
+        disk.is_some(),
+    );
     let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
     // Attached before anyone else sees the fill: a new fill takes readers.
     let Some(response) = from_fill(parts, &fill, headers) else {
@@ -161,6 +189,9 @@ pub(super) fn store_and_serve(
         fill,
         request_time,
         leader,
+        disk,
+        max,
+        received: 0,
     };
     tokio::spawn(filling.run(body));
     Served::fetched(response, result, fetched.hierarchy, fetched.route)
@@ -175,6 +206,12 @@ struct Filling {
     fill: Arc<Fill>,
     request_time: SystemTime,
     leader: Option<Leader>,
+    /// The object on its way to disk; dropped (and nothing left on disk) when a write
+    /// fails or the body passes `max_object_size`.
+    disk: Option<DiskFill>,
+    /// `max_object_size`.
+    max: u64,
+    received: u64,
 }
 
 impl Filling {
@@ -196,9 +233,10 @@ impl Filling {
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        if self.fill.push(data) == Pushed::PassedLimit {
+                        if self.fill.push(data.clone()) == Pushed::PassedLimit {
                             self.pass_through();
                         }
+                        self.write_to_disk(data).await;
                     }
                 }
                 Some(Err(e)) => {
@@ -224,8 +262,24 @@ impl Filling {
             self.shared.store.load().insert(&self.key, stored);
             self.shared.in_flight.shared_again(&self.key);
         }
+        if let Some(disk) = self.disk.take() {
+            if disk.commit().await {
+                self.shared.in_flight.shared_again(&self.key);
+            }
+        }
         if let Some(leader) = self.leader {
             leader.finish();
+        }
+    }
+
+    /// Hands a chunk to the disk writer, giving the write up past `max_object_size`.
+    async fn write_to_disk(&mut self, data: Bytes) {
+        self.received += data.len() as u64;
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if self.received > self.max || !disk.write(data).await {
+            self.disk = None;
         }
     }
 
@@ -257,7 +311,14 @@ pub(super) async fn pass_through(
     let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
     if policy::invalidates(&parts.method, served.response.status()) {
         let store = shared.store.load();
-        store.remove(&cache_key(&parts.uri));
+        let store = &store;
+        let remove = |url: String| async move {
+            store.remove(&url);
+            if let Some(disk) = shared.disk.as_ref() {
+                disk.remove(&url).await;
+            }
+        };
+        remove(cache_key(&parts.uri)).await;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = served
                 .response
@@ -267,7 +328,7 @@ pub(super) async fn pass_through(
                 .and_then(|v| v.parse::<Uri>().ok());
             if let Some(target) = target {
                 if target.authority() == parts.uri.authority() {
-                    store.remove(&cache_key(&target));
+                    remove(cache_key(&target)).await;
                 }
             }
         }
@@ -303,7 +364,14 @@ mod tests {
     #[tokio::test]
     async fn a_body_filled_whole_is_stored_and_its_reader_gets_it() {
         let shared = Shared::for_tests(Config::default());
-        let fill = Fill::new(StatusCode::OK, HeaderMap::new(), None, 1 << 20, Some(5));
+        let fill = Fill::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            None,
+            1 << 20,
+            Some(5),
+            false,
+        );
         let mut reader = fill.attach().expect("a new fill takes readers");
         let filling = Filling {
             shared: shared.clone(),
@@ -311,6 +379,9 @@ mod tests {
             fill,
             request_time: SystemTime::now(),
             leader: None,
+            disk: None,
+            max: 1 << 20,
+            received: 0,
         };
         filling.run(Full::new(Bytes::from_static(b"hello"))).await;
         let stored = shared

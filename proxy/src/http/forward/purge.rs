@@ -1,5 +1,5 @@
-//! PURGE, as Squid answers it: every stored variant of the URL removed here, never
-//! forwarded; allowed from `purge_allowed_clients` only.
+//! PURGE, as Squid answers it: every stored variant of the URL removed here, from memory
+//! and disk, never forwarded; allowed from `purge_allowed_clients` only.
 
 use std::net::IpAddr;
 
@@ -18,7 +18,7 @@ pub(super) fn is_purge(method: &Method) -> bool {
 
 /// Removes what is stored for `url`: 200 if there was something, 404 if not (Squid logs
 /// both as `TCP_MISS`), 403 for a client outside `purge_allowed_clients`.
-pub(super) fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, url: &Uri) -> Served {
+pub(super) async fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, url: &Uri) -> Served {
     shared.stats.purges.add(1);
     if !runtime.config.purge_allowed_clients.contains(client) {
         tracing::info!(%client, %url, "PURGE from a client not in purge_allowed_clients: 403");
@@ -27,7 +27,13 @@ pub(super) fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, url: &Ur
         ));
         return Served::refused(error, runtime);
     }
-    let removed = shared.store.load().remove(&cache_key(url));
+    let key = cache_key(url);
+    let in_memory = shared.store.load().remove(&key);
+    let on_disk = match shared.disk.as_ref() {
+        Some(disk) => disk.remove(&key).await,
+        None => false,
+    };
+    let removed = in_memory || on_disk;
     let status = if removed {
         StatusCode::OK
     } else {

@@ -1,0 +1,507 @@
+//! The disk tier end to end: what is stored survives a restart and a `kill -9`, and a disk
+//! that is corrupt, read-only or full never makes the proxy serve a wrong byte or fail a
+//! request: it counts the fault and serves from memory or upstream.
+//!
+//! Read-only and full file systems are small tmpfs mounts (root only): outside CI a test
+//! that cannot mount one says so and does not run; under `CI=true` it fails.
+
+mod common;
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::Response;
+use tokio::sync::watch;
+
+use canopy_config::stats::DiskSnapshot;
+use common::*;
+
+const KIB: usize = 1024;
+/// Kept in memory as well as on disk (under max_object_size_in_memory, 512 KiB).
+const SMALL: usize = 100 * KIB;
+/// Kept on disk only, and streamed from it.
+const LARGE: usize = 2048 * KIB;
+
+/// Body bytes that differ by position, so a byte out of place shows.
+fn body_of(path: &str, len: usize) -> Bytes {
+    let seed = path
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// The length a path asks for: `/large…` and `/slow` are LARGE, the rest SMALL.
+fn len_of(path: &str) -> usize {
+    if path.starts_with("/large") || path == "/slow" {
+        LARGE
+    } else {
+        SMALL
+    }
+}
+
+/// An origin of fresh objects (an hour) whose bodies are [`body_of`] their path.
+async fn origin() -> Origin {
+    Origin::start(|seen| {
+        Response::builder()
+            .header("cache-control", "max-age=3600")
+            .body(full(body_of(&seen.path, len_of(&seen.path))))
+            .unwrap()
+    })
+    .await
+}
+
+async fn disk(proxy: &Canopy) -> DiskSnapshot {
+    proxy.stats().await.disk.expect("the disk tier is on")
+}
+
+async fn wait_for_writes(proxy: &Canopy, writes: u64) {
+    wait_for(
+        "objects written to disk",
+        Duration::from_secs(10),
+        || async { disk(proxy).await.writes >= writes },
+    )
+    .await;
+}
+
+fn is_hit(fetched: &Fetched) -> bool {
+    fetched.header("x-cache").starts_with("HIT")
+}
+
+/// Gets `path` and checks every byte of it; whether it was a hit.
+async fn get_whole(proxy: &Canopy, origin: &Origin, path: &str) -> bool {
+    let fetched = proxy.get(&origin.url(path)).await;
+    assert_eq!(fetched.status, 200, "{path}");
+    assert!(
+        fetched.body == body_of(path, len_of(path)),
+        "{path}: {} bytes, not the origin's {}",
+        fetched.body.len(),
+        len_of(path)
+    );
+    is_hit(&fetched)
+}
+
+/// The object files of the disk cache in `dir`.
+fn object_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for sub in std::fs::read_dir(dir.join("objects")).unwrap() {
+        for file in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            files.push(file.unwrap().path());
+        }
+    }
+    files
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("tmp"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restart_keeps_fresh_objects_as_hits_from_both_tiers() {
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    assert!(!get_whole(&proxy, &origin, "/small").await);
+    assert!(!get_whole(&proxy, &origin, "/large").await);
+    wait_for_writes(&proxy, 2).await;
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    assert!(get_whole(&proxy, &origin, "/large").await);
+    proxy.kill();
+    proxy.restart().await;
+    assert!(
+        get_whole(&proxy, &origin, "/small").await,
+        "small after restart"
+    );
+    assert!(
+        get_whole(&proxy, &origin, "/large").await,
+        "large after restart"
+    );
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    assert_eq!(origin.count("/small"), 1);
+    assert_eq!(origin.count("/large"), 1);
+    let stats = proxy.stats().await;
+    let disk = stats.disk.clone().unwrap();
+    assert_eq!(disk.objects, 2, "{disk:?}");
+    // The small one came from disk once (then from memory, where it was promoted); the
+    // large one streams from disk each time.
+    assert_eq!(disk.hits_served, 2, "{disk:?}");
+    assert_eq!(stats.memory_hits, 1, "{stats:?}");
+    assert_eq!(disk.faults_full + disk.faults_io + disk.faults_corrupt, 0);
+}
+
+#[tokio::test]
+async fn purge_and_unsafe_methods_remove_objects_from_disk_too() {
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    for path in ["/small", "/large", "/large-posted"] {
+        get_whole(&proxy, &origin, path).await;
+    }
+    wait_for_writes(&proxy, 3).await;
+    proxy.kill();
+    proxy.restart().await;
+    let purged = proxy.request("PURGE", &origin.url("/small"), &[]).await;
+    assert_eq!(purged.status, 200);
+    let purged = proxy.request("PURGE", &origin.url("/large"), &[]).await;
+    assert_eq!(purged.status, 200, "found on disk only, and purged");
+    proxy
+        .request("POST", &origin.url("/large-posted"), &[])
+        .await;
+    for path in ["/small", "/large", "/large-posted"] {
+        assert!(
+            !get_whole(&proxy, &origin, path).await,
+            "{path} after removal"
+        );
+    }
+}
+
+/// An origin whose `/slow` body (LARGE, fresh) sends its first 1 MiB at once and the rest
+/// only once `gate` opens.
+async fn slow_origin(gate: watch::Receiver<bool>) -> Origin {
+    Origin::start(move |seen| {
+        let body = body_of(&seen.path, LARGE);
+        let chunks = futures_util::stream::unfold(
+            (0, gate.clone(), body),
+            |(at, mut gate, body)| async move {
+                if at >= body.len() {
+                    return None;
+                }
+                if at >= 1024 * KIB {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                let end = (at + 64 * KIB).min(body.len());
+                let frame = Frame::data(body.slice(at..end));
+                Some((Ok::<_, Infallible>(frame), (end, gate, body)))
+            },
+        );
+        Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("content-length", LARGE)
+            .body(StreamBody::new(chunks).boxed())
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_write_never_serves_a_torn_object() {
+    let (open, gate) = watch::channel(false);
+    let origin = slow_origin(gate).await;
+    let mut proxy = Canopy::start(&[]).await;
+    let cache_dir = proxy.data_dir().join("cache");
+    let response = proxy.open(&origin.url("/slow")).await;
+    assert_eq!(response.status(), 200);
+    wait_for(
+        "half the body written to tmp/",
+        Duration::from_secs(10),
+        || {
+            let torn = temp_files(&cache_dir);
+            async move {
+                torn.iter()
+                    .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 512 * KIB as u64))
+            }
+        },
+    )
+    .await;
+    let torn = temp_files(&cache_dir);
+    proxy.kill();
+    drop(response);
+    open.send_replace(true);
+    proxy.restart().await;
+    for file in &torn {
+        assert!(!file.exists(), "{} left after the restart", file.display());
+    }
+    assert_eq!(disk(&proxy).await.objects, 0);
+    assert!(
+        !get_whole(&proxy, &origin, "/slow").await,
+        "a miss, fetched whole"
+    );
+    assert_eq!(origin.count("/slow"), 2);
+    wait_for_writes(&proxy, 1).await;
+    assert!(get_whole(&proxy, &origin, "/slow").await);
+}
+
+/// Overwrites bytes in the middle of `file`.
+fn corrupt(file: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    let at = f.metadata().unwrap().len() / 2;
+    f.write_all_at(b"not what was written", at).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_object_is_a_miss_and_a_counted_fault_never_wrong_bytes() {
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    let cache_dir = proxy.data_dir().join("cache");
+    get_whole(&proxy, &origin, "/small").await;
+    wait_for_writes(&proxy, 1).await;
+    proxy.kill();
+    for file in object_files(&cache_dir) {
+        corrupt(&file);
+    }
+    proxy.restart().await;
+    // Checked whole before its first byte is sent: the client gets the origin's copy.
+    assert!(!get_whole(&proxy, &origin, "/small").await);
+    assert_eq!(origin.count("/small"), 2);
+    assert_eq!(disk(&proxy).await.faults_corrupt, 1);
+    // The good copy fetched again is stored again.
+    wait_for_writes(&proxy, 1).await;
+    assert!(get_whole(&proxy, &origin, "/small").await);
+
+    // A large body is checked chunk by chunk as it streams: the response is cut off at the
+    // bad chunk, never completed with other bytes, and the next request is a miss.
+    get_whole(&proxy, &origin, "/large").await;
+    wait_for_writes(&proxy, 2).await;
+    proxy.kill();
+    let large = object_files(&cache_dir)
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    corrupt(&large);
+    proxy.restart().await;
+    let cut = request_via(proxy.addr, None, "GET", &origin.url("/large"), &[]).await;
+    assert!(
+        cut.is_err(),
+        "a corrupt body must not arrive whole: {cut:?}"
+    );
+    assert_eq!(disk(&proxy).await.faults_corrupt, 1);
+    assert!(!get_whole(&proxy, &origin, "/large").await);
+    assert_eq!(origin.count("/large"), 2);
+}
+
+/// A small tmpfs of its own, when this process may mount one (root); unmounted when
+/// dropped. `None` only outside CI: under `CI=true` a tmpfs that cannot be mounted fails.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI: no tmpfs could be mounted for the disk fault tests (run the tests as root)"
+            );
+            eprintln!("SKIPPED: no tmpfs could be mounted (not root?): this test did NOT run");
+        }
+        mounted.then_some(SmallFs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn remount(&self, option: &str) {
+        let done = Command::new("mount")
+            .args(["-o", &format!("remount,{option}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(done.success(), "mount -o remount,{option}");
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// A proxy whose disk cache is on `fs`, with `/small` stored there; and the cache's path.
+async fn one_object_stored_in(fs: &SmallFs) -> (Origin, Canopy, PathBuf) {
+    let origin = origin().await;
+    let dir = fs.path().join("cache");
+    let proxy = Canopy::start(&[("cache_dir", dir.to_str().unwrap())]).await;
+    get_whole(&proxy, &origin, "/small").await;
+    wait_for_writes(&proxy, 1).await;
+    (origin, proxy, dir)
+}
+
+/// A read-only mount of an empty directory over `dir`, unmounted when dropped: new files
+/// cannot be made there. (Root ignores file modes, so `chmod` would not do.)
+struct ReadOnlyOver {
+    dir: PathBuf,
+    /// The empty directory mounted, removed after the unmount.
+    _source: tempfile::TempDir,
+}
+
+impl ReadOnlyOver {
+    fn mount(dir: &Path) -> ReadOnlyOver {
+        let empty = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let done = Command::new("mount").args(args).arg(dir).status().unwrap();
+            assert!(done.success(), "mount {args:?} {}", dir.display());
+        };
+        let source = empty.path().to_str().unwrap().to_owned();
+        run(&["--bind", &source]);
+        run(&["-o", "remount,bind,ro"]);
+        ReadOnlyOver {
+            dir: dir.to_owned(),
+            _source: empty,
+        }
+    }
+}
+
+impl Drop for ReadOnlyOver {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_cache_dir_keeps_the_proxy_serving() {
+    let Some(fs) = SmallFs::mount("64m") else {
+        return;
+    };
+    let (origin, mut proxy, dir) = one_object_stored_in(&fs).await;
+    let read_only = ReadOnlyOver::mount(&dir.join("tmp"));
+    assert!(!get_whole(&proxy, &origin, "/other").await);
+    assert!(!get_whole(&proxy, &origin, "/large").await);
+    assert!(
+        get_whole(&proxy, &origin, "/small").await,
+        "still a hit from memory"
+    );
+    assert!(get_whole(&proxy, &origin, "/other").await, "kept in memory");
+    let faults = disk(&proxy).await;
+    assert!(faults.faults_io >= 2, "{faults:?}");
+    assert_eq!(faults.writes, 1, "{faults:?}");
+
+    // Started on a read-only file system: serving from memory, the reason in stats.
+    proxy.kill();
+    drop(read_only);
+    fs.remount("ro");
+    proxy.restart().await;
+    let closed = disk(&proxy).await.closed;
+    assert!(closed.is_some(), "the disk tier cannot be used read-only");
+    assert!(!get_whole(&proxy, &origin, "/small").await);
+    assert!(get_whole(&proxy, &origin, "/small").await);
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_the_proxy_serving() {
+    let Some(fs) = SmallFs::mount("8m") else {
+        return;
+    };
+    let (origin, proxy, _) = one_object_stored_in(&fs).await;
+    // Something else fills the file system.
+    let filler = fs.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    assert!(!get_whole(&proxy, &origin, "/other").await);
+    assert!(get_whole(&proxy, &origin, "/other").await, "kept in memory");
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    let faults = disk(&proxy).await;
+    assert!(faults.faults_full >= 1, "{faults:?}");
+    assert_eq!(faults.writes, 1, "{faults:?}");
+    std::fs::remove_file(&filler).unwrap();
+}
+
+#[tokio::test]
+async fn a_304_updates_the_stored_headers_on_disk() {
+    // Stored with max-age=0: every reuse asks the origin, which says 304 and now an hour.
+    let origin = Origin::start(|seen| {
+        let revalidating = seen.headers.contains_key("if-none-match");
+        let builder = Response::builder().header("etag", "\"v1\"");
+        if revalidating {
+            return builder
+                .status(304)
+                .header("cache-control", "max-age=3600")
+                .body(full(""))
+                .unwrap();
+        }
+        builder
+            .header("cache-control", "max-age=0")
+            .body(full(body_of(&seen.path, len_of(&seen.path))))
+            .unwrap()
+    })
+    .await;
+    let mut proxy = Canopy::start(&[]).await;
+    for path in ["/small", "/large"] {
+        assert!(!get_whole(&proxy, &origin, path).await);
+    }
+    wait_for_writes(&proxy, 2).await;
+    for path in ["/small", "/large"] {
+        let fetched = proxy.get(&origin.url(path)).await;
+        assert_eq!(fetched.header("cache-control"), "max-age=3600", "{path}");
+        assert!(fetched.body == body_of(path, len_of(path)), "{path}");
+        assert_eq!(origin.count(path), 2, "{path}: revalidated");
+    }
+    // Written in the background: waits until the index holds both new heads.
+    let index = proxy.data_dir().join("cache").join("index.redb");
+    wait_for("the new heads on disk", Duration::from_secs(10), || {
+        let bytes = std::fs::read(&index).unwrap_or_default();
+        let found = bytes.windows(12).filter(|w| w == b"max-age=3600").count();
+        async move { found >= 2 }
+    })
+    .await;
+    proxy.kill();
+    proxy.restart().await;
+    for path in ["/small", "/large"] {
+        assert!(
+            get_whole(&proxy, &origin, path).await,
+            "{path} fresh after restart"
+        );
+        assert_eq!(origin.count(path), 2, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn vary_variants_are_kept_apart_on_disk() {
+    let origin = Origin::start(|seen| {
+        let language = seen
+            .headers
+            .get("accept-language")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("vary", "accept-language")
+            .body(full(body_of(&format!("{}{language}", seen.path), LARGE)))
+            .unwrap()
+    })
+    .await;
+    let mut proxy = Canopy::start(&[]).await;
+    let url = origin.url("/large");
+    for language in ["en", "fr"] {
+        let fetched = proxy
+            .request("GET", &url, &[("accept-language", language)])
+            .await;
+        assert!(!is_hit(&fetched), "{language}");
+    }
+    wait_for_writes(&proxy, 2).await;
+    proxy.kill();
+    proxy.restart().await;
+    for language in ["fr", "en"] {
+        let fetched = proxy
+            .request("GET", &url, &[("accept-language", language)])
+            .await;
+        assert!(is_hit(&fetched), "{language}");
+        assert!(
+            fetched.body == body_of(&format!("/large{language}"), LARGE),
+            "{language}"
+        );
+    }
+    let other = proxy
+        .request("GET", &url, &[("accept-language", "de")])
+        .await;
+    assert!(!is_hit(&other));
+    assert_eq!(origin.count("/large"), 3);
+}
