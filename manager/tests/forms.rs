@@ -1519,3 +1519,51 @@ async fn a_rule_added_to_an_opened_version_is_built_on_it() {
     assert_eq!(v3.peers[0].name, "from-v2");
     assert_eq!(v3.parent_rules[0].matcher(), "dest_domain=a.test");
 }
+
+/// The markup of the form field `key`: from its `<div class="field…">` to the next one.
+fn field_markup<'a>(page: &'a str, key: &str) -> &'a str {
+    let label = page
+        .find(&format!("<label for=\"{key}\""))
+        .unwrap_or_else(|| panic!("no field {key} in {page}"));
+    let start = page[..label].rfind("<div class=\"field").unwrap();
+    let end = page[label..]
+        .find("<div class=\"field")
+        .map_or(page.len(), |i| label + i);
+    &page[start..end]
+}
+
+#[tokio::test]
+async fn a_peer_s_errors_are_shown_under_the_field_they_concern() {
+    let console = console(true).await;
+    let peer = |host: &str, http_port: &str| {
+        vec![
+            ("csrf", console.csrf.clone()),
+            ("based_on", "1".to_owned()),
+            ("original", String::new()),
+            ("name", "squid".to_owned()),
+            ("host", host.to_owned()),
+            ("type", "sibling".to_owned()),
+            ("http_port", http_port.to_owned()),
+            ("icp_port", "3130".to_owned()),
+            ("weight", "1".to_owned()),
+        ]
+    };
+    for (host, http_port, message) in [
+        ("no such host!", "3128", "expected a host name or address"),
+        ("127.0.0.1", "3128", "own listener (http_port)"),
+    ] {
+        let (status, page) = console
+            .post_owned("/configure/peers", &peer(host, http_port))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{host}: {page}");
+        assert!(
+            field_markup(&page, "host").contains(message),
+            "{host}: {message} under Host: {page}"
+        );
+        assert!(
+            !field_markup(&page, "name").contains("class=\"error\""),
+            "{host}: nothing under Name: {page}"
+        );
+    }
+    assert_eq!(console.latest_id().await, 1);
+}

@@ -192,17 +192,13 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
     (peer, fields)
 }
 
-/// Which field a peer error from the proxy's validation belongs beside.
-fn field_of(message: &str) -> Option<&'static str> {
-    [
-        ("name", "name"),
-        ("host", "host"),
-        ("ICP port", "icp_port"),
-        ("weight", "weight"),
-    ]
-    .into_iter()
-    .find(|(word, _)| message.contains(word))
-    .map(|(_, field)| field)
+/// The form field a peer error of the proxy's validation is about: its key says which
+/// (`peers.NAME.FIELD`).
+fn field_of(key: &str) -> Option<&'static str> {
+    let field = key.strip_prefix("peers.")?.rsplit_once('.')?.1;
+    ["name", "host", "http_port", "icp_port", "weight"]
+        .into_iter()
+        .find(|f| *f == field)
 }
 
 /// Adds (when `original` is empty) or replaces the peer called `original`.
@@ -233,9 +229,9 @@ pub async fn submit(
     if let (Some(config), false) = (&config, fields.has_errors()) {
         if let Err(errors) = config.validate() {
             for e in errors.0 {
-                match (e.key.starts_with("peers."), field_of(&e.message)) {
-                    (true, Some(field)) => fields.set_error(field, e.message),
-                    _ => other_errors.push(e.to_string()),
+                match field_of(&e.key) {
+                    Some(field) => fields.set_error(field, e.message),
+                    None => other_errors.push(e.to_string()),
                 }
             }
         }

@@ -77,7 +77,7 @@ fn this_proxy_is_refused_as_its_own_peer_or_parent() {
     config.peers = vec![own, next_door];
     let errors = config.validate().unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
-    assert_eq!(errors.0[0].key, "peers.me");
+    assert_eq!(errors.0[0].key, "peers.me.host");
     assert!(errors.0[0]
         .message
         .contains("10.0.0.1:3128 is this proxy's own listener"));
@@ -104,7 +104,7 @@ fn two_peers_on_the_same_host_and_port_are_refused() {
     config.peers[1].host = "squid.example.net".into();
     let errors = config.validate().unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
-    assert_eq!(errors.0[0].key, "peers.b");
+    assert_eq!(errors.0[0].key, "peers.b.host");
     assert!(errors.0[0]
         .message
         .contains("peer a has the same host and HTTP port"));
