@@ -910,5 +910,11 @@ async fn every_page_fits_a_1280_and_an_800_pixel_window_with_many_peers_and_rule
         browser.open("/configure/peers").await;
         browser.heading("ICP Peers").await;
         browser.fits(&format!("{width}-icp-peers")).await;
+        browser.open("/configure/history/1/restore").await;
+        browser.heading("Restore version 1?").await;
+        browser.fits(&format!("{width}-restore")).await;
+        browser.open("/monitor/peers/nobody").await;
+        browser.heading("Not found").await;
+        browser.fits(&format!("{width}-not-found")).await;
     }
 }

@@ -18,6 +18,8 @@ pub struct AppState {
     pub login_delay: Duration,
     /// The one gate every password check goes through.
     pub login_limits: Arc<LoginLimits>,
+    /// What a form did, waiting for the page it redirected to.
+    pub(crate) landing: Arc<crate::pages::landing::Landing>,
 }
 
 impl AppState {
@@ -27,6 +29,7 @@ impl AppState {
             control,
             login_delay: Duration::from_secs(1),
             login_limits: Arc::default(),
+            landing: Arc::default(),
         }
     }
 }

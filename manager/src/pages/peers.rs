@@ -17,6 +17,9 @@ use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::state::AppState;
 
+/// This page's address.
+const HERE: &str = "/configure/peers";
+
 #[derive(Template, WebTemplate)]
 #[template(path = "peers_config.html")]
 pub struct PeerListPage {
@@ -29,7 +32,7 @@ pub struct PeerListPage {
 impl PeerListPage {
     /// This page's address, for the link that opens a rejected version here.
     fn here(&self) -> &'static str {
-        "/configure/peers"
+        HERE
     }
 }
 
@@ -89,8 +92,13 @@ fn peer_fields(peer: &Peer) -> Fields {
     fields
 }
 
-pub async fn list(session: Session, editing: Editing) -> PeerListPage {
-    list_page(&session, &editing, None)
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    editing: Editing,
+) -> PeerListPage {
+    let notice = state.landing.take(&session, HERE);
+    list_page(&session, &editing, notice)
 }
 
 fn form_page(
@@ -245,7 +253,7 @@ pub async fn submit(
             return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None, HERE).await
 }
 
 pub async fn remove(
@@ -261,5 +269,5 @@ pub async fn remove(
     if config.peers.len() == before {
         return Err(no_such_peer(&session, &editing, &name).into());
     }
-    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None, HERE).await
 }

@@ -16,6 +16,9 @@ use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::state::AppState;
 
+/// This page's address.
+pub const HERE: &str = "/configure/routing";
+
 /// The settings this page edits, in the order it shows them.
 pub const KEYS: &[&str] = &[
     "parent_caching",
@@ -57,7 +60,7 @@ impl RoutingPage {
 
     /// This page's address, for the link that opens a rejected version here.
     fn here(&self) -> &'static str {
-        "/configure/routing"
+        HERE
     }
 }
 
@@ -132,8 +135,13 @@ pub fn place_errors(fields: &mut Fields, other: &mut Vec<String>, errors: &Confi
     }
 }
 
-pub async fn form(session: Session, editing: Editing) -> RoutingPage {
-    page(&session, &editing, None)
+pub async fn form(
+    State(state): State<AppState>,
+    session: Session,
+    editing: Editing,
+) -> RoutingPage {
+    let notice = state.landing.take(&session, HERE);
+    page(&session, &editing, notice)
 }
 
 pub async fn submit(
@@ -142,10 +150,21 @@ pub async fn submit(
     Form(form): Form<FormData>,
 ) -> Answer {
     let editing = current_version::<RoutingPage>(&state, &session, &form).await?;
-    let values = posted(&form);
+    let config = with_posted(&session, &editing, &form)?;
+    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None, HERE).await
+}
+
+/// The config `editing` shows with this page's fields as posted; or the page (422) with
+/// each wrong field marked and the values as typed.
+pub fn with_posted(
+    session: &Session,
+    editing: &Editing,
+    form: &FormData,
+) -> Result<Config, Refusal> {
+    let values = posted(form);
     let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
-        let mut page = RoutingPage::new(&session, &editing);
+        let mut page = RoutingPage::new(session, editing);
         for (key, _) in &values {
             page.fields.set(key, form.get(key).unwrap_or_default());
         }
@@ -159,7 +178,7 @@ pub async fn submit(
         page.notice = Some(Notice::error(NOT_SAVED));
         return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
-    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None).await
+    Ok(config)
 }
 
 #[cfg(test)]
