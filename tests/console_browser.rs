@@ -831,7 +831,7 @@ async fn every_settings_page_is_reached_from_the_menu_and_saves_its_changes() {
     assert_eq!(common::stdout(&listed).trim(), "127.0.0.0/8, 10.20.0.0/16");
 
     browser.follow("Cache").await;
-    browser.fill("max_object_size", "1G").await;
+    browser.fill("max_object_size", "2G").await;
     browser.press("Make These Changes").await;
     let error = browser
         .wait("//input[@id='max_object_size']/following-sibling::p[@class='error']")
@@ -841,7 +841,7 @@ async fn every_settings_page_is_reached_from_the_menu_and_saves_its_changes() {
             .text()
             .await
             .expect("text")
-            .contains("must not be larger than cache_mem"),
+            .contains("must not be larger than cache_dir_size"),
         "the error is under its field"
     );
     browser.notice("Nothing was saved").await;
@@ -920,5 +920,143 @@ async fn the_clients_page_lists_who_asked_and_fits_the_window() {
         if width == 1280 {
             assert_eq!(table_scrolls, Some(0.0), "the whole table at 1280 px");
         }
+    }
+}
+
+/// What overflows the page sideways: each table wider than the box it scrolls in, and the
+/// page itself when it is wider than the window; empty when everything fits.
+const OVERFLOW: &str = r#"
+const wide = [];
+document.querySelectorAll('.table-wrap').forEach((wrap, i) => {
+  if (wrap.scrollWidth > wrap.clientWidth) {
+    wide.push(`table ${i + 1}: ${wrap.scrollWidth} px in ${wrap.clientWidth} px`);
+  }
+});
+const page = document.documentElement.scrollWidth;
+if (page > window.innerWidth) {
+  wide.push(`the page: ${page} px in a ${window.innerWidth} px window`);
+}
+return wide;
+"#;
+
+impl Browser {
+    /// Screenshots the page shown and checks that nothing on it overflows sideways.
+    async fn fits(&self, page: &str) {
+        self.screenshot(page).await;
+        let wide = self
+            .client
+            .execute(OVERFLOW, vec![])
+            .await
+            .expect("measure the page");
+        assert_eq!(wide, json!([]), "{page} overflows");
+    }
+}
+
+/// A config as a busy hierarchy has it: eight ICP peers with long names, three HTTP parents,
+/// and routing rules with long matchers and parent lists.
+fn busy_hierarchy(config: &mut canopy_config::config::Config) {
+    use canopy_config::config::{ParentRule, Peer, PeerKind};
+    for i in 0..8u8 {
+        config.peers.push(Peer {
+            name: format!("frankfurt_datacenter_rack_{i:02}_squid_cache_sibling"),
+            host: format!("127.0.{i}.{}", 10 + i),
+            kind: if i % 2 == 0 {
+                PeerKind::Sibling
+            } else {
+                PeerKind::Parent
+            },
+            http_port: 3128 + u16::from(i),
+            icp_port: 3130 + u16::from(i),
+            ..Peer::default()
+        });
+    }
+    config
+        .set(
+            "parents",
+            "127.0.0.21:3128|3; 127.0.0.22:3128|2; 127.0.0.23:3128;",
+        )
+        .expect("parents");
+    config.set("round_robin", "strict").expect("round robin");
+    for i in 0..5 {
+        config.parent_rules.push(ParentRule {
+            dest_domain: Some(format!(
+                "downloads-{i}.very-long-subdomain.example-corporation.test"
+            )),
+            url_regex: (i % 2 == 0).then(|| r"\.(iso|img|tar\.gz|zip)$".to_owned()),
+            scheme: (i == 1).then(|| "https".to_owned()),
+            parents: "127.0.0.31:3128|2; 127.0.0.32:3128|2; 127.0.0.33:3128;"
+                .parse()
+                .expect("parent list"),
+            round_robin: "consistent_hash".parse().expect("round robin"),
+            go_direct: i % 2 == 1,
+            ..ParentRule::default()
+        });
+    }
+}
+
+#[tokio::test]
+async fn every_page_fits_a_1280_and_an_800_pixel_window_with_many_peers_and_rules() {
+    let proxy = Canopy::start(&[]).await;
+    let db = Db::open(&proxy.data_dir().join("canopy.db"))
+        .await
+        .expect("db");
+    let mut config = db.latest().await.expect("latest").config;
+    busy_hierarchy(&mut config);
+    db.save_change(&config, "test", None).await.expect("saved");
+    drop(db);
+    let reload = proxy.cli(&["reload"]);
+    assert!(reload.status.success(), "{}", common::stderr(&reload));
+    let down = proxy.cli(&[
+        "parent",
+        "down",
+        "127.0.0.22:3128",
+        "--reason",
+        "replacing its disks",
+    ]);
+    assert!(down.status.success(), "{}", common::stderr(&down));
+    let (_console, url) = start_console(&proxy).await;
+    let Some(browser) = Browser::start(&url, "layout").await else {
+        return;
+    };
+    browser.log_in().await;
+    let peer = "frankfurt_datacenter_rack_03_squid_cache_sibling";
+    for width in [1280, 800] {
+        browser
+            .client
+            .set_window_size(width, 900)
+            .await
+            .expect("window size");
+        browser.open("/monitor/peers").await;
+        browser
+            .wait(&format!("//a[normalize-space()='{peer}']"))
+            .await;
+        browser.fits(&format!("{width}-peers")).await;
+        browser.open("/configure/routing").await;
+        browser.wait("//table[contains(@class,'rules')]").await;
+        browser.fits(&format!("{width}-routing")).await;
+        browser
+            .client
+            .execute(
+                "document.querySelector('table.rules').scrollIntoView();",
+                vec![],
+            )
+            .await
+            .expect("scroll to the rules");
+        browser.screenshot(&format!("{width}-routing-rules")).await;
+        browser.open("/configure/history").await;
+        browser.heading("History").await;
+        browser.fits(&format!("{width}-history")).await;
+        browser.open(&format!("/monitor/peers/{peer}")).await;
+        browser.heading(peer).await;
+        browser.fits(&format!("{width}-peer")).await;
+        browser.open("/configure/peers").await;
+        browser.heading("ICP Peers").await;
+        browser.fits(&format!("{width}-icp-peers")).await;
+        browser.open("/configure/history/1/restore").await;
+        browser.heading("Restore version 1?").await;
+        browser.fits(&format!("{width}-restore")).await;
+        browser.open("/monitor/peers/nobody").await;
+        browser.heading("Not found").await;
+        browser.fits(&format!("{width}-not-found")).await;
     }
 }

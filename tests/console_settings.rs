@@ -160,7 +160,12 @@ impl Admin {
                 _ => form.push((setting.key, shown)),
             }
         }
-        send(self.addr, &path, &self.session, Some(encode(&form))).await
+        let answer = send(self.addr, &path, &self.session, Some(encode(&form))).await;
+        // A page that redirects after a change is followed, as a browser does.
+        if answer.status == StatusCode::SEE_OTHER {
+            return send(self.addr, &answer.header("location"), &self.session, None).await;
+        }
+        answer
     }
 }
 

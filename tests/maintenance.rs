@@ -180,8 +180,9 @@ impl Session {
             )
             .await
             .expect("the form's answer");
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
-        answer.text()
+        // The form redirects to the peer's page, which says what happened.
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+        self.page(console, &answer.header("location")).await
     }
 }
 

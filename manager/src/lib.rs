@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/configure/history/{id}", get(pages::history::show))
         .route(
             "/configure/history/{id}/restore",
-            post(pages::history::restore),
+            get(pages::history::confirm_restore).post(pages::history::restore),
         )
         .route(
             "/configure/history/{id}/discard",
@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/static/canopy.css", get(stylesheet))
         .route("/static/canopy.js", get(script))
+        .fallback(pages::no_such_page)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::changes_need_an_administrator,

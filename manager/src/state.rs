@@ -21,6 +21,8 @@ pub struct AppState {
     pub login_limits: Arc<LoginLimits>,
     /// The address `--listen` holds the console at, whatever `manager_listen` says.
     pub pinned_listen: Option<SocketAddr>,
+    /// What a form did, waiting for the page it redirected to.
+    pub(crate) landing: Arc<crate::pages::landing::Landing>,
 }
 
 impl AppState {
@@ -31,6 +33,7 @@ impl AppState {
             login_delay: Duration::from_secs(1),
             login_limits: Arc::default(),
             pinned_listen: None,
+            landing: Arc::default(),
         }
     }
 }

@@ -251,14 +251,24 @@ impl Console {
         (response.status(), body_text(response).await)
     }
 
+    /// Posts a form as a browser does: a 303 answer is followed to its page.
     async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let response = self.post_only(path, fields).await;
+        if response.status() == StatusCode::SEE_OTHER {
+            let location = response.headers()[header::LOCATION].to_str().unwrap();
+            return self.get(location).await;
+        }
+        (response.status(), body_text(response).await)
+    }
+
+    /// Posts a form and answers what the POST itself answered.
+    async fn post_only(&self, path: &str, fields: &[(&str, &str)]) -> Response<Body> {
         let request = Request::post(path)
             .header(header::COOKIE, &self.cookie)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Body::from(encode(fields)))
             .unwrap();
-        let response = self.send(request).await;
-        (response.status(), body_text(response).await)
+        self.send(request).await
     }
 
     async fn log_in(&mut self) {
@@ -413,8 +423,8 @@ async fn the_session_cookie_is_httponly_and_strict_and_logout_ends_it() {
     let (status, page) = console.get("/").await;
     assert_eq!(status, StatusCode::OK);
     let csrf = hidden(&page, "csrf");
-    let (status, _) = console.post("/logout", &[("csrf", &csrf)]).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    let response = console.post_only("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let response = console
         .send(
             Request::get("/")
@@ -689,7 +699,11 @@ impl Console {
             ),
             form("/configure/peers", peer, "bob-peer"),
             form("/configure/peers/squid/remove", only_based_on(), "bob-peer"),
-            form("/configure/history/1/restore", only_based_on(), "Version 2"),
+            form(
+                "/configure/history/1/restore",
+                with(only_based_on(), "confirm", "yes"),
+                "Version 2",
+            ),
         ]
         .into_iter()
         .chain(BOB_CHANGES.iter().map(|(group, _, _, shows)| {
@@ -925,7 +939,11 @@ async fn history_shows_each_change_and_restores_a_version() {
     let (status, page) = console
         .post(
             "/configure/history/1/restore",
-            &[("csrf", &console.csrf), ("based_on", "2")],
+            &[
+                ("csrf", &console.csrf),
+                ("based_on", "2"),
+                ("confirm", "yes"),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -1770,6 +1788,8 @@ async fn each_settings_page_saves_what_it_shows_as_one_version() {
 async fn a_bad_value_is_shown_under_its_field_with_the_value_in_force() {
     let console = console(true).await;
     let form = console.settings_form(Group::Cache, "1", &Config::default());
+    // With the disk cache off, an object may be no larger than the memory cache.
+    let form = with(form, "cache_dir_size", "0");
     let form = with(with(form, "cache_mem", "64M"), "max_object_size", "100M");
     let page = console
         .refused_beside(
@@ -1848,4 +1868,176 @@ async fn the_clients_page_shows_who_asked_what_it_was_answered_and_who_was_denie
             .contains("canopy_client_icp_answers_total{client=\"127.0.0.3\",opcode=\"DENIED\"} 75"),
         "{metrics}"
     );
+}
+
+/// The markup of the form field `key`: from its `<div class="field…">` to the next one.
+fn field_markup<'a>(page: &'a str, key: &str) -> &'a str {
+    let label = page
+        .find(&format!("<label for=\"{key}\""))
+        .unwrap_or_else(|| panic!("no field {key} in {page}"));
+    let start = page[..label].rfind("<div class=\"field").unwrap();
+    let end = page[label..]
+        .find("<div class=\"field")
+        .map_or(page.len(), |i| label + i);
+    &page[start..end]
+}
+
+#[tokio::test]
+async fn a_peer_s_errors_are_shown_under_the_field_they_concern() {
+    let console = console(true).await;
+    let peer = |host: &str, http_port: &str| {
+        vec![
+            ("csrf", console.csrf.clone()),
+            ("based_on", "1".to_owned()),
+            ("original", String::new()),
+            ("name", "squid".to_owned()),
+            ("host", host.to_owned()),
+            ("type", "sibling".to_owned()),
+            ("http_port", http_port.to_owned()),
+            ("icp_port", "3130".to_owned()),
+            ("weight", "1".to_owned()),
+        ]
+    };
+    for (host, http_port, message) in [
+        ("no such host!", "3128", "expected a host name or address"),
+        ("127.0.0.1", "3128", "own listener (http_port)"),
+    ] {
+        let (status, page) = console
+            .post_owned("/configure/peers", &peer(host, http_port))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{host}: {page}");
+        assert!(
+            field_markup(&page, "host").contains(message),
+            "{host}: {message} under Host: {page}"
+        );
+        assert!(
+            !field_markup(&page, "name").contains("class=\"error\""),
+            "{host}: nothing under Name: {page}"
+        );
+    }
+    assert_eq!(console.latest_id().await, 1);
+}
+
+#[tokio::test]
+async fn a_restore_is_done_only_from_its_confirmation_step() {
+    let console = console(true).await;
+    console
+        .post_owned("/configure/routing", &console.routing_form("1"))
+        .await;
+    let (_, history) = console.get("/configure/history").await;
+    assert!(
+        history.contains("href=\"/configure/history/1/restore\""),
+        "the list links to the step: {history}"
+    );
+    let unconfirmed = [("csrf", console.csrf.as_str()), ("based_on", "2")];
+    let response = console
+        .post_only("/configure/history/1/restore", &unconfirmed)
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()[header::LOCATION],
+        "/configure/history/1/restore"
+    );
+    assert_eq!(console.latest_id().await, 2, "nothing restored");
+    let (status, step) = console.get("/configure/history/1/restore").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(step.contains("Restore version 1?"), "{step}");
+    assert!(
+        step.contains("parents: parent1:3128; parent2:8080; → "),
+        "{step}"
+    );
+    assert_eq!(hidden(&step, "confirm"), "yes");
+    assert_eq!(console.latest_id().await, 2, "the step restores nothing");
+
+    let confirmed = [
+        ("csrf", console.csrf.as_str()),
+        ("based_on", "2"),
+        ("confirm", "yes"),
+    ];
+    let response = console
+        .post_only("/configure/history/1/restore", &confirmed)
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/configure/history");
+    assert_eq!(console.latest_id().await, 3);
+    let (_, page) = console.get("/configure/history").await;
+    assert!(page.contains("Applied: version 3"), "{page}");
+    let (_, again) = console.get("/configure/history").await;
+    assert!(!again.contains("Applied: version 3"), "shown once: {again}");
+}
+
+#[tokio::test]
+async fn every_change_answers_303_to_a_page_that_says_what_happened() {
+    let console = console(true).await;
+    let routing = console.routing_form("1");
+    let routing: Vec<(&str, &str)> = routing.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = console.post_only("/configure/routing", &routing).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/configure/routing");
+    assert_eq!(body_text(response).await, "");
+    let (status, page) = console.get("/configure/routing").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Applied: version 2"), "{page}");
+    let (_, again) = console.get("/configure/routing").await;
+    assert!(!again.contains("Applied"), "a refresh shows it no more");
+    assert_eq!(console.latest_id().await, 2);
+
+    let use_form = [("csrf", console.csrf.as_str()), ("action", "down")];
+    let response = console
+        .post_only("/monitor/peers/127.0.0.1:3999/use", &use_form)
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    let (_, page) = console.get(location).await;
+    assert!(page.contains("127.0.0.1:3999 is down"), "{page}");
+}
+
+#[tokio::test]
+async fn a_rule_button_keeps_what_was_typed_in_the_routing_form() {
+    let console = console(true).await;
+    let rule = console.rule_form("1");
+    console.post_owned("/configure/routing/rules", &rule).await;
+    assert_eq!(console.latest_id().await, 2);
+    let mut form = console.routing_form("2");
+    form.push(("form", "routing".to_owned()));
+    let form = with(form, "parents", "typed-before-removing:3128;");
+    let (status, page) = console
+        .post_owned("/configure/routing/rules/1/remove", &form)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Applied: version 3"), "{page}");
+    let config = console.db.latest().await.unwrap().config;
+    assert!(config.parent_rules.is_empty());
+    assert_eq!(config.parents.to_string(), "typed-before-removing:3128;");
+}
+
+#[tokio::test]
+async fn unknown_pages_peers_and_versions_are_404_in_the_console_s_frame() {
+    let console = console(true).await;
+    for (path, says) in [
+        ("/no/such/page", "The console has no page at /no/such/page."),
+        (
+            "/monitor/peers/nobody",
+            "There is no peer called &#34;nobody&#34;.",
+        ),
+        ("/configure/history/99", "There is no config version 99."),
+        (
+            "/configure/history/99/restore",
+            "There is no config version 99.",
+        ),
+    ] {
+        let (status, page) = console.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(page.contains(says), "{path}: {page}");
+        assert!(page.contains("<h1>Not found</h1>"), "{path}: {page}");
+        assert!(page.contains("/static/canopy.css"), "{path}: styled");
+        assert!(page.contains("Log out"), "{path}: in the frame");
+    }
+    // Without a login, a bare 404: no login page whose cookie would replace the one of the
+    // login form the browser shows beside it.
+    let response = console
+        .send(Request::get("/favicon.ico").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(set_cookie(&response, "canopy_login").is_none());
 }

@@ -177,7 +177,7 @@ impl Config {
             if self.is_own_listener(&peer.host, peer.http_port) {
                 let addr = format!("{}:{}", peer.host, peer.http_port);
                 errors.push(FieldError::new(
-                    &format!("peers.{}", peer.name),
+                    &format!("peers.{}.host", peer.name),
                     &peer.host,
                     message(&addr),
                 ));
@@ -207,7 +207,8 @@ impl Config {
         let mut names = BTreeSet::new();
         let mut addresses = BTreeMap::new();
         for peer in &self.peers {
-            let key = format!("peers.{}", peer.name);
+            // `peers.NAME.FIELD`, so a form puts the error beside its field.
+            let key = |field: &str| format!("peers.{}.{field}", peer.name);
             if peer.name.is_empty()
                 || !peer
                     .name
@@ -215,7 +216,7 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
             {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("name"),
                     &peer.name,
                     "peer name: expected letters, digits, dots, dashes or underscores",
                 ));
@@ -223,14 +224,14 @@ impl Config {
             let at = (peer.host.to_ascii_lowercase(), peer.http_port);
             if let Some(first) = addresses.insert(at, peer.name.as_str()) {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("host"),
                     format!("{}:{}", peer.host, peer.http_port),
                     format!("peer {first} has the same host and HTTP port"),
                 ));
             }
             if !names.insert(peer.name.as_str()) {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("name"),
                     &peer.name,
                     "two peers have this name",
                 ));
@@ -240,30 +241,30 @@ impl Config {
                 .is_err()
             {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("host"),
                     &peer.host,
                     "expected a host name or address, and an HTTP port from 1 to 65535",
                 ));
             }
             if peer.icp_port == 0 {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("icp_port"),
                     peer.icp_port,
                     "expected an ICP port from 1 to 65535",
                 ));
             }
             if peer.weight == 0 {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("weight"),
                     peer.weight,
                     "weight must be at least 1",
                 ));
             }
             if peer.kind == PeerKind::Sibling {
-                for (on, option, message) in [
+                for (on, field, message) in [
                     (
                         peer.default_parent,
-                        "default",
+                        "default_parent",
                         "only a parent can be the default parent",
                     ),
                     (
@@ -273,27 +274,24 @@ impl Config {
                     ),
                 ] {
                     if on {
-                        errors.push(FieldError::new(&key, option, message));
+                        errors.push(FieldError::new(&key(field), on, message));
                     }
                 }
             }
             if let Some(ms) = peer.connect_timeout_ms {
                 if !(1..=MAX_PEER_CONNECT_TIMEOUT_MS).contains(&ms) {
                     errors.push(FieldError::new(
-                        &key,
+                        &key("connect_timeout_ms"),
                         ms,
-                        format!(
-                            "connect_timeout_ms: expected 1 to {MAX_PEER_CONNECT_TIMEOUT_MS} \
-                             milliseconds"
-                        ),
+                        format!("expected 1 to {MAX_PEER_CONNECT_TIMEOUT_MS} milliseconds"),
                     ));
                 }
             }
             if peer.max_conn == Some(0) {
                 errors.push(FieldError::new(
-                    &key,
+                    &key("max_conn"),
                     0,
-                    "max_conn: expected at least 1 (leave it unset for no limit)",
+                    "expected at least 1 (leave it unset for no limit)",
                 ));
             }
         }

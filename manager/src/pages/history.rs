@@ -4,20 +4,24 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::changes::{readable_diff, version_changes};
 use canopy_config::versions::{ConfigVersion, VersionError};
 
+use super::landing::see_other;
 use super::{
-    in_force, internal_error, stale_message, when, Answer, Chrome, Editing, Notice, OrFailed,
-    Refusal,
+    in_force, internal_error, not_found, stale_message, when, Answer, Chrome, Editing, Notice,
+    OrFailed, Refusal,
 };
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::state::AppState;
+
+/// The History page's address.
+const HERE: &str = "/configure/history";
 
 /// How many versions the list shows.
 const LIST_LIMIT: i64 = 200;
@@ -55,7 +59,6 @@ impl VersionRow {
 pub struct HistoryPage {
     chrome: Chrome,
     versions: Vec<VersionRow>,
-    based_on: i64,
     notice: Option<Notice>,
 }
 
@@ -88,33 +91,39 @@ async fn history_page(
             .enumerate()
             .map(|(i, v)| VersionRow::new(v, versions.get(i + 1), v.id == newest))
             .collect(),
-        based_on: newest,
         notice,
     })
 }
 
 pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
-    let page = history_page(&state, &session, None)
+    let notice = state.landing.take(&session, HERE);
+    let page = history_page(&state, &session, notice)
         .await
         .or_failed("reading the history")?;
     Ok(page.into_response())
 }
 
-/// Version `id`, or the page saying there is none.
-async fn version(state: &AppState, id: i64, doing: &str) -> Result<ConfigVersion, Refusal> {
+/// Version `id`, or the page (404) saying there is none.
+async fn version(
+    state: &AppState,
+    session: &Session,
+    id: i64,
+    doing: &str,
+) -> Result<ConfigVersion, Refusal> {
     match state.db.get(id).await {
-        Err(VersionError::NotFound(_)) => Err((
-            StatusCode::NOT_FOUND,
+        Err(VersionError::NotFound(_)) => Err(not_found(
+            session,
+            "history",
             format!("There is no config version {id}."),
+            (HERE, "See every version in the History"),
         )
-            .into_response()
-            .into()),
+        .into()),
         other => other.or_failed(doing),
     }
 }
 
 pub async fn show(State(state): State<AppState>, session: Session, Path(id): Path<i64>) -> Answer {
-    let version = version(&state, id, "reading a version").await?;
+    let version = version(&state, &session, id, "reading a version").await?;
     let editing = Editing::load(&state, Some(id)).await?;
     let latest = &editing.in_force;
     let before = match id {
@@ -155,7 +164,7 @@ impl FromRequest<AppState> for VersionButton {
         if !csrf_ok(&session, &form) {
             return Err(auth::forbidden().into());
         }
-        let version = version(state, id, "reading the config").await?;
+        let version = version(state, &session, id, "reading the config").await?;
         Ok(VersionButton {
             session,
             form,
@@ -164,19 +173,51 @@ impl FromRequest<AppState> for VersionButton {
     }
 }
 
-/// The history, with what a button on it did.
-async fn history_after(
-    state: &AppState,
-    session: &Session,
-    status: StatusCode,
-    notice: Notice,
-) -> Answer {
+/// The history (409) saying why a button of it changed nothing.
+async fn refused(state: &AppState, session: &Session, notice: Notice) -> Answer {
     let page = history_page(state, session, Some(notice))
         .await
         .or_failed("reading the history")?;
-    Ok((status, page).into_response())
+    Err(Refusal::with(StatusCode::CONFLICT, page))
 }
 
+#[derive(Template, WebTemplate)]
+#[template(path = "restore.html")]
+pub struct RestorePage {
+    chrome: Chrome,
+    id: i64,
+    /// What restoring it changes in the version in force.
+    changes: Vec<String>,
+    based_on: i64,
+    notice: Option<Notice>,
+}
+
+impl RestorePage {
+    fn new(session: &Session, version: &ConfigVersion, in_force: &ConfigVersion) -> RestorePage {
+        RestorePage {
+            chrome: Chrome::new(session, "history"),
+            id: version.id,
+            changes: readable_diff(&version.config, &in_force.config),
+            based_on: in_force.id,
+            notice: None,
+        }
+    }
+}
+
+/// The confirmation step of "Restore this version": what it would change, and the button
+/// that does it.
+pub async fn confirm_restore(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+) -> Answer {
+    let version = version(&state, &session, id, "reading a version").await?;
+    let latest = in_force(&state).await?;
+    Ok(RestorePage::new(&session, &version, &latest).into_response())
+}
+
+/// Restores version `id` once confirmed; a post without the confirmation step (an old
+/// page's button, another site's form) is sent to that step and restores nothing.
 pub async fn restore(State(state): State<AppState>, button: VersionButton) -> Answer {
     let VersionButton {
         session,
@@ -184,13 +225,17 @@ pub async fn restore(State(state): State<AppState>, button: VersionButton) -> An
         version,
     } = button;
     let id = version.id;
+    if form.get("confirm") != Some("yes") {
+        let confirm = format!("{HERE}/{id}/restore");
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, confirm)]).into_response());
+    }
     let latest = in_force(&state).await?;
     let based_on = form
         .get("based_on")
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or_default();
     let what = format!("restored version {id}");
-    let (status, notice) = match apply::make_these_changes(
+    match apply::make_these_changes(
         &state,
         &version.config,
         &session.user,
@@ -199,14 +244,14 @@ pub async fn restore(State(state): State<AppState>, button: VersionButton) -> An
     )
     .await
     {
-        Ok(made) => (StatusCode::OK, Notice::from(&made)),
-        Err(ApplyError::Stale { based_on, .. }) => (
-            StatusCode::CONFLICT,
-            Notice::error(stale_message(based_on, &latest)),
-        ),
-        Err(e) => return Err(internal_error("restoring a version", e).into()),
-    };
-    history_after(&state, &session, status, notice).await
+        Ok(made) => Ok(see_other(&state, &session, HERE, Notice::from(&made))),
+        Err(ApplyError::Stale { based_on, .. }) => {
+            let mut page = RestorePage::new(&session, &version, &latest);
+            page.notice = Some(Notice::error(stale_message(based_on, &latest)));
+            Err(Refusal::with(StatusCode::CONFLICT, page))
+        }
+        Err(e) => Err(internal_error("restoring a version", e).into()),
+    }
 }
 
 /// Sets a rejected version aside: it stays in the history, marked discarded, and is no
@@ -221,18 +266,21 @@ pub async fn discard(State(state): State<AppState>, button: VersionButton) -> An
         .discard(id)
         .await
         .or_failed("discarding a version")?;
-    let (status, notice) = if discarded {
+    if discarded {
         let text = format!(
             "Version {id} is discarded: it stays in the history, marked discarded, and is never \
              applied."
         );
-        (StatusCode::OK, Notice { tone: "ok", text })
-    } else {
-        let text = format!(
-            "Nothing was discarded: version {id} is {}, not a rejected version.",
-            version.state.as_str()
-        );
-        (StatusCode::CONFLICT, Notice::error(text))
-    };
-    history_after(&state, &session, status, notice).await
+        return Ok(see_other(
+            &state,
+            &session,
+            HERE,
+            Notice { tone: "ok", text },
+        ));
+    }
+    let text = format!(
+        "Nothing was discarded: version {id} is {}, not a rejected version.",
+        version.state.as_str()
+    );
+    refused(&state, &session, Notice::error(text)).await
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod clients;
 pub mod history;
+pub mod landing;
 pub mod login;
 pub mod monitor;
 pub mod peers;
@@ -281,17 +282,18 @@ pub trait NoticePage: IntoResponse {
     fn with_notice(session: &Session, now: &Editing, notice: Notice) -> Self;
 }
 
-/// Make These Changes from a form made from version `based_on`, then page `P` of what is now
-/// in force with what happened: the outcome, or (409) the refusal of a form made from a
-/// version no longer in force.
+/// Make These Changes from a form made from version `based_on`, then 303 to page `landing`,
+/// which says what happened; or page `P` (409) of what is in force with the refusal of a
+/// form made from a version no longer in force (nothing changed, so nothing to redirect).
 pub async fn apply_and_show<P: NoticePage>(
     state: &crate::state::AppState,
     session: &Session,
     config: &Config,
     based_on: i64,
     what: Option<&str>,
+    landing: &str,
 ) -> Answer {
-    apply_and_warn::<P>(state, session, config, based_on, what, &[]).await
+    apply_and_warn::<P>(state, session, config, based_on, what, landing, &[]).await
 }
 
 /// As [`apply_and_show`], with `warnings` about a saved change (what an import ignored)
@@ -302,16 +304,27 @@ pub async fn apply_and_warn<P: NoticePage>(
     config: &Config,
     based_on: i64,
     what: Option<&str>,
+    landing: &str,
     warnings: &[String],
 ) -> Answer {
-    let changed = make_changes(state, session, config, based_on, what).await?;
-    let notice = if changed.status == StatusCode::OK {
-        changed.notice.warning(warnings)
-    } else {
-        changed.notice
-    };
-    let page = P::with_notice(session, &changed.now, notice);
-    Ok((changed.status, page).into_response())
+    let outcome = apply::make_these_changes(state, config, &session.user, based_on, what).await;
+    match outcome {
+        Ok(made) => Ok(landing::see_other(
+            state,
+            session,
+            landing,
+            Notice::from(&made).warning(warnings),
+        )),
+        Err(ApplyError::Stale { based_on, .. }) => {
+            let now = Editing::load(state, None).await?;
+            let notice = Notice::error(stale_message(based_on, &now.in_force));
+            Err(Refusal::with(
+                StatusCode::CONFLICT,
+                P::with_notice(session, &now, notice),
+            ))
+        }
+        Err(e) => Err(internal_error("saving the config", e).into()),
+    }
 }
 
 /// What Make These Changes did, for the page shown after it.
@@ -393,6 +406,43 @@ impl From<Response> for Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         *self.0
+    }
+}
+
+#[derive(askama::Template, askama_web::WebTemplate)]
+#[template(path = "not_found.html")]
+struct NotFoundPage {
+    chrome: Chrome,
+    text: String,
+    back: String,
+    back_label: &'static str,
+}
+
+/// The page (404) saying that what was asked for is not there, in the console's frame,
+/// with the way back to the page that lists what is.
+pub fn not_found(
+    session: &Session,
+    active: &'static str,
+    text: String,
+    (back, back_label): (&str, &'static str),
+) -> Response {
+    let page = NotFoundPage {
+        chrome: Chrome::new(session, active),
+        text,
+        back: back.to_owned(),
+        back_label,
+    };
+    (StatusCode::NOT_FOUND, page).into_response()
+}
+
+/// Any address the console has no page for. Without a login it is a bare 404, not the
+/// login page: a browser asks for `/favicon.ico` beside the login form, and a second login
+/// page would replace the form's CSRF cookie.
+pub async fn no_such_page(session: Result<Session, Response>, uri: axum::http::Uri) -> Response {
+    let text = format!("The console has no page at {}.", uri.path());
+    match session {
+        Ok(session) => not_found(&session, "", text, ("/", "Go to the dashboard")),
+        Err(_) => (StatusCode::NOT_FOUND, text).into_response(),
     }
 }
 

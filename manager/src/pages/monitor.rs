@@ -4,7 +4,6 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::config::Config;
@@ -14,7 +13,10 @@ use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
 
-use super::{bytes, duration, percent, when, Answer, Chrome, Editing, Notice, OrFailed, Refusal};
+use super::landing::see_other;
+use super::{
+    bytes, duration, not_found, percent, when, Answer, Chrome, Editing, Notice, OrFailed, Refusal,
+};
 use crate::accounts::{unix_now, Session};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
@@ -528,7 +530,13 @@ pub async fn peer(
     session: Session,
     Path(name): Path<String>,
 ) -> Answer {
-    peer_page(&state, &session, &name, None).await
+    let notice = state.landing.take(&session, &peer_address(&name));
+    peer_page(&state, &session, &name, notice).await
+}
+
+/// Peer `name`'s page.
+fn peer_address(name: &str) -> String {
+    format!("/monitor/peers/{}", auth::percent_encode(name))
 }
 
 /// Takes a peer or an HTTP parent down by hand, or brings it up, then shows its page.
@@ -557,7 +565,7 @@ pub async fn set_peer(
         },
         Err(e) => Notice::error(format!("The proxy did not change {name}: {e}.")),
     };
-    peer_page(&state, &session, &name, Some(notice)).await
+    Ok(see_other(&state, &session, &peer_address(&name), notice))
 }
 
 async fn peer_page(
@@ -573,12 +581,8 @@ async fn peer_page(
         .into_iter()
         .find(|r| r.name == name)
     else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            format!("There is no peer called {name:?}."),
-        )
-            .into_response()
-            .into());
+        let text = format!("There is no peer called {name:?}.");
+        return Err(not_found(session, "peers", text, ("/monitor/peers", "See every peer")).into());
     };
     let window = Window::last_hour(unix_now());
     let doing = "reading the peer's samples";

@@ -17,6 +17,9 @@ use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::state::AppState;
 
+/// This page's address.
+const HERE: &str = "/configure/peers";
+
 #[derive(Template, WebTemplate)]
 #[template(path = "peers_config.html")]
 pub struct PeerListPage {
@@ -29,7 +32,7 @@ pub struct PeerListPage {
 impl PeerListPage {
     /// This page's address, for the link that opens a rejected version here.
     fn here(&self) -> &'static str {
-        "/configure/peers"
+        HERE
     }
 }
 
@@ -97,8 +100,13 @@ fn peer_fields(peer: &Peer) -> Fields {
     fields
 }
 
-pub async fn list(session: Session, editing: Editing) -> PeerListPage {
-    list_page(&session, &editing, None)
+pub async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    editing: Editing,
+) -> PeerListPage {
+    let notice = state.landing.take(&session, HERE);
+    list_page(&session, &editing, notice)
 }
 
 fn form_page(
@@ -229,21 +237,23 @@ fn parse_optional<N: std::str::FromStr>(fields: &mut Fields, key: &str) -> Optio
     number
 }
 
-/// Which field a peer error from the proxy's validation belongs beside.
-fn field_of(message: &str) -> Option<&'static str> {
+/// The form field a peer error of the proxy's validation is about: its key says which
+/// (`peers.NAME.FIELD`).
+fn field_of(key: &str) -> Option<&'static str> {
+    let field = key.strip_prefix("peers.")?.rsplit_once('.')?.1;
     [
-        ("name", "name"),
-        ("host", "host"),
-        ("ICP port", "icp_port"),
-        ("weight", "weight"),
-        ("connect_timeout_ms", "connect_timeout_ms"),
-        ("max_conn", "max_conn"),
-        ("default parent", "default_parent"),
-        ("round-robin rotation", "round_robin"),
+        "name",
+        "host",
+        "http_port",
+        "icp_port",
+        "weight",
+        "default_parent",
+        "round_robin",
+        "connect_timeout_ms",
+        "max_conn",
     ]
     .into_iter()
-    .find(|(word, _)| message.contains(word))
-    .map(|(_, field)| field)
+    .find(|f| *f == field)
 }
 
 /// Adds (when `original` is empty) or replaces the peer called `original`.
@@ -274,9 +284,9 @@ pub async fn submit(
     if let (Some(config), false) = (&config, fields.has_errors()) {
         if let Err(errors) = config.validate() {
             for e in errors.0 {
-                match (e.key.starts_with("peers."), field_of(&e.message)) {
-                    (true, Some(field)) => fields.set_error(field, e.message),
-                    _ => other_errors.push(e.to_string()),
+                match field_of(&e.key) {
+                    Some(field) => fields.set_error(field, e.message),
+                    None => other_errors.push(e.to_string()),
                 }
             }
         }
@@ -290,7 +300,7 @@ pub async fn submit(
             return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None, HERE).await
 }
 
 pub async fn remove(
@@ -306,5 +316,5 @@ pub async fn remove(
     if config.peers.len() == before {
         return Err(no_such_peer(&session, &editing, &name).into());
     }
-    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None).await
+    apply_and_show::<PeerListPage>(&state, &session, &config, editing.based_on(), None, HERE).await
 }

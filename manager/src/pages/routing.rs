@@ -7,7 +7,7 @@ use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Form;
-use canopy_config::config::{Group, ParentRule};
+use canopy_config::config::{Config, Group, ParentRule};
 
 use super::settings::{self, SettingField};
 use super::{
@@ -17,6 +17,9 @@ use super::{
 use crate::accounts::Session;
 use crate::auth::FormData;
 use crate::state::AppState;
+
+/// This page's address.
+pub const HERE: &str = "/configure/routing";
 
 #[derive(Template, WebTemplate)]
 #[template(path = "routing.html")]
@@ -46,7 +49,7 @@ impl RoutingPage {
 
     /// This page's address, for the link that opens a rejected version here.
     fn here(&self) -> &'static str {
-        "/configure/routing"
+        HERE
     }
 }
 
@@ -63,8 +66,13 @@ impl NoticePage for RoutingPage {
     }
 }
 
-pub async fn form(session: Session, editing: Editing) -> RoutingPage {
-    page(&session, &editing, None)
+pub async fn form(
+    State(state): State<AppState>,
+    session: Session,
+    editing: Editing,
+) -> RoutingPage {
+    let notice = state.landing.take(&session, HERE);
+    page(&session, &editing, notice)
 }
 
 pub async fn submit(
@@ -73,22 +81,32 @@ pub async fn submit(
     Form(form): Form<FormData>,
 ) -> Answer {
     let editing = current_version::<RoutingPage>(&state, &session, &form).await?;
-    let mut page = RoutingPage::new(&session, &editing);
-    let values = settings::take_posted(&mut page.fields, &form);
+    let config = with_posted(&session, &editing, &form)?;
+    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None, HERE).await
+}
+
+/// The config `editing` shows with this page's fields as posted; or the page (422) with
+/// each wrong field marked and the values as typed.
+pub fn with_posted(
+    session: &Session,
+    editing: &Editing,
+    form: &FormData,
+) -> Result<Config, Refusal> {
+    let mut page = RoutingPage::new(session, editing);
+    let values = settings::take_posted(&mut page.fields, form);
     let mut config = editing.config().clone();
     if let Err(errors) = config.set_all(values.iter().map(|(k, v)| (*k, v.as_str()))) {
         settings::place_errors(&mut page.fields, &mut page.other_errors, &errors);
         page.notice = Some(Notice::error(NOT_SAVED));
         return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
     }
-    apply_and_show::<RoutingPage>(&state, &session, &config, editing.based_on(), None).await
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
-    use canopy_config::config::Config;
     use canopy_config::versions::{Db, VersionState};
     use http_body_util::BodyExt;
     use tower::ServiceExt;

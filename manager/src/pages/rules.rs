@@ -170,7 +170,20 @@ async fn current(state: &AppState, session: &Session, form: &FormData) -> Result
     current_version::<RoutingPage>(state, session, form).await
 }
 
-/// Saves and applies `config`, then shows the Routing page with what happened.
+/// The config a rule button starts from: the Routing page's buttons post the whole form,
+/// so what was typed in its fields is saved with the rule's change, not dropped.
+fn with_routing_fields(
+    session: &Session,
+    editing: &Editing,
+    form: &FormData,
+) -> Result<Config, Refusal> {
+    match form.get("form") {
+        Some("routing") => routing::with_posted(session, editing, form),
+        _ => Ok(editing.config().clone()),
+    }
+}
+
+/// Saves and applies `config`, then redirects to the Routing page, which says what happened.
 async fn apply_and_show(
     state: &AppState,
     session: &Session,
@@ -178,7 +191,15 @@ async fn apply_and_show(
     based_on: i64,
     what: &str,
 ) -> Answer {
-    super::apply_and_show::<RoutingPage>(state, session, config, based_on, Some(what)).await
+    super::apply_and_show::<RoutingPage>(
+        state,
+        session,
+        config,
+        based_on,
+        Some(what),
+        routing::HERE,
+    )
+    .await
 }
 
 /// The Routing page, refusing a change to a rule that is not there.
@@ -272,7 +293,7 @@ pub async fn remove(
     Form(form): Form<FormData>,
 ) -> Answer {
     let editing = current(&state, &session, &form).await?;
-    let mut config = editing.config().clone();
+    let mut config = with_routing_fields(&session, &editing, &form)?;
     if number == 0 || number > config.parent_rules.len() {
         return Err(no_such_rule(&session, &editing, format!("There is no rule {number}.")).into());
     }
@@ -317,7 +338,7 @@ async fn move_rule(
     direction: &str,
 ) -> Answer {
     let editing = current(&state, &session, &form).await?;
-    let mut config = editing.config().clone();
+    let mut config = with_routing_fields(&session, &editing, &form)?;
     let count = config.parent_rules.len();
     if !(1..=count).contains(&number) {
         return Err(no_such_rule(
@@ -417,6 +438,7 @@ pub async fn import(
         &config,
         editing.based_on(),
         Some(&what),
+        routing::HERE,
         &ignored,
     )
     .await

@@ -107,7 +107,7 @@ fn this_proxy_is_refused_as_its_own_peer_or_parent() {
     config.peers = vec![own, next_door];
     let errors = config.validate().unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
-    assert_eq!(errors.0[0].key, "peers.me");
+    assert_eq!(errors.0[0].key, "peers.me.host");
     assert!(errors.0[0]
         .message
         .contains("10.0.0.1:3128 is this proxy's own listener"));
@@ -134,7 +134,7 @@ fn two_peers_on_the_same_host_and_port_are_refused() {
     config.peers[1].host = "squid.example.net".into();
     let errors = config.validate().unwrap_err();
     assert_eq!(errors.0.len(), 1, "{errors}");
-    assert_eq!(errors.0[0].key, "peers.b");
+    assert_eq!(errors.0[0].key, "peers.b.host");
     assert!(errors.0[0]
         .message
         .contains("peer a has the same host and HTTP port"));
@@ -173,24 +173,24 @@ fn a_sibling_cannot_be_a_default_or_rotation_parent_and_limits_are_bounded() {
         said,
         [
             (
-                "peers.sib",
-                "default",
+                "peers.sib.default_parent",
+                "true",
                 "only a parent can be the default parent"
             ),
             (
-                "peers.sib",
-                "round_robin",
+                "peers.sib.round_robin",
+                "true",
                 "only a parent can be in the round-robin rotation"
             ),
             (
-                "peers.par",
+                "peers.par.connect_timeout_ms",
                 "0",
-                "connect_timeout_ms: expected 1 to 600000 milliseconds"
+                "expected 1 to 600000 milliseconds"
             ),
             (
-                "peers.par",
+                "peers.par.max_conn",
                 "0",
-                "max_conn: expected at least 1 (leave it unset for no limit)"
+                "expected at least 1 (leave it unset for no limit)"
             ),
         ]
     );
