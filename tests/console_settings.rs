@@ -163,7 +163,7 @@ impl Admin {
         let answer = send(self.addr, &path, &self.session, Some(encode(&form))).await;
         // A page that redirects after a change is followed, as a browser does.
         if answer.status == StatusCode::SEE_OTHER {
-            return send(self.addr, &answer.header("location"), &self.session, None).await;
+            return send(self.addr, answer.header("location"), &self.session, None).await;
         }
         answer
     }

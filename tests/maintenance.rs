@@ -182,7 +182,7 @@ impl Session {
             .expect("the form's answer");
         // The form redirects to the peer's page, which says what happened.
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
-        self.page(console, &answer.header("location")).await
+        self.page(console, answer.header("location")).await
     }
 }
 

@@ -22,7 +22,7 @@ pub struct AppState {
     /// The address `--listen` holds the console at, whatever `manager_listen` says.
     pub pinned_listen: Option<SocketAddr>,
     /// What a form did, waiting for the page it redirected to.
-    pub(crate) landing: Arc<crate::pages::landing::Landing>,
+    pub(crate) landing: Arc<crate::landing::Landing>,
 }
 
 impl AppState {

@@ -5,7 +5,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::peers::IcpMode;
 use super::routing::{ParentList, RoundRobin};
-use super::settings::{Setting, SETTINGS};
 use super::values::{ByteSize, CidrList, Flag, HostList, OptionalAddr, PortList, StatusList};
 
 /// The settings as an administrator thinks of them; each group is one page of the console.
@@ -79,11 +78,6 @@ impl Group {
 
     pub fn from_slug(slug: &str) -> Option<Group> {
         Group::ALL.into_iter().find(|g| g.slug() == slug)
-    }
-
-    /// The group's settings, in the order `canopy config list` shows them.
-    pub fn settings(self) -> impl Iterator<Item = &'static Setting> {
-        SETTINGS.iter().filter(move |s| s.group == self)
     }
 }
 

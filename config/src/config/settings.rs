@@ -59,7 +59,14 @@ macro_rules! settings {
             control: <$ty as Editable>::CONTROL,
         }, )* ];
 
-        impl Config {
+        impl Group {
+    /// The group's settings, in the order `canopy config list` shows them.
+    pub fn settings(self) -> impl Iterator<Item = &'static Setting> {
+        SETTINGS.iter().filter(move |s| s.group == self)
+    }
+}
+
+impl Config {
             /// A setting's value written as text, as `config set` takes it.
             pub fn get(&self, key: &str) -> Result<String, FieldError> {
                 match key {

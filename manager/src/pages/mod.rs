@@ -26,6 +26,7 @@ use canopy_config::versions::ConfigVersion;
 
 use crate::accounts::{Role, Session};
 use crate::apply::{self, ApplyError, Made};
+pub use crate::notice::Notice;
 
 /// What the frame around every page needs: who is logged in, the CSRF token of the logout
 /// form, which navigation entry is current, and whether the account may change anything
@@ -51,14 +52,6 @@ impl Chrome {
     }
 }
 
-/// A message at the top of a page after Make These Changes.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    /// "ok", "warn" or "error": the colour of the box.
-    pub tone: &'static str,
-    pub text: String,
-}
-
 impl From<&Made> for Notice {
     fn from(made: &Made) -> Notice {
         let notice = Notice {
@@ -66,26 +59,6 @@ impl From<&Made> for Notice {
             text: made.outcome.message(),
         };
         notice.warning(&made.unresolved)
-    }
-}
-
-impl Notice {
-    pub fn error(text: impl Into<String>) -> Notice {
-        Notice {
-            tone: "error",
-            text: text.into(),
-        }
-    }
-
-    /// This notice with `warnings` added; an "ok" notice with any becomes a warning.
-    fn warning(mut self, warnings: &[impl std::fmt::Display]) -> Notice {
-        for warning in warnings {
-            self.text.push_str(&format!(" Warning: {warning}."));
-        }
-        if self.tone == "ok" && !warnings.is_empty() {
-            self.tone = "warn";
-        }
-        self
     }
 }
 
