@@ -1058,5 +1058,18 @@ async fn every_page_fits_a_1280_and_an_800_pixel_window_with_many_peers_and_rule
         browser.open("/monitor/peers/nobody").await;
         browser.heading("Not found").await;
         browser.fits(&format!("{width}-not-found")).await;
+        for group in canopy_config::config::Group::ALL {
+            browser.open(&format!("/configure/{}", group.slug())).await;
+            browser.heading(group.title()).await;
+            browser
+                .fits(&format!("{width}-settings-{}", group.slug()))
+                .await;
+        }
+        browser.open("/configure/accounts").await;
+        browser.heading("Accounts").await;
+        browser.fits(&format!("{width}-accounts")).await;
+        browser.open("/monitor/clients").await;
+        browser.heading("Clients").await;
+        browser.fits(&format!("{width}-clients")).await;
     }
 }

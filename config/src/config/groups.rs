@@ -67,7 +67,7 @@ impl Group {
     pub fn lead(self) -> &'static str {
         match self {
             Group::Proxy => "The listener: its port and address, who may use it, and where requests may go.",
-            Group::Cache => "How much this cache keeps in memory, the largest object it stores, and how long objects without an explicit lifetime stay fresh.",
+            Group::Cache => "How much this cache keeps in memory and on disk, the largest object it stores, and how long objects without an explicit lifetime stay fresh.",
             Group::Routing => "Where this cache sends the requests it cannot answer itself.",
             Group::Icp => "Answering other caches' ICP queries, and asking peers before a miss goes on.",
             Group::Timeouts => "How long clients, parents and origin servers are waited for.",
