@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use canopy_config::config::PeerKind;
+use canopy_config::config::{Peer, PeerKind};
 use canopy_manager::accounts::{AccountError, Role};
 
 #[derive(Parser)]
@@ -162,48 +162,74 @@ pub(crate) enum ParentAction {
     Up { name: String },
 }
 
+/// A peer as `canopy peer add` takes it.
+#[derive(Args)]
+pub(crate) struct PeerArgs {
+    pub(crate) name: String,
+    pub(crate) host: String,
+    #[arg(long = "type", value_parser = parse_kind)]
+    pub(crate) kind: PeerKind,
+    #[arg(long, default_value_t = 3128)]
+    pub(crate) http_port: u16,
+    #[arg(long, default_value_t = 3130)]
+    pub(crate) icp_port: u16,
+    /// Do not store what is fetched through it.
+    #[arg(long)]
+    pub(crate) proxy_only: bool,
+    /// Never send it ICP queries.
+    #[arg(long)]
+    pub(crate) no_query: bool,
+    /// It answers queries sent to the multicast group.
+    #[arg(long)]
+    pub(crate) multicast_responder: bool,
+    /// A sibling we may send misses to: no only-if-cached on them (Squid's allow-miss).
+    #[arg(long)]
+    pub(crate) allow_miss: bool,
+    /// Serve its own requests from the cache only, a miss 504 (Squid's miss_access deny).
+    #[arg(long)]
+    pub(crate) deny_misses: bool,
+    #[arg(long, default_value_t = 1)]
+    pub(crate) weight: u32,
+    /// A parent used as the last resort for a miss (Squid's default).
+    #[arg(long = "default")]
+    pub(crate) default_parent: bool,
+    /// A parent in the rotation for misses no ICP reply placed (Squid's round-robin).
+    #[arg(long)]
+    pub(crate) round_robin: bool,
+    /// Wait this long for a connection to it, instead of connect_timeout_ms.
+    #[arg(long)]
+    pub(crate) connect_timeout_ms: Option<u64>,
+    /// At most this many connections open to it, idle ones included (Squid's max-conn).
+    #[arg(long)]
+    pub(crate) max_conn: Option<u32>,
+}
+
+impl From<PeerArgs> for Peer {
+    fn from(a: PeerArgs) -> Peer {
+        Peer {
+            name: a.name,
+            host: a.host,
+            kind: a.kind,
+            http_port: a.http_port,
+            icp_port: a.icp_port,
+            proxy_only: a.proxy_only,
+            no_query: a.no_query,
+            multicast_responder: a.multicast_responder,
+            allow_miss: a.allow_miss,
+            deny_misses: a.deny_misses,
+            weight: a.weight,
+            default_parent: a.default_parent,
+            round_robin: a.round_robin,
+            connect_timeout_ms: a.connect_timeout_ms,
+            max_conn: a.max_conn,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum PeerAction {
     /// Add a parent or sibling cache.
-    Add {
-        name: String,
-        host: String,
-        #[arg(long = "type", value_parser = parse_kind)]
-        kind: PeerKind,
-        #[arg(long, default_value_t = 3128)]
-        http_port: u16,
-        #[arg(long, default_value_t = 3130)]
-        icp_port: u16,
-        /// Do not store what is fetched through it.
-        #[arg(long)]
-        proxy_only: bool,
-        /// Never send it ICP queries.
-        #[arg(long)]
-        no_query: bool,
-        /// It answers queries sent to the multicast group.
-        #[arg(long)]
-        multicast_responder: bool,
-        /// A sibling we may send misses to: no only-if-cached on them (Squid's allow-miss).
-        #[arg(long)]
-        allow_miss: bool,
-        /// Serve its own requests from the cache only, a miss 504 (Squid's miss_access deny).
-        #[arg(long)]
-        deny_misses: bool,
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
-        /// A parent used as the last resort for a miss (Squid's default).
-        #[arg(long = "default")]
-        default_parent: bool,
-        /// A parent in the rotation for misses no ICP reply placed (Squid's round-robin).
-        #[arg(long)]
-        round_robin: bool,
-        /// Wait this long for a connection to it, instead of connect_timeout_ms.
-        #[arg(long)]
-        connect_timeout_ms: Option<u64>,
-        /// At most this many requests open to it at once (Squid's max-conn).
-        #[arg(long)]
-        max_conn: Option<u32>,
-    },
+    Add(PeerArgs),
     /// Every peer, one a line, then the HTTP parents; those down by hand say by whom,
     /// since when and why.
     List,

@@ -4,12 +4,12 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
+use axum::{Form, Json};
 
 use crate::accounts::{self, Session, SESSION_SECONDS};
 use crate::state::AppState;
@@ -207,6 +207,37 @@ impl FormData {
 pub fn csrf_ok(session: &Session, form: &FormData) -> bool {
     form.get("csrf")
         .is_some_and(|token| accounts::same_secret(token, &session.csrf))
+}
+
+/// A form posted about one thing its path names (an account, a version): the session, the
+/// path's value and the form, when the form carries the session's CSRF token (403 otherwise).
+pub struct PathForm<T> {
+    pub session: Session,
+    pub path: T,
+    pub form: FormData,
+}
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequest<AppState> for PathForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, state).await?;
+        let Path(path) = Path::<T>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Form(form) = Form::<FormData>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if !csrf_ok(&session, &form) {
+            return Err(forbidden());
+        }
+        Ok(PathForm {
+            session,
+            path,
+            form,
+        })
+    }
 }
 
 pub fn forbidden() -> Response {

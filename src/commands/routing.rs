@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use canopy_config::config::{Config, Flag, ParentRule, Peer};
+use canopy_config::config::{Config, Flag, ParentRule};
 use canopy_config::control::{self, Command, ControlError};
 use canopy_config::import::{parent_config, peer_import, ImportError};
 use canopy_config::maintenance::Maintenance;
@@ -195,39 +195,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
             print_listing_footer(&db, &latest).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        PeerAction::Add {
-            name,
-            host,
-            kind,
-            http_port,
-            icp_port,
-            proxy_only,
-            no_query,
-            multicast_responder,
-            allow_miss,
-            deny_misses,
-            weight,
-            default_parent,
-            round_robin,
-            connect_timeout_ms,
-            max_conn,
-        } => config.peers.push(Peer {
-            name,
-            host,
-            kind,
-            http_port,
-            icp_port,
-            proxy_only,
-            no_query,
-            multicast_responder,
-            allow_miss,
-            deny_misses,
-            weight,
-            default_parent,
-            round_robin,
-            connect_timeout_ms,
-            max_conn,
-        }),
+        PeerAction::Add(peer) => config.peers.push(peer.into()),
         PeerAction::Down { name, reason } => {
             return set_peer(paths, "peer", name, Some(reason)).await
         }

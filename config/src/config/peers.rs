@@ -124,8 +124,8 @@ pub struct Peer {
     /// (Squid's `connect-timeout=`, in milliseconds here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
-    /// At most this many requests open to this peer at once; a peer at its limit is passed
-    /// over (Squid's `max-conn=`).
+    /// At most this many connections open to this peer, idle ones included; a request that
+    /// finds them all busy passes the peer over (Squid's `max-conn=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conn: Option<u32>,
 }

@@ -4,14 +4,14 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Form;
 
 use super::{when, Answer, Chrome, Fields, Notice, OrFailed, Refusal};
 use crate::accounts::{self, AccountError, Role, Session};
-use crate::auth::{self, csrf_ok, FormData};
+use crate::auth::{self, csrf_ok, FormData, PathForm};
 use crate::state::AppState;
 
 /// One account as the list shows it.
@@ -180,17 +180,11 @@ impl FromRequest<AppState> for AccountButton {
     type Rejection = Refusal;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Refusal> {
-        let (mut parts, body) = request.into_parts();
-        let session = Session::from_request_parts(&mut parts, state).await?;
-        let Path(name) = Path::<String>::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| Refusal::from(e.into_response()))?;
-        let Form(form) = Form::<FormData>::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(|e| Refusal::from(e.into_response()))?;
-        if !csrf_ok(&session, &form) {
-            return Err(auth::forbidden().into());
-        }
+        let PathForm {
+            session,
+            path: name,
+            form,
+        } = PathForm::from_request(request, state).await?;
         Ok(AccountButton {
             session,
             name,

@@ -3,10 +3,9 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::Form;
 use canopy_config::changes::{readable_diff, version_changes};
 use canopy_config::versions::{ConfigVersion, VersionError};
 
@@ -17,7 +16,7 @@ use super::{
 };
 use crate::accounts::Session;
 use crate::apply::{self, ApplyError};
-use crate::auth::{self, csrf_ok, FormData};
+use crate::auth::{FormData, PathForm};
 use crate::state::AppState;
 
 /// The History page's address.
@@ -153,17 +152,11 @@ impl FromRequest<AppState> for VersionButton {
     type Rejection = Refusal;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Refusal> {
-        let (mut parts, body) = request.into_parts();
-        let session = Session::from_request_parts(&mut parts, state).await?;
-        let Path(id) = Path::<i64>::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|e| Refusal::from(e.into_response()))?;
-        let Form(form) = Form::<FormData>::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(|e| Refusal::from(e.into_response()))?;
-        if !csrf_ok(&session, &form) {
-            return Err(auth::forbidden().into());
-        }
+        let PathForm {
+            session,
+            path: id,
+            form,
+        } = PathForm::<i64>::from_request(request, state).await?;
         let version = version(state, &session, id, "reading the config").await?;
         Ok(VersionButton {
             session,
