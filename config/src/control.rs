@@ -7,6 +7,9 @@
 //! to take a peer or an HTTP parent (`host:port`) down by hand (or up, with `"down":false`;
 //! `"cmd":"parent"` is the same command), and `{"cmd":"reopen"}` to reopen the access log
 //! after it was renamed away (as SIGHUP does).
+//! `{"cmd":"cache_list","prefix":"http://example.com/","limit":100}` lists the URLs held
+//! whose URL starts with the prefix, in URL order, at most `limit` of them
+//! ([`MAX_CACHE_LIST`] at most); the reply says whether more matched.
 //! Every reply carries `"ok"`; when it is false, `"error"` says why.
 //! A line longer than 64 KiB, bad JSON or an unknown command gets an error reply and the
 //! connection stays usable; nothing a client sends can stop the proxy.
@@ -42,6 +45,67 @@ pub enum Command {
     },
     /// Reopens the access log (after logrotate or `mv` renamed it).
     Reopen,
+    /// The URLs held in either tier whose URL starts with `prefix`, in URL order.
+    #[serde(rename = "cache_list")]
+    CacheList {
+        #[serde(default)]
+        prefix: String,
+        /// At most this many URLs ([`MAX_CACHE_LIST`] if more, or none given).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+/// The most URLs one `cache_list` reply holds: the reply is one line.
+pub const MAX_CACHE_LIST: usize = 10_000;
+
+/// Where a URL's stored responses are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Memory,
+    Disk,
+    Both,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+            Tier::Both => "both",
+        }
+    }
+}
+
+/// One URL held, as `cache_list` shows it (as Squid's `mgr:objects` shows an entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedUrl {
+    pub url: String,
+    pub tier: Tier,
+    /// Its Vary variants (1 for a response without Vary), both tiers together.
+    pub variants: u64,
+    /// Body bytes of its variants.
+    pub bytes: u64,
+    /// Of its newest variant: the status, when it was received, its current age and how
+    /// much longer it is fresh (0: stale).
+    pub status: u16,
+    pub stored_at: String,
+    pub age_s: u64,
+    pub fresh_for_s: u64,
+}
+
+/// What `cache_list` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheListReply {
+    pub urls: Vec<CachedUrl>,
+    /// The limit applied.
+    pub limit: usize,
+    /// More URLs match than `limit`.
+    pub truncated: bool,
+    /// Why the disk tier's URLs are missing from the list (a fault reading its index).
+    #[serde(default)]
+    pub disk_unlisted: Option<String>,
 }
 
 /// What `status` returns.
@@ -161,6 +225,27 @@ mod tests {
                 reason: None,
                 by: None
             }
+        );
+    }
+
+    #[test]
+    fn cache_list_reads_with_or_without_its_fields() {
+        let bare: Command = serde_json::from_str(r#"{"cmd":"cache_list"}"#).unwrap();
+        assert_eq!(
+            bare,
+            Command::CacheList {
+                prefix: String::new(),
+                limit: None
+            }
+        );
+        let sent = serde_json::to_string(&Command::CacheList {
+            prefix: "http://a/".into(),
+            limit: Some(5),
+        })
+        .unwrap();
+        assert_eq!(
+            sent,
+            r#"{"cmd":"cache_list","prefix":"http://a/","limit":5}"#
         );
     }
 }

@@ -69,6 +69,15 @@ pub struct StatsSnapshot {
     /// rows add up to `icp_queries_received`.
     #[serde(default)]
     pub clients: Vec<ClientSnapshot>,
+    /// The memory tier's bound (`cache_mem`) and the objects it evicted to keep within it.
+    #[serde(default)]
+    pub memory_capacity: u64,
+    #[serde(default)]
+    pub memory_evictions: u64,
+    /// Memory hits per request (the disk's share is [`DiskSnapshot::hit_ratio`]; the two
+    /// add up to `hit_ratio`).
+    #[serde(default)]
+    pub memory_hit_ratio: f64,
 }
 
 /// What one client (a peer or a child cache) asked of this proxy, and what it was answered.
@@ -117,6 +126,39 @@ pub struct DiskSnapshot {
     pub faults_corrupt: u64,
     /// Lookups and writes skipped because the disk had too many calls under way.
     pub skipped: u64,
+    /// Requests answered from disk per request.
+    pub hit_ratio: f64,
+    pub state: StoreState,
+    /// The newest fault: when, and what failed.
+    pub last_fault: Option<Failure>,
+}
+
+/// How the disk tier stands (off is no [`DiskSnapshot`] at all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreState {
+    /// No fault in the last [`StoreState::FAULTED_FOR_S`] seconds.
+    #[default]
+    Ok,
+    /// A fault within the last [`StoreState::FAULTED_FOR_S`] seconds: requests it could not
+    /// serve went to memory or upstream.
+    Faulted,
+    /// On, but it could not be opened at start (see [`DiskSnapshot::closed`]).
+    Closed,
+}
+
+impl StoreState {
+    /// How long a fault keeps the store shown as faulted: long enough for a look at the
+    /// dashboard to catch a burst, short enough that one corrupt file is not a lasting alarm.
+    pub const FAULTED_FOR_S: u64 = 300;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Faulted => "faulted",
+            StoreState::Closed => "closed",
+        }
+    }
 }
 
 /// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).

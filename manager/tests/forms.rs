@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use canopy_config::config::{Config, Control, Group, SETTINGS};
-use canopy_config::control::{ReloadReply, ReopenReply, StatusReply};
+use canopy_config::control::{CacheListReply, ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{
     ClientSnapshot, HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot,
 };
@@ -142,6 +142,15 @@ impl ControlHandler for FakeProxy {
 
     async fn reopen_logs(&self) -> Result<ReopenReply, String> {
         Ok(ReopenReply { access_log: None })
+    }
+
+    async fn cache_list(&self, _prefix: String, limit: usize) -> CacheListReply {
+        CacheListReply {
+            urls: Vec::new(),
+            limit,
+            truncated: false,
+            disk_unlisted: None,
+        }
     }
 }
 

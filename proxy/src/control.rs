@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::maintenance::MaintenanceError;
-use canopy_config::control::{Command, ReloadReply, ReopenReply, StatusReply, MAX_LINE};
+use canopy_config::control::{
+    CacheListReply, Command, ReloadReply, ReopenReply, StatusReply, MAX_CACHE_LIST, MAX_LINE,
+};
 use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{PeerSnapshot, StatsSnapshot};
 use canopy_config::versions::now_rfc3339;
@@ -39,6 +41,12 @@ pub trait ControlHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PeerSnapshot, MaintenanceError>> + Send;
     /// Reopens the access log; `Err` says why the old file is still written.
     fn reopen_logs(&self) -> impl Future<Output = Result<ReopenReply, String>> + Send;
+    /// The first `limit` URLs held (either tier) that start with `prefix`.
+    fn cache_list(
+        &self,
+        prefix: String,
+        limit: usize,
+    ) -> impl Future<Output = CacheListReply> + Send;
 }
 
 /// Listens on `path` (replacing a stale socket file) with mode 0600.
@@ -158,6 +166,11 @@ async fn answer<H: ControlHandler>(line: &[u8], handler: &H) -> Value {
             Ok(reply) => ok_reply(reply),
             Err(reason) => error_reply(reason),
         },
+        Command::CacheList { prefix, limit } => ok_reply(
+            handler
+                .cache_list(prefix, limit.unwrap_or(MAX_CACHE_LIST))
+                .await,
+        ),
     }
 }
 
@@ -247,6 +260,14 @@ mod tests {
                 access_log: Some("access.log".into()),
             })
         }
+        async fn cache_list(&self, prefix: String, limit: usize) -> CacheListReply {
+            CacheListReply {
+                urls: Vec::new(),
+                limit,
+                truncated: false,
+                disk_unlisted: Some(prefix),
+            }
+        }
     }
 
     async fn start() -> (tempfile::TempDir, PathBuf) {
@@ -279,6 +300,17 @@ mod tests {
         assert_eq!(down.health.down_by.as_deref(), Some("alice"));
         let reopened: ReopenReply = call_typed(&path, Command::Reopen).await.unwrap();
         assert_eq!(reopened.access_log.as_deref(), Some("access.log"));
+        let listed: CacheListReply = call_typed(
+            &path,
+            Command::CacheList {
+                prefix: "http://a/".into(),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(listed.limit, MAX_CACHE_LIST);
+        assert_eq!(listed.disk_unlisted.as_deref(), Some("http://a/"));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
 use crate::cache::disk_tier::{DiskState, DiskTier};
+use crate::cache::listing;
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
 use crate::hierarchy::peers;
@@ -18,10 +19,12 @@ use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
 use crate::maintenance::{self, MaintenanceError};
 use crate::runtime::{Runtime, RuntimeError, Shared};
-use crate::stats::Stats;
+use crate::stats::{ratio, rfc3339, Stats};
 use canopy_config::config::Config;
-use canopy_config::control::{RejectedVersion, ReloadReply, ReopenReply, StatusReply};
-use canopy_config::stats::{DiskSnapshot, PeerSnapshot, StatsSnapshot};
+use canopy_config::control::{
+    CacheListReply, RejectedVersion, ReloadReply, ReopenReply, StatusReply,
+};
+use canopy_config::stats::{DiskSnapshot, Failure, PeerSnapshot, StatsSnapshot, StoreState};
 use canopy_config::versions::{ConfigVersion, Db, VersionError, VersionState};
 
 /// The disk tier `config` asks for, in the data directory unless `cache_dir` is absolute.
@@ -44,9 +47,18 @@ async fn open_disk_tier(config: &Config, data_dir: &Path) -> DiskState {
     DiskState::Closed(reason)
 }
 
-fn disk_snapshot(tier: &DiskTier) -> DiskSnapshot {
+fn disk_snapshot(tier: &DiskTier, requests: u64) -> DiskSnapshot {
     let t = tier.stats();
     let s = t.store;
+    let last_fault = tier.last_fault();
+    let recent = |at: &SystemTime| {
+        at.elapsed()
+            .map_or(true, |ago| ago.as_secs() < StoreState::FAULTED_FOR_S)
+    };
+    let state = match &last_fault {
+        Some((at, _)) if recent(at) => StoreState::Faulted,
+        _ => StoreState::Ok,
+    };
     DiskSnapshot {
         closed: None,
         objects: s.objects,
@@ -62,6 +74,12 @@ fn disk_snapshot(tier: &DiskTier) -> DiskSnapshot {
         faults_io: s.faults_io,
         faults_corrupt: s.faults_corrupt,
         skipped: t.skipped,
+        hit_ratio: ratio(t.served, requests),
+        state,
+        last_fault: last_fault.map(|(at, reason)| Failure {
+            at: rfc3339(at),
+            reason,
+        }),
     }
 }
 
@@ -354,8 +372,11 @@ impl ControlHandler for Proxy {
     }
 
     fn stats(&self) -> StatsSnapshot {
-        let (objects, bytes) = self.shared.store.load().usage();
+        let store = self.shared.store.load();
+        let (objects, bytes) = store.usage();
         let mut snapshot = self.shared.stats.snapshot(objects, bytes);
+        snapshot.memory_capacity = store.capacity();
+        snapshot.memory_evictions = store.evictions();
         let runtime = self.shared.runtime.load();
         for client in &mut snapshot.clients {
             client.peer = client
@@ -365,16 +386,31 @@ impl ControlHandler for Proxy {
         }
         let hits = snapshot.hits_fresh + snapshot.hits_stale + snapshot.hits_revalidated;
         snapshot.disk = match &self.shared.disk {
-            DiskState::Open(tier) => Some(disk_snapshot(tier)),
+            DiskState::Open(tier) => Some(disk_snapshot(tier, snapshot.requests)),
             DiskState::Closed(reason) => Some(DiskSnapshot {
                 closed: Some(reason.clone()),
+                state: StoreState::Closed,
                 ..DiskSnapshot::default()
             }),
             DiskState::Off => None,
         };
         let from_disk = snapshot.disk.as_ref().map_or(0, |d| d.hits_served);
         snapshot.memory_hits = hits.saturating_sub(from_disk);
+        snapshot.memory_hit_ratio = ratio(snapshot.memory_hits, snapshot.requests);
         snapshot
+    }
+
+    async fn cache_list(&self, prefix: String, limit: usize) -> CacheListReply {
+        let heuristics = self.shared.runtime.load().heuristics;
+        let memory = self.shared.store.load_full();
+        listing::list(
+            memory,
+            self.shared.disk.as_ref(),
+            heuristics,
+            &prefix,
+            limit,
+        )
+        .await
     }
 
     async fn set_peer(&self, change: PeerChange) -> Result<PeerSnapshot, MaintenanceError> {

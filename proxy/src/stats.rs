@@ -386,11 +386,14 @@ impl Stats {
             icp_dropped: load(&self.icp.dropped),
             icp_replies_ignored: load(&self.icp.replies_ignored),
             clients: self.clients.snapshot(rfc3339),
+            memory_capacity: 0,
+            memory_evictions: 0,
+            memory_hit_ratio: ratio(hits, requests),
         }
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -398,7 +401,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

@@ -18,7 +18,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::cache::disk::{DiskEntry, DiskError, DiskStats, DiskStore, ObjectHead};
+use crate::cache::disk::{DiskEntry, DiskError, DiskStats, DiskStore, ListedObject, ObjectHead};
 use crate::http::body::{BoxError, ProxyBody};
 
 /// Disk calls under way at once: lookups, whole reads, and each object being written or
@@ -251,6 +251,22 @@ impl DiskTier {
             let _permit = permit;
             let _ = store.update_head(&entry, head);
         });
+    }
+
+    /// The objects of the first `limit` URLs on disk that start with `prefix`, in URL
+    /// order. Waits for a job, as a removal does: an administrator asked for it.
+    pub async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
+        let Ok(permit) = self.jobs.clone().acquire_owned().await else {
+            return Ok(Vec::new());
+        };
+        let prefix = prefix.to_owned();
+        let listed = self.run(permit, move |s| s.list(&prefix, limit)).await;
+        listed.unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// The newest fault of the store: when, and what failed.
+    pub fn last_fault(&self) -> Option<(std::time::SystemTime, String)> {
+        self.store.last_fault()
     }
 
     pub fn stats(&self) -> DiskTierStats {

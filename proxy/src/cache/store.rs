@@ -1,5 +1,6 @@
 //! The in-memory store: responses by URL, each URL with its Vary variants, bounded in bytes.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -292,6 +293,8 @@ pub struct Store {
     bytes: AtomicU64,
     /// The shard to evict from next: shards take turns, so all shrink alike.
     next_victim: AtomicUsize,
+    /// Objects (variants) evicted to keep within capacity.
+    evictions: AtomicU64,
 }
 
 /// One part of the index: the entries in a vector the clock hand walks, and a table from
@@ -380,6 +383,7 @@ impl Store {
             capacity,
             bytes: AtomicU64::new(0),
             next_victim: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
         }
     }
 
@@ -456,6 +460,8 @@ impl Store {
             match evicted {
                 Some(entry) => {
                     self.bytes.fetch_sub(entry.variants.weight(), Relaxed);
+                    let variants = entry.variants.as_slice().len() as u64;
+                    self.evictions.fetch_add(variants, Relaxed);
                     idle = 0;
                 }
                 None => idle += 1,
@@ -491,9 +497,43 @@ impl Store {
         (objects, self.bytes.load(Relaxed))
     }
 
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Objects (variants) evicted so far, by this store and those it was resized from.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Relaxed)
+    }
+
+    /// The first `limit` URLs that start with `prefix`, in URL order, each with its
+    /// variants. Walks every shard: for `canopy cache list`, never the request path.
+    pub fn list(&self, prefix: &str, limit: usize) -> BTreeMap<String, Vec<Arc<Stored>>> {
+        let mut found = BTreeMap::new();
+        for shard in self.shards.iter() {
+            for entry in read(shard).entries.iter() {
+                let url = entry.variants.url();
+                let past_the_last = found.len() == limit
+                    && found
+                        .last_key_value()
+                        .is_some_and(|(last, _): (&String, _)| last.as_bytes() <= url);
+                if !url.starts_with(prefix.as_bytes()) || past_the_last {
+                    continue;
+                }
+                let url = String::from_utf8_lossy(url).into_owned();
+                found.insert(url, entry.variants.as_slice().to_vec());
+                if found.len() > limit {
+                    found.pop_last();
+                }
+            }
+        }
+        found
+    }
+
     /// A store of another capacity holding what this one holds (as much as fits).
     pub fn resized(&self, capacity: u64) -> Store {
         let next = Store::new(capacity);
+        next.evictions.store(self.evictions(), Relaxed);
         for shard in self.shards.iter() {
             for entry in read(shard).entries.iter() {
                 let variants = Variants::from_vec(entry.variants.as_slice().to_vec());
@@ -667,6 +707,27 @@ mod tests {
             "{held}"
         );
         assert!(store.lookup("http://a/499", &HeaderMap::new()).is_some());
+        assert_eq!(store.evictions(), 500 - held as u64);
+    }
+
+    #[test]
+    fn a_listing_gives_the_first_urls_of_a_prefix_in_order() {
+        let store = Store::new(1 << 20);
+        for i in (0..40).rev() {
+            store.insert(&format!("http://a/{i:02}"), kilobyte());
+            store.insert(&format!("http://b/{i:02}"), kilobyte());
+        }
+        let vary = |v: &str| Some(vec![(header::ACCEPT, Some(v.to_owned()))]);
+        store.insert("http://a/05", stored("x", vary("1")));
+        store.insert("http://a/05", stored("y", vary("2")));
+        let listed = store.list("http://a/", 10);
+        let urls: Vec<&str> = listed.keys().map(String::as_str).collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("http://a/{i:02}")).collect();
+        assert_eq!(urls, expected);
+        assert_eq!(listed["http://a/05"].len(), 3, "every variant");
+        assert_eq!(store.list("http://a/3", 100).len(), 10);
+        assert!(store.list("http://c", 100).is_empty());
+        assert_eq!(store.list("", 1000).len(), 80);
     }
 
     #[test]

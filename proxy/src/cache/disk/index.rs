@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::SystemTime;
 
 use foldhash::HashMap;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -88,6 +89,8 @@ pub(super) struct Counters {
     pub full: AtomicU64,
     pub io: AtomicU64,
     pub corrupt: AtomicU64,
+    /// The newest fault, for the console and `canopy cache stats`.
+    pub last_fault: Mutex<Option<(SystemTime, String)>>,
 }
 
 /// What the store's handles share.
@@ -224,6 +227,7 @@ impl Inner {
             Some(Fault::Corrupt) => &self.counters.corrupt,
         };
         counter.fetch_add(1, Relaxed);
+        *lock(&self.counters.last_fault) = Some((SystemTime::now(), error.to_string()));
         if self.logged.fetch_add(1, Relaxed) < 100 {
             tracing::warn!("{error}");
         }

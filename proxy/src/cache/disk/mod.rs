@@ -27,7 +27,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -78,13 +78,12 @@ impl DiskEntry {
     }
 }
 
-/// One object as `canopy cache list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One object (a Vary variant) as `canopy cache list` shows it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListedObject {
     pub url: String,
-    pub status: StatusCode,
     pub body_len: u64,
-    pub varies: bool,
+    pub head: ObjectHead,
 }
 
 /// Counters and state, for stats, `/metrics` and the console.
@@ -242,7 +241,8 @@ impl DiskStore {
         }
     }
 
-    /// Up to `limit` objects whose URL starts with `prefix`, in URL order.
+    /// The objects (each Vary variant) of the first `limit` URLs that start with `prefix`,
+    /// in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
         self.list_in_index(prefix, limit)
             .map_err(|e| self.inner.failed(e))
@@ -257,23 +257,35 @@ impl DiskStore {
         let db = self.inner.db()?;
         let txn = db.begin_read().at(&ix)?;
         let objects = txn.open_table(OBJECTS).at(&ix)?;
-        let mut listed = Vec::new();
+        let (mut listed, mut urls, mut last_url) = (Vec::new(), 0, Vec::new());
         for item in objects.range(prefix.as_bytes()..).at(&ix)? {
             let (key, value) = item.at(&ix)?;
             let url = format::key_url(key.value());
-            if !url.starts_with(prefix.as_bytes()) || listed.len() == limit {
+            if !url.starts_with(prefix.as_bytes()) {
                 break;
+            }
+            if url != last_url.as_slice() {
+                if urls == limit {
+                    break;
+                }
+                urls += 1;
+                last_url = url.to_vec();
             }
             if let Ok(record) = Record::decode(value.value()) {
                 listed.push(ListedObject {
                     url: String::from_utf8_lossy(url).into_owned(),
-                    status: record.head.status,
                     body_len: record.body_len,
-                    varies: record.head.vary.is_some(),
+                    head: record.head,
                 });
             }
         }
         Ok(listed)
+    }
+
+    /// The newest fault: when, and what failed.
+    pub fn last_fault(&self) -> Option<(SystemTime, String)> {
+        let last = self.inner.counters.last_fault.lock();
+        last.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn stats(&self) -> DiskStats {

@@ -173,7 +173,12 @@ fn variants_are_kept_apart_and_removed_together() {
     assert_eq!(store.stats().objects, 3);
     let listed = store.list("http://a/", 10).unwrap();
     assert_eq!(listed.len(), 3);
-    assert!(listed[0].varies && listed[2].url == "http://a/b");
+    assert!(listed[0].head.vary.is_some() && listed[2].url == "http://a/b");
+    assert_eq!(
+        store.list("http://a/", 1).unwrap().len(),
+        2,
+        "a URL's variants"
+    );
     assert_eq!(store.list("http://a/b", 10).unwrap().len(), 1);
     assert_eq!(store.remove("http://a/").unwrap(), 2);
     assert!(read(&gzipped).is_none());
