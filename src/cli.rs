@@ -59,6 +59,30 @@ pub(crate) enum Action {
     /// Remove every stored variant of URL from the running proxy's cache (a PURGE request
     /// sent to its listener from this host, which purge_allowed_clients must allow).
     Purge { url: String },
+    /// What the running proxy's cache holds, in memory and on disk.
+    #[command(subcommand)]
+    Cache(CacheAction),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CacheAction {
+    /// The URLs held that start with PREFIX (every URL without it), in URL order: tier
+    /// (memory, disk or both), status, variants, body bytes, when stored, age, freshness.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Show at most this many URLs (10000 at most); the listing says when more match.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each tier: objects, bytes and bound, hits and hit ratio, evictions; the disk's reads,
+    /// writes, faults and state (ok, faulted, closed or off).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

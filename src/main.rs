@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Action, Cli, LogsAction};
+use cli::{Action, CacheAction, Cli, LogsAction};
 use commands::admin::admin;
 use commands::config::config;
 use commands::proxy::{purge, reload, reopen_logs, stats, status};
@@ -46,6 +46,12 @@ async fn main() -> ExitCode {
         Action::Admin(action) => admin(&paths, action).await,
         Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
         Action::Purge { url } => purge(&paths, &url).await,
+        Action::Cache(CacheAction::List {
+            prefix,
+            limit,
+            json,
+        }) => commands::cache::list(&paths, &prefix, limit, json).await,
+        Action::Cache(CacheAction::Stats { json }) => commands::cache::stats(&paths, json).await,
     };
     match result {
         Ok(code) => code,

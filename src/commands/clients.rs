@@ -25,40 +25,14 @@ pub(crate) async fn clients(paths: &Paths, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The clients as a table with a header line, columns as wide as their widest cell.
+/// The clients as a table with a header line: names and dates left, counts right.
 fn table(clients: &[ClientSnapshot]) -> String {
     let mut header = vec!["CLIENT", "PEER", "QUERIES"];
     header.extend(OPCODES);
     header.extend(["OBJECTS", "HITS", "BYTES", "LAST SEEN"]);
     let rows: Vec<Vec<String>> = clients.iter().map(row).collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, width))| match i {
-                // Names and dates left, counts right.
-                0 | 1 => format!("{cell:<width$}"),
-                _ if i == widths.len() - 1 => format!("{cell:<width$}"),
-                _ => format!("{cell:>width$}"),
-            })
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        out.push_str(&line(row));
-    }
-    out
+    let last = header.len() - 1;
+    super::table(&header, &rows, |i| i > 1 && i < last)
 }
 
 fn row(client: &ClientSnapshot) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The commands that manage a Canopy from the shell, one module per group, and what they share.
 
 pub(crate) mod admin;
+pub(crate) mod cache;
 pub(crate) mod clients;
 pub(crate) mod config;
 pub(crate) mod proxy;
@@ -108,6 +109,46 @@ pub(crate) async fn print_listing_footer(db: &Db, shown: &ConfigVersion) -> anyh
         );
     }
     Ok(())
+}
+
+/// `rows` under `header`, columns as wide as their widest cell and two spaces apart; the
+/// columns `right_aligned` says (counts) to the right, the others to the left.
+pub(crate) fn table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    right_aligned: impl Fn(usize) -> bool,
+) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| match right_aligned(i) {
+                true => format!("{cell:>width$}"),
+                false => format!("{cell:<width$}"),
+            })
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}
+
+/// A ratio as a percentage with one decimal: `12.5 %`.
+pub(crate) fn percent(ratio: f64) -> String {
+    format!("{:.1} %", ratio * 100.0)
 }
 
 pub(crate) fn not_running(e: ControlError) -> anyhow::Error {

@@ -7,7 +7,7 @@ use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenRep
 use canopy_config::purge::{PurgeError, Purged};
 use canopy_config::stats::{PeerState, StatsSnapshot};
 
-use super::{not_running, not_running_because, Paths, UserError};
+use super::{not_running, not_running_because, percent, Paths, UserError};
 
 pub(crate) async fn reload(paths: &Paths) -> anyhow::Result<ExitCode> {
     match control::call_typed::<ReloadReply>(&paths.control, Command::Reload).await {
@@ -105,7 +105,11 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
     println!("bytes from cache  {}", s.bytes_from_cache);
     println!("bytes upstream    {}", s.bytes_from_upstream);
     println!("objects held      {} ({} bytes)", s.objects, s.bytes_held);
-    println!("memory hits       {}", s.memory_hits);
+    println!(
+        "memory hits       {} ({} of requests)",
+        s.memory_hits,
+        percent(s.memory_hit_ratio)
+    );
     match &s.disk {
         None => println!("disk cache        off"),
         Some(d) => {
@@ -113,9 +117,17 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 println!("disk cache        not in use: {reason}");
             }
             println!(
-                "disk cache        {} objects ({} of {} bytes), {} hits",
-                d.objects, d.bytes, d.capacity, d.hits_served
+                "disk cache        {} objects ({} of {} bytes), {} hits ({} of requests), {}",
+                d.objects,
+                d.bytes,
+                d.capacity,
+                d.hits_served,
+                percent(d.hit_ratio),
+                d.state.as_str()
             );
+            if let Some(fault) = &d.last_fault {
+                println!("disk last fault   {}: {}", fault.at, fault.reason);
+            }
             println!(
                 "disk I/O          {} reads, {} writes, {} evictions, {} skipped",
                 d.reads, d.writes, d.evictions, d.skipped
