@@ -1071,5 +1071,8 @@ async fn every_page_fits_a_1280_and_an_800_pixel_window_with_many_peers_and_rule
         browser.open("/monitor/clients").await;
         browser.heading("Clients").await;
         browser.fits(&format!("{width}-clients")).await;
+        browser.open("/").await;
+        browser.wait("//div[@id='disk-cache']").await;
+        browser.fits(&format!("{width}-dashboard")).await;
     }
 }

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use canopy_config::control::StatusReply;
-use canopy_config::stats::{PeerState, StatsSnapshot};
+use canopy_config::stats::{PeerState, StatsSnapshot, StoreState};
 
 use crate::auth::{cookie, ClientAddress, SESSION_COOKIE};
 use crate::login_limits::{Checked, Refusal};
@@ -349,14 +349,53 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
         &[("tier", "memory")],
         s.memory_hits as f64,
     );
+    if let Some(d) = &s.disk {
+        out.value(
+            "canopy_cache_hits_total",
+            &[("tier", "disk")],
+            d.hits_served as f64,
+        );
+    }
+    out.family(
+        "canopy_cache_hit_ratio",
+        "gauge",
+        "Hits per request since start, by tier (canopy_hit_ratio is their sum).",
+    );
+    out.value(
+        "canopy_cache_hit_ratio",
+        &[("tier", "memory")],
+        s.memory_hit_ratio,
+    );
+    if let Some(d) = &s.disk {
+        out.value("canopy_cache_hit_ratio", &[("tier", "disk")], d.hit_ratio);
+    }
+    out.one(
+        "canopy_cache_capacity_bytes",
+        "gauge",
+        "The memory cache's bound in bytes (cache_mem).",
+        s.memory_capacity as f64,
+    );
+    out.one(
+        "canopy_cache_evictions_total",
+        "counter",
+        "Objects evicted from the memory cache.",
+        s.memory_evictions as f64,
+    );
     let Some(d) = &s.disk else {
         return;
     };
-    out.value(
-        "canopy_cache_hits_total",
-        &[("tier", "disk")],
-        d.hits_served as f64,
+    out.family(
+        "canopy_disk_cache_state",
+        "gauge",
+        "The disk cache's state: 1 for the one it is in (faulted: a fault in the last 5 minutes; closed: it could not be opened).",
     );
+    for state in [StoreState::Ok, StoreState::Faulted, StoreState::Closed] {
+        out.value(
+            "canopy_disk_cache_state",
+            &[("state", state.as_str())],
+            if d.state == state { 1.0 } else { 0.0 },
+        );
+    }
     let (gauge, counter) = ("gauge", "counter");
     let figures = [
         (
@@ -598,7 +637,37 @@ fn clients(out: &mut Out, s: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_config::stats::{ClientSnapshot, PeerSnapshot};
+    use canopy_config::stats::{ClientSnapshot, DiskSnapshot, PeerSnapshot};
+
+    #[test]
+    fn each_tier_has_its_hits_and_ratio_and_the_disk_its_state() {
+        let stats = StatsSnapshot {
+            requests: 4,
+            memory_hits: 1,
+            memory_hit_ratio: 0.25,
+            memory_capacity: 1024,
+            disk: Some(DiskSnapshot {
+                hits_served: 2,
+                hit_ratio: 0.5,
+                state: StoreState::Faulted,
+                ..DiskSnapshot::default()
+            }),
+            ..StatsSnapshot::default()
+        };
+        let text = exposition(None, Some(&stats), 0);
+        for line in [
+            "canopy_cache_hits_total{tier=\"memory\"} 1\n",
+            "canopy_cache_hits_total{tier=\"disk\"} 2\n",
+            "canopy_cache_hit_ratio{tier=\"memory\"} 0.25\n",
+            "canopy_cache_hit_ratio{tier=\"disk\"} 0.5\n",
+            "canopy_cache_capacity_bytes 1024\n",
+            "canopy_disk_cache_state{state=\"ok\"} 0\n",
+            "canopy_disk_cache_state{state=\"faulted\"} 1\n",
+            "canopy_disk_cache_state{state=\"closed\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn peers_are_labelled_and_labels_escaped() {
@@ -638,6 +707,10 @@ mod tests {
             "canopy_client_icp_answers_total{client=\"127.0.0.2\",opcode=\"DENIED\"} 5\n"
         ));
         assert!(text.contains("canopy_client_bytes_total{client=\"other\"} 9\n"));
+        assert!(
+            !text.contains("canopy_disk_cache_state"),
+            "the disk tier is off"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -9,7 +9,9 @@ use axum::Form;
 use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::maintenance::Maintenance;
-use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{
+    DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState,
+};
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
 
@@ -332,6 +334,86 @@ pub struct DashboardPage {
     failed_logins: i64,
     /// The processes `canopy run` supervises, with their restarts; empty without it.
     processes: Vec<String>,
+    memory_cache: TierCard,
+    disk_cache: TierCard,
+}
+
+/// One tier of the cache on the dashboard: its headline figure (memory: its hit ratio;
+/// disk: its state) and the lines under it.
+pub struct TierCard {
+    big: String,
+    /// The headline's class: `ok`, `error`, or none.
+    tone: &'static str,
+    lines: Vec<String>,
+}
+
+impl TierCard {
+    fn memory(s: &StatsSnapshot) -> TierCard {
+        TierCard {
+            big: percent(s.memory_hit_ratio),
+            tone: "",
+            lines: vec![
+                format!("of requests · {}", counted(s.memory_hits, "hit", "hits")),
+                format!(
+                    "{} · {} of {}",
+                    counted(s.objects, "object", "objects"),
+                    bytes(s.bytes_held),
+                    bytes(s.memory_capacity)
+                ),
+                counted(s.memory_evictions, "eviction", "evictions"),
+            ],
+        }
+    }
+
+    fn disk(disk: Option<&DiskSnapshot>) -> TierCard {
+        let Some(d) = disk else {
+            return TierCard {
+                big: "Off".to_owned(),
+                tone: "",
+                lines: vec!["cache_dir or cache_dir_size is empty".to_owned()],
+            };
+        };
+        let (big, tone) = match d.state {
+            StoreState::Ok => ("OK", "ok"),
+            StoreState::Faulted => ("Faulted", "error"),
+            StoreState::Closed => ("Closed", "error"),
+        };
+        let mut lines = Vec::new();
+        if let Some(why) = &d.closed {
+            lines.push(format!("not opened at start: {why}"));
+        }
+        lines.extend([
+            format!(
+                "{} of requests · {}",
+                percent(d.hit_ratio),
+                counted(d.hits_served, "hit", "hits")
+            ),
+            format!(
+                "{} · {} of {}",
+                counted(d.objects, "object", "objects"),
+                bytes(d.bytes),
+                bytes(d.capacity)
+            ),
+            format!(
+                "{} · {} · {}",
+                counted(d.reads, "read", "reads"),
+                counted(d.writes, "write", "writes"),
+                counted(d.evictions, "eviction", "evictions")
+            ),
+            format!(
+                "faults: full {} · I/O {} · corrupt {}",
+                d.faults_full, d.faults_io, d.faults_corrupt
+            ),
+        ]);
+        if let Some(fault) = &d.last_fault {
+            lines.push(format!("last fault {}: {}", when(&fault.at), fault.reason));
+        }
+        TierCard {
+            big: big.to_owned(),
+            tone,
+            lines,
+        }
+    }
 }
 
 /// `n` with the noun in the number it takes: "1 hit", "2 hits".
@@ -428,6 +510,8 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
             .count(),
         charts: dashboard_charts(&samples, window),
         failed_logins,
+        memory_cache: TierCard::memory(s),
+        disk_cache: TierCard::disk(s.disk.as_ref()),
     };
     if let Ok(status) = &status {
         page.pid = status.pid.to_string();
