@@ -19,6 +19,7 @@ use hyper::Response;
 use tokio::sync::watch;
 
 use canopy_config::stats::DiskSnapshot;
+use common::disk::ReadOnlyOver;
 use common::*;
 
 const KIB: usize = 1024;
@@ -329,37 +330,6 @@ async fn one_object_stored_in(fs: &SmallFs) -> (Origin, Canopy, PathBuf) {
     get_whole(&proxy, &origin, "/small").await;
     wait_for_writes(&proxy, 1).await;
     (origin, proxy, dir)
-}
-
-/// A read-only mount of an empty directory over `dir`, unmounted when dropped: new files
-/// cannot be made there. (Root ignores file modes, so `chmod` would not do.)
-struct ReadOnlyOver {
-    dir: PathBuf,
-    /// The empty directory mounted, removed after the unmount.
-    _source: tempfile::TempDir,
-}
-
-impl ReadOnlyOver {
-    fn mount(dir: &Path) -> ReadOnlyOver {
-        let empty = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let done = Command::new("mount").args(args).arg(dir).status().unwrap();
-            assert!(done.success(), "mount {args:?} {}", dir.display());
-        };
-        let source = empty.path().to_str().unwrap().to_owned();
-        run(&["--bind", &source]);
-        run(&["-o", "remount,bind,ro"]);
-        ReadOnlyOver {
-            dir: dir.to_owned(),
-            _source: empty,
-        }
-    }
-}
-
-impl Drop for ReadOnlyOver {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
 }
 
 #[tokio::test]

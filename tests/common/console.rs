@@ -138,6 +138,35 @@ impl Console {
             body,
         })
     }
+
+    /// Logs in through the login form from 127.0.0.1 (a password of letters, digits and
+    /// spaces only) and gives the session's cookie.
+    pub async fn session(&self, user: &str, password: &str) -> String {
+        let from = IpAddr::from([127, 0, 0, 1]);
+        let form = self.request(from, "GET", "/login", &[], "").await;
+        let form = form.expect("the login form");
+        let login = set_cookie(&form, "canopy_login").expect("a login cookie");
+        let page = form.text();
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.find(marker).expect("a csrf field") + marker.len();
+        let csrf = &page[start..start + page[start..].find('"').expect("its end")];
+        let body = format!(
+            "csrf={csrf}&user={user}&password={}",
+            password.replace(' ', "+")
+        );
+        let form_type = ("content-type", "application/x-www-form-urlencoded");
+        let answer = self
+            .request(
+                from,
+                "POST",
+                "/login",
+                &[("cookie", &login), form_type],
+                &body,
+            )
+            .await
+            .expect("logging in");
+        set_cookie(&answer, "canopy_session").expect("a session cookie")
+    }
 }
 
 impl Drop for Console {

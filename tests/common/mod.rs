@@ -5,6 +5,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
 pub mod console;
+pub mod disk;
 pub mod nginx;
 pub mod raw;
 pub mod squid;
