@@ -71,8 +71,8 @@ pub(crate) enum CacheAction {
     List {
         #[arg(default_value = "")]
         prefix: String,
-        /// Show at most this many URLs (10000 at most); the listing says when more match.
-        #[arg(long, default_value_t = 100)]
+        /// Show at most this many URLs (1 to 10000); the listing says when more match.
+        #[arg(long, default_value_t = 100, value_parser = list_limit())]
         limit: usize,
         #[arg(long)]
         json: bool,
@@ -123,6 +123,12 @@ pub(crate) enum AdminAction {
     /// Set (or create the account, as an administrator, with) USER's console password, read
     /// from stdin.
     SetPassword { user: String },
+}
+
+/// `--limit` of `canopy cache list`: at least one URL, at most what one reply holds.
+fn list_limit() -> clap::builder::RangedU64ValueParser<usize> {
+    let most = canopy_config::control::MAX_CACHE_LIST as u64;
+    clap::builder::RangedU64ValueParser::new().range(1..=most)
 }
 
 pub(crate) fn parse_role(text: &str) -> Result<Role, String> {

@@ -214,6 +214,14 @@ async fn a_store_that_could_not_open_is_closed_with_its_reason_and_the_proxy_dow
     assert!(page.contains("big error\">Closed"), "{page}");
     assert!(page.contains("not opened at start"), "{page}");
 
+    let refused = proxy.cli(&["cache", "list", "--limit", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("1..=10000"),
+        "{}",
+        stderr(&refused)
+    );
+
     let dir = tempfile::tempdir().unwrap();
     for args in [&["cache", "list"][..], &["cache", "stats"]] {
         let refused = canopy_cli(dir.path(), args);
