@@ -151,7 +151,7 @@ settings! {
     parents: ParentList = ParentList::default(),
         Routing: "HTTP parent caches, `host:port; host:port;`, tried in this order: the next only when one fails. With round robin, a weight: `host:port|2;`.";
     round_robin: RoundRobin = RoundRobin::False,
-        Routing: "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
+        Routing: "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL; carp: by URL as Squid's carp, each parent named by its host.";
     never_direct: Flag = Flag(false),
         Routing: "Never go to the origin server: only through parents.";
     always_direct: Flag = Flag(false),

@@ -139,6 +139,7 @@ impl Config {
         for (i, rule) in self.parent_rules.iter().enumerate() {
             errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
         }
+        errors.extend(self.parents.carp_name_error("parents", self.round_robin));
         errors.extend(self.peer_errors());
         errors.extend(self.own_listener_errors());
         if errors.is_empty() {

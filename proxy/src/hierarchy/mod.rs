@@ -73,6 +73,7 @@ pub enum PlanReason {
     ClientAddress,
     Strict,
     ConsistentHash,
+    Carp,
 }
 
 impl PlanReason {
@@ -82,6 +83,7 @@ impl PlanReason {
             RoundRobin::True => PlanReason::ClientAddress,
             RoundRobin::Strict => PlanReason::Strict,
             RoundRobin::ConsistentHash => PlanReason::ConsistentHash,
+            RoundRobin::Carp => PlanReason::Carp,
         }
     }
 
@@ -94,6 +96,7 @@ impl PlanReason {
             PlanReason::ClientAddress => "client_address",
             PlanReason::Strict => "strict",
             PlanReason::ConsistentHash => "consistent_hash",
+            PlanReason::Carp => "carp",
         }
     }
 }
@@ -122,10 +125,10 @@ impl Hop<'_> {
             }
             Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
             Hop::Parent(p) => {
-                let code = if plan.reason == PlanReason::InOrder {
-                    HierCode::FirstUpParent
-                } else {
-                    HierCode::RoundRobinParent
+                let code = match plan.reason {
+                    PlanReason::InOrder => HierCode::FirstUpParent,
+                    PlanReason::Carp => HierCode::Carp,
+                    _ => HierCode::RoundRobinParent,
                 };
                 Hierarchy::new(code, &p.host)
             }
@@ -204,6 +207,7 @@ pub fn plan<'a>(
         .iter()
         .map(|&(i, weight)| Candidate {
             name: &runtime.parents[i].name,
+            host: &runtime.parents[i].host,
             weight,
         })
         .collect();
@@ -212,11 +216,11 @@ pub fn plan<'a>(
         .get::<ClientAddr>()
         .map(|c| c.0)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    // Only the consistent hash reads the URL; the other orders should not format it.
-    let url = if route.round_robin == RoundRobin::ConsistentHash {
-        parts.uri.to_string()
-    } else {
-        String::new()
+    // Only the hashes read the URL; the other orders should not format it.
+    let url = match route.round_robin {
+        RoundRobin::ConsistentHash => parts.uri.to_string(),
+        RoundRobin::Carp => carp::request_url(&parts.uri),
+        _ => String::new(),
     };
     let order = selection::order(
         route.round_robin,
@@ -226,6 +230,14 @@ pub fn plan<'a>(
         &route.rotation,
     );
     let now = Instant::now();
+    let order = if route.round_robin == RoundRobin::Carp {
+        selection::carp_failover(order, |i| {
+            let parent = &runtime.parents[route.parents[i].0];
+            parent.stats.health.available(now, runtime.retry_time)
+        })
+    } else {
+        order
+    };
     let usable = |p: &&PeerEntry| p.stats.health.available(now, runtime.retry_time);
     let mut hops = Vec::new();
     let mut skipped = Vec::new();
@@ -321,6 +333,7 @@ fn icp_parents<'a>(
         .iter()
         .map(|p| Candidate {
             name: &p.config.name,
+            host: &p.config.host,
             weight: p.config.weight,
         })
         .collect();
