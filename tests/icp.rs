@@ -339,6 +339,13 @@ async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
         (peer.icp_replies["HIT"], peer.false_hits, peer.hits_served),
         (1, 1, 0)
     );
+    assert_eq!(
+        peer.false_hits_by_method(),
+        [("icp", 1)],
+        "an ICP prediction"
+    );
+    let stats = stdout(&canopy.cli(&["stats"]));
+    assert!(stats.contains("false hits 1 (ICP 1)"), "{stats}");
 }
 
 /// A client at a configured sibling's address used to be served hits only, every miss a

@@ -419,7 +419,7 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
 
 fn peers(out: &mut Out, s: &StatsSnapshot) {
     type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
-    let counters: [(&str, &str, Field); 8] = [
+    let counters: [(&str, &str, Field); 7] = [
         (
             "canopy_peer_fetches_total",
             "HTTP requests sent through the peer.",
@@ -455,11 +455,6 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
             "Cache hits the peer served us.",
             |p| p.hits_served as f64,
         ),
-        (
-            "canopy_peer_false_hits_total",
-            "ICP HITs that turned out to be misses.",
-            |p| p.false_hits as f64,
-        ),
     ];
     for (name, help, field) in counters {
         out.family(name, "counter", help);
@@ -478,6 +473,20 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
                 "canopy_peer_icp_replies_total",
                 &[("peer", &p.name), ("opcode", opcode)],
                 *n as f64,
+            );
+        }
+    }
+    out.family(
+        "canopy_peer_false_hits_total",
+        "counter",
+        "Hits predicted at the peer that turned out to be misses, by the method that predicted them.",
+    );
+    for p in &s.peers {
+        for (method, n) in p.false_hits_by_method() {
+            out.value(
+                "canopy_peer_false_hits_total",
+                &[("peer", &p.name), ("method", method)],
+                n as f64,
             );
         }
     }

@@ -177,8 +177,8 @@ pub struct PeerStats {
     pub icp_late: AtomicU64,
     /// Objects it said HIT for and then served us.
     pub hits_served: AtomicU64,
-    /// Objects it said HIT for and then could not serve.
-    pub false_hits: AtomicU64,
+    /// Objects an ICP HIT from it predicted and it then could not serve.
+    pub false_hits_icp: AtomicU64,
     /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
     pub icp_tracked: AtomicBool,
     icp_health: Mutex<IcpHealth>,
@@ -330,7 +330,8 @@ impl PeerStats {
             last_query_at: icp.last_query.map(rfc3339),
             last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
-            false_hits: load(&self.false_hits),
+            false_hits: load(&self.false_hits_icp),
+            false_hits_icp: load(&self.false_hits_icp),
         }
     }
 }

@@ -483,7 +483,7 @@ pub async fn fetch(
         }
         if let Hop::PeerHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
-                peer.stats.false_hits.fetch_add(1, Relaxed);
+                peer.stats.false_hits_icp.fetch_add(1, Relaxed);
                 if let FalseHit::Connect(_) = reason {
                     record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }
