@@ -173,6 +173,11 @@ pub struct PeerSnapshot {
     /// Of those, the ones an ICP HIT predicted.
     #[serde(default)]
     pub false_hits_icp: u64,
+    /// ICP HIT_OBJ replies (an object inline) sent to this peer, and received from it.
+    #[serde(default)]
+    pub icp_hit_obj_sent: u64,
+    #[serde(default)]
+    pub icp_hit_obj_received: u64,
 }
 
 /// The ways a hit at a peer is predicted, each with its false hits counted apart, so an

@@ -419,7 +419,7 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
 
 fn peers(out: &mut Out, s: &StatsSnapshot) {
     type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
-    let counters: [(&str, &str, Field); 7] = [
+    let counters: [(&str, &str, Field); 9] = [
         (
             "canopy_peer_fetches_total",
             "HTTP requests sent through the peer.",
@@ -449,6 +449,16 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
             "canopy_peer_icp_late_replies_total",
             "ICP replies that came late or were ignored.",
             |p| p.icp_late_replies as f64,
+        ),
+        (
+            "canopy_peer_icp_hit_obj_sent_total",
+            "ICP HIT_OBJ replies (an object inline) sent to the peer.",
+            |p| p.icp_hit_obj_sent as f64,
+        ),
+        (
+            "canopy_peer_icp_hit_obj_received_total",
+            "ICP HIT_OBJ replies (an object inline) received from the peer and used or not.",
+            |p| p.icp_hit_obj_received as f64,
         ),
         (
             "canopy_peer_hits_served_total",

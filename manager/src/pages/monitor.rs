@@ -76,6 +76,9 @@ pub struct PeerRow {
     pub false_hits: u64,
     /// Of the false hits, those of each prediction method, in `FALSE_HIT_METHODS`' order.
     pub false_hits_by_method: Vec<(&'static str, u64)>,
+    /// ICP replies with the object inline, received from and sent to the peer.
+    pub icp_hit_obj_received: u64,
+    pub icp_hit_obj_sent: u64,
     pub bytes: u64,
     pub failures: u64,
     pub last_failure: Option<Failure>,
@@ -123,6 +126,8 @@ impl PeerRow {
             hits_served: s.hits_served,
             false_hits: s.false_hits,
             false_hits_by_method: s.false_hits_by_method().to_vec(),
+            icp_hit_obj_received: s.icp_hit_obj_received,
+            icp_hit_obj_sent: s.icp_hit_obj_sent,
             bytes: s.bytes,
             failures: s.failures,
             last_failure: s.last_failure.clone(),

@@ -219,3 +219,13 @@ fn carp_refuses_two_parents_on_one_host_as_squid_refuses_two_peers_of_one_name()
     rule.round_robin = RoundRobin::ConsistentHash;
     assert!(rule.errors("parent_rules.1").is_empty());
 }
+
+#[test]
+fn an_inline_icp_object_fits_one_datagram() {
+    let mut config = Config::default();
+    assert!(!config.icp_hit_obj.0, "off by default");
+    config.set("icp_hit_obj_max_bytes", "16361").unwrap();
+    let errors = config.set("icp_hit_obj_max_bytes", "16362").unwrap_err();
+    assert_eq!(errors.0[0].key, "icp_hit_obj_max_bytes");
+    assert_eq!(errors.0[0].value, "16362");
+}
