@@ -168,7 +168,7 @@ pub(crate) struct RuleArgs {
     /// Parents in the seeds' form, `host:port; host:port|weight;`.
     #[arg(long, default_value = "")]
     pub(crate) parents: String,
-    /// false, true (by client), strict or consistent_hash.
+    /// false, true (by client), strict, consistent_hash or carp.
     #[arg(long, default_value = "false")]
     pub(crate) round_robin: String,
     /// Whether the origin may be tried when every parent has failed.

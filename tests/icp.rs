@@ -89,6 +89,42 @@ async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
     .await;
 }
 
+/// Canopy with `settings` (ICP on `icp_port`) and a Squid, each the other's sibling.
+async fn siblings_with_squid(
+    binary: &std::path::Path,
+    settings: &[(&'static str, String)],
+    icp_port: u16,
+) -> (Canopy, Squid) {
+    let canopy = start_canopy(settings).await;
+    let squid = Squid::start(
+        binary,
+        &format!(
+            "cache_peer 127.0.0.1 sibling {} {icp_port} name=canopy\nicp_query_timeout 2000\n",
+            canopy.addr.port()
+        ),
+    );
+    add_squid_peer(&canopy, &squid, "sibling", &[]);
+    (canopy, squid)
+}
+
+/// Squid counts a peer it has not reached over TCP yet as dead: objects Canopy holds are
+/// asked for through Squid until Squid fetches one from Canopy (`SIBLING_HIT`).
+async fn squid_fetches_from(squid: &Squid, canopy: &Canopy, origin: &Origin) {
+    let mut round = 0;
+    wait_for("squid to use canopy as a sibling", LIMIT, || {
+        round += 1;
+        let url = origin.url(&format!("/warm-up-{round}"));
+        async move {
+            canopy.get(&url).await;
+            request_via(squid.http, None, "GET", &url, &[])
+                .await
+                .unwrap();
+            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
     let Some(binary) = squid_binary() else { return };
@@ -149,32 +185,9 @@ async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
     let Some(binary) = squid_binary() else { return };
     let origin = origin().await;
     let (settings, icp_port) = icp_settings("receive");
-    let canopy = start_canopy(&settings).await;
-    let squid = Squid::start(
-        &binary,
-        &format!(
-            "cache_peer 127.0.0.1 sibling {} {icp_port} name=canopy\nicp_query_timeout 2000\n",
-            canopy.addr.port()
-        ),
-    );
-    add_squid_peer(&canopy, &squid, "sibling", &[]);
+    let (canopy, squid) = siblings_with_squid(&binary, &settings, icp_port).await;
 
-    // Squid counts a peer it has not reached over TCP yet as dead: warm it up with objects
-    // Canopy holds until Squid fetches one from Canopy.
-    let mut round = 0;
-    wait_for("squid to use canopy as a sibling", LIMIT, || {
-        round += 1;
-        let url = origin.url(&format!("/warm-up-{round}"));
-        let (canopy, squid) = (&canopy, &squid);
-        async move {
-            canopy.get(&url).await;
-            request_via(squid.http, None, "GET", &url, &[])
-                .await
-                .unwrap();
-            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
-        }
-    })
-    .await;
+    squid_fetches_from(&squid, &canopy, &origin).await;
 
     let before = canopy.stats().await.icp_answers;
     let held = origin.url("/canopy-holds");
@@ -339,6 +352,13 @@ async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
         (peer.icp_replies["HIT"], peer.false_hits, peer.hits_served),
         (1, 1, 0)
     );
+    assert_eq!(
+        peer.false_hits_by_method(),
+        [("icp", 1)],
+        "an ICP prediction"
+    );
+    let stats = stdout(&canopy.cli(&["stats"]));
+    assert!(stats.contains("false hits 1 (ICP 1)"), "{stats}");
 }
 
 /// A client at a configured sibling's address used to be served hits only, every miss a
@@ -750,20 +770,7 @@ async fn per_client_counts_match_what_a_squid_child_sent_and_strangers_are_liste
         ),
     );
     add_squid_peer(&canopy, &squid, "sibling", &[]);
-    let mut round = 0;
-    wait_for("squid to use canopy as a sibling", LIMIT, || {
-        round += 1;
-        let url = origin.url(&format!("/client-warm-up-{round}"));
-        let (canopy, squid) = (&canopy, &squid);
-        async move {
-            canopy.get(&url).await;
-            request_via(squid.http, None, "GET", &url, &[])
-                .await
-                .unwrap();
-            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
-        }
-    })
-    .await;
+    squid_fetches_from(&squid, &canopy, &origin).await;
     for i in 0..4 {
         let held = origin.url(&format!("/client-held-{i}"));
         canopy.get(&held).await;
@@ -958,4 +965,108 @@ async fn stats_clients_lists_children_and_strangers_and_not_ordinary_clients() {
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(clients.len(), 2);
     assert!(child_served(&clients), "{json}");
+}
+
+/// Adds `peer` (another Canopy on 127.0.0.1) to `canopy` as a sibling called `name`.
+fn add_canopy_sibling(canopy: &Canopy, name: &str, peer: &Canopy, icp_port: u16) {
+    let (http, icp) = (peer.addr.port().to_string(), icp_port.to_string());
+    cli_ok(
+        canopy,
+        &[
+            "peer",
+            "add",
+            name,
+            "127.0.0.1",
+            "--type",
+            "sibling",
+            "--http-port",
+            &http,
+            "--icp-port",
+            &icp,
+        ],
+    );
+    cli_ok(canopy, &["reload"]);
+}
+
+#[tokio::test]
+async fn hit_obj_between_two_canopies_serves_the_object_with_no_http_fetch() {
+    let origin = origin().await;
+    let (mut holder_settings, holder_icp) = icp_settings("receive");
+    holder_settings.push(("icp_hit_obj", "on".to_owned()));
+    let holder = start_canopy(&holder_settings).await;
+    let (mut asker_settings, asker_icp) = icp_settings("send-receive");
+    asker_settings.push(("icp_hit_obj", "on".to_owned()));
+    let asker = start_canopy(&asker_settings).await;
+    add_canopy_sibling(&holder, "asker", &asker, asker_icp);
+    add_canopy_sibling(&asker, "holder", &holder, holder_icp);
+
+    let url = origin.url("/inline");
+    assert_eq!(holder.get(&url).await.status, StatusCode::OK);
+    let requests_at_holder = holder.stats().await.requests;
+    let got = asker.get(&url).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "object /inline");
+    assert_eq!(
+        origin.count("/inline"),
+        1,
+        "the origin saw one request only"
+    );
+    assert_eq!(
+        holder.stats().await.requests,
+        requests_at_holder,
+        "no HTTP request reached the holder: the object came inside the ICP reply"
+    );
+    wait_canopy_logged(&asker, "SIBLING_HIT/127.0.0.1", &url).await;
+    let at_asker = peer_stats(&asker, "holder").await;
+    assert_eq!(
+        (
+            at_asker.icp_hit_obj_received,
+            at_asker.icp_replies["HIT"],
+            at_asker.hits_served
+        ),
+        (1, 1, 1),
+        "{at_asker:?}"
+    );
+    assert_eq!(peer_stats(&holder, "asker").await.icp_hit_obj_sent, 1);
+    // Stored like any response from a peer: the next request is the asker's own hit.
+    assert_eq!(
+        asker.get(&url).await.header("x-cache").split(' ').next(),
+        Some("HIT")
+    );
+    let stats = stdout(&asker.cli(&["stats"]));
+    assert!(stats.contains("HIT_OBJ sent 0, received 1"), "{stats}");
+}
+
+#[tokio::test]
+async fn squid_asks_without_hit_obj_and_answers_it_with_plain_hit_both_ways() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let (mut settings, icp_port) = icp_settings("send-receive");
+    settings.push(("icp_hit_obj", "on".to_owned()));
+    let (canopy, squid) = siblings_with_squid(&binary, &settings, icp_port).await;
+
+    // Canopy asks Squid with the HIT_OBJ flag: Squid answers HIT and serves over HTTP.
+    let squid_holds = origin.url("/squid-holds");
+    request_via(squid.http, None, "GET", &squid_holds, &[])
+        .await
+        .unwrap();
+    let got = canopy.get(&squid_holds).await;
+    assert_eq!(got.text(), "object /squid-holds");
+    assert_eq!(origin.count("/squid-holds"), 1);
+    squid.wait_logged("UDP_HIT/", &squid_holds).await;
+    squid.wait_logged("_HIT/200", &squid_holds).await;
+
+    // Squid asks Canopy without the flag: Canopy answers plain HIT, and Squid fetches.
+    squid_fetches_from(&squid, &canopy, &origin).await;
+    let peer = peer_stats(&canopy, "squid").await;
+    assert_eq!(
+        (peer.icp_hit_obj_sent, peer.icp_hit_obj_received),
+        (0, 0),
+        "{peer:?}"
+    );
+    assert!(
+        peer.icp_replies["HIT"] >= 1 && peer.hits_served >= 1,
+        "{peer:?}"
+    );
+    assert!(canopy.stats().await.icp_answers["HIT"] >= 1);
 }

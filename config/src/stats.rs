@@ -209,9 +209,28 @@ pub struct PeerSnapshot {
     /// Cache hits this peer served us.
     #[serde(default)]
     pub hits_served: u64,
-    /// ICP HITs that turned out to be misses.
+    /// Hits predicted at this peer that turned out to be misses, whatever predicted them.
     #[serde(default)]
     pub false_hits: u64,
+    /// Of those, the ones an ICP HIT predicted.
+    #[serde(default)]
+    pub false_hits_icp: u64,
+    /// ICP HIT_OBJ replies (an object inline) sent to this peer, and received from it.
+    #[serde(default)]
+    pub icp_hit_obj_sent: u64,
+    #[serde(default)]
+    pub icp_hit_obj_received: u64,
+}
+
+/// The ways a hit at a peer is predicted, each with its false hits counted apart, so an
+/// admin can see which suits a link; `/metrics` labels them with these names.
+pub const FALSE_HIT_METHODS: [&str; 1] = ["icp"];
+
+impl PeerSnapshot {
+    /// False hits by the method that predicted them, in [`FALSE_HIT_METHODS`]' order.
+    pub fn false_hits_by_method(&self) -> [(&'static str, u64); FALSE_HIT_METHODS.len()] {
+        [(FALSE_HIT_METHODS[0], self.false_hits_icp)]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

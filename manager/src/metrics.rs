@@ -458,7 +458,7 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
 
 fn peers(out: &mut Out, s: &StatsSnapshot) {
     type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
-    let counters: [(&str, &str, Field); 8] = [
+    let counters: [(&str, &str, Field); 9] = [
         (
             "canopy_peer_fetches_total",
             "HTTP requests sent through the peer.",
@@ -490,14 +490,19 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
             |p| p.icp_late_replies as f64,
         ),
         (
+            "canopy_peer_icp_hit_obj_sent_total",
+            "ICP HIT_OBJ replies (an object inline) sent to the peer.",
+            |p| p.icp_hit_obj_sent as f64,
+        ),
+        (
+            "canopy_peer_icp_hit_obj_received_total",
+            "ICP HIT_OBJ replies (an object inline) received from the peer and used or not.",
+            |p| p.icp_hit_obj_received as f64,
+        ),
+        (
             "canopy_peer_hits_served_total",
             "Cache hits the peer served us.",
             |p| p.hits_served as f64,
-        ),
-        (
-            "canopy_peer_false_hits_total",
-            "ICP HITs that turned out to be misses.",
-            |p| p.false_hits as f64,
         ),
     ];
     for (name, help, field) in counters {
@@ -517,6 +522,20 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
                 "canopy_peer_icp_replies_total",
                 &[("peer", &p.name), ("opcode", opcode)],
                 *n as f64,
+            );
+        }
+    }
+    out.family(
+        "canopy_peer_false_hits_total",
+        "counter",
+        "Hits predicted at the peer that turned out to be misses, by the method that predicted them.",
+    );
+    for p in &s.peers {
+        for (method, n) in p.false_hits_by_method() {
+            out.value(
+                "canopy_peer_false_hits_total",
+                &[("peer", &p.name), ("method", method)],
+                n as f64,
             );
         }
     }

@@ -67,6 +67,7 @@ impl ControlHandler for FakeProxy {
                     icp_reply_ms_avg: 1.5,
                     state: Some(PeerState::Up),
                     false_hits: 2,
+                    false_hits_icp: 2,
                     ..PeerSnapshot::default()
                 },
                 PeerSnapshot {
@@ -997,7 +998,11 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     );
     let (status, peer) = console.get("/monitor/peers/squid").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(peer.contains("2 false hits"), "{peer}");
+    assert!(peer.contains("2 false hits · ICP 2"), "{peer}");
+    assert!(
+        peers.contains(">False hits</th>") && peers.contains("<th class=\"num minor\">ICP</th>"),
+        "a false-hit column per method: {peers}"
+    );
     let (status, json) = console.get("/api/stats").await;
     assert_eq!(status, StatusCode::OK);
     let stats: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -1030,6 +1035,10 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let (status, metrics) = console.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(metrics.contains("canopy_peer_icp_replies_total{peer=\"squid\",opcode=\"HIT\"} 11"));
+    assert!(
+        metrics.contains("canopy_peer_false_hits_total{peer=\"squid\",method=\"icp\"} 2"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("canopy_peer_down{peer=\"127.0.0.1:3999\"} 1"),
         "{metrics}"

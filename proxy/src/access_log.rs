@@ -66,6 +66,8 @@ pub enum HierCode {
     RoundRobinParent,
     /// A parent marked `default`, as the last resort.
     DefaultParent,
+    /// The parent CARP picked (`round_robin carp`), logged as Squid logs it.
+    Carp,
 }
 
 impl HierCode {
@@ -79,6 +81,7 @@ impl HierCode {
             HierCode::FirstUpParent => "FIRSTUP_PARENT",
             HierCode::RoundRobinParent => "ROUNDROBIN_PARENT",
             HierCode::DefaultParent => "DEFAULT_PARENT",
+            HierCode::Carp => "CARP",
         }
     }
 }

@@ -177,8 +177,12 @@ pub struct PeerStats {
     pub icp_late: AtomicU64,
     /// Objects it said HIT for and then served us.
     pub hits_served: AtomicU64,
-    /// Objects it said HIT for and then could not serve.
-    pub false_hits: AtomicU64,
+    /// Objects an ICP HIT from it predicted and it then could not serve.
+    pub false_hits_icp: AtomicU64,
+    /// HIT_OBJ replies: sent to it (its queries asked), and received from it (counted as
+    /// HIT replies too).
+    pub hit_obj_sent: AtomicU64,
+    pub hit_obj_received: AtomicU64,
     /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
     pub icp_tracked: AtomicBool,
     icp_health: Mutex<IcpHealth>,
@@ -244,6 +248,9 @@ impl PeerStats {
     }
 
     fn count_reply(&self, opcode: IcpOpcode) {
+        if opcode == IcpOpcode::HitObj {
+            self.hit_obj_received.fetch_add(1, Relaxed);
+        }
         let counter = match opcode {
             IcpOpcode::Hit | IcpOpcode::HitObj => &self.icp_hit,
             IcpOpcode::MissNofetch => &self.icp_miss_nofetch,
@@ -330,7 +337,10 @@ impl PeerStats {
             last_query_at: icp.last_query.map(rfc3339),
             last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
-            false_hits: load(&self.false_hits),
+            false_hits: load(&self.false_hits_icp),
+            false_hits_icp: load(&self.false_hits_icp),
+            icp_hit_obj_sent: load(&self.hit_obj_sent),
+            icp_hit_obj_received: load(&self.hit_obj_received),
         }
     }
 }

@@ -183,7 +183,7 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 .map(|(opcode, n)| format!("{opcode} {n}"))
                 .collect();
             println!(
-                "  ICP {} since {}: queries {}, replies {}, timeouts {}, late {}, avg {:.1} ms; hits served {}, false hits {}",
+                "  ICP {} since {}: queries {}, replies {}, timeouts {}, late {}, avg {:.1} ms; hits served {}; HIT_OBJ sent {}, received {}",
                 if state == PeerState::Dead { "dead" } else { "up" },
                 peer.state_since.as_deref().unwrap_or("-"),
                 peer.icp_queries,
@@ -192,9 +192,20 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 peer.icp_late_replies,
                 peer.icp_reply_ms_avg,
                 peer.hits_served,
-                peer.false_hits
+                peer.icp_hit_obj_sent,
+                peer.icp_hit_obj_received,
             );
         }
+        let by_method: Vec<String> = peer
+            .false_hits_by_method()
+            .iter()
+            .map(|(method, n)| format!("{} {n}", method.to_uppercase()))
+            .collect();
+        println!(
+            "  false hits {} ({})",
+            peer.false_hits,
+            by_method.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -104,7 +104,15 @@ impl Origin {
     pub async fn start(
         handler: impl Fn(&Seen) -> Response<OriginBody> + Send + Sync + 'static,
     ) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("origin bind");
+        Origin::start_on(IpAddr::from([127, 0, 0, 1]), handler).await
+    }
+
+    /// As [`Origin::start`], on another loopback address (for tests that tell hosts apart).
+    pub async fn start_on(
+        ip: IpAddr,
+        handler: impl Fn(&Seen) -> Response<OriginBody> + Send + Sync + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind((ip, 0)).await.expect("origin bind");
         let addr = listener.local_addr().expect("origin addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let handler: Arc<Handler> = Arc::new(handler);

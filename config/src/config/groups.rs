@@ -147,6 +147,7 @@ pub const ROUND_ROBIN_MODES: &[(&str, &str)] = &[
         "consistent_hash",
         "Consistent hash: each URL keeps one parent",
     ),
+    ("carp", "CARP: each URL to the parent Squid's carp picks"),
 ];
 
 impl Editable for RoundRobin {

@@ -103,14 +103,18 @@ pub enum RoundRobin {
     /// By URL on a weighted hash, so each URL has one home parent and adding or
     /// removing a parent moves only that parent's share.
     ConsistentHash,
+    /// By URL as Squid's `carp` does, each parent named by its host, so Canopy and Squid
+    /// send a URL to the same parent.
+    Carp,
 }
 
 impl RoundRobin {
-    pub const ALL: [RoundRobin; 4] = [
+    pub const ALL: [RoundRobin; 5] = [
         RoundRobin::False,
         RoundRobin::True,
         RoundRobin::Strict,
         RoundRobin::ConsistentHash,
+        RoundRobin::Carp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +123,7 @@ impl RoundRobin {
             RoundRobin::True => "true",
             RoundRobin::Strict => "strict",
             RoundRobin::ConsistentHash => "consistent_hash",
+            RoundRobin::Carp => "carp",
         }
     }
 }
@@ -131,8 +136,9 @@ impl FromStr for RoundRobin {
             "true" | "on" | "yes" => Ok(RoundRobin::True),
             "strict" => Ok(RoundRobin::Strict),
             "consistent_hash" => Ok(RoundRobin::ConsistentHash),
+            "carp" => Ok(RoundRobin::Carp),
             other => Err(format!(
-                "{other:?} is not a round robin mode: expected false, true, strict or consistent_hash"
+                "{other:?} is not a round robin mode: expected false, true, strict, consistent_hash or carp"
             )),
         }
     }
@@ -234,7 +240,31 @@ impl ParentRule {
         if self.parents.0.is_empty() && !self.go_direct {
             fail("", "a rule with no parents must allow go_direct");
         }
+        errors.extend(self.parents.carp_name_error(key, self.round_robin));
         errors
+    }
+}
+
+impl ParentList {
+    /// CARP names a parent by its host, as a Squid `cache_peer`'s name defaults to its
+    /// host, and Squid refuses two peers of one name: so must a CARP list.
+    pub(super) fn carp_name_error(&self, key: &str, mode: RoundRobin) -> Option<FieldError> {
+        if mode != RoundRobin::Carp {
+            return None;
+        }
+        let (_, parent) = self.0.iter().enumerate().find(|(i, p)| {
+            self.0[..*i]
+                .iter()
+                .any(|q| q.addr.host.eq_ignore_ascii_case(&p.addr.host))
+        })?;
+        Some(FieldError::new(
+            key,
+            &parent.addr,
+            format!(
+                "round_robin carp names each parent by its host, and host {} is listed twice",
+                parent.addr.host
+            ),
+        ))
     }
 }
 

@@ -151,7 +151,7 @@ settings! {
     parents: ParentList = ParentList::default(),
         Routing: "HTTP parent caches, `host:port; host:port;`, tried in this order: the next only when one fails. With round robin, a weight: `host:port|2;`.";
     round_robin: RoundRobin = RoundRobin::False,
-        Routing: "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL.";
+        Routing: "false: in order, the next on failure; true: by client address; strict: rotate; consistent_hash: by URL; carp: by URL as Squid's carp, each parent named by its host.";
     never_direct: Flag = Flag(false),
         Routing: "Never go to the origin server: only through parents.";
     always_direct: Flag = Flag(false),
@@ -202,6 +202,10 @@ settings! {
         Icp: "Caches that are not peers but may send ICP queries (addresses or CIDR networks); any other sender that is not a peer is answered DENIED.";
     icp_hits_only: Flag = Flag(false),
         Icp: "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
+    icp_hit_obj: Flag = Flag(false),
+        Icp: "ICP HIT_OBJ: ask peers to put a small fresh object in their reply, and do so for peers that ask; Squid never asks and keeps getting HIT.";
+    icp_hit_obj_max_bytes: u64 = 4096,
+        Icp: "Largest object (status line and fields included) sent or taken inside an ICP reply, bytes; at most 16361, one datagram less its header.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the

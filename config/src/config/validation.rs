@@ -119,6 +119,12 @@ impl Config {
             "expected at least 1 second",
         );
         check(
+            self.icp_hit_obj_max_bytes <= 16_361,
+            "icp_hit_obj_max_bytes",
+            self.icp_hit_obj_max_bytes.to_string(),
+            "expected at most 16361 bytes: one ICP datagram (16384) less its header, the object's size and a URL's NUL",
+        );
+        check(
             !(self.never_direct.0 && self.always_direct.0),
             "always_direct",
             "true".to_owned(),
@@ -139,6 +145,7 @@ impl Config {
         for (i, rule) in self.parent_rules.iter().enumerate() {
             errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
         }
+        errors.extend(self.parents.carp_name_error("parents", self.round_robin));
         errors.extend(self.peer_errors());
         errors.extend(self.own_listener_errors());
         if errors.is_empty() {

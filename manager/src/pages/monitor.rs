@@ -10,7 +10,7 @@ use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{
-    DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState,
+    DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState, FALSE_HIT_METHODS,
 };
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
@@ -76,6 +76,11 @@ pub struct PeerRow {
     pub fetches: u64,
     pub hits_served: u64,
     pub false_hits: u64,
+    /// Of the false hits, those of each prediction method, in `FALSE_HIT_METHODS`' order.
+    pub false_hits_by_method: Vec<(&'static str, u64)>,
+    /// ICP replies with the object inline, received from and sent to the peer.
+    pub icp_hit_obj_received: u64,
+    pub icp_hit_obj_sent: u64,
     pub bytes: u64,
     pub failures: u64,
     pub last_failure: Option<Failure>,
@@ -122,6 +127,9 @@ impl PeerRow {
             fetches: s.fetches,
             hits_served: s.hits_served,
             false_hits: s.false_hits,
+            false_hits_by_method: s.false_hits_by_method().to_vec(),
+            icp_hit_obj_received: s.icp_hit_obj_received,
+            icp_hit_obj_sent: s.icp_hit_obj_sent,
             bytes: s.bytes,
             failures: s.failures,
             last_failure: s.last_failure.clone(),
@@ -584,6 +592,13 @@ pub struct PeersPage {
     running: bool,
     down_reason: String,
     rows: Vec<PeerRow>,
+}
+
+impl PeersPage {
+    /// The false-hit columns: one per prediction method.
+    fn false_hit_methods(&self) -> &'static [&'static str] {
+        &FALSE_HIT_METHODS
+    }
 }
 
 pub async fn peers(State(state): State<AppState>, session: Session) -> Answer {

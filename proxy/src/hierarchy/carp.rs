@@ -9,6 +9,8 @@
 
 use std::cmp::Ordering;
 
+use http::Uri;
+
 /// Squid's mixing constant.
 const MIX: u32 = 0x6253_1965;
 
@@ -113,6 +115,23 @@ impl CarpArray {
     /// The parent Squid would pick for `url` with every parent alive.
     pub fn pick(&self, url: &str) -> Option<usize> {
         self.order(url).first().copied()
+    }
+}
+
+/// A request's URL as Squid's CARP hashes it (`effectiveRequestUri`): scheme and host in
+/// lower case, the port only when it is not the scheme's default, then path and query.
+pub fn request_url(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    match uri.port_u16().filter(|&port| port != default_port) {
+        Some(port) => format!("{scheme}://{host}:{port}{path}"),
+        None => format!("{scheme}://{host}{path}"),
     }
 }
 

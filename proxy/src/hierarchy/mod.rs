@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
 };
@@ -33,6 +34,7 @@ use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
 use crate::icp::codec::IcpOpcode;
+use crate::icp::hit_obj;
 use crate::icp::querier;
 use crate::icp::socket::Answer;
 use crate::runtime::Runtime;
@@ -54,6 +56,9 @@ pub enum Hop<'a> {
     /// A peer that answered ICP HIT. If it cannot serve the object after all, that is a
     /// false hit: counted, and the next hop is tried.
     PeerHit(&'a PeerEntry),
+    /// The object a peer's HIT_OBJ carried: served without an HTTP fetch if it passes the
+    /// checks any upstream response gets, else the peer is asked over HTTP (the next hop).
+    PeerObject(&'a PeerEntry, Bytes),
     /// An ICP parent asked to fetch a miss, and the hierarchy code for why it was.
     PeerParent(&'a PeerEntry, HierCode),
     Origin,
@@ -73,6 +78,7 @@ pub enum PlanReason {
     ClientAddress,
     Strict,
     ConsistentHash,
+    Carp,
 }
 
 impl PlanReason {
@@ -82,6 +88,7 @@ impl PlanReason {
             RoundRobin::True => PlanReason::ClientAddress,
             RoundRobin::Strict => PlanReason::Strict,
             RoundRobin::ConsistentHash => PlanReason::ConsistentHash,
+            RoundRobin::Carp => PlanReason::Carp,
         }
     }
 
@@ -94,6 +101,7 @@ impl PlanReason {
             PlanReason::ClientAddress => "client_address",
             PlanReason::Strict => "strict",
             PlanReason::ConsistentHash => "consistent_hash",
+            PlanReason::Carp => "carp",
         }
     }
 }
@@ -112,7 +120,7 @@ impl Hop<'_> {
     /// The hierarchy code and host, for the access log.
     fn hierarchy(&self, plan: &Plan<'_>, parts: &Parts) -> Hierarchy {
         match self {
-            Hop::PeerHit(p) => {
+            Hop::PeerHit(p) | Hop::PeerObject(p, _) => {
                 let code = if p.is_sibling() {
                     HierCode::SiblingHit
                 } else {
@@ -122,10 +130,10 @@ impl Hop<'_> {
             }
             Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
             Hop::Parent(p) => {
-                let code = if plan.reason == PlanReason::InOrder {
-                    HierCode::FirstUpParent
-                } else {
-                    HierCode::RoundRobinParent
+                let code = match plan.reason {
+                    PlanReason::InOrder => HierCode::FirstUpParent,
+                    PlanReason::Carp => HierCode::Carp,
+                    _ => HierCode::RoundRobinParent,
                 };
                 Hierarchy::new(code, &p.host)
             }
@@ -137,6 +145,7 @@ impl Hop<'_> {
     fn explanation(&self, plan: &Plan<'_>, n: usize) -> String {
         match self {
             Hop::PeerHit(p) => format!("peer={} icp=HIT", p.config.name),
+            Hop::PeerObject(p, _) => format!("peer={} icp=HIT_OBJ", p.config.name),
             Hop::PeerParent(p, code) => format!("peer={} hierarchy={code}", p.config.name),
             Hop::Parent(p) => format!(
                 "parent={} rule={} reason={}",
@@ -204,6 +213,7 @@ pub fn plan<'a>(
         .iter()
         .map(|&(i, weight)| Candidate {
             name: &runtime.parents[i].name,
+            host: &runtime.parents[i].host,
             weight,
         })
         .collect();
@@ -212,11 +222,11 @@ pub fn plan<'a>(
         .get::<ClientAddr>()
         .map(|c| c.0)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    // Only the consistent hash reads the URL; the other orders should not format it.
-    let url = if route.round_robin == RoundRobin::ConsistentHash {
-        parts.uri.to_string()
-    } else {
-        String::new()
+    // Only the hashes read the URL; the other orders should not format it.
+    let url = match route.round_robin {
+        RoundRobin::ConsistentHash => parts.uri.to_string(),
+        RoundRobin::Carp => carp::request_url(&parts.uri),
+        _ => String::new(),
     };
     let order = selection::order(
         route.round_robin,
@@ -226,20 +236,30 @@ pub fn plan<'a>(
         &route.rotation,
     );
     let now = Instant::now();
+    let order = if route.round_robin == RoundRobin::Carp {
+        selection::carp_failover(order, |i| {
+            let parent = &runtime.parents[route.parents[i].0];
+            parent.stats.health.available(now, runtime.retry_time)
+        })
+    } else {
+        order
+    };
     let usable = |p: &&PeerEntry| p.stats.health.available(now, runtime.retry_time);
     let mut hops = Vec::new();
     let mut skipped = Vec::new();
     let answered = answers.unwrap_or_default();
     for sibling in [true, false] {
-        hops.extend(
-            answered
-                .iter()
-                .filter(|a| a.opcode == IcpOpcode::Hit)
-                .filter_map(|a| runtime.peers.get(a.peer))
-                .filter(|p| p.is_sibling() == sibling)
-                .filter(usable)
-                .map(Hop::PeerHit),
-        );
+        for (peer, object) in answered
+            .iter()
+            .filter(|a| a.opcode == IcpOpcode::Hit)
+            .filter_map(|a| Some((runtime.peers.get(a.peer)?, &a.object)))
+            .filter(|(p, _)| p.is_sibling() == sibling && usable(p))
+        {
+            if let Some(object) = object {
+                hops.push(Hop::PeerObject(peer, object.clone()));
+            }
+            hops.push(Hop::PeerHit(peer));
+        }
     }
     let mut http_parents = 0;
     for i in order {
@@ -321,6 +341,7 @@ fn icp_parents<'a>(
         .iter()
         .map(|p| Candidate {
             name: &p.config.name,
+            host: &p.config.host,
             weight: p.config.weight,
         })
         .collect();
@@ -424,7 +445,7 @@ pub async fn fetch(
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
         let (client, counters, name): (_, Option<&PeerStats>, _) = match hop {
-            Hop::PeerHit(p) | Hop::PeerParent(p, _) => {
+            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => {
                 (&p.client, Some(&*p.stats), p.config.name.as_str())
             }
             Hop::Parent(p) => (&p.client, Some(&*p.stats), p.name.as_str()),
@@ -441,6 +462,33 @@ pub async fn fetch(
         } else {
             String::new()
         };
+        if let Hop::PeerObject(peer, object) = hop {
+            let max = runtime.config.icp_hit_obj_max_bytes;
+            match hit_obj::read(object, max, &parts.headers) {
+                Ok(inline) => {
+                    peer.stats.hits_served.fetch_add(1, Relaxed);
+                    let body = UpstreamBody::inline(
+                        inline.body,
+                        runtime.read_timeout,
+                        runtime.stats.clone(),
+                    );
+                    let mut response = Response::new(body);
+                    *response.status_mut() = inline.status;
+                    *response.headers_mut() = inline.headers;
+                    return Ok(Fetched {
+                        response,
+                        hierarchy,
+                        may_store: !peer.config.proxy_only,
+                        route,
+                    });
+                }
+                Err(refused) => {
+                    tracing::info!("{name}'s HIT_OBJ for {} not used: {refused}", parts.uri);
+                    tried.push(format!("{name}: HIT_OBJ not used, {refused}"));
+                    continue;
+                }
+            }
+        }
         if !client.may_take_request() {
             tried.push(format!("{name}: its max_conn connections are all busy"));
             continue;
@@ -470,7 +518,7 @@ pub async fn fetch(
         }
         if let Hop::PeerHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
-                peer.stats.false_hits.fetch_add(1, Relaxed);
+                peer.stats.false_hits_icp.fetch_add(1, Relaxed);
                 if let FalseHit::Connect(_) = reason {
                     record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }
@@ -487,7 +535,7 @@ pub async fn fetch(
             }
         }
         let may_store = match hop {
-            Hop::PeerHit(p) | Hop::PeerParent(p, _) => !p.config.proxy_only,
+            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => !p.config.proxy_only,
             Hop::Parent(_) | Hop::Origin => true,
         };
         let failure = match attempt {
@@ -537,7 +585,9 @@ pub async fn fetch(
             }
             Ok(Err(e)) => {
                 let connect_timeout_ms = match hop {
-                    Hop::PeerHit(p) | Hop::PeerParent(p, _) => p.config.connect_timeout_ms,
+                    Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => {
+                        p.config.connect_timeout_ms
+                    }
                     Hop::Parent(_) | Hop::Origin => None,
                 };
                 HopFailure::of(
@@ -688,6 +738,7 @@ mod tests {
         hops.iter()
             .map(|hop| match hop {
                 Hop::PeerHit(p) => format!("hit:{}", p.config.name),
+                Hop::PeerObject(p, _) => format!("hit_obj:{}", p.config.name),
                 Hop::PeerParent(p, code) => format!("{code}:{}", p.config.name),
                 Hop::Parent(p) => format!("http:{}", p.name),
                 Hop::Origin => "origin".to_owned(),
@@ -701,6 +752,7 @@ mod tests {
             from: SocketAddr::from(([10, 0, 0, 1], 3130)),
             opcode,
             elapsed: Duration::from_millis(ms),
+            object: None,
         }
     }
 

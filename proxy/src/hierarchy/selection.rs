@@ -1,5 +1,5 @@
 //! The order in which a rule's parents are tried: as listed, by client address, rotated
-//! by weight, or by a weighted consistent hash of the URL.
+//! by weight, by a weighted consistent hash of the URL, or by Squid's CARP.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -8,10 +8,14 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use canopy_config::config::RoundRobin;
 
-/// A parent as selection sees it: its name (which keys the hash) and its weight.
+use crate::hierarchy::carp::CarpArray;
+
+/// A parent as selection sees it: its name (which keys the consistent hash), its host
+/// (CARP's name for it) and its weight.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a> {
     pub name: &'a str,
+    pub host: &'a str,
     pub weight: u32,
 }
 
@@ -46,8 +50,31 @@ pub fn order(
                 .unwrap_or(0)
         }
         RoundRobin::ConsistentHash => return by_rendezvous(parents, url),
+        RoundRobin::Carp => return by_carp(parents, url),
     };
     (0..n).map(|i| (first + i) % n).collect()
+}
+
+/// Squid's CARP order, best score first, then any parent whose weight is too small a share
+/// to score (Squid never picks one by CARP). `url` is in [`carp::request_url`]'s form.
+///
+/// [`carp::request_url`]: crate::hierarchy::carp::request_url
+fn by_carp(parents: &[Candidate<'_>], url: &str) -> Vec<usize> {
+    let mut order = CarpArray::new(parents.iter().map(|p| (p.host, p.weight))).order(url);
+    let unscored: Vec<usize> = (0..parents.len()).filter(|i| !order.contains(i)).collect();
+    order.extend(unscored);
+    order
+}
+
+/// After CARP, Squid tries the first parent of the CARP order that is up, then every other
+/// parent in the order listed (`selectAllParents`); `order` is the CARP order.
+pub fn carp_failover(order: Vec<usize>, up: impl Fn(usize) -> bool) -> Vec<usize> {
+    let Some(first) = order.iter().copied().find(|&i| up(i)) else {
+        return order;
+    };
+    let mut rest: Vec<usize> = order.into_iter().filter(|&i| i != first).collect();
+    rest.sort_unstable();
+    std::iter::once(first).chain(rest).collect()
 }
 
 /// Weighted rendezvous hashing: each parent scores `weight / -ln(h)` for a hash `h` in
@@ -77,7 +104,11 @@ mod tests {
         names
             .iter()
             .zip(weights)
-            .map(|(name, &weight)| Candidate { name, weight })
+            .map(|(name, &weight)| Candidate {
+                name,
+                host: name,
+                weight,
+            })
             .collect()
     }
 
@@ -162,5 +193,62 @@ mod tests {
             })
             .count();
         assert!((2800..=3200).contains(&heavy), "{heavy}");
+    }
+
+    #[test]
+    fn carp_is_squids_choice_with_the_down_parents_left_out_and_the_rest_as_listed() {
+        let c = candidates(&["alpha", "beta", "gamma"], &[1, 2, 1]);
+        let array = CarpArray::new([("alpha", 1), ("beta", 2), ("gamma", 1)]);
+        let rotation = AtomicUsize::new(0);
+        for i in 0..200 {
+            let url = format!("http://carp.test/obj/{i}");
+            let full = order(RoundRobin::Carp, &c, &url, local(), &rotation);
+            assert_eq!(full, array.order(&url), "{url}");
+            // Squid keeps every CARP parent in the hash when one is down (the URL hash runs
+            // on through it) and takes the best score among those up.
+            let down = full[0];
+            let failover = carp_failover(full.clone(), |p| p != down);
+            assert_eq!(failover[0], full[1], "{url}");
+            let mut rest = failover[1..].to_vec();
+            rest.sort_unstable();
+            assert_eq!(failover[1..], rest, "then in list order");
+            assert_eq!(failover.len(), 3);
+        }
+    }
+
+    #[test]
+    fn carp_names_parents_by_host_and_keeps_a_share_too_small_to_score_last() {
+        let c = [
+            Candidate {
+                name: "a:1",
+                host: "a",
+                weight: 1,
+            },
+            Candidate {
+                name: "b:1",
+                host: "b",
+                weight: 1000,
+            },
+        ];
+        let rotation = AtomicUsize::new(0);
+        let url = "http://x/";
+        assert_eq!(order(RoundRobin::Carp, &c, url, local(), &rotation), [1, 0]);
+        let by_host = CarpArray::new([("a", 1), ("b", 1)]);
+        let same = [
+            Candidate {
+                name: "a:1",
+                host: "a",
+                weight: 1,
+            },
+            Candidate {
+                name: "b:1",
+                host: "b",
+                weight: 1,
+            },
+        ];
+        assert_eq!(
+            order(RoundRobin::Carp, &same, url, local(), &rotation),
+            by_host.order(url)
+        );
     }
 }

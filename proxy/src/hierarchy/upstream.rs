@@ -219,7 +219,7 @@ pub enum BodyError {
 /// server sends nothing for `read_timeout` between two reads (Squid's `read_timeout`,
 /// nginx's `proxy_read_timeout`): a slow body goes on as long as bytes keep coming.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Source,
     read_timeout: Duration,
     stats: Arc<Stats>,
     /// When the server has been silent for `read_timeout` unless more arrives.
@@ -229,8 +229,24 @@ pub struct UpstreamBody {
     alarm: Pin<Box<Sleep>>,
 }
 
+/// Where an upstream body comes from.
+enum Source {
+    Wire(Incoming),
+    /// A whole body that arrived with its head (a peer's ICP HIT_OBJ); taken on first poll.
+    Inline(Option<Bytes>),
+}
+
 impl UpstreamBody {
     pub fn new(inner: Incoming, read_timeout: Duration, stats: Arc<Stats>) -> UpstreamBody {
+        UpstreamBody::from_source(Source::Wire(inner), read_timeout, stats)
+    }
+
+    /// A body already here in whole: it is never waited for, so its timer never runs.
+    pub fn inline(body: Bytes, read_timeout: Duration, stats: Arc<Stats>) -> UpstreamBody {
+        UpstreamBody::from_source(Source::Inline(Some(body)), read_timeout, stats)
+    }
+
+    fn from_source(inner: Source, read_timeout: Duration, stats: Arc<Stats>) -> UpstreamBody {
         let stalled_at = tokio::time::Instant::now() + read_timeout;
         UpstreamBody {
             inner,
@@ -251,7 +267,11 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Wire(inner) => inner,
+            Source::Inline(body) => return Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stalled_at = tokio::time::Instant::now() + this.read_timeout;
                 Poll::Ready(Some(Ok(frame)))
@@ -273,11 +293,19 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Wire(inner) => inner.is_end_stream(),
+            Source::Inline(body) => body.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Wire(inner) => inner.size_hint(),
+            Source::Inline(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

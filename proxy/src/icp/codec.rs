@@ -13,7 +13,8 @@ use thiserror::Error;
 pub const HEADER_LEN: usize = 20;
 /// Largest ICP datagram, header included.
 pub const MAX_DATAGRAM_LEN: usize = 16384;
-/// Obsolete request for the object inline; we answer such queries normally.
+/// A query's request for the object inline (HIT_OBJ); answered so only with `icp_hit_obj`
+/// on, and set on our queries then.
 pub const ICP_FLAG_HIT_OBJ: u32 = 0x8000_0000;
 /// In a query: send RTT. In a reply: option data holds `hops << 16 | rtt_ms`.
 pub const ICP_FLAG_SRC_RTT: u32 = 0x4000_0000;
@@ -97,7 +98,8 @@ pub enum IcpPayload {
     Query { requester: Ipv4Addr, url: String },
     /// Every reply except `HIT_OBJ`: the URL of the query it answers.
     Url(String),
-    /// Obsolete `HIT_OBJ`: decoded for completeness, never sent by Canopy.
+    /// `HIT_OBJ`: the URL and the object (a whole HTTP response), sent only to a query that
+    /// asked for it.
     HitObj { url: String, object: Vec<u8> },
 }
 
@@ -141,6 +143,18 @@ impl IcpMessage {
     /// A version 2 reply carrying only the URL; for every opcode but `QUERY` and `HIT_OBJ`.
     pub fn reply(opcode: IcpOpcode, request_number: u32, url: impl Into<String>) -> Self {
         Self::new(opcode, request_number, IcpPayload::Url(url.into()))
+    }
+
+    /// A version 2 `HIT_OBJ` reply carrying `object` inline.
+    pub fn hit_obj(request_number: u32, url: impl Into<String>, object: Vec<u8>) -> Self {
+        Self::new(
+            IcpOpcode::HitObj,
+            request_number,
+            IcpPayload::HitObj {
+                url: url.into(),
+                object,
+            },
+        )
     }
 
     fn new(opcode: IcpOpcode, request_number: u32, payload: IcpPayload) -> Self {

@@ -8,11 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::sync::mpsc;
 
 use crate::hierarchy::peers;
-use crate::icp::codec::{IcpMessage, IcpOpcode};
+use crate::icp::codec::{IcpMessage, IcpOpcode, IcpPayload, ICP_FLAG_HIT_OBJ};
 use crate::icp::socket::{Answer, Round, RoundTable, Rounds};
 use crate::runtime::Runtime;
 use canopy_config::config::IcpMode;
@@ -97,7 +98,11 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
         rounds: &icp.rounds,
         number,
     };
-    let query = IcpMessage::query(number, url);
+    let mut query = IcpMessage::query(number, url);
+    if config.icp_hit_obj.0 {
+        // Harmless to peers that do not know it: Squid answers such a query as any other.
+        query.options |= ICP_FLAG_HIT_OBJ;
+    }
     if let (true, Some(group)) = (to_group, group) {
         icp.send(&query, group).await;
     }
@@ -111,8 +116,9 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
         match tokio::time::timeout_at(deadline, received.recv()).await {
             Ok(Some(answer)) => {
                 waiting_for.remove(&answer.from);
+                let hit = answer.opcode == IcpOpcode::Hit;
                 answers.push(answer);
-                if answer.opcode == IcpOpcode::Hit {
+                if hit {
                     break;
                 }
             }
@@ -167,21 +173,22 @@ fn settle(table: &mut RoundTable, message: &IcpMessage, from: SocketAddr) -> Set
     let Some((peer, stats)) = round.expected.remove(&from) else {
         return Settled::Ignored;
     };
-    let opcode = match message.opcode {
-        IcpOpcode::HitObj => IcpOpcode::Hit,
-        other => other,
-    };
     if round.ended {
-        stats.reply_late(opcode);
+        stats.reply_late(message.opcode);
         return Settled::Late;
     }
     let elapsed = round.sent_at.elapsed();
-    stats.reply_in_time(opcode, elapsed);
+    stats.reply_in_time(message.opcode, elapsed);
+    let (opcode, object) = match &message.payload {
+        IcpPayload::HitObj { object, .. } => (IcpOpcode::Hit, Some(Bytes::copy_from_slice(object))),
+        _ => (message.opcode, None),
+    };
     let _ = round.replies.send(Answer {
         peer,
         from,
         opcode,
         elapsed,
+        object,
     });
     Settled::InTime
 }

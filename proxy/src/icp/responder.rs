@@ -1,42 +1,81 @@
 //! The answer to a peer's query, decided as Squid's icp_access and icpCheckUdpHit do: by
-//! the querier's address first, then by what the cache holds.
+//! the querier's address first, then by what the cache holds; and, as Squid 1.1's
+//! icpCheckUdpHitObj did, whether a HIT carries the object inline.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, StatusCode, Uri};
 
 use crate::cache::key::cache_key;
 use crate::cache::policy;
-use crate::cache::store::Store;
+use crate::cache::store::{Store, Stored};
 use crate::hierarchy::peers;
-use crate::icp::codec::{IcpMessage, IcpOpcode};
+use crate::icp::codec::{IcpMessage, IcpOpcode, HEADER_LEN, ICP_FLAG_HIT_OBJ, MAX_DATAGRAM_LEN};
+use crate::icp::hit_obj;
 use crate::runtime::Runtime;
 use crate::stats::clients::Kind;
 use crate::stats::{PeerStats, Stats};
 
-/// The opcode answering `query` from `from`, counted in total and for its sender.
+/// The reply to `query` from `from`, counted in total and for its sender (a HIT_OBJ as a
+/// HIT, and apart for the peer it went to).
 pub fn answer(
     runtime: &Runtime,
     store: &Store,
     from: SocketAddr,
     query: &IcpMessage,
     stats: &Stats,
-) -> IcpOpcode {
+) -> IcpMessage {
     let asker = asker(runtime, from);
+    let url = query.payload.url();
+    let mut object = None;
     let opcode = if asker == Asker::Stranger {
         IcpOpcode::Denied
     } else {
-        match http_url(query.payload.url()) {
+        match http_url(url) {
             None => IcpOpcode::Err,
-            Some(uri) if holds_fresh(runtime, store, &uri) => IcpOpcode::Hit,
-            Some(_) if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
-            Some(_) => IcpOpcode::Miss,
+            Some(uri) => match fresh(runtime, store, &uri) {
+                Some(stored) => {
+                    object = inline_object(runtime, query, &stored);
+                    IcpOpcode::Hit
+                }
+                None if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
+                None => IcpOpcode::Miss,
+            },
         }
     };
     count(stats, from, asker, opcode);
-    opcode
+    match object {
+        Some(object) => {
+            if let Some(peer) = peers::by_address(&runtime.peers, peers::canonical(from.ip())) {
+                peer.stats.hit_obj_sent.fetch_add(1, Relaxed);
+            }
+            IcpMessage::hit_obj(query.request_number, url, object)
+        }
+        None => IcpMessage::reply(opcode, query.request_number, url),
+    }
+}
+
+/// The object for a HIT_OBJ reply: the query asked for it, `icp_hit_obj` is on, and the
+/// fresh response is a 200 without Vary (the querier cannot tell which variant it wants)
+/// that fits `icp_hit_obj_max_bytes` and the datagram.
+fn inline_object(runtime: &Runtime, query: &IcpMessage, stored: &Stored) -> Option<Vec<u8>> {
+    let config = &runtime.config;
+    let asked = query.options & ICP_FLAG_HIT_OBJ != 0;
+    if !asked || !config.icp_hit_obj.0 || stored.status != StatusCode::OK || stored.vary().is_some()
+    {
+        return None;
+    }
+    let max = usize::try_from(config.icp_hit_obj_max_bytes).unwrap_or(usize::MAX);
+    // The URL, its NUL and the object's 16-bit size share the datagram with the object.
+    let room = MAX_DATAGRAM_LEN - HEADER_LEN - query.payload.url().len() - 1 - 2;
+    let limit = max.min(room);
+    if stored.body.len() >= limit {
+        return None;
+    }
+    let object = hit_obj::write(stored, SystemTime::now());
+    (object.len() <= limit).then_some(object)
 }
 
 /// The answer to a query whose payload could not be read: ERR to those who may ask.
@@ -98,10 +137,8 @@ fn http_url(url: &str) -> Option<Uri> {
 }
 
 /// Held, and still fresh `icp_hit_fresh_for_s` from now: the peer's fetch will find it.
-fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
-    let Some(stored) = store.lookup(&cache_key(uri), &HeaderMap::new()) else {
-        return false;
-    };
+fn fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> Option<std::sync::Arc<Stored>> {
+    let stored = store.lookup(&cache_key(uri), &HeaderMap::new())?;
     let left = policy::remaining_freshness(
         stored.status,
         &stored.headers(),
@@ -109,7 +146,7 @@ fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
         SystemTime::now(),
         &runtime.heuristics,
     );
-    left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)
+    (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
 
 /// This proxy will not fetch a miss: the admin said so, or it may not go direct and no
@@ -132,7 +169,7 @@ mod tests {
     use super::*;
 
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode};
+    use http::HeaderValue;
 
     use crate::cache::policy::StoredTimes;
     use crate::cache::store::Stored;
@@ -185,6 +222,7 @@ mod tests {
             &IcpMessage::query(1, url),
             &Stats::default(),
         )
+        .opcode
     }
 
     #[test]
@@ -279,6 +317,52 @@ mod tests {
         assert_eq!(
             ask(&told, &store, "10.0.0.2:3130", "http://example.com/"),
             IcpOpcode::MissNofetch
+        );
+    }
+
+    #[test]
+    fn hit_obj_only_when_asked_allowed_fresh_small_and_not_varying() {
+        let store = Store::new(1 << 20);
+        store_fresh_for(&store, "http://example.com/long", 3600);
+        let on = runtime(|c| c.icp_hit_obj.0 = true);
+        let reply = |runtime: &Runtime, url: &str, flags: u32| {
+            let mut query = IcpMessage::query(9, url);
+            query.options = flags;
+            answer(
+                runtime,
+                &store,
+                "10.0.0.2:3130".parse().unwrap(),
+                &query,
+                &Stats::default(),
+            )
+        };
+        let url = "http://example.com/long";
+        let inline = reply(&on, url, ICP_FLAG_HIT_OBJ);
+        assert_eq!(
+            (inline.opcode, inline.request_number),
+            (IcpOpcode::HitObj, 9)
+        );
+        let crate::icp::codec::IcpPayload::HitObj { object, .. } = &inline.payload else {
+            panic!("{inline:?}");
+        };
+        let back = hit_obj::read(object, 4096, &HeaderMap::new()).expect("a whole response");
+        assert_eq!(back.body, "x");
+        assert_eq!(on.peers[0].stats.hit_obj_sent.load(Relaxed), 1);
+        // Squid never sets the flag: plain HIT.
+        assert_eq!(reply(&on, url, 0).opcode, IcpOpcode::Hit);
+        let off = runtime(|_| {});
+        assert_eq!(reply(&off, url, ICP_FLAG_HIT_OBJ).opcode, IcpOpcode::Hit);
+        let tiny = runtime(|c| {
+            c.icp_hit_obj.0 = true;
+            c.icp_hit_obj_max_bytes = 20;
+        });
+        assert_eq!(reply(&tiny, url, ICP_FLAG_HIT_OBJ).opcode, IcpOpcode::Hit);
+        store_fresh_for(&store, "http://example.com/short", 10);
+        let short = reply(&on, "http://example.com/short", ICP_FLAG_HIT_OBJ);
+        assert_eq!(
+            short.opcode,
+            IcpOpcode::Miss,
+            "not fresh long enough: no HIT at all"
         );
     }
 }

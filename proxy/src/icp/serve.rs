@@ -73,14 +73,13 @@ async fn handle(icp: &IcpSocket, shared: &Shared, datagram: &[u8], from: SocketA
     };
     if message.opcode == IcpOpcode::Query {
         totals.queries_received.fetch_add(1, Relaxed);
-        let opcode = responder::answer(
+        let reply = responder::answer(
             &runtime,
             &shared.store.load(),
             from,
             &message,
             &shared.stats,
         );
-        let reply = IcpMessage::reply(opcode, message.request_number, message.payload.url());
         icp.send(&reply, from).await;
     } else {
         querier::take_reply(&icp.rounds, &runtime, &message, from);

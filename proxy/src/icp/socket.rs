@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -72,14 +73,17 @@ pub struct Round {
 }
 
 /// A peer's reply to our query, in the order replies arrived.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Answer {
     /// Index of the peer in the runtime's peer table.
     pub peer: usize,
     pub from: SocketAddr,
+    /// A HIT_OBJ is a `Hit` here, with its object.
     pub opcode: IcpOpcode,
     /// From our query to this reply.
     pub elapsed: Duration,
+    /// The object a HIT_OBJ reply carried, not yet checked.
+    pub object: Option<Bytes>,
 }
 
 /// Rounds by request number: those under way, and those ended within [`LATE_WINDOW`],

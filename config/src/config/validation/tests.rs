@@ -195,3 +195,37 @@ fn a_sibling_cannot_be_a_default_or_rotation_parent_and_limits_are_bounded() {
         ]
     );
 }
+
+#[test]
+fn carp_refuses_two_parents_on_one_host_as_squid_refuses_two_peers_of_one_name() {
+    use crate::config::routing::{ParentRule, RoundRobin};
+    let mut config = Config::default();
+    config.set("parents", "p.test:3128; p.test:3129;").unwrap();
+    let errors = config.set("round_robin", "carp").unwrap_err();
+    assert_eq!(errors.0[0].key, "parents");
+    assert_eq!(errors.0[0].value, "p.test:3129");
+    assert!(errors.0[0].message.contains("host p.test is listed twice"));
+    config
+        .set("parents", "p.test:3128; q.test:3128|2;")
+        .unwrap();
+    config.set("round_robin", "carp").unwrap();
+    let mut rule = ParentRule {
+        dest_domain: Some("a.test".into()),
+        parents: "P.test:1; p.test:2;".parse().unwrap(),
+        round_robin: RoundRobin::Carp,
+        ..ParentRule::default()
+    };
+    assert_eq!(rule.errors("parent_rules.1").len(), 1);
+    rule.round_robin = RoundRobin::ConsistentHash;
+    assert!(rule.errors("parent_rules.1").is_empty());
+}
+
+#[test]
+fn an_inline_icp_object_fits_one_datagram() {
+    let mut config = Config::default();
+    assert!(!config.icp_hit_obj.0, "off by default");
+    config.set("icp_hit_obj_max_bytes", "16361").unwrap();
+    let errors = config.set("icp_hit_obj_max_bytes", "16362").unwrap_err();
+    assert_eq!(errors.0[0].key, "icp_hit_obj_max_bytes");
+    assert_eq!(errors.0[0].value, "16362");
+}

@@ -36,6 +36,21 @@ fn parent_list() -> impl Strategy<Value = ParentList> {
     })
 }
 
+/// `parents` as `mode` accepts them: CARP names a parent by its host, so one per host.
+fn for_mode(parents: ParentList, mode: RoundRobin) -> ParentList {
+    if mode != RoundRobin::Carp {
+        return parents;
+    }
+    let mut hosts = BTreeSet::new();
+    ParentList(
+        parents
+            .0
+            .into_iter()
+            .filter(|p| hosts.insert(p.addr.host.to_ascii_lowercase()))
+            .collect(),
+    )
+}
+
 fn peers() -> impl Strategy<Value = Vec<Peer>> {
     let peer = (
         "[A-Za-z0-9._-]{1,12}",
@@ -95,7 +110,7 @@ fn parent_rules() -> impl Strategy<Value = Vec<ParentRule>> {
                     port,
                     method,
                     go_direct: go_direct || parents.0.is_empty(),
-                    parents,
+                    parents: for_mode(parents, round_robin),
                     round_robin,
                 }
             },
@@ -185,7 +200,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
             heuristic_min_s: h1.min(h2),
             heuristic_max_s: h1.max(h2),
             parent_caching: default_route.0,
-            parents: default_route.1,
+            parents: for_mode(default_route.1, default_route.2),
             round_robin: default_route.2,
             never_direct,
             always_direct: Flag(always_direct.0 && !never_direct.0),

@@ -95,3 +95,14 @@ fn octets_above_127_are_sign_extended_as_a_c_char() {
     assert_eq!(signed_char(0xe9), 0xffff_ffe9);
     assert_ne!(name_hash("caf\u{e9}"), name_hash("cafe"));
 }
+
+#[test]
+fn the_url_hashed_is_squids_effective_request_uri() {
+    let url = |text: &str| request_url(&text.parse().unwrap());
+    assert_eq!(
+        url("http://Carp.TEST:80/obj/1?q=A"),
+        "http://carp.test/obj/1?q=A"
+    );
+    assert_eq!(url("http://carp.test:8080/x"), "http://carp.test:8080/x");
+    assert_eq!(url("https://carp.test:443"), "https://carp.test/");
+}
