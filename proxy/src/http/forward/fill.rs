@@ -74,6 +74,9 @@ pub(super) fn from_fill(
     let mut response = Response::new(body);
     *response.status_mut() = fill.status;
     *response.headers_mut() = headers;
+    if !ranges::asks_for_range(parts) {
+        return Some(response);
+    }
     // A range reader that leaves early would leave a fill to be stored without readers:
     // it reads on to the end when the whole will be kept.
     let stored_whole = content_length(&fill.headers).is_some_and(|len| len <= max_object_size);
