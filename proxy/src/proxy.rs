@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::cache::disk_tier::{DiskState, DiskTier};
 use crate::cache::listing;
+use crate::cache::partial::PartialStore;
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
 use crate::hierarchy::peers;
@@ -216,11 +217,13 @@ impl Proxy {
         maintenance::drop_gone(&db, &stats, &gone).await;
         let addr = bound.local_addr()?;
         let store = Store::new(runtime.config.cache_mem.0);
+        let cache_mem = runtime.config.cache_mem.0;
         let disk = open_disk_tier(&runtime.config, &data_dir).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             store: ArcSwap::from_pointee(store),
             disk,
+            partials: PartialStore::new(cache_mem),
             in_flight: Arc::default(),
             stats,
             draining: tokio::sync::watch::Sender::new(false),

@@ -13,6 +13,7 @@ use http::HeaderValue;
 use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
 use crate::cache::disk_tier::DiskState;
+use crate::cache::partial::PartialStore;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
 use crate::hierarchy::parents::Parent;
@@ -202,6 +203,8 @@ pub struct Shared {
     pub store: ArcSwap<Store>,
     /// The disk tier, opened at start for the proxy's life.
     pub disk: DiskState,
+    /// Partial content from 206 responses, for later range requests.
+    pub partials: PartialStore,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
     /// Set when the proxy stops; every client connection holds a receiver, so the sender
@@ -217,6 +220,7 @@ impl Shared {
         Arc::new(Shared {
             store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
             disk: DiskState::Off,
+            partials: PartialStore::new(runtime.config.cache_mem.0),
             in_flight: Arc::default(),
             stats: runtime.stats.clone(),
             runtime: ArcSwap::from_pointee(runtime),

@@ -140,6 +140,8 @@ settings! {
         Cache: "Directory of the disk cache (relative to the data dir), kept across restarts; empty: no disk cache. Takes effect at the next start.";
     cache_dir_size: ByteSize = ByteSize(1 << 30),
         Cache: "Disk for cached objects (bytes; K, M, G suffixes), and never more than a tenth of the free space of its file system at start; 0: no disk cache. Takes effect at the next start.";
+    range_offset_limit: ByteSize = ByteSize(1 << 20),
+        Cache: "A range request that misses fetches the whole object (to store it, and answer the range from it) when its first byte is within this many bytes of the start, as Squid's range_offset_limit; ranges starting further in, and suffix ranges, are passed upstream as asked. 0: every range passed upstream.";
     heuristic_lm_factor: f64 = 0.1,
         Cache: "Heuristic freshness as a fraction of the time since Last-Modified.";
     heuristic_min_s: u64 = 0,

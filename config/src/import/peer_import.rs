@@ -79,6 +79,7 @@ fn squid_directive_ignored(directive: &str) -> String {
         "cache_mem" => Some("cache_mem"),
         "maximum_object_size" => Some("max_object_size"),
         "maximum_object_size_in_memory" => Some("max_object_size_in_memory"),
+        "range_offset_limit" => Some("range_offset_limit"),
         "cache_dir" => Some("cache_dir and cache_dir_size"),
         "icp_access" => Some("icp_allowed_clients"),
         "http_access" => Some("allowed_clients"),

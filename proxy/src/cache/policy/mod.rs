@@ -10,9 +10,11 @@
 //! - [`reuse`]: whether a stored response answers a request, or stands in for an error.
 //! - [`validators`]: revalidation, 304 merging, the client's own conditionals.
 //! - [`vary`]: the secondary cache key.
+//! - [`ranges`]: range requests, If-Range, and storing and combining partial content.
 
 mod cache_control;
 mod freshness;
+pub mod ranges;
 mod reuse;
 mod storable;
 mod validators;

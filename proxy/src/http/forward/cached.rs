@@ -26,6 +26,7 @@ use crate::runtime::{Runtime, Shared};
 use super::fill::{
     fetch_and_fill, fill_matches, forward_uncached, from_fill, store_and_serve, unconditional,
 };
+use super::ranges::{self, RangeMiss};
 use super::{MissesDenied, Served};
 
 /// A GET or HEAD on the cache path, with what each step of it reads.
@@ -49,8 +50,12 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     };
     let request_cc = CacheControl::parse_request(&parts.headers);
     let credentials = parts.headers.contains_key(header::AUTHORIZATION);
+    let ranged = ranges::asks_for_range(&parts);
     if !credentials {
         if let Some(served) = from_store(&req, request_cc.only_if_cached).await {
+            return served;
+        }
+        if let Some(served) = ranged.then(|| ranges::from_partial(&req)).flatten() {
             return served;
         }
     }
@@ -76,13 +81,21 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     if is_loop(&parts.headers, &runtime.config.visible_name) {
         return fetch_and_fill(&req, None).await;
     }
+    if ranged
+        && ranges::range_miss(&parts, runtime.config.range_offset_limit.0) == RangeMiss::AsAsked
+    {
+        return ranges::fetch_as_asked(&req).await;
+    }
     match shared.in_flight.join(&key) {
         Join::Leader(leader) => fetch_and_fill(&req, Some(leader)).await,
         Join::Follower(waiting) => {
             let shared_fill = match InFlight::wait(waiting).await {
-                Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => {
-                    from_fill(&parts, &fill, fill.headers.clone())
-                }
+                Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => from_fill(
+                    &parts,
+                    &fill,
+                    fill.headers.clone(),
+                    runtime.config.max_object_size.0,
+                ),
                 _ => None,
             };
             match shared_fill {
@@ -254,7 +267,7 @@ async fn stream_from_disk(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    Some(response)
+    Some(ranges::cut(parts, response, false))
 }
 
 /// A response from the store, with its current Age; 304 when it answers the client's own
@@ -305,7 +318,7 @@ pub(super) fn respond(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    response
+    ranges::cut(parts, response, false)
 }
 
 /// A 304 carrying the fields RFC 9110 §15.4.5 asks for.

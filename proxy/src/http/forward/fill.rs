@@ -25,15 +25,18 @@ use crate::http::headers::remove_hop_by_hop;
 use crate::runtime::{Runtime, Shared};
 
 use super::cached::{not_modified, CacheRequest};
+use super::ranges;
 use super::Served;
 
-/// Request fields that make a request conditional; the cache asks its own questions.
-pub(super) const CONDITIONALS: [header::HeaderName; 5] = [
+/// Request fields that make a request conditional or partial; the cache asks its own
+/// questions, of whole representations.
+pub(super) const CONDITIONALS: [header::HeaderName; 6] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
     header::IF_RANGE,
+    header::RANGE,
 ];
 
 pub(super) fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
@@ -44,12 +47,13 @@ pub(super) fn fill_matches(fill: &Fill, request: &HeaderMap) -> bool {
 }
 
 /// The client's response streamed from a fill that is still arriving, with `headers`: the
-/// fill's, or for the client whose request fetched it, the origin's whole answer. `None`
-/// when the fill takes no more readers.
+/// fill's, or for the client whose request fetched it, the origin's whole answer; cut to the
+/// request's ranges. `None` when the fill takes no more readers.
 pub(super) fn from_fill(
     parts: &Parts,
     fill: &Arc<Fill>,
     headers: HeaderMap,
+    max_object_size: u64,
 ) -> Option<Response<ProxyBody>> {
     if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
         return Some(not_modified(headers));
@@ -70,11 +74,24 @@ pub(super) fn from_fill(
     let mut response = Response::new(body);
     *response.status_mut() = fill.status;
     *response.headers_mut() = headers;
-    Some(response)
+    if !ranges::asks_for_range(parts) {
+        return Some(response);
+    }
+    // A range reader that leaves early would leave a fill to be stored without readers:
+    // it reads on to the end when the whole will be kept.
+    let stored_whole = content_length(&fill.headers).is_some_and(|len| len <= max_object_size);
+    Some(ranges::cut(parts, response, stored_whole))
 }
 
-/// The client's request fields without its conditionals: the cache asks its own questions
-/// upstream and answers the client's itself.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// The client's request fields without its conditionals and Range: the cache asks its own
+/// questions upstream, of the whole representation, and answers the client's itself.
 pub(super) fn unconditional(headers: &HeaderMap) -> HeaderMap {
     let mut headers = headers.clone();
     // Most requests carry no conditional: looking costs less than five removals.
@@ -111,11 +128,7 @@ pub(super) fn store_and_serve(
     let (mut head, body) = fetched.response.into_parts();
     remove_hop_by_hop(&mut head.headers);
     let max = runtime.config.max_object_size.0;
-    let length = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let length = content_length(&head.headers);
     let too_big = length.is_some_and(|len| len > max);
     let storable = !too_big
         && fetched.may_store
@@ -131,6 +144,7 @@ pub(super) fn store_and_serve(
         if parts.method == Method::HEAD {
             *response.body_mut() = empty_body();
         }
+        let response = ranges::cut(parts, response, false);
         return Served::fetched(response, result, fetched.hierarchy, fetched.route);
     }
     // What the origin meant for this client alone (its cookies) stays out of the shared
@@ -177,7 +191,7 @@ pub(super) fn store_and_serve(
     );
     let headers = own_headers.unwrap_or_else(|| fill.headers.clone());
     // Attached before anyone else sees the fill: a new fill takes readers.
-    let Some(response) = from_fill(parts, &fill, headers) else {
+    let Some(response) = from_fill(parts, &fill, headers, max) else {
         unreachable!("a new fill refused its first reader")
     };
     if let Some(leader) = &leader {
@@ -318,6 +332,7 @@ pub(super) async fn pass_through(
                 disk.remove(&url).await;
             }
         };
+        shared.partials.remove(&cache_key(&parts.uri));
         remove(cache_key(&parts.uri)).await;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = served

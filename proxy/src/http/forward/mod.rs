@@ -5,6 +5,7 @@ mod accounted;
 mod cached;
 mod fill;
 mod purge;
+mod ranges;
 
 pub use accounted::Accounted;
 

@@ -33,7 +33,8 @@ pub(super) async fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, ur
         Some(disk) => disk.remove(&key).await,
         None => false,
     };
-    let removed = in_memory || on_disk;
+    let partial = shared.partials.remove(&key);
+    let removed = in_memory || on_disk || partial;
     let status = if removed {
         StatusCode::OK
     } else {
