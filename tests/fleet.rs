@@ -451,15 +451,20 @@ async fn three_nodes_follow_one_console_and_serve_on_without_postgresql() {
     for node in &nodes {
         node.wait_for_version(second).await;
     }
-    let shown = console.send("/monitor/nodes", None).await.text();
-    for name in names {
-        assert!(shown.contains(&format!("data-node=\"{name}\"")), "{shown}");
-    }
-    assert_eq!(
-        shown.matches(&format!("version {second} applied")).count(),
-        3,
-        "{shown}"
-    );
+    // Each node records its outcome just after it swaps the version in.
+    let applied = format!("version {second} applied");
+    wait_for(
+        "the Nodes page to show three nodes on it",
+        LIMIT,
+        || async {
+            let shown = console.send("/monitor/nodes", None).await.text();
+            names
+                .iter()
+                .all(|name| shown.contains(&format!("data-node=\"{name}\"")))
+                && shown.matches(&applied).count() == 3
+        },
+    )
+    .await;
 
     // A port taken on node3 alone: node3 rejects the version and keeps its own, the others
     // apply it (told by PostgreSQL; nobody asks them to reload).
