@@ -35,3 +35,13 @@ CREATE TABLE node_settings (
     value TEXT NOT NULL,
     PRIMARY KEY (node, key)
 );
+
+-- A canary: while this holds a node, every version saved is held for that node alone
+-- (config_versions.canary) until it is rolled out to every node. At most one row.
+CREATE TABLE canary (
+    id    BIGINT PRIMARY KEY CHECK (id = 1),
+    node  TEXT   NOT NULL,
+    since TEXT   NOT NULL
+);
+-- The node a version is held for; NULL once every node may apply it.
+ALTER TABLE config_versions ADD COLUMN canary TEXT;

@@ -82,6 +82,11 @@ pub(crate) enum NodeAction {
     /// it applies: bind_address, http_port, icp_port, manager_listen or visible_name. Taken
     /// up at the node's next start or the next version it applies.
     Set { key: String, value: String },
+    /// Make NODE the canary: every version saved from now on (in any console, or with
+    /// `canopy config`) is applied by NODE alone, until `canopy node rollout`.
+    Canary { node: String },
+    /// End the canary: the versions held for it go to every node.
+    Rollout,
 }
 
 #[derive(Subcommand)]

@@ -539,4 +539,52 @@ async fn three_nodes_follow_one_console_and_serve_on_without_postgresql() {
         outcome(&db, "node3", fourth).await == Some(Outcome::Applied)
     })
     .await;
+
+    // A canary: the next change made in the console goes to node1 alone, then to every node
+    // once it is rolled out.
+    let page = console.send("/monitor/nodes", None).await.text();
+    let csrf = hidden(&page, "csrf");
+    let form = encode(&[("csrf", csrf.clone()), ("node", "node1".to_owned())]);
+    let started = console.send("/monitor/nodes/canary", Some(form)).await;
+    assert_eq!(started.status.as_u16(), 303, "{}", started.text());
+    let page = console
+        .change(&db, Group::Timeouts, "read_timeout_ms", "55000")
+        .await;
+    let fifth = fourth + 1;
+    assert!(
+        page.text()
+            .contains(&format!("version {fifth} is in force")),
+        "{}",
+        page.text()
+    );
+    nodes[0].wait_for_version(fifth).await;
+    // node2 and node3 check in twice since (their heartbeat), and stay where they were.
+    for _ in 0..2 {
+        let seen = last_seen(&db).await;
+        wait_for("node2 and node3 to check in", LIMIT, || async {
+            let now = last_seen(&db).await;
+            ["node2", "node3"].iter().all(|n| now[*n] > seen[*n])
+        })
+        .await;
+    }
+    assert_eq!(nodes[1].in_force().await, fourth);
+    assert_eq!(nodes[2].in_force().await, fourth);
+    let shown = console.send("/monitor/nodes", None).await.text();
+    assert!(shown.contains("Canary: since"), "{shown}");
+    let form = encode(&[("csrf", csrf)]);
+    let rolled = console.send("/monitor/nodes/rollout", Some(form)).await;
+    assert_eq!(rolled.status.as_u16(), 303, "{}", rolled.text());
+    for node in &nodes {
+        node.wait_for_version(fifth).await;
+    }
+}
+
+/// Each node's `last_seen`, by name.
+async fn last_seen(db: &Db) -> std::collections::HashMap<String, String> {
+    db.nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| (n.node.name, n.node.last_seen))
+        .collect()
 }

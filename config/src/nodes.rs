@@ -6,7 +6,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::config::Config;
-use crate::versions::{version_from_row, ConfigVersion, Db, VersionError};
+use crate::database::VERSIONS_CHANNEL;
+use crate::versions::{now_rfc3339, version_from_row, ConfigVersion, Db, VersionError};
 
 /// The settings a node may hold apart from its fleet's versions: where it listens and the
 /// name it shows; every other setting is the fleet's.
@@ -185,6 +186,62 @@ impl Db {
         Ok(version)
     }
 
+    /// The newest version `node` may apply: every node's, or one held for it as the canary.
+    pub async fn latest_for(&self, node: &str) -> Result<ConfigVersion, VersionError> {
+        let row = sqlx::query(
+            "SELECT * FROM config_versions WHERE state != 'discarded'
+             AND (canary IS NULL OR canary = $1) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(node)
+        .fetch_one(self.pool())
+        .await?;
+        version_from_row(&row)
+    }
+
+    /// Makes `node` the canary: every version saved from now on is held for it alone, until
+    /// [`Db::roll_out`].
+    pub async fn start_canary(&self, node: &str) -> Result<(), VersionError> {
+        sqlx::query(
+            "INSERT INTO canary (id, node, since) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET node = excluded.node, since = excluded.since",
+        )
+        .bind(node)
+        .bind(now_rfc3339())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The canary node, and since when (RFC 3339), while one runs.
+    pub async fn canary(&self) -> Result<Option<(String, String)>, VersionError> {
+        let row = sqlx::query("SELECT node, since FROM canary")
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get("node")?, row.try_get("since")?)))
+            .transpose()?)
+    }
+
+    /// Ends the canary: the versions held for it become every node's (and every node is
+    /// told). Returns how many were held.
+    pub async fn roll_out(&self) -> Result<u64, VersionError> {
+        let mut tx = self.pool().begin().await?;
+        let released =
+            sqlx::query("UPDATE config_versions SET canary = NULL WHERE canary IS NOT NULL")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("DELETE FROM canary").execute(&mut *tx).await?;
+        if self.url().is_shared() {
+            sqlx::query("SELECT pg_notify($1, 'rolled out')")
+                .bind(VERSIONS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
     /// Every node by name, each with its outcome for the newest version it tried.
     pub async fn nodes(&self) -> Result<Vec<NodeView>, VersionError> {
         let rows = sqlx::query(
@@ -300,6 +357,25 @@ mod tests {
         assert_eq!(nodes[1].latest.as_ref().unwrap().outcome, taken);
         assert_eq!(db.last_applied_on("a").await.unwrap().unwrap().id, v2);
         assert_eq!(db.last_applied_on("b").await.unwrap().unwrap().id, 1);
+    }
+
+    #[tokio::test]
+    async fn a_canarys_versions_reach_the_other_nodes_once_rolled_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        db.start_canary("a").await.unwrap();
+        assert_eq!(db.canary().await.unwrap().unwrap().0, "a");
+        let mut config = Config::default();
+        config.set("http_port", "3129").unwrap();
+        let v2 = db.save(&config, "t", "held", None).await.unwrap();
+        assert_eq!(db.latest_for("a").await.unwrap().id, v2);
+        assert_eq!(db.latest_for("b").await.unwrap().id, 1);
+        assert_eq!(db.in_force().await.unwrap().id, v2, "edits go on from it");
+        assert_eq!(db.roll_out().await.unwrap(), 1);
+        assert!(db.canary().await.unwrap().is_none());
+        assert_eq!(db.latest_for("b").await.unwrap().id, v2);
+        let v3 = db.save(&config, "t", "every node's", None).await.unwrap();
+        assert_eq!(db.latest_for("b").await.unwrap().id, v3);
     }
 
     #[tokio::test]

@@ -60,6 +60,9 @@ pub struct ConfigVersion {
     pub state: VersionState,
     pub state_reason: Option<String>,
     pub state_at: Option<String>,
+    /// The node this version is held for while a canary runs; `None`: every node's.
+    #[serde(default)]
+    pub canary: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +148,8 @@ impl Db {
         }
         // One statement, so the check and the insert cannot be split by another writer.
         let id: Option<i64> = sqlx::query_scalar(concat!(
-            "INSERT INTO config_versions (created_at, author, summary, config)
-             SELECT $1, $2, $3, $4
+            "INSERT INTO config_versions (created_at, author, summary, config, canary)
+             SELECT $1, $2, $3, $4, (SELECT node FROM canary)
              WHERE $5 IS NULL OR $5 = ",
             in_force_id!(),
             " RETURNING id"
@@ -333,6 +336,7 @@ pub(crate) fn version_from_row(row: &sqlx::any::AnyRow) -> Result<ConfigVersion,
         state: state.parse()?,
         state_reason: row.try_get("state_reason")?,
         state_at: row.try_get("state_at")?,
+        canary: row.try_get("canary")?,
     })
 }
 

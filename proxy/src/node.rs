@@ -143,6 +143,7 @@ mod tests {
             state: VersionState::Applied,
             state_reason: None,
             state_at: None,
+            canary: None,
         };
         keep_last_applied(dir.path(), &version).unwrap();
         let read = last_applied(dir.path()).unwrap().unwrap();

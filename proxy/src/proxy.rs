@@ -131,7 +131,9 @@ impl Proxy {
     /// away from. With neither, refuses to start and says why.
     pub async fn start(db: Db, data_dir: PathBuf, node: Node) -> anyhow::Result<Arc<Proxy>> {
         let stats = Arc::new(Stats::default());
-        let newest = db.for_node(&node.name, db.latest().await?).await?;
+        let newest = db
+            .for_node(&node.name, db.latest_for(&node.name).await?)
+            .await?;
         // This node's own: in a fleet, the others may have applied a version it cannot.
         let last_applied = match db.last_applied_on(&node.name).await? {
             Some(last) => Some(db.for_node(&node.name, last).await?),
@@ -376,7 +378,7 @@ impl Proxy {
     /// While the database does not answer, the version in force stays.
     pub async fn check_in(&self) {
         let in_force = self.shared.runtime.load().version;
-        let newest = match self.db.latest().await {
+        let newest = match self.db.latest_for(&self.node.name).await {
             Ok(newest) => newest,
             Err(e) => {
                 self.node.lost(&e, in_force);
@@ -399,7 +401,7 @@ impl Proxy {
     async fn apply_newest(&self) -> Result<ReloadReply, ApplyError> {
         let began = Instant::now();
         let mut listening = self.listening.lock().await;
-        let newest = self.db.latest().await?;
+        let newest = self.db.latest_for(&self.node.name).await?;
         let newest = self.db.for_node(&self.node.name, newest).await?;
         let current = self.shared.runtime.load_full();
         if newest.id == current.version {
@@ -618,7 +620,12 @@ impl ControlHandler for Proxy {
                 let reason = error.to_string();
                 self.shared.stats.reloads_rejected.fetch_add(1, Relaxed);
                 let current = self.shared.runtime.load().version;
-                let newest = self.db.latest().await.map(|v| v.id).unwrap_or_default();
+                let newest = self
+                    .db
+                    .latest_for(&self.node.name)
+                    .await
+                    .map(|v| v.id)
+                    .unwrap_or_default();
                 if newest > current {
                     if let Err(e) = self
                         .db

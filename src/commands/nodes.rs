@@ -48,6 +48,17 @@ pub(crate) async fn node(paths: &Paths, action: NodeAction) -> anyhow::Result<Ex
                 Err(e) => return Err(e.into()),
             }
         }
+        NodeAction::Canary { node } => {
+            db.start_canary(&node).await?;
+            println!(
+                "node {node} is the canary: versions saved from now on go to it alone, until \
+                 `canopy node rollout`"
+            );
+        }
+        NodeAction::Rollout => match db.roll_out().await? {
+            0 => println!("no version was held for a canary; the canary, if any, has ended"),
+            held => println!("{held} version(s) held for the canary now go to every node"),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,14 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::response::IntoResponse;
+use axum::Form;
 use canopy_config::nodes::{NodeState, NodeView, Outcome, HEARTBEAT_S};
 use canopy_config::versions::now_rfc3339;
 
-use super::{when, Answer, Chrome, OrFailed};
+use super::landing::see_other;
+use super::{when, Answer, Chrome, Notice, OrFailed};
 use crate::accounts::Session;
+use crate::auth::{self, csrf_ok, FormData};
 use crate::state::AppState;
 
 /// One node's row, as the page shows it.
@@ -81,12 +84,19 @@ fn seen_lately(last_seen: &str, now: &str) -> bool {
 #[template(path = "nodes.html")]
 pub struct NodesPage {
     chrome: Chrome,
+    notice: Option<Notice>,
+    /// The canary node, and since when, while one runs.
+    canary: Option<(String, String)>,
     rows: Vec<NodeRow>,
     newest: i64,
 }
 
+const HERE: &str = "/monitor/nodes";
+
 pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
+    let notice = state.landing.take(&session, HERE);
     let nodes = state.db.nodes().await.or_failed("reading the nodes")?;
+    let canary = state.db.canary().await.or_failed("reading the canary")?;
     let newest = state
         .db
         .latest()
@@ -96,10 +106,56 @@ pub async fn list(State(state): State<AppState>, session: Session) -> Answer {
     let now = now_rfc3339();
     Ok(NodesPage {
         chrome: Chrome::new(&session, "nodes"),
+        notice,
+        canary: canary.map(|(node, since)| (node, when(&since))),
         rows: nodes.iter().map(|n| NodeRow::of(n, &now)).collect(),
         newest,
     }
     .into_response())
+}
+
+/// Makes the node the form names the canary.
+pub async fn canary(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<FormData>,
+) -> Answer {
+    if !csrf_ok(&session, &form) {
+        return Err(auth::forbidden().into());
+    }
+    let node = form.get("node").unwrap_or_default().trim().to_owned();
+    let notice = match state.db.start_canary(&node).await {
+        Ok(()) => Notice {
+            tone: "warn",
+            text: format!(
+                "{node} is the canary: the versions saved from now on go to it alone, until \
+                 they are rolled out to every node."
+            ),
+        },
+        Err(e) => Notice::error(format!("No canary: {e}.")),
+    };
+    Ok(see_other(&state, &session, HERE, notice))
+}
+
+/// Ends the canary: what was held for it goes to every node.
+pub async fn roll_out(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<FormData>,
+) -> Answer {
+    if !csrf_ok(&session, &form) {
+        return Err(auth::forbidden().into());
+    }
+    let notice = match state.db.roll_out().await {
+        Ok(held) => Notice {
+            tone: "ok",
+            text: format!(
+                "Rolled out: {held} version(s) held for the canary now go to every node."
+            ),
+        },
+        Err(e) => Notice::error(format!("Not rolled out: {e}.")),
+    };
+    Ok(see_other(&state, &session, HERE, notice))
 }
 
 #[cfg(test)]
