@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use canopy_config::config::{Peer, PeerKind};
+use canopy_config::database::DatabaseUrl;
 use canopy_manager::accounts::{AccountError, Role};
 
 #[derive(Parser)]
@@ -16,6 +17,13 @@ pub(crate) struct Cli {
     /// Where Canopy keeps its database, control socket and logs.
     #[arg(long, global = true, default_value = "./canopy-data")]
     pub(crate) data_dir: PathBuf,
+    /// The config database a fleet of nodes shares (postgres://USER@HOST/DATABASE); without
+    /// it, canopy.db in the data dir.
+    #[arg(long, global = true, env = "CANOPY_DATABASE")]
+    pub(crate) database: Option<DatabaseUrl>,
+    /// This node's name among the nodes of a fleet (default: the host name).
+    #[arg(long, global = true, env = "CANOPY_NODE")]
+    pub(crate) node: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Option<Action>,
 }
@@ -56,6 +64,10 @@ pub(crate) enum Action {
     /// The proxy's access log.
     #[command(subcommand)]
     Logs(LogsAction),
+    /// The nodes on this database (every node of a fleet on --database), and the settings
+    /// one node holds apart from the fleet's versions.
+    #[command(subcommand)]
+    Node(NodeAction),
     /// Remove every stored variant of URL from the running proxy's cache (a PURGE request
     /// sent to its listener from this host, which purge_allowed_clients must allow).
     Purge { url: String },
@@ -83,6 +95,22 @@ pub(crate) enum CacheAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NodeAction {
+    /// Every node: its state, the version in force, when it was last seen, and its outcome
+    /// for the newest version it tried.
+    List,
+    /// Hold KEY = VALUE on this node (--node; by default the host name) over every version
+    /// it applies: bind_address, http_port, icp_port, manager_listen or visible_name. Taken
+    /// up at the node's next start or the next version it applies.
+    Set { key: String, value: String },
+    /// Make NODE the canary: every version saved from now on (in any console, or with
+    /// `canopy config`) is applied by NODE alone, until `canopy node rollout`.
+    Canary { node: String },
+    /// End the canary: the versions held for it go to every node.
+    Rollout,
 }
 
 #[derive(Subcommand)]

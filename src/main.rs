@@ -29,7 +29,11 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let paths = Paths::new(&cli.data_dir);
+    let paths = Paths {
+        database: cli.database,
+        node: cli.node,
+        ..Paths::new(&cli.data_dir)
+    };
     let result = match cli.command.unwrap_or(Action::Run) {
         Action::Run => run(&paths).await,
         Action::Config(action) => config(&paths, action).await,
@@ -45,6 +49,7 @@ async fn main() -> ExitCode {
         Action::Peer(action) => peer(&paths, action).await,
         Action::Admin(action) => admin(&paths, action).await,
         Action::Logs(LogsAction::Reopen) => reopen_logs(&paths).await,
+        Action::Node(action) => commands::nodes::node(&paths, action).await,
         Action::Purge { url } => purge(&paths, &url).await,
         Action::Cache(CacheAction::List {
             prefix,

@@ -36,6 +36,12 @@ pub(crate) fn spawn(name: &str, paths: &Paths) -> anyhow::Result<Child> {
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
         });
     }
+    if let Some(database) = &paths.database {
+        process.arg("--database").arg(database.as_arg());
+    }
+    if let Some(node) = &paths.node {
+        process.arg("--node").arg(node);
+    }
     process
         .arg("--db")
         .arg(&paths.db)

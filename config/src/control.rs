@@ -119,6 +119,20 @@ pub struct StatusReply {
     pub rejected_version: Option<RejectedVersion>,
     pub http_listen: String,
     pub icp_listen: Option<String>,
+    /// This node's name in the nodes table.
+    #[serde(default)]
+    pub node: String,
+    /// The database (a fleet's PostgreSQL) does not answer: the node runs on the version
+    /// it last applied, kept in its data dir.
+    #[serde(default)]
+    pub database_down: Option<DatabaseDown>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseDown {
+    /// RFC 3339, UTC.
+    pub since: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,9 @@
 //!
 //! - [`changes`]: what a version changed, one line per change, for the console and the CLI.
 //! - [`config`]: every setting, its default and its validation.
-//! - [`versions`]: config versions in SQLite, the single source of truth.
+//! - [`database`]: the config database, SQLite in the data dir or a fleet's PostgreSQL.
+//! - [`versions`]: config versions, the single source of truth.
+//! - [`nodes`]: the proxies a database serves, and what each did with each version.
 //! - [`maintenance`]: peers taken down by hand, kept across restarts.
 //! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
 //!   `icp.config` and `parent.config`.
@@ -16,9 +18,11 @@
 pub mod changes;
 pub mod config;
 pub mod control;
+pub mod database;
 pub mod files;
 pub mod import;
 pub mod maintenance;
+pub mod nodes;
 pub mod purge;
 pub mod resolve;
 pub mod stats;

@@ -43,8 +43,9 @@ impl Db {
     /// Records `down`, replacing an earlier record of the same peer.
     pub async fn take_down(&self, down: &Maintenance) -> Result<(), VersionError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO peer_maintenance (name, reason, taken_by, taken_at)
-             VALUES (?, ?, ?, ?)",
+            "INSERT INTO peer_maintenance (name, reason, taken_by, taken_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET reason = $2, taken_by = $3, taken_at = $4",
         )
         .bind(&down.name)
         .bind(&down.reason)
@@ -57,7 +58,7 @@ impl Db {
 
     /// Forgets the record of `name`; false when it had none.
     pub async fn bring_up(&self, name: &str) -> Result<bool, VersionError> {
-        let done = sqlx::query("DELETE FROM peer_maintenance WHERE name = ?")
+        let done = sqlx::query("DELETE FROM peer_maintenance WHERE name = $1")
             .bind(name)
             .execute(self.pool())
             .await?;

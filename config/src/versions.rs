@@ -1,19 +1,18 @@
-//! Config versions in SQLite: the single source of truth for configuration, shared by the
+//! Config versions in the database: the single source of truth for configuration, shared by the
 //! proxy, the manager and the `canopy` command.
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
-use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
 
 use crate::config::{Config, ConfigErrors};
-use crate::files::{self, FileError};
+pub use crate::database::Db;
+use crate::database::{DatabaseError, DatabaseUrl, VERSIONS_CHANNEL};
 
 /// Where a config version stands with the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionState {
     /// Saved, not yet tried by a running proxy.
@@ -51,7 +50,7 @@ impl FromStr for VersionState {
 }
 
 /// One saved configuration, with who made it and what the proxy did with it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigVersion {
     pub id: i64,
     pub created_at: String,
@@ -61,16 +60,17 @@ pub struct ConfigVersion {
     pub state: VersionState,
     pub state_reason: Option<String>,
     pub state_at: Option<String>,
+    /// The node this version is held for while a canary runs; `None`: every node's.
+    #[serde(default)]
+    pub canary: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
-    Files(#[from] FileError),
+    Database(#[from] DatabaseError),
     #[error("invalid config: {0}")]
     Invalid(#[from] ConfigErrors),
     #[error("config version {based_on} is out of date: version {current} was saved meanwhile")]
@@ -79,6 +79,8 @@ pub enum VersionError {
     Unreadable(i64, String),
     #[error("no config version {0}")]
     NotFound(i64),
+    #[error("{0} is the fleet's setting; a node holds apart only its addresses, ports and name")]
+    NotPerNode(String),
 }
 
 /// The id of the version in force, as SQL (see [`Db::in_force`]); one expression, so a
@@ -95,12 +97,6 @@ macro_rules! in_force_id {
     };
 }
 
-/// The database both processes use.
-#[derive(Clone, Debug)]
-pub struct Db {
-    pool: SqlitePool,
-}
-
 /// The current time as RFC 3339 in UTC, to the millisecond.
 pub fn now_rfc3339() -> String {
     let format = time::macros::format_description!(
@@ -112,46 +108,23 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Db {
-    /// Opens (creating when missing) the database, brings its schema up to date, and saves
-    /// the default config as version 1 when there is none. The database's folder is the
-    /// data dir; it and the database are made the admin's alone first.
+    /// Opens (creating when missing) the SQLite database at `path`: see [`Db::connect`].
     pub async fn open(path: &Path) -> Result<Db, VersionError> {
-        let data_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        files::data_dir(data_dir)?;
-        files::private_file(path, files::DATABASE_MODE)?;
-        // SQLite creates these with the database's mode, but an older Canopy's may be open.
-        for suffix in ["-wal", "-shm"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            files::tighten(Path::new(&name), files::DATABASE_MODE)?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
-        let db = Db { pool };
+        Db::connect(&DatabaseUrl::Sqlite(path.to_owned())).await
+    }
+
+    /// Connects, brings the schema up to date (see [`Db::connect_schema`]), and saves the
+    /// default config as version 1 when there is none.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Db, VersionError> {
+        let db = Db::connect_schema(url).await?;
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM config_versions")
-            .fetch_one(&db.pool)
+            .fetch_one(db.pool())
             .await?;
         if count == 0 {
             db.save(&Config::default(), "canopy", "default configuration", None)
                 .await?;
         }
         Ok(db)
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
     }
 
     /// Saves `config` as a new version. With `based_on`, refuses unless it is still the
@@ -166,28 +139,46 @@ impl Db {
         config.validate()?;
         let json = serde_json::to_string(config)
             .map_err(|e| VersionError::Unreadable(0, e.to_string()))?;
+        let mut tx = self.pool().begin().await?;
+        if self.url().is_shared() {
+            // Other writers wait, so the check below sees every version saved before.
+            sqlx::query("LOCK TABLE config_versions IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
         // One statement, so the check and the insert cannot be split by another writer.
-        let result = sqlx::query(concat!(
-            "INSERT INTO config_versions (created_at, author, summary, config)
-             SELECT ?1, ?2, ?3, ?4
-             WHERE ?5 IS NULL OR ?5 = ",
+        let id: Option<i64> = sqlx::query_scalar(concat!(
+            "INSERT INTO config_versions (created_at, author, summary, config, canary)
+             SELECT $1, $2, $3, $4, (SELECT node FROM canary)
+             WHERE $5 IS NULL OR $5 = ",
             in_force_id!(),
+            " RETURNING id"
         ))
         .bind(now_rfc3339())
         .bind(author)
         .bind(summary)
         .bind(json)
         .bind(based_on)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        if result.rows_affected() == 0 {
+        let Some(id) = id else {
+            drop(tx);
             let current = self.in_force().await?.id;
             return Err(VersionError::Stale {
                 based_on: based_on.unwrap_or_default(),
                 current,
             });
+        };
+        if self.url().is_shared() {
+            // Sent when the transaction commits: a node told of it can read the version.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(VERSIONS_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
         }
-        Ok(result.last_insert_rowid())
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Saves `config` with a summary of what changed from the version in force.
@@ -235,15 +226,15 @@ impl Db {
         let row = sqlx::query(
             "SELECT * FROM config_versions WHERE state != 'discarded' ORDER BY id DESC LIMIT 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         version_from_row(&row)
     }
 
     pub async fn get(&self, id: i64) -> Result<ConfigVersion, VersionError> {
-        let row = sqlx::query("SELECT * FROM config_versions WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM config_versions WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await?
             .ok_or(VersionError::NotFound(id))?;
         version_from_row(&row)
@@ -255,7 +246,7 @@ impl Db {
             "SELECT * FROM config_versions WHERE state = 'applied'
              ORDER BY state_at DESC, id DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(version_from_row).transpose()
     }
@@ -268,7 +259,7 @@ impl Db {
             "SELECT * FROM config_versions WHERE id = ",
             in_force_id!()
         ))
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         version_from_row(&row)
     }
@@ -276,11 +267,11 @@ impl Db {
     /// The newest rejected version newer than `id`, to show beside the version in force.
     pub async fn rejected_after(&self, id: i64) -> Result<Option<ConfigVersion>, VersionError> {
         let row = sqlx::query(
-            "SELECT * FROM config_versions WHERE state = 'rejected' AND id > ?
+            "SELECT * FROM config_versions WHERE state = 'rejected' AND id > $1
              ORDER BY id DESC LIMIT 1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(version_from_row).transpose()
     }
@@ -289,21 +280,21 @@ impl Db {
     /// not a rejected version.
     pub async fn discard(&self, id: i64) -> Result<bool, VersionError> {
         let result = sqlx::query(
-            "UPDATE config_versions SET state = 'discarded', state_at = ?
-             WHERE id = ? AND state = 'rejected'",
+            "UPDATE config_versions SET state = 'discarded', state_at = $1
+             WHERE id = $2 AND state = 'rejected'",
         )
         .bind(now_rfc3339())
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
     /// The newest versions first, at most `limit`.
     pub async fn list(&self, limit: i64) -> Result<Vec<ConfigVersion>, VersionError> {
-        let rows = sqlx::query("SELECT * FROM config_versions ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM config_versions ORDER BY id DESC LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(version_from_row).collect()
     }
@@ -314,20 +305,23 @@ impl Db {
         state: VersionState,
         reason: Option<&str>,
     ) -> Result<(), VersionError> {
+        // A version one node of a fleet applied stays applied when another rejects it (each
+        // node's own outcome is in `node_versions`).
         sqlx::query(
-            "UPDATE config_versions SET state = ?, state_reason = ?, state_at = ? WHERE id = ?",
+            "UPDATE config_versions SET state = $1, state_reason = $2, state_at = $3
+             WHERE id = $4 AND NOT (state = 'applied' AND $1 = 'rejected')",
         )
         .bind(state.as_str())
         .bind(reason)
         .bind(now_rfc3339())
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
 }
 
-fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConfigVersion, VersionError> {
+pub(crate) fn version_from_row(row: &sqlx::any::AnyRow) -> Result<ConfigVersion, VersionError> {
     let id: i64 = row.try_get("id")?;
     let text: String = row.try_get("config")?;
     let config: Config =
@@ -342,6 +336,7 @@ fn version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ConfigVersion, Vers
         state: state.parse()?,
         state_reason: row.try_get("state_reason")?,
         state_at: row.try_get("state_at")?,
+        canary: row.try_get("canary")?,
     })
 }
 

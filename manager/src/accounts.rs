@@ -132,8 +132,8 @@ pub async fn set_password(db: &Db, user: &str, password: &str) -> Result<(), Acc
     check_user_name(user)?;
     let hash = hash_password(password).await?;
     sqlx::query(
-        "INSERT INTO accounts (name, password_hash, created_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET password_hash = ?2, failed_logins = 0",
+        "INSERT INTO accounts (name, password_hash, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET password_hash = $2, failed_logins = 0",
     )
     .bind(user)
     .bind(hash)
@@ -147,7 +147,7 @@ pub async fn set_password(db: &Db, user: &str, password: &str) -> Result<(), Acc
 pub async fn change_password(db: &Db, user: &str, password: &str) -> Result<(), AccountError> {
     let hash = hash_password(password).await?;
     let changed =
-        sqlx::query("UPDATE accounts SET password_hash = ?, failed_logins = 0 WHERE name = ?")
+        sqlx::query("UPDATE accounts SET password_hash = $1, failed_logins = 0 WHERE name = $2")
             .bind(hash)
             .bind(user)
             .execute(db.pool())
@@ -164,7 +164,7 @@ pub async fn add(db: &Db, name: &str, role: Role, password: &str) -> Result<(), 
     check_user_name(name)?;
     let hash = hash_password(password).await?;
     let added = sqlx::query(
-        "INSERT INTO accounts (name, password_hash, created_at, role) VALUES (?, ?, ?, ?)
+        "INSERT INTO accounts (name, password_hash, created_at, role) VALUES ($1, $2, $3, $4)
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
@@ -184,7 +184,7 @@ pub async fn add(db: &Db, name: &str, role: Role, password: &str) -> Result<(), 
 pub async fn remove(db: &Db, name: &str) -> Result<(), AccountError> {
     // One statement, so two removals at once cannot both pass the count.
     let removed = sqlx::query(
-        "DELETE FROM accounts WHERE name = ?1
+        "DELETE FROM accounts WHERE name = $1
          AND (role != 'admin' OR (SELECT count(*) FROM accounts WHERE role = 'admin') > 1)",
     )
     .bind(name)
@@ -201,8 +201,8 @@ pub async fn remove(db: &Db, name: &str) -> Result<(), AccountError> {
 /// administrator.
 pub async fn set_role(db: &Db, name: &str, role: Role) -> Result<(), AccountError> {
     let changed = sqlx::query(
-        "UPDATE accounts SET role = ?2 WHERE name = ?1
-         AND (?2 = 'admin' OR role != 'admin'
+        "UPDATE accounts SET role = $2 WHERE name = $1
+         AND ($2 = 'admin' OR role != 'admin'
               OR (SELECT count(*) FROM accounts WHERE role = 'admin') > 1)",
     )
     .bind(name)
@@ -255,7 +255,7 @@ pub async fn list(db: &Db) -> Result<Vec<Account>, AccountError> {
 }
 
 async fn end_sessions_of(db: &Db, user: &str) -> Result<(), AccountError> {
-    sqlx::query("DELETE FROM sessions WHERE account = ?")
+    sqlx::query("DELETE FROM sessions WHERE account = $1")
         .bind(user)
         .execute(db.pool())
         .await?;
@@ -325,7 +325,7 @@ pub async fn verify_password(db: &Db, user: &str, password: &str) -> anyhow::Res
 /// The stored argon2 hash of `user`'s password, when `user` is an account.
 pub async fn password_hash(db: &Db, user: &str) -> anyhow::Result<Option<String>> {
     Ok(
-        sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = ?")
+        sqlx::query_scalar("SELECT password_hash FROM accounts WHERE name = $1")
             .bind(user)
             .fetch_optional(db.pool())
             .await?,
@@ -399,16 +399,16 @@ fn stand_in_hash() -> Option<&'static str> {
 pub async fn record_failed_login(db: &Db, user: &str) -> anyhow::Result<i64> {
     let now = now_rfc3339();
     sqlx::query(
-        "INSERT INTO login_failures (name, count, last_at) VALUES (?1, 1, ?2)
-         ON CONFLICT (name) DO UPDATE SET count = count + 1, last_at = ?2",
+        "INSERT INTO login_failures (name, count, last_at) VALUES ($1, 1, $2)
+         ON CONFLICT (name) DO UPDATE SET count = count + 1, last_at = $2",
     )
     .bind(truncate(user, 64))
     .bind(&now)
     .execute(db.pool())
     .await?;
     let in_a_row: Option<i64> = sqlx::query_scalar(
-        "UPDATE accounts SET failed_logins = failed_logins + 1, last_failed_at = ?
-         WHERE name = ? RETURNING failed_logins",
+        "UPDATE accounts SET failed_logins = failed_logins + 1, last_failed_at = $1
+         WHERE name = $2 RETURNING failed_logins",
     )
     .bind(&now)
     .bind(user)
@@ -420,7 +420,7 @@ pub async fn record_failed_login(db: &Db, user: &str) -> anyhow::Result<i64> {
 /// Failed logins ever, for accounts and unknown names alike (never goes down).
 pub async fn failed_login_total(db: &Db) -> anyhow::Result<i64> {
     Ok(
-        sqlx::query_scalar("SELECT coalesce(sum(count), 0) FROM login_failures")
+        sqlx::query_scalar("SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM login_failures")
             .fetch_one(db.pool())
             .await?,
     )
@@ -439,13 +439,13 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
         csrf: random_token()?,
     };
     let now = unix_now();
-    sqlx::query("DELETE FROM sessions WHERE expires_at < ?")
+    sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
         .bind(now)
         .execute(db.pool())
         .await?;
     sqlx::query(
         "INSERT INTO sessions (id_sha256, account, csrf, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(stored_id(&session.id))
     .bind(user)
@@ -454,7 +454,7 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
     .bind(now + SESSION_SECONDS)
     .execute(db.pool())
     .await?;
-    sqlx::query("UPDATE accounts SET failed_logins = 0, last_login_at = ? WHERE name = ?")
+    sqlx::query("UPDATE accounts SET failed_logins = 0, last_login_at = $1 WHERE name = $2")
         .bind(now_rfc3339())
         .bind(user)
         .execute(db.pool())
@@ -467,7 +467,7 @@ pub async fn start_session(db: &Db, user: &str) -> anyhow::Result<Session> {
 pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> {
     let row = sqlx::query(
         "SELECT s.account, s.csrf, a.role FROM sessions s JOIN accounts a ON a.name = s.account
-         WHERE s.id_sha256 = ? AND s.expires_at >= ?",
+         WHERE s.id_sha256 = $1 AND s.expires_at >= $2",
     )
     .bind(stored_id(id))
     .bind(unix_now())
@@ -485,7 +485,7 @@ pub async fn find_session(db: &Db, id: &str) -> anyhow::Result<Option<Session>> 
 }
 
 pub async fn end_session(db: &Db, id: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id_sha256 = ?")
+    sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1")
         .bind(stored_id(id))
         .execute(db.pool())
         .await?;

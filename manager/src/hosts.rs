@@ -79,13 +79,19 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
 /// `manager_hosts` of the newest config version not rejected: the names take effect as
 /// soon as they are saved, since the console, not the proxy, uses them.
 async fn manager_hosts(db: &Db) -> anyhow::Result<HostList> {
-    let text: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT json_extract(config, '$.manager_hosts') FROM config_versions
+    // Read whole and picked out here: SQLite and PostgreSQL name their JSON functions apart.
+    let config: Option<String> = sqlx::query_scalar(
+        "SELECT config FROM config_versions
          WHERE state != 'rejected' ORDER BY id DESC LIMIT 1",
     )
     .fetch_optional(db.pool())
     .await?;
-    text.flatten()
+    let config: serde_json::Value = match config {
+        Some(text) => serde_json::from_str(&text)?,
+        None => serde_json::Value::Null,
+    };
+    config["manager_hosts"]
+        .as_str()
         .unwrap_or_default()
         .parse()
         .map_err(|e: String| anyhow::anyhow!("manager_hosts: {e}"))

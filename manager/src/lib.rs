@@ -53,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(pages::login::logout))
         .route("/monitor/peers", get(pages::monitor::peers))
         .route("/monitor/clients", get(pages::clients::list))
+        .route("/monitor/nodes", get(pages::nodes::list))
+        .route("/monitor/nodes/canary", post(pages::nodes::canary))
+        .route("/monitor/nodes/rollout", post(pages::nodes::roll_out))
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
         .route("/monitor/peers/{name}/use", post(pages::monitor::set_peer))
         .route(

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use canopy_config::database::DatabaseUrl;
 use canopy_config::versions::Db;
 
 #[derive(Parser)]
@@ -16,6 +17,10 @@ struct Args {
     /// The SQLite config database shared with the proxy.
     #[arg(long)]
     db: PathBuf,
+    /// A config database a fleet of nodes shares (postgres://USER@HOST/DATABASE), in place
+    /// of --db's.
+    #[arg(long, env = "CANOPY_DATABASE")]
+    database: Option<DatabaseUrl>,
     /// The proxy's control socket.
     #[arg(long)]
     control: PathBuf,
@@ -34,9 +39,13 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     // Taken over first: SIGHUP's default would end the console; logrotate and `pkill -HUP canopy` send it.
     let mut hangup = signal(SignalKind::hangup())?;
-    let db = Db::open(&args.db)
+    let url = args
+        .database
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(args.db.clone()));
+    let db = Db::connect(&url)
         .await
-        .with_context(|| format!("opening {}", args.db.display()))?;
+        .with_context(|| format!("opening {url}"))?;
     if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
         println!("Created the console account admin with password: {password}");
     }

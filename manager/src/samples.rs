@@ -70,7 +70,14 @@ pub async fn record(db: &Db, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Err
     let mut tx = db.pool().begin().await?;
     let icp_sent: u64 = s.peers.iter().map(|p| p.icp_queries).sum();
     let icp_replies: u64 = s.peers.iter().flat_map(|p| p.icp_replies.values()).sum();
-    sqlx::query("INSERT OR REPLACE INTO stats_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    // A second sample in the same second replaces the first, peers and all.
+    for table in ["stats_samples", "peer_samples"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE at = $1"))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("INSERT INTO stats_samples VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(at)
         .bind(s.requests as i64)
         .bind((s.hits_fresh + s.hits_stale + s.hits_revalidated) as i64)
@@ -89,12 +96,12 @@ pub async fn record(db: &Db, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Err
             p.icp_reply_ms_avg
         };
         sqlx::query(
-            "INSERT OR REPLACE INTO peer_samples
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO peer_samples
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(at)
         .bind(&p.name)
-        .bind(p.state.map(|st| st == PeerState::Up))
+        .bind(p.state.map(|st| i64::from(st == PeerState::Up)))
         .bind(p.fetches as i64)
         .bind(p.failures as i64)
         .bind(p.bytes as i64)
@@ -119,8 +126,8 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<(), sqlx::Error> {
     let cut = now - FULL_RESOLUTION_S;
     let gone = now - KEEP_ROLLED_UP_S;
     sqlx::query(
-        "DELETE FROM stats_samples WHERE at < ?1 AND (at < ?2 OR at NOT IN
-           (SELECT max(at) FROM stats_samples WHERE at < ?1 GROUP BY at / ?3))",
+        "DELETE FROM stats_samples WHERE at < $1 AND (at < $2 OR at NOT IN
+           (SELECT max(at) FROM stats_samples WHERE at < $1 GROUP BY at / $3))",
     )
     .bind(cut)
     .bind(gone)
@@ -128,8 +135,8 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<(), sqlx::Error> {
     .execute(db.pool())
     .await?;
     sqlx::query(
-        "DELETE FROM peer_samples WHERE at < ?1 AND (at < ?2 OR (peer, at) NOT IN
-           (SELECT peer, max(at) FROM peer_samples WHERE at < ?1 GROUP BY peer, at / ?3))",
+        "DELETE FROM peer_samples WHERE at < $1 AND (at < $2 OR (peer, at) NOT IN
+           (SELECT peer, max(at) FROM peer_samples WHERE at < $1 GROUP BY peer, at / $3))",
     )
     .bind(cut)
     .bind(gone)
@@ -173,10 +180,7 @@ pub const PEER_COLUMNS: &[&str] = &[
     "false_hits",
 ];
 
-fn samples_from(
-    rows: &[sqlx::sqlite::SqliteRow],
-    columns: &[&str],
-) -> Result<Vec<Sample>, sqlx::Error> {
+fn samples_from(rows: &[sqlx::any::AnyRow], columns: &[&str]) -> Result<Vec<Sample>, sqlx::Error> {
     rows.iter()
         .map(|row| {
             let values = columns
@@ -191,11 +195,11 @@ fn samples_from(
         .collect()
 }
 
-/// The columns read as REAL, so every value of a sample is an `f64`.
+/// The columns read as floating point, so every value of a sample is an `f64`.
 fn as_real(columns: &[&str]) -> String {
     columns
         .iter()
-        .map(|c| format!("CAST({c} AS REAL) AS {c}"))
+        .map(|c| format!("CAST({c} AS DOUBLE PRECISION) AS {c}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -204,7 +208,7 @@ fn as_real(columns: &[&str]) -> String {
 pub async fn totals(db: &Db, since: i64) -> Result<Vec<Sample>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT at, {cols} FROM stats_samples
-         WHERE at >= (SELECT coalesce(max(at), ?1) FROM stats_samples WHERE at < ?1)
+         WHERE at >= (SELECT coalesce(max(at), $1) FROM stats_samples WHERE at < $1)
          ORDER BY at",
         cols = as_real(TOTAL_COLUMNS)
     ))
@@ -218,8 +222,8 @@ pub async fn totals(db: &Db, since: i64) -> Result<Vec<Sample>, sqlx::Error> {
 pub async fn peer(db: &Db, name: &str, since: i64) -> Result<Vec<Sample>, sqlx::Error> {
     let rows = sqlx::query(&format!(
         "SELECT at, {cols} FROM peer_samples
-         WHERE peer = ?2 AND at >= (SELECT coalesce(max(at), ?1) FROM peer_samples
-                                    WHERE peer = ?2 AND at < ?1)
+         WHERE peer = $2 AND at >= (SELECT coalesce(max(at), $1) FROM peer_samples
+                                    WHERE peer = $2 AND at < $1)
          ORDER BY at",
         cols = as_real(PEER_COLUMNS)
     ))
@@ -245,8 +249,8 @@ pub async fn recent_failures(
 ) -> Result<Vec<FailureSeen>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT DISTINCT last_failure_at, last_failure FROM peer_samples
-         WHERE peer = ? AND last_failure_at IS NOT NULL
-         ORDER BY last_failure_at DESC LIMIT ?",
+         WHERE peer = $1 AND last_failure_at IS NOT NULL
+         ORDER BY last_failure_at DESC LIMIT $2",
     )
     .bind(name)
     .bind(limit)

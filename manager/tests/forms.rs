@@ -40,6 +40,8 @@ impl ControlHandler for FakeProxy {
             config_version: self.in_force.load(Ordering::SeqCst) as i64,
             rejected_version: None,
             http_listen: "127.0.0.1:3128".into(),
+            node: "test".into(),
+            database_down: None,
             icp_listen: Some("127.0.0.1:3130".into()),
         }
     }

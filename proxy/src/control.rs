@@ -230,6 +230,8 @@ mod tests {
                 config_version: 3,
                 rejected_version: None,
                 http_listen: "127.0.0.1:3128".into(),
+                node: "test".into(),
+                database_down: None,
                 icp_listen: None,
             }
         }

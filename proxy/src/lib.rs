@@ -11,6 +11,8 @@
 //! - [`proxy`]: the orchestrator on top: start, `reload`, drain, the control handler.
 //! - [`control`]: the control socket's server.
 //! - [`maintenance`]: peers taken down by hand, kept in the database across restarts.
+//! - [`node`]: this proxy as a node of its database, and the version it keeps to start on
+//!   without it.
 //! - [`stats`]: counters, in total and per peer.
 //! - [`access_log`]: the access log in Squid's native format.
 //!
@@ -26,6 +28,7 @@ pub mod htcp;
 pub mod http;
 pub mod icp;
 pub mod maintenance;
+pub mod node;
 pub mod proxy;
 pub mod runtime;
 pub mod stats;

@@ -7,8 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use canopy_config::database::DatabaseUrl;
+use canopy_config::nodes::{default_node_name, NodeState};
 use canopy_config::versions::Db;
 use canopy_proxy::control::{self, ControlHandler};
+use canopy_proxy::node::{self, Node};
 use canopy_proxy::proxy::Proxy;
 
 /// mimalloc: the request path allocates small, short-lived objects on several threads,
@@ -24,9 +27,17 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Parser)]
 #[command(version, about = "Canopy's caching proxy")]
 struct Args {
-    /// The SQLite config database (created with the defaults when missing).
+    /// The SQLite config database (created with the defaults when missing); its folder is
+    /// the data dir.
     #[arg(long)]
     db: PathBuf,
+    /// A config database a fleet of nodes shares (postgres://USER@HOST/DATABASE), in place
+    /// of --db's.
+    #[arg(long, env = "CANOPY_DATABASE")]
+    database: Option<DatabaseUrl>,
+    /// This node's name among the nodes of its database (default: the host name).
+    #[arg(long, env = "CANOPY_NODE")]
+    node: Option<String>,
     /// The control socket (`canopy reload`, `status`, `stats` and the console use it).
     #[arg(long)]
     control: PathBuf,
@@ -39,17 +50,36 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     canopy_config::init_logging();
     let args = Args::parse();
-    let db = Db::open(&args.db)
-        .await
-        .with_context(|| format!("opening {}", args.db.display()))?;
     let data_dir = args
         .db
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
+    let url = args
+        .database
+        .clone()
+        .unwrap_or_else(|| DatabaseUrl::Sqlite(args.db.clone()));
+    canopy_config::files::data_dir(&data_dir)?;
+    let node = Node::new(args.node.clone().unwrap_or_else(default_node_name));
     let control_listener = control::bind(&args.control)
         .with_context(|| format!("control socket {}", args.control.display()))?;
-    let proxy = Proxy::start(db, data_dir).await?;
+    let proxy = match Db::connect(&url).await {
+        Ok(db) => Proxy::start(db, data_dir, node).await?,
+        // A fleet's node serves on without PostgreSQL, on the version it last applied.
+        Err(error) if url.is_shared() => {
+            let Some(version) = node::last_applied(&data_dir)? else {
+                anyhow::bail!(
+                    "opening {url}: {error}; no config version was ever applied on this node \
+                     to start on without it"
+                );
+            };
+            Proxy::start_offline(Db::connect_lazy(&url)?, data_dir, node, version, &error).await?
+        }
+        Err(error) => return Err(error).with_context(|| format!("opening {url}")),
+    };
+    if url.is_shared() {
+        tokio::spawn(proxy.clone().follow_fleet());
+    }
     tokio::spawn(control::serve(control_listener, proxy.clone()));
     loop {
         tokio::select! {
@@ -67,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     if left > 0 {
         tracing::warn!("{left} client connections cut after {DRAIN_LIMIT:?}");
     }
+    proxy.report(NodeState::Stopped).await;
     let _ = std::fs::remove_file(&args.control);
     Ok(())
 }

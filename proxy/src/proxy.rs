@@ -19,14 +19,16 @@ use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
 use crate::maintenance::{self, MaintenanceError};
+use crate::node::{self, Node};
 use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::{ratio, rfc3339, Stats};
 use canopy_config::config::Config;
 use canopy_config::control::{
     CacheListReply, RejectedVersion, ReloadReply, ReopenReply, StatusReply,
 };
+use canopy_config::nodes::{NodeRecord, NodeState, Outcome, HEARTBEAT_S};
 use canopy_config::stats::{DiskSnapshot, Failure, PeerSnapshot, StatsSnapshot, StoreState};
-use canopy_config::versions::{ConfigVersion, Db, VersionError, VersionState};
+use canopy_config::versions::{now_rfc3339, ConfigVersion, Db, VersionError, VersionState};
 
 /// The disk tier `config` asks for, in the data directory unless `cache_dir` is absolute.
 /// One that cannot be opened (a missing or read-only directory, a full disk) leaves the
@@ -122,6 +124,9 @@ fn icp_endpoint(
     }
 }
 
+/// How long a node waits for PostgreSQL to take its `LISTEN` before it checks in anyway.
+const LISTEN_CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
 struct Listening {
     addr: SocketAddr,
     /// `None` once the proxy drains.
@@ -136,19 +141,32 @@ pub struct Proxy {
     /// The listener in force; its lock also makes reloads one at a time.
     listening: tokio::sync::Mutex<Listening>,
     rejected: Mutex<Option<RejectedVersion>>,
+    node: Node,
 }
 
 impl Proxy {
     /// Starts on the newest version; when it cannot be applied, on the version last in
     /// force, and never further back: older versions hold settings the admin changed
     /// away from. With neither, refuses to start and says why.
-    pub async fn start(db: Db, data_dir: PathBuf) -> anyhow::Result<Arc<Proxy>> {
+    pub async fn start(db: Db, data_dir: PathBuf, node: Node) -> anyhow::Result<Arc<Proxy>> {
         let stats = Arc::new(Stats::default());
-        let newest = db.latest().await?;
-        let last_applied = db.last_applied().await?;
+        let newest = db
+            .for_node(&node.name, db.latest_for(&node.name).await?)
+            .await?;
+        // This node's own: in a fleet, the others may have applied a version it cannot.
+        let last_applied = match db.last_applied_on(&node.name).await? {
+            Some(last) => Some(db.for_node(&node.name, last).await?),
+            None => None,
+        };
         let reason = match prepare(&newest, &data_dir, &stats) {
             Ok((runtime, bound)) => {
-                return Proxy::serve(db, data_dir, &newest, runtime, bound, stats, None).await
+                let started = Start {
+                    runtime,
+                    bound,
+                    stats,
+                    rejected: None,
+                };
+                return Proxy::serve(db, data_dir, node, &newest, started).await;
             }
             Err(error) => error.to_string(),
         };
@@ -184,16 +202,13 @@ impl Proxy {
         };
         match prepare(&fallback, &data_dir, &stats) {
             Ok((runtime, bound)) => {
-                Proxy::serve(
-                    db,
-                    data_dir,
-                    &fallback,
+                let started = Start {
                     runtime,
                     bound,
                     stats,
-                    Some(rejected),
-                )
-                .await
+                    rejected: Some(rejected),
+                };
+                Proxy::serve(db, data_dir, node, &fallback, started).await
             }
             Err(again) => refuse(format!(
                 "config version {} rejected: {}; version {}, the one last in force, cannot be \
@@ -203,18 +218,55 @@ impl Proxy {
         }
     }
 
+    /// Starts on `version`, the one this node last applied (kept in its data dir), while
+    /// the database (a fleet's PostgreSQL) does not answer; `db` connects when it is back.
+    pub async fn start_offline(
+        db: Db,
+        data_dir: PathBuf,
+        node: Node,
+        version: ConfigVersion,
+        error: &dyn std::fmt::Display,
+    ) -> anyhow::Result<Arc<Proxy>> {
+        let stats = Arc::new(Stats::default());
+        node.lost(error, version.id);
+        let (runtime, bound) = match prepare(&version, &data_dir, &stats) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                return refuse(format!(
+                    "the database is unreachable ({error}) and config version {}, the one \
+                     last applied here, cannot be applied: {e}; refusing to start",
+                    version.id
+                ))
+            }
+        };
+        let started = Start {
+            runtime,
+            bound,
+            stats,
+            rejected: None,
+        };
+        Proxy::serve(db, data_dir, node, &version, started).await
+    }
+
     async fn serve(
         db: Db,
         data_dir: PathBuf,
+        node: Node,
         version: &ConfigVersion,
-        runtime: Runtime,
-        bound: std::net::TcpListener,
-        stats: Arc<Stats>,
-        rejected: Option<RejectedVersion>,
+        started: Start,
     ) -> anyhow::Result<Arc<Proxy>> {
-        db.mark(version.id, VersionState::Applied, None).await?;
-        let gone = maintenance::lay_over(&runtime, db.maintenance().await?);
-        maintenance::drop_gone(&db, &stats, &gone).await;
+        let Start {
+            runtime,
+            bound,
+            stats,
+            rejected,
+        } = started;
+        let online = node.database_down().is_none();
+        if online {
+            db.mark(version.id, VersionState::Applied, None).await?;
+            let gone = maintenance::lay_over(&runtime, db.maintenance().await?);
+            maintenance::drop_gone(&db, &stats, &gone).await;
+        }
         let addr = bound.local_addr()?;
         let store = Store::new(runtime.config.cache_mem.0);
         let cache_mem = runtime.config.cache_mem.0;
@@ -237,7 +289,8 @@ impl Proxy {
             "config version {} in force; proxy listening on {addr}",
             version.id
         );
-        Ok(Arc::new(Proxy {
+        let refused = rejected.clone();
+        let proxy = Arc::new(Proxy {
             shared,
             db,
             data_dir,
@@ -247,13 +300,130 @@ impl Proxy {
                 accepting: Some(accepting),
             }),
             rejected: Mutex::new(rejected),
-        }))
+            node,
+        });
+        if online {
+            proxy.report(NodeState::Running).await;
+            proxy.record_applied(version).await;
+            if let Some(refused) = refused {
+                proxy.record_rejected(refused.id, refused.reason).await;
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// On a database a fleet shares: applies each new version as it is saved (told by
+    /// PostgreSQL's `NOTIFY`), and checks in every few seconds anyway, since what is sent
+    /// while the listener reconnects is lost. Runs as long as the process.
+    pub async fn follow_fleet(self: Arc<Self>) {
+        let mut listener = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_S));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if listener.is_none() {
+                let connecting = self.db.listen_for_versions();
+                listener = match tokio::time::timeout(LISTEN_CONNECT_LIMIT, connecting).await {
+                    Ok(Ok(listener)) => listener,
+                    Ok(Err(e)) => {
+                        self.node.lost(&e, self.shared.runtime.load().version);
+                        None
+                    }
+                    Err(_) => None,
+                };
+            }
+            match listener.as_mut() {
+                Some(listening) => tokio::select! {
+                    told = listening.next() => match told {
+                        Ok(Some(id)) => tracing::info!("config version {id} saved"),
+                        Ok(None) => tracing::warn!(
+                            "the database's notifications were cut; versions are checked \
+                             every {HEARTBEAT_S} s until they are back"
+                        ),
+                        Err(_) => listener = None,
+                    },
+                    _ = tick.tick() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            self.check_in().await;
+        }
+    }
+
+    /// Writes this node's row: addresses, the version in force, `state`, seen now.
+    pub async fn report(&self, state: NodeState) {
+        let runtime = self.shared.runtime.load();
+        let record = NodeRecord {
+            name: self.node.name.clone(),
+            http_listen: self.listening.lock().await.addr.to_string(),
+            icp_listen: runtime.icp.as_ref().map(|icp| icp.local.to_string()),
+            software: env!("CARGO_PKG_VERSION").to_owned(),
+            config_version: runtime.version,
+            state,
+            started_at: self.node.started_at.clone(),
+            last_seen: now_rfc3339(),
+        };
+        if let Err(e) = self.db.report_node(&record).await {
+            self.node.lost(&e, runtime.version);
+        }
+    }
+
+    /// Keeps `version` in the data dir (to start on without the database) and records
+    /// that this node applied it.
+    async fn record_applied(&self, version: &ConfigVersion) {
+        if let Err(e) = node::keep_last_applied(&self.data_dir, version) {
+            tracing::error!("config version {} applied but not kept: {e}", version.id);
+        }
+        self.record_outcome(version.id, Outcome::Applied).await;
+    }
+
+    async fn record_rejected(&self, version: i64, reason: String) {
+        self.record_outcome(version, Outcome::Rejected(reason))
+            .await;
+    }
+
+    async fn record_outcome(&self, version: i64, outcome: Outcome) {
+        let at = now_rfc3339();
+        if let Err(e) = self
+            .db
+            .record_outcome(&self.node.name, version, &outcome, &at)
+            .await
+        {
+            tracing::error!("config version {version}: this node's outcome not recorded: {e}");
+        }
+    }
+
+    /// A fleet node's regular check (and what a notification of a new version starts):
+    /// applies the newest version unless this node already refused it, and reports itself.
+    /// While the database does not answer, the version in force stays.
+    pub async fn check_in(&self) {
+        let in_force = self.shared.runtime.load().version;
+        let newest = match self.db.latest_for(&self.node.name).await {
+            Ok(newest) => newest,
+            Err(e) => {
+                self.node.lost(&e, in_force);
+                return;
+            }
+        };
+        self.node.reached();
+        let refused = self
+            .rejected
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| r.id));
+        if newest.id != in_force && refused != Some(newest.id) {
+            // Its outcome is logged and recorded by `reload` itself.
+            let _ = self.reload().await;
+        }
+        self.report(NodeState::Running).await;
     }
 
     async fn apply_newest(&self) -> Result<ReloadReply, ApplyError> {
         let began = Instant::now();
         let mut listening = self.listening.lock().await;
-        let newest = self.db.latest().await?;
+        let newest = self.db.latest_for(&self.node.name).await?;
+        let newest = self.db.for_node(&self.node.name, newest).await?;
         let current = self.shared.runtime.load_full();
         if newest.id == current.version {
             return Ok(ReloadReply {
@@ -371,6 +541,8 @@ impl ControlHandler for Proxy {
                 .filter(|r| r.id > runtime.version),
             http_listen: self.listening.lock().await.addr.to_string(),
             icp_listen: runtime.icp.as_ref().map(|icp| icp.local.to_string()),
+            node: self.node.name.clone(),
+            database_down: self.node.database_down(),
         }
     }
 
@@ -463,6 +635,18 @@ impl ControlHandler for Proxy {
                     if let Ok(mut rejected) = self.rejected.lock() {
                         *rejected = None;
                     }
+                    let version = match self.db.get(reply.config_version).await {
+                        Ok(version) => self.db.for_node(&self.node.name, version).await,
+                        Err(e) => Err(e),
+                    };
+                    match version {
+                        Ok(version) => self.record_applied(&version).await,
+                        Err(e) => tracing::error!(
+                            "config version {} applied but not kept: {e}",
+                            reply.config_version
+                        ),
+                    }
+                    self.report(NodeState::Running).await;
                     tracing::info!(
                         "config version {} applied in {} ms",
                         reply.config_version,
@@ -475,7 +659,12 @@ impl ControlHandler for Proxy {
                 let reason = error.to_string();
                 self.shared.stats.reloads_rejected.fetch_add(1, Relaxed);
                 let current = self.shared.runtime.load().version;
-                let newest = self.db.latest().await.map(|v| v.id).unwrap_or_default();
+                let newest = self
+                    .db
+                    .latest_for(&self.node.name)
+                    .await
+                    .map(|v| v.id)
+                    .unwrap_or_default();
                 if newest > current {
                     if let Err(e) = self
                         .db
@@ -490,6 +679,7 @@ impl ControlHandler for Proxy {
                             reason: reason.clone(),
                         });
                     }
+                    self.record_rejected(newest, reason.clone()).await;
                 }
                 tracing::warn!("config version {newest} rejected: {reason}");
                 Err(format!(
@@ -498,6 +688,15 @@ impl ControlHandler for Proxy {
             }
         }
     }
+}
+
+/// A version prepared to serve, with what the start hands over to the proxy.
+struct Start {
+    runtime: Runtime,
+    bound: std::net::TcpListener,
+    stats: Arc<Stats>,
+    /// The newer version refused at this start, if any.
+    rejected: Option<RejectedVersion>,
 }
 
 /// Everything a version needs before it can serve: its runtime and its bound listener.

@@ -183,6 +183,7 @@ impl Runtime {
             state: VersionState::Saved,
             state_reason: None,
             state_at: None,
+            canary: None,
         };
         Runtime::build(&version, Path::new("."), &Arc::default(), None)
             .expect("a valid test config")

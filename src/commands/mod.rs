@@ -4,6 +4,7 @@ pub(crate) mod admin;
 pub(crate) mod cache;
 pub(crate) mod clients;
 pub(crate) mod config;
+pub(crate) mod nodes;
 pub(crate) mod proxy;
 pub(crate) mod routing;
 pub(crate) mod versions;
@@ -15,6 +16,7 @@ use anyhow::Context;
 
 use canopy_config::config::{Config, ConfigErrors};
 use canopy_config::control::ControlError;
+use canopy_config::database::DatabaseUrl;
 use canopy_config::resolve::unresolved_names;
 use canopy_config::versions::{ConfigVersion, Db, VersionError};
 
@@ -27,6 +29,10 @@ pub(crate) struct Paths {
     pub(crate) data_dir: PathBuf,
     pub(crate) db: PathBuf,
     pub(crate) control: PathBuf,
+    /// `--database`: a fleet's PostgreSQL in place of `db`.
+    pub(crate) database: Option<DatabaseUrl>,
+    /// `--node`: this node's name in a fleet.
+    pub(crate) node: Option<String>,
 }
 
 impl Paths {
@@ -35,14 +41,26 @@ impl Paths {
             data_dir: data_dir.to_owned(),
             db: data_dir.join("canopy.db"),
             control: data_dir.join("canopy.sock"),
+            database: None,
+            node: None,
         }
+    }
+
+    /// The config database: `--database`, else `canopy.db` in the data dir.
+    pub(crate) fn database(&self) -> DatabaseUrl {
+        self.database
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::Sqlite(self.db.clone()))
     }
 
     /// Opens the database, creating the data dir (mode 0700) when missing.
     pub(crate) async fn open_db(&self) -> anyhow::Result<Db> {
-        Db::open(&self.db)
+        let url = self.database();
+        // PostgreSQL's nodes keep their control socket and last version here too.
+        canopy_config::files::data_dir(&self.data_dir)?;
+        Db::connect(&url)
             .await
-            .with_context(|| format!("opening {}", self.db.display()))
+            .with_context(|| format!("opening {url}"))
     }
 }
 

@@ -80,6 +80,13 @@ pub(crate) async fn status(paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(icp) = &status.icp_listen {
         println!("ICP on {icp}");
     }
+    if let Some(down) = &status.database_down {
+        println!(
+            "node {}: the database has been unreachable since {} ({}); running on config \
+             version {}, the one last applied here, until it is back",
+            status.node, down.since, down.error, status.config_version
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

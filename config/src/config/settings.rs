@@ -212,7 +212,7 @@ settings! {
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the
 /// name cannot be read or is not a valid header token.
-fn default_visible_name() -> String {
+pub(crate) fn default_visible_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()

@@ -7,6 +7,7 @@ pub mod history;
 pub mod landing;
 pub mod login;
 pub mod monitor;
+pub mod nodes;
 pub mod peers;
 pub mod purge;
 pub mod routing;

@@ -1,0 +1,590 @@
+//! A fleet: three real `canopy-proxy` nodes and a console on one real PostgreSQL (Debian's
+//! `postgresql`, started here with initdb in a temporary directory, on loopback). A change
+//! made in the console reaches every node; a version one node cannot apply is rejected there
+//! alone; a node restarted while PostgreSQL is down starts on the version it last applied,
+//! and catches up when PostgreSQL is back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+use canopy_config::config::{Control, Group};
+use canopy_config::control::{self, Command as ControlCommand, StatusReply};
+use canopy_config::database::DatabaseUrl;
+use canopy_config::nodes::Outcome;
+use canopy_config::versions::Db;
+use canopy_manager::accounts;
+use common::*;
+
+const PASSWORD: &str = "a long enough password";
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A PostgreSQL server of its own: initdb in a temporary directory, listening on loopback
+/// (and a Unix socket in that directory), stopped when dropped. PostgreSQL refuses to run
+/// as root, so as root its files are `nobody`'s and it runs as `nobody`.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    running: bool,
+}
+
+impl Postgres {
+    /// `None` (said loudly) when PostgreSQL is not installed; under `CI=true` that fails.
+    fn start() -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|version| version.path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists())
+            .max();
+        let bin = installed(
+            "postgresql",
+            &[bin
+                .as_deref()
+                .and_then(Path::to_str)
+                .unwrap_or("/nonexistent")],
+        )?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        if nix::unistd::geteuid().is_root() {
+            let nobody = nix::unistd::User::from_name("nobody")
+                .expect("users")
+                .expect("a user nobody");
+            nix::unistd::chown(dir.path(), Some(nobody.uid), Some(nobody.gid)).expect("chown");
+        }
+        let mut postgres = Postgres {
+            bin,
+            port: free_port(),
+            running: false,
+            dir,
+        };
+        let data = postgres.data();
+        postgres.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "canopy",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        postgres.up();
+        Some(postgres)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs one of PostgreSQL's programs, as `nobody` when this is root.
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let output = if nix::unistd::geteuid().is_root() {
+            Command::new("runuser")
+                .args(["-u", "nobody", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            stdout(&output),
+            stderr(&output)
+        );
+    }
+
+    fn up(&mut self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        self.running = true;
+    }
+
+    fn down(&mut self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+        self.running = false;
+    }
+
+    fn url(&self) -> DatabaseUrl {
+        DatabaseUrl::Postgres(format!(
+            "postgres://canopy@127.0.0.1:{}/postgres",
+            self.port
+        ))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            self.down();
+        }
+    }
+}
+
+/// One node: `canopy-proxy` on a data dir of its own and the fleet's database.
+struct Node {
+    name: String,
+    dir: tempfile::TempDir,
+    url: DatabaseUrl,
+    child: Child,
+}
+
+impl Node {
+    async fn start(name: &str, url: &DatabaseUrl) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = spawn_node(dir.path(), name, url);
+        let node = Node {
+            name: name.to_owned(),
+            dir,
+            url: url.clone(),
+            child,
+        };
+        node.wait_until_up().await;
+        node
+    }
+
+    async fn wait_until_up(&self) {
+        wait_for(&format!("{} to answer", self.name), LIMIT, || async {
+            self.status().await.is_some()
+        })
+        .await;
+    }
+
+    async fn status(&self) -> Option<StatusReply> {
+        let socket = self.dir.path().join("canopy.sock");
+        control::call_typed(&socket, ControlCommand::Status)
+            .await
+            .ok()
+    }
+
+    async fn in_force(&self) -> i64 {
+        self.status().await.map_or(0, |s| s.config_version)
+    }
+
+    async fn wait_for_version(&self, version: i64) {
+        wait_for(
+            &format!("{} to apply version {version}: {}", self.name, self.log()),
+            LIMIT,
+            || async { self.in_force().await == version },
+        )
+        .await;
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_node(self.dir.path(), &self.name, &self.url);
+        self.wait_until_up().await;
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_node(dir: &Path, name: &str, url: &DatabaseUrl) -> Child {
+    let log = std::fs::File::create(dir.join("proxy.log")).expect("log");
+    Command::new(binary("canopy-proxy"))
+        .arg("--db")
+        .arg(dir.join("canopy.db"))
+        .arg("--control")
+        .arg(dir.join("canopy.sock"))
+        .arg("--database")
+        .arg(url.as_arg())
+        .arg("--node")
+        .arg(name)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start canopy-proxy")
+}
+
+/// The console of `node`, on the fleet's database, logged in as an administrator.
+struct Console {
+    child: Child,
+    addr: SocketAddr,
+    session: String,
+}
+
+impl Console {
+    async fn start(node: &Node, db: &Db) -> Console {
+        accounts::set_password(db, "admin", PASSWORD)
+            .await
+            .expect("account");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(node.dir.path().join("manager.log")).expect("log");
+        let child = Command::new(binary("canopy-manager"))
+            .arg("--db")
+            .arg(node.dir.path().join("canopy.db"))
+            .arg("--control")
+            .arg(node.dir.path().join("canopy.sock"))
+            .arg("--database")
+            .arg(node.url.as_arg())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy-manager");
+        wait_for("the console to listen", LIMIT, || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        let mut console = Console {
+            child,
+            addr,
+            session: String::new(),
+        };
+        let form = console.send("/login", None).await;
+        let login = cookie(&form, "canopy_login");
+        let fields = [
+            ("csrf", hidden(&form.text(), "csrf")),
+            ("user", "admin".to_owned()),
+            ("password", PASSWORD.to_owned()),
+        ];
+        console.session = login;
+        let answer = console.send("/login", Some(encode(&fields))).await;
+        assert_eq!(answer.status.as_u16(), 303, "{}", answer.text());
+        console.session = cookie(&answer, "canopy_session");
+        console
+    }
+
+    async fn send(&self, path: &str, form: Option<String>) -> Fetched {
+        let mut headers = vec![
+            ("host", self.addr.to_string()),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+        ];
+        if !self.session.is_empty() {
+            headers.push(("cookie", self.session.clone()));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let method = if form.is_some() { "POST" } else { "GET" };
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let (parts, body) = response.into_parts();
+        Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    /// Make These Changes on `group`'s page with `key` set to `value`, every other field as
+    /// the page shows it.
+    async fn change(&self, db: &Db, group: Group, key: &str, value: &str) -> Fetched {
+        let path = format!("/configure/{}", group.slug());
+        let page = self.send(&path, None).await.text();
+        let config = db.in_force().await.expect("in force").config;
+        let mut form = vec![
+            ("csrf", hidden(&page, "csrf")),
+            ("based_on", hidden(&page, "based_on")),
+        ];
+        for setting in group.settings() {
+            let shown = match setting.key == key {
+                true => value.to_owned(),
+                false => config.get(setting.key).expect("setting"),
+            };
+            match setting.control {
+                Control::Checkbox if shown == "false" => {}
+                Control::List => form.push((setting.key, shown.replace(", ", "\n"))),
+                _ => form.push((setting.key, shown)),
+            }
+        }
+        let answer = self.send(&path, Some(encode(&form))).await;
+        match answer.status.as_u16() {
+            303 => self.send(answer.header("location"), None).await,
+            _ => answer,
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn encode(fields: &[(&str, String)]) -> String {
+    let escape = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    pairs.join("&")
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name}")) + marker.len();
+    page[start..start + page[start..].find('"').expect("end")].to_owned()
+}
+
+fn cookie(fetched: &Fetched, name: &str) -> String {
+    console::set_cookie(fetched, name).unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+/// What `node` recorded for `version`.
+async fn outcome(db: &Db, node: &str, version: i64) -> Option<Outcome> {
+    db.nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .find(|n| n.node.name == node)
+        .and_then(|n| n.latest)
+        .filter(|o| o.version == version)
+        .map(|o| o.outcome)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_follow_one_console_and_serve_on_without_postgresql() {
+    let Some(mut postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let db = Db::connect(&url).await.expect("the fleet's database");
+    // One port for the fleet; each node listens on an address of its own.
+    let port = free_port();
+    let mut config = db.latest().await.expect("latest").config;
+    config.set("http_port", &port.to_string()).expect("port");
+    let first = db.save_change(&config, "test", None).await.expect("saved");
+    let names = ["node1", "node2", "node3"];
+    for (i, name) in names.iter().enumerate() {
+        let address = format!("127.0.0.{}", i + 1);
+        db.set_node_setting(name, "bind_address", &address)
+            .await
+            .expect("per node");
+    }
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(Node::start(name, &url).await);
+    }
+    for node in &nodes {
+        assert_eq!(node.in_force().await, first, "{}", node.log());
+    }
+
+    // A change made in node1's console: every node applies it.
+    let console = Console::start(&nodes[0], &db).await;
+    let page = console
+        .change(&db, Group::Timeouts, "read_timeout_ms", "45000")
+        .await;
+    let second = first + 1;
+    assert!(
+        page.text()
+            .contains(&format!("version {second} is in force")),
+        "{}",
+        page.text()
+    );
+    for node in &nodes {
+        node.wait_for_version(second).await;
+    }
+    // Each node records its outcome just after it swaps the version in.
+    let applied = format!("version {second} applied");
+    wait_for(
+        "the Nodes page to show three nodes on it",
+        LIMIT,
+        || async {
+            let shown = console.send("/monitor/nodes", None).await.text();
+            names
+                .iter()
+                .all(|name| shown.contains(&format!("data-node=\"{name}\"")))
+                && shown.matches(&applied).count() == 3
+        },
+    )
+    .await;
+
+    // A port taken on node3 alone: node3 rejects the version and keeps its own, the others
+    // apply it (told by PostgreSQL; nobody asks them to reload).
+    let moved = free_port();
+    let taken = std::net::TcpListener::bind(("127.0.0.3", moved)).expect("taken on node3");
+    config.set("read_timeout_ms", "45000").expect("as in force");
+    config.set("http_port", &moved.to_string()).expect("port");
+    let third = db.save_change(&config, "test", None).await.expect("saved");
+    nodes[0].wait_for_version(third).await;
+    nodes[1].wait_for_version(third).await;
+    wait_for("node3 to reject the version", LIMIT, || async {
+        matches!(
+            outcome(&db, "node3", third).await,
+            Some(Outcome::Rejected(_))
+        )
+    })
+    .await;
+    assert_eq!(nodes[2].in_force().await, second);
+    let status = nodes[2].status().await.expect("node3");
+    let rejected = status.rejected_version.expect("node3 says it rejected");
+    assert_eq!(rejected.id, third);
+    assert!(
+        rejected.reason.contains(&moved.to_string()),
+        "{}",
+        rejected.reason
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", moved))
+            .await
+            .is_ok(),
+        "node1 serves on the new port"
+    );
+    drop(taken);
+
+    // PostgreSQL goes away: node2 restarts on the version it last applied.
+    postgres.down();
+    nodes[1].restart().await;
+    let status = nodes[1].status().await.expect("node2");
+    assert_eq!(status.config_version, third);
+    assert!(
+        status.database_down.is_some(),
+        "node2 says the database is down"
+    );
+    let said = canopy_cli(nodes[1].dir.path(), &["status"]);
+    assert!(
+        stdout(&said).contains("the database has been unreachable"),
+        "{}",
+        stdout(&said)
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.2", moved))
+            .await
+            .is_ok(),
+        "node2 serves without PostgreSQL"
+    );
+
+    // PostgreSQL is back: a new version reaches every node, node2 included.
+    postgres.up();
+    config.set("read_timeout_ms", "50000").expect("timeout");
+    let fourth = db.save_change(&config, "test", None).await.expect("saved");
+    for node in &nodes {
+        node.wait_for_version(fourth).await;
+    }
+    wait_for("node2 to say the database is back", LIMIT, || async {
+        nodes[1]
+            .status()
+            .await
+            .is_some_and(|s| s.database_down.is_none())
+    })
+    .await;
+    wait_for("node3 to record that it applied it", LIMIT, || async {
+        outcome(&db, "node3", fourth).await == Some(Outcome::Applied)
+    })
+    .await;
+
+    // A canary: the next change made in the console goes to node1 alone, then to every node
+    // once it is rolled out.
+    let page = console.send("/monitor/nodes", None).await.text();
+    let csrf = hidden(&page, "csrf");
+    let form = encode(&[("csrf", csrf.clone()), ("node", "node1".to_owned())]);
+    let started = console.send("/monitor/nodes/canary", Some(form)).await;
+    assert_eq!(started.status.as_u16(), 303, "{}", started.text());
+    let page = console
+        .change(&db, Group::Timeouts, "read_timeout_ms", "55000")
+        .await;
+    let fifth = fourth + 1;
+    assert!(
+        page.text()
+            .contains(&format!("version {fifth} is in force")),
+        "{}",
+        page.text()
+    );
+    nodes[0].wait_for_version(fifth).await;
+    // node2 and node3 check in twice since (their heartbeat), and stay where they were.
+    for _ in 0..2 {
+        let seen = last_seen(&db).await;
+        wait_for("node2 and node3 to check in", LIMIT, || async {
+            let now = last_seen(&db).await;
+            ["node2", "node3"].iter().all(|n| now[*n] > seen[*n])
+        })
+        .await;
+    }
+    assert_eq!(nodes[1].in_force().await, fourth);
+    assert_eq!(nodes[2].in_force().await, fourth);
+    let shown = console.send("/monitor/nodes", None).await.text();
+    assert!(shown.contains("Canary: since"), "{shown}");
+    let form = encode(&[("csrf", csrf)]);
+    let rolled = console.send("/monitor/nodes/rollout", Some(form)).await;
+    assert_eq!(rolled.status.as_u16(), 303, "{}", rolled.text());
+    for node in &nodes {
+        node.wait_for_version(fifth).await;
+    }
+}
+
+/// Each node's `last_seen`, by name.
+async fn last_seen(db: &Db) -> std::collections::HashMap<String, String> {
+    db.nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| (n.node.name, n.node.last_seen))
+        .collect()
+}
