@@ -99,10 +99,15 @@ macro_rules! in_force_id {
 
 /// The current time as RFC 3339 in UTC, to the millisecond.
 pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// A moment as RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    time::OffsetDateTime::now_utc()
+    time::OffsetDateTime::from(at)
         .format(&format)
         .unwrap_or_default()
 }

@@ -21,14 +21,16 @@ use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
 use crate::maintenance::{self, MaintenanceError};
 use crate::node::{self, Node};
 use crate::runtime::{Runtime, RuntimeError, Shared};
-use crate::stats::{ratio, rfc3339, Stats};
+use crate::stats::{ratio, Stats};
 use canopy_config::config::Config;
 use canopy_config::control::{
     CacheListReply, RejectedVersion, ReloadReply, ReopenReply, StatusReply,
 };
 use canopy_config::nodes::{NodeRecord, NodeState, Outcome, HEARTBEAT_S};
 use canopy_config::stats::{DiskSnapshot, Failure, PeerSnapshot, StatsSnapshot, StoreState};
-use canopy_config::versions::{now_rfc3339, ConfigVersion, Db, VersionError, VersionState};
+use canopy_config::versions::{
+    now_rfc3339, rfc3339, ConfigVersion, Db, VersionError, VersionState,
+};
 
 /// The disk tier `config` asks for, in the data directory unless `cache_dir` is absolute.
 /// One that cannot be opened (a missing or read-only directory, a full disk) leaves the

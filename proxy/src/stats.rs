@@ -12,7 +12,7 @@ use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
-use canopy_config::versions::now_rfc3339;
+use canopy_config::versions::{now_rfc3339, rfc3339};
 
 /// Totals for the whole proxy. Relaxed atomics: each counter is independent.
 #[derive(Debug, Default)]
@@ -409,15 +409,6 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 / whole as f64
     }
-}
-
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::from(at)
-        .format(&format)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

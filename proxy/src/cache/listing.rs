@@ -11,8 +11,8 @@ use crate::cache::disk::ListedObject;
 use crate::cache::disk_tier::DiskTier;
 use crate::cache::policy::{self, Heuristics, StoredTimes};
 use crate::cache::store::{Store, Stored};
-use crate::stats::rfc3339;
 use canopy_config::control::{CacheListReply, CachedUrl, Tier, MAX_CACHE_LIST};
+use canopy_config::versions::rfc3339;
 
 /// One stored variant, from either tier.
 struct Variant {
