@@ -69,6 +69,8 @@ pub struct StatsSnapshot {
     /// rows add up to `icp_queries_received`.
     #[serde(default)]
     pub clients: Vec<ClientSnapshot>,
+    #[serde(default)]
+    pub htcp: HtcpSnapshot,
 }
 
 /// What one client (a peer or a child cache) asked of this proxy, and what it was answered.
@@ -170,6 +172,34 @@ pub struct PeerSnapshot {
     /// ICP HITs that turned out to be misses.
     #[serde(default)]
     pub false_hits: u64,
+    /// HTCP TST queries sent (to peers asked over HTCP instead of ICP); queries = hits +
+    /// misses + timeouts.
+    #[serde(default)]
+    pub htcp_queries: u64,
+    #[serde(default)]
+    pub htcp_hits: u64,
+    #[serde(default)]
+    pub htcp_misses: u64,
+    #[serde(default)]
+    pub htcp_timeouts: u64,
+    /// HTCP HITs that turned out to be misses.
+    #[serde(default)]
+    pub false_hits_htcp: u64,
+}
+
+/// What this proxy's HTCP responder received and did, and the CLRs it sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtcpSnapshot {
+    pub tst_received: u64,
+    pub answered_hit: u64,
+    pub answered_miss: u64,
+    /// Refused by `htcp_access` or `htcp_clr_access`: no reply.
+    pub denied: u64,
+    pub clr_received: u64,
+    pub clr_purged: u64,
+    pub dropped: u64,
+    pub replies_ignored: u64,
+    pub clr_sent: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

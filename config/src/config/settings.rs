@@ -202,6 +202,12 @@ settings! {
         Icp: "Caches that are not peers but may send ICP queries (addresses or CIDR networks); any other sender that is not a peer is answered DENIED.";
     icp_hits_only: Flag = Flag(false),
         Icp: "Answer MISS_NOFETCH instead of MISS: peers should not send misses here for now.";
+    htcp_port: u16 = 0,
+        Icp: "UDP port of HTCP (TST queries with the request's headers, CLR); 0: HTCP off. Peers marked htcp are asked over it.";
+    htcp_access: CidrList = CidrList::default(),
+        Icp: "Caches that are not peers but may send HTCP TST queries (addresses or CIDR networks); any other sender that is not a peer gets no reply.";
+    htcp_clr_access: CidrList = CidrList::default(),
+        Icp: "Who may remove objects here with HTCP CLR (addresses or CIDR networks), peers included; nobody by default, as with Squid.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the
@@ -300,6 +306,15 @@ impl Config {
             .0
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         SocketAddr::new(ip, self.icp_port)
+    }
+
+    /// The address the HTCP socket binds, when HTCP is on.
+    pub fn htcp_listen(&self) -> Option<SocketAddr> {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        (self.htcp_port != 0).then(|| SocketAddr::new(ip, self.htcp_port))
     }
 
     /// What changed from `before` to `self`, one readable line per setting or peer.
