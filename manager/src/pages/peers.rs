@@ -194,7 +194,12 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
     ] {
         fields.set(key, form.checked(key).to_string());
     }
-    let htcp = fields.v("htcp").parse::<HtcpPeer>().unwrap_or_else(|e| {
+    // A form from before HTCP has no such field: asked over ICP.
+    let htcp = match fields.v("htcp") {
+        "" => Ok(HtcpPeer::Off),
+        text => text.parse::<HtcpPeer>(),
+    }
+    .unwrap_or_else(|e| {
         fields.set_error("htcp", e);
         HtcpPeer::Off
     });
