@@ -170,6 +170,140 @@ fn hit_detail(stored: &Stored) -> Detail {
 mod tests {
     use super::*;
 
+    use bytes::Bytes;
+    use http::StatusCode;
+
+    use crate::cache::policy::StoredTimes;
+    use crate::htcp::codec::{ClrReason, HtcpLayout, OpData};
+    use canopy_config::config::{Config, Peer};
+
+    const URL: &str = "http://example.com/v";
+
+    /// A proxy with peer 10.0.0.2, CLR allowed from 10.0.0.9, holding variant "a" of URL.
+    fn shared() -> std::sync::Arc<Shared> {
+        let mut config = Config::default();
+        config.peers.push(Peer {
+            name: "p".into(),
+            host: "10.0.0.2".into(),
+            ..Peer::default()
+        });
+        config.htcp_clr_access = "10.0.0.9".parse().unwrap();
+        let shared = Shared::for_tests(config);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=600"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("X-Variant"));
+        headers.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+        );
+        let now = SystemTime::now();
+        let variant = vec![(HeaderName::from_static("x-variant"), Some("a".to_owned()))];
+        shared.store.load().insert(
+            URL,
+            Stored::new(
+                StatusCode::OK,
+                headers,
+                Bytes::from_static(b"a"),
+                StoredTimes {
+                    request_time: now,
+                    response_time: now,
+                },
+                Some(variant),
+            ),
+        );
+        shared
+    }
+
+    fn tst(shared: &Shared, from: &str, headers: &[u8]) -> Option<HtcpMessage> {
+        let specifier = Specifier::get(URL, headers.to_vec());
+        let query = HtcpMessage::tst_query(HtcpLayout::Rfc, 5, specifier.clone());
+        let runtime = shared.runtime.load();
+        answer_tst(
+            &runtime,
+            &shared.store.load(),
+            from.parse().unwrap(),
+            &query,
+            &specifier,
+        )
+    }
+
+    #[test]
+    fn tst_is_answered_for_the_variant_its_headers_select() {
+        let shared = shared();
+        let hit = tst(&shared, "10.0.0.2:4827", b"X-Variant: a\r\n").expect("a reply");
+        assert_eq!(hit.response, ResponseCode::ZERO);
+        let OpData::Detail(detail) = &hit.op_data else {
+            panic!("{hit:?}");
+        };
+        assert!(detail.response_headers.starts_with(b"Age: "));
+        assert_eq!(
+            detail.entity_headers,
+            b"Expires: Thu, 01 Jan 2099 00:00:00 GMT\r\n"
+        );
+        let miss = tst(&shared, "10.0.0.2:4827", b"X-Variant: b\r\n").expect("a reply");
+        assert_eq!(miss, HtcpMessage::tst_miss(HtcpLayout::Rfc, 5));
+        assert_eq!(tst(&shared, "10.0.0.3:4827", b"X-Variant: a\r\n"), None);
+        let totals = &shared.stats.htcp;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+        assert_eq!(
+            (
+                load(&totals.answered_hit),
+                load(&totals.answered_miss),
+                load(&totals.denied)
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn clr_is_obeyed_only_from_htcp_clr_access_even_for_a_peer() {
+        let shared = shared();
+        let runtime = shared.runtime.load_full();
+        let specifier = Specifier::get(URL, Vec::new());
+        let query = HtcpMessage::clr_query(
+            HtcpLayout::Rfc,
+            8,
+            ClrReason::Unspecified,
+            specifier.clone(),
+            true,
+        );
+        let from_peer = clear(
+            &shared,
+            &runtime,
+            "10.0.0.2:4827".parse().unwrap(),
+            &query,
+            &specifier,
+        );
+        assert_eq!(from_peer.await, None);
+        assert!(shared
+            .store
+            .load()
+            .lookup(URL, &request_headers(b"X-Variant: a\r\n"))
+            .is_some());
+        let allowed = "10.0.0.9:4827".parse().unwrap();
+        let purged = clear(&shared, &runtime, allowed, &query, &specifier).await;
+        assert_eq!(
+            purged,
+            Some(HtcpMessage::clr_reply(
+                HtcpLayout::Rfc,
+                8,
+                ResponseCode::ZERO
+            ))
+        );
+        let again = clear(&shared, &runtime, allowed, &query, &specifier).await;
+        assert_eq!(
+            again,
+            Some(HtcpMessage::clr_reply(
+                HtcpLayout::Rfc,
+                8,
+                ResponseCode::CLR_NOT_FOUND
+            ))
+        );
+    }
+
     #[test]
     fn header_lines_read_back_as_fields() {
         let headers = request_headers(
