@@ -54,6 +54,15 @@ fn start_squid(binary: &std::path::Path, extra: &str) -> (Squid, u16) {
     (squid, htcp_port)
 }
 
+/// Squid with `canopy` as its sibling asked over HTCP (`option`: `htcp`, `htcp=oldsquid`).
+fn squid_asking(binary: &std::path::Path, canopy: &Canopy, htcp_port: u16, option: &str) -> Squid {
+    let peer = format!(
+        "cache_peer 127.0.0.1 sibling {} {htcp_port} {option} name=canopy\nicp_query_timeout 1000\n",
+        canopy.addr.port()
+    );
+    start_squid(binary, &peer).0
+}
+
 /// Adds Squid as a sibling named `name` asked at `query_port` with `options`, and applies it.
 fn add_squid_peer(canopy: &Canopy, squid: &Squid, name: &str, query_port: u16, options: &[&str]) {
     let (http, port) = (squid.http.port().to_string(), query_port.to_string());
@@ -172,14 +181,7 @@ async fn squid_asks_canopy_over_htcp() {
     let Some(binary) = squid_binary() else { return };
     let origin = origin().await;
     let (canopy, htcp_port) = start_canopy(&[("htcp_access", "127.0.0.2")]).await;
-    let (squid, _) = start_squid(
-        &binary,
-        &format!(
-            "cache_peer 127.0.0.1 sibling {} {htcp_port} htcp name=canopy\n\
-             icp_query_timeout 2000\n",
-            canopy.addr.port()
-        ),
-    );
+    let squid = squid_asking(&binary, &canopy, htcp_port, "htcp");
     warm_up(&canopy, &squid, &origin).await;
 
     let held = origin.url("/held-by-canopy");
@@ -209,14 +211,7 @@ async fn squid_asks_canopy_in_the_old_layout_and_canopy_answers() {
     let Some(binary) = squid_binary() else { return };
     let origin = origin().await;
     let (canopy, htcp_port) = start_canopy(&[("htcp_access", "127.0.0.2")]).await;
-    let (squid, _) = start_squid(
-        &binary,
-        &format!(
-            "cache_peer 127.0.0.1 sibling {} {htcp_port} htcp=oldsquid name=canopy\n\
-             icp_query_timeout 500\n",
-            canopy.addr.port()
-        ),
-    );
+    let squid = squid_asking(&binary, &canopy, htcp_port, "htcp=oldsquid");
     let held = origin.url("/held-by-canopy");
     canopy.get(&held).await;
     wait_for("canopy to answer squid's old-layout TST", LIMIT, || async {
@@ -329,13 +324,7 @@ async fn a_purge_at_squid_clears_the_object_at_canopy_when_allowed() {
     let Some(binary) = squid_binary() else { return };
     let origin = origin().await;
     let (canopy, htcp_port) = start_canopy(&[("htcp_access", "127.0.0.2")]).await;
-    let (squid, _) = start_squid(
-        &binary,
-        &format!(
-            "cache_peer 127.0.0.1 sibling {} {htcp_port} htcp name=canopy\n",
-            canopy.addr.port()
-        ),
-    );
+    let squid = squid_asking(&binary, &canopy, htcp_port, "htcp");
     let purge_both = |path: &'static str| {
         let url = origin.url(path);
         let (canopy, squid) = (&canopy, &squid);
