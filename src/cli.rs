@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use canopy_config::config::{Peer, PeerKind};
+use canopy_config::config::{HtcpPeer, Peer, PeerKind};
 use canopy_config::database::DatabaseUrl;
 use canopy_manager::accounts::{AccountError, Role};
 
@@ -260,6 +260,15 @@ pub(crate) struct PeerArgs {
     /// At most this many connections open to it, idle ones included (Squid's max-conn).
     #[arg(long)]
     pub(crate) max_conn: Option<u32>,
+    /// Ask it over HTCP at --icp-port instead of ICP: on, or oldsquid (Squid's htcp options).
+    #[arg(long, default_value_t = HtcpPeer::Off)]
+    pub(crate) htcp: HtcpPeer,
+    /// Send it no HTCP CLR (Squid's htcp=no-clr).
+    #[arg(long)]
+    pub(crate) no_clr: bool,
+    /// Send it HTCP CLR but no queries (Squid's htcp=only-clr).
+    #[arg(long)]
+    pub(crate) only_clr: bool,
 }
 
 impl From<PeerArgs> for Peer {
@@ -280,6 +289,9 @@ impl From<PeerArgs> for Peer {
             round_robin: a.round_robin,
             connect_timeout_ms: a.connect_timeout_ms,
             max_conn: a.max_conn,
+            htcp: a.htcp,
+            no_clr: a.no_clr,
+            only_clr: a.only_clr,
         }
     }
 }

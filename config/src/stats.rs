@@ -78,6 +78,8 @@ pub struct StatsSnapshot {
     /// add up to `hit_ratio`).
     #[serde(default)]
     pub memory_hit_ratio: f64,
+    #[serde(default)]
+    pub htcp: HtcpSnapshot,
 }
 
 /// What one client (a peer or a child cache) asked of this proxy, and what it was answered.
@@ -220,17 +222,48 @@ pub struct PeerSnapshot {
     pub icp_hit_obj_sent: u64,
     #[serde(default)]
     pub icp_hit_obj_received: u64,
+    /// HTCP TST queries sent (to peers asked over HTCP instead of ICP); queries = hits +
+    /// misses + timeouts.
+    #[serde(default)]
+    pub htcp_queries: u64,
+    #[serde(default)]
+    pub htcp_hits: u64,
+    #[serde(default)]
+    pub htcp_misses: u64,
+    #[serde(default)]
+    pub htcp_timeouts: u64,
+    /// Of the false hits, the ones an HTCP HIT predicted.
+    #[serde(default)]
+    pub false_hits_htcp: u64,
 }
 
 /// The ways a hit at a peer is predicted, each with its false hits counted apart, so an
 /// admin can see which suits a link; `/metrics` labels them with these names.
-pub const FALSE_HIT_METHODS: [&str; 1] = ["icp"];
+pub const FALSE_HIT_METHODS: [&str; 2] = ["icp", "htcp"];
 
 impl PeerSnapshot {
     /// False hits by the method that predicted them, in [`FALSE_HIT_METHODS`]' order.
     pub fn false_hits_by_method(&self) -> [(&'static str, u64); FALSE_HIT_METHODS.len()] {
-        [(FALSE_HIT_METHODS[0], self.false_hits_icp)]
+        [
+            (FALSE_HIT_METHODS[0], self.false_hits_icp),
+            (FALSE_HIT_METHODS[1], self.false_hits_htcp),
+        ]
     }
+}
+
+/// What this proxy's HTCP responder received and did, and the CLRs it sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtcpSnapshot {
+    pub tst_received: u64,
+    pub answered_hit: u64,
+    pub answered_miss: u64,
+    /// Refused by `htcp_access` or `htcp_clr_access`: no reply.
+    pub denied: u64,
+    pub clr_received: u64,
+    pub clr_purged: u64,
+    pub dropped: u64,
+    pub replies_ignored: u64,
+    pub clr_sent: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

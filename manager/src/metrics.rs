@@ -339,6 +339,44 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
     for (opcode, n) in &s.icp_answers {
         out.value("canopy_icp_answers_total", &[("opcode", opcode)], *n as f64);
     }
+    let h = &s.htcp;
+    out.family(
+        "canopy_htcp_answers_total",
+        "counter",
+        "HTCP TST queries answered, by answer.",
+    );
+    for (answer, n) in [("HIT", h.answered_hit), ("MISS", h.answered_miss)] {
+        out.value("canopy_htcp_answers_total", &[("answer", answer)], n as f64);
+    }
+    for (name, help, n) in [
+        (
+            "canopy_htcp_clr_received_total",
+            "HTCP CLRs received.",
+            h.clr_received,
+        ),
+        (
+            "canopy_htcp_clr_purged_total",
+            "HTCP CLRs received that removed an object.",
+            h.clr_purged,
+        ),
+        (
+            "canopy_htcp_denied_total",
+            "HTCP TSTs and CLRs refused by htcp_access or htcp_clr_access.",
+            h.denied,
+        ),
+        (
+            "canopy_htcp_dropped_total",
+            "HTCP datagrams not understood or not served.",
+            h.dropped,
+        ),
+        (
+            "canopy_htcp_clr_sent_total",
+            "HTCP CLRs sent to peers, on PURGE and on invalidation.",
+            h.clr_sent,
+        ),
+    ] {
+        out.one(name, "counter", help, n as f64);
+    }
 }
 
 /// The cache's tiers: hits by tier, and the disk tier's size, I/O and faults when it is on.
@@ -458,7 +496,7 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
 
 fn peers(out: &mut Out, s: &StatsSnapshot) {
     type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
-    let counters: [(&str, &str, Field); 9] = [
+    let counters: [(&str, &str, Field); 13] = [
         (
             "canopy_peer_fetches_total",
             "HTTP requests sent through the peer.",
@@ -503,6 +541,26 @@ fn peers(out: &mut Out, s: &StatsSnapshot) {
             "canopy_peer_hits_served_total",
             "Cache hits the peer served us.",
             |p| p.hits_served as f64,
+        ),
+        (
+            "canopy_peer_htcp_queries_total",
+            "HTCP TST queries sent to the peer.",
+            |p| p.htcp_queries as f64,
+        ),
+        (
+            "canopy_peer_htcp_hits_total",
+            "HTCP TST replies from the peer that said HIT.",
+            |p| p.htcp_hits as f64,
+        ),
+        (
+            "canopy_peer_htcp_misses_total",
+            "HTCP TST replies from the peer that said MISS.",
+            |p| p.htcp_misses as f64,
+        ),
+        (
+            "canopy_peer_htcp_timeouts_total",
+            "HTCP TST queries the peer did not answer in time.",
+            |p| p.htcp_timeouts as f64,
         ),
     ];
     for (name, help, field) in counters {

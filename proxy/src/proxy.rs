@@ -15,6 +15,10 @@ use crate::cache::partial::PartialStore;
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
 use crate::hierarchy::peers;
+use crate::htcp::{
+    self,
+    socket::{HtcpBindError, HtcpSocket},
+};
 use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
@@ -94,6 +98,8 @@ pub enum ApplyError {
     #[error(transparent)]
     Icp(#[from] BindError),
     #[error(transparent)]
+    Htcp(#[from] HtcpBindError),
+    #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -128,6 +134,21 @@ fn icp_endpoint(
 
 /// How long a node waits for PostgreSQL to take its `LISTEN` before it checks in anyway.
 const LISTEN_CONNECT_LIMIT: Duration = Duration::from_secs(5);
+
+/// The HTCP socket a config version needs: the current one when it listens on the same
+/// address, a newly bound one otherwise, none when `htcp_port` is 0.
+fn htcp_endpoint(
+    config: &Config,
+    current: Option<&Arc<HtcpSocket>>,
+) -> Result<Option<Arc<HtcpSocket>>, HtcpBindError> {
+    let Some(listen) = config.htcp_listen() else {
+        return Ok(None);
+    };
+    match current {
+        Some(current) if current.listen == listen => Ok(Some(current.clone())),
+        _ => HtcpSocket::prepare(listen).map(|socket| Some(Arc::new(socket))),
+    }
+}
 
 struct Listening {
     addr: SocketAddr,
@@ -287,6 +308,10 @@ impl Proxy {
             serve::start(icp, shared.clone());
             tracing::info!("ICP on {}", icp.local);
         }
+        if let Some(htcp) = &shared.runtime.load().htcp {
+            htcp::serve::start(htcp, shared.clone());
+            tracing::info!("HTCP on {}", htcp.local);
+        }
         tracing::info!(
             "config version {} in force; proxy listening on {addr}",
             version.id
@@ -435,7 +460,8 @@ impl Proxy {
             });
         }
         let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
-        let runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        let mut runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
+        runtime.htcp = htcp_endpoint(&newest.config, current.htcp.as_ref())?;
         let gone = maintenance::lay_over(&runtime, self.db.maintenance().await?);
         // The console follows the version in force: one it could not move to is refused.
         let console = runtime.config.manager_listen;
@@ -474,6 +500,7 @@ impl Proxy {
         let runtime = Arc::new(runtime);
         self.shared.runtime.store(runtime.clone());
         self.switch_icp(current.icp.as_ref(), runtime.icp.as_ref());
+        self.switch_htcp(current.htcp.as_ref(), runtime.htcp.as_ref());
         maintenance::drop_gone(&self.db, &self.shared.stats, &gone).await;
         if let Some(accepting) = rebound {
             let old = std::mem::replace(
@@ -523,6 +550,24 @@ impl Proxy {
             (_, Some(new)) => tracing::info!("ICP now on {}", new.local),
             (Some(old), None) => tracing::info!("ICP on {} turned off", old.local),
             (None, None) => {}
+        }
+    }
+}
+
+impl Proxy {
+    /// Starts the new HTCP socket's receive loop and retires the old one, when they differ.
+    fn switch_htcp(&self, old: Option<&Arc<HtcpSocket>>, new: Option<&Arc<HtcpSocket>>) {
+        if let (Some(old), Some(new)) = (old, new) {
+            if Arc::ptr_eq(old, new) {
+                return;
+            }
+        }
+        if let Some(new) = new {
+            htcp::serve::start(new, self.shared.clone());
+            tracing::info!("HTCP now on {}", new.local);
+        }
+        if let Some(old) = old {
+            old.retire();
         }
     }
 }
@@ -708,7 +753,8 @@ fn prepare(
     stats: &Arc<Stats>,
 ) -> Result<(Runtime, std::net::TcpListener), ApplyError> {
     let icp = icp_endpoint(&version.config, None)?;
-    let runtime = Runtime::build(version, data_dir, stats, icp)?;
+    let mut runtime = Runtime::build(version, data_dir, stats, icp)?;
+    runtime.htcp = htcp_endpoint(&version.config, None)?;
     let addr = runtime.config.http_listen();
     let bound = listener::bind(addr, listener::Sharing::Alone)
         .map_err(|source| ApplyError::Listen { addr, source })?;

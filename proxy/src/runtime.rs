@@ -21,6 +21,7 @@ use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
 use crate::hierarchy::rules::{Route, RouteError};
 use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
+use crate::htcp::socket::HtcpSocket;
 use crate::http::headers;
 use crate::icp::socket::IcpSocket;
 use crate::stats::Stats;
@@ -72,6 +73,8 @@ pub struct Runtime {
     pub peer_rotation: AtomicUsize,
     /// The ICP socket, when ICP is not disabled.
     pub icp: Option<Arc<IcpSocket>>,
+    /// The HTCP socket, when `htcp_port` is set; set by the orchestrator after `build`.
+    pub htcp: Option<Arc<HtcpSocket>>,
 }
 
 impl Runtime {
@@ -166,6 +169,7 @@ impl Runtime {
             peers,
             peer_rotation: AtomicUsize::new(0),
             icp,
+            htcp: None,
             config: Arc::new(config.clone()),
         })
     }
@@ -211,6 +215,20 @@ pub struct Shared {
     /// Set when the proxy stops; every client connection holds a receiver, so the sender
     /// also tells how many are still open.
     pub draining: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Removes every stored variant of `key`, from memory and disk, and its partial
+    /// content (PURGE, HTCP CLR, invalidation); whether there was any.
+    pub async fn remove_everywhere(&self, key: &str) -> bool {
+        let in_memory = self.store.load().remove(key);
+        let on_disk = match self.disk.as_ref() {
+            Some(disk) => disk.remove(key).await,
+            None => false,
+        };
+        let partial = self.partials.remove(key);
+        in_memory || on_disk || partial
+    }
 }
 
 #[cfg(test)]

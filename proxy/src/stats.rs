@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{Failure, HtcpSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
 
 use crate::hierarchy::health::Health;
 use crate::http::workers;
@@ -42,6 +42,7 @@ pub struct Stats {
     pub reloads_rejected: AtomicU64,
     pub timeouts: TimeoutCounts,
     pub icp: IcpTotals,
+    pub htcp: HtcpTotals,
     /// Per client that asked us (ICP queries, HTTP requests of peers and ICP clients).
     pub clients: clients::Clients,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
@@ -157,6 +158,50 @@ impl IcpTotals {
     }
 }
 
+/// HTCP datagrams this proxy received, and what its responder did with them.
+#[derive(Debug, Default)]
+pub struct HtcpTotals {
+    pub tst_received: AtomicU64,
+    pub answered_hit: AtomicU64,
+    pub answered_miss: AtomicU64,
+    /// TST and CLR from senders `htcp_access` / `htcp_clr_access` do not allow: no reply,
+    /// as Squid.
+    pub denied: AtomicU64,
+    pub clr_received: AtomicU64,
+    /// CLRs that removed something.
+    pub clr_purged: AtomicU64,
+    /// Datagrams that could not be read, and opcodes Canopy does not serve (NOP, MON, SET).
+    pub dropped: AtomicU64,
+    /// Replies from no peer, or to no query of ours.
+    pub replies_ignored: AtomicU64,
+    /// CLRs sent to peers (on PURGE and on invalidation).
+    pub clr_sent: AtomicU64,
+}
+
+impl HtcpTotals {
+    fn snapshot(&self) -> HtcpSnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        HtcpSnapshot {
+            tst_received: load(&self.tst_received),
+            answered_hit: load(&self.answered_hit),
+            answered_miss: load(&self.answered_miss),
+            denied: load(&self.denied),
+            clr_received: load(&self.clr_received),
+            clr_purged: load(&self.clr_purged),
+            dropped: load(&self.dropped),
+            replies_ignored: load(&self.replies_ignored),
+            clr_sent: load(&self.clr_sent),
+        }
+    }
+}
+
+/// How a peer was asked whether it holds an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryMethod {
+    Icp,
+    Htcp,
+}
+
 /// Counters of one peer or HTTP parent; kept across reloads by its name.
 #[derive(Debug, Default)]
 pub struct PeerStats {
@@ -186,6 +231,14 @@ pub struct PeerStats {
     /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
     pub icp_tracked: AtomicBool,
     icp_health: Mutex<IcpHealth>,
+    /// HTCP TST queries, and their replies; liveness and reply times are shared with ICP's
+    /// (a peer is asked one way or the other).
+    pub htcp_queries: AtomicU64,
+    pub htcp_hit: AtomicU64,
+    pub htcp_miss: AtomicU64,
+    pub htcp_timeouts: AtomicU64,
+    /// Objects it said HTCP HIT for and then could not serve.
+    pub false_hits_htcp: AtomicU64,
 }
 
 /// Whether a peer is alive to ICP (answering queries) or dead, and its reply times.
@@ -229,6 +282,16 @@ impl PeerStats {
     /// A query went to this peer; `dead_after` is the dead-peer timeout in force.
     pub fn query_sent(&self, dead_after: Duration) {
         self.icp_queries.fetch_add(1, Relaxed);
+        self.awaiting_reply(dead_after);
+    }
+
+    /// An HTCP TST went to this peer.
+    pub fn htcp_query_sent(&self, dead_after: Duration) {
+        self.htcp_queries.fetch_add(1, Relaxed);
+        self.awaiting_reply(dead_after);
+    }
+
+    fn awaiting_reply(&self, dead_after: Duration) {
         let mut health = self.icp_health();
         health.dead_after = dead_after;
         health.last_query = Some(SystemTime::now());
@@ -272,6 +335,36 @@ impl PeerStats {
     /// A reply that answered a query still waiting, `elapsed` after it was sent.
     pub fn reply_in_time(&self, opcode: IcpOpcode, elapsed: Duration) {
         self.count_reply(opcode);
+        self.reply_timed(elapsed);
+    }
+
+    /// A round ended without this peer's reply.
+    pub fn timed_out(&self, method: QueryMethod) {
+        match method {
+            QueryMethod::Icp => &self.icp_timeouts,
+            QueryMethod::Htcp => &self.htcp_timeouts,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    fn count_htcp_reply(&self, hit: bool) {
+        if hit { &self.htcp_hit } else { &self.htcp_miss }.fetch_add(1, Relaxed);
+    }
+
+    /// An HTCP TST reply to a query still waiting, `elapsed` after it was sent.
+    pub fn htcp_reply_in_time(&self, hit: bool, elapsed: Duration) {
+        self.count_htcp_reply(hit);
+        self.reply_timed(elapsed);
+    }
+
+    /// An HTCP TST reply to a round already over, where it was counted as a timeout.
+    pub fn htcp_reply_late(&self, hit: bool) {
+        self.count_htcp_reply(hit);
+        self.htcp_timeouts.fetch_sub(1, Relaxed);
+        self.reply_seen();
+    }
+
+    fn reply_timed(&self, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let mut health = self.icp_health();
         health.recent_ms = Some(ms);
@@ -337,10 +430,15 @@ impl PeerStats {
             last_query_at: icp.last_query.map(rfc3339),
             last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
-            false_hits: load(&self.false_hits_icp),
+            false_hits: load(&self.false_hits_icp) + load(&self.false_hits_htcp),
             false_hits_icp: load(&self.false_hits_icp),
             icp_hit_obj_sent: load(&self.hit_obj_sent),
             icp_hit_obj_received: load(&self.hit_obj_received),
+            htcp_queries: load(&self.htcp_queries),
+            htcp_hits: load(&self.htcp_hit),
+            htcp_misses: load(&self.htcp_miss),
+            htcp_timeouts: load(&self.htcp_timeouts),
+            false_hits_htcp: load(&self.false_hits_htcp),
         }
     }
 }
@@ -399,6 +497,7 @@ impl Stats {
             memory_capacity: 0,
             memory_evictions: 0,
             memory_hit_ratio: ratio(hits, requests),
+            htcp: self.htcp.snapshot(),
         }
     }
 }

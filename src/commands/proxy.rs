@@ -167,6 +167,19 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
         s.icp_dropped,
         s.icp_replies_ignored
     );
+    let h = &s.htcp;
+    println!(
+        "HTCP in           TST {} (HIT {}, MISS {}), CLR {} (purged {}); denied {}; dropped {}; replies ignored {}; CLR sent {}",
+        h.tst_received,
+        h.answered_hit,
+        h.answered_miss,
+        h.clr_received,
+        h.clr_purged,
+        h.denied,
+        h.dropped,
+        h.replies_ignored,
+        h.clr_sent
+    );
     for peer in &s.peers {
         println!(
             "peer {:<26} {} fetches {} failures {} bytes {}{}",
@@ -201,6 +214,12 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 peer.hits_served,
                 peer.icp_hit_obj_sent,
                 peer.icp_hit_obj_received,
+            );
+        }
+        if peer.htcp_queries > 0 {
+            println!(
+                "  HTCP: TST queries {}, HIT {}, MISS {}, timeouts {}",
+                peer.htcp_queries, peer.htcp_hits, peer.htcp_misses, peer.htcp_timeouts,
             );
         }
         let by_method: Vec<String> = peer

@@ -176,6 +176,13 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                         .map(|ms| format!("connect-timeout-ms={ms}")),
                 );
                 options.extend(p.max_conn.map(|n| format!("max-conn={n}")));
+                options.extend((!p.htcp.is_off()).then(|| format!("htcp={}", p.htcp)));
+                options.extend(
+                    [(p.no_clr, "no-clr"), (p.only_clr, "only-clr")]
+                        .into_iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, name)| name.to_owned()),
+                );
                 println!(
                     "{} {} {} http {} icp {} weight {}{}{}{}",
                     p.name,

@@ -47,6 +47,51 @@ impl fmt::Display for IcpMode {
     }
 }
 
+/// Whether a peer is asked over HTCP instead of ICP, and in which of Squid's layouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HtcpPeer {
+    /// Asked over ICP.
+    #[default]
+    Off,
+    /// HTCP 0.1, as Squid's `htcp`.
+    On,
+    /// The layout of Squid before 2.6 (MINOR 0), as Squid's `htcp=oldsquid`.
+    Oldsquid,
+}
+
+impl HtcpPeer {
+    pub const ALL: [HtcpPeer; 3] = [HtcpPeer::Off, HtcpPeer::On, HtcpPeer::Oldsquid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HtcpPeer::Off => "off",
+            HtcpPeer::On => "on",
+            HtcpPeer::Oldsquid => "oldsquid",
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        *self == HtcpPeer::Off
+    }
+}
+
+impl FromStr for HtcpPeer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        HtcpPeer::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("{s:?} is not an HTCP choice: expected off, on or oldsquid"))
+    }
+}
+
+impl fmt::Display for HtcpPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether a peer is one level up (parent) or beside us (sibling) in the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +173,19 @@ pub struct Peer {
     /// finds them all busy passes the peer over (Squid's `max-conn=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conn: Option<u32>,
+    /// Asked over HTCP, at `icp_port`, instead of ICP (Squid's `htcp`, `htcp=oldsquid`).
+    #[serde(default, skip_serializing_if = "HtcpPeer::is_off")]
+    pub htcp: HtcpPeer,
+    /// Sent no HTCP CLR when an object is purged or invalidated here (Squid's `htcp=no-clr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_clr: bool,
+    /// Sent HTCP CLR but never asked about objects (Squid's `htcp=only-clr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub only_clr: bool,
+}
+
+fn is_false(on: &bool) -> bool {
+    !on
 }
 
 /// A sibling on the usual ports with no option set: the console's blank form, and where
@@ -150,6 +208,9 @@ impl Default for Peer {
             round_robin: false,
             connect_timeout_ms: None,
             max_conn: None,
+            htcp: HtcpPeer::Off,
+            no_clr: false,
+            only_clr: false,
         }
     }
 }

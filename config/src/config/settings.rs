@@ -208,6 +208,12 @@ settings! {
         Icp: "ICP HIT_OBJ: ask peers to put a small fresh object in their reply, and do so for peers that ask; Squid never asks and keeps getting HIT.";
     icp_hit_obj_max_bytes: u64 = 4096,
         Icp: "Largest object (status line and fields included) sent or taken inside an ICP reply, bytes; at most 16361, one datagram less its header.";
+    htcp_port: u16 = 0,
+        Icp: "UDP port of HTCP (TST queries with the request's headers, CLR); 0: HTCP off. Peers marked htcp are asked over it.";
+    htcp_access: CidrList = CidrList::default(),
+        Icp: "Caches that are not peers but may send HTCP TST queries (addresses or CIDR networks); any other sender that is not a peer gets no reply.";
+    htcp_clr_access: CidrList = CidrList::default(),
+        Icp: "Who may remove objects here with HTCP CLR (addresses or CIDR networks), peers included; nobody by default, as with Squid.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the
@@ -306,6 +312,15 @@ impl Config {
             .0
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         SocketAddr::new(ip, self.icp_port)
+    }
+
+    /// The address the HTCP socket binds, when HTCP is on.
+    pub fn htcp_listen(&self) -> Option<SocketAddr> {
+        let ip = self
+            .bind_address
+            .0
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        (self.htcp_port != 0).then(|| SocketAddr::new(ip, self.htcp_port))
     }
 
     /// What changed from `before` to `self`, one readable line per setting or peer.

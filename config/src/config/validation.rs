@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::errors::{ConfigErrors, FieldError};
-use super::peers::PeerKind;
+use super::peers::{HtcpPeer, PeerKind};
 use super::settings::Config;
 use super::values::{is_host_name, HostPort};
 
@@ -32,6 +32,12 @@ impl Config {
                 "expected a port number from 1 to 65535",
             );
         }
+        check(
+            self.htcp_port == 0 || self.htcp_port != self.icp_port,
+            "htcp_port",
+            self.htcp_port.to_string(),
+            "expected 0 (off) or a UDP port other than icp_port's",
+        );
         check(
             self.manager_listen.port() != 0,
             "manager_listen",
@@ -293,6 +299,23 @@ impl Config {
                         format!("expected 1 to {MAX_PEER_CONNECT_TIMEOUT_MS} milliseconds"),
                     ));
                 }
+            }
+            if peer.htcp == HtcpPeer::Off {
+                for (on, field) in [(peer.no_clr, "no_clr"), (peer.only_clr, "only_clr")] {
+                    if on {
+                        errors.push(FieldError::new(
+                            &key(field),
+                            on,
+                            "applies to HTCP peers only: set htcp too",
+                        ));
+                    }
+                }
+            } else if peer.no_clr && peer.only_clr {
+                errors.push(FieldError::new(
+                    &key("only_clr"),
+                    true,
+                    "a peer sent only CLR cannot also be sent no CLR (no_clr is set)",
+                ));
             }
             if peer.max_conn == Some(0) {
                 errors.push(FieldError::new(

@@ -4,7 +4,7 @@
 //! is listed as ignored, with its line; a line it cannot read refuses the whole file.
 
 use super::ImportError;
-use crate::config::{Peer, PeerKind};
+use crate::config::{HtcpPeer, Peer, PeerKind};
 
 /// What a file gave: its peers, and what in it was ignored (line and why).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +156,7 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                 "no-query" => peer.no_query = true,
                 "multicast-responder" => peer.multicast_responder = true,
                 "allow-miss" => peer.allow_miss = true,
+                "htcp" => peer.htcp = HtcpPeer::On,
                 // Canopy exchanges neither digests nor netdb: what these ask is what it does.
                 "no-digest" | "no-netdb-exchange" => {}
                 "default" | "round-robin" | "weighted-round-robin" if kind == PeerKind::Sibling => {
@@ -172,10 +173,15 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                          by weight= rather than by measured round-trip time"
                     ))
                 }
+                // The older spelling of htcp= (htcp-oldsquid), still read by Squid.
+                other if other.starts_with("htcp-") => {
+                    htcp_modes(&mut peer, &other["htcp-".len()..], &mut notes)?
+                }
                 other => notes.push(format!(
                     "cache_peer {host}: option {other} not supported by Canopy; ignored"
                 )),
             },
+            Some(("htcp", modes)) => htcp_modes(&mut peer, modes, &mut notes)?,
             Some(("name", name)) => peer.name = name.to_owned(),
             Some(("weight", weight)) => {
                 peer.weight = weight
@@ -217,6 +223,33 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
         }
     }
     Ok(Line::Peer(peer, notes))
+}
+
+/// The modes of `htcp=` (comma-separated), as Squid reads them: both no-clr and only-clr, or
+/// a mode Squid does not know, refuse the line.
+fn htcp_modes(peer: &mut Peer, modes: &str, notes: &mut Vec<String>) -> Result<(), String> {
+    peer.htcp = HtcpPeer::On;
+    for mode in modes.split(',') {
+        match mode {
+            "oldsquid" => peer.htcp = HtcpPeer::Oldsquid,
+            "no-clr" => peer.no_clr = true,
+            "only-clr" => peer.only_clr = true,
+            "no-purge-clr" | "forward-clr" => notes.push(format!(
+                "cache_peer {}: HTCP mode {mode} not supported by Canopy; ignored",
+                peer.host
+            )),
+            other => {
+                return Err(format!(
+                    "HTCP mode {other:?} unknown: expected oldsquid, no-clr, only-clr, \
+                     no-purge-clr or forward-clr"
+                ))
+            }
+        }
+    }
+    if peer.no_clr && peer.only_clr {
+        return Err("htcp modes no-clr and only-clr cannot be set together".to_owned());
+    }
+    Ok(())
 }
 
 /// `host:host_IP:type:proxy_port:icp_port:MC_on:MC_IP:MC_TTL:` (type 1 parent, 2 sibling).
@@ -289,6 +322,43 @@ mod tests {
         assert_eq!(peers[1].name, "up.example.net");
         assert!(peers[1].no_query);
         assert_eq!(peers[1].weight, 3);
+    }
+
+    #[test]
+    fn htcp_options_read_as_squid_reads_them() {
+        let import = parse(
+            "cache_peer a sibling 3128 4827 htcp\n\
+             cache_peer b sibling 3128 4827 htcp=oldsquid,no-clr\n\
+             cache_peer c parent 3128 4827 htcp-only-clr\n\
+             cache_peer d parent 3128 4827 htcp=forward-clr\n",
+            GROUP,
+        )
+        .unwrap();
+        let modes: Vec<(HtcpPeer, bool, bool)> = import
+            .peers
+            .iter()
+            .map(|p| (p.htcp, p.no_clr, p.only_clr))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                (HtcpPeer::On, false, false),
+                (HtcpPeer::Oldsquid, true, false),
+                (HtcpPeer::On, false, true),
+                (HtcpPeer::On, false, false),
+            ]
+        );
+        assert!(import.ignored[0]
+            .message
+            .contains("forward-clr not supported"));
+        for refused in ["htcp=no-clr,only-clr", "htcp=sideways"] {
+            let errors = parse(
+                &format!("cache_peer a sibling 3128 4827 {refused}\n"),
+                GROUP,
+            )
+            .unwrap_err();
+            assert_eq!(errors.len(), 1, "{refused}");
+        }
     }
 
     #[test]
@@ -371,7 +441,7 @@ cache_dir ufs /var/spool/squid 100 16 256
         said(3, "Canopy's setting: allowed_clients");
         said(4, "Canopy's setting: http_port");
         said(6, "option login= not supported");
-        said(8, "option htcp= not supported");
+        assert_eq!(import.peers[2].htcp, HtcpPeer::Oldsquid);
         said(8, "option default applies to parents only");
         said(8, "option standby= ignored");
         said(9, "multicast peer 239.255.31.30 not supported");
@@ -380,7 +450,7 @@ cache_dir ufs /var/spool/squid 100 16 256
             !ignored.iter().any(|(_, m)| m.contains("PASS")),
             "{ignored:?}"
         );
-        assert_eq!(import.ignored.len(), 10, "{ignored:?}");
+        assert_eq!(import.ignored.len(), 9, "{ignored:?}");
     }
 
     mod properties {
@@ -421,6 +491,7 @@ cache_dir ufs /var/spool/squid 100 16 256
                     round_robin: kind == PeerKind::Parent && flags[5],
                     connect_timeout_ms: limits.0.map(|s| s * 1000),
                     max_conn: limits.1,
+                    ..Peer::default()
                 })
         }
 

@@ -93,6 +93,11 @@ pub struct PeerRow {
     pub down_by_hand: bool,
     /// Who took it down by hand.
     pub down_by: Option<String>,
+    pub htcp_queries: u64,
+    pub htcp_hits: u64,
+    pub htcp_misses: u64,
+    pub htcp_timeouts: u64,
+    pub false_hits_htcp: u64,
 }
 
 impl PeerRow {
@@ -139,6 +144,11 @@ impl PeerRow {
             down_reason: s.health.down_reason.clone(),
             down_by_hand: s.health.down_by_hand,
             down_by: s.health.down_by.clone(),
+            htcp_queries: s.htcp_queries,
+            htcp_hits: s.htcp_hits,
+            htcp_misses: s.htcp_misses,
+            htcp_timeouts: s.htcp_timeouts,
+            false_hits_htcp: s.false_hits_htcp,
         }
     }
 

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use canopy_config::config::{Config, Peer, PeerKind};
+use canopy_config::config::{Config, HtcpPeer, Peer, PeerKind};
 
 use super::{
     apply_and_show, current_version, Answer, Chrome, Editing, Fields, Notice, NoticePage, Refusal,
@@ -86,6 +86,7 @@ fn peer_fields(peer: &Peer) -> Fields {
         optional(peer.connect_timeout_ms.map(|ms| ms.to_string())),
     );
     fields.set("max_conn", optional(peer.max_conn.map(|n| n.to_string())));
+    fields.set("htcp", peer.htcp.as_str());
     for (key, on) in [
         ("multicast_responder", peer.multicast_responder),
         ("proxy_only", peer.proxy_only),
@@ -94,6 +95,8 @@ fn peer_fields(peer: &Peer) -> Fields {
         ("deny_misses", peer.deny_misses),
         ("default_parent", peer.default_parent),
         ("round_robin", peer.round_robin),
+        ("no_clr", peer.no_clr),
+        ("only_clr", peer.only_clr),
     ] {
         fields.set(key, on.to_string());
     }
@@ -174,6 +177,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "weight",
         "connect_timeout_ms",
         "max_conn",
+        "htcp",
     ] {
         fields.set(key, form.get(key).unwrap_or_default().trim());
     }
@@ -185,9 +189,20 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "deny_misses",
         "default_parent",
         "round_robin",
+        "no_clr",
+        "only_clr",
     ] {
         fields.set(key, form.checked(key).to_string());
     }
+    // A form from before HTCP has no such field: asked over ICP.
+    let htcp = match fields.v("htcp") {
+        "" => Ok(HtcpPeer::Off),
+        text => text.parse::<HtcpPeer>(),
+    }
+    .unwrap_or_else(|e| {
+        fields.set_error("htcp", e);
+        HtcpPeer::Off
+    });
     let kind = fields.v("type").parse::<PeerKind>().unwrap_or_else(|e| {
         fields.set_error("type", e);
         PeerKind::Sibling
@@ -219,6 +234,9 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         round_robin: fields.on("round_robin"),
         connect_timeout_ms: parse_optional(&mut fields, "connect_timeout_ms"),
         max_conn: parse_optional(&mut fields, "max_conn"),
+        htcp,
+        no_clr: fields.on("no_clr"),
+        only_clr: fields.on("only_clr"),
     };
     (peer, fields)
 }
@@ -251,6 +269,8 @@ fn field_of(key: &str) -> Option<&'static str> {
         "round_robin",
         "connect_timeout_ms",
         "max_conn",
+        "no_clr",
+        "only_clr",
     ]
     .into_iter()
     .find(|f| *f == field)

@@ -433,7 +433,7 @@ pub async fn fetch(
         && !is_loop(&parts.headers, &runtime.config.visible_name)
         && querier::eligible(runtime, &parts.method, &parts.headers)
     {
-        Some(querier::ask(runtime, &cache_key(&parts.uri)).await)
+        Some(querier::ask(runtime, &cache_key(&parts.uri), &headers).await)
     } else {
         None
     };
@@ -518,7 +518,13 @@ pub async fn fetch(
         }
         if let Hop::PeerHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
-                peer.stats.false_hits_icp.fetch_add(1, Relaxed);
+                // Counted by the method that predicted the hit, so an admin can compare them.
+                if peer.asked_over_htcp() {
+                    &peer.stats.false_hits_htcp
+                } else {
+                    &peer.stats.false_hits_icp
+                }
+                .fetch_add(1, Relaxed);
                 if let FalseHit::Connect(_) = reason {
                     record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }

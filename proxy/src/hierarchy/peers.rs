@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::hierarchy::reach::ConnectSettings;
 use crate::hierarchy::upstream::{self, ParentAddressError, UpstreamClient};
 use crate::stats::{PeerStats, Stats};
-use canopy_config::config::{Peer, PeerKind};
+use canopy_config::config::{HtcpPeer, Peer, PeerKind};
 
 /// One neighbour as the running proxy sees it.
 pub struct PeerEntry {
@@ -36,7 +36,7 @@ impl PeerEntry {
             );
         }
         let counters = stats.peer(&peer.name);
-        if !peer.no_query {
+        if !peer.no_query && !peer.only_clr {
             counters.icp_tracked.store(true, Relaxed);
         }
         let settings = ConnectSettings {
@@ -65,9 +65,14 @@ impl PeerEntry {
         self.config.kind == PeerKind::Sibling
     }
 
-    /// Whether this peer takes ICP queries at all.
+    /// Whether this peer takes queries at all (ICP, or HTCP TST for an HTCP peer).
     pub fn takes_queries(&self) -> bool {
-        !self.config.no_query && self.address.is_some()
+        !self.config.no_query && !self.config.only_clr && self.address.is_some()
+    }
+
+    /// Whether it is asked over HTCP (at its ICP port field) rather than ICP.
+    pub fn asked_over_htcp(&self) -> bool {
+        self.config.htcp != HtcpPeer::Off
     }
 
     /// Whether a round of queries asks it now: it takes them and is not down by hand.

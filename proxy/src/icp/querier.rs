@@ -1,5 +1,6 @@
-//! One round of ICP queries for a miss: every peer that takes queries is asked at once (or
-//! the multicast group once), and the live ones are waited for until the first HIT, the
+//! One round of queries for a miss: every peer that takes queries is asked at once, over
+//! ICP (or the multicast group once) or, for a peer marked `htcp`, with an HTCP TST that
+//! carries the request's headers; the live ones are waited for until the first HIT, the
 //! last answer or the query timeout. Dead peers are asked but not waited for; peers down by
 //! hand are not asked.
 
@@ -12,24 +13,37 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::sync::mpsc;
 
-use crate::hierarchy::peers;
+use crate::hierarchy::peers::{self, PeerEntry};
+use crate::htcp::querier as htcp_querier;
 use crate::icp::codec::{IcpMessage, IcpOpcode, IcpPayload, ICP_FLAG_HIT_OBJ};
 use crate::icp::socket::{Answer, Round, RoundTable, Rounds};
 use crate::runtime::Runtime;
+use crate::stats::QueryMethod;
 use canopy_config::config::IcpMode;
 
 /// The dynamic query timeout stays within these bounds.
 const MIN_TIMEOUT: Duration = Duration::from_millis(5);
 const MAX_TIMEOUT: Duration = Duration::from_millis(2000);
 
-/// Whether a request may be asked about over ICP: a GET without credentials, in
-/// send-receive mode, with somebody to ask.
+/// Whether a request may be asked about: a GET without credentials, in send-receive mode,
+/// with somebody to ask.
 pub fn eligible(runtime: &Runtime, method: &Method, headers: &HeaderMap) -> bool {
     runtime.config.icp_mode == IcpMode::SendReceive
-        && runtime.icp.is_some()
         && method == Method::GET
         && !headers.contains_key(http::header::AUTHORIZATION)
-        && runtime.peers.iter().any(|p| p.is_asked())
+        && runtime
+            .peers
+            .iter()
+            .any(|p| p.is_asked() && has_socket_for(runtime, p))
+}
+
+/// Whether the socket a peer is asked on is open: HTCP peers need `htcp_port`.
+fn has_socket_for(runtime: &Runtime, peer: &PeerEntry) -> bool {
+    if peer.asked_over_htcp() {
+        runtime.htcp.is_some()
+    } else {
+        runtime.icp.is_some()
+    }
 }
 
 /// Ends the round however the wait ends, the client hanging up included.
@@ -47,67 +61,95 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Asks every peer that takes queries about `url` and returns the replies received.
-pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
-    let Some(icp) = &runtime.icp else {
-        return Vec::new();
-    };
+/// Asks every peer that takes queries about `url` (HTCP peers with the request's
+/// `headers`) and returns the replies received.
+pub async fn ask(runtime: &Runtime, url: &str, headers: &HeaderMap) -> Vec<Answer> {
     let config = &runtime.config;
     let dead_after = Duration::from_secs(config.icp_dead_peer_timeout_s);
-    let group = icp
-        .settings
-        .multicast
+    let group = runtime
+        .icp
+        .as_ref()
+        .and_then(|icp| icp.settings.multicast)
         .map(|(group, _)| SocketAddr::new(IpAddr::V4(group), config.icp_port));
     let mut expected = HashMap::new();
+    let mut htcp_expected = HashMap::new();
     let mut unicast = Vec::new();
     let mut waiting_for = HashSet::new();
     let mut averages = Vec::new();
     let mut to_group = false;
     for (index, peer) in runtime.peers.iter().enumerate() {
-        let Some(addr) = peer.icp_addr().filter(|_| peer.is_asked()) else {
+        let Some(addr) = peer
+            .icp_addr()
+            .filter(|_| peer.is_asked() && has_socket_for(runtime, peer))
+        else {
             continue;
         };
-        if group.is_some() && peer.config.multicast_responder {
-            to_group = true;
+        if peer.asked_over_htcp() {
+            peer.stats.htcp_query_sent(dead_after);
+            htcp_expected.insert(addr, (index, peer.stats.clone()));
         } else {
-            unicast.push(addr);
+            if group.is_some() && peer.config.multicast_responder {
+                to_group = true;
+            } else {
+                unicast.push(addr);
+            }
+            peer.stats.query_sent(dead_after);
+            expected.insert(addr, (index, peer.stats.clone()));
         }
         if !peer.stats.is_dead() {
-            waiting_for.insert(addr);
+            waiting_for.insert(index);
             averages.push(peer.stats.average_reply());
         }
-        peer.stats.query_sent(dead_after);
-        expected.insert(addr, (index, peer.stats.clone()));
     }
-    if expected.is_empty() {
-        return Vec::new();
-    }
-    let number = icp.next_request_number();
     let (replies, mut received) = mpsc::unbounded_channel();
-    icp.rounds.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        number,
-        Round {
-            url: url.to_owned(),
-            sent_at: Instant::now(),
-            expected: expected.clone(),
-            replies,
-            ended: false,
-        },
-    );
-    let _registered = Registered {
-        rounds: &icp.rounds,
-        number,
+    let icp_round = match &runtime.icp {
+        Some(icp) if !expected.is_empty() => {
+            let number = icp.next_request_number();
+            icp.rounds.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                number,
+                Round {
+                    method: QueryMethod::Icp,
+                    url: url.to_owned(),
+                    sent_at: Instant::now(),
+                    expected,
+                    replies: replies.clone(),
+                    ended: false,
+                },
+            );
+            let mut query = IcpMessage::query(number, url);
+            if config.icp_hit_obj.0 {
+                // Harmless to peers that do not know it: Squid answers such a query as any other.
+                query.options |= ICP_FLAG_HIT_OBJ;
+            }
+            if let (true, Some(group)) = (to_group, group) {
+                icp.send(&query, group).await;
+            }
+            for addr in unicast {
+                icp.send(&query, addr).await;
+            }
+            Some(Registered {
+                rounds: &icp.rounds,
+                number,
+            })
+        }
+        _ => None,
     };
-    let mut query = IcpMessage::query(number, url);
-    if config.icp_hit_obj.0 {
-        // Harmless to peers that do not know it: Squid answers such a query as any other.
-        query.options |= ICP_FLAG_HIT_OBJ;
-    }
-    if let (true, Some(group)) = (to_group, group) {
-        icp.send(&query, group).await;
-    }
-    for addr in unicast {
-        icp.send(&query, addr).await;
+    let htcp_round = match &runtime.htcp {
+        Some(htcp) if !htcp_expected.is_empty() => {
+            let number =
+                htcp_querier::send_tst(htcp, runtime, url, headers, htcp_expected, replies).await;
+            Some(Registered {
+                rounds: &htcp.rounds,
+                number,
+            })
+        }
+        _ => {
+            drop(replies);
+            None
+        }
+    };
+    if icp_round.is_none() && htcp_round.is_none() {
+        return Vec::new();
     }
     let deadline =
         tokio::time::Instant::now() + query_timeout(config.icp_query_timeout_ms, &averages);
@@ -115,7 +157,7 @@ pub async fn ask(runtime: &Runtime, url: &str) -> Vec<Answer> {
     while !waiting_for.is_empty() {
         match tokio::time::timeout_at(deadline, received.recv()).await {
             Ok(Some(answer)) => {
-                waiting_for.remove(&answer.from);
+                waiting_for.remove(&answer.peer);
                 let hit = answer.opcode == IcpOpcode::Hit;
                 answers.push(answer);
                 if hit {
@@ -232,6 +274,7 @@ mod tests {
         table.insert(
             7,
             Round {
+                method: QueryMethod::Icp,
                 url: URL.to_owned(),
                 sent_at: Instant::now(),
                 expected: peers

@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::icp::codec::{IcpMessage, IcpOpcode};
-use crate::stats::PeerStats;
+use crate::stats::{PeerStats, QueryMethod};
 use canopy_config::config::{Config, IcpMode};
 
 /// The settings that decide which sockets are bound; a reload that changes none of them
@@ -60,8 +60,9 @@ pub enum BindError {
     },
 }
 
-/// A query of ours whose replies are awaited.
+/// A query of ours whose replies are awaited (an ICP query, or an HTCP TST).
 pub struct Round {
+    pub method: QueryMethod,
     pub url: String,
     pub sent_at: Instant,
     /// The peers asked, by the address and port their replies must come from.
@@ -119,13 +120,13 @@ impl RoundTable {
         };
         round.ended = true;
         for (_, stats) in round.expected.values() {
-            stats.icp_timeouts.fetch_add(1, Relaxed);
+            stats.timed_out(round.method);
         }
         self.ended.push_back((Instant::now(), number));
     }
 
     /// Ends every round and forgets them all (the socket is let go).
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         let numbers: Vec<u32> = self.rounds.keys().copied().collect();
         for number in numbers {
             self.end(number);

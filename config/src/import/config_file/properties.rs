@@ -76,6 +76,9 @@ fn peers() -> impl Strategy<Value = Vec<Peer>> {
             round_robin: kind == PeerKind::Parent && flags[2],
             connect_timeout_ms: flags[0].then_some(2_500),
             max_conn: flags[3].then_some(8),
+            htcp: HtcpPeer::ALL[weight as usize % 3],
+            no_clr: weight % 3 != 0 && flags[0],
+            only_clr: weight % 3 != 0 && !flags[0] && flags[1],
         });
     prop::collection::vec(peer, 0..4).prop_map(|mut peers| {
         let mut names = BTreeSet::new();

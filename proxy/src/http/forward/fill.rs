@@ -20,6 +20,7 @@ use crate::cache::key::cache_key;
 use crate::cache::policy::{self, StoredTimes};
 use crate::cache::store::Stored;
 use crate::hierarchy;
+use crate::htcp::{self, codec::ClrReason};
 use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::headers::remove_hop_by_hop;
 use crate::runtime::{Runtime, Shared};
@@ -324,15 +325,12 @@ pub(super) async fn pass_through(
 ) -> Served {
     let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
     if policy::invalidates(&parts.method, served.response.status()) {
-        let store = shared.store.load();
-        let store = &store;
+        // As Squid, the peers that take CLR are told of each URL invalidated.
         let remove = |url: String| async move {
-            store.remove(&url);
-            if let Some(disk) = shared.disk.as_ref() {
-                disk.remove(&url).await;
-            }
+            shared.remove_everywhere(&url).await;
+            let no_headers = HeaderMap::new();
+            htcp::querier::send_clr(runtime, &url, ClrReason::Invalidation, &no_headers).await;
         };
-        shared.partials.remove(&cache_key(&parts.uri));
         remove(cache_key(&parts.uri)).await;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = served

@@ -174,7 +174,7 @@ pub async fn handle(
     } else if purge::is_purge(req.method()) {
         // Answered here whoever asks, a sibling too: never forwarded upstream.
         match check_target(req.uri()) {
-            Ok(()) => purge::purge(&shared, &runtime, client.ip(), req.uri()).await,
+            Ok(()) => purge::purge(&shared, &runtime, client.ip(), req.uri(), req.headers()).await,
             Err(e) => Served::refused(e, &runtime),
         }
     } else if let Some(peer) = runtime.misses_denied_to(client.ip()) {

@@ -3,10 +3,12 @@
 
 use std::net::IpAddr;
 
-use http::{Method, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
 use super::Served;
 use crate::cache::key::cache_key;
+use crate::htcp::codec::ClrReason;
+use crate::htcp::querier;
 use crate::http::body::empty_body;
 use crate::http::errors::ProxyError;
 use crate::runtime::{Runtime, Shared};
@@ -18,7 +20,13 @@ pub(super) fn is_purge(method: &Method) -> bool {
 
 /// Removes what is stored for `url`: 200 if there was something, 404 if not (Squid logs
 /// both as `TCP_MISS`), 403 for a client outside `purge_allowed_clients`.
-pub(super) async fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, url: &Uri) -> Served {
+pub(super) async fn purge(
+    shared: &Shared,
+    runtime: &Runtime,
+    client: IpAddr,
+    url: &Uri,
+    headers: &HeaderMap,
+) -> Served {
     shared.stats.purges.add(1);
     if !runtime.config.purge_allowed_clients.contains(client) {
         tracing::info!(%client, %url, "PURGE from a client not in purge_allowed_clients: 403");
@@ -28,13 +36,11 @@ pub(super) async fn purge(shared: &Shared, runtime: &Runtime, client: IpAddr, ur
         return Served::refused(error, runtime);
     }
     let key = cache_key(url);
-    let in_memory = shared.store.load().remove(&key);
-    let on_disk = match shared.disk.as_ref() {
-        Some(disk) => disk.remove(&key).await,
-        None => false,
-    };
-    let partial = shared.partials.remove(&key);
-    let removed = in_memory || on_disk || partial;
+    let removed = shared.remove_everywhere(&key).await;
+    // As Squid, peers that take CLR are told of each object purged.
+    if removed {
+        querier::send_clr(runtime, &key, ClrReason::Unspecified, headers).await;
+    }
     let status = if removed {
         StatusCode::OK
     } else {
