@@ -202,6 +202,9 @@ pub(crate) struct PeerArgs {
     /// At most this many connections open to it, idle ones included (Squid's max-conn).
     #[arg(long)]
     pub(crate) max_conn: Option<u32>,
+    /// Never fetch or consult its cache digest (Squid's no-digest).
+    #[arg(long)]
+    pub(crate) no_digest: bool,
 }
 
 impl From<PeerArgs> for Peer {
@@ -222,6 +225,7 @@ impl From<PeerArgs> for Peer {
             round_robin: a.round_robin,
             connect_timeout_ms: a.connect_timeout_ms,
             max_conn: a.max_conn,
+            no_digest: a.no_digest,
         }
     }
 }

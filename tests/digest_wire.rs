@@ -86,7 +86,7 @@ async fn squids_digest_decodes_and_holds_every_object_it_fetched() {
         cache_digest::mask_size(digest.capacity(), digest.bits_per_entry()).unwrap()
     );
     let strangers = (0..100)
-        .filter(|i| digest.contains(&StoreKey::get(&origin.url(&format!("/never/{i}")))))
+        .filter(|i| digest.contains(&StoreKey::get(origin.url(&format!("/never/{i}")))))
         .count();
     assert!(
         strangers < 50,

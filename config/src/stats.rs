@@ -170,6 +170,33 @@ pub struct PeerSnapshot {
     /// ICP HITs that turned out to be misses.
     #[serde(default)]
     pub false_hits: u64,
+    /// Misses its cache digest said it held and that it then could not serve.
+    #[serde(default)]
+    pub false_hits_digest: u64,
+    /// Its cache digest, once it has been fetched (or tried).
+    #[serde(default)]
+    pub digest: Option<DigestSnapshot>,
+}
+
+/// A peer's cache digest as this proxy last fetched it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DigestSnapshot {
+    /// Octets of the digest, header included; 0 when the last fetch failed.
+    pub size: u64,
+    /// Objects the peer says it put in.
+    pub entries: u64,
+    pub capacity: u64,
+    /// Percentage of the bits that are on.
+    pub fill_percent: f64,
+    /// Seconds since it was received.
+    pub age_s: Option<u64>,
+    pub expires_at: Option<String>,
+    pub last_fetch_at: String,
+    /// "ok", or why the last fetch failed.
+    pub last_fetch_outcome: String,
+    pub next_fetch_at: Option<String>,
+    pub fetches: u64,
+    pub fetch_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

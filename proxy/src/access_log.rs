@@ -66,6 +66,10 @@ pub enum HierCode {
     RoundRobinParent,
     /// A parent marked `default`, as the last resort.
     DefaultParent,
+    /// A sibling whose cache digest says it holds the object.
+    CdSiblingHit,
+    /// A parent whose cache digest says it holds the object.
+    CdParentHit,
 }
 
 impl HierCode {
@@ -79,6 +83,8 @@ impl HierCode {
             HierCode::FirstUpParent => "FIRSTUP_PARENT",
             HierCode::RoundRobinParent => "ROUNDROBIN_PARENT",
             HierCode::DefaultParent => "DEFAULT_PARENT",
+            HierCode::CdSiblingHit => "CD_SIBLING_HIT",
+            HierCode::CdParentHit => "CD_PARENT_HIT",
         }
     }
 }

@@ -12,6 +12,8 @@ use arc_swap::ArcSwap;
 use crate::cache::disk_tier::{DiskState, DiskTier};
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
+use crate::digest;
+use crate::digest::builder::OwnDigest;
 use crate::hierarchy::peers;
 use crate::http::listener;
 use crate::icp::serve;
@@ -203,10 +205,12 @@ impl Proxy {
             runtime: ArcSwap::from_pointee(runtime),
             store: ArcSwap::from_pointee(store),
             disk,
+            own_digest: OwnDigest::default(),
             in_flight: Arc::default(),
             stats,
             draining: tokio::sync::watch::Sender::new(false),
         });
+        digest::server::rebuild_periodically(&shared);
         let accepting = listener::serve(bound, &shared)?;
         if let Some(icp) = &shared.runtime.load().icp {
             serve::start(icp, shared.clone());

@@ -15,6 +15,7 @@ use crate::cache::collapse::InFlight;
 use crate::cache::disk_tier::DiskState;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
+use crate::digest::builder::OwnDigest;
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
@@ -202,6 +203,8 @@ pub struct Shared {
     pub store: ArcSwap<Store>,
     /// The disk tier, opened at start for the proxy's life.
     pub disk: DiskState,
+    /// This cache's digest, as served to peers.
+    pub own_digest: OwnDigest,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
     /// Set when the proxy stops; every client connection holds a receiver, so the sender
@@ -217,6 +220,7 @@ impl Shared {
         Arc::new(Shared {
             store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
             disk: DiskState::Off,
+            own_digest: OwnDigest::default(),
             in_flight: Arc::default(),
             stats: runtime.stats.clone(),
             runtime: ArcSwap::from_pointee(runtime),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
 
+use crate::digest::peer_digest::PeerDigest;
 use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
@@ -181,6 +182,10 @@ pub struct PeerStats {
     pub false_hits: AtomicU64,
     /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
     pub icp_tracked: AtomicBool,
+    /// Misses its digest said it held and then could not serve.
+    pub false_hits_digest: AtomicU64,
+    /// Its cache digest and the state of fetching it.
+    pub digest: PeerDigest,
     icp_health: Mutex<IcpHealth>,
 }
 
@@ -331,6 +336,8 @@ impl PeerStats {
             last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
             false_hits: load(&self.false_hits),
+            false_hits_digest: load(&self.false_hits_digest),
+            digest: self.digest.snapshot(SystemTime::now(), rfc3339),
         }
     }
 }

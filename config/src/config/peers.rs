@@ -128,6 +128,9 @@ pub struct Peer {
     /// finds them all busy passes the peer over (Squid's `max-conn=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_conn: Option<u32>,
+    /// Never fetch or consult this peer's cache digest (Squid's `no-digest`).
+    #[serde(default)]
+    pub no_digest: bool,
 }
 
 /// A sibling on the usual ports with no option set: the console's blank form, and where
@@ -150,6 +153,7 @@ impl Default for Peer {
             round_robin: false,
             connect_timeout_ms: None,
             max_conn: None,
+            no_digest: false,
         }
     }
 }

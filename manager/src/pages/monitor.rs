@@ -9,7 +9,7 @@ use axum::Form;
 use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::maintenance::Maintenance;
-use canopy_config::stats::{Failure, PeerSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{DigestSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot};
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
 
@@ -86,6 +86,9 @@ pub struct PeerRow {
     pub down_by_hand: bool,
     /// Who took it down by hand.
     pub down_by: Option<String>,
+    /// Its cache digest, once fetched or tried.
+    pub digest: Option<DigestSnapshot>,
+    pub false_hits_digest: u64,
 }
 
 impl PeerRow {
@@ -129,6 +132,8 @@ impl PeerRow {
             down_reason: s.health.down_reason.clone(),
             down_by_hand: s.health.down_by_hand,
             down_by: s.health.down_by.clone(),
+            digest: s.digest.clone(),
+            false_hits_digest: s.false_hits_digest,
         }
     }
 

@@ -94,6 +94,7 @@ fn peer_fields(peer: &Peer) -> Fields {
         ("deny_misses", peer.deny_misses),
         ("default_parent", peer.default_parent),
         ("round_robin", peer.round_robin),
+        ("no_digest", peer.no_digest),
     ] {
         fields.set(key, on.to_string());
     }
@@ -185,6 +186,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "deny_misses",
         "default_parent",
         "round_robin",
+        "no_digest",
     ] {
         fields.set(key, form.checked(key).to_string());
     }
@@ -219,6 +221,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         round_robin: fields.on("round_robin"),
         connect_timeout_ms: parse_optional(&mut fields, "connect_timeout_ms"),
         max_conn: parse_optional(&mut fields, "max_conn"),
+        no_digest: fields.on("no_digest"),
     };
     (peer, fields)
 }

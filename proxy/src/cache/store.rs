@@ -491,6 +491,16 @@ impl Store {
         (objects, self.bytes.load(Relaxed))
     }
 
+    /// Calls `each` with the URL and variants of every entry, one shard at a time under its
+    /// read lock.
+    pub fn each_entry(&self, mut each: impl FnMut(&[u8], &[Arc<Stored>])) {
+        for shard in self.shards.iter() {
+            for entry in read(shard).entries.iter() {
+                each(entry.variants.url(), entry.variants.as_slice());
+            }
+        }
+    }
+
     /// A store of another capacity holding what this one holds (as much as fits).
     pub fn resized(&self, capacity: u64) -> Store {
         let next = Store::new(capacity);

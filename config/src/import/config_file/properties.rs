@@ -61,6 +61,7 @@ fn peers() -> impl Strategy<Value = Vec<Peer>> {
             round_robin: kind == PeerKind::Parent && flags[2],
             connect_timeout_ms: flags[0].then_some(2_500),
             max_conn: flags[3].then_some(8),
+            no_digest: flags[1] != flags[2],
         });
     prop::collection::vec(peer, 0..4).prop_map(|mut peers| {
         let mut names = BTreeSet::new();
