@@ -193,3 +193,145 @@ fn check_head(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::cache_digest::{DigestError, HEADER_LEN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A peer that answers one request with `head` then `body`, and the fetch's outcome.
+    async fn fetch_from(head: &str, body: Vec<u8>) -> Result<FetchedDigest, DigestFetchError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let head = head.to_owned();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                request.extend_from_slice(&chunk[..n]);
+            }
+            let text = String::from_utf8_lossy(&request).into_owned();
+            assert!(text.starts_with(&format!("GET {STORE_DIGEST_PATH} HTTP/1.1\r\n")));
+            assert!(
+                text.contains(&format!("accept: {CONTENT_TYPE}\r\n")),
+                "{text}"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+        let settings = ConnectSettings {
+            local_address: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let via = HeaderValue::from_static("1.1 test");
+        fetch("127.0.0.1", port, settings, via, 4096).await
+    }
+
+    fn ok_head(len: usize) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len}\r\n\
+             Expires: Thu, 01 Jan 2099 00:00:00 GMT\r\n\r\n"
+        )
+    }
+
+    fn digest_with(keys: usize) -> Vec<u8> {
+        let mut digest = CacheDigest::new(100, 5).unwrap();
+        for i in 0..keys {
+            digest.add(&StoreKey::get(format!("http://a/{i}")));
+        }
+        digest.encode()
+    }
+
+    #[tokio::test]
+    async fn a_good_digest_is_taken_with_its_expiry() {
+        let body = digest_with(10);
+        let fetched = fetch_from(&ok_head(body.len()), body.clone())
+            .await
+            .unwrap();
+        assert!(fetched.digest.contains(&StoreKey::get("http://a/3")));
+        assert_eq!(fetched.size, body.len() as u64);
+        assert!(fetched.expires.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_digest_with_too_many_bits_on_is_refused() {
+        // 500 keys in a mask sized for 100 turn nearly every bit on.
+        let body = digest_with(500);
+        let refused = fetch_from(&ok_head(body.len()), body).await.unwrap_err();
+        assert!(
+            matches!(refused, DigestFetchError::Digest(DigestError::TooManyBitsOn { percent_on }) if percent_on > 65.0),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_replies_are_refused_with_what_was_wrong() {
+        let body = digest_with(1);
+        let not_a_digest = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        assert_eq!(
+            fetch_from(&not_a_digest, body.clone()).await.unwrap_err(),
+            DigestFetchError::ContentType {
+                found: "text/html".to_owned()
+            }
+        );
+        let missing = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            fetch_from(missing, Vec::new()).await.unwrap_err(),
+            DigestFetchError::Status { status: 404 }
+        );
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: 99999999999\r\n\r\n"
+        );
+        assert_eq!(
+            fetch_from(&huge, Vec::new()).await.unwrap_err(),
+            DigestFetchError::TooLarge {
+                len: 99_999_999_999,
+                limit: 4096
+            }
+        );
+        // Chunked, so nothing announces the size: the limit stops the read.
+        let endless = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut chunks = Vec::new();
+        for _ in 0..10 {
+            chunks.extend_from_slice(b"400\r\n");
+            chunks.extend_from_slice(&[0u8; 0x400]);
+            chunks.extend_from_slice(b"\r\n");
+        }
+        assert!(matches!(
+            fetch_from(&endless, chunks).await.unwrap_err(),
+            DigestFetchError::TooLarge { limit: 4096, .. }
+        ));
+        // A mask shorter than its header says.
+        let short = body[..body.len() - 1].to_vec();
+        assert!(matches!(
+            fetch_from(&ok_head(short.len()), short).await.unwrap_err(),
+            DigestFetchError::Digest(DigestError::MaskLengthMismatch { .. })
+        ));
+        // A header that asks for a mask no capacity gives.
+        let mut lying = body.clone();
+        lying[16..20].copy_from_slice(&1_000u32.to_be_bytes());
+        assert!(matches!(
+            fetch_from(&ok_head(lying.len()), lying).await.unwrap_err(),
+            DigestFetchError::Digest(DigestError::MaskSizeMismatch { .. })
+        ));
+        let header_only = body[..HEADER_LEN - 1].to_vec();
+        assert!(matches!(
+            fetch_from(&ok_head(header_only.len()), header_only)
+                .await
+                .unwrap_err(),
+            DigestFetchError::Digest(DigestError::TooShort { .. })
+        ));
+    }
+}
