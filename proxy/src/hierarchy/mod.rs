@@ -1,4 +1,5 @@
-//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a sibling
+//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a peer
+//! whose cache digest says it holds the object (then no ICP round is made), a sibling
 //! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents (the first
 //! routing rule that matches gives them and their order; those known to be down are
 //! skipped), the fastest ICP parent that answered, then the origin unless the rule or
