@@ -668,7 +668,7 @@ fn clients(out: &mut Out, s: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_config::stats::{ClientSnapshot, PeerSnapshot};
+    use canopy_config::stats::{ClientSnapshot, DigestSnapshot, PeerSnapshot};
 
     #[test]
     fn peers_are_labelled_and_labels_escaped() {
@@ -712,5 +712,43 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_peers_digest_is_shown_once_fetched() {
+        let digest = DigestSnapshot {
+            size: 1_000,
+            entries: 40,
+            fill_percent: 25.0,
+            last_fetch_outcome: "ok".into(),
+            fetches: 2,
+            ..DigestSnapshot::default()
+        };
+        let stats = StatsSnapshot {
+            peers: vec![
+                PeerSnapshot {
+                    name: "east".into(),
+                    false_hits_digest: 3,
+                    digest: Some(digest),
+                    ..PeerSnapshot::default()
+                },
+                PeerSnapshot {
+                    name: "west".into(),
+                    ..PeerSnapshot::default()
+                },
+            ],
+            ..StatsSnapshot::default()
+        };
+        let text = exposition(None, Some(&stats), 0);
+        for line in [
+            "canopy_peer_digest_false_hits_total{peer=\"east\"} 3\n",
+            "canopy_peer_digest_false_hits_total{peer=\"west\"} 0\n",
+            "canopy_peer_digest_entries{peer=\"east\"} 40\n",
+            "canopy_peer_digest_fill_ratio{peer=\"east\"} 0.25\n",
+            "canopy_peer_digest_last_fetch_ok{peer=\"east\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("canopy_peer_digest_entries{peer=\"west\"}"));
     }
 }
