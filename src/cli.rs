@@ -269,6 +269,9 @@ pub(crate) struct PeerArgs {
     /// Send it HTCP CLR but no queries (Squid's htcp=only-clr).
     #[arg(long)]
     pub(crate) only_clr: bool,
+    /// Never fetch or consult its cache digest (Squid's no-digest).
+    #[arg(long)]
+    pub(crate) no_digest: bool,
 }
 
 impl From<PeerArgs> for Peer {
@@ -292,6 +295,7 @@ impl From<PeerArgs> for Peer {
             htcp: a.htcp,
             no_clr: a.no_clr,
             only_clr: a.only_clr,
+            no_digest: a.no_digest,
         }
     }
 }

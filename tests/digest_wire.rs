@@ -6,29 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use canopy_proxy::digest::cache_digest::{self, CacheDigest};
+use canopy_proxy::digest::cache_digest;
 use canopy_proxy::digest::key::StoreKey;
-use canopy_proxy::digest::{CONTENT_TYPE, STORE_DIGEST_PATH};
 use hyper::{Response, StatusCode};
 
-use common::raw::RawConnection;
-use common::squid::{squid_binary, ufs_cache_dir, Squid};
+use common::squid::{fetch_digest, squid_binary, ufs_cache_dir, Squid};
 use common::{full, request_via, wait_for, Origin};
-
-/// Asks Squid for its digest as a peer does: origin form, `Accept: application/cache-digest`.
-async fn fetch_digest(squid: &Squid) -> CacheDigest {
-    let mut connection = RawConnection::connect(squid.http).await;
-    let request = format!(
-        "GET {STORE_DIGEST_PATH} HTTP/1.1\r\nHost: {}\r\nAccept: {CONTENT_TYPE}\r\n\
-         Connection: close\r\n\r\n",
-        squid.http
-    );
-    connection.send(request.as_bytes()).await;
-    let reply = connection.response().await.expect("squid answers");
-    assert_eq!(reply.status(), 200, "digest request: {}", reply.start);
-    assert_eq!(reply.field("content-type"), Some(CONTENT_TYPE));
-    CacheDigest::decode(&reply.body).expect("squid's digest decodes")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn squids_digest_decodes_and_holds_every_object_it_fetched() {
@@ -66,7 +49,7 @@ async fn squids_digest_decodes_and_holds_every_object_it_fetched() {
         "squid's digest to hold every fetched URL",
         Duration::from_secs(30),
         || async {
-            let digest = fetch_digest(&squid).await;
+            let digest = fetch_digest(squid.http).await;
             fetched
                 .iter()
                 .all(|url| digest.contains(&StoreKey::get(url)))
@@ -74,7 +57,7 @@ async fn squids_digest_decodes_and_holds_every_object_it_fetched() {
     )
     .await;
 
-    let digest = fetch_digest(&squid).await;
+    let digest = fetch_digest(squid.http).await;
     assert_eq!(digest.bits_per_entry(), cache_digest::BITS_PER_ENTRY);
     assert!(
         digest.count() >= fetched.len() as u32,
@@ -86,7 +69,7 @@ async fn squids_digest_decodes_and_holds_every_object_it_fetched() {
         cache_digest::mask_size(digest.capacity(), digest.bits_per_entry()).unwrap()
     );
     let strangers = (0..100)
-        .filter(|i| digest.contains(&StoreKey::get(&origin.url(&format!("/never/{i}")))))
+        .filter(|i| digest.contains(&StoreKey::get(origin.url(&format!("/never/{i}")))))
         .count();
     assert!(
         strangers < 50,

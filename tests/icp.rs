@@ -354,11 +354,14 @@ async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
     );
     assert_eq!(
         peer.false_hits_by_method(),
-        [("icp", 1), ("htcp", 0)],
+        [("icp", 1), ("htcp", 0), ("digest", 0)],
         "an ICP prediction"
     );
     let stats = stdout(&canopy.cli(&["stats"]));
-    assert!(stats.contains("false hits 1 (ICP 1, HTCP 0)"), "{stats}");
+    assert!(
+        stats.contains("false hits 1 (ICP 1, HTCP 0, DIGEST 0)"),
+        "{stats}"
+    );
 }
 
 /// A client at a configured sibling's address used to be served hits only, every miss a

@@ -235,11 +235,17 @@ pub struct PeerSnapshot {
     /// Of the false hits, the ones an HTCP HIT predicted.
     #[serde(default)]
     pub false_hits_htcp: u64,
+    /// Of the false hits, the ones its cache digest predicted.
+    #[serde(default)]
+    pub false_hits_digest: u64,
+    /// Its cache digest, once it has been fetched (or tried).
+    #[serde(default)]
+    pub digest: Option<DigestSnapshot>,
 }
 
 /// The ways a hit at a peer is predicted, each with its false hits counted apart, so an
 /// admin can see which suits a link; `/metrics` labels them with these names.
-pub const FALSE_HIT_METHODS: [&str; 2] = ["icp", "htcp"];
+pub const FALSE_HIT_METHODS: [&str; 3] = ["icp", "htcp", "digest"];
 
 impl PeerSnapshot {
     /// False hits by the method that predicted them, in [`FALSE_HIT_METHODS`]' order.
@@ -247,8 +253,30 @@ impl PeerSnapshot {
         [
             (FALSE_HIT_METHODS[0], self.false_hits_icp),
             (FALSE_HIT_METHODS[1], self.false_hits_htcp),
+            (FALSE_HIT_METHODS[2], self.false_hits_digest),
         ]
     }
+}
+
+/// A peer's cache digest as this proxy last fetched it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DigestSnapshot {
+    /// Octets of the digest, header included; 0 when the last fetch failed.
+    pub size: u64,
+    /// Objects the peer says it put in.
+    pub entries: u64,
+    pub capacity: u64,
+    /// Percentage of the bits that are on.
+    pub fill_percent: f64,
+    /// Seconds since it was received.
+    pub age_s: Option<u64>,
+    pub expires_at: Option<String>,
+    pub last_fetch_at: String,
+    /// "ok", or why the last fetch failed.
+    pub last_fetch_outcome: String,
+    pub next_fetch_at: Option<String>,
+    pub fetches: u64,
+    pub fetch_failures: u64,
 }
 
 /// What this proxy's HTCP responder received and did, and the CLRs it sent.

@@ -182,6 +182,7 @@ pub fn exposition(
     if let Some(stats) = stats {
         totals(&mut out, stats);
         peers(&mut out, stats);
+        peer_digests(&mut out, stats);
         clients(&mut out, stats);
     }
     out.0
@@ -494,6 +495,75 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
     }
 }
 
+/// Each peer's cache digest as last fetched, and the false hits its predictions led to.
+fn peer_digests(out: &mut Out, s: &StatsSnapshot) {
+    out.family(
+        "canopy_peer_digest_false_hits_total",
+        "counter",
+        "Misses the peer's cache digest said it held and that it could not serve.",
+    );
+    for p in &s.peers {
+        out.value(
+            "canopy_peer_digest_false_hits_total",
+            &[("peer", &p.name)],
+            p.false_hits_digest as f64,
+        );
+    }
+    type Field = fn(&canopy_config::stats::DigestSnapshot) -> f64;
+    let figures: [(&str, &str, &str, Field); 7] = [
+        (
+            "canopy_peer_digest_bytes",
+            "gauge",
+            "Size of the peer's cache digest held (0 after a failed fetch).",
+            |d| d.size as f64,
+        ),
+        (
+            "canopy_peer_digest_entries",
+            "gauge",
+            "Objects the peer's cache digest says it holds.",
+            |d| d.entries as f64,
+        ),
+        (
+            "canopy_peer_digest_fill_ratio",
+            "gauge",
+            "Share of the digest's bits that are on (Squid refuses more than 0.65).",
+            |d| d.fill_percent / 100.0,
+        ),
+        (
+            "canopy_peer_digest_age_seconds",
+            "gauge",
+            "Time since the peer's digest held was fetched.",
+            |d| d.age_s.unwrap_or_default() as f64,
+        ),
+        (
+            "canopy_peer_digest_fetches_total",
+            "counter",
+            "Fetches of the peer's cache digest.",
+            |d| d.fetches as f64,
+        ),
+        (
+            "canopy_peer_digest_fetch_failures_total",
+            "counter",
+            "Fetches of the peer's cache digest that failed or were refused.",
+            |d| d.fetch_failures as f64,
+        ),
+        (
+            "canopy_peer_digest_last_fetch_ok",
+            "gauge",
+            "Whether the last fetch of the peer's cache digest gave a usable digest (1).",
+            |d| f64::from(u8::from(d.last_fetch_outcome == "ok")),
+        ),
+    ];
+    for (name, kind, help, field) in figures {
+        out.family(name, kind, help);
+        for p in &s.peers {
+            if let Some(d) = &p.digest {
+                out.value(name, &[("peer", &p.name)], field(d));
+            }
+        }
+    }
+}
+
 fn peers(out: &mut Out, s: &StatsSnapshot) {
     type Field = fn(&canopy_config::stats::PeerSnapshot) -> f64;
     let counters: [(&str, &str, Field); 13] = [
@@ -714,7 +784,7 @@ fn clients(out: &mut Out, s: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_config::stats::{ClientSnapshot, DiskSnapshot, PeerSnapshot};
+    use canopy_config::stats::{ClientSnapshot, DigestSnapshot, DiskSnapshot, PeerSnapshot};
 
     #[test]
     fn each_tier_has_its_hits_and_ratio_and_the_disk_its_state() {
@@ -792,5 +862,43 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_peers_digest_is_shown_once_fetched() {
+        let digest = DigestSnapshot {
+            size: 1_000,
+            entries: 40,
+            fill_percent: 25.0,
+            last_fetch_outcome: "ok".into(),
+            fetches: 2,
+            ..DigestSnapshot::default()
+        };
+        let stats = StatsSnapshot {
+            peers: vec![
+                PeerSnapshot {
+                    name: "east".into(),
+                    false_hits_digest: 3,
+                    digest: Some(digest),
+                    ..PeerSnapshot::default()
+                },
+                PeerSnapshot {
+                    name: "west".into(),
+                    ..PeerSnapshot::default()
+                },
+            ],
+            ..StatsSnapshot::default()
+        };
+        let text = exposition(None, Some(&stats), 0);
+        for line in [
+            "canopy_peer_digest_false_hits_total{peer=\"east\"} 3\n",
+            "canopy_peer_digest_false_hits_total{peer=\"west\"} 0\n",
+            "canopy_peer_digest_entries{peer=\"east\"} 40\n",
+            "canopy_peer_digest_fill_ratio{peer=\"east\"} 0.25\n",
+            "canopy_peer_digest_last_fetch_ok{peer=\"east\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("canopy_peer_digest_entries{peer=\"west\"}"));
     }
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use canopy_config::config::{Config, Control, Group, SETTINGS};
 use canopy_config::control::{CacheListReply, ReloadReply, ReopenReply, StatusReply};
 use canopy_config::stats::{
-    ClientSnapshot, HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot,
+    ClientSnapshot, DigestSnapshot, HealthSnapshot, PeerSnapshot, PeerState, StatsSnapshot,
 };
 use canopy_config::versions::{Db, VersionState};
 use canopy_manager::{accounts, router, AppState};
@@ -70,6 +70,16 @@ impl ControlHandler for FakeProxy {
                     state: Some(PeerState::Up),
                     false_hits: 2,
                     false_hits_icp: 2,
+                    false_hits_digest: 4,
+                    digest: Some(DigestSnapshot {
+                        size: 4_096,
+                        entries: 1_234,
+                        fill_percent: 31.25,
+                        age_s: Some(60),
+                        last_fetch_at: "2026-01-02T03:04:05.000Z".into(),
+                        last_fetch_outcome: "ok".into(),
+                        ..DigestSnapshot::default()
+                    }),
                     ..PeerSnapshot::default()
                 },
                 PeerSnapshot {
@@ -1004,6 +1014,12 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     assert!(
         peers.contains(">False hits</th>") && peers.contains("<th class=\"num minor\">ICP</th>"),
         "a false-hit column per method: {peers}"
+    );
+    assert!(
+        peer.contains("1234 entries")
+            && peer.contains("31.2% of bits on")
+            && peer.contains("4 false hits"),
+        "the digest's figures: {peer}"
     );
     let (status, json) = console.get("/api/stats").await;
     assert_eq!(status, StatusCode::OK);

@@ -68,6 +68,10 @@ pub enum HierCode {
     DefaultParent,
     /// The parent CARP picked (`round_robin carp`), logged as Squid logs it.
     Carp,
+    /// A sibling whose cache digest says it holds the object.
+    CdSiblingHit,
+    /// A parent whose cache digest says it holds the object.
+    CdParentHit,
 }
 
 impl HierCode {
@@ -82,6 +86,8 @@ impl HierCode {
             HierCode::RoundRobinParent => "ROUNDROBIN_PARENT",
             HierCode::DefaultParent => "DEFAULT_PARENT",
             HierCode::Carp => "CARP",
+            HierCode::CdSiblingHit => "CD_SIBLING_HIT",
+            HierCode::CdParentHit => "CD_PARENT_HIT",
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::cache::listing;
 use crate::cache::partial::PartialStore;
 use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
+use crate::digest;
+use crate::digest::builder::OwnDigest;
 use crate::hierarchy::peers;
 use crate::htcp::{
     self,
@@ -299,10 +301,12 @@ impl Proxy {
             store: ArcSwap::from_pointee(store),
             disk,
             partials: PartialStore::new(cache_mem),
+            own_digest: OwnDigest::default(),
             in_flight: Arc::default(),
             stats,
             draining: tokio::sync::watch::Sender::new(false),
         });
+        digest::server::rebuild_periodically(&shared);
         let accepting = listener::serve(bound, &shared)?;
         if let Some(icp) = &shared.runtime.load().icp {
             serve::start(icp, shared.clone());

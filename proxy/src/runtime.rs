@@ -16,6 +16,7 @@ use crate::cache::disk_tier::DiskState;
 use crate::cache::partial::PartialStore;
 use crate::cache::policy::Heuristics;
 use crate::cache::store::Store;
+use crate::digest::builder::OwnDigest;
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
@@ -210,6 +211,8 @@ pub struct Shared {
     pub disk: DiskState,
     /// Partial content from 206 responses, for later range requests.
     pub partials: PartialStore,
+    /// This cache's digest, as served to peers.
+    pub own_digest: OwnDigest,
     pub in_flight: Arc<InFlight>,
     pub stats: Arc<Stats>,
     /// Set when the proxy stops; every client connection holds a receiver, so the sender
@@ -240,6 +243,7 @@ impl Shared {
             store: ArcSwap::from_pointee(Store::new(runtime.config.cache_mem.0)),
             disk: DiskState::Off,
             partials: PartialStore::new(runtime.config.cache_mem.0),
+            own_digest: OwnDigest::default(),
             in_flight: Arc::default(),
             stats: runtime.stats.clone(),
             runtime: ArcSwap::from_pointee(runtime),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canopy_config::stats::{Failure, HtcpSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
 
+use crate::digest::peer_digest::PeerDigest;
 use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
@@ -230,6 +231,10 @@ pub struct PeerStats {
     pub hit_obj_received: AtomicU64,
     /// Set for a peer that takes ICP queries: its liveness is tracked and shown.
     pub icp_tracked: AtomicBool,
+    /// Misses its digest said it held and then could not serve.
+    pub false_hits_digest: AtomicU64,
+    /// Its cache digest and the state of fetching it.
+    pub digest: PeerDigest,
     icp_health: Mutex<IcpHealth>,
     /// HTCP TST queries, and their replies; liveness and reply times are shared with ICP's
     /// (a peer is asked one way or the other).
@@ -430,7 +435,9 @@ impl PeerStats {
             last_query_at: icp.last_query.map(rfc3339),
             last_reply_at: icp.last_reply.map(rfc3339),
             hits_served: load(&self.hits_served),
-            false_hits: load(&self.false_hits_icp) + load(&self.false_hits_htcp),
+            false_hits: load(&self.false_hits_icp)
+                + load(&self.false_hits_htcp)
+                + load(&self.false_hits_digest),
             false_hits_icp: load(&self.false_hits_icp),
             icp_hit_obj_sent: load(&self.hit_obj_sent),
             icp_hit_obj_received: load(&self.hit_obj_received),
@@ -439,6 +446,8 @@ impl PeerStats {
             htcp_misses: load(&self.htcp_miss),
             htcp_timeouts: load(&self.htcp_timeouts),
             false_hits_htcp: load(&self.false_hits_htcp),
+            false_hits_digest: load(&self.false_hits_digest),
+            digest: self.digest.snapshot(SystemTime::now(), rfc3339),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
 use canopy_config::purge::{PurgeError, Purged};
-use canopy_config::stats::{PeerState, StatsSnapshot};
+use canopy_config::stats::{DigestSnapshot, PeerState, StatsSnapshot};
 
 use super::{not_running, not_running_because, percent, Paths, UserError};
 
@@ -232,8 +232,34 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
             peer.false_hits,
             by_method.join(", ")
         );
+        if let Some(digest) = &peer.digest {
+            println!("  {}", digest_text(digest, peer.false_hits_digest));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A peer's cache digest as `canopy stats` shows it.
+fn digest_text(d: &DigestSnapshot, false_hits: u64) -> String {
+    let held = match d.age_s {
+        Some(age) => format!(
+            "{} bytes, {} entries (capacity {}), {:.1}% of bits on, {age} s old, expires {}",
+            d.size,
+            d.entries,
+            d.capacity,
+            d.fill_percent,
+            d.expires_at.as_deref().unwrap_or("-")
+        ),
+        None => "none held".to_owned(),
+    };
+    format!(
+        "digest: {held}; last fetch {} ({}), next {}; fetches {}, failed {}; false hits {false_hits}",
+        d.last_fetch_at,
+        d.last_fetch_outcome,
+        d.next_fetch_at.as_deref().unwrap_or("-"),
+        d.fetches,
+        d.fetch_failures
+    )
 }
 
 /// `canopy purge URL`: a PURGE request to the running proxy's listener, as `squidclient -m

@@ -166,6 +166,7 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                     (p.deny_misses, "deny-misses"),
                     (p.default_parent, "default"),
                     (p.round_robin, "round-robin"),
+                    (p.no_digest, "no-digest"),
                 ]
                 .into_iter()
                 .filter(|(on, _)| *on)

@@ -201,3 +201,20 @@ pub fn ufs_cache_dir(binary: &Path) -> (tempfile::TempDir, String) {
     );
     (dir, line)
 }
+
+/// Asks the cache at `addr` for its digest as a peer does (origin form, `Accept:
+/// application/cache-digest`): the reply must be 200 with the digest's content type.
+pub async fn fetch_digest(addr: SocketAddr) -> canopy_proxy::digest::cache_digest::CacheDigest {
+    use canopy_proxy::digest::{CONTENT_TYPE, STORE_DIGEST_PATH};
+    let mut connection = super::raw::RawConnection::connect(addr).await;
+    let request = format!(
+        "GET {STORE_DIGEST_PATH} HTTP/1.1\r\nHost: {addr}\r\nAccept: {CONTENT_TYPE}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    connection.send(request.as_bytes()).await;
+    let reply = connection.response().await.expect("the cache answers");
+    assert_eq!(reply.status(), 200, "digest request: {}", reply.start);
+    assert_eq!(reply.field("content-type"), Some(CONTENT_TYPE));
+    canopy_proxy::digest::cache_digest::CacheDigest::decode(&reply.body)
+        .expect("the digest decodes")
+}

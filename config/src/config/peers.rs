@@ -182,6 +182,9 @@ pub struct Peer {
     /// Sent HTCP CLR but never asked about objects (Squid's `htcp=only-clr`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub only_clr: bool,
+    /// Never fetch or consult this peer's cache digest (Squid's `no-digest`).
+    #[serde(default)]
+    pub no_digest: bool,
 }
 
 fn is_false(on: &bool) -> bool {
@@ -211,6 +214,7 @@ impl Default for Peer {
             htcp: HtcpPeer::Off,
             no_clr: false,
             only_clr: false,
+            no_digest: false,
         }
     }
 }

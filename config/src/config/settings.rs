@@ -214,6 +214,12 @@ settings! {
         Icp: "Caches that are not peers but may send HTCP TST queries (addresses or CIDR networks); any other sender that is not a peer gets no reply.";
     htcp_clr_access: CidrList = CidrList::default(),
         Icp: "Who may remove objects here with HTCP CLR (addresses or CIDR networks), peers included; nobody by default, as with Squid.";
+    digest_generation: Flag = Flag(true),
+        Icp: "Build a cache digest of this cache's objects and serve it to peers at /squid-internal-periodic/store_digest (Squid's digest_generation). Peers' digests are fetched and used either way, unless a peer has no_digest.";
+    digest_rebuild_period_s: u64 = 3600,
+        Icp: "How often this cache's digest is rebuilt, seconds (Squid's digest_rebuild_period); peers are told to fetch it again then.";
+    digest_bits_per_entry: u8 = 5,
+        Icp: "Bits of this cache's digest per object (Squid's digest_bits_per_entry): more bits, fewer false hits, a larger digest.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the

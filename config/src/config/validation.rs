@@ -131,6 +131,18 @@ impl Config {
             "expected at most 16361 bytes: one ICP datagram (16384) less its header, the object's size and a URL's NUL",
         );
         check(
+            (1..=31_536_000).contains(&self.digest_rebuild_period_s),
+            "digest_rebuild_period_s",
+            self.digest_rebuild_period_s.to_string(),
+            "expected from 1 second to a year (31536000)",
+        );
+        check(
+            (1..=32).contains(&self.digest_bits_per_entry),
+            "digest_bits_per_entry",
+            self.digest_bits_per_entry.to_string(),
+            "expected from 1 to 32 bits",
+        );
+        check(
             !(self.never_direct.0 && self.always_direct.0),
             "always_direct",
             "true".to_owned(),

@@ -157,8 +157,9 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                 "multicast-responder" => peer.multicast_responder = true,
                 "allow-miss" => peer.allow_miss = true,
                 "htcp" => peer.htcp = HtcpPeer::On,
-                // Canopy exchanges neither digests nor netdb: what these ask is what it does.
-                "no-digest" | "no-netdb-exchange" => {}
+                "no-digest" => peer.no_digest = true,
+                // Canopy exchanges no netdb: what this asks is what it does.
+                "no-netdb-exchange" => {}
                 "default" | "round-robin" | "weighted-round-robin" if kind == PeerKind::Sibling => {
                     notes.push(format!(
                         "cache_peer {host}: option {option} applies to parents only; ignored"
@@ -491,6 +492,7 @@ cache_dir ufs /var/spool/squid 100 16 256
                     round_robin: kind == PeerKind::Parent && flags[5],
                     connect_timeout_ms: limits.0.map(|s| s * 1000),
                     max_conn: limits.1,
+                    no_digest: flags[0] != flags[1],
                     ..Peer::default()
                 })
         }
@@ -507,6 +509,7 @@ cache_dir ufs /var/spool/squid 100 16 256
                 (peer.allow_miss, "allow-miss"),
                 (peer.default_parent, "default"),
                 (peer.round_robin, "round-robin"),
+                (peer.no_digest, "no-digest"),
             ];
             for (_, option) in options.iter().filter(|(on, _)| *on) {
                 line.push(' ');

@@ -10,7 +10,8 @@ use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{
-    DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState, FALSE_HIT_METHODS,
+    DigestSnapshot, DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState,
+    FALSE_HIT_METHODS,
 };
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
@@ -98,6 +99,9 @@ pub struct PeerRow {
     pub htcp_misses: u64,
     pub htcp_timeouts: u64,
     pub false_hits_htcp: u64,
+    /// Its cache digest, once fetched or tried.
+    pub digest: Option<DigestSnapshot>,
+    pub false_hits_digest: u64,
 }
 
 impl PeerRow {
@@ -149,6 +153,8 @@ impl PeerRow {
             htcp_misses: s.htcp_misses,
             htcp_timeouts: s.htcp_timeouts,
             false_hits_htcp: s.false_hits_htcp,
+            digest: s.digest.clone(),
+            false_hits_digest: s.false_hits_digest,
         }
     }
 

@@ -97,6 +97,7 @@ fn peer_fields(peer: &Peer) -> Fields {
         ("round_robin", peer.round_robin),
         ("no_clr", peer.no_clr),
         ("only_clr", peer.only_clr),
+        ("no_digest", peer.no_digest),
     ] {
         fields.set(key, on.to_string());
     }
@@ -191,6 +192,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "round_robin",
         "no_clr",
         "only_clr",
+        "no_digest",
     ] {
         fields.set(key, form.checked(key).to_string());
     }
@@ -237,6 +239,7 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         htcp,
         no_clr: fields.on("no_clr"),
         only_clr: fields.on("only_clr"),
+        no_digest: fields.on("no_digest"),
     };
     (peer, fields)
 }

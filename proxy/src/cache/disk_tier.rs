@@ -269,6 +269,11 @@ impl DiskTier {
         self.store.last_fault()
     }
 
+    /// The store's [`DiskStore::each_object`]: every object's URL and head. Blocks.
+    pub fn each_object(&self, each: impl FnMut(&[u8], &ObjectHead)) -> Result<(), DiskError> {
+        self.store.each_object(each)
+    }
+
     pub fn stats(&self) -> DiskTierStats {
         DiskTierStats {
             store: self.store.stats(),

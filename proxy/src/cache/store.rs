@@ -510,24 +510,31 @@ impl Store {
     /// variants. Walks every shard: for `canopy cache list`, never the request path.
     pub fn list(&self, prefix: &str, limit: usize) -> BTreeMap<String, Vec<Arc<Stored>>> {
         let mut found = BTreeMap::new();
+        self.each_entry(|url, variants| {
+            let past_the_last = found.len() == limit
+                && found
+                    .last_key_value()
+                    .is_some_and(|(last, _): (&String, _)| last.as_bytes() <= url);
+            if !url.starts_with(prefix.as_bytes()) || past_the_last {
+                return;
+            }
+            let url = String::from_utf8_lossy(url).into_owned();
+            found.insert(url, variants.to_vec());
+            if found.len() > limit {
+                found.pop_last();
+            }
+        });
+        found
+    }
+
+    /// Calls `each` with the URL and variants of every entry, one shard at a time under its
+    /// read lock.
+    pub fn each_entry(&self, mut each: impl FnMut(&[u8], &[Arc<Stored>])) {
         for shard in self.shards.iter() {
             for entry in read(shard).entries.iter() {
-                let url = entry.variants.url();
-                let past_the_last = found.len() == limit
-                    && found
-                        .last_key_value()
-                        .is_some_and(|(last, _): (&String, _)| last.as_bytes() <= url);
-                if !url.starts_with(prefix.as_bytes()) || past_the_last {
-                    continue;
-                }
-                let url = String::from_utf8_lossy(url).into_owned();
-                found.insert(url, entry.variants.as_slice().to_vec());
-                if found.len() > limit {
-                    found.pop_last();
-                }
+                each(entry.variants.url(), entry.variants.as_slice());
             }
         }
-        found
     }
 
     /// A store of another capacity holding what this one holds (as much as fits).

@@ -21,15 +21,15 @@ pub struct StoreKey(pub [u8; 16]);
 
 impl StoreKey {
     /// The key of `method` `url`; `url` is the absolute URL as Squid stores it.
-    pub fn public(method: SquidMethod, url: &str) -> Self {
+    pub fn public(method: SquidMethod, url: impl AsRef<[u8]>) -> Self {
         let mut md5 = Md5::new();
         md5.update([method as u8]);
-        md5.update(url.as_bytes());
+        md5.update(url);
         Self(md5.finalize().into())
     }
 
     /// The key of a GET for `url`: what a digest is consulted with.
-    pub fn get(url: &str) -> Self {
+    pub fn get(url: impl AsRef<[u8]>) -> Self {
         Self::public(SquidMethod::Get, url)
     }
 

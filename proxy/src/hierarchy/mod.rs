@@ -1,4 +1,5 @@
-//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a sibling
+//! Choosing the next hop for a miss and fetching through it, in the seeds' order: a peer
+//! whose cache digest says it holds the object (then no ICP round is made), a sibling
 //! that answered ICP HIT, an ICP parent that answered HIT, the HTTP parents (the first
 //! routing rule that matches gives them and their order; those known to be down are
 //! skipped), the fastest ICP parent that answered, then the origin unless the rule or
@@ -30,6 +31,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::{HierCode, Hierarchy};
 use crate::cache::key::cache_key;
+use crate::digest;
 use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
@@ -61,6 +63,9 @@ pub enum Hop<'a> {
     PeerObject(&'a PeerEntry, Bytes),
     /// An ICP parent asked to fetch a miss, and the hierarchy code for why it was.
     PeerParent(&'a PeerEntry, HierCode),
+    /// A peer whose cache digest says it holds the object, asked with no ICP query; if it
+    /// cannot serve it, that is a false hit of the digest's, and the next hop is tried.
+    DigestHit(&'a PeerEntry),
     Origin,
 }
 
@@ -129,6 +134,14 @@ impl Hop<'_> {
                 Hierarchy::new(code, &p.config.host)
             }
             Hop::PeerParent(p, code) => Hierarchy::new(*code, &p.config.host),
+            Hop::DigestHit(p) => {
+                let code = if p.is_sibling() {
+                    HierCode::CdSiblingHit
+                } else {
+                    HierCode::CdParentHit
+                };
+                Hierarchy::new(code, &p.config.host)
+            }
             Hop::Parent(p) => {
                 let code = match plan.reason {
                     PlanReason::InOrder => HierCode::FirstUpParent,
@@ -147,6 +160,7 @@ impl Hop<'_> {
             Hop::PeerHit(p) => format!("peer={} icp=HIT", p.config.name),
             Hop::PeerObject(p, _) => format!("peer={} icp=HIT_OBJ", p.config.name),
             Hop::PeerParent(p, code) => format!("peer={} hierarchy={code}", p.config.name),
+            Hop::DigestHit(p) => format!("peer={} digest=HIT", p.config.name),
             Hop::Parent(p) => format!(
                 "parent={} rule={} reason={}",
                 p.name,
@@ -429,15 +443,28 @@ pub async fn fetch(
     let size = body.as_ref().map(http_body::Body::size_hint);
     frame(&mut headers, &parts.method, size.as_ref());
     let may_retry = !had_body && idempotent(&parts.method);
-    let answers = if body.is_none()
-        && !is_loop(&parts.headers, &runtime.config.visible_name)
-        && querier::eligible(runtime, &parts.method, &parts.headers)
-    {
-        Some(querier::ask(runtime, &cache_key(&parts.uri), &headers).await)
-    } else {
-        None
+    let hierarchical = body.is_none()
+        && !runtime.peers.is_empty()
+        && !is_loop(&parts.headers, &runtime.config.visible_name);
+    // A peer's digest is consulted before any ICP round; a hit needs no round at all.
+    let url = (hierarchical && digest::peers::eligible(&parts.method, &parts.headers))
+        .then(|| cache_key(&parts.uri));
+    let predicted = url
+        .as_deref()
+        .filter(|_| !runtime.config.always_direct.0)
+        .and_then(|url| digest::peers::select(runtime, url));
+    let answers = match &url {
+        Some(url)
+            if predicted.is_none() && querier::eligible(runtime, &parts.method, &parts.headers) =>
+        {
+            Some(querier::ask(runtime, url, &headers).await)
+        }
+        _ => None,
     };
-    let plan = plan(runtime, &parts.method, parts, answers.as_deref());
+    let mut plan = plan(runtime, &parts.method, parts, answers.as_deref());
+    if let Some(peer) = predicted {
+        plan.hops.insert(0, Hop::DigestHit(peer));
+    }
     let mut tried: Vec<String> = plan.skipped.clone();
     let mut answered_badly = false;
     let mut attempted = false;
@@ -445,7 +472,7 @@ pub async fn fetch(
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
         let (client, counters, name): (_, Option<&PeerStats>, _) = match hop {
-            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => {
+            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) | Hop::DigestHit(p) => {
                 (&p.client, Some(&*p.stats), p.config.name.as_str())
             }
             Hop::Parent(p) => (&p.client, Some(&*p.stats), p.name.as_str()),
@@ -516,21 +543,26 @@ pub async fn fetch(
             }
             _ => {}
         }
-        if let Hop::PeerHit(peer) = hop {
+        if let Hop::PeerHit(peer) | Hop::DigestHit(peer) = hop {
             if let Some(reason) = false_hit(peer, &attempt) {
                 // Counted by the method that predicted the hit, so an admin can compare them.
-                if peer.asked_over_htcp() {
-                    &peer.stats.false_hits_htcp
-                } else {
-                    &peer.stats.false_hits_icp
-                }
-                .fetch_add(1, Relaxed);
+                let counter = match hop {
+                    Hop::DigestHit(_) => &peer.stats.false_hits_digest,
+                    _ if peer.asked_over_htcp() => &peer.stats.false_hits_htcp,
+                    _ => &peer.stats.false_hits_icp,
+                };
+                counter.fetch_add(1, Relaxed);
                 if let FalseHit::Connect(_) = reason {
                     record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }
                 tracing::info!(
-                    "false hit: {} said HIT for {} but {reason}",
+                    "false hit: {} said HIT ({}) for {} but {reason}",
                     peer.config.name,
+                    if matches!(hop, Hop::DigestHit(_)) {
+                        "digest"
+                    } else {
+                        "ICP"
+                    },
                     parts.uri
                 );
                 tried.push(format!("{name}: false hit, {reason}"));
@@ -541,7 +573,9 @@ pub async fn fetch(
             }
         }
         let may_store = match hop {
-            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => !p.config.proxy_only,
+            Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) | Hop::DigestHit(p) => {
+                !p.config.proxy_only
+            }
             Hop::Parent(_) | Hop::Origin => true,
         };
         let failure = match attempt {
@@ -591,9 +625,10 @@ pub async fn fetch(
             }
             Ok(Err(e)) => {
                 let connect_timeout_ms = match hop {
-                    Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) => {
-                        p.config.connect_timeout_ms
-                    }
+                    Hop::PeerHit(p)
+                    | Hop::PeerObject(p, _)
+                    | Hop::PeerParent(p, _)
+                    | Hop::DigestHit(p) => p.config.connect_timeout_ms,
                     Hop::Parent(_) | Hop::Origin => None,
                 };
                 HopFailure::of(
@@ -666,7 +701,7 @@ fn upstream_request(
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = fields;
-    if let Hop::PeerHit(peer) = hop {
+    if let Hop::PeerHit(peer) | Hop::DigestHit(peer) = hop {
         if peer.is_sibling() && !peer.config.allow_miss {
             // A sibling serves us hits only; it must not fetch a miss for us.
             request
@@ -746,6 +781,7 @@ mod tests {
                 Hop::PeerHit(p) => format!("hit:{}", p.config.name),
                 Hop::PeerObject(p, _) => format!("hit_obj:{}", p.config.name),
                 Hop::PeerParent(p, code) => format!("{code}:{}", p.config.name),
+                Hop::DigestHit(p) => format!("digest:{}", p.config.name),
                 Hop::Parent(p) => format!("http:{}", p.name),
                 Hop::Origin => "origin".to_owned(),
             })

@@ -288,6 +288,28 @@ impl DiskStore {
         last.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Calls `each` with the URL and head of every object in the index, in URL order; a
+    /// record that cannot be read is passed over. Read-only; blocks on the index.
+    pub fn each_object(&self, mut each: impl FnMut(&[u8], &ObjectHead)) -> Result<(), DiskError> {
+        let path = self.inner.index_path();
+        let ix = IndexAt {
+            op: DiskOp::ReadIndex,
+            path: &path,
+        };
+        let db = self.inner.db().map_err(|e| self.inner.failed(e))?;
+        let mut walk = || -> Result<(), DiskError> {
+            let txn = db.begin_read().at(&ix)?;
+            for item in txn.open_table(OBJECTS).at(&ix)?.iter().at(&ix)? {
+                let (key, value) = item.at(&ix)?;
+                if let Ok(record) = Record::decode(value.value()) {
+                    each(format::key_url(key.value()), &record.head);
+                }
+            }
+            Ok(())
+        };
+        walk().map_err(|e| self.inner.failed(e))
+    }
+
     pub fn stats(&self) -> DiskStats {
         let c = &self.inner.counters;
         DiskStats {

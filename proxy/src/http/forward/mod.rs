@@ -20,6 +20,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::access_log::{self, Hierarchy, LogCode};
+use crate::digest;
 use crate::hierarchy::ClientAddr;
 use crate::http::body::ProxyBody;
 use crate::http::errors::ProxyError;
@@ -169,7 +170,14 @@ pub async fn handle(
         client,
         closes_at,
     };
-    let served = if let Err(e) = target {
+    let served = if digest::server::is_digest_request(&runtime.config, req.uri()) {
+        // The proxy's own resource, for peers and children: never looked up or forwarded.
+        Served::answered(digest::server::answer(
+            &shared,
+            &runtime.config,
+            req.method(),
+        ))
+    } else if let Err(e) = target {
         Served::refused(e, &runtime)
     } else if purge::is_purge(req.method()) {
         // Answered here whoever asks, a sibling too: never forwarded upstream.
