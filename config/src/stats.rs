@@ -115,8 +115,11 @@ pub struct DiskSnapshot {
     pub faults_full: u64,
     pub faults_io: u64,
     pub faults_corrupt: u64,
-    /// Lookups and writes skipped because the disk had too many calls under way.
+    /// Calls skipped (a lookup, a body opened, a 304's headers) because the disk tier's
+    /// queue was full.
     pub skipped: u64,
+    /// Objects not written because too many writes were under way or waiting.
+    pub writes_dropped: u64,
 }
 
 /// Whether a peer is answering (DESIGN.md §4: dead after the dead-peer timeout).

@@ -62,6 +62,7 @@ fn disk_snapshot(tier: &DiskTier) -> DiskSnapshot {
         faults_io: s.faults_io,
         faults_corrupt: s.faults_corrupt,
         skipped: t.skipped,
+        writes_dropped: t.writes_dropped,
     }
 }
 
