@@ -665,3 +665,63 @@ async fn the_second_disk_hit_promotes_an_object_to_memory_not_the_first() {
     );
     assert_eq!(origin.count("/small"), 1);
 }
+
+/// Asks the ICP responder at `port` about `url` from 127.0.0.1; the opcode it answers.
+async fn icp_opcode(port: u16, url: &str) -> u8 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut query = vec![1, 2, 0, 0, 0, 0, 0, 42];
+    query.extend_from_slice(&[0; 16]);
+    query.extend_from_slice(url.as_bytes());
+    query.push(0);
+    let len = query.len() as u16;
+    query[2..4].copy_from_slice(&len.to_be_bytes());
+    socket.send_to(&query, ("127.0.0.1", port)).await.unwrap();
+    let mut reply = [0; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut reply))
+        .await
+        .expect("an ICP reply in time")
+        .unwrap();
+    assert!(n >= 20 && reply[4..8] == [0, 0, 0, 42], "{:?}", &reply[..n]);
+    reply[0]
+}
+
+#[tokio::test]
+async fn icp_answers_hit_for_a_fresh_object_held_only_on_disk() {
+    const HIT: u8 = 2;
+    const MISS: u8 = 3;
+    let origin = origin().await;
+    let port = free_udp_port().to_string();
+    let mut proxy = Canopy::start(&[
+        ("icp_mode", "receive"),
+        ("icp_port", &port),
+        ("icp_allowed_clients", "127.0.0.1/32"),
+    ])
+    .await;
+    let port: u16 = port.parse().unwrap();
+    for path in ["/small", "/large"] {
+        get_whole(&proxy, &origin, path).await;
+    }
+    wait_for_writes(&proxy, 2).await;
+    proxy.kill();
+    proxy.restart().await;
+    // What is on disk is learnt in the background after the start.
+    wait_for(
+        "ICP HIT for an object on disk only",
+        Duration::from_secs(10),
+        || async { icp_opcode(port, &origin.url("/small")).await == HIT },
+    )
+    .await;
+    assert_eq!(
+        icp_opcode(port, &origin.url("/large")).await,
+        HIT,
+        "large, on disk only"
+    );
+    assert_eq!(icp_opcode(port, &origin.url("/other")).await, MISS);
+    let purged = proxy.request("PURGE", &origin.url("/large"), &[]).await;
+    assert_eq!(purged.status, 200);
+    assert_eq!(
+        icp_opcode(port, &origin.url("/large")).await,
+        MISS,
+        "purged"
+    );
+}

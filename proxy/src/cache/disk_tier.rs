@@ -110,6 +110,11 @@ impl DiskTier {
             threads: THREADS,
             source: Arc::new(e),
         })?;
+        let learning = store.clone();
+        // A fault is counted and logged by the store: ICP then answers from memory only.
+        pool.try_spawn(move || {
+            let _ = learning.learn_freshness();
+        });
         Ok(DiskTier {
             store,
             pool,
@@ -144,6 +149,12 @@ impl DiskTier {
         let (url, request) = (url.to_owned(), request.clone());
         let found = self.try_run(move |s| s.lookup(&url, &request)).await?;
         found.ok().flatten()
+    }
+
+    /// How long the object of `url` (without Vary) on disk stays fresh, if one is there;
+    /// from memory, for ICP.
+    pub fn fresh_for(&self, url: &str) -> Option<std::time::Duration> {
+        self.store.fresh_for(url)
     }
 
     /// Whether this disk hit of `url` is the one that promotes it to memory (see

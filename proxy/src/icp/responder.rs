@@ -1,5 +1,6 @@
 //! The answer to a peer's query, decided as Squid's icp_access and icpCheckUdpHit do: by
-//! the querier's address first, then by what the cache holds.
+//! the querier's address first, then by what the cache holds, in memory or on disk (whose
+//! tier keeps in memory until when each object without Vary is fresh: no disk read here).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Uri};
 
+use crate::cache::disk_tier::DiskTier;
 use crate::cache::key::cache_key;
 use crate::cache::policy;
 use crate::cache::store::Store;
@@ -20,6 +22,7 @@ use crate::stats::{PeerStats, Stats};
 pub fn answer(
     runtime: &Runtime,
     store: &Store,
+    disk: Option<&DiskTier>,
     from: SocketAddr,
     query: &IcpMessage,
     stats: &Stats,
@@ -30,7 +33,7 @@ pub fn answer(
     } else {
         match http_url(query.payload.url()) {
             None => IcpOpcode::Err,
-            Some(uri) if holds_fresh(runtime, store, &uri) => IcpOpcode::Hit,
+            Some(uri) if holds_fresh(runtime, store, disk, &uri) => IcpOpcode::Hit,
             Some(_) if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
             Some(_) => IcpOpcode::Miss,
         }
@@ -98,17 +101,21 @@ fn http_url(url: &str) -> Option<Uri> {
 }
 
 /// Held, and still fresh `icp_hit_fresh_for_s` from now: the peer's fetch will find it.
-fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
-    let Some(stored) = store.lookup(&cache_key(uri), &HeaderMap::new()) else {
-        return false;
+fn holds_fresh(runtime: &Runtime, store: &Store, disk: Option<&DiskTier>, uri: &Uri) -> bool {
+    let key = cache_key(uri);
+    let left = match store.lookup(&key, &HeaderMap::new()) {
+        Some(stored) => policy::remaining_freshness(
+            stored.status,
+            &stored.headers(),
+            &stored.times(),
+            SystemTime::now(),
+            &runtime.heuristics,
+        ),
+        None => match disk.and_then(|disk| disk.fresh_for(&key)) {
+            Some(left) => left,
+            None => return false,
+        },
     };
-    let left = policy::remaining_freshness(
-        stored.status,
-        &stored.headers(),
-        &stored.times(),
-        SystemTime::now(),
-        &runtime.heuristics,
-    );
     left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)
 }
 
@@ -181,6 +188,7 @@ mod tests {
         answer(
             runtime,
             store,
+            None,
             from,
             &IcpMessage::query(1, url),
             &Stats::default(),
@@ -212,7 +220,7 @@ mod tests {
         let (runtime, store, stats) = (runtime(|_| {}), Store::new(1 << 20), Stats::default());
         let url = IcpMessage::query(1, "http://example.com/");
         for from in ["10.0.0.2:3130", "[::ffff:10.0.0.2]:3130", "10.0.0.3:3130"] {
-            answer(&runtime, &store, from.parse().unwrap(), &url, &stats);
+            answer(&runtime, &store, None, from.parse().unwrap(), &url, &stats);
         }
         refuse_or_err(&runtime, "192.168.4.4:3130".parse().unwrap(), &stats);
         let clients = stats.snapshot(0, 0).clients;

@@ -141,6 +141,8 @@ pub(super) fn unlink(dir: &Path, id: u64) -> Result<(), DiskError> {
 #[derive(Default)]
 struct Effects {
     added: Vec<(u64, u64)>,
+    /// Objects without Vary: (id, URL hash, fresh until).
+    fresh: Vec<(u64, u64, u32)>,
     removed: Vec<u64>,
     evicted: Vec<(u64, u64)>,
     reweighed: Vec<(u64, u64)>,
@@ -316,6 +318,9 @@ impl Inner {
             c.bytes.fetch_add(weight, Relaxed);
             c.writes.fetch_add(1, Relaxed);
         }
+        for &(id, url, until) in &effects.fresh {
+            clock.set_fresh(id, url, until);
+        }
         batch
             .into_iter()
             .zip(outcomes)
@@ -450,6 +455,7 @@ impl Tables<'_, '_> {
         self.put_slot(record.id, weight, key)?;
         self.held += weight as i128;
         self.fx.added.push((record.id, weight));
+        self.fx.fresh.extend(format::fresh_until(key, record));
         Ok(Done::Inserted)
     }
 
@@ -465,6 +471,7 @@ impl Tables<'_, '_> {
         self.objects.insert(key, encoded.as_slice()).at(self.ix)?;
         self.put_slot(id, weight, key)?;
         self.fx.reweighed.push((id, weight));
+        self.fx.fresh.extend(format::fresh_until(key, &record));
         Ok(Done::Updated(true))
     }
 

@@ -242,6 +242,47 @@ impl DiskStore {
         }
     }
 
+    /// How long the object of `url` without Vary stays fresh, if one is held; from memory,
+    /// without touching the disk (for ICP). Known for the objects written since the open,
+    /// and for those found at open once [`DiskStore::learn_freshness`] has run.
+    pub fn fresh_for(&self, url: &str) -> Option<std::time::Duration> {
+        let until = self
+            .inner
+            .clock()
+            .fresh_until(format::url_hash(url.as_bytes()))?;
+        let left = until.checked_sub(format::seconds_now())?;
+        Some(std::time::Duration::from_secs(left.into()))
+    }
+
+    /// Reads the records of the objects found at open for [`DiskStore::fresh_for`]: the
+    /// index, not the objects. Apart from [`DiskStore::open`] so that the start need not
+    /// wait for it.
+    pub fn learn_freshness(&self) -> Result<(), DiskError> {
+        let inner = &self.inner;
+        let path = inner.index_path();
+        let ix = IndexAt {
+            op: DiskOp::ReadIndex,
+            path: &path,
+        };
+        let read = || -> Result<(), DiskError> {
+            let db = inner.db()?;
+            let txn = db.begin_read().at(&ix)?;
+            let objects = txn.open_table(OBJECTS).at(&ix)?;
+            for item in objects.iter().at(&ix)? {
+                let (key, value) = item.at(&ix)?;
+                let Ok(record) = Record::decode(value.value()) else {
+                    continue;
+                };
+                if let Some((id, url, until)) = format::fresh_until(key.value(), &record) {
+                    // Only if still held: one removed or replaced meanwhile is left out.
+                    inner.clock().set_fresh(id, url, until);
+                }
+            }
+            Ok(())
+        };
+        read().map_err(|e| inner.failed(e))
+    }
+
     /// Up to `limit` objects whose URL starts with `prefix`, in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
         self.list_in_index(prefix, limit)

@@ -586,7 +586,19 @@ fn a_crash_at_any_moment_leaves_only_whole_objects() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let wait = 300 + xxh3_64(&[round as u8, std::process::id() as u8]) % 700;
+        // Killed some time after its writes began, however slow the machine is to start it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let writing = || {
+            std::fs::read_dir(format::temp_dir(dir.path())).is_ok_and(|mut d| d.next().is_some())
+        };
+        while !writing() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never began writing"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wait = 100 + xxh3_64(&[round as u8, std::process::id() as u8]) % 700;
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
