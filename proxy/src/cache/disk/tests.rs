@@ -660,3 +660,46 @@ fn a_full_disk_at_the_index_commit_does_not_stop_the_store() {
     assert_eq!(get(&store, "http://a/after").unwrap(), "after");
     assert!(files_in(&format::temp_dir(&dir)).is_empty());
 }
+
+/// A head fresh for an hour from now.
+fn fresh_head(vary: Option<Vec<(HeaderName, Option<String>)>>) -> ObjectHead {
+    let mut head = head(vary);
+    head.headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    let now = std::time::SystemTime::now();
+    head.times = StoredTimes {
+        request_time: now,
+        response_time: now,
+    };
+    head
+}
+
+#[test]
+fn freshness_for_icp_is_known_without_a_read_and_leaves_with_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 16 << 20);
+    put(&store, "http://a/fresh", fresh_head(None), b"x").unwrap();
+    put(&store, "http://a/stale", head(None), b"x").unwrap();
+    let varies = vec![(header::ACCEPT_LANGUAGE, Some("en".to_owned()))];
+    put(&store, "http://a/varies", fresh_head(Some(varies)), b"x").unwrap();
+    let left = store.fresh_for("http://a/fresh").unwrap();
+    assert!(left > Duration::from_secs(3500), "{left:?}");
+    assert_eq!(store.fresh_for("http://a/stale"), None);
+    assert_eq!(
+        store.fresh_for("http://a/varies"),
+        None,
+        "ICP asks with no headers"
+    );
+    assert_eq!(store.fresh_for("http://a/never"), None);
+    drop(store);
+
+    // Learnt from the index after a reopen, and gone with a removal.
+    let store = open(dir.path(), 16 << 20);
+    assert_eq!(store.fresh_for("http://a/fresh"), None, "not yet learnt");
+    store.learn_freshness().unwrap();
+    assert!(store.fresh_for("http://a/fresh").is_some());
+    store.remove("http://a/fresh").unwrap();
+    assert_eq!(store.fresh_for("http://a/fresh"), None);
+}
