@@ -725,3 +725,38 @@ async fn icp_answers_hit_for_a_fresh_object_held_only_on_disk() {
         "purged"
     );
 }
+
+#[tokio::test]
+async fn a_new_cache_dir_size_applies_on_reload_shrinking_by_eviction() {
+    let origin = origin().await;
+    let proxy = Canopy::start(&[]).await;
+    for i in 0..4 {
+        get_whole(&proxy, &origin, &format!("/large-{i}")).await;
+    }
+    wait_for_writes(&proxy, 4).await;
+    let bound = 5 * 1024 * KIB as u64;
+    assert!(disk(&proxy).await.bytes > bound);
+    proxy.reconfigure(&[("max_object_size", "4M"), ("cache_dir_size", "5M")]);
+    wait_for(
+        "the disk cache evicted down to its new bound",
+        Duration::from_secs(10),
+        || async {
+            let d = disk(&proxy).await;
+            d.capacity == bound && d.bytes <= bound
+        },
+    )
+    .await;
+    let shrunk = disk(&proxy).await;
+    assert!(shrunk.evictions >= 2, "{shrunk:?}");
+    proxy.reconfigure(&[("cache_dir_size", "64M")]);
+    wait_for("the disk cache grown", Duration::from_secs(10), || async {
+        disk(&proxy).await.capacity == 64 << 20
+    })
+    .await;
+    for i in 4..8 {
+        get_whole(&proxy, &origin, &format!("/large-{i}")).await;
+    }
+    wait_for_writes(&proxy, 8).await;
+    let grown = disk(&proxy).await;
+    assert_eq!(grown.evictions, shrunk.evictions, "room for all: {grown:?}");
+}

@@ -93,19 +93,7 @@ impl DiskTier {
     pub fn open(dir: &Path, size: u64) -> Result<DiskTier, DiskError> {
         // For the free space; a directory that cannot be made is the store's error to say.
         let _ = std::fs::create_dir_all(dir);
-        let capacity = match free_space(dir) {
-            Some(free) if free / FREE_SPACE_SHARE < size => {
-                let capped = free / FREE_SPACE_SHARE;
-                tracing::warn!(
-                    "disk cache {}: cache_dir_size is {size} bytes, but only {free} bytes are \
-                     free there: using {capped}, a tenth of it",
-                    dir.display()
-                );
-                capped
-            }
-            _ => size,
-        };
-        let store = DiskStore::open(dir, capacity)?;
+        let store = DiskStore::open(dir, bounded(dir, size, 0))?;
         let pool = Pool::start().map_err(|e| DiskError::Threads {
             threads: THREADS,
             source: Arc::new(e),
@@ -125,6 +113,17 @@ impl DiskTier {
             skipped: AtomicU64::new(0),
             writes_dropped: Arc::default(),
         })
+    }
+
+    /// A new `cache_dir_size` (a reload): bounded as at the open, the bytes the cache holds
+    /// counted as free; a smaller bound evicts down to it before this returns.
+    pub async fn resize(&self, size: u64) -> Result<(), DiskError> {
+        let store = self.store.clone();
+        let resized = self.pool.run(move || {
+            let held = store.stats().bytes;
+            store.resize(bounded(store.dir(), size, held))
+        });
+        resized.await.unwrap_or(Ok(()))
     }
 
     /// Runs `call` on a disk thread unless the queue is full (counted as skipped).
@@ -444,6 +443,23 @@ impl Drop for Write {
                 by_url.remove(&self.url);
             }
         }
+    }
+}
+
+/// `size`, or a tenth of the free space in `dir` (with the `held` bytes the cache could
+/// free) when that is less.
+fn bounded(dir: &Path, size: u64, held: u64) -> u64 {
+    match free_space(dir) {
+        Some(free) if free.saturating_add(held) / FREE_SPACE_SHARE < size => {
+            let capped = free.saturating_add(held) / FREE_SPACE_SHARE;
+            tracing::warn!(
+                "disk cache {}: cache_dir_size is {size} bytes, but only {free} bytes are \
+                 free there: using {capped}, a tenth of it",
+                dir.display()
+            );
+            capped
+        }
+        _ => size,
     }
 }
 

@@ -93,7 +93,8 @@ pub(super) struct Counters {
 /// What the store's handles share.
 pub(super) struct Inner {
     pub dir: PathBuf,
-    pub capacity: u64,
+    /// The bound in bytes; changed by [`DiskStore::resize`](super::DiskStore::resize).
+    pub capacity: AtomicU64,
     /// `None` after a failed reopen: tried again at the next use.
     db: RwLock<Option<Database>>,
     pub clock: Mutex<Clock>,
@@ -156,7 +157,7 @@ impl Inner {
     pub fn new(dir: PathBuf, capacity: u64, db: Database, clock: Clock, next_id: u64) -> Inner {
         Inner {
             dir,
-            capacity,
+            capacity: AtomicU64::new(capacity),
             db: RwLock::new(Some(db)),
             clock: Mutex::new(clock),
             counters: Counters::default(),
@@ -356,7 +357,7 @@ impl Inner {
                 outcomes.push(tables.apply(change)?);
             }
             let mut clock = self.clock();
-            tables.evict(&mut clock, self.capacity)?;
+            tables.evict(&mut clock, self.capacity.load(Relaxed))?;
             tables.note_access(clock.take_noted())?;
             drop(clock);
             for &id in &tables.fx.unlink {

@@ -283,6 +283,12 @@ impl DiskStore {
         read().map_err(|e| inner.failed(e))
     }
 
+    /// A new bound in bytes: a smaller one evicts down to it at once.
+    pub fn resize(&self, capacity: u64) -> Result<(), DiskError> {
+        self.inner.capacity.store(capacity, Relaxed);
+        self.inner.submit(Change::Evict).map(drop)
+    }
+
     /// Up to `limit` objects whose URL starts with `prefix`, in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
         self.list_in_index(prefix, limit)
@@ -322,7 +328,7 @@ impl DiskStore {
         DiskStats {
             objects: c.objects.load(Relaxed),
             bytes: c.bytes.load(Relaxed),
-            capacity: self.inner.capacity,
+            capacity: self.inner.capacity.load(Relaxed),
             hits: c.hits.load(Relaxed),
             misses: c.misses.load(Relaxed),
             reads: c.reads.load(Relaxed),
