@@ -250,7 +250,10 @@ impl DiskStore {
             .inner
             .clock()
             .fresh_until(format::url_hash(url.as_bytes()))?;
-        let left = until.checked_sub(format::seconds_now())?;
+        // Fresh for no time at all is not fresh.
+        let left = until
+            .checked_sub(format::seconds_now())
+            .filter(|&left| left > 0)?;
         Some(std::time::Duration::from_secs(left.into()))
     }
 
