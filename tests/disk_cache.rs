@@ -27,6 +27,10 @@ const KIB: usize = 1024;
 const SMALL: usize = 100 * KIB;
 /// Kept on disk only, and streamed from it.
 const LARGE: usize = 2048 * KIB;
+/// Larger than the socket buffers a client that reads nothing can make the proxy fill.
+const HUGE: usize = 6 * 1024 * KIB;
+/// Many of these fill the disk tier at once.
+const TINY: usize = 4 * KIB;
 
 /// Body bytes that differ by position, so a byte out of place shows.
 fn body_of(path: &str, len: usize) -> Bytes {
@@ -39,10 +43,15 @@ fn body_of(path: &str, len: usize) -> Bytes {
         .into()
 }
 
-/// The length a path asks for: `/large…` and `/slow` are LARGE, the rest SMALL.
+/// The length a path asks for: `/large…` and `/slow` are LARGE, `/huge…` HUGE, `/tiny…`
+/// TINY, the rest SMALL.
 fn len_of(path: &str) -> usize {
     if path.starts_with("/large") || path == "/slow" {
         LARGE
+    } else if path.starts_with("/huge") {
+        HUGE
+    } else if path.starts_with("/tiny") {
+        TINY
     } else {
         SMALL
     }
@@ -127,14 +136,15 @@ async fn a_restart_keeps_fresh_objects_as_hits_from_both_tiers() {
         "large after restart"
     );
     assert!(get_whole(&proxy, &origin, "/small").await);
+    assert!(get_whole(&proxy, &origin, "/small").await);
     assert_eq!(origin.count("/small"), 1);
     assert_eq!(origin.count("/large"), 1);
     let stats = proxy.stats().await;
     let disk = stats.disk.clone().unwrap();
     assert_eq!(disk.objects, 2, "{disk:?}");
-    // The small one came from disk once (then from memory, where it was promoted); the
-    // large one streams from disk each time.
-    assert_eq!(disk.hits_served, 2, "{disk:?}");
+    // The small one came from disk twice (then from memory, where the second disk hit
+    // promoted it); the large one streams from disk each time.
+    assert_eq!(disk.hits_served, 3, "{disk:?}");
     assert_eq!(stats.memory_hits, 1, "{stats:?}");
     assert_eq!(disk.faults_full + disk.faults_io + disk.faults_corrupt, 0);
 }
@@ -474,4 +484,249 @@ async fn vary_variants_are_kept_apart_on_disk() {
         .await;
     assert!(!is_hit(&other));
     assert_eq!(origin.count("/large"), 3);
+}
+
+/// Gets every one of `paths` with `clients` clients at once, each taking the next path not
+/// yet taken; whether each was a hit.
+async fn get_all_at_once(
+    proxy: &Canopy,
+    origin: &Origin,
+    paths: &[String],
+    clients: usize,
+) -> Vec<bool> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hits: Vec<std::sync::atomic::AtomicBool> =
+        paths.iter().map(|_| Default::default()).collect();
+    let client = || async {
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(path) = paths.get(at) else { return };
+            let hit = get_whole(proxy, origin, path).await;
+            hits[at].store(hit, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    futures_util::future::join_all((0..clients).map(|_| client())).await;
+    hits.into_iter().map(|h| h.into_inner()).collect()
+}
+
+#[tokio::test]
+async fn a_parallel_fill_stores_every_object_on_disk() {
+    const OBJECTS: usize = 2000;
+    let origin = origin().await;
+    // Kept out of memory, so that after the restart every hit shows the disk held it.
+    let mut proxy = Canopy::start(&[("cache_mem", "0")]).await;
+    let paths: Vec<String> = (0..OBJECTS).map(|i| format!("/tiny-{i}")).collect();
+    let hits = get_all_at_once(&proxy, &origin, &paths, 16).await;
+    assert!(hits.iter().all(|hit| !hit), "every first request a miss");
+    // Every write ends, stored or counted as dropped; a write skipped uncounted shows as
+    // the count that stops short.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let filled = loop {
+        let d = disk(&proxy).await;
+        if d.writes + d.writes_dropped >= OBJECTS as u64 || std::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(filled.writes, OBJECTS as u64, "{filled:?}");
+    assert_eq!(filled.writes_dropped, 0, "{filled:?}");
+    proxy.kill();
+    proxy.restart().await;
+    let hits = get_all_at_once(&proxy, &origin, &paths, 16).await;
+    let missed: Vec<_> = paths.iter().zip(&hits).filter(|(_, hit)| !**hit).collect();
+    assert!(
+        missed.is_empty(),
+        "{} not served from disk: {:?}…",
+        missed.len(),
+        &missed[..missed.len().min(5)]
+    );
+    assert!(paths.iter().all(|p| origin.count(p) == 1));
+}
+
+/// Starts a GET of `url` through `proxy` from a client that takes the response head and
+/// then reads nothing, with a small receive buffer, so the proxy soon has to wait for it.
+async fn open_and_stall(
+    proxy: &Canopy,
+    url: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4 * KIB as u32).unwrap();
+    let stream = socket.connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let authority = url.split('/').nth(2).unwrap().to_owned();
+    let request = hyper::Request::get(url)
+        .header("host", authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is kept unread for as long as the test runs.
+    std::mem::forget(response);
+    sender
+}
+
+#[tokio::test]
+async fn slow_readers_of_disk_objects_leave_the_disk_to_other_clients() {
+    const STALLED: usize = 80;
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    let huge: Vec<String> = (0..4).map(|i| format!("/huge-{i}")).collect();
+    for path in huge.iter().chain([&"/large".to_owned()]) {
+        assert!(!get_whole(&proxy, &origin, path).await);
+    }
+    wait_for_writes(&proxy, 5).await;
+    proxy.kill();
+    proxy.restart().await;
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        stalled.push(open_and_stall(&proxy, &origin.url(&huge[i % huge.len()])).await);
+    }
+    wait_for(
+        "every stalled client's body opened on disk",
+        Duration::from_secs(20),
+        || async { disk(&proxy).await.reads >= STALLED as u64 },
+    )
+    .await;
+    // Each of them is served from disk, none fetched again.
+    assert!(huge.iter().all(|p| origin.count(p) == 1));
+    let other = tokio::time::timeout(
+        Duration::from_secs(20),
+        get_whole(&proxy, &origin, "/large"),
+    )
+    .await
+    .expect("another client served while the others stall");
+    assert!(other, "a disk hit for another client");
+    assert_eq!(origin.count("/large"), 1);
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn the_second_disk_hit_promotes_an_object_to_memory_not_the_first() {
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    assert!(!get_whole(&proxy, &origin, "/small").await);
+    wait_for_writes(&proxy, 1).await;
+    proxy.kill();
+    proxy.restart().await;
+    let served = |stats: canopy_config::stats::StatsSnapshot| {
+        (stats.disk.unwrap().hits_served, stats.memory_hits)
+    };
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    assert_eq!(
+        served(proxy.stats().await),
+        (1, 0),
+        "the first hit from disk"
+    );
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    assert_eq!(
+        served(proxy.stats().await),
+        (2, 0),
+        "not promoted by one hit: from disk again"
+    );
+    assert!(get_whole(&proxy, &origin, "/small").await);
+    assert_eq!(
+        served(proxy.stats().await),
+        (2, 1),
+        "promoted by the second: from memory"
+    );
+    assert_eq!(origin.count("/small"), 1);
+}
+
+/// Asks the ICP responder at `port` about `url` from 127.0.0.1; the opcode it answers.
+async fn icp_opcode(port: u16, url: &str) -> u8 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut query = vec![1, 2, 0, 0, 0, 0, 0, 42];
+    query.extend_from_slice(&[0; 16]);
+    query.extend_from_slice(url.as_bytes());
+    query.push(0);
+    let len = query.len() as u16;
+    query[2..4].copy_from_slice(&len.to_be_bytes());
+    socket.send_to(&query, ("127.0.0.1", port)).await.unwrap();
+    let mut reply = [0; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut reply))
+        .await
+        .expect("an ICP reply in time")
+        .unwrap();
+    assert!(n >= 20 && reply[4..8] == [0, 0, 0, 42], "{:?}", &reply[..n]);
+    reply[0]
+}
+
+#[tokio::test]
+async fn icp_answers_hit_for_a_fresh_object_held_only_on_disk() {
+    const HIT: u8 = 2;
+    const MISS: u8 = 3;
+    let origin = origin().await;
+    let port = free_udp_port().to_string();
+    let mut proxy = Canopy::start(&[
+        ("icp_mode", "receive"),
+        ("icp_port", &port),
+        ("icp_allowed_clients", "127.0.0.1/32"),
+    ])
+    .await;
+    let port: u16 = port.parse().unwrap();
+    for path in ["/small", "/large"] {
+        get_whole(&proxy, &origin, path).await;
+    }
+    wait_for_writes(&proxy, 2).await;
+    proxy.kill();
+    proxy.restart().await;
+    // What is on disk is learnt in the background after the start.
+    wait_for(
+        "ICP HIT for an object on disk only",
+        Duration::from_secs(10),
+        || async { icp_opcode(port, &origin.url("/small")).await == HIT },
+    )
+    .await;
+    assert_eq!(
+        icp_opcode(port, &origin.url("/large")).await,
+        HIT,
+        "large, on disk only"
+    );
+    assert_eq!(icp_opcode(port, &origin.url("/other")).await, MISS);
+    let purged = proxy.request("PURGE", &origin.url("/large"), &[]).await;
+    assert_eq!(purged.status, 200);
+    assert_eq!(
+        icp_opcode(port, &origin.url("/large")).await,
+        MISS,
+        "purged"
+    );
+}
+
+#[tokio::test]
+async fn a_new_cache_dir_size_applies_on_reload_shrinking_by_eviction() {
+    let origin = origin().await;
+    let proxy = Canopy::start(&[]).await;
+    for i in 0..4 {
+        get_whole(&proxy, &origin, &format!("/large-{i}")).await;
+    }
+    wait_for_writes(&proxy, 4).await;
+    let bound = 5 * 1024 * KIB as u64;
+    assert!(disk(&proxy).await.bytes > bound);
+    proxy.reconfigure(&[("max_object_size", "4M"), ("cache_dir_size", "5M")]);
+    wait_for(
+        "the disk cache evicted down to its new bound",
+        Duration::from_secs(10),
+        || async {
+            let d = disk(&proxy).await;
+            d.capacity == bound && d.bytes <= bound
+        },
+    )
+    .await;
+    let shrunk = disk(&proxy).await;
+    assert!(shrunk.evictions >= 2, "{shrunk:?}");
+    proxy.reconfigure(&[("cache_dir_size", "64M")]);
+    wait_for("the disk cache grown", Duration::from_secs(10), || async {
+        disk(&proxy).await.capacity == 64 << 20
+    })
+    .await;
+    for i in 4..8 {
+        get_whole(&proxy, &origin, &format!("/large-{i}")).await;
+    }
+    wait_for_writes(&proxy, 8).await;
+    let grown = disk(&proxy).await;
+    assert_eq!(grown.evictions, shrunk.evictions, "room for all: {grown:?}");
 }

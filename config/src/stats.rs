@@ -126,13 +126,16 @@ pub struct DiskSnapshot {
     pub faults_full: u64,
     pub faults_io: u64,
     pub faults_corrupt: u64,
-    /// Lookups and writes skipped because the disk had too many calls under way.
+    /// Calls skipped (a lookup, a body opened, a 304's headers) because the disk tier's
+    /// queue was full.
     pub skipped: u64,
     /// Requests answered from disk per request.
     pub hit_ratio: f64,
     pub state: StoreState,
     /// The newest fault: when, and what failed.
     pub last_fault: Option<Failure>,
+    /// Objects not written because too many writes were under way or waiting.
+    pub writes_dropped: u64,
 }
 
 /// How the disk tier stands (off is no [`DiskSnapshot`] at all).

@@ -91,6 +91,7 @@ fn disk_snapshot(tier: &DiskTier, requests: u64) -> DiskSnapshot {
             at: rfc3339(at),
             reason,
         }),
+        writes_dropped: t.writes_dropped,
     }
 }
 
@@ -492,10 +493,17 @@ impl Proxy {
             None
         };
         let (disk_now, disk_next) = (&current.config, &runtime.config);
-        if (&disk_now.cache_dir, disk_now.cache_dir_size)
-            != (&disk_next.cache_dir, disk_next.cache_dir_size)
-        {
-            tracing::info!("cache_dir and cache_dir_size take effect at the next start");
+        let resized = disk_now.cache_dir_size != disk_next.cache_dir_size;
+        match self.shared.disk.as_ref() {
+            Some(tier) if resized && disk_next.disk_cache_on() => {
+                // A fault is counted by the store; the new bound holds for later writes.
+                let _ = tier.resize(disk_next.cache_dir_size.0).await;
+            }
+            _ if resized => tracing::info!("cache_dir_size takes effect at the next start"),
+            _ => {}
+        }
+        if disk_now.cache_dir != disk_next.cache_dir {
+            tracing::info!("cache_dir takes effect at the next start");
         }
         if runtime.config.cache_mem != current.config.cache_mem {
             let resized = self.shared.store.load().resized(runtime.config.cache_mem.0);

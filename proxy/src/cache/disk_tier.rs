@@ -1,10 +1,16 @@
-//! The disk tier as the request path uses it: each call of the [`DiskStore`] on a blocking
-//! thread, never on the async workers, and at most [`MAX_JOBS`] at once. A lookup, read or
-//! write that finds every job taken is skipped (a miss, an object not written) rather than
-//! queued behind a slow disk; a removal waits its turn, since it must not be lost.
+//! The disk tier as the request path uses it: each call of the [`DiskStore`] on one of the
+//! tier's own threads ([`pool`]), never on the async workers, and only while it touches the
+//! disk: a body streamed to a client takes a thread for each chunk it reads, an object
+//! being written for each batch of chunks that has arrived, so a slow client or a slow
+//! origin holds none. A lookup or a new body that finds the queue full is skipped (a miss);
+//! a new object beyond [`MAX_WRITES`] under way is not written, and counted as dropped; a
+//! removal waits its turn, since it must not be lost.
 //!
 //! A fault of the store (full, unreadable, read-only, corrupt) is counted and logged by the
 //! store; here it only turns into a miss, or an object not kept on disk.
+
+mod pool;
+mod promotion;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -18,15 +24,22 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::cache::disk::{DiskEntry, DiskError, DiskStats, DiskStore, ListedObject, ObjectHead};
+use crate::cache::disk::{
+    DiskEntry, DiskError, DiskReader, DiskStats, DiskStore, DiskWriter, ListedObject, ObjectHead,
+};
 use crate::http::body::{BoxError, ProxyBody};
+use pool::{Pool, Skipped};
+use promotion::Promotion;
 
-/// Disk calls under way at once: lookups, whole reads, and each object being written or
-/// streamed to a client (which holds its job until the body is done).
-const MAX_JOBS: usize = 64;
+pub use pool::THREADS;
+pub use promotion::WINDOW_SECONDS as PROMOTION_WINDOW_SECONDS;
 
-/// Chunks (64 KiB) a streamed body reads ahead of its client, and a write queues ahead of
-/// the disk: the producer waits beyond that.
+/// Objects being written at once (their chunks waiting for a thread, or on one). Enough
+/// for every fill of a busy proxy while the disk keeps up; when it does not, a new object
+/// is dropped rather than its client kept waiting.
+const MAX_WRITES: usize = 512;
+
+/// Chunks (64 KiB) a write queues ahead of the disk: the fill waits beyond that.
 const QUEUED_CHUNKS: usize = 4;
 
 /// The share of the file system's free space the disk cache takes at most, whatever
@@ -52,12 +65,17 @@ impl DiskState {
 
 pub struct DiskTier {
     store: DiskStore,
-    jobs: Arc<Semaphore>,
+    pool: Pool,
+    /// One permit per object being written.
+    write_places: Arc<Semaphore>,
     writes: Arc<Writes>,
+    promotion: Promotion,
     /// Requests answered from disk (the rest of the hits came from memory).
     served: AtomicU64,
-    /// Calls skipped because every job was taken.
+    /// Calls skipped because the queue was full.
     skipped: AtomicU64,
+    /// New objects not written because [`MAX_WRITES`] were under way.
+    writes_dropped: Arc<AtomicU64>,
 }
 
 /// What `stats` shows of the disk tier.
@@ -66,109 +84,110 @@ pub struct DiskTierStats {
     pub store: DiskStats,
     pub served: u64,
     pub skipped: u64,
+    pub writes_dropped: u64,
 }
 
 impl DiskTier {
-    /// Opens the store in `dir`, bounded by `size` and by a share of the free space there.
-    /// Blocks on the file system.
+    /// Opens the store in `dir`, bounded by `size` and by a share of the free space there,
+    /// and starts its threads. Blocks on the file system.
     pub fn open(dir: &Path, size: u64) -> Result<DiskTier, DiskError> {
         // For the free space; a directory that cannot be made is the store's error to say.
         let _ = std::fs::create_dir_all(dir);
-        let capacity = match free_space(dir) {
-            Some(free) if free / FREE_SPACE_SHARE < size => {
-                let capped = free / FREE_SPACE_SHARE;
-                tracing::warn!(
-                    "disk cache {}: cache_dir_size is {size} bytes, but only {free} bytes are \
-                     free there: using {capped}, a tenth of it",
-                    dir.display()
-                );
-                capped
-            }
-            _ => size,
-        };
+        let store = DiskStore::open(dir, bounded(dir, size, 0))?;
+        let pool = Pool::start().map_err(|e| DiskError::Threads {
+            threads: THREADS,
+            source: Arc::new(e),
+        })?;
+        let learning = store.clone();
+        // A fault is counted and logged by the store: ICP then answers from memory only.
+        pool.try_spawn(move || {
+            let _ = learning.learn_freshness();
+        });
         Ok(DiskTier {
-            store: DiskStore::open(dir, capacity)?,
-            jobs: Arc::new(Semaphore::new(MAX_JOBS)),
+            store,
+            pool,
+            write_places: Arc::new(Semaphore::new(MAX_WRITES)),
             writes: Arc::default(),
+            promotion: Promotion::default(),
             served: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            writes_dropped: Arc::default(),
         })
     }
 
-    fn job(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.jobs.clone().try_acquire_owned().ok();
-        if permit.is_none() {
-            self.skipped.fetch_add(1, Relaxed);
-        }
-        permit
+    /// A new `cache_dir_size` (a reload): bounded as at the open, the bytes the cache holds
+    /// counted as free; a smaller bound evicts down to it before this returns.
+    pub async fn resize(&self, size: u64) -> Result<(), DiskError> {
+        let store = self.store.clone();
+        let resized = self.pool.run(move || {
+            let held = store.stats().bytes;
+            store.resize(bounded(store.dir(), size, held))
+        });
+        resized.await.unwrap_or(Ok(()))
     }
 
-    /// Runs `call` on a blocking thread holding `permit`.
-    async fn run<T, F>(&self, permit: OwnedSemaphorePermit, call: F) -> Option<T>
+    /// Runs `call` on a disk thread unless the queue is full (counted as skipped).
+    async fn try_run<T, F>(&self, call: F) -> Option<T>
     where
         T: Send + 'static,
         F: FnOnce(&DiskStore) -> T + Send + 'static,
     {
         let store = self.store.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            call(&store)
-        });
-        task.await.ok()
+        match self.pool.try_run(move || call(&store)).await {
+            Ok(answer) => Some(answer),
+            Err(Skipped::Full) => {
+                self.skipped.fetch_add(1, Relaxed);
+                None
+            }
+            Err(Skipped::Closed) => None,
+        }
     }
 
     /// The object on disk for `url` whose Vary values match `request`.
     pub async fn lookup(&self, url: &str, request: &HeaderMap) -> Option<DiskEntry> {
-        let permit = self.job()?;
         let (url, request) = (url.to_owned(), request.clone());
-        let found = self.run(permit, move |s| s.lookup(&url, &request)).await?;
+        let found = self.try_run(move |s| s.lookup(&url, &request)).await?;
         found.ok().flatten()
+    }
+
+    /// How long the object of `url` (without Vary) on disk stays fresh, if one is there;
+    /// from memory, for ICP.
+    pub fn fresh_for(&self, url: &str) -> Option<std::time::Duration> {
+        self.store.fresh_for(url)
+    }
+
+    /// Whether this disk hit of `url` is the one that promotes it to memory (see
+    /// [`promotion`]).
+    pub fn promotes(&self, url: &str) -> bool {
+        self.promotion.hit(url)
     }
 
     /// `entry`'s whole body, checked; `None` on a fault.
     pub async fn read_whole(&self, entry: DiskEntry) -> Option<Bytes> {
-        let permit = self.job()?;
         let read = self
-            .run(permit, move |s| s.read(&entry).and_then(|r| r.read_all()))
+            .try_run(move |s| s.read(&entry).and_then(|r| r.read_all()))
             .await?;
         read.ok()
     }
 
     /// `entry`'s body as a client's response body, read a chunk at a time as the client
-    /// takes it; `None` when it cannot be opened (a fault, or removed meanwhile). A fault
-    /// found part way ends the body with an error, cutting the response off.
+    /// takes it, each on a disk thread; `None` when it cannot be opened (a fault, removed
+    /// meanwhile, or the queue full). A fault found part way ends the body with an error,
+    /// cutting the response off.
     pub async fn stream(&self, entry: DiskEntry) -> Option<ProxyBody> {
-        let permit = self.job()?;
-        let store = self.store.clone();
-        let (opened_tx, opened) = oneshot::channel();
-        let (tx, rx) = mpsc::channel::<Result<Bytes, DiskError>>(QUEUED_CHUNKS);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut reader = match store.read(&entry) {
-                Ok(reader) => reader,
-                Err(_) => return,
-            };
-            if opened_tx.send(()).is_err() {
-                return;
-            }
-            loop {
-                let next = reader.next_chunk();
-                let end = !matches!(next, Ok(Some(_)));
-                let sent = match next {
-                    Ok(Some(chunk)) => tx.blocking_send(Ok(chunk)),
-                    Ok(None) => Ok(()),
-                    Err(e) => tx.blocking_send(Err(e)),
-                };
-                if end || sent.is_err() {
-                    return;
+        let reader = self.try_run(move |s| s.read(&entry)).await?.ok()?;
+        self.served.fetch_add(1, Relaxed);
+        let pool = self.pool.clone();
+        let chunks = futures_util::stream::unfold(Some(reader), move |reader| {
+            let pool = pool.clone();
+            async move {
+                let (reader, next) = next_chunk(&pool, reader?).await?;
+                match next {
+                    Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(reader))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(BoxError::from(e)), None)),
                 }
             }
-        });
-        opened.await.ok()?;
-        self.served.fetch_add(1, Relaxed);
-        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-            let chunk = rx.recv().await?;
-            Some((chunk.map(Frame::data).map_err(BoxError::from), rx))
         });
         Some(StreamBody::new(chunks).boxed_unsync())
     }
@@ -178,50 +197,35 @@ impl DiskTier {
         self.served.fetch_add(1, Relaxed);
     }
 
-    /// A new object written as its body arrives: `None` when no job is free or the file
-    /// cannot be created. Visible once [`DiskFill::commit`] returns; dropped before, it
-    /// leaves nothing behind.
+    /// A new object written as its body arrives: `None` when [`MAX_WRITES`] are under way
+    /// (counted as dropped). Visible once [`DiskFill::commit`] returns; dropped before, or
+    /// failed, it leaves nothing behind.
     pub fn fill(&self, url: &str, head: ObjectHead) -> Option<DiskFill> {
-        let permit = self.job()?;
-        let store = self.store.clone();
-        let write = Writes::begin(&self.writes, url);
-        let (tx, mut rx) = mpsc::channel::<Written>(QUEUED_CHUNKS);
+        let Ok(place) = self.write_places.clone().try_acquire_owned() else {
+            self.writes_dropped.fetch_add(1, Relaxed);
+            return None;
+        };
+        let (tx, rx) = mpsc::channel::<Written>(QUEUED_CHUNKS);
         let (done_tx, done) = oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let Ok(mut writer) = store.writer(&write.url, head) else {
-                return;
-            };
-            while let Some(written) = rx.blocking_recv() {
-                match written {
-                    Written::Chunk(chunk) => {
-                        if writer.write(&chunk).is_err() {
-                            return;
-                        }
-                    }
-                    Written::End => {
-                        // A removal since the write began: the object is out of date.
-                        let committed = write.may_commit() && writer.commit().is_ok();
-                        let _ = done_tx.send(committed);
-                        return;
-                    }
-                }
-            }
-        });
+        let writing = Writing {
+            pool: self.pool.clone(),
+            store: self.store.clone(),
+            write: Writes::begin(&self.writes, url),
+            _place: place,
+        };
+        tokio::spawn(writing.run(head, rx, done_tx));
         Some(DiskFill { tx, done })
     }
 
-    /// Removes every variant of `url`; whether there was any. Waits for a job rather than
-    /// skipping: a removal lost would let a purged object be served again.
+    /// Removes every variant of `url`; whether there was any. Waits for a thread rather
+    /// than skipping: a removal lost would let a purged object be served again.
     pub async fn remove(&self, url: &str) -> bool {
-        let Ok(permit) = self.jobs.clone().acquire_owned().await else {
-            return false;
-        };
-        let (url, writes) = (url.to_owned(), self.writes.clone());
+        let (url, writes, store) = (url.to_owned(), self.writes.clone(), self.store.clone());
         let removed = self
-            .run(permit, move |s| {
+            .pool
+            .run(move || {
                 writes.stop(&url);
-                s.remove(&url)
+                store.remove(&url)
             })
             .await;
         matches!(removed, Some(Ok(n)) if n > 0)
@@ -230,37 +234,26 @@ impl DiskTier {
     /// Replaces the stored head of the variant of `url` that `request` selects (a 304's
     /// merge), in the background.
     pub fn update_head(&self, url: &str, request: &HeaderMap, head: ObjectHead) {
-        let Some(permit) = self.job() else {
-            return;
-        };
         let store = self.store.clone();
         let (url, request) = (url.to_owned(), request.clone());
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        self.spawn(move || {
             let _ = store.update_head_of(&url, &request, head);
         });
     }
 
     /// Replaces `entry`'s stored head, in the background.
     pub fn update_entry_head(&self, entry: DiskEntry, head: ObjectHead) {
-        let Some(permit) = self.job() else {
-            return;
-        };
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        self.spawn(move || {
             let _ = store.update_head(&entry, head);
         });
     }
 
     /// The objects of the first `limit` URLs on disk that start with `prefix`, in URL
-    /// order. Waits for a job, as a removal does: an administrator asked for it.
+    /// order. Waits for a thread, as a removal does: an administrator asked for it.
     pub async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
-        let Ok(permit) = self.jobs.clone().acquire_owned().await else {
-            return Ok(Vec::new());
-        };
-        let prefix = prefix.to_owned();
-        let listed = self.run(permit, move |s| s.list(&prefix, limit)).await;
+        let (store, prefix) = (self.store.clone(), prefix.to_owned());
+        let listed = self.pool.run(move || store.list(&prefix, limit)).await;
         listed.unwrap_or_else(|| Ok(Vec::new()))
     }
 
@@ -274,13 +267,110 @@ impl DiskTier {
         self.store.each_object(each)
     }
 
+    fn spawn(&self, call: impl FnOnce() + Send + 'static) {
+        if !self.pool.try_spawn(call) {
+            self.skipped.fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn stats(&self) -> DiskTierStats {
         DiskTierStats {
             store: self.store.stats(),
             served: self.served.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
+            writes_dropped: self.writes_dropped.load(Relaxed),
         }
     }
+}
+
+/// The next chunk of a body being streamed: one already read costs no thread.
+async fn next_chunk(
+    pool: &Pool,
+    mut reader: DiskReader,
+) -> Option<(DiskReader, Result<Option<Bytes>, DiskError>)> {
+    if let Some(chunk) = reader.take_ready() {
+        return Some((reader, Ok(Some(chunk))));
+    }
+    pool.run(move || {
+        let next = reader.next_chunk();
+        (reader, next)
+    })
+    .await
+}
+
+/// One object on its way to disk: the chunks the fill hands over, written a batch at a
+/// time on a disk thread.
+struct Writing {
+    pool: Pool,
+    store: DiskStore,
+    write: Write,
+    _place: OwnedSemaphorePermit,
+}
+
+/// What a batch of chunks left to do.
+enum Batch {
+    More(Box<DiskWriter>, Write),
+    Done(bool),
+}
+
+impl Writing {
+    async fn run(
+        self,
+        head: ObjectHead,
+        mut rx: mpsc::Receiver<Written>,
+        done: oneshot::Sender<bool>,
+    ) {
+        let Writing {
+            pool,
+            store,
+            write,
+            _place,
+        } = self;
+        let url = write.url.clone();
+        let created = pool.run(move || store.writer(&url, head)).await;
+        let (mut writer, mut write) = match created {
+            Some(Ok(writer)) => (Box::new(writer), write),
+            _ => return,
+        };
+        loop {
+            let Some(first) = rx.recv().await else {
+                // The fill gave the object up: its file is removed on a disk thread.
+                pool.run(move || drop(writer)).await;
+                return;
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let written = pool.run(move || write_batch(writer, write, batch)).await;
+            match written {
+                Some(Batch::More(w, state)) => (writer, write) = (w, state),
+                Some(Batch::Done(committed)) => {
+                    let _ = done.send(committed);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+fn write_batch(mut writer: Box<DiskWriter>, write: Write, batch: Vec<Written>) -> Batch {
+    for written in batch {
+        match written {
+            Written::Chunk(chunk) => {
+                if writer.write(&chunk).is_err() {
+                    return Batch::Done(false);
+                }
+            }
+            Written::End => {
+                // A removal since the write began: the object is out of date.
+                let committed = write.may_commit() && (*writer).commit().is_ok();
+                return Batch::Done(committed);
+            }
+        }
+    }
+    Batch::More(writer, write)
 }
 
 /// Objects being written, by URL, so that a removal (PURGE, invalidation) can stop those
@@ -371,6 +461,23 @@ impl Drop for Write {
                 by_url.remove(&self.url);
             }
         }
+    }
+}
+
+/// `size`, or a tenth of the free space in `dir` (with the `held` bytes the cache could
+/// free) when that is less.
+fn bounded(dir: &Path, size: u64, held: u64) -> u64 {
+    match free_space(dir) {
+        Some(free) if free.saturating_add(held) / FREE_SPACE_SHARE < size => {
+            let capped = free.saturating_add(held) / FREE_SPACE_SHARE;
+            tracing::warn!(
+                "disk cache {}: cache_dir_size is {size} bytes, but only {free} bytes are \
+                 free there: using {capped}, a tenth of it",
+                dir.display()
+            );
+            capped
+        }
+        _ => size,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The answer to a peer's query, decided as Squid's icp_access and icpCheckUdpHit do: by
-//! the querier's address first, then by what the cache holds; and, as Squid 1.1's
-//! icpCheckUdpHitObj did, whether a HIT carries the object inline.
+//! the querier's address first, then by what the cache holds, in memory or on disk (whose
+//! tier keeps in memory until when each object without Vary is fresh: no disk read here);
+//! and, as Squid 1.1's icpCheckUdpHitObj did, whether a HIT carries the object inline.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode, Uri};
 
+use crate::cache::disk_tier::DiskTier;
 use crate::cache::key::cache_key;
 use crate::cache::policy;
 use crate::cache::store::{Store, Stored};
@@ -23,6 +25,7 @@ use crate::stats::{PeerStats, Stats};
 pub fn answer(
     runtime: &Runtime,
     store: &Store,
+    disk: Option<&DiskTier>,
     from: SocketAddr,
     query: &IcpMessage,
     stats: &Stats,
@@ -40,6 +43,7 @@ pub fn answer(
                     object = inline_object(runtime, query, &stored);
                     IcpOpcode::Hit
                 }
+                None if fresh_on_disk(runtime, disk, &uri) => IcpOpcode::Hit,
                 None if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
                 None => IcpOpcode::Miss,
             },
@@ -149,6 +153,13 @@ fn fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> Option<std::sync::Arc<S
     (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
 
+/// Whether the disk tier holds `uri` fresh for long enough: from the freshness its index
+/// keeps in memory, never a read. The object is not sent inline from disk.
+fn fresh_on_disk(runtime: &Runtime, disk: Option<&DiskTier>, uri: &Uri) -> bool {
+    disk.and_then(|disk| disk.fresh_for(&cache_key(uri)))
+        .is_some_and(|left| left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s))
+}
+
 /// This proxy will not fetch a miss: the admin said so, or it may not go direct and no
 /// parent can take it now.
 fn will_not_fetch(runtime: &Runtime) -> bool {
@@ -218,6 +229,7 @@ mod tests {
         answer(
             runtime,
             store,
+            None,
             from,
             &IcpMessage::query(1, url),
             &Stats::default(),
@@ -250,7 +262,7 @@ mod tests {
         let (runtime, store, stats) = (runtime(|_| {}), Store::new(1 << 20), Stats::default());
         let url = IcpMessage::query(1, "http://example.com/");
         for from in ["10.0.0.2:3130", "[::ffff:10.0.0.2]:3130", "10.0.0.3:3130"] {
-            answer(&runtime, &store, from.parse().unwrap(), &url, &stats);
+            answer(&runtime, &store, None, from.parse().unwrap(), &url, &stats);
         }
         refuse_or_err(&runtime, "192.168.4.4:3130".parse().unwrap(), &stats);
         let clients = stats.snapshot(0, 0).clients;
@@ -331,6 +343,7 @@ mod tests {
             answer(
                 runtime,
                 &store,
+                None,
                 "10.0.0.2:3130".parse().unwrap(),
                 &query,
                 &Stats::default(),

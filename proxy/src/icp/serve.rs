@@ -76,6 +76,7 @@ async fn handle(icp: &IcpSocket, shared: &Shared, datagram: &[u8], from: SocketA
         let reply = responder::answer(
             &runtime,
             &shared.store.load(),
+            shared.disk.as_ref(),
             from,
             &message,
             &shared.stats,

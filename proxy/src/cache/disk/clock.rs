@@ -1,6 +1,9 @@
 //! Eviction order: CLOCK (second chance) over the objects on disk, in memory. A hit sets
 //! the object's bit and notes when it happened; the note is written into the index with the
 //! next commit, so that after a restart the hand starts at the objects least recently used.
+//!
+//! Beside it, until when each object without Vary stays fresh, by its URL's hash: what an
+//! ICP query asks, answered without touching the disk. An object leaves both at once.
 
 use std::collections::VecDeque;
 
@@ -17,11 +20,15 @@ pub(super) struct Clock {
     slots: HashMap<u64, Slot>,
     /// Access times (seconds since the epoch) not yet written to the index.
     noted: HashMap<u64, u32>,
+    /// By URL hash: the object id, and until when it is fresh (seconds since the epoch).
+    fresh: HashMap<u64, (u64, u32)>,
 }
 
 struct Slot {
     weight: u64,
     referenced: bool,
+    /// The hash of its URL when it is in `fresh`.
+    url: Option<u64>,
 }
 
 impl Clock {
@@ -30,11 +37,17 @@ impl Clock {
             ring: VecDeque::with_capacity(n),
             slots: HashMap::with_capacity(n),
             noted: HashMap::new(),
+            fresh: HashMap::new(),
         }
     }
 
     pub fn insert(&mut self, id: u64, weight: u64, referenced: bool) {
-        if self.slots.insert(id, Slot { weight, referenced }).is_none() {
+        let slot = Slot {
+            weight,
+            referenced,
+            url: None,
+        };
+        if self.slots.insert(id, slot).is_none() {
             self.ring.push_back(id);
         }
     }
@@ -42,7 +55,27 @@ impl Clock {
     /// The weight of the object removed, if it was here.
     pub fn remove(&mut self, id: u64) -> Option<u64> {
         self.noted.remove(&id);
-        self.slots.remove(&id).map(|slot| slot.weight)
+        let slot = self.slots.remove(&id)?;
+        if let Some(url) = slot.url {
+            if self.fresh.get(&url).is_some_and(|&(held, _)| held == id) {
+                self.fresh.remove(&url);
+            }
+        }
+        Some(slot.weight)
+    }
+
+    /// Object `id`, of the URL hashed `url`, is fresh until `until`; ignored if it is gone.
+    pub fn set_fresh(&mut self, id: u64, url: u64, until: u32) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.url = Some(url);
+        self.fresh.insert(url, (id, until));
+    }
+
+    /// Until when the object of the URL hashed `url` is fresh, if one is held.
+    pub fn fresh_until(&self, url: u64) -> Option<u32> {
+        self.fresh.get(&url).map(|&(_, until)| until)
     }
 
     /// Gives the object another weight; the one it had, if it is here.

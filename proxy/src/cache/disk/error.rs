@@ -97,6 +97,12 @@ pub enum DiskError {
     Gone { path: PathBuf },
     #[error("disk cache: an object of {size} bytes or more does not fit in {capacity} bytes")]
     TooLarge { size: u64, capacity: u64 },
+    #[error("disk cache: its {threads} threads could not be started: {source}")]
+    Threads {
+        threads: usize,
+        #[source]
+        source: Arc<io::Error>,
+    },
 }
 
 /// The kinds of fault the store counts.
@@ -148,7 +154,9 @@ impl DiskError {
                 redb::Error::Corrupted(_) => Some(Fault::Corrupt),
                 _ => Some(Fault::Io),
             },
-            DiskError::Io { .. } | DiskError::IndexClosed { .. } => Some(Fault::Io),
+            DiskError::Io { .. } | DiskError::IndexClosed { .. } | DiskError::Threads { .. } => {
+                Some(Fault::Io)
+            }
             DiskError::Corrupt { .. } => Some(Fault::Corrupt),
             DiskError::TooLarge { .. } | DiskError::Gone { .. } => None,
         }

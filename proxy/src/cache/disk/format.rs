@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::error::Corruption;
 use super::ObjectHead;
-use crate::cache::policy::StoredTimes;
+use crate::cache::policy::{self, Heuristics, StoredTimes};
 
 /// Written into the index and every object file.
 pub const FORMAT_VERSION: u64 = 1;
@@ -135,6 +135,34 @@ pub(super) fn url_range(url: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut high = url.to_vec();
     high.push(1);
     (low, high)
+}
+
+/// For an object without Vary, what an ICP query is answered from: its id, its URL's hash
+/// and until when it is fresh (seconds since the epoch). Only an explicit lifetime counts
+/// (max-age, Expires): a heuristic one depends on settings the store does not know.
+pub(super) fn fresh_until(key: &[u8], record: &Record) -> Option<(u64, u64, u32)> {
+    if record.head.vary.is_some() {
+        return None;
+    }
+    let explicit_only = Heuristics {
+        lm_factor: 0.0,
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+    let head = &record.head;
+    let now = SystemTime::now();
+    let left =
+        policy::remaining_freshness(head.status, &head.headers, &head.times, now, &explicit_only);
+    let until = u64::from(seconds_now()).saturating_add(left.as_secs());
+    Some((
+        record.id,
+        url_hash(key_url(key)),
+        u32::try_from(until).unwrap_or(u32::MAX),
+    ))
+}
+
+pub(super) fn url_hash(url: &[u8]) -> u64 {
+    xxh3_64(url)
 }
 
 /// The URL part of a key.

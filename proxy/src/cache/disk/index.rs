@@ -96,7 +96,8 @@ pub(super) struct Counters {
 /// What the store's handles share.
 pub(super) struct Inner {
     pub dir: PathBuf,
-    pub capacity: u64,
+    /// The bound in bytes; changed by [`DiskStore::resize`](super::DiskStore::resize).
+    pub capacity: AtomicU64,
     /// `None` after a failed reopen: tried again at the next use.
     db: RwLock<Option<Database>>,
     pub clock: Mutex<Clock>,
@@ -144,6 +145,8 @@ pub(super) fn unlink(dir: &Path, id: u64) -> Result<(), DiskError> {
 #[derive(Default)]
 struct Effects {
     added: Vec<(u64, u64)>,
+    /// Objects without Vary: (id, URL hash, fresh until).
+    fresh: Vec<(u64, u64, u32)>,
     removed: Vec<u64>,
     evicted: Vec<(u64, u64)>,
     reweighed: Vec<(u64, u64)>,
@@ -157,7 +160,7 @@ impl Inner {
     pub fn new(dir: PathBuf, capacity: u64, db: Database, clock: Clock, next_id: u64) -> Inner {
         Inner {
             dir,
-            capacity,
+            capacity: AtomicU64::new(capacity),
             db: RwLock::new(Some(db)),
             clock: Mutex::new(clock),
             counters: Counters::default(),
@@ -320,6 +323,9 @@ impl Inner {
             c.bytes.fetch_add(weight, Relaxed);
             c.writes.fetch_add(1, Relaxed);
         }
+        for &(id, url, until) in &effects.fresh {
+            clock.set_fresh(id, url, until);
+        }
         batch
             .into_iter()
             .zip(outcomes)
@@ -355,7 +361,7 @@ impl Inner {
                 outcomes.push(tables.apply(change)?);
             }
             let mut clock = self.clock();
-            tables.evict(&mut clock, self.capacity)?;
+            tables.evict(&mut clock, self.capacity.load(Relaxed))?;
             tables.note_access(clock.take_noted())?;
             drop(clock);
             for &id in &tables.fx.unlink {
@@ -454,6 +460,7 @@ impl Tables<'_, '_> {
         self.put_slot(record.id, weight, key)?;
         self.held += weight as i128;
         self.fx.added.push((record.id, weight));
+        self.fx.fresh.extend(format::fresh_until(key, record));
         Ok(Done::Inserted)
     }
 
@@ -469,6 +476,7 @@ impl Tables<'_, '_> {
         self.objects.insert(key, encoded.as_slice()).at(self.ix)?;
         self.put_slot(id, weight, key)?;
         self.fx.reweighed.push((id, weight));
+        self.fx.fresh.extend(format::fresh_until(key, &record));
         Ok(Done::Updated(true))
     }
 

@@ -241,6 +241,56 @@ impl DiskStore {
         }
     }
 
+    /// How long the object of `url` without Vary stays fresh, if one is held; from memory,
+    /// without touching the disk (for ICP). Known for the objects written since the open,
+    /// and for those found at open once [`DiskStore::learn_freshness`] has run.
+    pub fn fresh_for(&self, url: &str) -> Option<std::time::Duration> {
+        let until = self
+            .inner
+            .clock()
+            .fresh_until(format::url_hash(url.as_bytes()))?;
+        // Fresh for no time at all is not fresh.
+        let left = until
+            .checked_sub(format::seconds_now())
+            .filter(|&left| left > 0)?;
+        Some(std::time::Duration::from_secs(left.into()))
+    }
+
+    /// Reads the records of the objects found at open for [`DiskStore::fresh_for`]: the
+    /// index, not the objects. Apart from [`DiskStore::open`] so that the start need not
+    /// wait for it.
+    pub fn learn_freshness(&self) -> Result<(), DiskError> {
+        let inner = &self.inner;
+        let path = inner.index_path();
+        let ix = IndexAt {
+            op: DiskOp::ReadIndex,
+            path: &path,
+        };
+        let read = || -> Result<(), DiskError> {
+            let db = inner.db()?;
+            let txn = db.begin_read().at(&ix)?;
+            let objects = txn.open_table(OBJECTS).at(&ix)?;
+            for item in objects.iter().at(&ix)? {
+                let (key, value) = item.at(&ix)?;
+                let Ok(record) = Record::decode(value.value()) else {
+                    continue;
+                };
+                if let Some((id, url, until)) = format::fresh_until(key.value(), &record) {
+                    // Only if still held: one removed or replaced meanwhile is left out.
+                    inner.clock().set_fresh(id, url, until);
+                }
+            }
+            Ok(())
+        };
+        read().map_err(|e| inner.failed(e))
+    }
+
+    /// A new bound in bytes: a smaller one evicts down to it at once.
+    pub fn resize(&self, capacity: u64) -> Result<(), DiskError> {
+        self.inner.capacity.store(capacity, Relaxed);
+        self.inner.submit(Change::Evict).map(drop)
+    }
+
     /// The objects (each Vary variant) of the first `limit` URLs that start with `prefix`,
     /// in URL order.
     pub fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ListedObject>, DiskError> {
@@ -315,7 +365,7 @@ impl DiskStore {
         DiskStats {
             objects: c.objects.load(Relaxed),
             bytes: c.bytes.load(Relaxed),
-            capacity: self.inner.capacity,
+            capacity: self.inner.capacity.load(Relaxed),
             hits: c.hits.load(Relaxed),
             misses: c.misses.load(Relaxed),
             reads: c.reads.load(Relaxed),

@@ -97,6 +97,12 @@ impl DiskReader {
         self.body_len
     }
 
+    /// A chunk read and checked already (a small body is read whole when opened), without
+    /// touching the disk.
+    pub fn take_ready(&mut self) -> Option<Bytes> {
+        self.ready.pop_front()
+    }
+
     /// The next chunk of the body (64 KiB but the last), `None` at its end.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>, DiskError> {
         if let Some(chunk) = self.ready.pop_front() {

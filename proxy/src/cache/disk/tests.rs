@@ -591,7 +591,19 @@ fn a_crash_at_any_moment_leaves_only_whole_objects() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let wait = 300 + xxh3_64(&[round as u8, std::process::id() as u8]) % 700;
+        // Killed some time after its writes began, however slow the machine is to start it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let writing = || {
+            std::fs::read_dir(format::temp_dir(dir.path())).is_ok_and(|mut d| d.next().is_some())
+        };
+        while !writing() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never began writing"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wait = 100 + xxh3_64(&[round as u8, std::process::id() as u8]) % 700;
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -652,4 +664,47 @@ fn a_full_disk_at_the_index_commit_does_not_stop_the_store() {
     let store = open(&dir, 64 << 20);
     assert_eq!(get(&store, "http://a/after").unwrap(), "after");
     assert!(files_in(&format::temp_dir(&dir)).is_empty());
+}
+
+/// A head fresh for an hour from now.
+fn fresh_head(vary: Option<Vec<(HeaderName, Option<String>)>>) -> ObjectHead {
+    let mut head = head(vary);
+    head.headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    let now = std::time::SystemTime::now();
+    head.times = StoredTimes {
+        request_time: now,
+        response_time: now,
+    };
+    head
+}
+
+#[test]
+fn freshness_for_icp_is_known_without_a_read_and_leaves_with_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 16 << 20);
+    put(&store, "http://a/fresh", fresh_head(None), b"x").unwrap();
+    put(&store, "http://a/stale", head(None), b"x").unwrap();
+    let varies = vec![(header::ACCEPT_LANGUAGE, Some("en".to_owned()))];
+    put(&store, "http://a/varies", fresh_head(Some(varies)), b"x").unwrap();
+    let left = store.fresh_for("http://a/fresh").unwrap();
+    assert!(left > Duration::from_secs(3500), "{left:?}");
+    assert_eq!(store.fresh_for("http://a/stale"), None);
+    assert_eq!(
+        store.fresh_for("http://a/varies"),
+        None,
+        "ICP asks with no headers"
+    );
+    assert_eq!(store.fresh_for("http://a/never"), None);
+    drop(store);
+
+    // Learnt from the index after a reopen, and gone with a removal.
+    let store = open(dir.path(), 16 << 20);
+    assert_eq!(store.fresh_for("http://a/fresh"), None, "not yet learnt");
+    store.learn_freshness().unwrap();
+    assert!(store.fresh_for("http://a/fresh").is_some());
+    store.remove("http://a/fresh").unwrap();
+    assert_eq!(store.fresh_for("http://a/fresh"), None);
 }

@@ -69,11 +69,9 @@ impl DiskWriter {
     /// Appends body bytes. An error leaves the writer useless: drop it.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), DiskError> {
         let size = format::file_len(self.body_len + data.len() as u64);
-        if size > self.inner.capacity {
-            return Err(DiskError::TooLarge {
-                size,
-                capacity: self.inner.capacity,
-            });
+        let capacity = self.inner.capacity.load(Relaxed);
+        if size > capacity {
+            return Err(DiskError::TooLarge { size, capacity });
         }
         while !data.is_empty() {
             let room = CHUNK as usize - self.frame.len();

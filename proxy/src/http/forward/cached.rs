@@ -125,14 +125,14 @@ async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Serv
 }
 
 /// A memory miss looked up on disk. An object that fits `max_object_size_in_memory` is
-/// read whole and promoted to memory on this first hit, as Squid keeps disk hits in memory
-/// when they fit: the next hit is a memory hit. A larger one is streamed from disk.
+/// read whole and promoted to memory on its second disk hit within a while (see
+/// `disk_tier::promotion`): the next hit is a memory hit. The rest are streamed from disk.
 async fn from_disk(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Served> {
     let disk = req.shared.disk.as_ref()?;
     let entry = disk.lookup(req.key, &req.parts.headers).await?;
     let config = &req.runtime.config;
     let fits = entry.body_len() <= config.max_object_size_in_memory.0 && config.cache_mem.0 > 0;
-    if !fits {
+    if !fits || !disk.promotes(req.key) {
         return reuse(req, Held::Disk(entry), only_if_cached).await;
     }
     let body = disk.read_whole(entry.clone()).await?;
