@@ -108,6 +108,7 @@ fn holds_fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> bool {
         &stored.times(),
         SystemTime::now(),
         &runtime.heuristics,
+        &runtime.targets,
     );
     left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)
 }
@@ -172,6 +173,7 @@ mod tests {
                     response_time: now,
                 },
                 None,
+                &[],
             ),
         );
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
@@ -119,7 +119,13 @@ pub(super) fn store_and_serve(
     let too_big = length.is_some_and(|len| len > max);
     let storable = !too_big
         && fetched.may_store
-        && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
+        && policy::is_storable(
+            &Method::GET,
+            &parts.headers,
+            head.status,
+            &head.headers,
+            &runtime.targets,
+        );
     let vary = policy::vary_request_values(&head.headers, &parts.headers);
     if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
         shared.stats.uncacheable.add(1);
@@ -192,6 +198,7 @@ pub(super) fn store_and_serve(
         disk,
         max,
         received: 0,
+        targets: runtime.targets.clone(),
     };
     tokio::spawn(filling.run(body));
     Served::fetched(response, result, fetched.hierarchy, fetched.route)
@@ -212,6 +219,8 @@ struct Filling {
     /// `max_object_size`.
     max: u64,
     received: u64,
+    /// The cache's target list (RFC 9213), for the freshness worked out on storing.
+    targets: Vec<HeaderName>,
 }
 
 impl Filling {
@@ -258,6 +267,7 @@ impl Filling {
                 body,
                 times,
                 self.fill.vary.clone(),
+                &self.targets,
             );
             self.shared.store.load().insert(&self.key, stored);
             self.shared.in_flight.shared_again(&self.key);
@@ -382,6 +392,7 @@ mod tests {
             disk: None,
             max: 1 << 20,
             received: 0,
+            targets: Vec::new(),
         };
         filling.run(Full::new(Bytes::from_static(b"hello"))).await;
         let stored = shared
