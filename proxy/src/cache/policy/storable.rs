@@ -87,11 +87,16 @@ pub const FOR_ONE_CLIENT: [HeaderName; 2] =
 /// Fields to remove before storing: [`FOR_ONE_CLIENT`], those named by `private="..."` (a
 /// shared cache must not store them, RFC 9111 §5.2.2.7) and by `no-cache="..."` (they must
 /// not be reused without revalidation, §5.2.2.4; not storing them is the simplest way never
-/// to reuse them).
-pub fn fields_to_strip(resp: &HeaderMap) -> Vec<HeaderName> {
+/// to reuse them). The qualified forms count in Cache-Control and in the governing field of
+/// `targets` alike (RFC 9213), erring on storing less.
+pub fn fields_to_strip(resp: &HeaderMap, targets: &[HeaderName]) -> Vec<HeaderName> {
     let cc = CacheControl::parse(resp);
+    let targeted = CacheControl::parse_response(resp, targets);
     let mut fields = FOR_ONE_CLIENT.to_vec();
-    for name in cc.private_fields.into_iter().chain(cc.no_cache_fields) {
+    let named = (cc.private_fields.into_iter().chain(cc.no_cache_fields))
+        .chain(targeted.private_fields)
+        .chain(targeted.no_cache_fields);
+    for name in named {
         if !fields.contains(&name) {
             fields.push(name);
         }

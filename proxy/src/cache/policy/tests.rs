@@ -634,7 +634,7 @@ fn fields_to_strip_are_private_and_no_cache_fields() {
         r#"private="Set-Cookie, X-A", no-cache="x-a, X-B""#,
     )]);
     assert_eq!(
-        fields_to_strip(&resp),
+        fields_to_strip(&resp, &[]),
         vec![
             header::SET_COOKIE,
             name("set-cookie2"),
@@ -643,7 +643,7 @@ fn fields_to_strip_are_private_and_no_cache_fields() {
         ]
     );
     assert_eq!(
-        fields_to_strip(&response(&[("cache-control", "private")])),
+        fields_to_strip(&response(&[("cache-control", "private")]), &[]),
         FOR_ONE_CLIENT
     );
 }
@@ -662,13 +662,13 @@ fn cookies_are_stored_without_and_never_merged_in() {
         &resp,
         &[]
     ));
-    let strip = fields_to_strip(&resp);
+    let strip = fields_to_strip(&resp, &[]);
     assert!(strip.contains(&header::SET_COOKIE), "{strip:?}");
     assert!(strip.contains(&name("set-cookie2")), "{strip:?}");
     // A 304 that sets a cookie refreshes the stored response, not with the cookie.
     let stored = response(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
     let nm = headers(&[("set-cookie", "id=2"), ("etag", "\"v1\"")]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert!(!merged.contains_key(header::SET_COOKIE));
     assert_eq!(merged[header::ETAG], "\"v1\"");
 }
@@ -1028,7 +1028,7 @@ fn merge_replaces_stored_fields_with_those_of_the_304() {
         ("x-new", "d"),
         ("date", &http_date(T0 + 10)),
     ]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert_eq!(merged[header::CACHE_CONTROL], "max-age=600");
     let multi: Vec<_> = merged.get_all("x-multi").iter().collect();
     assert_eq!(multi, ["c"]);
@@ -1047,7 +1047,7 @@ fn merge_keeps_content_length_and_body_fields() {
         ("content-range", "bytes 0-1/2"),
         ("transfer-encoding", "chunked"),
     ]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert_eq!(merged[header::CONTENT_LENGTH], "42");
     assert_eq!(merged[header::CONTENT_ENCODING], "gzip");
     assert!(!merged.contains_key(header::CONTENT_RANGE));
@@ -1063,7 +1063,7 @@ fn merge_ignores_hop_by_hop_and_proxy_fields() {
         ("proxy-authenticate", "Basic"),
         ("x-end", "2"),
     ]);
-    let merged = merge_not_modified(&response(&[]), &nm);
+    let merged = merge_not_modified(&response(&[]), &nm, &[]);
     for field in ["connection", "x-hop", "keep-alive", "proxy-authenticate"] {
         assert!(!merged.contains_key(field), "{field}");
     }
@@ -1073,10 +1073,10 @@ fn merge_ignores_hop_by_hop_and_proxy_fields() {
 #[test]
 fn merge_drops_old_age_and_date_missing_from_the_304() {
     let stored = response(&[("age", "30")]);
-    let merged = merge_not_modified(&stored, &headers(&[("etag", "\"v1\"")]));
+    let merged = merge_not_modified(&stored, &headers(&[("etag", "\"v1\"")]), &[]);
     assert!(!merged.contains_key(header::AGE));
     assert!(!merged.contains_key(header::DATE));
-    let merged = merge_not_modified(&stored, &headers(&[("age", "3")]));
+    let merged = merge_not_modified(&stored, &headers(&[("age", "3")]), &[]);
     assert_eq!(merged[header::AGE], "3");
 }
 
@@ -1084,7 +1084,7 @@ fn merge_drops_old_age_and_date_missing_from_the_304() {
 fn merge_strips_fields_the_cache_control_keeps_private() {
     let stored = response(&[("cache-control", r#"max-age=60, private="set-cookie""#)]);
     let nm = headers(&[("set-cookie", "id=2"), ("x-other", "1")]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert!(!merged.contains_key(header::SET_COOKIE));
     assert_eq!(merged["x-other"], "1");
 }
@@ -1303,14 +1303,14 @@ proptest! {
         };
         CacheControl::parse_request(&map);
         is_storable(&Method::GET, &map, status, &map, &[]);
-        fields_to_strip(&map);
+        fields_to_strip(&map, &[]);
         let stored = StoredResponse { status, headers: &map, times };
         evaluate(&Method::GET, &map, &stored, now, &heuristics, &[]);
         may_serve_stale_on_error(&map, &stored, now, &heuristics, &[]);
         remaining_freshness(status, &map, &times, now, &heuristics, &[]);
         conditional_request_headers(&map);
         not_modified_matches(&map, &map);
-        merge_not_modified(&map, &map);
+        merge_not_modified(&map, &map, &[]);
         client_not_modified(&map, &map);
         if let Some(values) = vary_request_values(&map, &map) {
             prop_assert!(vary_matches(&values, &map));
@@ -1490,6 +1490,8 @@ fn targeted_directives_mean_what_they_mean_in_cache_control() {
     assert!(!stored("max-age=600, no-store"));
     assert!(!stored("private"));
     assert!(stored("private=\"x-user\""));
+    let named = response(&[("cdn-cache-control", "max-age=60, private=\"x-user\"")]);
+    assert!(fields_to_strip(&named, &CDN).contains(&name("x-user")));
     assert!(stored("no-cache"));
     let no_cache = [("cdn-cache-control", "max-age=600, no-cache")];
     assert_eq!(
@@ -1731,6 +1733,7 @@ fn a_304_selects_the_variant_whose_etag_it_names() {
             ("cache-control", "max-age=600"),
             ("x-new", "1"),
         ]),
+        &[],
     );
     assert_eq!(updated["x-new"], "1");
     assert_eq!(updated[header::CACHE_CONTROL], "max-age=600");

@@ -173,7 +173,11 @@ pub(super) fn kept_on_update(name: &HeaderName) -> bool {
 /// forwarding (RFC 9110 §6.6.1). Fields the merged Cache-Control names in `private="..."` or
 /// `no-cache="..."` are removed, as on storing. If Vary changed, the caller recomputes
 /// [`vary_request_values`].
-pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+pub fn merge_not_modified(
+    stored: &HeaderMap,
+    not_modified: &HeaderMap,
+    targets: &[HeaderName],
+) -> HeaderMap {
     let connection_listed: Vec<HeaderName> = list_members(not_modified, header::CONNECTION)
         .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
@@ -192,7 +196,7 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
             merged.remove(&name);
         }
     }
-    for name in fields_to_strip(&merged) {
+    for name in fields_to_strip(&merged, targets) {
         merged.remove(&name);
     }
     merged

@@ -89,8 +89,9 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
             };
             match shared_fill {
                 Some(response) => Served::joined(response),
-                // Not shareable, or the fill was past max_object_size or abandoned by now.
-                None => fetch_and_fill(&req, None).await,
+                // Another variant, not shareable, or the fill was past max_object_size or
+                // abandoned by now.
+                None => fetch_variant(&req, None).await,
             }
         }
         Join::Alone => fetch_variant(&req, None).await,
@@ -125,7 +126,7 @@ async fn fetch_variant(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served
     };
     let (chosen, merged) = (
         &variants[at],
-        policy::merge_not_modified(&heads[at], not_modified),
+        policy::merge_not_modified(&heads[at], not_modified, &runtime.targets),
     );
     let times = StoredTimes {
         request_time,
@@ -425,7 +426,11 @@ async fn revalidate(req: &CacheRequest<'_>, held: Held) -> Served {
             }
             let head = ObjectHead {
                 status: held.status(),
-                headers: policy::merge_not_modified(&stored_headers, not_modified),
+                headers: policy::merge_not_modified(
+                    &stored_headers,
+                    not_modified,
+                    &runtime.targets,
+                ),
                 times: StoredTimes {
                     request_time,
                     response_time: SystemTime::now(),

@@ -141,7 +141,7 @@ pub(super) fn store_and_serve(
     }
     // What the origin meant for this client alone (its cookies) stays out of the shared
     // copy that waiting clients, later hits and the store get.
-    let strip = policy::fields_to_strip(&head.headers);
+    let strip = policy::fields_to_strip(&head.headers, &runtime.targets);
     let own_headers = strip
         .iter()
         .any(|name| head.headers.contains_key(name))
