@@ -635,12 +635,12 @@ impl ControlHandler for Proxy {
     }
 
     async fn cache_list(&self, prefix: String, limit: usize) -> CacheListReply {
-        let heuristics = self.shared.runtime.load().heuristics;
+        let runtime = self.shared.runtime.load_full();
         let memory = self.shared.store.load_full();
         listing::list(
             memory,
             self.shared.disk.as_ref(),
-            heuristics,
+            (runtime.heuristics, &runtime.targets),
             &prefix,
             limit,
         )

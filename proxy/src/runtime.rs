@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
@@ -55,6 +55,8 @@ pub struct Runtime {
     pub x_cache_hit: HeaderValue,
     pub x_cache_miss: HeaderValue,
     pub heuristics: Heuristics,
+    /// `targeted_cache_control`: the fields this cache obeys before Cache-Control (RFC 9213).
+    pub targets: Vec<HeaderName>,
     /// Where requests may go: ports, and the destinations refused.
     pub reach: Arc<Reach>,
     pub origin: UpstreamClient,
@@ -158,6 +160,9 @@ impl Runtime {
                 min: Duration::from_secs(config.heuristic_min_s),
                 max: Duration::from_secs(config.heuristic_max_s),
             },
+            targets: (config.targeted_cache_control.0.iter())
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
             origin: upstream::origin_client(settings, reach.clone()),
             reach,
             parents,

@@ -5,7 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::peers::IcpMode;
 use super::routing::{ParentList, RoundRobin};
-use super::values::{ByteSize, CidrList, Flag, HostList, OptionalAddr, PortList, StatusList};
+use super::values::{
+    ByteSize, CidrList, FieldNameList, Flag, HostList, OptionalAddr, PortList, StatusList,
+};
 
 /// The settings as an administrator thinks of them; each group is one page of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,7 +131,7 @@ macro_rules! editable {
 
 editable!(Control::Checkbox => Flag);
 editable!(Control::Text => String, OptionalAddr, ByteSize, ParentList);
-editable!(Control::List => CidrList, HostList, PortList, StatusList);
+editable!(Control::List => CidrList, HostList, PortList, StatusList, FieldNameList);
 editable!(Control::Number, "expected a whole number from 0 to 255" => u8);
 editable!(Control::Number, "expected a whole number from 0 to 65535" => u16);
 editable!(Control::Number, "expected a whole number from 0 to 4294967295" => u32);

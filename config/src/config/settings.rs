@@ -10,7 +10,8 @@ use super::groups::{parse_failure, Control, Editable, Group};
 use super::peers::{IcpMode, Peer};
 use super::routing::{ParentList, ParentRule, RoundRobin};
 use super::values::{
-    is_host_name, ByteSize, CidrList, Flag, HostList, OptionalAddr, PortList, StatusList,
+    is_host_name, ByteSize, CidrList, FieldNameList, Flag, HostList, OptionalAddr, PortList,
+    StatusList,
 };
 
 macro_rules! settings {
@@ -148,6 +149,8 @@ settings! {
         Cache: "Floor of heuristic freshness, seconds.";
     heuristic_max_s: u64 = 86_400,
         Cache: "Cap of heuristic freshness, seconds.";
+    targeted_cache_control: FieldNameList = FieldNameList::default(),
+        Cache: "Targeted cache-control fields (RFC 9213) this cache obeys instead of Cache-Control and Expires, first present wins, such as CDN-Cache-Control when Canopy serves as an origin's CDN; empty: none (Canopy as a forward proxy is not the cache they target).";
     parent_caching: Flag = Flag(true),
         Routing: "Send misses through the HTTP parents listed in parents.";
     parents: ParentList = ParentList::default(),

@@ -36,7 +36,8 @@ written_as_text!(
     PortList,
     CidrList,
     HostList,
-    OptionalAddr
+    OptionalAddr,
+    FieldNameList
 );
 
 /// The items of a list setting, separated by commas, white space or both.
@@ -275,6 +276,40 @@ impl FromStr for HostList {
 }
 
 impl fmt::Display for HostList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+/// HTTP field names, comma or space separated (`CDN-Cache-Control, Canopy-Cache-Control`),
+/// in the order given, kept in lower case.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FieldNameList(pub Vec<String>);
+
+impl FromStr for FieldNameList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut names: Vec<String> = Vec::new();
+        for item in list_items(s) {
+            let token = item
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(format!(
+                    "{item:?} is not a field name: expected letters, digits and !#$%&'*+-.^_`|~"
+                ));
+            }
+            let name = item.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(FieldNameList(names))
+    }
+}
+
+impl fmt::Display for FieldNameList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.join(", "))
     }

@@ -49,11 +49,12 @@ impl Variant {
 }
 
 /// The first `limit` URLs (at most [`MAX_CACHE_LIST`]) starting with `prefix` held in
-/// memory or on disk; freshness as the request path would judge it with `heuristics`.
+/// memory or on disk; freshness as the request path would judge it with `heuristics` and
+/// the targeted cache-control fields `targets`.
 pub async fn list(
     memory: Arc<Store>,
     disk: Option<&DiskTier>,
-    heuristics: Heuristics,
+    (heuristics, targets): (Heuristics, &[HeaderName]),
     prefix: &str,
     limit: usize,
 ) -> CacheListReply {
@@ -85,7 +86,7 @@ pub async fn list(
     let urls = urls
         .into_iter()
         .take(limit)
-        .map(|(url, variants)| cached_url(url, variants, now, &heuristics))
+        .map(|(url, variants)| cached_url(url, variants, now, (&heuristics, targets)))
         .collect();
     CacheListReply {
         urls,
@@ -97,7 +98,12 @@ pub async fn list(
 
 /// A URL's row: its variants counted once whichever tiers hold them (the memory copy's
 /// figures when both do), the newest one's age and freshness.
-fn cached_url(url: String, variants: Vec<Variant>, now: SystemTime, h: &Heuristics) -> CachedUrl {
+fn cached_url(
+    url: String,
+    variants: Vec<Variant>,
+    now: SystemTime,
+    (h, targets): (&Heuristics, &[HeaderName]),
+) -> CachedUrl {
     let in_tier = |tier| variants.iter().any(|v| v.tier == tier);
     let tier = match (in_tier(Tier::Memory), in_tier(Tier::Disk)) {
         (true, true) => Tier::Both,
@@ -115,8 +121,14 @@ fn cached_url(url: String, variants: Vec<Variant>, now: SystemTime, h: &Heuristi
         .iter()
         .max_by_key(|v| v.times.response_time)
         .expect("a URL is listed with at least one variant");
-    let fresh_for =
-        policy::remaining_freshness(newest.status, &newest.headers, &newest.times, now, h);
+    let fresh_for = policy::remaining_freshness(
+        newest.status,
+        &newest.headers,
+        &newest.times,
+        now,
+        h,
+        targets,
+    );
     CachedUrl {
         url,
         tier,
@@ -165,7 +177,7 @@ mod tests {
                 variant(Tier::Disk, "fr", 10, "max-age=60"),
             ],
             SystemTime::now(),
-            &Heuristics::default(),
+            (&Heuristics::default(), &[]),
         );
         assert_eq!(row.tier, Tier::Both);
         assert_eq!((row.variants, row.bytes), (2, 20));
@@ -175,7 +187,7 @@ mod tests {
             "http://a/".into(),
             vec![variant(Tier::Disk, "en", 100, "max-age=60")],
             SystemTime::now(),
-            &Heuristics::default(),
+            (&Heuristics::default(), &[]),
         );
         assert_eq!((stale.tier, stale.fresh_for_s), (Tier::Disk, 0));
     }
@@ -194,10 +206,11 @@ mod tests {
                 Bytes::from_static(b"body"),
                 times,
                 None,
+                &[],
             );
             store.insert(&format!("http://a/{i}"), stored);
         }
-        let h = Heuristics::default();
+        let h = (Heuristics::default(), &[][..]);
         let some = list(store.clone(), None, h, "http://a/", 3).await;
         let urls: Vec<&str> = some.urls.iter().map(|u| u.url.as_str()).collect();
         assert_eq!(urls, ["http://a/0", "http://a/1", "http://a/2"]);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::cache::policy::ranges::{partial_head, same_strong_validator, ByteRange};
 use crate::cache::policy::{merge_not_modified, StoredTimes};
@@ -126,15 +126,16 @@ impl PartialStore {
     /// Adds a 206's content (`range` of a representation `length` bytes long). It is
     /// combined with what is held when both share a strong validator, the new response's
     /// fields then updating the stored ones (RFC 9111 §3.4, §3.2); otherwise it replaces
-    /// what is held, being the newer representation.
+    /// what is held, being the newer representation. The merged fields lose those that
+    /// `private="…"` or `no-cache="…"` name, in Cache-Control or the targeted fields `targets`.
     pub fn add(
         &self,
-        key: &str,
-        response: &HeaderMap,
+        (key, response): (&str, &HeaderMap),
         times: StoredTimes,
         range: ByteRange,
         length: u64,
         bytes: Bytes,
+        targets: &[HeaderName],
     ) -> Added {
         if bytes.len() as u64 != range.size() || range.size() > self.capacity {
             return Added::TooLarge;
@@ -145,7 +146,7 @@ impl PartialStore {
             Some(mut held)
                 if held.length == length && same_strong_validator(&held.headers, response) =>
             {
-                held.headers = partial_head(&merge_not_modified(&held.headers, response));
+                held.headers = partial_head(&merge_not_modified(&held.headers, response, targets));
                 held.times = times;
                 inner.held -= held.held();
                 held

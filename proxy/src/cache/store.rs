@@ -54,13 +54,19 @@ impl Stored {
         body: Bytes,
         times: StoredTimes,
         vary: Option<Vec<(HeaderName, Option<String>)>>,
+        targets: &[HeaderName],
     ) -> Stored {
-        let cc = CacheControl::parse(&headers);
-        let explicit =
-            cc.s_maxage.is_some() || cc.max_age.is_some() || headers.contains_key(header::EXPIRES);
+        let cc = CacheControl::parse_response(&headers, targets);
+        let expires = !cc.targeted && headers.contains_key(header::EXPIRES);
+        let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || expires;
         let (lifetime_secs, initial_age) = if explicit && !cc.no_cache {
-            let lifetime =
-                policy::freshness_lifetime(status, &headers, &times, &Heuristics::default());
+            let lifetime = policy::freshness_lifetime(
+                status,
+                &headers,
+                &times,
+                &Heuristics::default(),
+                targets,
+            );
             (
                 u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
                 nanos(policy::current_age(&headers, &times, times.response_time)),
@@ -410,6 +416,15 @@ impl Store {
             .cloned()
     }
 
+    /// Every stored variant of `url`, for validating them all at once (RFC 9111 §4.1).
+    pub fn variants(&self, url: &str) -> Vec<Arc<Stored>> {
+        let hash = hash(url.as_bytes());
+        let shard = read(self.shard(hash));
+        shard.find(hash, url).map_or_else(Vec::new, |at| {
+            shard.entries[at].variants.as_slice().to_vec()
+        })
+    }
+
     /// Stores a response, replacing the variant it stands for.
     pub fn insert(&self, url: &str, mut stored: Stored) {
         stored.headers = stored.headers.stored_under(url);
@@ -579,6 +594,7 @@ mod tests {
             Bytes::from_static(body.as_bytes()),
             times,
             vary,
+            &[],
         )
     }
 
@@ -590,7 +606,14 @@ mod tests {
             request_time: t,
             response_time: t + Duration::from_millis(5),
         };
-        let s = Stored::new(StatusCode::OK, HeaderMap::new(), Bytes::new(), times, None);
+        let s = Stored::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::new(),
+            times,
+            None,
+            &[],
+        );
         assert_eq!(s.times(), times);
     }
 
@@ -607,7 +630,14 @@ mod tests {
             request_time: t0,
             response_time: t0,
         };
-        let s = Stored::new(StatusCode::OK, headers.clone(), Bytes::new(), times, None);
+        let s = Stored::new(
+            StatusCode::OK,
+            headers.clone(),
+            Bytes::new(),
+            times,
+            None,
+            &[],
+        );
         assert_eq!(
             s.fresh_age(t0 + Duration::from_secs(20)),
             Some(Duration::from_secs(30))
@@ -622,7 +652,7 @@ mod tests {
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=60, no-cache"),
         );
-        let must_ask = Stored::new(StatusCode::OK, headers, Bytes::new(), times, None);
+        let must_ask = Stored::new(StatusCode::OK, headers, Bytes::new(), times, None, &[]);
         assert_eq!(must_ask.fresh_age(t0), None);
         assert_eq!(stored("heuristic", None).fresh_age(UNIX_EPOCH), None);
     }
@@ -670,7 +700,14 @@ mod tests {
             request_time: UNIX_EPOCH,
             response_time: UNIX_EPOCH,
         };
-        let s = Stored::new(StatusCode::OK, headers.clone(), Bytes::new(), times, None);
+        let s = Stored::new(
+            StatusCode::OK,
+            headers.clone(),
+            Bytes::new(),
+            times,
+            None,
+            &[],
+        );
         assert_eq!(s.headers(), headers);
         let cookies: Vec<_> = s
             .headers()

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use http::HeaderName;
 
 use super::cache_digest::{self, CacheDigest, DigestError};
 use super::key::StoreKey;
@@ -58,11 +59,13 @@ fn addable(stored: &Stored, now: SystemTime, period: Duration) -> bool {
     stored.fresh_age(now + period).is_some()
 }
 
-/// Builds the digest of `store` and `disk` at `now`. Blocks (the disk index is read).
+/// Builds the digest of `store` and `disk` at `now`, judging the disk's objects fresh by
+/// Cache-Control or the targeted fields `targets`, as the request path does. Blocks (the
+/// disk index is read).
 pub fn build(
     store: &Store,
     disk: Option<&DiskTier>,
-    settings: BuildSettings,
+    (settings, targets): (BuildSettings, &[HeaderName]),
     now: SystemTime,
 ) -> Result<BuiltDigest, DigestError> {
     let mut urls: Vec<Vec<u8>> = Vec::new();
@@ -84,6 +87,7 @@ pub fn build(
                 Bytes::new(),
                 head.times,
                 None,
+                targets,
             );
             if addable(&stored, now, settings.period) {
                 urls.push(url.to_vec());
@@ -134,7 +138,7 @@ mod tests {
             request_time: now,
             response_time: now,
         };
-        Stored::new(StatusCode::OK, headers, Bytes::new(), times, None)
+        Stored::new(StatusCode::OK, headers, Bytes::new(), times, None, &[])
     }
 
     fn settings(period: u64) -> BuildSettings {
@@ -152,7 +156,7 @@ mod tests {
         let store = Store::new(1 << 20);
         store.insert("http://a/long", stored(7200, now));
         store.insert("http://a/short", stored(60, now));
-        let built = build(&store, None, settings(3600), now).unwrap();
+        let built = build(&store, None, (settings(3600), &[]), now).unwrap();
         let digest = CacheDigest::decode(&built.body).unwrap();
         assert!(digest.contains(&StoreKey::get("http://a/long")));
         assert!(!digest.contains(&StoreKey::get("http://a/short")));
@@ -167,23 +171,29 @@ mod tests {
         for i in 0..20 {
             store.insert(&format!("http://a/{i}"), stored(7200, now));
         }
-        let first = build(&store, None, settings(1), now).unwrap();
+        let first = build(&store, None, (settings(1), &[]), now).unwrap();
         assert_eq!(first.capacity, 20);
         store.insert("http://a/one-more", stored(7200, now));
         let kept = BuildSettings {
             previous_capacity: Some(first.capacity),
             ..settings(1)
         };
-        assert_eq!(build(&store, None, kept, now).unwrap().capacity, 20);
+        assert_eq!(build(&store, None, (kept, &[]), now).unwrap().capacity, 20);
         for i in 0..10 {
             store.insert(&format!("http://b/{i}"), stored(7200, now));
         }
-        assert_eq!(build(&store, None, kept, now).unwrap().capacity, 31);
+        assert_eq!(build(&store, None, (kept, &[]), now).unwrap().capacity, 31);
     }
 
     #[test]
     fn an_empty_store_gets_a_digest_sized_for_what_it_could_hold() {
-        let built = build(&Store::new(1 << 20), None, settings(1), SystemTime::now()).unwrap();
+        let built = build(
+            &Store::new(1 << 20),
+            None,
+            (settings(1), &[]),
+            SystemTime::now(),
+        )
+        .unwrap();
         let expected = (1u64 << 20) / cache_digest::AVG_OBJECT_SIZE;
         assert_eq!(u64::from(built.capacity), expected);
     }

@@ -113,6 +113,8 @@ async fn rebuild_once(shared: &Weak<Shared>) -> Option<Duration> {
     let building = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let store = building.store.load();
+        let targets = &building.runtime.load().targets;
+        let settings = (settings, targets.as_slice());
         builder::build(&store, building.disk.as_ref(), settings, SystemTime::now())
     })
     .await;

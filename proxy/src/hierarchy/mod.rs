@@ -491,7 +491,7 @@ pub async fn fetch(
         };
         if let Hop::PeerObject(peer, object) = hop {
             let max = runtime.config.icp_hit_obj_max_bytes;
-            match hit_obj::read(object, max, &parts.headers) {
+            match hit_obj::read(object, max, &parts.headers, &runtime.targets) {
                 Ok(inline) => {
                     peer.stats.hits_served.fetch_add(1, Relaxed);
                     let body = UpstreamBody::inline(

@@ -138,6 +138,7 @@ fn fresh_variant(
         &stored.times(),
         SystemTime::now(),
         &runtime.heuristics,
+        &runtime.targets,
     );
     (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
@@ -212,6 +213,7 @@ mod tests {
                     response_time: now,
                 },
                 Some(variant),
+                &[],
             ),
         );
         shared

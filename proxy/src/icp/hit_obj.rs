@@ -78,7 +78,12 @@ pub enum Refused {
 /// `max`, a well-formed head, a body of the length it declares, and a status and fields
 /// this cache may store. A response with Vary is refused: ICP carries only the URL, so the
 /// variant cannot be known to match the request.
-pub fn read(object: &[u8], max: u64, request: &HeaderMap) -> Result<InlineResponse, Refused> {
+pub fn read(
+    object: &[u8],
+    max: u64,
+    request: &HeaderMap,
+    targets: &[HeaderName],
+) -> Result<InlineResponse, Refused> {
     if object.len() as u64 > max {
         return Err(Refused::TooLarge {
             len: object.len(),
@@ -124,7 +129,7 @@ pub fn read(object: &[u8], max: u64, request: &HeaderMap) -> Result<InlineRespon
     if headers.contains_key(header::VARY) {
         return Err(Refused::Varies);
     }
-    if !policy::is_storable(&http::Method::GET, request, status, &headers) {
+    if !policy::is_storable(&http::Method::GET, request, status, &headers, targets) {
         return Err(Refused::NotStorable);
     }
     Ok(InlineResponse {
@@ -157,6 +162,7 @@ mod tests {
                 response_time: now,
             },
             None,
+            &[],
         )
     }
 
@@ -175,7 +181,7 @@ mod tests {
         );
         let text = String::from_utf8_lossy(&object);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        let back = read(&object, 4096, &HeaderMap::new()).expect("reads back");
+        let back = read(&object, 4096, &HeaderMap::new(), &[]).expect("reads back");
         assert_eq!(back.body, "hello");
         assert_eq!(back.headers["cache-control"], "max-age=600");
         assert_eq!(back.headers["content-length"], "5");
@@ -190,9 +196,9 @@ mod tests {
     fn objects_a_cache_would_not_take_from_upstream_are_refused() {
         let ok = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nhi";
         let none = HeaderMap::new();
-        assert!(read(ok.as_bytes(), 4096, &none).is_ok());
+        assert!(read(ok.as_bytes(), 4096, &none, &[]).is_ok());
         assert_eq!(
-            read(ok.as_bytes(), 10, &none).unwrap_err(),
+            read(ok.as_bytes(), 10, &none, &[]).unwrap_err(),
             Refused::TooLarge {
                 len: ok.len(),
                 max: 10
@@ -223,7 +229,7 @@ mod tests {
             ),
         ];
         for (object, why) in cases {
-            let refused = read(object.as_bytes(), 4096, &none).unwrap_err();
+            let refused = read(object.as_bytes(), 4096, &none, &[]).unwrap_err();
             assert!(
                 format!("{refused:?}").starts_with(why),
                 "{object:?}: {refused:?}"

@@ -149,6 +149,7 @@ fn fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> Option<std::sync::Arc<S
         &stored.times(),
         SystemTime::now(),
         &runtime.heuristics,
+        &runtime.targets,
     );
     (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
@@ -220,6 +221,7 @@ mod tests {
                     response_time: now,
                 },
                 None,
+                &[],
             ),
         );
     }
@@ -358,7 +360,7 @@ mod tests {
         let crate::icp::codec::IcpPayload::HitObj { object, .. } = &inline.payload else {
             panic!("{inline:?}");
         };
-        let back = hit_obj::read(object, 4096, &HeaderMap::new()).expect("a whole response");
+        let back = hit_obj::read(object, 4096, &HeaderMap::new(), &[]).expect("a whole response");
         assert_eq!(back.body, "x");
         assert_eq!(on.peers[0].stats.hit_obj_sent.load(Relaxed), 1);
         // Squid never sets the flag: plain HIT.

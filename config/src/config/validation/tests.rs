@@ -229,3 +229,25 @@ fn an_inline_icp_object_fits_one_datagram() {
     assert_eq!(errors.0[0].key, "icp_hit_obj_max_bytes");
     assert_eq!(errors.0[0].value, "16362");
 }
+
+#[test]
+fn targeted_cache_control_is_a_list_of_field_names_in_order() {
+    let mut config = Config::default();
+    assert!(config.targeted_cache_control.0.is_empty());
+    config
+        .set(
+            "targeted_cache_control",
+            "Canopy-Cache-Control, CDN-Cache-Control cdn-cache-control",
+        )
+        .unwrap();
+    assert_eq!(
+        config.get("targeted_cache_control").unwrap(),
+        "canopy-cache-control, cdn-cache-control"
+    );
+    for bad in ["cdn-cache-control:", "a/b", "x(y)"] {
+        let err = config.set("targeted_cache_control", bad).unwrap_err();
+        assert_eq!(err.0[0].key, "targeted_cache_control");
+        assert_eq!(err.0[0].value, bad);
+        assert!(err.0[0].message.contains("not a field name"), "{err}");
+    }
+}

@@ -151,8 +151,16 @@ pub(super) fn fresh_until(key: &[u8], record: &Record) -> Option<(u64, u64, u32)
     };
     let head = &record.head;
     let now = SystemTime::now();
-    let left =
-        policy::remaining_freshness(head.status, &head.headers, &head.times, now, &explicit_only);
+    // Cache-Control alone: the store does not know the targeted fields of the runtime, and a
+    // shorter lifetime there only makes ICP's HIT a revalidation.
+    let left = policy::remaining_freshness(
+        head.status,
+        &head.headers,
+        &head.times,
+        now,
+        &explicit_only,
+        &[],
+    );
     let until = u64::from(seconds_now()).saturating_add(left.as_secs());
     Some((
         record.id,

@@ -71,10 +71,18 @@ impl DiskEntry {
         self.record.body_len
     }
 
-    /// A response for the memory store (promotion), with the body read whole.
-    pub fn into_stored(self, body: Bytes) -> Stored {
+    /// A response for the memory store (promotion), with the body read whole; `targets`
+    /// is the cache's target list (RFC 9213).
+    pub fn into_stored(self, body: Bytes, targets: &[HeaderName]) -> Stored {
         let head = self.record.head;
-        Stored::new(head.status, head.headers, body, head.times, head.vary)
+        Stored::new(
+            head.status,
+            head.headers,
+            body,
+            head.times,
+            head.vary,
+            targets,
+        )
     }
 }
 

@@ -119,7 +119,7 @@ fn objects_come_back_whole_with_their_heads_and_after_reopening() {
         .unwrap()
         .unwrap();
     let bytes = store.read(&entry).unwrap().read_all().unwrap();
-    let stored = entry.into_stored(bytes);
+    let stored = entry.into_stored(bytes, &[]);
     assert_eq!(stored.body, body("http://a/100", 100));
     assert_eq!(stored.headers(), head(None).headers);
 }

@@ -37,7 +37,7 @@ fn add(store: &PartialStore, etag: &str, first: u64, last: u64) -> Added {
 
 fn add_with(store: &PartialStore, headers: &HeaderMap, first: u64, last: u64) -> Added {
     let bytes = Bytes::from_static(&BODY[first as usize..=last as usize]);
-    store.add("k", headers, times(), range(first, last), 10, bytes)
+    store.add(("k", headers), times(), range(first, last), 10, bytes, &[])
 }
 
 /// RFC 9111 §3.3: "A cache MUST NOT use an incomplete response to answer requests unless
@@ -137,12 +137,12 @@ fn the_oldest_partial_content_is_evicted_past_the_bound() {
     let piece = |key: &str| {
         let headers = response("\"a\"", &[]);
         store.add(
-            key,
-            &headers,
+            (key, &headers),
             times(),
             range(0, 5),
             100,
             Bytes::from_static(b"012345"),
+            &[],
         )
     };
     piece("one");
@@ -154,7 +154,7 @@ fn the_oldest_partial_content_is_evicted_past_the_bound() {
     let too_large = Bytes::from(vec![0; 9]);
     let headers = response("\"a\"", &[]);
     assert!(matches!(
-        store.add("big", &headers, times(), range(0, 8), 100, too_large),
+        store.add(("big", &headers), times(), range(0, 8), 100, too_large, &[]),
         Added::TooLarge
     ));
 }

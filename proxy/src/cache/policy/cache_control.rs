@@ -1,11 +1,12 @@
 //! Cache-Control directives of requests and responses, parsed once (RFC 9111 §5.2, RFC 5861,
-//! RFC 8246).
+//! RFC 8246), or for a response those of a targeted field (RFC 9213).
 
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName};
 
 use super::delta_seconds;
+use super::targeted::governing;
 
 /// Cache-Control directives of one message (RFC 9111 §5.2, RFC 5861, RFC 8246).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<Duration>,
     pub stale_if_error: Option<Duration>,
     pub immutable: bool,
+    /// The directives come from a targeted field (RFC 9213), so the response's Cache-Control
+    /// and Expires do not count.
+    pub targeted: bool,
 }
 
 impl CacheControl {
@@ -58,6 +62,15 @@ impl CacheControl {
         cc
     }
 
+    /// The directives that govern a response for this cache: those of the first field of its
+    /// target list with a valid, non-empty value, else its Cache-Control (RFC 9213 §2.2).
+    pub fn parse_response(headers: &HeaderMap, targets: &[HeaderName]) -> Self {
+        if targets.is_empty() {
+            return Self::parse(headers);
+        }
+        governing(headers, targets).unwrap_or_else(|| Self::parse(headers))
+    }
+
     /// Like [`CacheControl::parse`] for a request, where `Pragma: no-cache` counts as `no-cache`
     /// when no Cache-Control field is present (RFC 9111 §5.4).
     pub fn parse_request(headers: &HeaderMap) -> Self {
@@ -72,7 +85,7 @@ impl CacheControl {
         cc
     }
 
-    fn apply(&mut self, name: &str, arg: Option<&str>) {
+    pub(super) fn apply(&mut self, name: &str, arg: Option<&str>) {
         let delta = arg.and_then(|arg| delta_seconds(arg.as_bytes()));
         match name {
             "max-age" => {

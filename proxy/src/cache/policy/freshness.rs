@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::cache_control::CacheControl;
@@ -65,17 +65,20 @@ pub(super) fn heuristically_cacheable(status: StatusCode) -> bool {
 /// Only the first Expires field counts; an invalid Expires means already expired (§5.3) and
 /// rules out heuristics. Without a valid Date, `response_time` stands in for it (RFC 9110
 /// §6.6.1). Heuristics apply to heuristically cacheable statuses and to `public` responses (§4.2.2).
+/// When a field of `targets` governs (RFC 9213), its directives stand for Cache-Control and
+/// Expires is ignored.
 pub fn freshness_lifetime(
     status: StatusCode,
     resp: &HeaderMap,
     times: &StoredTimes,
     heuristics: &Heuristics,
+    targets: &[HeaderName],
 ) -> Duration {
-    let cc = CacheControl::parse(resp);
+    let cc = CacheControl::parse_response(resp, targets);
     if let Some(lifetime) = cc.s_maxage.or(cc.max_age) {
         return lifetime;
     }
-    if resp.contains_key(header::EXPIRES) {
+    if !cc.targeted && resp.contains_key(header::EXPIRES) {
         let date_value = date(resp, header::DATE).unwrap_or(times.response_time);
         return date(resp, header::EXPIRES)
             .map_or(Duration::ZERO, |expires| elapsed(date_value, expires));
@@ -114,8 +117,9 @@ pub fn remaining_freshness(
     times: &StoredTimes,
     now: SystemTime,
     heuristics: &Heuristics,
+    targets: &[HeaderName],
 ) -> Duration {
-    freshness_lifetime(status, resp, times, heuristics)
+    freshness_lifetime(status, resp, times, heuristics, targets)
         .saturating_sub(current_age(resp, times, now))
 }
 

@@ -5,6 +5,7 @@
 //! documented on the item that makes it. No function panics on any header bytes.
 //!
 //! - [`cache_control`]: the directives of a request or response.
+//! - [`targeted`]: which targeted field (RFC 9213) governs a response instead of Cache-Control.
 //! - [`freshness`]: freshness lifetime, current age, the Age field.
 //! - [`storable`]: what may be stored, and what is invalidated.
 //! - [`reuse`]: whether a stored response answers a request, or stands in for an error.
@@ -17,6 +18,7 @@ mod freshness;
 pub mod ranges;
 mod reuse;
 mod storable;
+mod targeted;
 mod validators;
 mod vary;
 
@@ -25,9 +27,12 @@ pub use freshness::{
     age_header, current_age, freshness_lifetime, remaining_freshness, Heuristics, StoredTimes,
 };
 pub use reuse::{evaluate, may_serve_stale_on_error, Reuse, StoredResponse};
-pub use storable::{fields_to_strip, invalidates, is_storable, FOR_ONE_CLIENT};
+pub use storable::{
+    answers_credentials, fields_to_strip, invalidates, is_storable, FOR_ONE_CLIENT,
+};
 pub use validators::{
     client_not_modified, conditional_request_headers, merge_not_modified, not_modified_matches,
+    selected_variant, variants_condition,
 };
 pub use vary::{vary_matches, vary_request_values};
 
@@ -62,8 +67,35 @@ fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &
 /// The first field line of a date field, if it is an HTTP-date in any of its three forms
 /// (IMF-fixdate, RFC 850, asctime; RFC 9110 §5.6.7).
 fn date(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
-    let text = headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(text.trim()).ok()
+    parse_date(headers.get(name)?.to_str().ok()?)
+}
+
+/// An HTTP-date in any of its three forms. HTTP-date is case-sensitive (RFC 9110 §5.6.7), but
+/// senders get the case of day and month names wrong, and reading `sun, 06 nov 1994` as the
+/// date it plainly is costs nothing when the case is right: only a failed parse looks again.
+/// Two-digit RFC 850 years are read in 1970–2069.
+fn parse_date(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if let Ok(date) = httpdate::parse_http_date(text) {
+        return Some(date);
+    }
+    let mut cased = String::with_capacity(text.len());
+    let mut word_start = true;
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            cased.push(if word_start {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            });
+            word_start = false;
+        } else {
+            cased.push(c);
+            word_start = true;
+        }
+    }
+    let cased = cased.replace("Gmt", "GMT");
+    httpdate::parse_http_date(&cased).ok()
 }
 
 fn elapsed(from: SystemTime, to: SystemTime) -> Duration {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::date;
@@ -241,13 +241,18 @@ pub fn content_range(response: &HeaderMap) -> Option<(ByteRange, u64)> {
 /// not support the Range and Content-Range header fields or if it does not understand the
 /// range units used in those fields." A 206 with Vary is not stored: partial content is
 /// kept per URL only.
-pub fn partial_storable(request: &HeaderMap, status: StatusCode, response: &HeaderMap) -> bool {
+pub fn partial_storable(
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    targets: &[HeaderName],
+) -> bool {
     status == StatusCode::PARTIAL_CONTENT
         && !response.contains_key(header::VARY)
         && !response.contains_key(header::CONTENT_ENCODING)
         && content_range(response).is_some()
         && strong_validator(response)
-        && is_storable(&Method::GET, request, StatusCode::OK, response)
+        && is_storable(&Method::GET, request, StatusCode::OK, response, targets)
 }
 
 /// Whether the response has a validator strong enough to combine ranges by: a strong ETag,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::cache_control::CacheControl;
@@ -39,10 +39,16 @@ impl StoredResponse<'_> {
         &self,
         now: SystemTime,
         heuristics: &Heuristics,
+        targets: &[HeaderName],
     ) -> (CacheControl, Duration, Duration) {
         let age = current_age(self.headers, &self.times, now);
-        let lifetime = freshness_lifetime(self.status, self.headers, &self.times, heuristics);
-        (CacheControl::parse(self.headers), age, lifetime)
+        let lifetime =
+            freshness_lifetime(self.status, self.headers, &self.times, heuristics, targets);
+        (
+            CacheControl::parse_response(self.headers, targets),
+            age,
+            lifetime,
+        )
     }
 }
 
@@ -60,12 +66,13 @@ pub fn evaluate(
     stored: &StoredResponse<'_>,
     now: SystemTime,
     heuristics: &Heuristics,
+    targets: &[HeaderName],
 ) -> Reuse {
     if method != Method::GET && method != Method::HEAD {
         return Reuse::Miss;
     }
     let request = CacheControl::parse_request(req);
-    let (response, age, lifetime) = stored.assess(now, heuristics);
+    let (response, age, lifetime) = stored.assess(now, heuristics, targets);
     let too_old = request.max_age.is_some_and(|max| age > max);
     let too_close = request
         .min_fresh
@@ -104,8 +111,9 @@ pub fn may_serve_stale_on_error(
     stored: &StoredResponse<'_>,
     now: SystemTime,
     heuristics: &Heuristics,
+    targets: &[HeaderName],
 ) -> bool {
-    let (response, age, lifetime) = stored.assess(now, heuristics);
+    let (response, age, lifetime) = stored.assess(now, heuristics, targets);
     if response.no_cache {
         return false;
     }

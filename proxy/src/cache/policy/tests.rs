@@ -54,12 +54,18 @@ fn times_at_t0() -> StoredTimes {
 
 fn lifetime(status: u16, resp: &HeaderMap) -> Duration {
     let status = StatusCode::from_u16(status).expect("status");
-    freshness_lifetime(status, resp, &times_at_t0(), &Heuristics::default())
+    freshness_lifetime(status, resp, &times_at_t0(), &Heuristics::default(), &[])
 }
 
 fn storable(status: u16, resp: &[(&str, &str)]) -> bool {
     let status = StatusCode::from_u16(status).expect("status");
-    is_storable(&Method::GET, &HeaderMap::new(), status, &response(resp))
+    is_storable(
+        &Method::GET,
+        &HeaderMap::new(),
+        status,
+        &response(resp),
+        &[],
+    )
 }
 
 /// Evaluates a GET for a 200 stored at T0, `elapsed` seconds later.
@@ -70,6 +76,7 @@ fn reuse(req: &[(&str, &str)], resp: &[(&str, &str)], elapsed: u64) -> Reuse {
         &stored_ok(&response(resp)),
         at(T0 + elapsed),
         &Heuristics::default(),
+        &[],
     )
 }
 
@@ -79,6 +86,7 @@ fn on_error(req: &[(&str, &str)], resp: &[(&str, &str)], elapsed: u64) -> bool {
         &stored_ok(&response(resp)),
         at(T0 + elapsed),
         &Heuristics::default(),
+        &[],
     )
 }
 
@@ -158,6 +166,7 @@ fn every_directive_is_parsed() {
         stale_while_revalidate: Some(secs(5)),
         stale_if_error: Some(secs(6)),
         immutable: true,
+        targeted: false,
     };
     assert_eq!(cc, expected);
 }
@@ -431,11 +440,11 @@ fn heuristic_freshness_is_clamped() {
     let recent = response(&[("last-modified", &http_date(T0 - 1000))]);
     let old = response(&[("last-modified", &http_date(T0 - 1_000_000))]);
     assert_eq!(
-        freshness_lifetime(StatusCode::OK, &recent, &times, &heuristics),
+        freshness_lifetime(StatusCode::OK, &recent, &times, &heuristics, &[]),
         secs(200)
     );
     assert_eq!(
-        freshness_lifetime(StatusCode::OK, &old, &times, &heuristics),
+        freshness_lifetime(StatusCode::OK, &old, &times, &heuristics, &[]),
         secs(500)
     );
     let old = response(&[("last-modified", &http_date(T0 - 100_000_000))]);
@@ -450,7 +459,7 @@ fn heuristic_without_last_modified_is_the_minimum() {
     };
     let resp = response(&[]);
     assert_eq!(
-        freshness_lifetime(StatusCode::OK, &resp, &times_at_t0(), &heuristics),
+        freshness_lifetime(StatusCode::OK, &resp, &times_at_t0(), &heuristics, &[]),
         secs(7)
     );
 }
@@ -487,7 +496,7 @@ fn odd_heuristics_do_not_panic() {
             max: secs(max),
         };
         assert_eq!(
-            freshness_lifetime(StatusCode::OK, &resp, &times, &heuristics),
+            freshness_lifetime(StatusCode::OK, &resp, &times, &heuristics, &[]),
             secs(expected),
             "{lm_factor}"
         );
@@ -536,7 +545,8 @@ fn only_get_is_storable() {
             &method,
             &HeaderMap::new(),
             StatusCode::OK,
-            &resp
+            &resp,
+            &[]
         ));
     }
 }
@@ -546,7 +556,7 @@ fn no_store_in_request_or_response_prevents_storage() {
     assert!(!storable(200, &[("cache-control", "max-age=60, no-store")]));
     let req = headers(&[("cache-control", "no-store")]);
     let resp = response(&[("cache-control", "max-age=60")]);
-    assert!(!is_storable(&Method::GET, &req, StatusCode::OK, &resp));
+    assert!(!is_storable(&Method::GET, &req, StatusCode::OK, &resp, &[]));
 }
 
 #[test]
@@ -579,7 +589,7 @@ fn authorization_requires_public_must_revalidate_or_s_maxage() {
     let req = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
     let allowed = |cc: &str| {
         let resp = response(&[("cache-control", cc)]);
-        is_storable(&Method::GET, &req, StatusCode::OK, &resp)
+        is_storable(&Method::GET, &req, StatusCode::OK, &resp, &[])
     };
     assert!(!allowed("max-age=60"));
     assert!(allowed("public"));
@@ -624,7 +634,7 @@ fn fields_to_strip_are_private_and_no_cache_fields() {
         r#"private="Set-Cookie, X-A", no-cache="x-a, X-B""#,
     )]);
     assert_eq!(
-        fields_to_strip(&resp),
+        fields_to_strip(&resp, &[]),
         vec![
             header::SET_COOKIE,
             name("set-cookie2"),
@@ -633,7 +643,7 @@ fn fields_to_strip_are_private_and_no_cache_fields() {
         ]
     );
     assert_eq!(
-        fields_to_strip(&response(&[("cache-control", "private")])),
+        fields_to_strip(&response(&[("cache-control", "private")]), &[]),
         FOR_ONE_CLIENT
     );
 }
@@ -649,15 +659,16 @@ fn cookies_are_stored_without_and_never_merged_in() {
         &Method::GET,
         &HeaderMap::new(),
         StatusCode::OK,
-        &resp
+        &resp,
+        &[]
     ));
-    let strip = fields_to_strip(&resp);
+    let strip = fields_to_strip(&resp, &[]);
     assert!(strip.contains(&header::SET_COOKIE), "{strip:?}");
     assert!(strip.contains(&name("set-cookie2")), "{strip:?}");
     // A 304 that sets a cookie refreshes the stored response, not with the cookie.
     let stored = response(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
     let nm = headers(&[("set-cookie", "id=2"), ("etag", "\"v1\"")]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert!(!merged.contains_key(header::SET_COOKIE));
     assert_eq!(merged[header::ETAG], "\"v1\"");
 }
@@ -693,6 +704,7 @@ fn head_is_answered_and_other_methods_miss() {
             &stored_ok(&resp),
             at(T0),
             &Heuristics::default(),
+            &[],
         )
     };
     assert_eq!(
@@ -901,6 +913,7 @@ fn remaining_freshness_is_zero_when_stale() {
             &times_at_t0(),
             at(T0 + elapsed),
             &Heuristics::default(),
+            &[],
         )
     };
     assert_eq!(remaining(20), secs(40));
@@ -1015,7 +1028,7 @@ fn merge_replaces_stored_fields_with_those_of_the_304() {
         ("x-new", "d"),
         ("date", &http_date(T0 + 10)),
     ]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert_eq!(merged[header::CACHE_CONTROL], "max-age=600");
     let multi: Vec<_> = merged.get_all("x-multi").iter().collect();
     assert_eq!(multi, ["c"]);
@@ -1034,7 +1047,7 @@ fn merge_keeps_content_length_and_body_fields() {
         ("content-range", "bytes 0-1/2"),
         ("transfer-encoding", "chunked"),
     ]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert_eq!(merged[header::CONTENT_LENGTH], "42");
     assert_eq!(merged[header::CONTENT_ENCODING], "gzip");
     assert!(!merged.contains_key(header::CONTENT_RANGE));
@@ -1050,7 +1063,7 @@ fn merge_ignores_hop_by_hop_and_proxy_fields() {
         ("proxy-authenticate", "Basic"),
         ("x-end", "2"),
     ]);
-    let merged = merge_not_modified(&response(&[]), &nm);
+    let merged = merge_not_modified(&response(&[]), &nm, &[]);
     for field in ["connection", "x-hop", "keep-alive", "proxy-authenticate"] {
         assert!(!merged.contains_key(field), "{field}");
     }
@@ -1060,10 +1073,10 @@ fn merge_ignores_hop_by_hop_and_proxy_fields() {
 #[test]
 fn merge_drops_old_age_and_date_missing_from_the_304() {
     let stored = response(&[("age", "30")]);
-    let merged = merge_not_modified(&stored, &headers(&[("etag", "\"v1\"")]));
+    let merged = merge_not_modified(&stored, &headers(&[("etag", "\"v1\"")]), &[]);
     assert!(!merged.contains_key(header::AGE));
     assert!(!merged.contains_key(header::DATE));
-    let merged = merge_not_modified(&stored, &headers(&[("age", "3")]));
+    let merged = merge_not_modified(&stored, &headers(&[("age", "3")]), &[]);
     assert_eq!(merged[header::AGE], "3");
 }
 
@@ -1071,7 +1084,7 @@ fn merge_drops_old_age_and_date_missing_from_the_304() {
 fn merge_strips_fields_the_cache_control_keeps_private() {
     let stored = response(&[("cache-control", r#"max-age=60, private="set-cookie""#)]);
     let nm = headers(&[("set-cookie", "id=2"), ("x-other", "1")]);
-    let merged = merge_not_modified(&stored, &nm);
+    let merged = merge_not_modified(&stored, &nm, &[]);
     assert!(!merged.contains_key(header::SET_COOKIE));
     assert_eq!(merged["x-other"], "1");
 }
@@ -1289,19 +1302,439 @@ proptest! {
             max: secs(bounds.1),
         };
         CacheControl::parse_request(&map);
-        is_storable(&Method::GET, &map, status, &map);
-        fields_to_strip(&map);
+        is_storable(&Method::GET, &map, status, &map, &[]);
+        fields_to_strip(&map, &[]);
         let stored = StoredResponse { status, headers: &map, times };
-        evaluate(&Method::GET, &map, &stored, now, &heuristics);
-        may_serve_stale_on_error(&map, &stored, now, &heuristics);
-        remaining_freshness(status, &map, &times, now, &heuristics);
+        evaluate(&Method::GET, &map, &stored, now, &heuristics, &[]);
+        may_serve_stale_on_error(&map, &stored, now, &heuristics, &[]);
+        remaining_freshness(status, &map, &times, now, &heuristics, &[]);
         conditional_request_headers(&map);
         not_modified_matches(&map, &map);
-        merge_not_modified(&map, &map);
+        merge_not_modified(&map, &map, &[]);
         client_not_modified(&map, &map);
         if let Some(values) = vary_request_values(&map, &map) {
             prop_assert!(vary_matches(&values, &map));
         }
         age_header(current_age(&map, &times, now));
     }
+}
+
+// Stale responses that must not be served
+
+#[test]
+fn stale_must_revalidate_is_revalidated_although_the_client_did_not_ask() {
+    // RFC 9111 §5.2.2.2: "the must-revalidate response directive indicates that once the
+    // response has become stale, a cache MUST NOT reuse that response to satisfy another
+    // request until it has been successfully validated by the origin".
+    for cc in [
+        "max-age=60, must-revalidate",
+        "max-age=60, proxy-revalidate",
+        "s-maxage=60",
+        "max-age=60, no-cache",
+    ] {
+        let resp = [("cache-control", cc)];
+        assert_eq!(
+            reuse(&[], &resp, 61),
+            Reuse::Revalidate { age: secs(61) },
+            "{cc}"
+        );
+    }
+}
+
+#[test]
+fn neither_max_stale_nor_stale_if_error_overrides_a_revalidation_directive() {
+    // RFC 9111 §4.2.4: "A cache MUST NOT generate a stale response if it is prohibited by an
+    // explicit in-protocol directive (e.g., by a no-cache response directive, a
+    // must-revalidate response directive, or an applicable s-maxage or proxy-revalidate
+    // response directive)".
+    for cc in [
+        "max-age=60, must-revalidate, stale-if-error=600",
+        "max-age=60, proxy-revalidate, stale-if-error=600",
+        "s-maxage=60, stale-if-error=600",
+        "max-age=60, no-cache, stale-if-error=600",
+    ] {
+        let resp = [("cache-control", cc)];
+        for req in [
+            &[("cache-control", "max-stale")][..],
+            &[("cache-control", "max-stale=600, stale-if-error=600")],
+        ] {
+            assert_eq!(
+                reuse(req, &resp, 61),
+                Reuse::Revalidate { age: secs(61) },
+                "{cc}"
+            );
+            assert!(!on_error(req, &resp, 61), "{cc}");
+        }
+    }
+}
+
+// Targeted cache control (RFC 9213)
+
+const CDN: [HeaderName; 1] = [HeaderName::from_static("cdn-cache-control")];
+
+fn targeted_lifetime(resp: &[(&str, &str)], targets: &[HeaderName]) -> Duration {
+    let resp = response(resp);
+    freshness_lifetime(
+        StatusCode::OK,
+        &resp,
+        &times_at_t0(),
+        &Heuristics::default(),
+        targets,
+    )
+}
+
+fn targeted_reuse(resp: &[(&str, &str)], elapsed: u64) -> Reuse {
+    evaluate(
+        &Method::GET,
+        &HeaderMap::new(),
+        &stored_ok(&response(resp)),
+        at(T0 + elapsed),
+        &Heuristics::default(),
+        &CDN,
+    )
+}
+
+#[test]
+fn a_targeted_field_takes_precedence_over_cache_control_and_expires() {
+    // RFC 9213 §2.2: "the cache MUST select the first (in target-list order) field with a
+    // valid, non-empty value and use its value to determine the caching policy for the
+    // response, and it MUST ignore the Cache-Control and Expires header fields".
+    let resp = [
+        ("cache-control", "max-age=60, s-maxage=120"),
+        ("cdn-cache-control", "max-age=600"),
+    ];
+    assert_eq!(targeted_lifetime(&resp, &CDN), secs(600));
+    assert_eq!(targeted_lifetime(&resp, &[]), secs(120));
+    let expires = http_date(T0 + 50);
+    let with_expires = [
+        ("expires", expires.as_str()),
+        ("cdn-cache-control", "public"),
+    ];
+    assert_eq!(
+        targeted_lifetime(&with_expires, &CDN),
+        Duration::ZERO,
+        "Expires ignored: a 200 without Last-Modified gets the heuristic minimum"
+    );
+    assert_eq!(targeted_lifetime(&with_expires, &[]), secs(50));
+}
+
+#[test]
+fn the_first_field_of_the_target_list_wins() {
+    // RFC 9213 §2.2: "the first (in target-list order) field with a valid, non-empty value".
+    let targets = [name("canopy-cache-control"), name("cdn-cache-control")];
+    let resp = [
+        ("cdn-cache-control", "max-age=600"),
+        ("canopy-cache-control", "max-age=30"),
+    ];
+    assert_eq!(targeted_lifetime(&resp, &targets), secs(30));
+    let invalid_first = [
+        ("cdn-cache-control", "max-age=600"),
+        ("canopy-cache-control", "Max-Age=30"),
+    ];
+    assert_eq!(targeted_lifetime(&invalid_first, &targets), secs(600));
+}
+
+#[test]
+fn targeted_fields_not_on_the_list_change_nothing() {
+    // RFC 9213 §2.2: "Targeted fields that are not on a cache's target list MUST NOT change
+    // that cache's behavior".
+    let resp = [
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "no-store"),
+    ];
+    assert!(storable(200, &resp));
+    assert_eq!(
+        targeted_lifetime(&resp, &[name("other-cache-control")]),
+        secs(60)
+    );
+}
+
+#[test]
+fn an_invalid_or_empty_targeted_field_is_ignored_as_a_whole() {
+    // RFC 9213 §2.1: "If a targeted field in a given response is empty, or a parsing error is
+    // encountered, that field MUST be ignored by the cache (i.e., it behaves as if the field
+    // were not present, likely falling back to other cache-control mechanisms present)."
+    for broken in [
+        "max-age=600, no-store,",
+        "max-age=600 no-store",
+        "MAX-AGE=600, no-store",
+        "max-age=600, private=\"unterminated",
+        "",
+    ] {
+        let resp = [
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", broken),
+        ];
+        assert_eq!(targeted_lifetime(&resp, &CDN), secs(60), "{broken:?}");
+        let resp = response(&resp);
+        assert!(is_storable(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &CDN
+        ));
+    }
+}
+
+#[test]
+fn targeted_directives_mean_what_they_mean_in_cache_control() {
+    // RFC 9213 §2.2: "Caches that use a targeted field MUST implement the semantics of the
+    // following cache directives: max-age, must-revalidate, no-store, no-cache, private";
+    // "The semantics and precedence of cache directives in a targeted field are the same as
+    // those in Cache-Control. In particular, no-store and no-cache make max-age inoperative".
+    let stored = |cdn: &str| {
+        let resp = response(&[("cache-control", "max-age=600"), ("cdn-cache-control", cdn)]);
+        is_storable(&Method::GET, &HeaderMap::new(), StatusCode::OK, &resp, &CDN)
+    };
+    assert!(!stored("max-age=600, no-store"));
+    assert!(!stored("private"));
+    assert!(stored("private=\"x-user\""));
+    let named = response(&[("cdn-cache-control", "max-age=60, private=\"x-user\"")]);
+    assert!(fields_to_strip(&named, &CDN).contains(&name("x-user")));
+    assert!(stored("no-cache"));
+    let no_cache = [("cdn-cache-control", "max-age=600, no-cache")];
+    assert_eq!(
+        targeted_reuse(&no_cache, 1),
+        Reuse::Revalidate { age: secs(1) }
+    );
+    let must = [
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "max-age=30, must-revalidate"),
+    ];
+    assert_eq!(targeted_reuse(&must, 20), Reuse::Fresh { age: secs(20) });
+    assert_eq!(
+        targeted_reuse(&must, 31),
+        Reuse::Revalidate { age: secs(31) }
+    );
+    let s_maxage = [("cdn-cache-control", "max-age=30, s-maxage=90")];
+    assert_eq!(
+        targeted_reuse(&s_maxage, 60),
+        Reuse::Fresh { age: secs(60) }
+    );
+    assert_eq!(
+        targeted_reuse(&s_maxage, 91),
+        Reuse::Revalidate { age: secs(91) }
+    );
+}
+
+#[test]
+fn a_targeted_no_store_does_not_stop_other_caches_and_the_reverse() {
+    // RFC 9213 §3.1's examples: "CDN-Cache-Control: max-age=600 / Cache-Control: no-store"
+    // lets the CDN store for 600 s; "Cache-Control: no-store / CDN-Cache-Control: none"
+    // prevents "all caches except for CDN caches from storing the response".
+    for (cdn, lifetime) in [("max-age=600", 600), ("none", 0)] {
+        let resp = response(&[("cache-control", "no-store"), ("cdn-cache-control", cdn)]);
+        assert!(is_storable(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &CDN
+        ));
+        assert!(!is_storable(
+            &Method::GET,
+            &HeaderMap::new(),
+            StatusCode::OK,
+            &resp,
+            &[]
+        ));
+        let times = times_at_t0();
+        let got = freshness_lifetime(StatusCode::OK, &resp, &times, &Heuristics::default(), &CDN);
+        assert_eq!(got, secs(lifetime), "{cdn}");
+    }
+}
+
+#[test]
+fn a_targeted_lifetime_is_counted_against_the_age_field() {
+    // RFC 9213 §2.3: "HTTP caching has a single, end-to-end freshness model"; the current age
+    // (RFC 9111 §4.2.3), Age included, is compared with the targeted lifetime: "Age: 1800,
+    // Cache-Control: max-age=600, CDN-Cache-Control: max-age=3600" is fresh for the CDN.
+    let resp = [
+        ("age", "1800"),
+        ("cache-control", "max-age=600"),
+        ("cdn-cache-control", "max-age=3600"),
+    ];
+    assert_eq!(targeted_reuse(&resp, 0), Reuse::Fresh { age: secs(1800) });
+    assert_eq!(
+        targeted_reuse(&resp, 1801),
+        Reuse::Revalidate { age: secs(3601) }
+    );
+    assert_eq!(reuse(&[], &resp, 0), Reuse::Revalidate { age: secs(1800) });
+}
+
+#[test]
+fn targeted_values_of_the_wrong_type_are_not_consumed() {
+    // RFC 9213 §2.1: "Implementations SHOULD NOT consume values that violate these inferred
+    // constraints. For example, a consuming implementation that coerces a max-age with a
+    // decimal value into an integer would behave differently than other implementations".
+    let cc = CacheControl::parse_response(
+        &headers(&[(
+            "cdn-cache-control",
+            "max-age=1.5, s-maxage=\"60\", no-store=?0, public",
+        )]),
+        &CDN,
+    );
+    assert_eq!((cc.max_age, cc.s_maxage, cc.no_store), (None, None, false));
+    assert!(cc.public && cc.targeted);
+}
+
+// Beyond the MUSTs
+
+#[test]
+fn expires_is_read_in_all_three_forms_whatever_the_case_of_its_names() {
+    // RFC 9110 §5.6.7: "A recipient that parses a timestamp value in an HTTP field MUST
+    // accept all three HTTP-date formats."
+    for expires in [
+        "Sun, 06 Nov 1994 08:49:47 GMT",
+        "Sunday, 06-Nov-94 08:49:47 GMT",
+        "Sun Nov  6 08:49:47 1994",
+        "sun, 06 nov 1994 08:49:47 gmt",
+        "SUNDAY, 06-NOV-94 08:49:47 GMT",
+        "sun nov  6 08:49:47 1994",
+    ] {
+        let resp = headers(&[
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("expires", expires),
+        ]);
+        let times = StoredTimes {
+            request_time: at(RFC_EXAMPLE),
+            response_time: at(RFC_EXAMPLE),
+        };
+        let got = freshness_lifetime(StatusCode::OK, &resp, &times, &Heuristics::default(), &[]);
+        assert_eq!(got, secs(10), "{expires}");
+    }
+}
+
+#[test]
+fn no_cache_responses_are_stored_and_revalidated_not_refetched() {
+    // RFC 9111 §5.2.2.4: "The no-cache response directive [...] indicates that the response
+    // MUST NOT be used to satisfy any other request without forwarding it for validation and
+    // receiving a successful response"; it does not forbid storing.
+    let resp = [("cache-control", "no-cache"), ("etag", "\"v1\"")];
+    assert!(storable(200, &resp));
+    assert_eq!(reuse(&[], &resp, 0), Reuse::Revalidate { age: secs(0) });
+    let fresh = [
+        ("cache-control", "max-age=600, no-cache"),
+        ("etag", "\"v1\""),
+    ];
+    assert_eq!(reuse(&[], &fresh, 5), Reuse::Revalidate { age: secs(5) });
+}
+
+#[test]
+fn a_response_that_says_it_is_shared_answers_an_authenticated_request() {
+    // RFC 9111 §3.5: "a shared cache MUST NOT use a cached response to a request with an
+    // Authorization header field [...] to satisfy any subsequent request unless the response
+    // contains a Cache-Control field with a response directive [...] that allows it to be
+    // stored by a shared cache": public, must-revalidate, s-maxage.
+    let answers = |cc: &str| answers_credentials(&response(&[("cache-control", cc)]), &[]);
+    assert!(answers("public, max-age=60"));
+    assert!(answers("must-revalidate, max-age=60"));
+    assert!(answers("s-maxage=60"));
+    assert!(!answers("max-age=60"));
+    assert!(!answers("proxy-revalidate, max-age=60"));
+    let cdn = response(&[
+        ("cache-control", "max-age=60"),
+        ("cdn-cache-control", "public"),
+    ]);
+    assert!(answers_credentials(&cdn, &CDN));
+}
+
+#[test]
+fn equivalent_request_values_select_the_same_variant() {
+    // RFC 9111 §4.1: "a cache MAY normalize both header fields to reduce the number of stored
+    // variants [...] by adding or removing whitespace where allowed in the field's syntax or
+    // by combining multiple message fields".
+    let resp = response(&[("vary", "accept-language, foo")]);
+    let key = |lang: &str, foo: &[&str]| {
+        let mut req = headers(&[("accept-language", lang)]);
+        for line in foo {
+            req.append("foo", HeaderValue::from_str(line).expect("value"));
+        }
+        vary_request_values(&resp, &req).expect("no star")
+    };
+    let stored = key("en, de", &["1, 2"]);
+    for (lang, foo) in [
+        ("de, en", &["1,2"][..]),
+        ("eN, De", &[" 1, 2 "]),
+        (" en ,   de", &["1", "2"]),
+        ("de,en", &["1", " 2"]),
+    ] {
+        assert_eq!(key(lang, foo), stored, "{lang:?} {foo:?}");
+    }
+    assert_ne!(key("en;q=0.5, de", &["1, 2"]), stored, "weights are kept");
+    assert_ne!(
+        key("en, de", &["2, 1"]),
+        stored,
+        "order counts in other fields"
+    );
+    assert_eq!(
+        key("EN; q=0.5", &["1"]),
+        key("en;q=0.5", &["1"]),
+        "white space around ; and = and case do not count in Accept-Language"
+    );
+}
+
+#[test]
+fn a_last_modified_validator_is_used_when_there_is_no_etag() {
+    // RFC 9111 §4.3.1: "If-Modified-Since [...] containing the Last-Modified [...] value from
+    // the selected (see Section 4.1) stored response, if only one is selected."
+    let modified = http_date(T0 - 3600);
+    let stored = response(&[("last-modified", &modified)]);
+    let conditions = conditional_request_headers(&stored);
+    assert_eq!(conditions[header::IF_MODIFIED_SINCE], modified.as_str());
+    assert!(!conditions.contains_key(header::IF_NONE_MATCH));
+    // RFC 9111 §5.2.1.4: with a request's no-cache, a cache "MUST NOT use a stored response to
+    // satisfy the request without successful validation on the origin server", fresh or not.
+    let resp = [
+        ("cache-control", "max-age=600"),
+        ("last-modified", &modified),
+    ];
+    let ask = [("cache-control", "no-cache")];
+    assert_eq!(reuse(&ask, &resp, 5), Reuse::Revalidate { age: secs(5) });
+    let ask = [("cache-control", "max-age=0")];
+    assert_eq!(reuse(&ask, &resp, 5), Reuse::Revalidate { age: secs(5) });
+}
+
+// Validating several variants at once
+
+#[test]
+fn every_stored_variant_s_etag_is_sent_to_validate() {
+    // RFC 9111 §4.3.1: "When generating a conditional request for validation, a cache [...]
+    // SHOULD send [...] If-None-Match [...] containing all of the entity tags from the stored
+    // responses" (with several variants, §4.1: "validate with the origin server using all
+    // stored responses").
+    let a = response(&[("etag", "\"a\"")]);
+    let b = response(&[("etag", "W/\"b\"")]);
+    let none = response(&[]);
+    let again = response(&[("etag", "\"a\"")]);
+    let broken = response(&[("etag", "unquoted")]);
+    let condition = variants_condition([&a, &none, &b, &again, &broken]).expect("etags");
+    assert_eq!(condition, "\"a\", W/\"b\"");
+    assert_eq!(variants_condition([&none, &broken]), None);
+}
+
+#[test]
+fn a_304_selects_the_variant_whose_etag_it_names() {
+    // RFC 9111 §4.3.4: "If the new response contains a strong validator (see Section 8.8.1 of
+    // [HTTP]), then that strong validator identifies the selected representation for update.
+    // All the stored responses with the same strong validator are identified for update."
+    let a = response(&[("etag", "\"a\"")]);
+    let b = response(&[("etag", "\"b\"")]);
+    let named = |tag: &str| selected_variant([&a, &b], &headers(&[("etag", tag)]));
+    assert_eq!(named("\"b\""), Some(1));
+    assert_eq!(named("\"a\""), Some(0));
+    assert_eq!(named("\"c\""), None);
+    assert_eq!(selected_variant([&a, &b], &HeaderMap::new()), None);
+    let updated = merge_not_modified(
+        &b,
+        &headers(&[
+            ("etag", "\"b\""),
+            ("cache-control", "max-age=600"),
+            ("x-new", "1"),
+        ]),
+        &[],
+    );
+    assert_eq!(updated["x-new"], "1");
+    assert_eq!(updated[header::CACHE_CONTROL], "max-age=600");
 }

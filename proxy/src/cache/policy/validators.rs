@@ -5,7 +5,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::storable::fields_to_strip;
-use super::{date, list_members};
+use super::{date, list_members, parse_date};
 
 /// An entity-tag (RFC 9110 §8.8.3): its weakness and its opaque-tag without quotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,45 @@ pub fn conditional_request_headers(stored: &HeaderMap) -> HeaderMap {
     conditions
 }
 
+/// If-None-Match for a request that no stored variant of its URL answers, naming the
+/// entity-tags of all of them (RFC 9111 §4.3.1: "If-None-Match [...] containing all of the
+/// entity tags from the stored responses"; §4.1: a cache can "validate with the origin
+/// server using all stored responses"). `None` when no variant has a valid ETag.
+pub fn variants_condition<'a>(
+    variants: impl IntoIterator<Item = &'a HeaderMap>,
+) -> Option<HeaderValue> {
+    let mut listed: Vec<&[u8]> = Vec::new();
+    for stored in variants {
+        if let (Some(value), Some(_)) = (stored.get(header::ETAG), etag(stored)) {
+            let value = value.as_bytes().trim_ascii();
+            if !listed.contains(&value) {
+                listed.push(value);
+            }
+        }
+    }
+    if listed.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&listed.join(&b", "[..])).ok()
+}
+
+/// The stored variant a 304 selects for update (RFC 9111 §4.3.4: "If the new response
+/// contains a strong validator [...], then that strong validator identifies the selected
+/// representation for update"), by its ETag or, without one, its Last-Modified. A 304
+/// without a validator selects none here: among several variants it names none of them.
+pub fn selected_variant<'a>(
+    variants: impl IntoIterator<Item = &'a HeaderMap>,
+    not_modified: &HeaderMap,
+) -> Option<usize> {
+    if !not_modified.contains_key(header::ETAG) && !not_modified.contains_key(header::LAST_MODIFIED)
+    {
+        return None;
+    }
+    variants
+        .into_iter()
+        .position(|stored| not_modified_matches(stored, not_modified))
+}
+
 /// Whether a 304 applies to this stored response (RFC 9111 §4.3.4).
 ///
 /// A strong ETag selects a stored response with the same strong ETag; a weak ETag selects by
@@ -134,7 +173,11 @@ pub(super) fn kept_on_update(name: &HeaderName) -> bool {
 /// forwarding (RFC 9110 §6.6.1). Fields the merged Cache-Control names in `private="..."` or
 /// `no-cache="..."` are removed, as on storing. If Vary changed, the caller recomputes
 /// [`vary_request_values`].
-pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+pub fn merge_not_modified(
+    stored: &HeaderMap,
+    not_modified: &HeaderMap,
+    targets: &[HeaderName],
+) -> HeaderMap {
     let connection_listed: Vec<HeaderName> = list_members(not_modified, header::CONNECTION)
         .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
@@ -153,7 +196,7 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
             merged.remove(&name);
         }
     }
-    for name in fields_to_strip(&merged) {
+    for name in fields_to_strip(&merged, targets) {
         merged.remove(&name);
     }
     merged
@@ -190,11 +233,7 @@ pub fn client_not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
     let (Some(line), None) = (lines.next(), lines.next()) else {
         return false;
     };
-    let Some(since) = line
-        .to_str()
-        .ok()
-        .and_then(|text| httpdate::parse_http_date(text.trim()).ok())
-    else {
+    let Some(since) = line.to_str().ok().and_then(parse_date) else {
         return false;
     };
     date(stored, header::LAST_MODIFIED)

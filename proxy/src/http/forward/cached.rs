@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::access_log::{Hierarchy, LogCode};
-use crate::cache::collapse::{InFlight, Join, Outcome};
+use crate::cache::collapse::{InFlight, Join, Leader, Outcome};
 use crate::cache::disk::{DiskEntry, ObjectHead};
 use crate::cache::key::cache_key;
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
@@ -49,15 +49,14 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
         key: &key,
     };
     let request_cc = CacheControl::parse_request(&parts.headers);
-    let credentials = parts.headers.contains_key(header::AUTHORIZATION);
     let ranged = ranges::asks_for_range(&parts);
-    if !credentials {
-        if let Some(served) = from_store(&req, request_cc.only_if_cached).await {
-            return served;
-        }
-        if let Some(served) = ranged.then(|| ranges::from_partial(&req)).flatten() {
-            return served;
-        }
+    if let Some(served) = from_store(&req, request_cc.only_if_cached).await {
+        return served;
+    }
+    // Partial content is never asked whether it may answer a request with credentials.
+    let partial = ranged && !parts.headers.contains_key(header::AUTHORIZATION);
+    if let Some(served) = partial.then(|| ranges::from_partial(&req)).flatten() {
+        return served;
     }
     if request_cc.only_if_cached {
         return Served::failed(
@@ -73,8 +72,13 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
         );
     }
     let caching = runtime.config.cache_mem.0 > 0 || shared.disk.as_ref().is_some();
-    if parts.method == Method::HEAD || credentials || !caching {
+    if parts.method == Method::HEAD || !caching {
         return forward_uncached(shared, runtime, &parts, None).await;
+    }
+    // Its answer is its own unless the origin says it is shared (RFC 9111 §3.5): never
+    // waited on by, nor waiting on, other clients' fetches.
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        return fetch_and_fill(&req, None).await;
     }
     // A request that comes back to us is part of a fetch already under way here: waiting
     // for that fetch would wait for itself.
@@ -87,7 +91,7 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
         return ranges::fetch_as_asked(&req).await;
     }
     match shared.in_flight.join(&key) {
-        Join::Leader(leader) => fetch_and_fill(&req, Some(leader)).await,
+        Join::Leader(leader) => fetch_variant(&req, Some(leader)).await,
         Join::Follower(waiting) => {
             let shared_fill = match InFlight::wait(waiting).await {
                 Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => from_fill(
@@ -100,12 +104,76 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
             };
             match shared_fill {
                 Some(response) => Served::joined(response),
-                // Not shareable, or the fill was past max_object_size or abandoned by now.
-                None => fetch_and_fill(&req, None).await,
+                // Another variant, not shareable, or the fill was past max_object_size or
+                // abandoned by now.
+                None => fetch_variant(&req, None).await,
             }
         }
-        Join::Alone => fetch_and_fill(&req, None).await,
+        Join::Alone => fetch_variant(&req, None).await,
     }
+}
+
+/// A miss for a URL with other variants in memory: asked upstream with all their ETags, so
+/// that a 304 naming one of them has it serve this request too (RFC 9111 §4.1: a cache can
+/// "validate with the origin server using all stored responses"; §4.3.4: "If the new
+/// response contains a strong validator [...], then that strong validator identifies the
+/// selected representation for update"). The selected variant is refreshed, headers
+/// included, and stored again for requests like this one. Otherwise a plain miss.
+async fn fetch_variant(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served {
+    let (shared, runtime, parts) = (req.shared, req.runtime, req.parts);
+    let store = shared.store.load_full();
+    let variants = store.variants(req.key);
+    let heads: Vec<HeaderMap> = variants.iter().map(|stored| stored.headers()).collect();
+    let Some(condition) = policy::variants_condition(&heads) else {
+        return fetch_and_fill(req, leader).await;
+    };
+    let mut headers = unconditional(&parts.headers);
+    headers.insert(header::IF_NONE_MATCH, condition);
+    let request_time = SystemTime::now();
+    let fetched = match hierarchy::fetch(runtime, parts, headers, None).await {
+        Ok(fetched) if fetched.response.status() == StatusCode::NOT_MODIFIED => fetched,
+        Ok(fetched) => return store_and_serve(req, fetched, request_time, leader, LogCode::Miss),
+        Err((error, hierarchy)) => return Served::failed(error, runtime, hierarchy),
+    };
+    let not_modified = fetched.response.headers();
+    let Some(at) = policy::selected_variant(&heads, not_modified) else {
+        return fetch_and_fill(req, leader).await;
+    };
+    let (chosen, merged) = (
+        &variants[at],
+        policy::merge_not_modified(&heads[at], not_modified, &runtime.targets),
+    );
+    let times = StoredTimes {
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    let targets = &runtime.targets;
+    let for_this_request = Stored::new(
+        chosen.status,
+        merged.clone(),
+        chosen.body.clone(),
+        times,
+        policy::vary_request_values(&merged, &parts.headers),
+        targets,
+    );
+    let vary = chosen.vary().map(<[_]>::to_vec);
+    let refreshed = Stored::new(
+        chosen.status,
+        merged,
+        chosen.body.clone(),
+        times,
+        vary,
+        targets,
+    );
+    let age = age_now(&for_this_request);
+    let mut served = serve_stored(parts, &for_this_request, age, LogCode::RefreshUnmodified);
+    served.hierarchy = fetched.hierarchy;
+    store.insert(req.key, refreshed);
+    store.insert(req.key, for_this_request);
+    if let Some(leader) = leader {
+        leader.finish();
+    }
+    served
 }
 
 /// What the store holds for the request, served or revalidated; `None` when nothing it
@@ -117,7 +185,8 @@ async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Serv
         return from_disk(req, only_if_cached).await;
     };
     let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
-        && !parts.headers.contains_key(header::PRAGMA);
+        && !parts.headers.contains_key(header::PRAGMA)
+        && !parts.headers.contains_key(header::AUTHORIZATION);
     if let Some(age) = stored.fresh_age(SystemTime::now()).filter(|_| plain) {
         return Some(serve_stored(parts, &stored, age, LogCode::Hit));
     }
@@ -136,7 +205,7 @@ async fn from_disk(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Serve
         return reuse(req, Held::Disk(entry), only_if_cached).await;
     }
     let body = disk.read_whole(entry.clone()).await?;
-    let stored = entry.into_stored(body);
+    let stored = entry.into_stored(body, &req.runtime.targets);
     req.shared.store.load().insert(req.key, stored.clone());
     let served = reuse(req, Held::Memory(Arc::new(stored)), only_if_cached).await;
     if served.as_ref().is_some_and(Served::is_from_cache) {
@@ -198,14 +267,20 @@ impl Held {
 
 /// What the reuse rules make of a held response: served, revalidated, or a miss.
 async fn reuse(req: &CacheRequest<'_>, held: Held, only_if_cached: bool) -> Option<Served> {
-    let parts = req.parts;
+    let (parts, targets) = (req.parts, &req.runtime.targets);
     let headers = held.headers();
+    if parts.headers.contains_key(header::AUTHORIZATION)
+        && !policy::answers_credentials(&headers, targets)
+    {
+        return None;
+    }
     let reuse = policy::evaluate(
         &Method::GET,
         &parts.headers,
         &held.policy_view(&headers),
         SystemTime::now(),
         &req.runtime.heuristics,
+        targets,
     );
     match reuse {
         Reuse::Fresh { age } => serve_held(req, &held, headers, age, LogCode::Hit).await,
@@ -355,6 +430,7 @@ async fn revalidate(req: &CacheRequest<'_>, held: Held) -> Served {
             &held.policy_view(&stored_headers),
             SystemTime::now(),
             &runtime.heuristics,
+            &runtime.targets,
         )
     };
     match hierarchy::fetch(runtime, parts, headers, None).await {
@@ -365,7 +441,11 @@ async fn revalidate(req: &CacheRequest<'_>, held: Held) -> Served {
             }
             let head = ObjectHead {
                 status: held.status(),
-                headers: policy::merge_not_modified(&stored_headers, not_modified),
+                headers: policy::merge_not_modified(
+                    &stored_headers,
+                    not_modified,
+                    &runtime.targets,
+                ),
                 times: StoredTimes {
                     request_time,
                     response_time: SystemTime::now(),
@@ -401,6 +481,18 @@ async fn revalidate(req: &CacheRequest<'_>, held: Held) -> Served {
                     return served;
                 }
             }
+            // RFC 9111 §5.2.2.2: "if a cache is disconnected, the cache MUST generate an
+            // error response rather than reuse the stale response. The generated status code
+            // SHOULD be 504 (Gateway Timeout)". The same for any stored response that upstream
+            // failed to revalidate, the cause kept in the reason.
+            let error = if error.status.is_server_error() {
+                ProxyError::gateway_timeout(format!(
+                    "{} is stored but must be revalidated, and revalidation failed: {}",
+                    req.key, error.reason
+                ))
+            } else {
+                error
+            };
             Served::failed(error, runtime, hierarchy)
         }
     }
@@ -418,6 +510,7 @@ async fn refreshed(req: &CacheRequest<'_>, held: &Held, head: ObjectHead) -> Opt
                 stored.body.clone(),
                 head.times,
                 head.vary.clone(),
+                &req.runtime.targets,
             );
             let age = age_now(&refreshed);
             let served = serve_stored(parts, &refreshed, age, LogCode::RefreshUnmodified);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
@@ -133,7 +133,13 @@ pub(super) fn store_and_serve(
     let too_big = length.is_some_and(|len| len > max);
     let storable = !too_big
         && fetched.may_store
-        && policy::is_storable(&Method::GET, &parts.headers, head.status, &head.headers);
+        && policy::is_storable(
+            &Method::GET,
+            &parts.headers,
+            head.status,
+            &head.headers,
+            &runtime.targets,
+        );
     let vary = policy::vary_request_values(&head.headers, &parts.headers);
     if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
         shared.stats.uncacheable.add(1);
@@ -150,7 +156,7 @@ pub(super) fn store_and_serve(
     }
     // What the origin meant for this client alone (its cookies) stays out of the shared
     // copy that waiting clients, later hits and the store get.
-    let strip = policy::fields_to_strip(&head.headers);
+    let strip = policy::fields_to_strip(&head.headers, &runtime.targets);
     let own_headers = strip
         .iter()
         .any(|name| head.headers.contains_key(name))
@@ -207,6 +213,7 @@ pub(super) fn store_and_serve(
         disk,
         max,
         received: 0,
+        targets: runtime.targets.clone(),
     };
     tokio::spawn(filling.run(body));
     Served::fetched(response, result, fetched.hierarchy, fetched.route)
@@ -227,6 +234,8 @@ struct Filling {
     /// `max_object_size`.
     max: u64,
     received: u64,
+    /// The cache's target list (RFC 9213), for the freshness worked out on storing.
+    targets: Vec<HeaderName>,
 }
 
 impl Filling {
@@ -273,6 +282,7 @@ impl Filling {
                 body,
                 times,
                 self.fill.vary.clone(),
+                &self.targets,
             );
             self.shared.store.load().insert(&self.key, stored);
             self.shared.in_flight.shared_again(&self.key);
@@ -395,6 +405,7 @@ mod tests {
             disk: None,
             max: 1 << 20,
             received: 0,
+            targets: Vec::new(),
         };
         filling.run(Full::new(Bytes::from_static(b"hello"))).await;
         let stored = shared

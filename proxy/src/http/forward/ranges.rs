@@ -306,6 +306,7 @@ pub(super) fn from_partial(req: &CacheRequest<'_>) -> Option<Served> {
         &view,
         now,
         &req.runtime.heuristics,
+        &req.runtime.targets,
     ) {
         Reuse::Fresh { age } | Reuse::Stale { age } => age,
         _ => return None,
@@ -413,7 +414,9 @@ fn keeper(
     request_time: SystemTime,
 ) -> Option<Keeper> {
     let status = StatusCode::PARTIAL_CONTENT;
-    if !may_store || !ranges::partial_storable(&req.parts.headers, status, response) {
+    if !may_store
+        || !ranges::partial_storable(&req.parts.headers, status, response, &req.runtime.targets)
+    {
         return None;
     }
     let (range, length) = ranges::content_range(response)?;
@@ -421,7 +424,7 @@ fn keeper(
         return None;
     }
     let mut headers = response.clone();
-    for name in policy::fields_to_strip(response) {
+    for name in policy::fields_to_strip(response, &req.runtime.targets) {
         headers.remove(name);
     }
     Some(Keeper {
@@ -482,12 +485,12 @@ impl Keeper {
             response_time: SystemTime::now(),
         };
         let added = self.shared.partials.add(
-            &self.key,
-            &self.headers,
+            (&self.key, &self.headers),
             times,
             self.range,
             self.length,
             body,
+            &self.runtime.targets,
         );
         let Added::Complete {
             headers,
@@ -503,7 +506,14 @@ impl Keeper {
             None => config.max_object_size.0,
         };
         if config.cache_mem.0 > 0 && body.len() as u64 <= in_memory {
-            let stored = Stored::new(StatusCode::OK, headers, body, times, None);
+            let stored = Stored::new(
+                StatusCode::OK,
+                headers,
+                body,
+                times,
+                None,
+                &self.runtime.targets,
+            );
             self.shared.store.load().insert(&self.key, stored);
             return;
         }
