@@ -29,6 +29,9 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Action::Run)) {
+        end_quietly_when_the_reader_goes();
+    }
     let paths = Paths {
         database: cli.database,
         node: cli.node,
@@ -70,4 +73,13 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A command whose output is piped into `head` ends as any Unix tool does when the reader
+/// goes, killed by SIGPIPE, rather than panicking on the write (Rust ignores SIGPIPE). Not
+/// for `canopy run`: the supervisor must outlive whatever reads its output.
+fn end_quietly_when_the_reader_goes() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler, so nothing of ours ever runs in a signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

@@ -297,3 +297,25 @@ async fn canopy_run_starts_both_processes_and_stops_them_on_sigterm() {
     let after = canopy_cli(dir.path(), &["status"]);
     assert!(stderr(&after).contains("not running"));
 }
+
+/// `canopy stats | head -1`: a reader that goes away ends the command quietly, as it ends
+/// any Unix tool, rather than with a panic about a broken pipe.
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_the_output_without_a_panic() {
+    let proxy = Canopy::start(&[]).await;
+    for args in [&["stats"][..], &["cache", "stats"], &["peer", "list"]] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .arg("--data-dir")
+            .arg(proxy.data_dir())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run canopy");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "canopy {args:?}: {stderr}");
+        assert_ne!(output.status.code(), Some(101), "canopy {args:?}: {stderr}");
+    }
+}

@@ -473,6 +473,18 @@ fn disk_metrics(out: &mut Out, s: &StatsSnapshot) {
             "Objects evicted from the disk cache.",
             d.evictions,
         ),
+        (
+            "canopy_disk_cache_skipped_total",
+            counter,
+            "Disk cache lookups and reads skipped because its queue was full.",
+            d.skipped,
+        ),
+        (
+            "canopy_disk_cache_writes_dropped_total",
+            counter,
+            "Objects not written to the disk cache because too many writes were under way.",
+            d.writes_dropped,
+        ),
     ];
     for (name, kind, help, value) in figures {
         out.one(name, kind, help, value as f64);

@@ -141,7 +141,7 @@ fn disk_text(d: &DiskSnapshot, used: String) -> String {
         (state, _) => state.as_str().to_owned(),
     };
     let mut out = format!(
-        "disk (cache_dir)\n  state        {state}\n  objects      {}\n  bytes        {used}\n  hits         {} ({} of requests)\n  reads        {}\n  writes       {}\n  evictions    {}\n  skipped      {} (every disk job busy)\n  faults       full {}, I/O {}, corrupt {}\n",
+        "disk (cache_dir)\n  state        {state}\n  objects      {}\n  bytes        {used}\n  hits         {} ({} of requests)\n  reads        {}\n  writes       {}\n  evictions    {}\n  skipped      {} (the disk queue full)\n  not written  {} (too many writes under way)\n  faults       full {}, I/O {}, corrupt {}\n",
         d.objects,
         d.hits_served,
         percent(d.hit_ratio),
@@ -149,6 +149,7 @@ fn disk_text(d: &DiskSnapshot, used: String) -> String {
         d.writes,
         d.evictions,
         d.skipped,
+        d.writes_dropped,
         d.faults_full,
         d.faults_io,
         d.faults_corrupt

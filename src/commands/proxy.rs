@@ -136,8 +136,8 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
                 println!("disk last fault   {}: {}", fault.at, fault.reason);
             }
             println!(
-                "disk I/O          {} reads, {} writes, {} evictions, {} skipped",
-                d.reads, d.writes, d.evictions, d.skipped
+                "disk I/O          {} reads, {} writes ({} not written), {} evictions, {} skipped",
+                d.reads, d.writes, d.writes_dropped, d.evictions, d.skipped
             );
             println!(
                 "disk faults       full {}, I/O {}, corrupt {}",

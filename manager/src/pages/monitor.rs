@@ -429,6 +429,15 @@ impl TierCard {
                 d.faults_full, d.faults_io, d.faults_corrupt
             ),
         ]);
+        // Shown only when it happened: objects a restart will not have, or lookups that
+        // went upstream because the disk was busy.
+        if d.writes_dropped + d.skipped > 0 {
+            lines.push(format!(
+                "busy: {} not written · {} skipped",
+                counted(d.writes_dropped, "object", "objects"),
+                counted(d.skipped, "call", "calls")
+            ));
+        }
         if let Some(fault) = &d.last_fault {
             lines.push(format!("last fault {}: {}", when(&fault.at), fault.reason));
         }
