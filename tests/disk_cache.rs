@@ -730,3 +730,84 @@ async fn a_new_cache_dir_size_applies_on_reload_shrinking_by_eviction() {
     let grown = disk(&proxy).await;
     assert_eq!(grown.evictions, shrunk.evictions, "room for all: {grown:?}");
 }
+
+/// An origin whose first answer for a path is fresh for one second and may then be served
+/// stale (`/sie`: if the origin errs; `/swr`: while it is revalidated), and whose later
+/// answers are a 503 (`/sie`) or a fresh second version (`/swr`).
+async fn origin_of_stale_objects() -> Origin {
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    Origin::start(move |seen| {
+        let first = answered.lock().unwrap().insert(seen.path.clone());
+        match (seen.path.as_str(), first) {
+            ("/sie", true) => Response::builder()
+                .header("cache-control", "max-age=1, stale-if-error=600")
+                .body(full("first"))
+                .unwrap(),
+            ("/sie", false) => Response::builder().status(503).body(full("down")).unwrap(),
+            (_, true) => Response::builder()
+                .header("cache-control", "max-age=1, stale-while-revalidate=600")
+                .body(full("first"))
+                .unwrap(),
+            (_, false) => Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(full("second"))
+                .unwrap(),
+        }
+    })
+    .await
+}
+
+/// stale-if-error and stale-while-revalidate (RFC 5861) serve a stale object alike whether
+/// it is in memory or only on disk (after a restart).
+#[tokio::test]
+async fn stale_objects_are_served_alike_from_memory_and_from_disk() {
+    for from_disk in [false, true] {
+        let tier = if from_disk { "disk" } else { "memory" };
+        let origin = origin_of_stale_objects().await;
+        let mut proxy = Canopy::start(&[]).await;
+        for path in ["/sie", "/swr"] {
+            assert_eq!(proxy.get(&origin.url(path)).await.body, "first");
+        }
+        wait_for_writes(&proxy, 2).await;
+        if from_disk {
+            proxy.kill();
+            proxy.restart().await;
+        }
+        // Both objects go stale: a second past their max-age=1.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let disk_hits = disk(&proxy).await.hits_served;
+
+        let erred = proxy.get(&origin.url("/sie")).await;
+        assert_eq!(
+            erred.status, 200,
+            "{tier}: the stale copy, not the origin's 503"
+        );
+        assert_eq!(erred.body, "first", "{tier}");
+        assert_eq!(
+            origin.count("/sie"),
+            2,
+            "{tier}: the origin was asked and erred"
+        );
+
+        let stale = proxy.get(&origin.url("/swr")).await;
+        assert_eq!(stale.body, "first", "{tier}: served stale at once");
+        wait_for(
+            "the revalidation in the background",
+            Duration::from_secs(10),
+            || async { origin.count("/swr") == 2 },
+        )
+        .await;
+        wait_for(
+            "the revalidated object served",
+            Duration::from_secs(10),
+            || async { proxy.get(&origin.url("/swr")).await.body == "second" },
+        )
+        .await;
+        let served_from_disk = disk(&proxy).await.hits_served - disk_hits;
+        if from_disk {
+            assert!(served_from_disk >= 2, "the stale copies came from disk");
+        } else {
+            assert_eq!(served_from_disk, 0, "the stale copies came from memory");
+        }
+    }
+}
