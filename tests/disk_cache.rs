@@ -811,3 +811,30 @@ async fn stale_objects_are_served_alike_from_memory_and_from_disk() {
         }
     }
 }
+
+/// `max_object_size` bounds the disk tier as it bounds memory: an object over it is served
+/// whole but stored in neither tier, so a restart finds only the one under it.
+#[tokio::test]
+async fn max_object_size_keeps_larger_objects_off_the_disk() {
+    let origin = origin().await;
+    let mut proxy = Canopy::start(&[("max_object_size", "1M")]).await;
+    assert!(!get_whole(&proxy, &origin, "/small").await);
+    assert!(!get_whole(&proxy, &origin, "/large").await);
+    wait_for_writes(&proxy, 1).await;
+    assert!(
+        !get_whole(&proxy, &origin, "/large").await,
+        "2 MiB over max_object_size 1M: fetched again"
+    );
+    proxy.kill();
+    proxy.restart().await;
+    assert!(
+        get_whole(&proxy, &origin, "/small").await,
+        "small from disk"
+    );
+    assert!(
+        !get_whole(&proxy, &origin, "/large").await,
+        "large never stored"
+    );
+    assert_eq!(origin.count("/large"), 3);
+    assert_eq!(disk(&proxy).await.objects, 1);
+}
