@@ -29,27 +29,6 @@ async fn origin() -> Origin {
     .await
 }
 
-fn canopy_log(canopy: &Canopy) -> String {
-    std::fs::read_to_string(canopy.data_dir().join("access.log")).unwrap_or_default()
-}
-
-/// Canopy's access log lines for `url` that contain `what`.
-fn canopy_logged(canopy: &Canopy, what: &str, url: &str) -> usize {
-    canopy_log(canopy)
-        .lines()
-        .filter(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
-        .count()
-}
-
-async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
-    wait_for(
-        &format!("canopy to log {what} for {url}"),
-        LIMIT,
-        || async { canopy_logged(canopy, what, url) > 0 },
-    )
-    .await;
-}
-
 /// Waits until Canopy holds a usable digest of peer `name`.
 async fn wait_peer_digest(canopy: &Canopy, name: &str) {
     wait_for(
@@ -138,7 +117,7 @@ async fn squids_digest_sends_a_miss_squid_holds_to_squid_with_no_icp_query() {
         1,
         "fetched again from the origin"
     );
-    wait_canopy_logged(&canopy, "CD_SIBLING_HIT/127.0.0.2", &held).await;
+    canopy.wait_logged("CD_SIBLING_HIT/127.0.0.2", &held).await;
     squid.wait_logged("_HIT/200", &held).await;
     assert_eq!(squid.logged("UDP_", &held), 0, "squid was asked by ICP");
     let peer = peer_stats(&canopy, "squid").await;
@@ -208,7 +187,7 @@ async fn squid_fetches_canopys_digest_and_logs_cd_sibling_hit() {
             request_via(squid.http, None, "GET", &url, &[])
                 .await
                 .unwrap();
-            canopy_log(canopy).lines().any(|l| {
+            canopy.access_log().lines().any(|l| {
                 l.contains("127.0.0.2") && l.contains(STORE_DIGEST_PATH) && l.contains("/200 ")
             })
         }
@@ -233,7 +212,7 @@ async fn squid_fetches_canopys_digest_and_logs_cd_sibling_hit() {
         }
     }
     let url = predicted.unwrap();
-    wait_canopy_logged(&canopy, "TCP_HIT/200", &url).await;
+    canopy.wait_logged("TCP_HIT/200", &url).await;
     let path = url.trim_start_matches(&origin.url(""));
     assert_eq!(origin.count(path), 1, "the origin was asked again");
 }
@@ -312,7 +291,7 @@ async fn a_false_digest_hit_falls_through_and_is_counted_apart_and_no_digest_is_
         .find(|s| s.path.ends_with("/promised"))
         .expect("the liar was asked for the object");
     assert_eq!(tried.headers["cache-control"], "only-if-cached");
-    wait_canopy_logged(&canopy, "HIER_DIRECT/", &promised).await;
+    canopy.wait_logged("HIER_DIRECT/", &promised).await;
     let stats = peer_stats(&canopy, "liar").await;
     // The total counts every method's false hits.
     assert_eq!((stats.false_hits_digest, stats.false_hits), (1, 1));

@@ -83,23 +83,6 @@ fn add_squid_peer(canopy: &Canopy, squid: &Squid, name: &str, query_port: u16, o
     cli_ok(canopy, &["reload"]);
 }
 
-fn canopy_log(canopy: &Canopy) -> String {
-    std::fs::read_to_string(canopy.data_dir().join("access.log")).unwrap_or_default()
-}
-
-async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
-    wait_for(
-        &format!("canopy to log {what} for {url}"),
-        LIMIT,
-        || async {
-            canopy_log(canopy)
-                .lines()
-                .any(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
-        },
-    )
-    .await;
-}
-
 /// Squid counts a peer it has not reached over TCP yet as dead: objects Canopy holds are
 /// asked through Squid until Squid fetches one from Canopy.
 async fn warm_up(canopy: &Canopy, squid: &Squid, origin: &Origin) {
@@ -156,11 +139,11 @@ async fn canopy_asks_squid_over_htcp_in_both_layouts() {
             "{name}: fetched from Squid"
         );
         squid.wait_logged("UDP_HIT/", &held).await;
-        wait_canopy_logged(&canopy, "SIBLING_HIT/127.0.0.2", &held).await;
+        canopy.wait_logged("SIBLING_HIT/127.0.0.2", &held).await;
 
         assert_eq!(canopy.get(&absent).await.status, StatusCode::OK);
         squid.wait_logged("UDP_MISS/", &absent).await;
-        wait_canopy_logged(&canopy, "HIER_DIRECT/", &absent).await;
+        canopy.wait_logged("HIER_DIRECT/", &absent).await;
         let peer = peer_stats(&canopy, name).await;
         assert_eq!(
             (

@@ -71,24 +71,6 @@ fn add_squid_peer(canopy: &Canopy, squid: &Squid, kind: &str, extra: &[&str]) {
     cli_ok(canopy, &["reload"]);
 }
 
-fn canopy_log(canopy: &Canopy) -> String {
-    std::fs::read_to_string(canopy.data_dir().join("access.log")).unwrap_or_default()
-}
-
-/// Waits until Canopy's access log has a line for `url` containing `what`.
-async fn wait_canopy_logged(canopy: &Canopy, what: &str, url: &str) {
-    wait_for(
-        &format!("canopy to log {what} for {url}"),
-        LIMIT,
-        || async {
-            canopy_log(canopy)
-                .lines()
-                .any(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
-        },
-    )
-    .await;
-}
-
 /// Canopy with `settings` (ICP on `icp_port`) and a Squid, each the other's sibling.
 async fn siblings_with_squid(
     binary: &std::path::Path,
@@ -151,7 +133,7 @@ async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
     );
     squid.wait_logged("UDP_HIT/", &held).await;
     squid.wait_logged("_HIT/200", &held).await;
-    wait_canopy_logged(&canopy, "SIBLING_HIT/127.0.0.2", &held).await;
+    canopy.wait_logged("SIBLING_HIT/127.0.0.2", &held).await;
     let squid_peer = peer_stats(&canopy, "squid").await;
     assert_eq!(
         (squid_peer.icp_replies["HIT"], squid_peer.hits_served),
@@ -163,7 +145,7 @@ async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
     assert_eq!(got.text(), "object /neither");
     assert_eq!(origin.count("/neither"), 1);
     squid.wait_logged("UDP_MISS/", &neither).await;
-    wait_canopy_logged(&canopy, "HIER_DIRECT/", &neither).await;
+    canopy.wait_logged("HIER_DIRECT/", &neither).await;
     assert_eq!(
         squid.logged("TCP_", &neither),
         0,
@@ -198,8 +180,9 @@ async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
     assert_eq!(got.text(), "object /canopy-holds");
     assert_eq!(origin.count("/canopy-holds"), 1);
     squid.wait_logged("SIBLING_HIT/127.0.0.1", &held).await;
-    wait_canopy_logged(&canopy, "TCP_HIT/200", &held).await;
-    assert!(canopy_log(&canopy)
+    canopy.wait_logged("TCP_HIT/200", &held).await;
+    assert!(canopy
+        .access_log()
         .lines()
         .any(|l| l.contains("127.0.0.2") && l.contains(&held)));
 
@@ -229,12 +212,14 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
     let first = origin.url("/p1");
     canopy.get(&first).await;
     squid.wait_logged("UDP_MISS/", &first).await;
-    wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &first).await;
+    canopy
+        .wait_logged("FIRST_PARENT_MISS/127.0.0.2", &first)
+        .await;
 
     squid.pause();
     let silent = origin.url("/p2");
     assert_eq!(canopy.get(&silent).await.status, StatusCode::OK);
-    wait_canopy_logged(&canopy, "HIER_DIRECT/", &silent).await;
+    canopy.wait_logged("HIER_DIRECT/", &silent).await;
     assert_eq!(peer_stats(&canopy, "squid").await.icp_timeouts, 1);
     wait_for("the parent to be marked dead", LIMIT, || async {
         peer_stats(&canopy, "squid").await.state == Some(PeerState::Dead)
@@ -275,7 +260,9 @@ async fn a_silent_parent_is_marked_dead_not_waited_for_and_revived_by_its_answer
     assert_eq!(peer_stats(&canopy, "squid").await.icp_replies["MISS"], 3);
     let revived = origin.url("/p4");
     canopy.get(&revived).await;
-    wait_canopy_logged(&canopy, "FIRST_PARENT_MISS/127.0.0.2", &revived).await;
+    canopy
+        .wait_logged("FIRST_PARENT_MISS/127.0.0.2", &revived)
+        .await;
 }
 
 /// Canopy's count of Squid's replies by opcode, late ones included, is what Squid's own access
@@ -346,7 +333,7 @@ async fn a_false_hit_falls_through_to_the_next_hop_and_is_counted() {
     assert_eq!(origin.count("/vary-me"), 2);
     squid.wait_logged("UDP_HIT/", &url).await;
     squid.wait_logged("/504", &url).await;
-    wait_canopy_logged(&canopy, "HIER_DIRECT/", &url).await;
+    canopy.wait_logged("HIER_DIRECT/", &url).await;
     let peer = peer_stats(&canopy, "squid").await;
     assert_eq!(
         (peer.icp_replies["HIT"], peer.false_hits, peer.hits_served),
@@ -802,7 +789,7 @@ async fn per_client_counts_match_what_a_squid_child_sent_and_strangers_are_liste
         .filter(|l| l.contains("SIBLING_HIT/127.0.0.1"))
         .count();
     let logged_for_squid = || {
-        let log = canopy_log(&canopy);
+        let log = canopy.access_log();
         let lines: Vec<Vec<String>> = log
             .lines()
             .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
@@ -1022,7 +1009,7 @@ async fn hit_obj_between_two_canopies_serves_the_object_with_no_http_fetch() {
         requests_at_holder,
         "no HTTP request reached the holder: the object came inside the ICP reply"
     );
-    wait_canopy_logged(&asker, "SIBLING_HIT/127.0.0.1", &url).await;
+    asker.wait_logged("SIBLING_HIT/127.0.0.1", &url).await;
     let at_asker = peer_stats(&asker, "holder").await;
     assert_eq!(
         (

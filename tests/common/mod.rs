@@ -249,6 +249,28 @@ pub struct Canopy {
 }
 
 impl Canopy {
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("access.log")).unwrap_or_default()
+    }
+
+    /// Access log lines that mention `url` and contain `what`.
+    pub fn logged(&self, what: &str, url: &str) -> usize {
+        self.access_log()
+            .lines()
+            .filter(|l| l.contains(what) && l.split_whitespace().any(|f| f == url))
+            .count()
+    }
+
+    /// Waits until the access log has a line for `url` containing `what`.
+    pub async fn wait_logged(&self, what: &str, url: &str) {
+        wait_for(
+            &format!("canopy to log {what} for {url}"),
+            Duration::from_secs(30),
+            || async { self.logged(what, url) > 0 },
+        )
+        .await;
+    }
+
     /// Writes `settings` as a config version (with `visible_name` and a free `http_port`
     /// unless given), then starts the proxy and waits until it answers.
     pub async fn start(settings: &[(&str, &str)]) -> Canopy {
