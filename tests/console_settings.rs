@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use canopy_config::config::{Control, Group};
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
+use common::console::{cookie, encode_form, hidden_input};
 use common::*;
 
 const PASSWORD: &str = "a long enough password";
@@ -48,43 +49,6 @@ impl Drop for Stop {
 struct Admin {
     addr: SocketAddr,
     session: String,
-}
-
-fn encode(fields: &[(&str, String)]) -> String {
-    let escape = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let pairs: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-        .collect();
-    pairs.join("&")
-}
-
-/// The value of the hidden input `name` of a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name}")) + marker.len();
-    page[start..start + page[start..].find('"').expect("end")].to_owned()
-}
-
-fn cookie(fetched: &Fetched, name: &str) -> String {
-    fetched
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .and_then(|v| v.split(';').next())
-        .unwrap_or_else(|| panic!("no {name} cookie"))
-        .to_owned()
 }
 
 /// One request to the console at `addr`, with `cookie`, and `form` as its body when given.
@@ -123,11 +87,11 @@ impl Admin {
         let form = send(addr, "/login", "", None).await;
         let login = cookie(&form, "canopy_login");
         let fields = [
-            ("csrf", hidden(&form.text(), "csrf")),
+            ("csrf", hidden_input(&form.text(), "csrf")),
             ("user", "admin".to_owned()),
             ("password", PASSWORD.to_owned()),
         ];
-        let answer = send(addr, "/login", &login, Some(encode(&fields))).await;
+        let answer = send(addr, "/login", &login, Some(encode_form(&fields))).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
         Admin {
             addr,
@@ -145,8 +109,8 @@ impl Admin {
             .expect("db");
         let config = db.in_force().await.expect("in force").config;
         let mut form = vec![
-            ("csrf", hidden(&page, "csrf")),
-            ("based_on", hidden(&page, "based_on")),
+            ("csrf", hidden_input(&page, "csrf")),
+            ("based_on", hidden_input(&page, "based_on")),
         ];
         for setting in group.settings() {
             let shown = if setting.key == key {
@@ -160,7 +124,7 @@ impl Admin {
                 _ => form.push((setting.key, shown)),
             }
         }
-        let answer = send(self.addr, &path, &self.session, Some(encode(&form))).await;
+        let answer = send(self.addr, &path, &self.session, Some(encode_form(&form))).await;
         // A page that redirects after a change is followed, as a browser does.
         if answer.status == StatusCode::SEE_OTHER {
             return send(self.addr, answer.header("location"), &self.session, None).await;

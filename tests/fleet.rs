@@ -22,6 +22,7 @@ use canopy_config::database::DatabaseUrl;
 use canopy_config::nodes::Outcome;
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
+use common::console::{cookie, encode_form, hidden_input};
 use common::*;
 
 const PASSWORD: &str = "a long enough password";
@@ -286,12 +287,12 @@ impl Console {
         let form = console.send("/login", None).await;
         let login = cookie(&form, "canopy_login");
         let fields = [
-            ("csrf", hidden(&form.text(), "csrf")),
+            ("csrf", hidden_input(&form.text(), "csrf")),
             ("user", "admin".to_owned()),
             ("password", PASSWORD.to_owned()),
         ];
         console.session = login;
-        let answer = console.send("/login", Some(encode(&fields))).await;
+        let answer = console.send("/login", Some(encode_form(&fields))).await;
         assert_eq!(answer.status.as_u16(), 303, "{}", answer.text());
         console.session = cookie(&answer, "canopy_session");
         console
@@ -340,8 +341,8 @@ impl Console {
         let page = self.send(&path, None).await.text();
         let config = db.in_force().await.expect("in force").config;
         let mut form = vec![
-            ("csrf", hidden(&page, "csrf")),
-            ("based_on", hidden(&page, "based_on")),
+            ("csrf", hidden_input(&page, "csrf")),
+            ("based_on", hidden_input(&page, "based_on")),
         ];
         for setting in group.settings() {
             let shown = match setting.key == key {
@@ -354,7 +355,7 @@ impl Console {
                 _ => form.push((setting.key, shown)),
             }
         }
-        let answer = self.send(&path, Some(encode(&form))).await;
+        let answer = self.send(&path, Some(encode_form(&form))).await;
         match answer.status.as_u16() {
             303 => self.send(answer.header("location"), None).await,
             _ => answer,
@@ -367,34 +368,6 @@ impl Drop for Console {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn encode(fields: &[(&str, String)]) -> String {
-    let escape = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let pairs: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-        .collect();
-    pairs.join("&")
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name}")) + marker.len();
-    page[start..start + page[start..].find('"').expect("end")].to_owned()
-}
-
-fn cookie(fetched: &Fetched, name: &str) -> String {
-    console::set_cookie(fetched, name).unwrap_or_else(|| panic!("no {name} cookie"))
 }
 
 /// What `node` recorded for `version`.
@@ -543,8 +516,8 @@ async fn three_nodes_follow_one_console_and_serve_on_without_postgresql() {
     // A canary: the next change made in the console goes to node1 alone, then to every node
     // once it is rolled out.
     let page = console.send("/monitor/nodes", None).await.text();
-    let csrf = hidden(&page, "csrf");
-    let form = encode(&[("csrf", csrf.clone()), ("node", "node1".to_owned())]);
+    let csrf = hidden_input(&page, "csrf");
+    let form = encode_form(&[("csrf", csrf.clone()), ("node", "node1".to_owned())]);
     let started = console.send("/monitor/nodes/canary", Some(form)).await;
     assert_eq!(started.status.as_u16(), 303, "{}", started.text());
     let page = console
@@ -571,7 +544,7 @@ async fn three_nodes_follow_one_console_and_serve_on_without_postgresql() {
     assert_eq!(nodes[2].in_force().await, fourth);
     let shown = console.send("/monitor/nodes", None).await.text();
     assert!(shown.contains("Canary: since"), "{shown}");
-    let form = encode(&[("csrf", csrf)]);
+    let form = encode_form(&[("csrf", csrf)]);
     let rolled = console.send("/monitor/nodes/rollout", Some(form)).await;
     assert_eq!(rolled.status.as_u16(), 303, "{}", rolled.text());
     for node in &nodes {

@@ -83,24 +83,6 @@ fn add_squid_peer(canopy: &Canopy, squid: &Squid, name: &str, query_port: u16, o
     cli_ok(canopy, &["reload"]);
 }
 
-/// Squid counts a peer it has not reached over TCP yet as dead: objects Canopy holds are
-/// asked through Squid until Squid fetches one from Canopy.
-async fn warm_up(canopy: &Canopy, squid: &Squid, origin: &Origin) {
-    let mut round = 0;
-    wait_for("squid to use canopy as a sibling", LIMIT, || {
-        round += 1;
-        let url = origin.url(&format!("/warm-up-{round}"));
-        async move {
-            canopy.get(&url).await;
-            request_via(squid.http, None, "GET", &url, &[])
-                .await
-                .unwrap();
-            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn canopy_asks_squid_over_htcp_in_both_layouts() {
     let Some(binary) = squid_binary() else { return };
@@ -165,7 +147,7 @@ async fn squid_asks_canopy_over_htcp() {
     let origin = origin().await;
     let (canopy, htcp_port) = start_canopy(&[("htcp_access", "127.0.0.2")]).await;
     let squid = squid_asking(&binary, &canopy, htcp_port, "htcp");
-    warm_up(&canopy, &squid, &origin).await;
+    squid.fetches_from(&canopy, &origin).await;
 
     let held = origin.url("/held-by-canopy");
     canopy.get(&held).await;

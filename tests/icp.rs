@@ -89,24 +89,6 @@ async fn siblings_with_squid(
     (canopy, squid)
 }
 
-/// Squid counts a peer it has not reached over TCP yet as dead: objects Canopy holds are
-/// asked for through Squid until Squid fetches one from Canopy (`SIBLING_HIT`).
-async fn squid_fetches_from(squid: &Squid, canopy: &Canopy, origin: &Origin) {
-    let mut round = 0;
-    wait_for("squid to use canopy as a sibling", LIMIT, || {
-        round += 1;
-        let url = origin.url(&format!("/warm-up-{round}"));
-        async move {
-            canopy.get(&url).await;
-            request_via(squid.http, None, "GET", &url, &[])
-                .await
-                .unwrap();
-            squid.logged("SIBLING_HIT/127.0.0.1", &url) > 0
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn squid_as_sibling_serves_what_it_holds_and_a_miss_goes_to_the_origin() {
     let Some(binary) = squid_binary() else { return };
@@ -169,7 +151,7 @@ async fn canopy_as_squids_sibling_answers_hit_and_serves_it_and_answers_miss() {
     let (settings, icp_port) = icp_settings("receive");
     let (canopy, squid) = siblings_with_squid(&binary, &settings, icp_port).await;
 
-    squid_fetches_from(&squid, &canopy, &origin).await;
+    squid.fetches_from(&canopy, &origin).await;
 
     let before = canopy.stats().await.icp_answers;
     let held = origin.url("/canopy-holds");
@@ -760,7 +742,7 @@ async fn per_client_counts_match_what_a_squid_child_sent_and_strangers_are_liste
         ),
     );
     add_squid_peer(&canopy, &squid, "sibling", &[]);
-    squid_fetches_from(&squid, &canopy, &origin).await;
+    squid.fetches_from(&canopy, &origin).await;
     for i in 0..4 {
         let held = origin.url(&format!("/client-held-{i}"));
         canopy.get(&held).await;
@@ -1050,7 +1032,7 @@ async fn squid_asks_without_hit_obj_and_answers_it_with_plain_hit_both_ways() {
     squid.wait_logged("_HIT/200", &squid_holds).await;
 
     // Squid asks Canopy without the flag: Canopy answers plain HIT, and Squid fetches.
-    squid_fetches_from(&squid, &canopy, &origin).await;
+    squid.fetches_from(&canopy, &origin).await;
     let peer = peer_stats(&canopy, "squid").await;
     assert_eq!(
         (peer.icp_hit_obj_sent, peer.icp_hit_obj_received),

@@ -146,10 +146,7 @@ impl Console {
         let form = self.request(from, "GET", "/login", &[], "").await;
         let form = form.expect("the login form");
         let login = set_cookie(&form, "canopy_login").expect("a login cookie");
-        let page = form.text();
-        let marker = "name=\"csrf\" value=\"";
-        let start = page.find(marker).expect("a csrf field") + marker.len();
-        let csrf = &page[start..start + page[start..].find('"').expect("its end")];
+        let csrf = hidden_input(&form.text(), "csrf");
         let body = format!(
             "csrf={csrf}&user={user}&password={}",
             password.replace(' ', "+")
@@ -186,4 +183,35 @@ pub fn set_cookie(fetched: &Fetched, name: &str) -> Option<String> {
         .find(|v| v.starts_with(&format!("{name}=")))
         .and_then(|v| v.split(';').next())
         .map(str::to_owned)
+}
+
+/// The `Set-Cookie` called `name`, as `name=value`; a page without it fails the test.
+pub fn cookie(fetched: &Fetched, name: &str) -> String {
+    set_cookie(fetched, name).unwrap_or_else(|| panic!("no {name} cookie"))
+}
+
+/// `fields` as an `application/x-www-form-urlencoded` body.
+pub fn encode_form(fields: &[(&str, String)]) -> String {
+    let escape = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let pairs: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    pairs.join("&")
+}
+
+/// The value of the hidden input `name` of a page.
+pub fn hidden_input(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name}")) + marker.len();
+    page[start..start + page[start..].find('"').expect("end")].to_owned()
 }

@@ -136,6 +136,28 @@ impl Squid {
         .await;
     }
 
+    /// Squid counts a peer it has not reached over TCP yet as dead: objects `canopy` holds
+    /// are asked for through Squid until Squid fetches one from Canopy (`SIBLING_HIT`).
+    pub async fn fetches_from(&self, canopy: &super::Canopy, origin: &super::Origin) {
+        let mut round = 0;
+        super::wait_for(
+            "squid to use canopy as a sibling",
+            Duration::from_secs(10),
+            || {
+                round += 1;
+                let url = origin.url(&format!("/warm-up-{round}"));
+                async move {
+                    canopy.get(&url).await;
+                    super::request_via(self.http, None, "GET", &url, &[])
+                        .await
+                        .unwrap();
+                    self.logged("SIBLING_HIT/127.0.0.1", &url) > 0
+                }
+            },
+        )
+        .await;
+    }
+
     /// SIGSTOP: Squid stops answering anything until [`Squid::resume`].
     pub fn pause(&self) {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGSTOP).expect("SIGSTOP squid");
