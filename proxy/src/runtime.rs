@@ -14,8 +14,8 @@ use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
 use crate::cache::disk_tier::DiskState;
 use crate::cache::partial::PartialStore;
-use crate::cache::policy::Heuristics;
-use crate::cache::store::Store;
+use crate::cache::policy::{self, Heuristics};
+use crate::cache::store::{Store, Stored};
 use crate::digest::builder::OwnDigest;
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
@@ -81,6 +81,26 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The variant of `key` that `request` selects, if held in `store` and still fresh
+    /// `icp_hit_fresh_for_s` from now: what an ICP or HTCP HIT promises a peer's fetch.
+    pub fn fresh_for_peers(
+        &self,
+        store: &Store,
+        key: &str,
+        request: &http::HeaderMap,
+    ) -> Option<Arc<Stored>> {
+        let stored = store.lookup(key, request)?;
+        let left = policy::remaining_freshness(
+            stored.status,
+            &stored.headers(),
+            &stored.times(),
+            std::time::SystemTime::now(),
+            &self.heuristics,
+            &self.targets,
+        );
+        (left >= Duration::from_secs(self.config.icp_hit_fresh_for_s)).then_some(stored)
+    }
+
     pub(crate) fn build(
         version: &ConfigVersion,
         data_dir: &Path,

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
@@ -45,7 +45,7 @@ pub fn answer_tst(
     let uri = http_url(&specifier.url)?;
     let request = request_headers(&specifier.request_headers);
     let held = match specifier.method.as_str() {
-        "GET" | "HEAD" => fresh_variant(runtime, store, &uri, &request),
+        "GET" | "HEAD" => runtime.fresh_for_peers(store, &cache_key(&uri), &request),
         _ => None,
     };
     Some(match held {
@@ -121,26 +121,6 @@ pub fn request_headers(lines: &[u8]) -> HeaderMap {
         }
     }
     headers
-}
-
-/// The variant `request` selects, if held and still fresh `icp_hit_fresh_for_s` from now
-/// (the same margin an ICP HIT promises).
-fn fresh_variant(
-    runtime: &Runtime,
-    store: &Store,
-    uri: &Uri,
-    request: &HeaderMap,
-) -> Option<std::sync::Arc<Stored>> {
-    let stored = store.lookup(&cache_key(uri), request)?;
-    let left = policy::remaining_freshness(
-        stored.status,
-        &stored.headers(),
-        &stored.times(),
-        SystemTime::now(),
-        &runtime.heuristics,
-        &runtime.targets,
-    );
-    (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
 
 /// What Squid's HIT says of the object: its `Age` in the response headers, its `Expires`

@@ -11,7 +11,6 @@ use http::{HeaderMap, StatusCode, Uri};
 
 use crate::cache::disk_tier::DiskTier;
 use crate::cache::key::cache_key;
-use crate::cache::policy;
 use crate::cache::store::{Store, Stored};
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode, HEADER_LEN, ICP_FLAG_HIT_OBJ, MAX_DATAGRAM_LEN};
@@ -38,15 +37,17 @@ pub fn answer(
     } else {
         match http_url(url) {
             None => IcpOpcode::Err,
-            Some(uri) => match fresh(runtime, store, &uri) {
-                Some(stored) => {
-                    object = inline_object(runtime, query, &stored);
-                    IcpOpcode::Hit
+            Some(uri) => {
+                match runtime.fresh_for_peers(store, &cache_key(&uri), &HeaderMap::new()) {
+                    Some(stored) => {
+                        object = inline_object(runtime, query, &stored);
+                        IcpOpcode::Hit
+                    }
+                    None if fresh_on_disk(runtime, disk, &uri) => IcpOpcode::Hit,
+                    None if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
+                    None => IcpOpcode::Miss,
                 }
-                None if fresh_on_disk(runtime, disk, &uri) => IcpOpcode::Hit,
-                None if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
-                None => IcpOpcode::Miss,
-            },
+            }
         }
     };
     count(stats, from, asker, opcode);
@@ -138,20 +139,6 @@ fn asker(runtime: &Runtime, from: SocketAddr) -> Asker {
 fn http_url(url: &str) -> Option<Uri> {
     let uri: Uri = url.parse().ok()?;
     (uri.scheme_str() == Some("http") && uri.authority().is_some()).then_some(uri)
-}
-
-/// Held, and still fresh `icp_hit_fresh_for_s` from now: the peer's fetch will find it.
-fn fresh(runtime: &Runtime, store: &Store, uri: &Uri) -> Option<std::sync::Arc<Stored>> {
-    let stored = store.lookup(&cache_key(uri), &HeaderMap::new())?;
-    let left = policy::remaining_freshness(
-        stored.status,
-        &stored.headers(),
-        &stored.times(),
-        SystemTime::now(),
-        &runtime.heuristics,
-        &runtime.targets,
-    );
-    (left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s)).then_some(stored)
 }
 
 /// Whether the disk tier holds `uri` fresh for long enough: from the freshness its index
