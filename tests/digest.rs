@@ -1,17 +1,25 @@
 //! Cache digests between Canopy and a real Squid (Debian's 5.7), both ways: Canopy fetches
 //! Squid's digest and sends a miss Squid holds straight to it, with no ICP query; Squid
 //! fetches Canopy's digest and logs `CD_SIBLING_HIT` for an object Canopy holds. Then a peer
-//! whose digest lies: the false hit falls through and is counted apart from ICP's.
+//! whose digest lies: the false hit falls through and is counted apart from ICP's. And
+//! Canopy's own digest: its figures in `canopy stats`, `/metrics` and the dashboard, and a
+//! peer that holds it current answered 304.
 
 mod common;
 
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
 
 use canopy_proxy::digest::cache_digest::CacheDigest;
 use canopy_proxy::digest::key::StoreKey;
+use canopy_proxy::digest::peer_digest::{DigestFetchError, Fetched};
+use canopy_proxy::digest::peers;
 use canopy_proxy::digest::{CONTENT_TYPE, STORE_DIGEST_PATH};
+use canopy_proxy::hierarchy::reach::ConnectSettings;
+use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 
+use common::console::Console;
 use common::squid::{fetch_digest, free_udp_port_on, squid_binary, ufs_cache_dir, Squid};
 use common::{cli_ok, free_udp_port, full, peer_stats, request_via, wait_for, Canopy, Origin};
 
@@ -302,4 +310,169 @@ async fn a_false_digest_hit_falls_through_and_is_counted_apart_and_no_digest_is_
         shown.contains("digest: ") && shown.contains("false hits 1"),
         "{shown}"
     );
+}
+
+/// The digest of the cache at `addr` fetched by Canopy's own digest client, asking
+/// If-Modified-Since `since`.
+async fn fetch_digest_of(
+    addr: SocketAddr,
+    since: Option<SystemTime>,
+) -> Result<Fetched, DigestFetchError> {
+    let settings = ConnectSettings {
+        local_address: None,
+        connect_timeout: LIMIT,
+    };
+    let via = HeaderValue::from_static("1.1 peer-under-test");
+    peers::fetch(
+        &addr.ip().to_string(),
+        addr.port(),
+        settings,
+        (via, since),
+        1 << 20,
+    )
+    .await
+}
+
+/// `canopy stats --json`, as an administrator's script reads it.
+fn stats_json(canopy: &Canopy) -> serde_json::Value {
+    serde_json::from_str(&cli_ok(canopy, &["stats", "--json"])).expect("stats --json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canopys_own_digest_figures_count_what_it_holds_and_a_current_copy_is_not_sent_again() {
+    const PASSWORD: &str = "digest figures";
+    let origin = origin().await;
+    let canopy = Canopy::start(&[("digest_rebuild_period_s", "1")]).await;
+    let held: Vec<String> = (0..5)
+        .map(|i| origin.url(&format!("/figured/{i}")))
+        .collect();
+    for url in &held {
+        assert_eq!(canopy.get(url).await.status, StatusCode::OK);
+    }
+    wait_for("a rebuild to count canopy's objects", LIMIT, || async {
+        stats_json(&canopy)["own_digest"]["entries"] == 5
+    })
+    .await;
+    let own = &stats_json(&canopy)["own_digest"];
+    let capacity = own["capacity"].as_u64().unwrap();
+    assert!(capacity >= 5, "{own}");
+    assert_eq!(own["bits_per_entry"], 5);
+    assert_eq!(own["size"], 128 + (capacity * 5).div_ceil(8));
+    let fill = own["fill_percent"].as_f64().unwrap();
+    assert!(fill > 0.0 && fill <= 65.0, "{own}");
+    assert!(
+        own["built_at"].as_str().is_some_and(|t| !t.is_empty()),
+        "{own}"
+    );
+    let shown = cli_ok(&canopy, &["stats"]);
+    assert!(shown.contains("cache digest      5 entries"), "{shown}");
+
+    // A peer that holds the current digest is answered 304, rebuilds or not.
+    let Fetched::Digest(first) = fetch_digest_of(canopy.addr, None).await.unwrap() else {
+        panic!("an unconditional fetch answered 304");
+    };
+    assert!(held
+        .iter()
+        .all(|url| first.digest.contains(&StoreKey::get(url))));
+    let since = first.modified_at.expect("the digest is dated");
+    let built_at = stats_json(&canopy)["own_digest"]["built_at"].clone();
+    wait_for("another rebuild", LIMIT, || async {
+        stats_json(&canopy)["own_digest"]["built_at"] != built_at
+    })
+    .await;
+    assert!(matches!(
+        fetch_digest_of(canopy.addr, Some(since)).await.unwrap(),
+        Fetched::NotModified { .. }
+    ));
+    let own = &stats_json(&canopy)["own_digest"];
+    assert_eq!(
+        (own["served"].as_u64(), own["not_modified"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // Once what it holds changed, the same question gets the new digest.
+    let added = origin.url("/figured/added");
+    assert_eq!(canopy.get(&added).await.status, StatusCode::OK);
+    let added_key = StoreKey::get(&added);
+    wait_for("the changed digest to be sent again", LIMIT, || async {
+        matches!(
+            fetch_digest_of(canopy.addr, Some(since)).await.unwrap(),
+            Fetched::Digest(d) if d.digest.contains(&added_key)
+        )
+    })
+    .await;
+
+    let console = Console::beside(&canopy, "admin", PASSWORD).await;
+    let cookie = console.session("admin", PASSWORD).await;
+    let page = |path: &'static str| {
+        let (console, cookie) = (&console, &cookie);
+        async move {
+            let got = console
+                .request(
+                    IpAddr::from([127, 0, 0, 1]),
+                    "GET",
+                    path,
+                    &[("cookie", cookie)],
+                    "",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(got.status, StatusCode::OK, "{path}");
+            got.text()
+        }
+    };
+    wait_for("a rebuild to count the added object", LIMIT, || async {
+        stats_json(&canopy)["own_digest"]["entries"] == 6
+    })
+    .await;
+    let own = stats_json(&canopy)["own_digest"].clone();
+    let metrics = page("/metrics").await;
+    for line in [
+        "canopy_digest_entries 6\n".to_owned(),
+        "canopy_digest_bits_per_entry 5\n".to_owned(),
+        format!(
+            "canopy_digest_served_total{{answer=\"whole\"}} {}\n",
+            own["served"]
+        ),
+        format!(
+            "canopy_digest_served_total{{answer=\"not_modified\"}} {}\n",
+            own["not_modified"]
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+    let dashboard = page("/").await;
+    assert!(
+        dashboard.contains("Cache digest") && dashboard.contains("6 entries"),
+        "{dashboard}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn squid_answers_canopys_refetch_of_its_unchanged_digest_304() {
+    let Some(binary) = squid_binary() else { return };
+    let (_cache, cache_dir) = ufs_cache_dir(&binary);
+    // Rebuilt and rewritten hourly, as by default: unchanged during the test.
+    let squid = Squid::start(&binary, &format!("{cache_dir}\ndigest_generation on"));
+    wait_for("squid to build its digest", LIMIT, || async {
+        fetch_digest_of(squid.http, None).await.is_ok()
+    })
+    .await;
+    let Fetched::Digest(held) = fetch_digest_of(squid.http, None).await.unwrap() else {
+        panic!("an unconditional fetch answered 304");
+    };
+    let since = held.modified_at.expect("squid dates its digest");
+    match fetch_digest_of(squid.http, Some(since)).await.unwrap() {
+        Fetched::NotModified { expires, .. } => assert!(expires.is_some()),
+        Fetched::Digest(_) => panic!("squid sent its unchanged digest again"),
+    }
+    squid
+        .wait_logged(
+            "TCP_IMS_HIT/304",
+            &format!(
+                "http://squid-under-test:{}{STORE_DIGEST_PATH}",
+                squid.http.port()
+            ),
+        )
+        .await;
 }

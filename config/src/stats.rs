@@ -80,6 +80,40 @@ pub struct StatsSnapshot {
     pub memory_hit_ratio: f64,
     #[serde(default)]
     pub htcp: HtcpSnapshot,
+    /// This proxy's own cache digest, as served to peers; `None` before the first build
+    /// and while `digest_generation` is off.
+    #[serde(default)]
+    pub own_digest: Option<OwnDigestSnapshot>,
+}
+
+/// This proxy's own cache digest: what the last build put in it, and how often peers took
+/// it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OwnDigestSnapshot {
+    /// URLs put in at the last build.
+    pub entries: u64,
+    /// The entries it is sized for, and the mask's bits for each.
+    pub capacity: u64,
+    pub bits_per_entry: u8,
+    /// Octets served: the 128-octet header and the mask.
+    pub size: u64,
+    /// Percentage of the mask's bits that are on (peers refuse more than 65).
+    pub fill_percent: f64,
+    pub built_at: String,
+    /// Seconds since the last build.
+    pub age_s: u64,
+    /// How long the last build took.
+    pub build_ms: u64,
+    /// Its `Last-Modified`: when its content last changed; a rebuild that changed nothing
+    /// keeps it, so a peer's If-Modified-Since is answered 304.
+    pub modified_at: String,
+    /// Its `Expires`: when the next build is due.
+    pub expires_at: String,
+    /// Times it was sent whole (200) to a peer, and times a peer's If-Modified-Since was
+    /// answered 304 Not Modified.
+    pub served: u64,
+    pub not_modified: u64,
 }
 
 /// What one client (a peer or a child cache) asked of this proxy, and what it was answered.
@@ -280,6 +314,9 @@ pub struct DigestSnapshot {
     pub next_fetch_at: Option<String>,
     pub fetches: u64,
     pub fetch_failures: u64,
+    /// Of the fetches, those the peer answered 304 Not Modified, keeping the digest held.
+    #[serde(default)]
+    pub not_modified: u64,
 }
 
 /// What this proxy's HTCP responder received and did, and the CLRs it sent.

@@ -183,6 +183,7 @@ pub fn exposition(
         totals(&mut out, stats);
         peers(&mut out, stats);
         peer_digests(&mut out, stats);
+        own_digest(&mut out, stats);
         clients(&mut out, stats);
     }
     out.0
@@ -522,7 +523,7 @@ fn peer_digests(out: &mut Out, s: &StatsSnapshot) {
         );
     }
     type Field = fn(&canopy_config::stats::DigestSnapshot) -> f64;
-    let figures: [(&str, &str, &str, Field); 7] = [
+    let figures: [(&str, &str, &str, Field); 8] = [
         (
             "canopy_peer_digest_bytes",
             "gauge",
@@ -554,6 +555,12 @@ fn peer_digests(out: &mut Out, s: &StatsSnapshot) {
             |d| d.fetches as f64,
         ),
         (
+            "canopy_peer_digest_not_modified_total",
+            "counter",
+            "Fetches of the peer's cache digest answered 304 Not Modified, the digest held kept.",
+            |d| d.not_modified as f64,
+        ),
+        (
             "canopy_peer_digest_fetch_failures_total",
             "counter",
             "Fetches of the peer's cache digest that failed or were refused.",
@@ -573,6 +580,73 @@ fn peer_digests(out: &mut Out, s: &StatsSnapshot) {
                 out.value(name, &[("peer", &p.name)], field(d));
             }
         }
+    }
+}
+
+/// This proxy's own cache digest, while there is one.
+fn own_digest(out: &mut Out, s: &StatsSnapshot) {
+    let Some(d) = &s.own_digest else {
+        return;
+    };
+    let (gauge, counter) = ("gauge", "counter");
+    let figures = [
+        (
+            "canopy_digest_entries",
+            gauge,
+            "URLs in this cache's digest at its last build.",
+            d.entries as f64,
+        ),
+        (
+            "canopy_digest_capacity",
+            gauge,
+            "Entries this cache's digest is sized for.",
+            d.capacity as f64,
+        ),
+        (
+            "canopy_digest_bits_per_entry",
+            gauge,
+            "Bits of this cache's digest for each entry (digest_bits_per_entry).",
+            f64::from(d.bits_per_entry),
+        ),
+        (
+            "canopy_digest_bytes",
+            gauge,
+            "Size of this cache's digest as served, header included.",
+            d.size as f64,
+        ),
+        (
+            "canopy_digest_fill_ratio",
+            gauge,
+            "Share of this cache's digest's bits that are on (peers refuse more than 0.65).",
+            d.fill_percent / 100.0,
+        ),
+        (
+            "canopy_digest_age_seconds",
+            gauge,
+            "Time since this cache's digest was last built.",
+            d.age_s as f64,
+        ),
+        (
+            "canopy_digest_build_seconds",
+            gauge,
+            "How long the last build of this cache's digest took.",
+            d.build_ms as f64 / 1000.0,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        out.one(name, kind, help, value);
+    }
+    out.family(
+        "canopy_digest_served_total",
+        counter,
+        "Requests for this cache's digest, by answer: sent whole, or 304 Not Modified.",
+    );
+    for (answer, n) in [("whole", d.served), ("not_modified", d.not_modified)] {
+        out.value(
+            "canopy_digest_served_total",
+            &[("answer", answer)],
+            n as f64,
+        );
     }
 }
 
@@ -796,7 +870,9 @@ fn clients(out: &mut Out, s: &StatsSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_config::stats::{ClientSnapshot, DigestSnapshot, DiskSnapshot, PeerSnapshot};
+    use canopy_config::stats::{
+        ClientSnapshot, DigestSnapshot, DiskSnapshot, OwnDigestSnapshot, PeerSnapshot,
+    };
 
     #[test]
     fn each_tier_has_its_hits_and_ratio_and_the_disk_its_state() {
@@ -912,5 +988,38 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(!text.contains("canopy_peer_digest_entries{peer=\"west\"}"));
+    }
+
+    #[test]
+    fn this_caches_digest_is_shown_while_there_is_one() {
+        let none = exposition(None, Some(&StatsSnapshot::default()), 0);
+        assert!(!none.contains("canopy_digest_"), "{none}");
+        let stats = StatsSnapshot {
+            own_digest: Some(OwnDigestSnapshot {
+                entries: 12,
+                capacity: 400,
+                bits_per_entry: 5,
+                size: 378,
+                fill_percent: 12.5,
+                build_ms: 250,
+                served: 3,
+                not_modified: 2,
+                ..OwnDigestSnapshot::default()
+            }),
+            ..StatsSnapshot::default()
+        };
+        let text = exposition(None, Some(&stats), 0);
+        for line in [
+            "canopy_digest_entries 12\n",
+            "canopy_digest_capacity 400\n",
+            "canopy_digest_bits_per_entry 5\n",
+            "canopy_digest_bytes 378\n",
+            "canopy_digest_fill_ratio 0.125\n",
+            "canopy_digest_build_seconds 0.25\n",
+            "canopy_digest_served_total{answer=\"whole\"} 3\n",
+            "canopy_digest_served_total{answer=\"not_modified\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -631,6 +631,7 @@ impl ControlHandler for Proxy {
         let from_disk = snapshot.disk.as_ref().map_or(0, |d| d.hits_served);
         snapshot.memory_hits = hits.saturating_sub(from_disk);
         snapshot.memory_hit_ratio = ratio(snapshot.memory_hits, snapshot.requests);
+        snapshot.own_digest = self.shared.own_digest.snapshot(SystemTime::now(), rfc3339);
         snapshot
     }
 

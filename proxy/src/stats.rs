@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use canopy_config::stats::{Failure, HtcpSnapshot, PeerSnapshot, PeerState, StatsSnapshot};
 
-use crate::digest::peer_digest::PeerDigest;
+use crate::digest::peer_digest::{FetchGate, PeerDigest};
 use crate::hierarchy::health::Health;
 use crate::http::workers;
 use crate::icp::codec::IcpOpcode;
@@ -47,6 +47,8 @@ pub struct Stats {
     /// Per client that asked us (ICP queries, HTTP requests of peers and ICP clients).
     pub clients: clients::Clients,
     peers: Mutex<BTreeMap<String, Arc<PeerStats>>>,
+    /// When the last fetch of any peer's cache digest began, so fetches are spaced.
+    pub peer_digest_gate: FetchGate,
 }
 
 /// A count the HTTP workers add to on every request. Each worker adds on its own cache
@@ -507,6 +509,7 @@ impl Stats {
             memory_evictions: 0,
             memory_hit_ratio: ratio(hits, requests),
             htcp: self.htcp.snapshot(),
+            own_digest: None,
         }
     }
 }

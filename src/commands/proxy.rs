@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use canopy_config::control::{self, Command, ControlError, ReloadReply, ReopenReply, StatusReply};
 use canopy_config::purge::{PurgeError, Purged};
-use canopy_config::stats::{DigestSnapshot, PeerState, StatsSnapshot};
+use canopy_config::stats::{DigestSnapshot, OwnDigestSnapshot, PeerState, StatsSnapshot};
 
 use super::{not_running, not_running_because, percent, Paths, UserError};
 
@@ -180,6 +180,10 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
         h.replies_ignored,
         h.clr_sent
     );
+    println!(
+        "cache digest      {}",
+        own_digest_text(s.own_digest.as_ref())
+    );
     for peer in &s.peers {
         println!(
             "peer {:<26} {} fetches {} failures {} bytes {}{}",
@@ -239,6 +243,28 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// This proxy's own cache digest as `canopy stats` shows it.
+fn own_digest_text(d: Option<&OwnDigestSnapshot>) -> String {
+    let Some(d) = d else {
+        return "none (digest_generation off, or not built yet)".to_owned();
+    };
+    format!(
+        "{} entries (capacity {}, {} bits each), {} bytes, {:.1}% of bits on; built {} in {} ms, \
+         modified {}, expires {}; served {}, not modified {}",
+        d.entries,
+        d.capacity,
+        d.bits_per_entry,
+        d.size,
+        d.fill_percent,
+        d.built_at,
+        d.build_ms,
+        d.modified_at,
+        d.expires_at,
+        d.served,
+        d.not_modified
+    )
+}
+
 /// A peer's cache digest as `canopy stats` shows it.
 fn digest_text(d: &DigestSnapshot, false_hits: u64) -> String {
     let held = match d.age_s {
@@ -253,11 +279,12 @@ fn digest_text(d: &DigestSnapshot, false_hits: u64) -> String {
         None => "none held".to_owned(),
     };
     format!(
-        "digest: {held}; last fetch {} ({}), next {}; fetches {}, failed {}; false hits {false_hits}",
+        "digest: {held}; last fetch {} ({}), next {}; fetches {} (not modified {}), failed {}; false hits {false_hits}",
         d.last_fetch_at,
         d.last_fetch_outcome,
         d.next_fetch_at.as_deref().unwrap_or("-"),
         d.fetches,
+        d.not_modified,
         d.fetch_failures
     )
 }

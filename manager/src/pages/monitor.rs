@@ -10,8 +10,8 @@ use canopy_config::config::Config;
 use canopy_config::control::{ControlError, StatusReply};
 use canopy_config::maintenance::Maintenance;
 use canopy_config::stats::{
-    DigestSnapshot, DiskSnapshot, Failure, PeerSnapshot, PeerState, StatsSnapshot, StoreState,
-    FALSE_HIT_METHODS,
+    DigestSnapshot, DiskSnapshot, Failure, OwnDigestSnapshot, PeerSnapshot, PeerState,
+    StatsSnapshot, StoreState, FALSE_HIT_METHODS,
 };
 use canopy_config::versions::ConfigVersion;
 use serde::Serialize;
@@ -360,10 +360,12 @@ pub struct DashboardPage {
     processes: Vec<String>,
     memory_cache: TierCard,
     disk_cache: TierCard,
+    /// This cache's own digest, as served to peers.
+    own_digest: TierCard,
 }
 
 /// One tier of the cache on the dashboard: its headline figure (memory: its hit ratio;
-/// disk: its state) and the lines under it.
+/// disk: its state; the digest of both: its entries) and the lines under it.
 pub struct TierCard {
     big: String,
     /// The headline's class: `ok`, `error`, or none.
@@ -445,6 +447,37 @@ impl TierCard {
             big: big.to_owned(),
             tone,
             lines,
+        }
+    }
+
+    /// This cache's digest: its entries, then its size and fill, its last build, and how
+    /// often peers took it.
+    fn own_digest(digest: Option<&OwnDigestSnapshot>) -> TierCard {
+        let Some(d) = digest else {
+            return TierCard {
+                big: "None".to_owned(),
+                tone: "",
+                lines: vec!["digest_generation off, or not built yet".to_owned()],
+            };
+        };
+        TierCard {
+            big: counted(d.entries, "entry", "entries"),
+            tone: "",
+            lines: vec![
+                format!(
+                    "capacity {} · {} bits each · {}",
+                    d.capacity,
+                    d.bits_per_entry,
+                    bytes(d.size)
+                ),
+                format!("{:.1}% of bits on", d.fill_percent),
+                format!("built {} in {} ms", when(&d.built_at), d.build_ms),
+                format!(
+                    "served {} · not modified {}",
+                    counted(d.served, "time", "times"),
+                    d.not_modified
+                ),
+            ],
         }
     }
 }
@@ -545,6 +578,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
         failed_logins,
         memory_cache: TierCard::memory(s),
         disk_cache: TierCard::disk(s.disk.as_ref()),
+        own_digest: TierCard::own_digest(s.own_digest.as_ref()),
     };
     if let Ok(status) = &status {
         page.pid = status.pid.to_string();

@@ -2,11 +2,14 @@
 //! every URL whose response will still be fresh one rebuild period from now, keyed as a GET,
 //! in a digest sized as Squid sizes one.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use canopy_config::stats::OwnDigestSnapshot;
 use http::HeaderName;
 
 use super::cache_digest::{self, CacheDigest, DigestError};
@@ -20,17 +23,55 @@ pub struct BuiltDigest {
     /// The reply body: header and mask.
     pub body: Bytes,
     pub built_at: SystemTime,
+    /// The reply's `Last-Modified`: when the body last changed, kept by a rebuild that
+    /// changed nothing so that a peer's If-Modified-Since gets a 304.
+    pub modified_at: SystemTime,
     /// When the next one is built: the reply's `Expires`.
     pub expires: SystemTime,
     pub capacity: u32,
     pub entries: u32,
+    pub bits_per_entry: u8,
+    pub fill_percent: f64,
+    pub build_time: Duration,
+}
+
+impl BuiltDigest {
+    /// This digest, dated as modified when `previous` was if their bodies are the same.
+    pub fn unchanged_since(mut self, previous: Option<&BuiltDigest>) -> BuiltDigest {
+        if let Some(previous) = previous.filter(|p| p.body == self.body) {
+            self.modified_at = previous.modified_at;
+        }
+        self
+    }
+
+    /// Whether a peer that holds the copy modified at `since` (an If-Modified-Since, to
+    /// the second) holds this one.
+    pub fn not_modified_since(&self, since: SystemTime) -> bool {
+        let secs = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
+        secs(self.modified_at) <= secs(since)
+    }
+}
+
+/// How a request for the digest was answered, for the counts `stats` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Sent whole (200).
+    Whole,
+    /// The peer's copy is current (304).
+    NotModified,
 }
 
 /// The digest this proxy serves; none while digest generation is off or before the first
-/// build.
+/// build. Kept across reloads with its counts.
 #[derive(Debug, Default)]
 pub struct OwnDigest {
     current: ArcSwapOption<BuiltDigest>,
+    served: AtomicU64,
+    not_modified: AtomicU64,
 }
 
 impl OwnDigest {
@@ -40,6 +81,40 @@ impl OwnDigest {
 
     pub fn set(&self, built: Option<BuiltDigest>) {
         self.current.store(built.map(Arc::new));
+    }
+
+    pub fn count(&self, answered: Answered) {
+        let counter = match answered {
+            Answered::Whole => &self.served,
+            Answered::NotModified => &self.not_modified,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The figures `stats` shows; `None` while there is no digest.
+    pub fn snapshot(
+        &self,
+        now: SystemTime,
+        format: impl Fn(SystemTime) -> String,
+    ) -> Option<OwnDigestSnapshot> {
+        let built = self.current.load_full()?;
+        Some(OwnDigestSnapshot {
+            entries: u64::from(built.entries),
+            capacity: u64::from(built.capacity),
+            bits_per_entry: built.bits_per_entry,
+            size: built.body.len() as u64,
+            fill_percent: built.fill_percent,
+            built_at: format(built.built_at),
+            age_s: now
+                .duration_since(built.built_at)
+                .unwrap_or_default()
+                .as_secs(),
+            build_ms: u64::try_from(built.build_time.as_millis()).unwrap_or(u64::MAX),
+            modified_at: format(built.modified_at),
+            expires_at: format(built.expires),
+            served: self.served.load(Relaxed),
+            not_modified: self.not_modified.load(Relaxed),
+        })
     }
 }
 
@@ -68,6 +143,7 @@ pub fn build(
     (settings, targets): (BuildSettings, &[HeaderName]),
     now: SystemTime,
 ) -> Result<BuiltDigest, DigestError> {
+    let started = Instant::now();
     let mut urls: Vec<Vec<u8>> = Vec::new();
     store.each_entry(|url, variants| {
         if variants.iter().any(|s| addable(s, now, settings.period)) {
@@ -118,9 +194,13 @@ pub fn build(
     Ok(BuiltDigest {
         body: Bytes::from(digest.encode()),
         built_at: now,
+        modified_at: now,
         expires: now + settings.period,
         capacity,
         entries: digest.count(),
+        bits_per_entry: settings.bits_per_entry,
+        fill_percent: digest.percent_on(),
+        build_time: started.elapsed(),
     })
 }
 
@@ -196,5 +276,29 @@ mod tests {
         .unwrap();
         let expected = (1u64 << 20) / cache_digest::AVG_OBJECT_SIZE;
         assert_eq!(u64::from(built.capacity), expected);
+    }
+
+    #[test]
+    fn a_rebuild_that_changed_nothing_keeps_the_last_modified() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let later = now + Duration::from_secs(60);
+        let store = Store::new(1 << 20);
+        store.insert("http://a/long", stored(7200, now));
+        let first = build(&store, None, (settings(30), &[]), now).unwrap();
+        assert_eq!(first.entries, 1);
+        assert_eq!(first.bits_per_entry, 5);
+        assert!(first.fill_percent > 0.0);
+        let same = build(&store, None, (settings(30), &[]), later)
+            .unwrap()
+            .unchanged_since(Some(&first));
+        assert_eq!((same.built_at, same.modified_at), (later, now));
+        assert!(same.not_modified_since(now));
+        store.insert("http://a/other", stored(7200, now));
+        let changed = build(&store, None, (settings(30), &[]), later)
+            .unwrap()
+            .unchanged_since(Some(&same));
+        assert_eq!(changed.modified_at, later);
+        assert!(!changed.not_modified_since(now));
+        assert!(changed.not_modified_since(later + Duration::from_millis(999)));
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! [`peer_digest`]: super::peer_digest
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
@@ -14,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::cache_digest::CacheDigest;
 use super::key::StoreKey;
-use super::peer_digest::{DigestFetchError, FetchedDigest, Lookup};
+use super::peer_digest::{DigestFetchError, Fetched, FetchedDigest, Lookup};
 use super::{CONTENT_TYPE, STORE_DIGEST_PATH};
 use crate::hierarchy::peers::PeerEntry;
 use crate::hierarchy::reach::{self, ConnectSettings};
@@ -43,7 +44,7 @@ pub fn select<'a>(runtime: &'a Runtime, url: &str) -> Option<&'a PeerEntry> {
             continue;
         }
         let digest = &peer.stats.digest;
-        if digest.claim_fetch(SystemTime::now()) {
+        if digest.claim_fetch(SystemTime::now(), &runtime.stats.peer_digest_gate) {
             spawn_fetch(runtime, peer);
         }
         if digest.lookup(&key) != Lookup::Hit {
@@ -79,10 +80,11 @@ fn spawn_fetch(runtime: &Runtime, peer: &PeerEntry) {
         peer.stats.clone(),
         runtime.via.clone(),
     );
+    let since = peer.stats.digest.modified_since();
     tokio::spawn(async move {
         let outcome = match tokio::time::timeout(
             FETCH_TIMEOUT,
-            fetch(&host, port, settings, via, MAX_DIGEST_BYTES),
+            fetch(&host, port, settings, (via, since), MAX_DIGEST_BYTES),
         )
         .await
         {
@@ -92,7 +94,10 @@ fn spawn_fetch(runtime: &Runtime, peer: &PeerEntry) {
             }),
         };
         match &outcome {
-            Ok(fetched) => tracing::info!(
+            Ok(Fetched::NotModified { .. }) => {
+                tracing::debug!("cache digest of peer {name}: not modified")
+            }
+            Ok(Fetched::Digest(fetched)) => tracing::info!(
                 "cache digest of peer {name}: {} entries, {:.1}% of bits on",
                 fetched.digest.count(),
                 fetched.digest.percent_on()
@@ -104,14 +109,15 @@ fn spawn_fetch(runtime: &Runtime, peer: &PeerEntry) {
 }
 
 /// Asks the peer at `host:port` for its digest as Squid asks: origin form, with `Accept:
-/// application/cache-digest`; reads at most `limit` octets.
+/// application/cache-digest`, and If-Modified-Since `since` when a digest is held; reads
+/// at most `limit` octets.
 pub async fn fetch(
     host: &str,
     port: u16,
     settings: ConnectSettings,
-    via: HeaderValue,
+    (via, since): (HeaderValue, Option<SystemTime>),
     limit: u64,
-) -> Result<FetchedDigest, DigestFetchError> {
+) -> Result<Fetched, DigestFetchError> {
     let stream = reach::connect(host, port, settings, None)
         .await
         .map_err(|e| DigestFetchError::Connect(e.describe()))?;
@@ -124,24 +130,42 @@ pub async fn fetch(
     } else {
         format!("{host}:{port}")
     };
-    let request = Request::get(STORE_DIGEST_PATH)
+    let mut request = Request::get(STORE_DIGEST_PATH)
         .header(header::HOST, authority)
         .header(header::ACCEPT, CONTENT_TYPE)
         .header(header::VIA, via)
         .header(header::CONNECTION, "close")
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| DigestFetchError::Http(e.to_string()))?;
+    if let Some(since) = since {
+        if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(since)) {
+            request
+                .headers_mut()
+                .insert(header::IF_MODIFIED_SINCE, value);
+        }
+    }
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| DigestFetchError::Http(e.to_string()))?;
     let received_at = SystemTime::now();
+    let date = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    let expires = date(header::EXPIRES);
+    let modified_at = date(header::LAST_MODIFIED).or_else(|| date(header::DATE));
+    if response.status() == StatusCode::NOT_MODIFIED && since.is_some() {
+        return Ok(Fetched::NotModified {
+            received_at,
+            expires,
+            modified_at,
+        });
+    }
     check_head(response.status(), response.headers(), limit)?;
-    let expires = response
-        .headers()
-        .get(header::EXPIRES)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
     let body = Limited::new(response.into_body(), limit as usize)
         .collect()
         .await
@@ -155,12 +179,13 @@ pub async fn fetch(
         .to_bytes();
     let digest = CacheDigest::decode(&body)?;
     digest.check_usable()?;
-    Ok(FetchedDigest {
-        digest,
+    Ok(Fetched::Digest(FetchedDigest {
+        digest: Arc::new(digest),
         received_at,
         expires,
+        modified_at,
         size: body.len() as u64,
-    })
+    }))
 }
 
 /// The status, content type and announced length of a digest reply.
@@ -198,40 +223,56 @@ fn check_head(
 mod tests {
     use super::*;
     use crate::digest::cache_digest::{DigestError, HEADER_LEN};
+    use std::time::UNIX_EPOCH;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A peer that answers one request with `head` then `body`, and the fetch's outcome.
-    async fn fetch_from(head: &str, body: Vec<u8>) -> Result<FetchedDigest, DigestFetchError> {
+    /// A peer that answers one request with `head` then `body`, and the fetch's outcome
+    /// asking If-Modified-Since `since`, with the request the peer received.
+    async fn fetch_since(
+        head: &str,
+        body: Vec<u8>,
+        since: Option<SystemTime>,
+    ) -> (Result<Fetched, DigestFetchError>, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let head = head.to_owned();
-        tokio::spawn(async move {
+        let peer = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut request = Vec::new();
             let mut chunk = [0u8; 1024];
             while !request.ends_with(b"\r\n\r\n") {
                 let n = stream.read(&mut chunk).await.unwrap();
                 if n == 0 {
-                    return;
+                    break;
                 }
                 request.extend_from_slice(&chunk[..n]);
             }
-            let text = String::from_utf8_lossy(&request).into_owned();
-            assert!(text.starts_with(&format!("GET {STORE_DIGEST_PATH} HTTP/1.1\r\n")));
-            assert!(
-                text.contains(&format!("accept: {CONTENT_TYPE}\r\n")),
-                "{text}"
-            );
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(&body).await;
+            String::from_utf8_lossy(&request).into_owned()
         });
         let settings = ConnectSettings {
             local_address: None,
             connect_timeout: Duration::from_secs(5),
         };
         let via = HeaderValue::from_static("1.1 test");
-        fetch("127.0.0.1", port, settings, via, 4096).await
+        let outcome = fetch("127.0.0.1", port, settings, (via, since), 4096).await;
+        let request = peer.await.unwrap();
+        assert!(request.starts_with(&format!("GET {STORE_DIGEST_PATH} HTTP/1.1\r\n")));
+        assert!(
+            request.contains(&format!("accept: {CONTENT_TYPE}\r\n")),
+            "{request}"
+        );
+        (outcome, request)
+    }
+
+    /// The digest fetched unconditionally from a peer answering `head` then `body`.
+    async fn fetch_from(head: &str, body: Vec<u8>) -> Result<FetchedDigest, DigestFetchError> {
+        match fetch_since(head, body, None).await.0? {
+            Fetched::Digest(fetched) => Ok(fetched),
+            Fetched::NotModified { .. } => panic!("not modified, and nothing was asked"),
+        }
     }
 
     fn ok_head(len: usize) -> String {
@@ -258,6 +299,51 @@ mod tests {
         assert!(fetched.digest.contains(&StoreKey::get("http://a/3")));
         assert_eq!(fetched.size, body.len() as u64);
         assert!(fetched.expires.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_refetch_asks_if_modified_since_and_takes_a_304() {
+        let since = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let head = "HTTP/1.1 304 Not Modified\r\nExpires: Thu, 01 Jan 2099 00:00:00 GMT\r\n\r\n";
+        let (outcome, request) = fetch_since(head, Vec::new(), Some(since)).await;
+        assert!(
+            request.contains("if-modified-since: Tue, 14 Nov 2023 22:13:20 GMT\r\n"),
+            "{request}"
+        );
+        match outcome.unwrap() {
+            Fetched::NotModified { expires, .. } => assert!(expires.is_some()),
+            Fetched::Digest(_) => panic!("a 304 read as a digest"),
+        }
+        // Without a digest held nothing is asked, and a 304 is no answer.
+        let (outcome, request) = fetch_since(head, Vec::new(), None).await;
+        assert!(!request.contains("if-modified-since"), "{request}");
+        assert_eq!(
+            outcome.unwrap_err(),
+            DigestFetchError::Status { status: 304 }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_digest_is_dated_by_its_last_modified_else_its_date() {
+        let body = digest_with(1);
+        let dated = |extra: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n{extra}\r\n",
+                body.len()
+            )
+        };
+        let modified = fetch_from(
+            &dated("Date: Wed, 15 Nov 2023 00:00:00 GMT\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\n"),
+            body.clone(),
+        )
+        .await
+        .unwrap();
+        let at = |secs| Some(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(modified.modified_at, at(1_700_000_000));
+        let undated = fetch_from(&dated("Date: Wed, 15 Nov 2023 00:00:00 GMT\r\n"), body)
+            .await
+            .unwrap();
+        assert_eq!(undated.modified_at, at(1_700_006_400));
     }
 
     #[tokio::test]

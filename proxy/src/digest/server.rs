@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
-use super::builder::{self, BuildSettings};
+use super::builder::{self, Answered, BuildSettings};
 use super::{CONTENT_TYPE, STORE_DIGEST_PATH};
 use crate::http::body::{empty_body, full_body, ProxyBody};
 use crate::http::errors::ProxyError;
@@ -37,8 +37,15 @@ pub fn is_digest_request(config: &Config, uri: &Uri) -> bool {
     }
 }
 
-/// The reply to a request for the digest.
-pub fn answer(shared: &Shared, config: &Config, method: &Method) -> Response<ProxyBody> {
+/// The reply to a request for the digest: whole, or 304 Not Modified to a peer whose
+/// If-Modified-Since is not older than the digest's `Last-Modified` (as Squid revalidates
+/// the digest it holds).
+pub fn answer(
+    shared: &Shared,
+    config: &Config,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<ProxyBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = ProxyError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -58,23 +65,43 @@ pub fn answer(shared: &Shared, config: &Config, method: &Method) -> Response<Pro
         };
         return ProxyError::new(StatusCode::NOT_FOUND, why).to_response(&config.visible_name);
     };
-    let body = if method == Method::HEAD {
-        empty_body()
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let not_modified = since.is_some_and(|since| built.not_modified_since(since));
+    let mut response = if not_modified {
+        let mut response = Response::new(empty_body());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
     } else {
-        full_body(built.body.clone())
+        let body = if method == Method::HEAD {
+            empty_body()
+        } else {
+            full_body(built.body.clone())
+        };
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(built.body.len()));
+        response
     };
-    let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(built.body.len()));
     for (name, at) in [
         (header::DATE, SystemTime::now()),
-        (header::LAST_MODIFIED, built.built_at),
+        (header::LAST_MODIFIED, built.modified_at),
         (header::EXPIRES, built.expires),
     ] {
         if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
             headers.insert(name, value);
         }
+    }
+    if method == Method::GET {
+        shared.own_digest.count(if not_modified {
+            Answered::NotModified
+        } else {
+            Answered::Whole
+        });
     }
     response
 }
@@ -120,6 +147,7 @@ async fn rebuild_once(shared: &Weak<Shared>) -> Option<Duration> {
     .await;
     match built {
         Ok(Ok(built)) => {
+            let built = built.unchanged_since(shared.own_digest.current().as_deref());
             tracing::debug!(
                 "cache digest rebuilt: {} entries, capacity {}",
                 built.entries,
@@ -152,5 +180,46 @@ mod tests {
         assert!(!asks(&format!("http://127.0.0.1:3129{STORE_DIGEST_PATH}")));
         assert!(!asks(&format!("{STORE_DIGEST_PATH}?x")));
         assert!(!asks("/squid-internal-periodic/other"));
+    }
+
+    #[test]
+    fn if_modified_since_the_digest_last_changed_is_answered_304() {
+        let shared = Shared::for_tests(Config::default());
+        let config = shared.runtime.load().config.clone();
+        let store = crate::cache::store::Store::new(1 << 20);
+        let settings = BuildSettings {
+            period: Duration::from_secs(60),
+            bits_per_entry: 5,
+            max_bytes: 1 << 20,
+            previous_capacity: None,
+        };
+        let built_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let built = builder::build(&store, None, (settings, &[]), built_at).unwrap();
+        shared.own_digest.set(Some(built));
+        let ask = |since: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(since) = since {
+                headers.insert(header::IF_MODIFIED_SINCE, since.parse().unwrap());
+            }
+            answer(&shared, &config, &Method::GET, &headers)
+        };
+        let whole = ask(None);
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert_eq!(
+            whole.headers()[header::LAST_MODIFIED],
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        let current = ask(Some("Tue, 14 Nov 2023 22:13:20 GMT"));
+        assert_eq!(current.status(), StatusCode::NOT_MODIFIED);
+        assert!(current.headers().contains_key(header::EXPIRES));
+        assert!(!current.headers().contains_key(header::CONTENT_TYPE));
+        let older = ask(Some("Tue, 14 Nov 2023 22:13:19 GMT"));
+        assert_eq!(older.status(), StatusCode::OK);
+        assert_eq!(ask(Some("not a date")).status(), StatusCode::OK);
+        let shown = shared
+            .own_digest
+            .snapshot(built_at, |t| format!("{t:?}"))
+            .unwrap();
+        assert_eq!((shown.served, shown.not_modified), (3, 1));
     }
 }

@@ -176,6 +176,7 @@ pub async fn handle(
             &shared,
             &runtime.config,
             req.method(),
+            req.headers(),
         ))
     } else if let Err(e) = target {
         Served::refused(e, &runtime)
