@@ -289,8 +289,8 @@ impl Body for RangedBody {
 }
 
 /// A range request answered from held partial content of the variant it selects, when it
-/// is fresh, If-Range holds and one held piece covers every range asked for (RFC 9111 §3.3: "the request is partial
-/// and specifies a range wholly within the incomplete response").
+/// is fresh, If-Range holds and one held piece covers every range asked for (RFC 9111 §3.3:
+/// "the request is partial and specifies a range wholly within the incomplete response").
 pub(super) fn from_partial(req: &CacheRequest<'_>) -> Option<Served> {
     let parts = req.parts;
     let held = req.shared.partials.lookup(req.key, &parts.headers)?;
