@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 use super::date;
 use super::storable::is_storable;
 use super::validators::etag;
+use super::vary::vary_names;
 
 /// More ranges than this in one request are served whole: many small ranges are the mark
 /// of a broken client or an attack (RFC 9110 §14.2), and nginx's `max_ranges` draws a line too.
@@ -239,8 +240,8 @@ pub fn content_range(response: &HeaderMap) -> Option<(ByteRange, u64)> {
 ///
 /// RFC 9111 §3.3: "A cache MUST NOT store incomplete or partial-content responses if it does
 /// not support the Range and Content-Range header fields or if it does not understand the
-/// range units used in those fields." A 206 with Vary is not stored: partial content is
-/// kept per URL only.
+/// range units used in those fields." It is kept per Vary variant, as a 200 would be; never
+/// with `Vary: *`, which no later request matches (RFC 9111 §4.1).
 pub fn partial_storable(
     request: &HeaderMap,
     status: StatusCode,
@@ -248,8 +249,7 @@ pub fn partial_storable(
     targets: &[HeaderName],
 ) -> bool {
     status == StatusCode::PARTIAL_CONTENT
-        && !response.contains_key(header::VARY)
-        && !response.contains_key(header::CONTENT_ENCODING)
+        && vary_names(response).is_some()
         && content_range(response).is_some()
         && strong_validator(response)
         && is_storable(&Method::GET, request, StatusCode::OK, response, targets)

@@ -53,9 +53,7 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     if let Some(served) = from_store(&req, request_cc.only_if_cached).await {
         return served;
     }
-    // Partial content is never asked whether it may answer a request with credentials.
-    let partial = ranged && !parts.headers.contains_key(header::AUTHORIZATION);
-    if let Some(served) = partial.then(|| ranges::from_partial(&req)).flatten() {
+    if let Some(served) = ranged.then(|| ranges::from_partial(&req)).flatten() {
         return served;
     }
     if request_cc.only_if_cached {
@@ -75,6 +73,12 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     if parts.method == Method::HEAD || !caching {
         return forward_uncached(shared, runtime, &parts, None).await;
     }
+    // Passed upstream alone, with or without credentials: never collapsed.
+    if ranged
+        && ranges::range_miss(&parts, runtime.config.range_offset_limit.0) == RangeMiss::AsAsked
+    {
+        return ranges::fetch_as_asked(&req).await;
+    }
     // Its answer is its own unless the origin says it is shared (RFC 9111 §3.5): never
     // waited on by, nor waiting on, other clients' fetches.
     if parts.headers.contains_key(header::AUTHORIZATION) {
@@ -84,11 +88,6 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     // for that fetch would wait for itself.
     if is_loop(&parts.headers, &runtime.config.visible_name) {
         return fetch_and_fill(&req, None).await;
-    }
-    if ranged
-        && ranges::range_miss(&parts, runtime.config.range_offset_limit.0) == RangeMiss::AsAsked
-    {
-        return ranges::fetch_as_asked(&req).await;
     }
     match shared.in_flight.join(&key) {
         Join::Leader(leader) => fetch_variant(&req, Some(leader)).await,

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 
 use crate::access_log::{Hierarchy, LogCode};
 use crate::cache::disk::ObjectHead;
-use crate::cache::partial::Added;
+use crate::cache::partial::{Added, Piece, Variant};
 use crate::cache::policy::ranges::{self, ByteRange, RangeAnswer};
 use crate::cache::policy::{self, Reuse, StoredTimes};
 use crate::cache::store::Stored;
@@ -288,12 +288,19 @@ impl Body for RangedBody {
     }
 }
 
-/// A range request answered from held partial content, when it is fresh, If-Range holds
-/// and one held piece covers every range asked for (RFC 9111 §3.3: "the request is partial
-/// and specifies a range wholly within the incomplete response").
+/// A range request answered from held partial content of the variant it selects, when it
+/// is fresh, If-Range holds and one held piece covers every range asked for (RFC 9111 §3.3:
+/// "the request is partial and specifies a range wholly within the incomplete response").
 pub(super) fn from_partial(req: &CacheRequest<'_>) -> Option<Served> {
     let parts = req.parts;
-    let held = req.shared.partials.lookup(req.key)?;
+    let held = req.shared.partials.lookup(req.key, &parts.headers)?;
+    // RFC 9111 §3.5, as for a complete response: only content that says it is shared
+    // answers a request with credentials.
+    if parts.headers.contains_key(header::AUTHORIZATION)
+        && !policy::answers_credentials(&held.headers, &req.runtime.targets)
+    {
+        return None;
+    }
     let view = policy::StoredResponse {
         status: StatusCode::OK,
         headers: &held.headers,
@@ -399,6 +406,7 @@ struct Keeper {
     shared: std::sync::Arc<crate::runtime::Shared>,
     runtime: std::sync::Arc<crate::runtime::Runtime>,
     key: String,
+    vary: Variant,
     headers: HeaderMap,
     request_time: SystemTime,
     range: ByteRange,
@@ -406,7 +414,8 @@ struct Keeper {
 }
 
 /// A keeper for a 206 that may be kept: storable, of one byte range of known complete
-/// length, with a strong validator, and no larger than `max_object_size`.
+/// length, with a strong validator, and no larger than `max_object_size`. It is kept as
+/// the variant the request selects, by the fields its Vary names.
 fn keeper(
     req: &CacheRequest<'_>,
     may_store: bool,
@@ -423,6 +432,8 @@ fn keeper(
     if length > req.runtime.config.max_object_size.0 {
         return None;
     }
+    let vary = policy::vary_request_values(response, &req.parts.headers)
+        .filter(|_| response.contains_key(header::VARY));
     let mut headers = response.clone();
     for name in policy::fields_to_strip(response, &req.runtime.targets) {
         headers.remove(name);
@@ -431,6 +442,7 @@ fn keeper(
         shared: req.shared.clone(),
         runtime: req.runtime.clone(),
         key: req.key.to_owned(),
+        vary,
         headers,
         request_time,
         range,
@@ -472,31 +484,33 @@ impl Keeper {
     }
 
     /// Adds the range to the partial content held; once the ranges make the whole, the
-    /// object goes to the store as a 200 (RFC 9110 §15.3.7.3: "If the union consists of the
-    /// entire range of the representation, then the client MUST process the combined
-    /// response as if it were a complete 200 (OK) response").
+    /// object goes to the store as a 200 of its variant, in memory when it fits there and
+    /// on disk when there is a disk tier, as a fill would (RFC 9110 §15.3.7.3: "If the union
+    /// consists of the entire range of the representation, then the client MUST process the
+    /// combined response as if it were a complete 200 (OK) response").
     fn keep(self, chunks: Vec<Bytes>) {
         let body = match chunks.as_slice() {
             [one] => one.clone(),
             _ => Bytes::from(chunks.concat()),
         };
-        let times = StoredTimes {
-            request_time: self.request_time,
-            response_time: SystemTime::now(),
+        let piece = Piece {
+            key: &self.key,
+            vary: self.vary,
+            headers: &self.headers,
+            times: StoredTimes {
+                request_time: self.request_time,
+                response_time: SystemTime::now(),
+            },
+            range: self.range,
+            length: self.length,
+            bytes: body,
         };
-        let added = self.shared.partials.add(
-            (&self.key, &self.headers),
-            times,
-            self.range,
-            self.length,
-            body,
-            &self.runtime.targets,
-        );
         let Added::Complete {
             headers,
             times,
+            vary,
             body,
-        } = added
+        } = self.shared.partials.add(piece, &self.runtime.targets)
         else {
             return;
         };
@@ -508,21 +522,20 @@ impl Keeper {
         if config.cache_mem.0 > 0 && body.len() as u64 <= in_memory {
             let stored = Stored::new(
                 StatusCode::OK,
-                headers,
-                body,
+                headers.clone(),
+                body.clone(),
                 times,
-                None,
+                vary.clone(),
                 &self.runtime.targets,
             );
             self.shared.store.load().insert(&self.key, stored);
-            return;
         }
         let Some(fill) = self.shared.disk.as_ref().and_then(|disk| {
             let head = ObjectHead {
                 status: StatusCode::OK,
                 headers,
                 times,
-                vary: None,
+                vary,
             };
             disk.fill(&self.key, head)
         }) else {

@@ -207,11 +207,11 @@ fn a_206_is_stored_with_a_byte_content_range_and_a_strong_validator() {
     assert!(!storable(&partial(&[])));
     assert!(!storable(&partial(&[
         ("etag", "\"a\""),
-        ("vary", "accept")
+        ("cache-control", "no-store")
     ])));
     assert!(!storable(&partial(&[
         ("etag", "\"a\""),
-        ("cache-control", "no-store")
+        ("cache-control", "private")
     ])));
     let items = headers(&[
         ("content-range", "items 0-9/100"),
@@ -225,6 +225,51 @@ fn a_206_is_stored_with_a_byte_content_range_and_a_strong_validator() {
         &partial(&[("etag", "\"a\"")]),
         &[]
     ));
+}
+
+/// RFC 9111 §4.1: "A stored response with a Vary header field value containing a member
+/// "*" always fails to match." Other Vary'd partial content is kept per variant, coded or
+/// not, as a 200 would be.
+#[test]
+fn a_206_with_vary_is_stored_as_its_variant_unless_vary_is_a_star() {
+    let partial = |extra: &[(&str, &str)]| {
+        let mut fields = vec![
+            ("content-range", "bytes 0-9/100"),
+            ("cache-control", "max-age=60"),
+            ("etag", "\"a\""),
+        ];
+        fields.extend_from_slice(extra);
+        headers(&fields)
+    };
+    let request = HeaderMap::new();
+    let storable = |h: &HeaderMap| partial_storable(&request, StatusCode::PARTIAL_CONTENT, h, &[]);
+    assert!(storable(&partial(&[("vary", "accept-encoding")])));
+    assert!(storable(&partial(&[
+        ("vary", "accept-encoding"),
+        ("content-encoding", "gzip")
+    ])));
+    assert!(!storable(&partial(&[("vary", "accept-encoding, *")])));
+}
+
+/// RFC 9111 §3.5: "A shared cache MUST NOT use a cached response to a request with an
+/// Authorization header field [...] unless the response contains a Cache-Control field with
+/// a response directive [...] that allows it to be stored by a shared cache". Partial
+/// content follows the rule of a complete response.
+#[test]
+fn a_206_to_a_request_with_authorization_is_stored_only_when_shared() {
+    let request = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+    let partial = |cache_control: &str| {
+        headers(&[
+            ("content-range", "bytes 0-9/100"),
+            ("cache-control", cache_control),
+            ("etag", "\"a\""),
+        ])
+    };
+    let storable = |h: &HeaderMap| partial_storable(&request, StatusCode::PARTIAL_CONTENT, h, &[]);
+    assert!(!storable(&partial("max-age=60")));
+    assert!(storable(&partial("public, max-age=60")));
+    assert!(storable(&partial("s-maxage=60")));
+    assert!(storable(&partial("max-age=60, must-revalidate")));
 }
 
 /// RFC 9111 §3.4: "A cache MAY combine these ranges into a single stored response, and reuse
