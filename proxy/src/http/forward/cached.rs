@@ -115,13 +115,14 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     }
 }
 
-/// A miss for a URL with other variants in memory or `on_disk`: asked upstream with all their
-/// ETags, so that a 304 naming one of them has it serve this request too (RFC 9111 §4.1: a cache can
-/// "validate with the origin server using all stored responses"; §4.3.4: "If the new
-/// response contains a strong validator [...], then that strong validator identifies the
-/// selected representation for update"). The selected variant is refreshed, headers
-/// included, and stored again for requests like this one (one held on disk only is refreshed
-/// there, and served from there). Otherwise a plain miss.
+/// A miss for a URL with other variants in memory or `on_disk`: asked upstream with all
+/// their ETags, so that a 304 naming one of them has it serve this request too (RFC 9111
+/// §4.1: a cache can "validate with the origin server using all stored responses"; §4.3.4:
+/// "If the new response contains a strong validator [...], then that strong validator
+/// identifies the selected representation for update"). The selected variant is refreshed,
+/// headers included, and stored again for requests like this one; one held on disk only is
+/// read into memory for that when it fits there, else refreshed on disk and streamed from
+/// there. Otherwise a plain miss.
 async fn fetch_variant(
     req: &CacheRequest<'_>,
     leader: Option<Leader>,
