@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -176,14 +177,7 @@ async fn a_stale_response_that_forbids_stale_use_gets_504_when_revalidation_fail
             let proxy = Canopy::start(&[]).await;
             let url = origin.url("/doc");
             assert_eq!(proxy.get(&url).await.status, 200, "{tier:?} {cc}");
-            wait_for("the object stored", Duration::from_secs(10), || async {
-                proxy
-                    .stats()
-                    .await
-                    .disk
-                    .is_some_and(|disk| disk.writes >= 1)
-            })
-            .await;
+            written_to_disk(&proxy, 1).await;
             for asked in [
                 &[][..],
                 &[("cache-control", "max-stale=600, stale-if-error=600")],
@@ -227,9 +221,10 @@ async fn an_unreachable_origin_gives_504_for_a_stale_must_revalidate_response() 
     assert_eq!(fetched.status, 504, "{}", fetched.text());
 }
 
-#[tokio::test]
-async fn a_304_to_the_etags_of_every_variant_serves_the_one_it_names() {
-    let origin = Scripted::start(|_, asked| {
+/// An origin of two variants by Accept-Language, `en` (ETag "a") and `de` (ETag "b"), that
+/// answers any other language with a 304 naming "b".
+async fn variants_origin() -> Scripted {
+    Scripted::start(|_, asked| {
         let language = asked.field("accept-language").unwrap_or_default();
         let fields = |etag| {
             [
@@ -252,7 +247,24 @@ async fn a_304_to_the_etags_of_every_variant_serves_the_one_it_names() {
             ),
         })
     })
+    .await
+}
+
+/// Waits until the disk tier has written `objects` objects.
+async fn written_to_disk(proxy: &Canopy, objects: u64) {
+    wait_for("the objects on disk", Duration::from_secs(10), || async {
+        proxy
+            .stats()
+            .await
+            .disk
+            .is_some_and(|disk| disk.writes >= objects)
+    })
     .await;
+}
+
+#[tokio::test]
+async fn a_304_to_the_etags_of_every_variant_serves_the_one_it_names() {
+    let origin = variants_origin().await;
     let proxy = Canopy::start(&[]).await;
     let url = origin.url("/page");
     for language in ["en", "de"] {
@@ -472,4 +484,185 @@ async fn interim_responses_are_never_stored_nor_merged() {
     assert_eq!(hit.text(), "final");
     assert_eq!(hit.header("link"), "");
     assert_eq!(hit.header("x-interim"), "");
+}
+
+#[tokio::test]
+async fn a_post_response_naming_its_own_uri_answers_later_gets() {
+    for tier in [Tier::Memory, Tier::Disk] {
+        let body = tier.body();
+        let origin = Origin::start(move |seen| {
+            let posted = seen.method == "POST";
+            let (location, cache_control) = match seen.path.as_str() {
+                "/order" => ("/order", "max-age=600"),
+                "/heuristic" => ("/heuristic", "public"),
+                "/private" => ("/private", "max-age=600, private"),
+                _ => ("/receipt", "max-age=600"),
+            };
+            let text = if posted {
+                body.clone()
+            } else {
+                "got".to_owned()
+            };
+            Response::builder()
+                .header("cache-control", cache_control)
+                .header("content-location", location)
+                .header("x-method", seen.method.as_str())
+                .body(full(text))
+                .unwrap()
+        })
+        .await;
+        let proxy = Canopy::start(&[]).await;
+        let cached_only = [("cache-control", "only-if-cached")];
+        for path in ["/order", "/heuristic", "/private", "/other"] {
+            let url = origin.url(path);
+            let posted = proxy.request("POST", &url, &[]).await;
+            assert_eq!(posted.status, 200, "{tier:?} {path}");
+            assert_eq!(posted.header("x-method"), "POST");
+        }
+        let order = origin.url("/order");
+        wait_for(
+            "the POST response stored",
+            Duration::from_secs(10),
+            || async { proxy.request("GET", &order, &cached_only).await.status == 200 },
+        )
+        .await;
+        let got = proxy.get(&order).await;
+        assert!(is_hit(&got), "{tier:?}");
+        assert_eq!(got.header("x-method"), "POST", "{tier:?}");
+        assert_eq!(got.body.len(), tier.body().len(), "{tier:?}");
+        let head = proxy.request("HEAD", &order, &[]).await;
+        assert!(is_hit(&head), "{tier:?}: HEAD from the stored GET");
+        for path in ["/heuristic", "/private", "/other"] {
+            let fetched = proxy.request("GET", &origin.url(path), &cached_only).await;
+            assert_eq!(fetched.status, 504, "{tier:?} {path}: not stored");
+        }
+        // The POST itself always goes to the origin, and invalidates what it replaces.
+        let again = proxy.request("POST", &order, &[]).await;
+        assert_eq!(again.header("x-method"), "POST");
+        let posts = origin.seen().iter().filter(|s| s.method == "POST").count();
+        let gets = origin.seen().iter().filter(|s| s.method != "POST").count();
+        assert_eq!((posts, gets), (5, 0), "{tier:?}");
+    }
+}
+
+#[tokio::test]
+async fn variants_held_only_on_disk_are_validated_with_their_etags_too() {
+    let origin = variants_origin().await;
+    let mut proxy = Canopy::start(&[]).await;
+    let url = origin.url("/page");
+    for language in ["en", "de"] {
+        let fetched = proxy
+            .request("GET", &url, &[("accept-language", language)])
+            .await;
+        assert_eq!(fetched.status, 200);
+    }
+    written_to_disk(&proxy, 2).await;
+    // Memory is empty after a restart: the variants are on disk only.
+    proxy.kill();
+    proxy.restart().await;
+    let swiss = proxy
+        .request("GET", &url, &[("accept-language", "de-CH")])
+        .await;
+    let asked = origin.asked();
+    assert_eq!(
+        (swiss.status.as_u16(), swiss.text().as_str()),
+        (200, "deutsch"),
+        "{asked:?}"
+    );
+    let condition = asked[2].field("if-none-match").expect("conditional");
+    assert!(
+        condition.contains("\"a\"") && condition.contains("\"b\""),
+        "{condition}"
+    );
+    assert_eq!(
+        swiss.header("x-refreshed"),
+        "yes",
+        "the 304's fields merged"
+    );
+    assert_eq!(swiss.header("cache-control"), "max-age=900");
+    wait_for(
+        "the disk variant refreshed",
+        Duration::from_secs(10),
+        || async {
+            let german = proxy
+                .request("GET", &url, &[("accept-language", "de")])
+                .await;
+            is_hit(&german) && german.header("x-refreshed") == "yes"
+        },
+    )
+    .await;
+    assert_eq!(origin.asked().len(), 3);
+}
+
+#[tokio::test]
+async fn a_206_with_the_validator_of_a_stored_response_updates_its_fields() {
+    for tier in [Tier::Memory, Tier::Disk] {
+        let body = tier.body();
+        let length = body.len();
+        let origin = Scripted::start(move |_, asked| {
+            let fields = |version| {
+                [
+                    ("vary", "accept-language"),
+                    ("etag", "\"v1\""),
+                    ("x-version", version),
+                ]
+            };
+            Some(match asked.field("range") {
+                None => {
+                    let mut whole = fields("1").to_vec();
+                    whole.push(("cache-control", "max-age=600"));
+                    answer(200, &whole, &body)
+                }
+                Some(_) => {
+                    let range = format!("bytes {}-{}/{length}", length - 5, length - 1);
+                    let mut part = fields("2").to_vec();
+                    part.extend([
+                        ("cache-control", "max-age=900"),
+                        ("content-range", range.as_str()),
+                    ]);
+                    answer(206, &part, "xxxxx")
+                }
+            })
+        })
+        .await;
+        let proxy = Canopy::start(&[]).await;
+        let url = origin.url("/video");
+        let english = [("accept-language", "en")];
+        assert_eq!(proxy.request("GET", &url, &english).await.status, 200);
+        let cached_english = [
+            ("accept-language", "en"),
+            ("cache-control", "only-if-cached"),
+        ];
+        wait_for("the response stored", Duration::from_secs(10), || async {
+            proxy.request("GET", &url, &cached_english).await.status == 200
+        })
+        .await;
+        // Another variant's range goes upstream as asked; its 206 has the stored validator.
+        let french = proxy
+            .request(
+                "GET",
+                &url,
+                &[("accept-language", "fr"), ("range", "bytes=-5")],
+            )
+            .await;
+        assert_eq!(
+            (french.status.as_u16(), french.text().as_str()),
+            (206, "xxxxx"),
+            "{tier:?}"
+        );
+        wait_for(
+            "the stored fields updated",
+            Duration::from_secs(10),
+            || async {
+                let stored = proxy.request("GET", &url, &cached_english).await;
+                stored.header("x-version") == "2"
+            },
+        )
+        .await;
+        let stored = proxy.request("GET", &url, &english).await;
+        assert!(is_hit(&stored), "{tier:?}");
+        assert_eq!(stored.header("cache-control"), "max-age=900", "{tier:?}");
+        assert_eq!(stored.body.len(), length, "{tier:?}: the body kept");
+        assert_eq!(origin.asked().len(), 2, "{tier:?}");
+    }
 }

@@ -46,6 +46,15 @@ const QUEUED_CHUNKS: usize = 4;
 /// `cache_dir_size` says: a cache must not fill the disk other services share.
 const FREE_SPACE_SHARE: u64 = 10;
 
+/// What the disk holds for a request.
+pub enum DiskFound {
+    /// The variant the request selects.
+    Variant(DiskEntry),
+    /// None selected: the URL's variants, if it has any (RFC 9111 §4.1), whose ETags a miss
+    /// validates with.
+    Others(Vec<DiskEntry>),
+}
+
 /// Whether the disk tier is in use.
 pub enum DiskState {
     Open(DiskTier),
@@ -143,11 +152,16 @@ impl DiskTier {
         }
     }
 
-    /// The object on disk for `url` whose Vary values match `request`.
-    pub async fn lookup(&self, url: &str, request: &HeaderMap) -> Option<DiskEntry> {
+    /// The object on disk for `url` whose Vary values match `request`, or else the URL's
+    /// other variants, read on the same disk thread: only a miss pays for them.
+    pub async fn lookup(&self, url: &str, request: &HeaderMap) -> DiskFound {
         let (url, request) = (url.to_owned(), request.clone());
-        let found = self.try_run(move |s| s.lookup(&url, &request)).await?;
-        found.ok().flatten()
+        let found = self.try_run(move |s| match s.lookup(&url, &request) {
+            Ok(Some(entry)) => DiskFound::Variant(entry),
+            Ok(None) => DiskFound::Others(s.variants(&url).unwrap_or_default()),
+            Err(_) => DiskFound::Others(Vec::new()),
+        });
+        found.await.unwrap_or(DiskFound::Others(Vec::new()))
     }
 
     /// How long the object of `url` (without Vary) on disk stays fresh, if one is there;

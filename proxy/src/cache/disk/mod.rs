@@ -166,6 +166,42 @@ impl DiskStore {
     }
 
     fn find(&self, url: &str, request: &HeaderMap) -> Result<Option<DiskEntry>, DiskError> {
+        let mut found = None;
+        self.scan(url, |key, record| {
+            let matches = match &record.head.vary {
+                None => true,
+                Some(values) => policy::vary_matches(values, request),
+            };
+            if matches {
+                let key = key.to_vec();
+                found = Some(DiskEntry { key, record });
+            }
+            found.is_none()
+        })?;
+        Ok(found)
+    }
+
+    /// Every variant stored for `url`, for a request none of them answers: a miss asks
+    /// upstream with all their ETags at once (RFC 9111 §4.1). The index is read, not the
+    /// objects. An error is a fault (counted and logged).
+    pub fn variants(&self, url: &str) -> Result<Vec<DiskEntry>, DiskError> {
+        let mut variants = Vec::new();
+        let scanned = self.scan(url, |key, record| {
+            let key = key.to_vec();
+            variants.push(DiskEntry { key, record });
+            true
+        });
+        scanned.map_err(|e| self.inner.failed(e))?;
+        Ok(variants)
+    }
+
+    /// The records of `url`'s variants, in index order, while `each` says go on. A record
+    /// that cannot be read is dropped and ends the scan as corrupt.
+    fn scan(
+        &self,
+        url: &str,
+        mut each: impl FnMut(&[u8], Record) -> bool,
+    ) -> Result<(), DiskError> {
         let path = self.inner.index_path();
         let ix = IndexAt {
             op: DiskOp::ReadIndex,
@@ -188,16 +224,11 @@ impl DiskStore {
                     });
                 }
             };
-            let matches = match &record.head.vary {
-                None => true,
-                Some(values) => policy::vary_matches(values, request),
-            };
-            if matches {
-                let key = key.value().to_vec();
-                return Ok(Some(DiskEntry { key, record }));
+            if !each(key.value(), record) {
+                break;
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Opens `entry`'s body. A small body is read and checked whole here, so a fault shows

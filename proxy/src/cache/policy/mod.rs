@@ -12,9 +12,11 @@
 //! - [`validators`]: revalidation, 304 merging, the client's own conditionals.
 //! - [`vary`]: the secondary cache key.
 //! - [`ranges`]: range requests, If-Range, and storing and combining partial content.
+//! - [`post`]: a POST response kept for later GETs of the same URI.
 
 mod cache_control;
 mod freshness;
+mod post;
 pub mod ranges;
 mod reuse;
 mod storable;
@@ -26,13 +28,14 @@ pub use cache_control::CacheControl;
 pub use freshness::{
     age_header, current_age, freshness_lifetime, remaining_freshness, Heuristics, StoredTimes,
 };
+pub use post::post_reusable_for_get;
 pub use reuse::{evaluate, may_serve_stale_on_error, Reuse, StoredResponse};
 pub use storable::{
     answers_credentials, fields_to_strip, invalidates, is_storable, FOR_ONE_CLIENT,
 };
 pub use validators::{
     client_not_modified, conditional_request_headers, merge_not_modified, not_modified_matches,
-    selected_variant, variants_condition,
+    partial_updates, selected_variant, variants_condition,
 };
 pub use vary::{vary_matches, vary_request_values};
 

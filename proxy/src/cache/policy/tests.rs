@@ -1738,3 +1738,165 @@ fn a_304_selects_the_variant_whose_etag_it_names() {
     assert_eq!(updated["x-new"], "1");
     assert_eq!(updated[header::CACHE_CONTROL], "max-age=600");
 }
+
+fn post_reusable(target: &str, req: &[(&str, &str)], status: u16, resp: &[(&str, &str)]) -> bool {
+    let target: http::Uri = target.parse().expect("test target");
+    let status = StatusCode::from_u16(status).expect("status");
+    post_reusable_for_get(&target, &headers(req), status, &response(resp), &[])
+}
+
+#[test]
+fn a_post_response_with_explicit_freshness_naming_its_target_is_kept_for_get() {
+    // RFC 9110 §9.3.3: "Responses to POST requests are only cacheable when they include
+    // explicit freshness information (see Section 4.2.1 of [CACHING]) and a Content-Location
+    // header field that has the same value as the POST's target URI (Section 8.7). A cached
+    // POST response can be reused to satisfy a later GET or HEAD request."
+    let target = "http://Example.com/forms/order?id=7";
+    for explicit in [
+        ("cache-control", "max-age=60"),
+        ("cache-control", "s-maxage=60"),
+        ("expires", "Tue, 14 Nov 2023 22:23:20 GMT"),
+    ] {
+        let fields = [explicit, ("content-location", target)];
+        assert!(post_reusable(target, &[], 200, &fields), "{explicit:?}");
+    }
+    let location = |value| [("cache-control", "max-age=60"), ("content-location", value)];
+    // RFC 9110 §8.7: "its value refers (after conversion to absolute form) to a URI that is
+    // the same as the target URI".
+    for same in [
+        "http://example.com/forms/order?id=7",
+        "HTTP://EXAMPLE.COM/forms/order?id=7",
+        "//example.com/forms/order?id=7",
+        "/forms/order?id=7",
+        "order?id=7",
+        "./order?id=7",
+        "../forms/order?id=7",
+        "?id=7",
+    ] {
+        assert!(post_reusable(target, &[], 200, &location(same)), "{same}");
+    }
+    for other in [
+        "http://example.com/forms/order",
+        "http://example.com/Forms/order?id=7",
+        "http://other.example/forms/order?id=7",
+        "https://example.com/forms/order?id=7",
+        "/forms/order?id=8",
+        "receipt",
+        "/forms/order?id=7#top",
+        "",
+    ] {
+        assert!(
+            !post_reusable(target, &[], 200, &location(other)),
+            "{other}"
+        );
+    }
+}
+
+#[test]
+fn a_post_response_without_explicit_freshness_or_with_a_refusal_is_not_kept() {
+    let target = "http://example.com/cart";
+    fn with<'a>(fields: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut all = vec![("content-location", "http://example.com/cart")];
+        all.extend_from_slice(fields);
+        all
+    }
+    // Heuristic freshness is not explicit freshness (RFC 9111 §4.2.1).
+    let heuristic = with(&[("last-modified", "Mon, 13 Nov 2023 22:13:20 GMT")]);
+    assert!(!post_reusable(target, &[], 200, &heuristic));
+    assert!(!post_reusable(
+        target,
+        &[],
+        200,
+        &with(&[("cache-control", "public")])
+    ));
+    // RFC 9111 §3: "the no-store cache directive is not present in the response", "if the
+    // cache is shared: the private response directive is either not present".
+    for refused in ["max-age=60, no-store", "max-age=60, private"] {
+        let fields = with(&[("cache-control", refused)]);
+        assert!(!post_reusable(target, &[], 200, &fields), "{refused}");
+    }
+    let fresh = with(&[("cache-control", "max-age=60")]);
+    assert!(!post_reusable(
+        target,
+        &[("cache-control", "no-store")],
+        200,
+        &fresh
+    ));
+    // RFC 9111 §3.5: a response to a request with Authorization only when shared explicitly.
+    assert!(!post_reusable(
+        target,
+        &[("authorization", "Basic YTpi")],
+        200,
+        &fresh
+    ));
+    for status in [201, 204, 303, 404] {
+        assert!(!post_reusable(target, &[], status, &fresh), "{status}");
+    }
+    let twice = [
+        ("cache-control", "max-age=60"),
+        ("content-location", target),
+        ("content-location", target),
+    ];
+    assert!(!post_reusable(target, &[], 200, &twice));
+}
+
+#[test]
+fn a_206_of_the_same_strong_validator_updates_the_stored_complete_response() {
+    // RFC 9111 §3.4: "A cache MAY combine these ranges into a single stored response [...] if
+    // they all share the same strong validator [...]. When combining the new response with
+    // one or more stored responses, a cache MUST update the stored response header fields
+    // using the header fields provided in the new response, as per Section 3.2."
+    let stored = response(&[
+        ("etag", "\"v1\""),
+        ("content-length", "10"),
+        ("x-version", "1"),
+    ]);
+    let partial = |etag, range| {
+        headers(&[
+            ("etag", etag),
+            ("content-range", range),
+            ("content-length", "5"),
+            ("x-version", "2"),
+            ("cache-control", "max-age=900"),
+        ])
+    };
+    let same = partial("\"v1\"", "bytes 5-9/10");
+    assert!(partial_updates(&stored, 10, &same));
+    assert!(!partial_updates(
+        &stored,
+        10,
+        &partial("\"v2\"", "bytes 5-9/10")
+    ));
+    assert!(
+        !partial_updates(&stored, 10, &partial("W/\"v1\"", "bytes 5-9/10")),
+        "a weak validator never combines"
+    );
+    assert!(
+        !partial_updates(&stored, 10, &partial("\"v1\"", "bytes 5-9/11")),
+        "another length is another representation"
+    );
+    let multipart = headers(&[
+        ("etag", "\"v1\""),
+        ("content-type", "multipart/byteranges; boundary=x"),
+    ]);
+    assert!(!partial_updates(&stored, 10, &multipart));
+    // RFC 9111 §3.2: "Caches are required to update a stored response's header fields from
+    // another (newer) response" except "Header fields that provide metadata about the message
+    // rather than the content", Content-Length and Content-Range among them.
+    let updated = merge_not_modified(&stored, &same, &[]);
+    assert_eq!(updated["x-version"], "2");
+    assert_eq!(updated[header::CACHE_CONTROL], "max-age=900");
+    assert_eq!(updated[header::CONTENT_LENGTH], "10");
+    assert!(!updated.contains_key(header::CONTENT_RANGE));
+    let modified = http_date(T0 - 3600);
+    let dated = |fields: &[(&str, &str)]| {
+        let mut all = vec![("last-modified", modified.as_str())];
+        all.extend_from_slice(fields);
+        response(&all)
+    };
+    assert!(partial_updates(
+        &dated(&[]),
+        10,
+        &dated(&[("content-range", "bytes 0-4/10")])
+    ));
+}

@@ -4,6 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::ranges::{content_range, same_strong_validator};
 use super::storable::fields_to_strip;
 use super::{date, list_members, parse_date};
 
@@ -141,6 +142,17 @@ pub fn not_modified_matches(stored: &HeaderMap, not_modified: &HeaderMap) -> boo
         return new.is_some() && new == date(stored, header::LAST_MODIFIED);
     }
     !stored.contains_key(header::ETAG) && !stored.contains_key(header::LAST_MODIFIED)
+}
+
+/// Whether a 206 updates a stored complete response of `stored_len` bytes (RFC 9111 §3.4:
+/// "When combining the new response with one or more stored responses, a cache MUST update
+/// the stored response header fields using the header fields provided in the new response,
+/// as per Section 3.2", for ranges that "all share the same strong validator"). The 206 must
+/// be of one range of the same complete length: a multipart 206's Content-Type describes its
+/// parts, not the representation. The update is that of a 304 ([`merge_not_modified`]).
+pub fn partial_updates(stored: &HeaderMap, stored_len: u64, partial: &HeaderMap) -> bool {
+    content_range(partial).is_some_and(|(_, length)| length == stored_len)
+        && same_strong_validator(stored, partial)
 }
 
 /// Fields a 304 never replaces (RFC 9111 §3.1, §3.2): hop-by-hop and proxy-specific fields,

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use crate::access_log::{Hierarchy, LogCode};
 use crate::cache::collapse::{InFlight, Join, Leader, Outcome};
 use crate::cache::disk::{DiskEntry, ObjectHead};
+use crate::cache::disk_tier::DiskFound;
 use crate::cache::key::cache_key;
 use crate::cache::policy::{self, CacheControl, Reuse, StoredTimes};
 use crate::cache::store::Stored;
@@ -50,9 +51,10 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     };
     let request_cc = CacheControl::parse_request(&parts.headers);
     let ranged = ranges::asks_for_range(&parts);
-    if let Some(served) = from_store(&req, request_cc.only_if_cached).await {
-        return served;
-    }
+    let on_disk = match from_store(&req, request_cc.only_if_cached).await {
+        Ok(served) => return served,
+        Err(on_disk) => on_disk,
+    };
     if let Some(served) = ranged.then(|| ranges::from_partial(&req)).flatten() {
         return served;
     }
@@ -90,7 +92,7 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
         return fetch_and_fill(&req, None).await;
     }
     match shared.in_flight.join(&key) {
-        Join::Leader(leader) => fetch_variant(&req, Some(leader)).await,
+        Join::Leader(leader) => fetch_variant(&req, Some(leader), on_disk).await,
         Join::Follower(waiting) => {
             let shared_fill = match InFlight::wait(waiting).await {
                 Outcome::Shared(fill) if fill_matches(&fill, &parts.headers) => from_fill(
@@ -105,25 +107,37 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
                 Some(response) => Served::joined(response),
                 // Another variant, not shareable, or the fill was past max_object_size or
                 // abandoned by now.
-                None => fetch_variant(&req, None).await,
+                None => fetch_variant(&req, None, on_disk).await,
             }
         }
-        Join::Alone => fetch_variant(&req, None).await,
+        Join::Alone => fetch_variant(&req, None, on_disk).await,
     }
 }
 
-/// A miss for a URL with other variants in memory: asked upstream with all their ETags, so
-/// that a 304 naming one of them has it serve this request too (RFC 9111 §4.1: a cache can
-/// "validate with the origin server using all stored responses"; §4.3.4: "If the new
-/// response contains a strong validator [...], then that strong validator identifies the
-/// selected representation for update"). The selected variant is refreshed, headers
-/// included, and stored again for requests like this one. Otherwise a plain miss.
-async fn fetch_variant(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served {
+/// A miss for a URL with other variants in memory or `on_disk`: asked upstream with all
+/// their ETags, so that a 304 naming one of them has it serve this request too (RFC 9111
+/// §4.1: a cache can "validate with the origin server using all stored responses"; §4.3.4:
+/// "If the new response contains a strong validator [...], then that strong validator
+/// identifies the selected representation for update"). The selected variant is refreshed,
+/// headers included, and stored again for requests like this one; one held on disk only is
+/// read into memory for that when it fits there, else refreshed on disk and streamed from
+/// there. Otherwise a plain miss.
+async fn fetch_variant(
+    req: &CacheRequest<'_>,
+    leader: Option<Leader>,
+    on_disk: Vec<DiskEntry>,
+) -> Served {
     let (shared, runtime, parts) = (req.shared, req.runtime, req.parts);
     let store = shared.store.load_full();
     let variants = store.variants(req.key);
     let heads: Vec<HeaderMap> = variants.iter().map(|stored| stored.headers()).collect();
-    let Some(condition) = policy::variants_condition(&heads) else {
+    // Memory's first: a variant held in both tiers is then refreshed in memory.
+    let all_heads = || {
+        heads
+            .iter()
+            .chain(on_disk.iter().map(|e| &e.head().headers))
+    };
+    let Some(condition) = policy::variants_condition(all_heads()) else {
         return fetch_and_fill(req, leader).await;
     };
     let mut headers = unconditional(&parts.headers);
@@ -135,18 +149,54 @@ async fn fetch_variant(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served
         Err((error, hierarchy)) => return Served::failed(error, runtime, hierarchy),
     };
     let not_modified = fetched.response.headers();
-    let Some(at) = policy::selected_variant(&heads, not_modified) else {
+    let Some(at) = policy::selected_variant(all_heads(), not_modified) else {
         return fetch_and_fill(req, leader).await;
     };
-    let (chosen, merged) = (
-        &variants[at],
-        policy::merge_not_modified(&heads[at], not_modified, &runtime.targets),
-    );
     let times = StoredTimes {
         request_time,
         response_time: SystemTime::now(),
     };
     let targets = &runtime.targets;
+    // A variant on disk only is read into memory when it fits there, and refreshed in both.
+    let (chosen, on_disk_only) = match variants.get(at) {
+        Some(chosen) => (chosen.clone(), None),
+        None => {
+            let entry = on_disk[at - variants.len()].clone();
+            match whole_in_memory(req, &entry).await {
+                Some(stored) => (stored, Some(entry)),
+                None => {
+                    let held = Held::Disk(entry);
+                    let head = ObjectHead {
+                        status: held.status(),
+                        headers: policy::merge_not_modified(&held.headers(), not_modified, targets),
+                        times,
+                        vary: held.vary(),
+                    };
+                    let served = refreshed(req, &held, head).await;
+                    if let Some(leader) = leader {
+                        leader.finish();
+                    }
+                    return match served {
+                        Some(served) => Served {
+                            hierarchy: fetched.hierarchy,
+                            ..served
+                        },
+                        None => fetch_and_fill(req, None).await,
+                    };
+                }
+            }
+        }
+    };
+    let merged = policy::merge_not_modified(&chosen.headers(), not_modified, targets);
+    if let (Some(entry), Some(disk)) = (on_disk_only, shared.disk.as_ref()) {
+        let head = ObjectHead {
+            status: chosen.status,
+            headers: merged.clone(),
+            times,
+            vary: chosen.vary().map(<[_]>::to_vec),
+        };
+        disk.update_entry_head(entry, head);
+    }
     let for_this_request = Stored::new(
         chosen.status,
         merged.clone(),
@@ -175,9 +225,13 @@ async fn fetch_variant(req: &CacheRequest<'_>, leader: Option<Leader>) -> Served
     served
 }
 
-/// What the store holds for the request, served or revalidated; `None` when nothing it
-/// holds may be used (or it would need a revalidation that `only-if-cached` forbids).
-async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Served> {
+/// What the store holds for the request, served or revalidated. When nothing it holds may be
+/// used (or it would need a revalidation that `only-if-cached` forbids): the URL's variants
+/// found on disk, none of which the request selects, for the miss to validate with.
+async fn from_store(
+    req: &CacheRequest<'_>,
+    only_if_cached: bool,
+) -> Result<Served, Vec<DiskEntry>> {
     let parts = req.parts;
     let store = req.shared.store.load_full();
     let Some(stored) = store.lookup(req.key, &parts.headers) else {
@@ -187,30 +241,56 @@ async fn from_store(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Serv
         && !parts.headers.contains_key(header::PRAGMA)
         && !parts.headers.contains_key(header::AUTHORIZATION);
     if let Some(age) = stored.fresh_age(SystemTime::now()).filter(|_| plain) {
-        return Some(serve_stored(parts, &stored, age, LogCode::Hit));
+        return Ok(serve_stored(parts, &stored, age, LogCode::Hit));
     }
-    reuse(req, Held::Memory(stored), only_if_cached).await
+    reuse(req, Held::Memory(stored), only_if_cached)
+        .await
+        .ok_or_else(Vec::new)
 }
 
 /// A memory miss looked up on disk. An object that fits `max_object_size_in_memory` is
 /// read whole and promoted to memory on its second disk hit within a while (see
 /// `disk_tier::promotion`): the next hit is a memory hit. The rest are streamed from disk.
-async fn from_disk(req: &CacheRequest<'_>, only_if_cached: bool) -> Option<Served> {
-    let disk = req.shared.disk.as_ref()?;
-    let entry = disk.lookup(req.key, &req.parts.headers).await?;
-    let config = &req.runtime.config;
-    let fits = entry.body_len() <= config.max_object_size_in_memory.0 && config.cache_mem.0 > 0;
-    if !fits || !disk.promotes(req.key) {
-        return reuse(req, Held::Disk(entry), only_if_cached).await;
+async fn from_disk(req: &CacheRequest<'_>, only_if_cached: bool) -> Result<Served, Vec<DiskEntry>> {
+    let Some(disk) = req.shared.disk.as_ref() else {
+        return Err(Vec::new());
+    };
+    let entry = match disk.lookup(req.key, &req.parts.headers).await {
+        DiskFound::Variant(entry) => entry,
+        DiskFound::Others(others) => return Err(others),
+    };
+    if !fits_in_memory(req, &entry) || !disk.promotes(req.key) {
+        return reuse(req, Held::Disk(entry), only_if_cached)
+            .await
+            .ok_or_else(Vec::new);
     }
-    let body = disk.read_whole(entry.clone()).await?;
+    let body = disk.read_whole(entry.clone()).await.ok_or_else(Vec::new)?;
     let stored = entry.into_stored(body, &req.runtime.targets);
     req.shared.store.load().insert(req.key, stored.clone());
     let served = reuse(req, Held::Memory(Arc::new(stored)), only_if_cached).await;
     if served.as_ref().is_some_and(Served::is_from_cache) {
         disk.served_whole();
     }
-    served
+    served.ok_or_else(Vec::new)
+}
+
+/// Whether an object on disk may also be held in memory (`max_object_size_in_memory`).
+fn fits_in_memory(req: &CacheRequest<'_>, entry: &DiskEntry) -> bool {
+    let config = &req.runtime.config;
+    entry.body_len() <= config.max_object_size_in_memory.0 && config.cache_mem.0 > 0
+}
+
+/// A variant found on disk, read whole for memory when it fits there; `None` otherwise, or
+/// on a fault.
+async fn whole_in_memory(req: &CacheRequest<'_>, entry: &DiskEntry) -> Option<Arc<Stored>> {
+    let disk = req.shared.disk.as_ref()?;
+    if !fits_in_memory(req, entry) {
+        return None;
+    }
+    let body = disk.read_whole(entry.clone()).await?;
+    Some(Arc::new(
+        entry.clone().into_stored(body, &req.runtime.targets),
+    ))
 }
 
 /// A stored response found for a request: in memory, or on disk only (too large for
@@ -528,6 +608,74 @@ async fn refreshed(req: &CacheRequest<'_>, held: &Held, head: ObjectHead) -> Opt
             }
             serve_held(req, &refreshed, headers, age, LogCode::RefreshUnmodified).await
         }
+    }
+}
+
+/// A 206 fetched for `req`: every stored complete response of the URL with its strong
+/// validator (RFC 9111 §4.3.4: "All the stored responses with the same strong validator are
+/// identified for update") has its header fields updated from it as from a 304, and its
+/// times anew (§3.4). Its body is the partial content's business, not this.
+pub(super) async fn refresh_from_partial(
+    req: &CacheRequest<'_>,
+    partial: &HeaderMap,
+    request_time: SystemTime,
+) {
+    let (shared, targets) = (req.shared, &req.runtime.targets);
+    // What may not be stored may not update what is.
+    if !policy::is_storable(
+        &Method::GET,
+        &req.parts.headers,
+        StatusCode::OK,
+        partial,
+        targets,
+    ) {
+        return;
+    }
+    let times = StoredTimes {
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    let store = shared.store.load_full();
+    for stored in store.variants(req.key) {
+        let headers = stored.headers();
+        if stored.status != StatusCode::OK
+            || !policy::partial_updates(&headers, stored.body.len() as u64, partial)
+        {
+            continue;
+        }
+        let merged = policy::merge_not_modified(&headers, partial, targets);
+        let vary = stored.vary().map(<[_]>::to_vec);
+        let refreshed = Stored::new(
+            stored.status,
+            merged,
+            stored.body.clone(),
+            times,
+            vary,
+            targets,
+        );
+        store.insert(req.key, refreshed);
+    }
+    let Some(disk) = shared.disk.as_ref() else {
+        return;
+    };
+    let on_disk = match disk.lookup(req.key, &req.parts.headers).await {
+        DiskFound::Variant(entry) => vec![entry],
+        DiskFound::Others(others) => others,
+    };
+    for entry in on_disk {
+        let stored = entry.head();
+        if stored.status != StatusCode::OK
+            || !policy::partial_updates(&stored.headers, entry.body_len(), partial)
+        {
+            continue;
+        }
+        let head = ObjectHead {
+            status: stored.status,
+            headers: policy::merge_not_modified(&stored.headers, partial, targets),
+            times,
+            vary: stored.vary.clone(),
+        };
+        disk.update_entry_head(entry, head);
     }
 }
 

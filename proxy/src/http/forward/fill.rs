@@ -56,7 +56,11 @@ pub(super) fn from_fill(
     headers: HeaderMap,
     max_object_size: u64,
 ) -> Option<Response<ProxyBody>> {
-    if fill.status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+    // A POST's own conditionals were the origin's to answer.
+    if fill.status == StatusCode::OK
+        && parts.method != Method::POST
+        && policy::client_not_modified(&parts.headers, &headers)
+    {
         return Some(not_modified(headers));
     }
     let body = if parts.method == Method::HEAD {
@@ -143,7 +147,10 @@ pub(super) fn store_and_serve(
     let vary = policy::vary_request_values(&head.headers, &parts.headers);
     if !storable || vary.is_none() && head.headers.contains_key(header::VARY) {
         shared.stats.uncacheable.add(1);
-        shared.in_flight.unshared(key);
+        // A POST's response says nothing of what a GET of the URL gets.
+        if parts.method == Method::GET {
+            shared.in_flight.unshared(key);
+        }
         if let Some(leader) = leader {
             leader.finish();
         }
@@ -326,37 +333,70 @@ impl Filling {
 }
 
 /// Everything but GET and HEAD: forwarded as is; a successful unsafe method invalidates
-/// what the cache holds for the URL.
+/// what the cache holds for the URL. A POST response that says it is the URL's current
+/// representation is then stored for later GETs of it (RFC 9110 §9.3.3).
 pub(super) async fn pass_through(
     shared: &Arc<Shared>,
     runtime: &Arc<Runtime>,
     parts: Parts,
     body: Incoming,
 ) -> Served {
-    let served = forward_uncached(shared, runtime, &parts, Some(body)).await;
-    if policy::invalidates(&parts.method, served.response.status()) {
-        // As Squid, the peers that take CLR are told of each URL invalidated.
-        let remove = |url: String| async move {
-            shared.remove_everywhere(&url).await;
-            let no_headers = HeaderMap::new();
-            htcp::querier::send_clr(runtime, &url, ClrReason::Invalidation, &no_headers).await;
-        };
-        remove(cache_key(&parts.uri)).await;
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            let target = served
-                .response
-                .headers()
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<Uri>().ok());
-            if let Some(target) = target {
-                if target.authority() == parts.uri.authority() {
-                    remove(cache_key(&target)).await;
-                }
+    let request_time = SystemTime::now();
+    let fetched = match hierarchy::fetch(runtime, &parts, parts.headers.clone(), Some(body)).await {
+        Ok(fetched) => fetched,
+        Err((error, hierarchy)) => return Served::failed(error, runtime, hierarchy),
+    };
+    let (status, headers) = (fetched.response.status(), fetched.response.headers());
+    if policy::invalidates(&parts.method, status) {
+        invalidate(shared, runtime, &parts.uri, headers).await;
+    }
+    let for_get = parts.method == Method::POST
+        && policy::post_reusable_for_get(
+            &parts.uri,
+            &parts.headers,
+            status,
+            headers,
+            &runtime.targets,
+        );
+    if !for_get {
+        return uncached(shared, fetched);
+    }
+    let key = cache_key(&parts.uri);
+    let req = CacheRequest {
+        shared,
+        runtime,
+        parts: &parts,
+        key: &key,
+    };
+    store_and_serve(&req, fetched, request_time, None, LogCode::Miss)
+}
+
+/// Removes what the cache holds for `target`, and for the same-origin Location and
+/// Content-Location of the response to an unsafe method (RFC 9111 §4.4).
+async fn invalidate(
+    shared: &Arc<Shared>,
+    runtime: &Arc<Runtime>,
+    target: &Uri,
+    response: &HeaderMap,
+) {
+    // As Squid, the peers that take CLR are told of each URL invalidated.
+    let remove = |url: String| async move {
+        shared.remove_everywhere(&url).await;
+        let no_headers = HeaderMap::new();
+        htcp::querier::send_clr(runtime, &url, ClrReason::Invalidation, &no_headers).await;
+    };
+    remove(cache_key(target)).await;
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let named = response
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Uri>().ok());
+        if let Some(named) = named {
+            if named.authority() == target.authority() {
+                remove(cache_key(&named)).await;
             }
         }
     }
-    served
 }
 
 pub(super) async fn forward_uncached(
@@ -366,15 +406,18 @@ pub(super) async fn forward_uncached(
     body: Option<Incoming>,
 ) -> Served {
     match hierarchy::fetch(runtime, parts, parts.headers.clone(), body).await {
-        Ok(fetched) => {
-            shared.stats.uncacheable.add(1);
-            let (mut head, body) = fetched.response.into_parts();
-            remove_hop_by_hop(&mut head.headers);
-            let response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
-            Served::fetched(response, LogCode::Miss, fetched.hierarchy, fetched.route)
-        }
+        Ok(fetched) => uncached(shared, fetched),
         Err((error, hierarchy)) => Served::failed(error, runtime, hierarchy),
     }
+}
+
+/// An upstream response passed on, not stored.
+fn uncached(shared: &Arc<Shared>, fetched: hierarchy::Fetched) -> Served {
+    shared.stats.uncacheable.add(1);
+    let (mut head, body) = fetched.response.into_parts();
+    remove_hop_by_hop(&mut head.headers);
+    let response = Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync());
+    Served::fetched(response, LogCode::Miss, fetched.hierarchy, fetched.route)
 }
 
 #[cfg(test)]

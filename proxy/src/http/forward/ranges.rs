@@ -26,7 +26,7 @@ use crate::hierarchy;
 use crate::http::body::{empty_body, full_body, BoxError, ProxyBody};
 use crate::http::headers::remove_hop_by_hop;
 
-use super::cached::CacheRequest;
+use super::cached::{refresh_from_partial, CacheRequest};
 use super::fill::{store_and_serve, unconditional};
 use super::Served;
 
@@ -388,6 +388,9 @@ pub(super) async fn fetch_as_asked(req: &CacheRequest<'_>) -> Served {
         Ok(fetched) if fetched.response.status() == StatusCode::PARTIAL_CONTENT => {
             let (mut head, body) = fetched.response.into_parts();
             remove_hop_by_hop(&mut head.headers);
+            if fetched.may_store {
+                refresh_from_partial(req, &head.headers, request_time).await;
+            }
             let body = body.map_err(BoxError::from).boxed_unsync();
             let body = match keeper(req, fetched.may_store, &head.headers, request_time) {
                 Some(keep) => keep.around(body),
