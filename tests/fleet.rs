@@ -20,8 +20,10 @@ use canopy_config::config::{Control, Group};
 use canopy_config::control::{self, Command as ControlCommand, StatusReply};
 use canopy_config::database::DatabaseUrl;
 use canopy_config::nodes::Outcome;
+use canopy_config::stats::StatsSnapshot;
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
+use canopy_proxy::hierarchy::carp::{self, CarpArray};
 use common::console::{cookie, encode_form, hidden_input};
 use common::*;
 
@@ -560,4 +562,198 @@ async fn last_seen(db: &Db) -> std::collections::HashMap<String, String> {
         .into_iter()
         .map(|n| (n.node.name, n.node.last_seen))
         .collect()
+}
+
+impl Node {
+    /// Starts node `n` of a fleet on its own address, 127.0.0.`n`, named `node{n}` and
+    /// showing that name in Via.
+    async fn start_numbered(n: u8, db: &Db, url: &DatabaseUrl) -> Node {
+        let name = format!("node{n}");
+        db.set_node_setting(&name, "bind_address", &format!("127.0.0.{n}"))
+            .await
+            .expect("per node");
+        db.set_node_setting(&name, "visible_name", &name)
+            .await
+            .expect("per node");
+        Node::start(&name, url).await
+    }
+
+    async fn http(&self) -> SocketAddr {
+        let status = self.status().await.expect("the node answers");
+        status.http_listen.parse().expect("an address")
+    }
+
+    async fn get(&self, url: &str) -> common::Fetched {
+        request_via(self.http().await, None, "GET", url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{} did not answer for {url}: {e}", self.name))
+    }
+
+    /// Its access log's lines for `url`.
+    fn logged(&self, url: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.split_whitespace().any(|f| f == url))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn wait_logged(&self, what: &str, url: &str) {
+        wait_for(
+            &format!(
+                "{} to log {what} for {url}: {:?}",
+                self.name,
+                self.logged(url)
+            ),
+            LIMIT,
+            || async { self.logged(url).iter().any(|l| l.contains(what)) },
+        )
+        .await;
+    }
+
+    /// Waits until this node's peers (siblings, or the CARP array's parents) include every
+    /// one of `others`.
+    async fn wait_for_fleet(&self, others: &[&Node]) {
+        let socket = self.dir.path().join("canopy.sock");
+        wait_for(
+            &format!("{} to peer with the fleet", self.name),
+            LIMIT,
+            || async {
+                let Ok(stats) =
+                    control::call_typed::<StatsSnapshot>(&socket, ControlCommand::Stats).await
+                else {
+                    return false;
+                };
+                others.iter().all(|other| {
+                    let name = format!("fleet:{}", other.name);
+                    stats.peers.iter().any(|p| p.name == name)
+                })
+            },
+        )
+        .await;
+    }
+}
+
+/// A fleet's database on `postgres` with `settings` in its version, an origin whose
+/// objects stay fresh for an hour, and three nodes that peer with each other.
+async fn fleet_on(postgres: &Postgres, settings: &[(&str, &str)]) -> (Db, Origin, Vec<Node>) {
+    let db = Db::connect(&postgres.url())
+        .await
+        .expect("the fleet's database");
+    let mut config = db.latest().await.expect("latest").config;
+    let (http_port, icp_port) = (free_port().to_string(), free_udp_port().to_string());
+    let mut all = vec![
+        ("http_port", http_port.as_str()),
+        ("icp_port", icp_port.as_str()),
+        ("icp_mode", "send-receive"),
+        ("icp_query_timeout_ms", "2000"),
+    ];
+    all.extend_from_slice(settings);
+    config
+        .set_all(all.iter().copied())
+        .expect("the fleet's settings");
+    db.save_change(&config, "test", None).await.expect("saved");
+    let origin = Origin::start(|seen| {
+        let mut response = hyper::Response::new(full(format!("object {}", seen.path)));
+        let headers = response.headers_mut();
+        headers.insert("cache-control", "max-age=3600".parse().unwrap());
+        response
+    })
+    .await;
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        nodes.push(Node::start_numbered(n, &db, &postgres.url()).await);
+    }
+    for node in &nodes {
+        let others: Vec<&Node> = nodes.iter().filter(|o| o.name != node.name).collect();
+        node.wait_for_fleet(&others).await;
+    }
+    (db, origin, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_siblings_serve_each_others_objects_and_a_new_node_joins_by_itself() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let (db, origin, nodes) = fleet_on(&postgres, &[("fleet_peering", "siblings")]).await;
+
+    // Fetched through node1, then asked of node2: node1 serves it as a sibling.
+    let object = origin.url("/shared");
+    assert_eq!(nodes[0].get(&object).await.text(), "object /shared");
+    let got = nodes[1].get(&object).await;
+    assert_eq!(got.text(), "object /shared");
+    assert_eq!(origin.count("/shared"), 1, "the origin was asked again");
+    nodes[1].wait_logged("SIBLING_HIT/127.0.0.1", &object).await;
+
+    // A fourth node starts later: nobody edits the others, and they use it.
+    let fourth = Node::start_numbered(4, &db, &url).await;
+    let everyone: Vec<&Node> = nodes.iter().collect();
+    fourth.wait_for_fleet(&everyone).await;
+    nodes[0].wait_for_fleet(&[&fourth]).await;
+    let late = origin.url("/late");
+    assert_eq!(fourth.get(&late).await.text(), "object /late");
+    assert_eq!(nodes[0].get(&late).await.text(), "object /late");
+    assert_eq!(origin.count("/late"), 1, "the origin was asked again");
+    nodes[0].wait_logged("SIBLING_HIT/127.0.0.4", &late).await;
+    // Objects the fleet holds come from it, whichever node is asked first.
+    assert_eq!(fourth.get(&object).await.text(), "object /shared");
+    assert_eq!(origin.count("/shared"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_carp_gives_each_url_one_home_node_and_falls_back_when_it_stops() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let (_db, origin, mut nodes) = fleet_on(&postgres, &[("fleet_peering", "carp")]).await;
+    let array = CarpArray::new(nodes.iter().map(|n| (n.name.as_str(), 1)));
+    let home_of = |url: &str| {
+        array
+            .pick(&carp::request_url(&url.parse().unwrap()))
+            .unwrap()
+    };
+
+    // Two URLs, asked of the nodes in two orders: each reaches the origin once, through
+    // its home; the others' logs say CARP to it, and nothing goes round.
+    for (path, order) in [("/one", [0, 1, 2]), ("/two", [2, 1, 0])] {
+        let object = origin.url(path);
+        let home = home_of(&object);
+        for &i in &order {
+            let got = nodes[i].get(&object).await;
+            assert_eq!(got.text(), format!("object {path}"), "{}", nodes[i].name);
+        }
+        assert_eq!(origin.count(path), 1, "{path} fetched again");
+        let home_address = format!("CARP/127.0.0.{}", home + 1);
+        // The access log is written once each client has the whole response.
+        wait_for(&format!("the nodes to log {path}"), LIMIT, || async {
+            (nodes.iter().map(|n| n.logged(&object).len())).sum::<usize>() == 5
+        })
+        .await;
+        for (i, node) in nodes.iter().enumerate() {
+            let lines = node.logged(&object);
+            if i == home {
+                // Its own client's request and the two the others sent it.
+                assert_eq!(lines.len(), 3, "{}: {lines:?}", node.name);
+                assert!(!lines.iter().any(|l| l.contains("CARP/")), "{lines:?}");
+            } else {
+                assert_eq!(lines.len(), 1, "{}: {lines:?}", node.name);
+                assert!(lines[0].contains(&home_address), "{lines:?}");
+            }
+        }
+    }
+
+    // The home node of a URL stops: the other two fetch it directly.
+    let object = (0..)
+        .map(|i| origin.url(&format!("/orphan{i}")))
+        .find(|object| home_of(object) == 0)
+        .expect("a URL at home on node1");
+    nodes[0].kill();
+    for node in &nodes[1..] {
+        let got = node.get(&object).await;
+        assert_eq!(got.status.as_u16(), 200, "{}", node.log());
+        node.wait_logged("DIRECT/", &object).await;
+    }
+    assert_eq!(origin.count(&object[object.rfind('/').unwrap()..]), 2);
 }

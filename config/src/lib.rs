@@ -6,6 +6,7 @@
 //! - [`versions`]: config versions, the single source of truth.
 //! - [`nodes`]: the proxies a database serves, and what each did with each version.
 //! - [`maintenance`]: peers taken down by hand, kept across restarts.
+//! - [`fleet`]: the live nodes of a fleet, as `fleet_peering` makes peers of them.
 //! - [`import`]: other proxies' files read into settings: Squid `cache_peer`, Traffic Server
 //!   `icp.config` and `parent.config`.
 //! - [`resolve`]: whether the host names a config newly gives resolve (a warning, not a refusal).
@@ -20,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod database;
 pub mod files;
+pub mod fleet;
 pub mod import;
 pub mod maintenance;
 pub mod nodes;

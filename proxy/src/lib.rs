@@ -11,6 +11,7 @@
 //! - [`proxy`]: the orchestrator on top: start, `reload`, drain, the control handler.
 //! - [`control`]: the control socket's server.
 //! - [`maintenance`]: peers taken down by hand, kept in the database across restarts.
+//! - [`fleet`]: the other nodes of a fleet made peers of this one (`fleet_peering`).
 //! - [`node`]: this proxy as a node of its database, and the version it keeps to start on
 //!   without it.
 //! - [`stats`]: counters, in total and per peer.
@@ -23,6 +24,7 @@ pub mod access_log;
 pub mod cache;
 pub mod control;
 pub mod digest;
+pub mod fleet;
 pub mod hierarchy;
 pub mod htcp;
 pub mod http;

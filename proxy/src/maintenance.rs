@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::fleet;
 use crate::runtime::Runtime;
 use crate::stats::{PeerStats, Stats};
 use canopy_config::maintenance::Maintenance;
@@ -63,7 +64,8 @@ pub fn known(runtime: &Runtime) -> Vec<KnownPeer> {
 
 /// The counters (and health) of the peer or HTTP parent called `name` in `runtime`.
 fn find<'a>(runtime: &'a Runtime, name: &str) -> Option<&'a Arc<PeerStats>> {
-    let parent = runtime.parents.iter().find(|p| p.name == name);
+    let fleet = runtime.fleet_home.iter().flat_map(|fleet| fleet.others());
+    let parent = runtime.parents.iter().chain(fleet).find(|p| p.name == name);
     parent.map(|p| &p.stats).or_else(|| {
         runtime
             .peers
@@ -128,6 +130,9 @@ pub fn lay_over(runtime: &Runtime, records: Vec<Maintenance>) -> Vec<Maintenance
         match find(runtime, &record.name) {
             Some(stats) if !stats.health.is_down_by_hand() => stats.health.take_down(&record),
             Some(_) => {}
+            // Every node has other fleet peers (never itself), and they come and go with
+            // the registry: a record of one is kept for when it is a peer here.
+            None if fleet::is_peer_name(&record.name) => {}
             None => gone.push(record),
         }
     }
@@ -205,9 +210,14 @@ mod tests {
         let runtime = runtime();
         let gone = lay_over(
             &runtime,
-            vec![record("sib"), record("10.0.0.1:3128"), record("old")],
+            vec![
+                record("sib"),
+                record("10.0.0.1:3128"),
+                record("old"),
+                record("fleet:node2"),
+            ],
         );
-        assert_eq!(gone, vec![record("old")]);
+        assert_eq!(gone, vec![record("old")], "a fleet node's record is kept");
         assert!(runtime.peers[1].stats.health.is_down_by_hand());
         assert!(runtime.parents[0].stats.health.is_down_by_hand());
         assert!(!runtime.peers[0].stats.health.is_down_by_hand());

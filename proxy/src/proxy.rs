@@ -16,6 +16,7 @@ use crate::cache::store::Store;
 use crate::control::{ControlHandler, PeerChange};
 use crate::digest;
 use crate::digest::builder::OwnDigest;
+use crate::fleet::Fleet;
 use crate::hierarchy::peers;
 use crate::htcp::{
     self,
@@ -28,10 +29,11 @@ use crate::maintenance::{self, MaintenanceError};
 use crate::node::{self, Node};
 use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::{ratio, Stats};
-use canopy_config::config::Config;
+use canopy_config::config::{Config, FleetPeering};
 use canopy_config::control::{
     CacheListReply, RejectedVersion, ReloadReply, ReopenReply, StatusReply,
 };
+use canopy_config::maintenance::Maintenance;
 use canopy_config::nodes::{NodeRecord, NodeState, Outcome, HEARTBEAT_S};
 use canopy_config::stats::{DiskSnapshot, Failure, PeerSnapshot, StatsSnapshot, StoreState};
 use canopy_config::versions::{
@@ -168,6 +170,8 @@ pub struct Proxy {
     listening: tokio::sync::Mutex<Listening>,
     rejected: Mutex<Option<RejectedVersion>>,
     node: Node,
+    /// The fleet's live nodes, laid over every runtime as `fleet_peering` says.
+    fleet: Fleet,
 }
 
 impl Proxy {
@@ -333,6 +337,7 @@ impl Proxy {
             }),
             rejected: Mutex::new(rejected),
             node,
+            fleet: Fleet::default(),
         });
         if online {
             proxy.report(NodeState::Running).await;
@@ -449,6 +454,59 @@ impl Proxy {
             let _ = self.reload().await;
         }
         self.report(NodeState::Running).await;
+        self.follow_registry().await;
+    }
+
+    /// Rebuilds the runtime in force, on the same config version, when the fleet's live
+    /// nodes changed (one joined, stopped or went unseen) and `fleet_peering` uses them.
+    async fn follow_registry(&self) {
+        let members = match self.db.fleet_members().await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!("the fleet's nodes could not be read: {e}");
+                return;
+            }
+        };
+        if !self.fleet.follow(members) {
+            return;
+        }
+        let _listening = self.listening.lock().await;
+        let current = self.shared.runtime.load_full();
+        if current.config.fleet_peering == FleetPeering::Off {
+            return;
+        }
+        let version = match self.db.get(current.version).await {
+            Ok(version) => self.db.for_node(&self.node.name, version).await,
+            Err(e) => Err(e),
+        };
+        let built = match version {
+            Ok(version) => self.build_runtime(&version, &current).await,
+            Err(e) => Err(e.into()),
+        };
+        match built {
+            Ok((runtime, gone)) => {
+                self.shared.runtime.store(Arc::new(runtime));
+                maintenance::drop_gone(&self.db, &self.shared.stats, &gone).await;
+                tracing::info!("the fleet's nodes changed; its peers follow");
+            }
+            Err(e) => tracing::error!("the fleet's nodes changed but could not be followed: {e}"),
+        }
+    }
+
+    /// The runtime of `version` beside `current` (whose ICP and HTCP sockets it keeps when
+    /// they listen on the same addresses), with the fleet and the peers down by hand laid
+    /// over it; and the records of peers down by hand that it does not have.
+    async fn build_runtime(
+        &self,
+        version: &ConfigVersion,
+        current: &Runtime,
+    ) -> Result<(Runtime, Vec<Maintenance>), ApplyError> {
+        let icp = icp_endpoint(&version.config, current.icp.as_ref())?;
+        let mut runtime = Runtime::build(version, &self.data_dir, &self.shared.stats, icp)?;
+        runtime.htcp = htcp_endpoint(&version.config, current.htcp.as_ref())?;
+        self.fleet.lay_over(&mut runtime, &self.node.name);
+        let gone = maintenance::lay_over(&runtime, self.db.maintenance().await?);
+        Ok((runtime, gone))
     }
 
     async fn apply_newest(&self) -> Result<ReloadReply, ApplyError> {
@@ -464,10 +522,7 @@ impl Proxy {
                 elapsed_ms: began.elapsed().as_millis() as u64,
             });
         }
-        let icp = icp_endpoint(&newest.config, current.icp.as_ref())?;
-        let mut runtime = Runtime::build(&newest, &self.data_dir, &self.shared.stats, icp)?;
-        runtime.htcp = htcp_endpoint(&newest.config, current.htcp.as_ref())?;
-        let gone = maintenance::lay_over(&runtime, self.db.maintenance().await?);
+        let (runtime, gone) = self.build_runtime(&newest, &current).await?;
         // The console follows the version in force: one it could not move to is refused.
         let console = runtime.config.manager_listen;
         if console != current.config.manager_listen {

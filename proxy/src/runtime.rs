@@ -17,6 +17,7 @@ use crate::cache::partial::PartialStore;
 use crate::cache::policy::{self, Heuristics};
 use crate::cache::store::{Store, Stored};
 use crate::digest::builder::OwnDigest;
+use crate::hierarchy::fleet_home::FleetHome;
 use crate::hierarchy::parents::Parent;
 use crate::hierarchy::peers::{self, PeerEntry};
 use crate::hierarchy::reach::{ConnectSettings, Reach};
@@ -78,6 +79,9 @@ pub struct Runtime {
     pub icp: Option<Arc<IcpSocket>>,
     /// The HTCP socket, when `htcp_port` is set; set by the orchestrator after `build`.
     pub htcp: Option<Arc<HtcpSocket>>,
+    /// `fleet_peering = carp`: the fleet's live nodes, each URL's home among them; laid
+    /// over by the orchestrator after `build`, as the fleet's siblings are in `peers`.
+    pub fleet_home: Option<FleetHome>,
 }
 
 impl Runtime {
@@ -196,6 +200,7 @@ impl Runtime {
             peer_rotation: AtomicUsize::new(0),
             icp,
             htcp: None,
+            fleet_home: None,
             config: Arc::new(config.clone()),
         })
     }

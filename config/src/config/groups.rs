@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use super::peers::IcpMode;
+use super::peers::{FleetPeering, IcpMode};
 use super::routing::{ParentList, RoundRobin};
 use super::values::{
     ByteSize, CidrList, FieldNameList, Flag, HostList, OptionalAddr, PortList, StatusList,
@@ -161,5 +161,16 @@ impl Editable for IcpMode {
         ("disabled", "Disabled"),
         ("receive", "Only receive queries"),
         ("send-receive", "Send and receive queries"),
+    ]);
+}
+
+impl Editable for FleetPeering {
+    const CONTROL: Control = Control::Choice(&[
+        ("off", "Off: only the peers configured"),
+        (
+            "siblings",
+            "Siblings: every other node of the fleet is a sibling",
+        ),
+        ("carp", "CARP: each URL has one home node"),
     ]);
 }

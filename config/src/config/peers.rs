@@ -222,3 +222,49 @@ impl Default for Peer {
 fn default_weight() -> u32 {
     1
 }
+
+/// How the nodes of a fleet (one shared database) use each other's caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetPeering {
+    /// Only the peers configured.
+    #[default]
+    Off,
+    /// Every other live node is a sibling too, asked over ICP (HTCP with `htcp_port`).
+    Siblings,
+    /// Each URL has one home node, chosen by CARP over every live node; the others fetch
+    /// it through the home node.
+    Carp,
+}
+
+impl FleetPeering {
+    pub const ALL: [FleetPeering; 3] = [
+        FleetPeering::Off,
+        FleetPeering::Siblings,
+        FleetPeering::Carp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetPeering::Off => "off",
+            FleetPeering::Siblings => "siblings",
+            FleetPeering::Carp => "carp",
+        }
+    }
+}
+
+impl FromStr for FleetPeering {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FleetPeering::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| format!("{s:?} is not a fleet peering: expected off, siblings or carp"))
+    }
+}
+
+impl fmt::Display for FleetPeering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

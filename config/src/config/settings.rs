@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::{ConfigErrors, FieldError};
 use super::groups::{parse_failure, Control, Editable, Group};
-use super::peers::{IcpMode, Peer};
+use super::peers::{FleetPeering, IcpMode, Peer};
 use super::routing::{ParentList, ParentRule, RoundRobin};
 use super::values::{
     is_host_name, ByteSize, CidrList, FieldNameList, Flag, HostList, OptionalAddr, PortList,
@@ -223,6 +223,8 @@ settings! {
         Icp: "How often this cache's digest is rebuilt, seconds (Squid's digest_rebuild_period); peers are told to fetch it again then.";
     digest_bits_per_entry: u8 = 5,
         Icp: "Bits of this cache's digest per object (Squid's digest_bits_per_entry): more bits, fewer false hits, a larger digest.";
+    fleet_peering: FleetPeering = FleetPeering::Off,
+        Icp: "On a fleet's shared database: off (only the peers configured); siblings (every other live node is also a sibling, fleet:NAME, asked over ICP or, with htcp_port, HTCP); carp (each URL has one home node, chosen by CARP over the live nodes; the others fetch it through that node and do not keep it). Nodes that join or leave are followed without a new config version.";
 }
 
 /// The machine's host name, as Squid's `visible_hostname` defaults to it; "canopy" when the

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::errors::{ConfigErrors, FieldError};
-use super::peers::{HtcpPeer, PeerKind};
+use super::peers::{FleetPeering, HtcpPeer, IcpMode, PeerKind};
 use super::settings::Config;
 use super::values::{is_host_name, HostPort};
 
@@ -160,6 +160,7 @@ impl Config {
             self.retry_time_s.to_string(),
             "expected at least 1 second",
         );
+        errors.extend(self.fleet_peering_error());
         for (i, rule) in self.parent_rules.iter().enumerate() {
             errors.extend(rule.errors(&format!("parent_rules.{}", i + 1)));
         }
@@ -223,6 +224,28 @@ impl Config {
             }
         }
         errors
+    }
+
+    /// Fleet siblings are found by asking them, and a home node is useless to a proxy
+    /// that always goes direct.
+    fn fleet_peering_error(&self) -> Option<FieldError> {
+        let message = match self.fleet_peering {
+            FleetPeering::Siblings
+                if self.icp_mode != IcpMode::SendReceive && self.htcp_port == 0 =>
+            {
+                "siblings are asked whether they hold an object: expected icp_mode \
+                 send-receive, or an htcp_port"
+            }
+            FleetPeering::Carp if self.always_direct.0 => {
+                "carp sends misses to their home node: cannot be on together with always_direct"
+            }
+            _ => return None,
+        };
+        Some(FieldError::new(
+            "fleet_peering",
+            self.fleet_peering,
+            message,
+        ))
     }
 
     fn peer_errors(&self) -> Vec<FieldError> {

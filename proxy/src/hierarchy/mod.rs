@@ -6,6 +6,7 @@
 //! `never_direct` forbids it.
 
 pub mod carp;
+pub mod fleet_home;
 pub mod health;
 pub mod parents;
 pub mod peers;
@@ -66,6 +67,9 @@ pub enum Hop<'a> {
     /// A peer whose cache digest says it holds the object, asked with no ICP query; if it
     /// cannot serve it, that is a false hit of the digest's, and the next hop is tried.
     DigestHit(&'a PeerEntry),
+    /// The URL's home node in the fleet's CARP array (`fleet_peering = carp`); what it
+    /// serves is not kept here, so that each URL is kept by one node.
+    FleetHome(&'a Parent),
     Origin,
 }
 
@@ -150,6 +154,7 @@ impl Hop<'_> {
                 };
                 Hierarchy::new(code, &p.host)
             }
+            Hop::FleetHome(p) => Hierarchy::new(HierCode::Carp, &p.host),
             Hop::Origin => Hierarchy::new(HierCode::Direct, parts.uri.host().unwrap_or_default()),
         }
     }
@@ -167,6 +172,7 @@ impl Hop<'_> {
                 plan.rule,
                 plan.reason.as_str()
             ),
+            Hop::FleetHome(p) => format!("fleet_home={} reason=carp", p.name),
             Hop::Origin => {
                 let why = if n == 0 {
                     plan.reason.as_str()
@@ -275,6 +281,13 @@ pub fn plan<'a>(
             hops.push(Hop::PeerHit(peer));
         }
     }
+    // A GET or HEAD goes to its URL's home node first: unless that is this node, it is
+    // down, or the request has been through the fleet already.
+    let fleet_home = (runtime.fleet_home.as_ref())
+        .filter(|_| *method == Method::GET || *method == Method::HEAD)
+        .and_then(|fleet| fleet.home(parts))
+        .filter(|home| home.stats.health.available(now, runtime.retry_time));
+    hops.extend(fleet_home.map(Hop::FleetHome));
     let mut http_parents = 0;
     for i in order {
         let parent = &runtime.parents[route.parents[i].0];
@@ -475,7 +488,7 @@ pub async fn fetch(
             Hop::PeerHit(p) | Hop::PeerObject(p, _) | Hop::PeerParent(p, _) | Hop::DigestHit(p) => {
                 (&p.client, Some(&*p.stats), p.config.name.as_str())
             }
-            Hop::Parent(p) => (&p.client, Some(&*p.stats), p.name.as_str()),
+            Hop::Parent(p) | Hop::FleetHome(p) => (&p.client, Some(&*p.stats), p.name.as_str()),
             Hop::Origin => (&runtime.origin, None, authority.as_str()),
         };
         // The log's hierarchy code and X-Canopy-Hop are written only when they will be read.
@@ -577,6 +590,7 @@ pub async fn fetch(
                 !p.config.proxy_only
             }
             Hop::Parent(_) | Hop::Origin => true,
+            Hop::FleetHome(_) => false,
         };
         let failure = match attempt {
             Ok(Err(e @ UpstreamError::ClientBody(_))) => {
@@ -629,7 +643,7 @@ pub async fn fetch(
                     | Hop::PeerObject(p, _)
                     | Hop::PeerParent(p, _)
                     | Hop::DigestHit(p) => p.config.connect_timeout_ms,
-                    Hop::Parent(_) | Hop::Origin => None,
+                    Hop::Parent(_) | Hop::FleetHome(_) | Hop::Origin => None,
                 };
                 HopFailure::of(
                     &e,
@@ -783,6 +797,7 @@ mod tests {
                 Hop::PeerParent(p, code) => format!("{code}:{}", p.config.name),
                 Hop::DigestHit(p) => format!("digest:{}", p.config.name),
                 Hop::Parent(p) => format!("http:{}", p.name),
+                Hop::FleetHome(p) => format!("home:{}", p.name),
                 Hop::Origin => "origin".to_owned(),
             })
             .collect()

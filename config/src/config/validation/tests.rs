@@ -251,3 +251,23 @@ fn targeted_cache_control_is_a_list_of_field_names_in_order() {
         assert!(err.0[0].message.contains("not a field name"), "{err}");
     }
 }
+
+#[test]
+fn fleet_peering_needs_queries_for_siblings_and_no_always_direct_for_carp() {
+    let mut config = Config::default();
+    assert_eq!(config.fleet_peering, FleetPeering::Off);
+    let err = config.set("fleet_peering", "siblings").unwrap_err();
+    assert_eq!(
+        (err.0[0].key.as_str(), err.0[0].value.as_str()),
+        ("fleet_peering", "siblings")
+    );
+    assert!(err.0[0].message.contains("icp_mode"), "{err}");
+    config.set("icp_mode", "send-receive").unwrap();
+    config.set("fleet_peering", "siblings").unwrap();
+    config.set("fleet_peering", "carp").unwrap();
+    let err = config.set("always_direct", "true").unwrap_err();
+    assert_eq!(err.0[0].key, "fleet_peering");
+    assert!(err.0[0].message.contains("always_direct"), "{err}");
+    let err = config.set("fleet_peering", "home").unwrap_err();
+    assert!(err.0[0].message.contains("off, siblings or carp"), "{err}");
+}
