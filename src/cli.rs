@@ -269,6 +269,13 @@ pub(crate) struct PeerArgs {
     /// Send it HTCP CLR but no queries (Squid's htcp=only-clr).
     #[arg(long)]
     pub(crate) only_clr: bool,
+    /// Send it the HTCP CLRs of invalidations but not those of PURGEs (Squid's
+    /// htcp=no-purge-clr).
+    #[arg(long)]
+    pub(crate) no_purge_clr: bool,
+    /// Pass on to it the HTCP CLRs this proxy receives and obeys (Squid's htcp=forward-clr).
+    #[arg(long)]
+    pub(crate) forward_clr: bool,
     /// Never fetch or consult its cache digest (Squid's no-digest).
     #[arg(long)]
     pub(crate) no_digest: bool,
@@ -295,6 +302,8 @@ impl From<PeerArgs> for Peer {
             htcp: a.htcp,
             no_clr: a.no_clr,
             only_clr: a.only_clr,
+            no_purge_clr: a.no_purge_clr,
+            forward_clr: a.forward_clr,
             no_digest: a.no_digest,
         }
     }

@@ -256,3 +256,72 @@ async fn a_bad_value_is_shown_under_its_field_and_the_old_one_stays_in_force() {
     assert_eq!(in_force(&proxy).await, before);
     assert_eq!(listed(&proxy, "connect_timeout_ms"), "5000");
 }
+
+/// The error shown under the field `key` of a page, if any, as the browser shows it.
+fn error_under(page: &str, key: &str) -> Option<String> {
+    let field = page.find(&format!("id=\"{key}\""))?;
+    let under = &page[field..field + page[field..].find("</div>")?];
+    let start = under.find("<p class=\"error\">")? + "<p class=\"error\">".len();
+    let error = &under[start..start + under[start..].find("</p>")?];
+    Some(error.replace("&#34;", "\"").replace("&#39;", "'"))
+}
+
+/// HTCP's port and both access lists from the ICP page: each bad value refused under its
+/// field with what was expected, nothing applied; good ones in force (a TST is answered).
+#[tokio::test]
+async fn htcp_port_and_access_lists_are_set_in_the_console_with_clear_errors() {
+    use canopy_proxy::htcp::codec::{HtcpLayout, HtcpMessage, ResponseCode, Specifier};
+    let (proxy, _console, admin) = proxy_and_console().await;
+    let before = in_force(&proxy).await;
+    let icp_port = listed(&proxy, "icp_port");
+    let same_as_icp = format!("expected 0 (off) or a UDP port other than icp_port's ({icp_port})");
+    let refused = [
+        ("htcp_port", icp_port.as_str(), same_as_icp.as_str()),
+        ("htcp_port", "70000", "70000"),
+        ("htcp_access", "10.0.0.0/33", "10.0.0.0/33"),
+        ("htcp_clr_access", "not-an-address", "not-an-address"),
+    ];
+    for (key, value, said) in refused {
+        let page = admin.change(&proxy, Group::Icp, key, value).await;
+        assert_eq!(
+            page.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{key} {value}"
+        );
+        let error = error_under(&page.text(), key)
+            .unwrap_or_else(|| panic!("no error under {key}: {}", page.text()));
+        assert!(error.contains(said), "{key} {value}: {error}");
+        assert_eq!(in_force(&proxy).await, before, "{key} {value}");
+    }
+
+    let port = free_udp_port();
+    for (key, value) in [
+        ("htcp_port", port.to_string()),
+        ("htcp_access", "127.0.0.1".to_owned()),
+        ("htcp_clr_access", "127.0.0.0/8".to_owned()),
+    ] {
+        let page = admin.change(&proxy, Group::Icp, key, &value).await;
+        assert_eq!(page.status, StatusCode::OK, "{key}: {}", page.text());
+        assert!(page.text().contains("Applied: version"), "{key}");
+    }
+    assert_eq!(in_force(&proxy).await, before + 3);
+    assert_eq!(listed(&proxy, "htcp_access"), "127.0.0.1/32");
+    assert_eq!(listed(&proxy, "htcp_clr_access"), "127.0.0.0/8");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let query =
+        HtcpMessage::tst_query(HtcpLayout::Rfc, 3, Specifier::get("http://a.test/", vec![]));
+    socket
+        .send_to(&query.encode().unwrap(), ("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buffer = [0; 2048];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buffer))
+        .await
+        .expect("a TST answered on the new port")
+        .unwrap();
+    let reply = HtcpMessage::decode(&buffer[..len]).unwrap();
+    assert_eq!(
+        (reply.msg_id, reply.response),
+        (3, ResponseCode::TST_NOT_FOUND)
+    );
+}

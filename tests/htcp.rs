@@ -4,9 +4,14 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use canopy_proxy::htcp::codec::{
+    ClrReason, HtcpLayout, HtcpMessage, HtcpOpcode, OpData, ResponseCode, Specifier,
+};
 use hyper::{Response, StatusCode};
+use tokio::net::UdpSocket;
 
 use common::squid::{free_udp_port_on, squid_binary, Squid, SQUID_IP};
 use common::{cli_ok, free_udp_port, full, peer_stats, request_via, wait_for, Canopy, Origin};
@@ -284,6 +289,18 @@ async fn a_purge_at_canopy_clears_the_object_at_squid() {
     squid.wait_logged("TCP_MISS/", &url).await;
 }
 
+/// `url` fetched through Canopy and through Squid, so both hold it, then purged at Squid.
+async fn purged_at_squid(canopy: &Canopy, squid: &Squid, url: &str) {
+    canopy.get(url).await;
+    request_via(squid.http, None, "GET", url, &[])
+        .await
+        .unwrap();
+    let purged = request_via(squid.http, None, "PURGE", url, &[])
+        .await
+        .unwrap();
+    assert_eq!(purged.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_purge_at_squid_clears_the_object_at_canopy_when_allowed() {
     let Some(binary) = squid_binary() else { return };
@@ -294,14 +311,7 @@ async fn a_purge_at_squid_clears_the_object_at_canopy_when_allowed() {
         let url = origin.url(path);
         let (canopy, squid) = (&canopy, &squid);
         async move {
-            canopy.get(&url).await;
-            request_via(squid.http, None, "GET", &url, &[])
-                .await
-                .unwrap();
-            let purged = request_via(squid.http, None, "PURGE", &url, &[])
-                .await
-                .unwrap();
-            assert_eq!(purged.status, StatusCode::OK);
+            purged_at_squid(canopy, squid, &url).await;
             url
         }
     };
@@ -327,5 +337,234 @@ async fn a_purge_at_squid_clears_the_object_at_canopy_when_allowed() {
         origin.count("/cleared-here"),
         fetched_before + 1,
         "fetched anew"
+    );
+}
+
+/// Asks the HTCP port at `to` about `url` with a TST from 127.0.0.1; whether it said HIT.
+async fn tst_says_hit(to: SocketAddr, url: &str) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let query = HtcpMessage::tst_query(HtcpLayout::Rfc, 7, Specifier::get(url, Vec::new()));
+    socket.send_to(&query.encode().unwrap(), to).await.unwrap();
+    let mut buffer = [0; 9000];
+    let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buffer))
+        .await
+        .expect("a TST reply in time")
+        .unwrap();
+    let reply = HtcpMessage::decode(&buffer[..len]).expect("a reply that decodes");
+    assert_eq!(reply.msg_id, 7);
+    reply.response == ResponseCode::ZERO
+}
+
+/// Whether nothing listens for datagrams at `to`: the port unreachable that answers a
+/// datagram is reported on a connected socket.
+async fn no_socket_at(to: SocketAddr) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(to).await.unwrap();
+    socket.send(b"anyone?").await.unwrap();
+    let mut buffer = [0; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buffer)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[tokio::test]
+async fn tst_answers_hit_for_a_fresh_object_held_only_on_disk() {
+    let origin = origin().await;
+    let (mut canopy, htcp_port) = start_canopy(&[("htcp_access", "127.0.0.1")]).await;
+    let htcp = SocketAddr::from(([127, 0, 0, 1], htcp_port));
+    let url = origin.url("/on-disk");
+    assert_eq!(canopy.get(&url).await.status, StatusCode::OK);
+    wait_for("the object written to disk", LIMIT, || async {
+        canopy.stats().await.disk.is_some_and(|d| d.writes == 1)
+    })
+    .await;
+    assert!(tst_says_hit(htcp, &url).await, "held in memory");
+    canopy.kill();
+    canopy.restart().await;
+    // What is on disk is learnt in the background after the start.
+    wait_for("HTCP HIT for an object on disk only", LIMIT, || async {
+        tst_says_hit(htcp, &url).await
+    })
+    .await;
+    assert!(!tst_says_hit(htcp, &origin.url("/absent")).await);
+    assert_eq!(canopy.stats().await.htcp.answered_hit, 1);
+    assert_eq!(origin.count("/on-disk"), 1);
+}
+
+/// Whether the ICP port at `to` answers a query from 127.0.0.1.
+async fn icp_answers(to: SocketAddr) -> bool {
+    use canopy_proxy::icp::codec::IcpMessage;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let query = IcpMessage::query(9, "http://example.com/");
+    socket.send_to(&query.encode().unwrap(), to).await.unwrap();
+    let mut buffer = [0; 2048];
+    let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buffer))
+        .await
+        .expect("an ICP reply in time")
+        .unwrap();
+    IcpMessage::decode(&buffer[..len]).is_ok_and(|reply| reply.request_number == 9)
+}
+
+/// ICP and HTCP follow `bind_address` on a reload that keeps their ports: from every
+/// address to 127.0.0.1 (which 0.0.0.0 overlaps), and back.
+#[tokio::test]
+async fn a_new_bind_address_moves_the_htcp_and_icp_sockets_on_the_same_ports() {
+    let (canopy, htcp_port) = start_canopy(&[
+        ("bind_address", ""),
+        ("htcp_access", "127.0.0.1"),
+        ("icp_allowed_clients", "127.0.0.1/32"),
+    ])
+    .await;
+    let icp_port: u16 = cli_ok(&canopy, &["config", "get", "icp_port"])
+        .trim()
+        .parse()
+        .unwrap();
+    let at = |ip: [u8; 4], port| SocketAddr::from((ip, port));
+    let url = "http://example.com/";
+    assert!(!tst_says_hit(at([127, 0, 0, 2], htcp_port), url).await);
+    let version = canopy.status().await.unwrap().config_version;
+
+    canopy.reconfigure(&[("bind_address", "127.0.0.1")]);
+    for port in [htcp_port, icp_port] {
+        wait_for("the sockets on every address to close", LIMIT, || async {
+            no_socket_at(at([127, 0, 0, 2], port)).await
+        })
+        .await;
+    }
+    assert!(!tst_says_hit(at([127, 0, 0, 1], htcp_port), url).await);
+    assert!(icp_answers(at([127, 0, 0, 1], icp_port)).await);
+
+    canopy.reconfigure(&[("bind_address", "")]);
+    assert!(!tst_says_hit(at([127, 0, 0, 2], htcp_port), url).await);
+    assert!(icp_answers(at([127, 0, 0, 2], icp_port)).await);
+    assert_eq!(canopy.status().await.unwrap().config_version, version + 2);
+}
+
+/// A peer played by the test: a socket on `ip` that HTCP datagrams are sent to.
+async fn htcp_listener(ip: [u8; 4]) -> UdpSocket {
+    UdpSocket::bind(SocketAddr::from((ip, 0))).await.unwrap()
+}
+
+/// The next CLR `socket` receives: its reason and URL.
+async fn next_clr(socket: &UdpSocket) -> (ClrReason, String) {
+    let mut buffer = [0; 9000];
+    let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buffer))
+        .await
+        .expect("a CLR in time")
+        .unwrap();
+    let message = HtcpMessage::decode(&buffer[..len]).expect("a CLR that decodes");
+    assert_eq!(message.opcode, HtcpOpcode::Clr, "{message:?}");
+    let OpData::Clear { reason, specifier } = message.op_data else {
+        panic!("{message:?}");
+    };
+    (reason, specifier.url)
+}
+
+/// Adds the test's `socket` as an HTCP sibling `name` that is never queried, with `options`.
+fn add_listening_peer(canopy: &Canopy, name: &str, socket: &UdpSocket, options: &[&str]) {
+    let addr = socket.local_addr().unwrap();
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let mut args = vec![
+        "peer",
+        "add",
+        name,
+        &host,
+        "--type",
+        "sibling",
+        "--icp-port",
+        &port,
+        "--htcp",
+        "on",
+        "--no-query",
+    ];
+    args.extend_from_slice(options);
+    cli_ok(canopy, &args);
+}
+
+/// Gets `url` through `canopy`, so that it holds it, then sends `method` for it (200).
+async fn held_then(canopy: &Canopy, method: &str, url: &str) {
+    canopy.get(url).await;
+    let answered = canopy.request(method, url, &[]).await;
+    assert_eq!(answered.status, StatusCode::OK, "{method} {url}");
+}
+
+/// Squid's `htcp=no-purge-clr`: the peer hears of invalidations, not of PURGEs.
+#[tokio::test]
+async fn a_no_purge_clr_peer_is_sent_the_clr_of_an_invalidation_not_of_a_purge() {
+    let origin = origin().await;
+    let (canopy, _) = start_canopy(&[]).await;
+    let every = htcp_listener([127, 0, 0, 3]).await;
+    let no_purge = htcp_listener([127, 0, 0, 4]).await;
+    add_listening_peer(&canopy, "every", &every, &[]);
+    add_listening_peer(&canopy, "no-purge", &no_purge, &["--no-purge-clr"]);
+    cli_ok(&canopy, &["reload"]);
+    let listed = cli_ok(&canopy, &["peer", "list"]);
+    assert!(listed.contains("no-purge-clr"), "{listed}");
+
+    let purged = origin.url("/purged");
+    held_then(&canopy, "PURGE", &purged).await;
+    assert_eq!(
+        next_clr(&every).await,
+        (ClrReason::Unspecified, purged.clone())
+    );
+
+    let posted = origin.url("/posted");
+    held_then(&canopy, "POST", &posted).await;
+    assert_eq!(
+        next_clr(&every).await,
+        (ClrReason::Invalidation, posted.clone())
+    );
+    assert_eq!(
+        next_clr(&no_purge).await,
+        (ClrReason::Invalidation, posted),
+        "the first CLR it hears of, not the PURGE's"
+    );
+    assert_eq!(canopy.stats().await.htcp.clr_sent, 3);
+}
+
+/// Squid's `htcp=forward-clr`: a CLR from Squid, obeyed here, is passed on to the peers
+/// marked so, never back to Squid, and not to the others.
+#[tokio::test]
+async fn a_clr_from_squid_is_forwarded_to_forward_clr_peers_only() {
+    let Some(binary) = squid_binary() else { return };
+    let origin = origin().await;
+    let (canopy, htcp_port) = start_canopy(&[("htcp_clr_access", "127.0.0.2")]).await;
+    let (squid, squid_htcp) = start_squid(
+        &binary,
+        &format!(
+            "cache_peer 127.0.0.1 sibling {} {htcp_port} htcp name=canopy\n",
+            canopy.addr.port()
+        ),
+    );
+    let onward = htcp_listener([127, 0, 0, 3]).await;
+    let plain = htcp_listener([127, 0, 0, 4]).await;
+    add_listening_peer(&canopy, "onward", &onward, &["--forward-clr"]);
+    add_listening_peer(&canopy, "plain", &plain, &[]);
+    let options = ["--htcp", "on", "--no-query", "--forward-clr"];
+    add_squid_peer(&canopy, &squid, "squid", squid_htcp, &options);
+
+    let url = origin.url("/cleared-everywhere");
+    purged_at_squid(&canopy, &squid, &url).await;
+    assert_eq!(
+        next_clr(&onward).await,
+        (ClrReason::Unspecified, url.clone())
+    );
+    assert_eq!(canopy.stats().await.htcp.clr_purged, 1);
+    assert_eq!(canopy.stats().await.htcp.clr_forwarded, 1);
+
+    // A PURGE here is told to every HTCP peer: the first CLR "plain" and Squid hear of.
+    let own = origin.url("/purged-here");
+    held_then(&canopy, "PURGE", &own).await;
+    assert_eq!(
+        next_clr(&plain).await,
+        (ClrReason::Unspecified, own.clone())
+    );
+    squid.wait_logged("HTCP_CLR", &own).await;
+    let log = squid.access_log();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("HTCP_CLR")).count(),
+        1,
+        "Squid's own CLR was not sent back to it: {log}"
     );
 }

@@ -939,11 +939,16 @@ async fn stats_clients_lists_children_and_strangers_and_not_ordinary_clients() {
     assert!(child_served(&clients), "{json}");
 }
 
-/// Adds `peer` (another Canopy on 127.0.0.1) to `canopy` as a sibling called `name`. They
-/// exchange no cache digests: a digest fetch is an HTTP request of its own, and these tests
-/// count the HTTP requests an ICP answer saves.
+/// Adds `peer` (another Canopy on 127.0.0.1) to `canopy` as a sibling called `name`.
 fn add_canopy_sibling(canopy: &Canopy, name: &str, peer: &Canopy, icp_port: u16) {
-    let (http, icp) = (peer.addr.port().to_string(), icp_port.to_string());
+    add_sibling(canopy, name, peer.addr.port(), icp_port);
+}
+
+/// Adds the sibling `name` on 127.0.0.1 to `canopy` and applies it. They exchange no cache
+/// digests: a digest fetch is an HTTP request of its own, and these tests count the HTTP
+/// requests an ICP answer saves.
+fn add_sibling(canopy: &Canopy, name: &str, http_port: u16, icp_port: u16) {
+    let (http, icp) = (http_port.to_string(), icp_port.to_string());
     cli_ok(
         canopy,
         &[
@@ -1044,4 +1049,82 @@ async fn squid_asks_without_hit_obj_and_answers_it_with_plain_hit_both_ways() {
         "{peer:?}"
     );
     assert!(canopy.stats().await.icp_answers["HIT"] >= 1);
+}
+
+/// A sibling scripted in the test: it answers every ICP query HIT_OBJ with the object
+/// `object_for` makes of the query's URL, and serves the object over HTTP as any sibling
+/// would, but for paths with "gone" (504, as to `only-if-cached` after an eviction).
+/// Returns its ICP port and its HTTP side.
+async fn scripted_hit_obj_sibling(object_for: fn(&str) -> Vec<u8>) -> (u16, Origin) {
+    use canopy_proxy::icp::codec::IcpMessage;
+    let http = Origin::start(|seen| {
+        let mut response = Response::new(full(format!("object {}", seen.path)));
+        if seen.path.contains("gone") {
+            *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        }
+        response
+    })
+    .await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 16384];
+        while let Ok((len, from)) = socket.recv_from(&mut buffer).await {
+            let Ok(query) = IcpMessage::decode(&buffer[..len]) else {
+                continue;
+            };
+            let url = query.payload.url().to_owned();
+            let reply = IcpMessage::hit_obj(query.request_number, &url, object_for(&url));
+            let _ = socket.send_to(&reply.encode().unwrap(), from).await;
+        }
+    });
+    (port, http)
+}
+
+/// An inline object that fails the asker's checks is the peer's false hit, counted for ICP
+/// like any other; the peer is then asked over HTTP, and that fetch counts once at most.
+#[tokio::test]
+async fn a_hit_obj_whose_object_fails_the_checks_is_counted_a_false_hit() {
+    let origin = origin().await;
+    let (peer_icp, peer_http) = scripted_hit_obj_sibling(|url| {
+        if url.ends_with("/framing") || url.ends_with("/gone") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nCache-Control: max-age=60\r\n\r\nshort"
+                .to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nno".to_vec()
+        }
+    })
+    .await;
+    let (mut settings, _) = icp_settings("send-receive");
+    settings.push(("icp_hit_obj", "on".to_owned()));
+    let canopy = start_canopy(&settings).await;
+    add_sibling(&canopy, "scripted", peer_http.addr.port(), peer_icp);
+
+    for path in ["/framing", "/not-storable"] {
+        let url = origin.url(path);
+        let got = canopy.get(&url).await;
+        assert_eq!(
+            got.text(),
+            format!("object {path}"),
+            "served by the sibling over HTTP"
+        );
+        assert_eq!(peer_http.count(path), 1);
+        canopy.wait_logged("SIBLING_HIT/127.0.0.1", &url).await;
+    }
+    assert_eq!(origin.count("/framing") + origin.count("/not-storable"), 0);
+    // The same answer proves false twice over (a bad object, then a 504): one false hit.
+    let gone = origin.url("/gone");
+    assert_eq!(canopy.get(&gone).await.text(), "object /gone");
+    assert_eq!((peer_http.count("/gone"), origin.count("/gone")), (1, 1));
+    canopy.wait_logged("HIER_DIRECT/", &gone).await;
+    let peer = peer_stats(&canopy, "scripted").await;
+    assert_eq!(
+        (peer.icp_hit_obj_received, peer.false_hits, peer.hits_served),
+        (3, 3, 2),
+        "{peer:?}"
+    );
+    assert_eq!(
+        peer.false_hits_by_method(),
+        [("icp", 3), ("htcp", 0), ("digest", 0)]
+    );
 }

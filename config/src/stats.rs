@@ -332,6 +332,9 @@ pub struct HtcpSnapshot {
     pub dropped: u64,
     pub replies_ignored: u64,
     pub clr_sent: u64,
+    /// CLRs received and passed on to `forward_clr` peers.
+    #[serde(default)]
+    pub clr_forwarded: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

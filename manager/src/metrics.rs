@@ -376,6 +376,11 @@ fn totals(out: &mut Out, s: &StatsSnapshot) {
             "HTCP CLRs sent to peers, on PURGE and on invalidation.",
             h.clr_sent,
         ),
+        (
+            "canopy_htcp_clr_forwarded_total",
+            "HTCP CLRs received and passed on to forward_clr peers.",
+            h.clr_forwarded,
+        ),
     ] {
         out.one(name, "counter", help, n as f64);
     }

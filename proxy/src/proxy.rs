@@ -151,7 +151,9 @@ fn htcp_endpoint(
     };
     match current {
         Some(current) if current.listen == listen => Ok(Some(current.clone())),
-        _ => HtcpSocket::prepare(listen).map(|socket| Some(Arc::new(socket))),
+        _ => {
+            HtcpSocket::prepare(listen, current.map(|c| &**c)).map(|socket| Some(Arc::new(socket)))
+        }
     }
 }
 

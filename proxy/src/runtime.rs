@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::access_log::{AccessLog, AccessLogError};
 use crate::cache::collapse::InFlight;
-use crate::cache::disk_tier::DiskState;
+use crate::cache::disk_tier::{DiskState, DiskTier};
 use crate::cache::partial::PartialStore;
 use crate::cache::policy::{self, Heuristics};
 use crate::cache::store::{Store, Stored};
@@ -84,25 +84,45 @@ pub struct Runtime {
     pub fleet_home: Option<FleetHome>,
 }
 
+/// Where a fresh object a peer may be told HIT for is held.
+pub enum HeldForPeers {
+    /// In memory: the response, for what a reply says of it (HTCP's headers, HIT_OBJ).
+    InMemory(Arc<Stored>),
+    /// On disk only: nothing more is known of it without a read.
+    OnDisk,
+}
+
 impl Runtime {
-    /// The variant of `key` that `request` selects, if held in `store` and still fresh
-    /// `icp_hit_fresh_for_s` from now: what an ICP or HTCP HIT promises a peer's fetch.
+    /// Whether this cache holds the variant of `key` that `request` selects, fresh
+    /// `icp_hit_fresh_for_s` from now: what an ICP or HTCP HIT promises a peer's fetch. In
+    /// memory, or else on disk (for objects without Vary, from the freshness the disk tier
+    /// keeps in memory: never a read).
     pub fn fresh_for_peers(
         &self,
         store: &Store,
+        disk: Option<&DiskTier>,
         key: &str,
         request: &http::HeaderMap,
-    ) -> Option<Arc<Stored>> {
-        let stored = store.lookup(key, request)?;
-        let left = policy::remaining_freshness(
-            stored.status,
-            &stored.headers(),
-            &stored.times(),
-            std::time::SystemTime::now(),
-            &self.heuristics,
-            &self.targets,
-        );
-        (left >= Duration::from_secs(self.config.icp_hit_fresh_for_s)).then_some(stored)
+    ) -> Option<HeldForPeers> {
+        let margin = Duration::from_secs(self.config.icp_hit_fresh_for_s);
+        let in_memory = store.lookup(key, request).filter(|stored| {
+            let left = policy::remaining_freshness(
+                stored.status,
+                &stored.headers(),
+                &stored.times(),
+                std::time::SystemTime::now(),
+                &self.heuristics,
+                &self.targets,
+            );
+            left >= margin
+        });
+        match in_memory {
+            Some(stored) => Some(HeldForPeers::InMemory(stored)),
+            None => disk?
+                .fresh_for(key)
+                .filter(|left| *left >= margin)
+                .map(|_| HeldForPeers::OnDisk),
+        }
     }
 
     pub(crate) fn build(

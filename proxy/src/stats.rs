@@ -179,6 +179,8 @@ pub struct HtcpTotals {
     pub replies_ignored: AtomicU64,
     /// CLRs sent to peers (on PURGE and on invalidation).
     pub clr_sent: AtomicU64,
+    /// CLRs received and passed on to `forward_clr` peers.
+    pub clr_forwarded: AtomicU64,
 }
 
 impl HtcpTotals {
@@ -194,6 +196,7 @@ impl HtcpTotals {
             dropped: load(&self.dropped),
             replies_ignored: load(&self.replies_ignored),
             clr_sent: load(&self.clr_sent),
+            clr_forwarded: load(&self.clr_forwarded),
         }
     }
 }

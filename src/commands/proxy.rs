@@ -169,7 +169,7 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
     );
     let h = &s.htcp;
     println!(
-        "HTCP in           TST {} (HIT {}, MISS {}), CLR {} (purged {}); denied {}; dropped {}; replies ignored {}; CLR sent {}",
+        "HTCP in           TST {} (HIT {}, MISS {}), CLR {} (purged {}); denied {}; dropped {}; replies ignored {}; CLR sent {}, forwarded {}",
         h.tst_received,
         h.answered_hit,
         h.answered_miss,
@@ -178,7 +178,8 @@ pub(crate) async fn stats(paths: &Paths, json: bool) -> anyhow::Result<ExitCode>
         h.denied,
         h.dropped,
         h.replies_ignored,
-        h.clr_sent
+        h.clr_sent,
+        h.clr_forwarded
     );
     println!(
         "cache digest      {}",

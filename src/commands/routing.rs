@@ -179,10 +179,15 @@ pub(crate) async fn peer(paths: &Paths, action: PeerAction) -> anyhow::Result<Ex
                 options.extend(p.max_conn.map(|n| format!("max-conn={n}")));
                 options.extend((!p.htcp.is_off()).then(|| format!("htcp={}", p.htcp)));
                 options.extend(
-                    [(p.no_clr, "no-clr"), (p.only_clr, "only-clr")]
-                        .into_iter()
-                        .filter(|(on, _)| *on)
-                        .map(|(_, name)| name.to_owned()),
+                    [
+                        (p.no_clr, "no-clr"),
+                        (p.only_clr, "only-clr"),
+                        (p.no_purge_clr, "no-purge-clr"),
+                        (p.forward_clr, "forward-clr"),
+                    ]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, name)| name.to_owned()),
                 );
                 println!(
                     "{} {} {} http {} icp {} weight {}{}{}{}",

@@ -182,6 +182,13 @@ pub struct Peer {
     /// Sent HTCP CLR but never asked about objects (Squid's `htcp=only-clr`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub only_clr: bool,
+    /// Sent the CLRs of invalidations but not those of PURGEs here (Squid's
+    /// `htcp=no-purge-clr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_purge_clr: bool,
+    /// Sent the CLRs this proxy receives and obeys, passed on (Squid's `htcp=forward-clr`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forward_clr: bool,
     /// Never fetch or consult this peer's cache digest (Squid's `no-digest`).
     #[serde(default)]
     pub no_digest: bool,
@@ -214,6 +221,8 @@ impl Default for Peer {
             htcp: HtcpPeer::Off,
             no_clr: false,
             only_clr: false,
+            no_purge_clr: false,
+            forward_clr: false,
             no_digest: false,
         }
     }

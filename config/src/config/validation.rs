@@ -36,7 +36,10 @@ impl Config {
             self.htcp_port == 0 || self.htcp_port != self.icp_port,
             "htcp_port",
             self.htcp_port.to_string(),
-            "expected 0 (off) or a UDP port other than icp_port's",
+            &format!(
+                "expected 0 (off) or a UDP port other than icp_port's ({})",
+                self.icp_port
+            ),
         );
         check(
             self.manager_listen.port() != 0,
@@ -336,7 +339,12 @@ impl Config {
                 }
             }
             if peer.htcp == HtcpPeer::Off {
-                for (on, field) in [(peer.no_clr, "no_clr"), (peer.only_clr, "only_clr")] {
+                for (on, field) in [
+                    (peer.no_clr, "no_clr"),
+                    (peer.only_clr, "only_clr"),
+                    (peer.no_purge_clr, "no_purge_clr"),
+                    (peer.forward_clr, "forward_clr"),
+                ] {
                     if on {
                         errors.push(FieldError::new(
                             &key(field),

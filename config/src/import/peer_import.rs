@@ -176,13 +176,13 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
                 }
                 // The older spelling of htcp= (htcp-oldsquid), still read by Squid.
                 other if other.starts_with("htcp-") => {
-                    htcp_modes(&mut peer, &other["htcp-".len()..], &mut notes)?
+                    htcp_modes(&mut peer, &other["htcp-".len()..])?
                 }
                 other => notes.push(format!(
                     "cache_peer {host}: option {other} not supported by Canopy; ignored"
                 )),
             },
-            Some(("htcp", modes)) => htcp_modes(&mut peer, modes, &mut notes)?,
+            Some(("htcp", modes)) => htcp_modes(&mut peer, modes)?,
             Some(("name", name)) => peer.name = name.to_owned(),
             Some(("weight", weight)) => {
                 peer.weight = weight
@@ -228,17 +228,15 @@ fn squid_cache_peer(line: &str) -> Result<Line, String> {
 
 /// The modes of `htcp=` (comma-separated), as Squid reads them: both no-clr and only-clr, or
 /// a mode Squid does not know, refuse the line.
-fn htcp_modes(peer: &mut Peer, modes: &str, notes: &mut Vec<String>) -> Result<(), String> {
+fn htcp_modes(peer: &mut Peer, modes: &str) -> Result<(), String> {
     peer.htcp = HtcpPeer::On;
     for mode in modes.split(',') {
         match mode {
             "oldsquid" => peer.htcp = HtcpPeer::Oldsquid,
             "no-clr" => peer.no_clr = true,
             "only-clr" => peer.only_clr = true,
-            "no-purge-clr" | "forward-clr" => notes.push(format!(
-                "cache_peer {}: HTCP mode {mode} not supported by Canopy; ignored",
-                peer.host
-            )),
+            "no-purge-clr" => peer.no_purge_clr = true,
+            "forward-clr" => peer.forward_clr = true,
             other => {
                 return Err(format!(
                     "HTCP mode {other:?} unknown: expected oldsquid, no-clr, only-clr, \
@@ -331,27 +329,30 @@ mod tests {
             "cache_peer a sibling 3128 4827 htcp\n\
              cache_peer b sibling 3128 4827 htcp=oldsquid,no-clr\n\
              cache_peer c parent 3128 4827 htcp-only-clr\n\
-             cache_peer d parent 3128 4827 htcp=forward-clr\n",
+             cache_peer d parent 3128 4827 htcp=forward-clr,no-purge-clr\n",
             GROUP,
         )
         .unwrap();
-        let modes: Vec<(HtcpPeer, bool, bool)> = import
+        let modes: Vec<(HtcpPeer, [bool; 4])> = import
             .peers
             .iter()
-            .map(|p| (p.htcp, p.no_clr, p.only_clr))
+            .map(|p| {
+                (
+                    p.htcp,
+                    [p.no_clr, p.only_clr, p.no_purge_clr, p.forward_clr],
+                )
+            })
             .collect();
         assert_eq!(
             modes,
             [
-                (HtcpPeer::On, false, false),
-                (HtcpPeer::Oldsquid, true, false),
-                (HtcpPeer::On, false, true),
-                (HtcpPeer::On, false, false),
+                (HtcpPeer::On, [false; 4]),
+                (HtcpPeer::Oldsquid, [true, false, false, false]),
+                (HtcpPeer::On, [false, true, false, false]),
+                (HtcpPeer::On, [false, false, true, true]),
             ]
         );
-        assert!(import.ignored[0]
-            .message
-            .contains("forward-clr not supported"));
+        assert!(import.ignored.is_empty(), "{:?}", import.ignored);
         for refused in ["htcp=no-clr,only-clr", "htcp=sideways"] {
             let errors = parse(
                 &format!("cache_peer a sibling 3128 4827 {refused}\n"),

@@ -97,6 +97,8 @@ fn peer_fields(peer: &Peer) -> Fields {
         ("round_robin", peer.round_robin),
         ("no_clr", peer.no_clr),
         ("only_clr", peer.only_clr),
+        ("no_purge_clr", peer.no_purge_clr),
+        ("forward_clr", peer.forward_clr),
         ("no_digest", peer.no_digest),
     ] {
         fields.set(key, on.to_string());
@@ -192,6 +194,8 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         "round_robin",
         "no_clr",
         "only_clr",
+        "no_purge_clr",
+        "forward_clr",
         "no_digest",
     ] {
         fields.set(key, form.checked(key).to_string());
@@ -239,6 +243,8 @@ fn read_peer(form: &FormData) -> (Peer, Fields) {
         htcp,
         no_clr: fields.on("no_clr"),
         only_clr: fields.on("only_clr"),
+        no_purge_clr: fields.on("no_purge_clr"),
+        forward_clr: fields.on("forward_clr"),
         no_digest: fields.on("no_digest"),
     };
     (peer, fields)
@@ -274,6 +280,8 @@ fn field_of(key: &str) -> Option<&'static str> {
         "max_conn",
         "no_clr",
         "only_clr",
+        "no_purge_clr",
+        "forward_clr",
     ]
     .into_iter()
     .find(|f| *f == field)

@@ -481,6 +481,8 @@ pub async fn fetch(
     let mut tried: Vec<String> = plan.skipped.clone();
     let mut answered_badly = false;
     let mut attempted = false;
+    // The peer whose HIT_OBJ was refused, its false hit already counted.
+    let mut refused_inline: Option<&PeerEntry> = None;
     let hop_count = plan.hops.len();
     for (n, hop) in plan.hops.iter().enumerate() {
         let is_last = n + 1 == hop_count;
@@ -523,8 +525,15 @@ pub async fn fetch(
                     });
                 }
                 Err(refused) => {
-                    tracing::info!("{name}'s HIT_OBJ for {} not used: {refused}", parts.uri);
-                    tried.push(format!("{name}: HIT_OBJ not used, {refused}"));
+                    // The peer said HIT and sent what cannot be served: a false hit, counted
+                    // once for its answer even if the HTTP request that follows fails too.
+                    peer.stats.false_hits_icp.fetch_add(1, Relaxed);
+                    refused_inline = Some(peer);
+                    tracing::info!(
+                        "false hit: {name}'s HIT_OBJ for {} not used: {refused}",
+                        parts.uri
+                    );
+                    tried.push(format!("{name}: false hit, HIT_OBJ not used, {refused}"));
                     continue;
                 }
             }
@@ -564,7 +573,9 @@ pub async fn fetch(
                     _ if peer.asked_over_htcp() => &peer.stats.false_hits_htcp,
                     _ => &peer.stats.false_hits_icp,
                 };
-                counter.fetch_add(1, Relaxed);
+                if !refused_inline.is_some_and(|refused| std::ptr::eq(refused, *peer)) {
+                    counter.fetch_add(1, Relaxed);
+                }
                 if let FalseHit::Connect(_) = reason {
                     record_failure(runtime, &peer.stats, name, &reason.to_string());
                 }

@@ -148,9 +148,10 @@ pub fn take_reply(htcp: &HtcpSocket, runtime: &Runtime, reply: &HtcpMessage, fro
     }
 }
 
-/// Sends a CLR for `url` to every HTCP peer that takes them (not `no_clr`), without asking
-/// for a reply, as Squid does on PURGE (with the request's headers) and on invalidation by
-/// an unsafe method (without). One CLR for GET: Squid clears GET and HEAD entries with it.
+/// Sends a CLR for `url` to every HTCP peer that takes them (not `no_clr`; not
+/// `no_purge_clr` when a PURGE caused it), without asking for a reply, as Squid does on
+/// PURGE (with the request's headers) and on invalidation by an unsafe method (without).
+/// One CLR for GET: Squid clears GET and HEAD entries with it.
 pub async fn send_clr(runtime: &Runtime, url: &str, reason: ClrReason, headers: &HeaderMap) {
     let Some(htcp) = &runtime.htcp else {
         return;
@@ -160,19 +161,59 @@ pub async fn send_clr(runtime: &Runtime, url: &str, reason: ClrReason, headers: 
         ClrReason::Invalidation => Vec::new(),
     };
     let specifier = Specifier::get(url, request_headers);
-    for peer in &runtime.peers {
-        if peer.config.htcp == HtcpPeer::Off || peer.config.no_clr {
-            continue;
+    // Squid's PURGE sends the unspecified reason; only an invalidation says so.
+    let purged = reason == ClrReason::Unspecified;
+    let refuses = |peer: &&PeerEntry| {
+        let config = &peer.config;
+        config.htcp.is_off() || config.no_clr || (purged && config.no_purge_clr)
+    };
+    let takers = runtime.peers.iter().filter(|peer| !refuses(peer));
+    for peer in takers {
+        if send_clr_to(htcp, peer, reason, &specifier).await {
+            runtime.stats.htcp.clr_sent.fetch_add(1, Relaxed);
         }
-        let Some(addr) = peer.icp_addr() else {
-            continue;
-        };
-        let layout = layout(peer);
-        let id = wire_id(layout, htcp.next_msg_id());
-        let clr = HtcpMessage::clr_query(layout, id, reason, specifier.clone(), false);
-        htcp.send(&clr, addr).await;
-        runtime.stats.htcp.clr_sent.fetch_add(1, Relaxed);
     }
+}
+
+/// Passes a CLR this proxy received from `from` and obeyed on to the HTCP peers marked
+/// `forward_clr`, as Squid's `htcp=forward-clr`. Squid sends on the CLR's op-data alone,
+/// which no HTCP implementation reads; Canopy sends a whole CLR in the peer's layout, with
+/// the reason and specifier it received. Never back to its sender, so two proxies that
+/// forward to each other do not pass one CLR back and forth for ever.
+pub async fn forward_clr(
+    htcp: &HtcpSocket,
+    runtime: &Runtime,
+    from: SocketAddr,
+    reason: ClrReason,
+    specifier: &Specifier,
+) {
+    let takers = runtime
+        .peers
+        .iter()
+        .filter(|peer| !peer.config.htcp.is_off() && peer.config.forward_clr)
+        .filter(|peer| peer.icp_addr() != Some(from));
+    for peer in takers {
+        if send_clr_to(htcp, peer, reason, specifier).await {
+            runtime.stats.htcp.clr_forwarded.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Sends `peer` a CLR that asks for no reply; whether it has an address to send to.
+async fn send_clr_to(
+    htcp: &HtcpSocket,
+    peer: &PeerEntry,
+    reason: ClrReason,
+    specifier: &Specifier,
+) -> bool {
+    let Some(addr) = peer.icp_addr() else {
+        return false;
+    };
+    let layout = layout(peer);
+    let id = wire_id(layout, htcp.next_msg_id());
+    let clr = HtcpMessage::clr_query(layout, id, reason, specifier.clone(), false);
+    htcp.send(&clr, addr).await;
+    true
 }
 
 #[cfg(test)]

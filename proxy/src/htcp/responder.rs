@@ -10,18 +10,21 @@ use std::time::SystemTime;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri};
 
+use crate::cache::disk_tier::DiskTier;
 use crate::cache::key::cache_key;
 use crate::cache::policy;
 use crate::cache::store::{Store, Stored};
 use crate::hierarchy::peers;
-use crate::htcp::codec::{Detail, HtcpMessage, ResponseCode, Role, Specifier};
-use crate::runtime::{Runtime, Shared};
+use crate::htcp::codec::{ClrReason, Detail, HtcpMessage, ResponseCode, Role, Specifier};
+use crate::htcp::querier;
+use crate::htcp::socket::HtcpSocket;
+use crate::runtime::{HeldForPeers, Runtime, Shared};
 
 /// The reply to a TST query from `from`; `None` when no reply is due (a sender
 /// `htcp_access` refuses, a query that wants none, one whose URL cannot be read).
 pub fn answer_tst(
     runtime: &Runtime,
-    store: &Store,
+    (store, disk): (&Store, Option<&DiskTier>),
     from: SocketAddr,
     query: &HtcpMessage,
     specifier: &Specifier,
@@ -45,13 +48,18 @@ pub fn answer_tst(
     let uri = http_url(&specifier.url)?;
     let request = request_headers(&specifier.request_headers);
     let held = match specifier.method.as_str() {
-        "GET" | "HEAD" => runtime.fresh_for_peers(store, &cache_key(&uri), &request),
+        "GET" | "HEAD" => runtime.fresh_for_peers(store, disk, &cache_key(&uri), &request),
         _ => None,
     };
     Some(match held {
-        Some(stored) => {
+        Some(held) => {
             totals.answered_hit.fetch_add(1, Relaxed);
-            HtcpMessage::tst_hit(query.layout, query.msg_id, hit_detail(&stored))
+            let detail = match held {
+                HeldForPeers::InMemory(stored) => hit_detail(&stored),
+                // Its headers are on disk, not read to answer a peer: three empty blocks.
+                HeldForPeers::OnDisk => Detail::default(),
+            };
+            HtcpMessage::tst_hit(query.layout, query.msg_id, detail)
         }
         None => {
             totals.answered_miss.fetch_add(1, Relaxed);
@@ -61,13 +69,15 @@ pub fn answer_tst(
 }
 
 /// Carries out a CLR from `from`: every stored variant of the URL removed, from memory and
-/// disk. Answered only when the query asks (F1), as Squid: 0 removed, 2 not held.
+/// disk, and the CLR passed on to the `forward_clr` peers, held or not (as Squid). Answered
+/// only when the query asks (F1), as Squid: 0 removed, 2 not held.
 pub async fn clear(
+    htcp: &HtcpSocket,
     shared: &Shared,
     runtime: &Runtime,
     from: SocketAddr,
     query: &HtcpMessage,
-    specifier: &Specifier,
+    (reason, specifier): (ClrReason, &Specifier),
 ) -> Option<HtcpMessage> {
     let totals = &runtime.stats.htcp;
     totals.clr_received.fetch_add(1, Relaxed);
@@ -83,6 +93,14 @@ pub async fn clear(
         totals.clr_purged.fetch_add(1, Relaxed);
     }
     tracing::info!(%from, url = %specifier.url, removed, "HTCP CLR");
+    querier::forward_clr(
+        htcp,
+        runtime,
+        SocketAddr::new(ip, from.port()),
+        reason,
+        specifier,
+    )
+    .await;
     let wanted = matches!(
         query.role,
         Role::Query {
@@ -155,7 +173,7 @@ mod tests {
     use http::StatusCode;
 
     use crate::cache::policy::StoredTimes;
-    use crate::htcp::codec::{ClrReason, HtcpLayout, OpData};
+    use crate::htcp::codec::{HtcpLayout, OpData};
     use canopy_config::config::{Config, Peer};
 
     const URL: &str = "http://example.com/v";
@@ -205,7 +223,7 @@ mod tests {
         let runtime = shared.runtime.load();
         answer_tst(
             &runtime,
-            &shared.store.load(),
+            (&shared.store.load(), None),
             from.parse().unwrap(),
             &query,
             &specifier,
@@ -252,12 +270,15 @@ mod tests {
             specifier.clone(),
             true,
         );
+        let htcp = HtcpSocket::prepare("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let clr = (ClrReason::Unspecified, &specifier);
         let from_peer = clear(
+            &htcp,
             &shared,
             &runtime,
             "10.0.0.2:4827".parse().unwrap(),
             &query,
-            &specifier,
+            clr,
         );
         assert_eq!(from_peer.await, None);
         assert!(shared
@@ -266,7 +287,7 @@ mod tests {
             .lookup(URL, &request_headers(b"X-Variant: a\r\n"))
             .is_some());
         let allowed = "10.0.0.9:4827".parse().unwrap();
-        let purged = clear(&shared, &runtime, allowed, &query, &specifier).await;
+        let purged = clear(&htcp, &shared, &runtime, allowed, &query, clr).await;
         assert_eq!(
             purged,
             Some(HtcpMessage::clr_reply(
@@ -275,7 +296,7 @@ mod tests {
                 ResponseCode::ZERO
             ))
         );
-        let again = clear(&shared, &runtime, allowed, &query, &specifier).await;
+        let again = clear(&htcp, &shared, &runtime, allowed, &query, clr).await;
         assert_eq!(
             again,
             Some(HtcpMessage::clr_reply(

@@ -46,10 +46,12 @@ async fn handle(htcp: &HtcpSocket, shared: &Shared, datagram: &[u8], from: Socke
     let reply = match (&message.op_data, message.role) {
         (OpData::Specifier(specifier), _) => {
             let store = shared.store.load();
-            responder::answer_tst(&runtime, &store, from, &message, specifier)
+            let held = (&**store, shared.disk.as_ref());
+            responder::answer_tst(&runtime, held, from, &message, specifier)
         }
-        (OpData::Clear { specifier, .. }, _) => {
-            responder::clear(shared, &runtime, from, &message, specifier).await
+        (OpData::Clear { reason, specifier }, _) => {
+            let clr = (*reason, specifier);
+            responder::clear(htcp, shared, &runtime, from, &message, clr).await
         }
         (_, Role::Reply { .. }) if message.opcode == HtcpOpcode::Tst => {
             querier::take_reply(htcp, &runtime, &message, from);

@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::htcp::codec::{HtcpLayout, HtcpMessage};
-use crate::icp::socket::Rounds;
+use crate::icp::socket::{bind_unicast, Rounds, Sharing};
 
 /// The HTCP socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +34,15 @@ pub struct HtcpSocket {
 }
 
 impl HtcpSocket {
-    /// Binds `listen`. (A reload that keeps the address keeps the socket whole.)
-    pub fn prepare(listen: SocketAddr) -> Result<HtcpSocket, HtcpBindError> {
+    /// Binds `listen`, beside `current` (the socket it replaces) when they share the port.
+    /// (A reload that keeps the address keeps the socket whole.)
+    pub fn prepare(
+        listen: SocketAddr,
+        current: Option<&HtcpSocket>,
+    ) -> Result<HtcpSocket, HtcpBindError> {
         let error = |source| HtcpBindError { listen, source };
-        let socket = bind(listen).map_err(error)?;
+        let sharing = Sharing::of(listen, current.map(|c| c.listen));
+        let socket = bind_unicast(listen, sharing).map_err(error)?;
         let local = socket.local_addr().map_err(error)?;
         let (stop, _) = watch::channel(false);
         Ok(HtcpSocket {
@@ -92,10 +97,4 @@ pub fn wire_id(layout: HtcpLayout, msg_id: u32) -> u32 {
         HtcpLayout::Rfc => msg_id,
         HtcpLayout::OldSquid => 0,
     }
-}
-
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode, Uri};
 
@@ -15,7 +15,7 @@ use crate::cache::store::{Store, Stored};
 use crate::hierarchy::peers;
 use crate::icp::codec::{IcpMessage, IcpOpcode, HEADER_LEN, ICP_FLAG_HIT_OBJ, MAX_DATAGRAM_LEN};
 use crate::icp::hit_obj;
-use crate::runtime::Runtime;
+use crate::runtime::{HeldForPeers, Runtime};
 use crate::stats::clients::Kind;
 use crate::stats::{PeerStats, Stats};
 
@@ -38,12 +38,13 @@ pub fn answer(
         match http_url(url) {
             None => IcpOpcode::Err,
             Some(uri) => {
-                match runtime.fresh_for_peers(store, &cache_key(&uri), &HeaderMap::new()) {
-                    Some(stored) => {
+                match runtime.fresh_for_peers(store, disk, &cache_key(&uri), &HeaderMap::new()) {
+                    Some(HeldForPeers::InMemory(stored)) => {
                         object = inline_object(runtime, query, &stored);
                         IcpOpcode::Hit
                     }
-                    None if fresh_on_disk(runtime, disk, &uri) => IcpOpcode::Hit,
+                    // Not sent inline from disk.
+                    Some(HeldForPeers::OnDisk) => IcpOpcode::Hit,
                     None if will_not_fetch(runtime) => IcpOpcode::MissNofetch,
                     None => IcpOpcode::Miss,
                 }
@@ -139,13 +140,6 @@ fn asker(runtime: &Runtime, from: SocketAddr) -> Asker {
 fn http_url(url: &str) -> Option<Uri> {
     let uri: Uri = url.parse().ok()?;
     (uri.scheme_str() == Some("http") && uri.authority().is_some()).then_some(uri)
-}
-
-/// Whether the disk tier holds `uri` fresh for long enough: from the freshness its index
-/// keeps in memory, never a read. The object is not sent inline from disk.
-fn fresh_on_disk(runtime: &Runtime, disk: Option<&DiskTier>, uri: &Uri) -> bool {
-    disk.and_then(|disk| disk.fresh_for(&cache_key(uri)))
-        .is_some_and(|left| left >= Duration::from_secs(runtime.config.icp_hit_fresh_for_s))
 }
 
 /// This proxy will not fetch a miss: the admin said so, or it may not go direct and no

@@ -185,7 +185,10 @@ impl IcpSocket {
                 )
             }
             _ => (
-                Arc::new(bind_unicast(settings.listen)?),
+                Arc::new(bind_unicast(
+                    settings.listen,
+                    Sharing::of(settings.listen, current.map(|c| c.settings.listen)),
+                )?),
                 Arc::default(),
                 Arc::new(AtomicU32::new(first_request_number())),
             ),
@@ -273,11 +276,44 @@ impl IcpSocket {
     }
 }
 
-fn bind_unicast(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Who else may hold the address a UDP socket (ICP's, HTCP's) binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Nobody: the bind fails when any socket holds the port there (another proxy included).
+    Alone,
+    /// This proxy's socket of the same kind, on the same port: a reload that changes
+    /// `bind_address` binds the new address before the old socket is let go.
+    BesideOurs,
+}
+
+impl Sharing {
+    /// How a socket on `listen` is bound, given where the one it replaces listens.
+    pub fn of(listen: SocketAddr, current: Option<SocketAddr>) -> Sharing {
+        match current {
+            Some(current) if current.port() == listen.port() => Sharing::BesideOurs,
+            _ => Sharing::Alone,
+        }
+    }
+}
+
+/// Binds a UDP socket with SO_REUSEPORT, so that a reload can bind the same port on another
+/// address (0.0.0.0 and 127.0.0.1 overlap) while the socket it replaces still holds it, as
+/// the HTTP listener does. SO_REUSEPORT would also let a second proxy share the port
+/// without a word, so unless `sharing` says the port is ours, a socket without it is bound
+/// first: it fails whenever anything holds the port.
+pub fn bind_unicast(addr: SocketAddr, sharing: Sharing) -> io::Result<UdpSocket> {
+    if sharing == Sharing::Alone {
+        new_udp_socket(addr, false)?;
+    }
+    UdpSocket::from_std(new_udp_socket(addr, true)?.into())
+}
+
+fn new_udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket)
 }
 
 /// A socket on the group's address and our ICP port, joined on the interface of our one

@@ -79,6 +79,8 @@ fn peers() -> impl Strategy<Value = Vec<Peer>> {
             htcp: HtcpPeer::ALL[weight as usize % 3],
             no_clr: weight % 3 != 0 && flags[0],
             only_clr: weight % 3 != 0 && !flags[0] && flags[1],
+            no_purge_clr: weight % 3 != 0 && flags[2],
+            forward_clr: weight % 3 != 0 && flags[3],
             no_digest: flags[1] != flags[2],
         });
     prop::collection::vec(peer, 0..4).prop_map(|mut peers| {
