@@ -58,9 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/monitor/nodes", get(pages::nodes::list))
         .route("/monitor/nodes/canary", post(pages::nodes::canary))
         .route("/monitor/nodes/rollout", post(pages::nodes::roll_out))
-        .route("/monitor/nodes/{name}", get(pages::nodes::own_settings))
+        .route("/monitor/nodes/{node}", get(pages::nodes::own_settings))
         .route(
-            "/monitor/nodes/{name}/settings",
+            "/monitor/nodes/{node}/settings",
             post(pages::nodes::set_own_settings),
         )
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
@@ -208,19 +208,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let listen = match options.listen {
         Some(listen) => listen,
-        None => db.in_force().await?.config.manager_listen,
+        None => listening::wanted(&db, &options.node).await?,
     };
     let mut state = AppState::new(db.clone(), options.control);
     state.pinned_listen = options.listen;
     state.node = options.node;
+    let node = state.node.clone();
     tokio::spawn(samples::run_sampler(
         state.clone(),
-        state.node.clone(),
+        node.clone(),
         options.sample_every,
     ));
     // Each client's address, for the limits on failed logins.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     // An address given on the command line stays; otherwise the console follows the config.
     let follow = options.listen.is_none();
-    listening::serve(db, app, listen, follow, shutdown).await
+    listening::serve(db, node, app, listen, follow, shutdown).await
 }
