@@ -193,7 +193,8 @@ fn console_routes() -> Vec<Route> {
 
 /// A route's path with each `{parameter}` filled with something that exists.
 fn concrete(path: &str) -> String {
-    path.replace("{name}", "squid")
+    path.replace("{node}", &canopy_config::nodes::default_node_name())
+        .replace("{name}", "squid")
         .replace("{number}", "1")
         .replace("{id}", "1")
         .replace("{group}", "proxy")

@@ -19,6 +19,10 @@ pub const PER_NODE: &[&str] = &[
     "visible_name",
 ];
 
+/// The file in a node's data dir that holds the version it last applied (JSON), read by its
+/// console too for where to listen while the database does not answer.
+pub const LAST_APPLIED_FILE: &str = "last-applied-version.json";
+
 /// A running node writes `last_seen` this often; one not seen for three times as long is
 /// shown as unreachable.
 pub const HEARTBEAT_S: u64 = 5;
@@ -77,6 +81,8 @@ pub struct NodeOutcome {
 pub struct NodeView {
     pub node: NodeRecord,
     pub latest: Option<NodeOutcome>,
+    /// Why the node could not apply its own settings (it kept the old), when it could not.
+    pub own_settings_refused: Option<String>,
 }
 
 /// The machine's host name, the name a node has unless it is given one (`--node`).
@@ -159,6 +165,64 @@ impl Db {
         .bind(value)
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Sets (`Some`) or clears (`None`: the fleet's value again) settings `node` holds apart,
+    /// all at once, and tells the node (PostgreSQL's `NOTIFY`, in the same transaction) so
+    /// that it applies them over the version in force without waiting for the next one.
+    /// What the node last said of its own settings is cleared until it tries these.
+    pub async fn set_node_settings(
+        &self,
+        node: &str,
+        changes: &[(&str, Option<&str>)],
+    ) -> Result<(), VersionError> {
+        let mut tx = self.pool().begin().await?;
+        for (key, value) in changes {
+            if !PER_NODE.contains(key) {
+                return Err(VersionError::NotPerNode((*key).to_owned()));
+            }
+            let query = match value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO node_settings (node, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(node)
+                .bind(*key)
+                .bind(*value),
+                None => sqlx::query("DELETE FROM node_settings WHERE node = $1 AND key = $2")
+                    .bind(node)
+                    .bind(*key),
+            };
+            query.execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE nodes SET own_settings_refused = NULL WHERE name = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        if self.url().is_shared() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(VERSIONS_CHANNEL)
+                .bind(format!("settings of {node}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records whether `node` applied its own settings: `None` it did, `Some(why)` it kept
+    /// the old ones.
+    pub async fn record_own_settings(
+        &self,
+        node: &str,
+        refused: Option<&str>,
+    ) -> Result<(), VersionError> {
+        sqlx::query("UPDATE nodes SET own_settings_refused = $2 WHERE name = $1")
+            .bind(node)
+            .bind(refused)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -246,7 +310,8 @@ impl Db {
     pub async fn nodes(&self) -> Result<Vec<NodeView>, VersionError> {
         let rows = sqlx::query(
             "SELECT n.name, n.http_listen, n.icp_listen, n.software, n.config_version, n.state,
-                    n.started_at, n.last_seen, v.version, v.outcome, v.reason, v.at
+                    n.started_at, n.last_seen, n.own_settings_refused,
+                    v.version, v.outcome, v.reason, v.at
              FROM nodes n LEFT JOIN node_versions v ON v.node = n.name AND v.version =
                 (SELECT max(version) FROM node_versions WHERE node = n.name)
              ORDER BY n.name",
@@ -307,6 +372,7 @@ fn node_from_row(row: &sqlx::any::AnyRow) -> Result<NodeView, VersionError> {
             last_seen: row.try_get("last_seen")?,
         },
         latest,
+        own_settings_refused: row.try_get("own_settings_refused")?,
     })
 }
 
@@ -395,5 +461,10 @@ mod tests {
         assert_eq!(on_b.config.get("bind_address").unwrap(), "127.0.0.2");
         let on_a = db.for_node("a", fleet.clone()).await.unwrap();
         assert_eq!(on_a.config, fleet.config);
+        db.set_node_settings("b", &[("bind_address", None), ("http_port", Some("3200"))])
+            .await
+            .unwrap();
+        let own = db.node_settings("b").await.unwrap();
+        assert_eq!(own, [("http_port".to_owned(), "3200".to_owned())]);
     }
 }

@@ -68,9 +68,12 @@ pub async fn peers(State(state): State<AppState>, _: ApiSession) -> Answer {
 pub struct Since {
     /// How far back, in minutes (default 60, at most a year).
     minutes: Option<i64>,
+    /// One node's samples; every node's without it.
+    node: Option<String>,
 }
 
-/// One peer's samples: `{"columns": [...], "samples": [{"at": unix, "values": [...]}]}`.
+/// One peer's samples: `{"columns": [...], "samples": [{"at": unix, "values": [...]}]}`;
+/// with several nodes, each node's series one after the other (`?node=NAME`: one node's).
 pub async fn peer_history(
     State(state): State<AppState>,
     _: ApiSession,
@@ -78,7 +81,9 @@ pub async fn peer_history(
     Query(since): Query<Since>,
 ) -> Answer {
     let minutes = since.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
-    let samples = failed_500(samples::peer(&state.db, &name, unix_now() - minutes * 60).await)?;
+    let scope = samples::Scope::from_query(since.node.as_deref());
+    let series = samples::peer(&state.db, &scope, &name, unix_now() - minutes * 60).await;
+    let samples = failed_500(series)?.concat();
     Ok(Json(json!({
         "peer": name,
         "columns": samples::PEER_COLUMNS,

@@ -15,6 +15,7 @@
 //! - [`charts`]: server-side SVG line charts (no script, no network).
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - `pages`: one module per console page; `api`: the same data as JSON.
+//! - [`unreachable`]: the page served while the database does not answer at start.
 
 pub mod accounts;
 mod api;
@@ -31,6 +32,7 @@ mod pages;
 pub mod proxy;
 pub mod samples;
 mod state;
+pub mod unreachable;
 
 pub use state::AppState;
 
@@ -56,6 +58,11 @@ pub fn router(state: AppState) -> Router {
         .route("/monitor/nodes", get(pages::nodes::list))
         .route("/monitor/nodes/canary", post(pages::nodes::canary))
         .route("/monitor/nodes/rollout", post(pages::nodes::roll_out))
+        .route("/monitor/nodes/{node}", get(pages::nodes::own_settings))
+        .route(
+            "/monitor/nodes/{node}/settings",
+            post(pages::nodes::set_own_settings),
+        )
         .route("/monitor/peers/{name}", get(pages::monitor::peer))
         .route("/monitor/peers/{name}/use", post(pages::monitor::set_peer))
         .route(
@@ -187,6 +194,8 @@ pub struct Options {
     pub control: PathBuf,
     /// Where to listen; the config's `manager_listen` when not given.
     pub listen: Option<SocketAddr>,
+    /// This console's node: the proxy it samples, and whose own settings it follows.
+    pub node: String,
     /// How often the proxy's counters are sampled for the charts.
     pub sample_every: Duration,
 }
@@ -199,14 +208,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let listen = match options.listen {
         Some(listen) => listen,
-        None => db.in_force().await?.config.manager_listen,
+        None => listening::wanted(&db, &options.node).await?,
     };
     let mut state = AppState::new(db.clone(), options.control);
     state.pinned_listen = options.listen;
-    tokio::spawn(samples::run_sampler(state.clone(), options.sample_every));
+    state.node = options.node;
+    let node = state.node.clone();
+    tokio::spawn(samples::run_sampler(
+        state.clone(),
+        node.clone(),
+        options.sample_every,
+    ));
     // Each client's address, for the limits on failed logins.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     // An address given on the command line stays; otherwise the console follows the config.
     let follow = options.listen.is_none();
-    listening::serve(db, app, listen, follow, shutdown).await
+    listening::serve(db, node, app, listen, follow, shutdown).await
 }

@@ -1,6 +1,7 @@
 //! Where the console listens, and moving it when the version in force changes
-//! `manager_listen`: the new address is bound and served before the old one stops, so an
-//! address that cannot be bound leaves the console where it was.
+//! `manager_listen` (or its node's own `manager_listen` does): the new address is bound and
+//! served before the old one stops, so an address that cannot be bound leaves the console
+//! where it was.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,17 +14,25 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use canopy_config::versions::Db;
+use canopy_config::versions::{Db, VersionError};
 
 /// How often the version in force is read for a new `manager_listen`.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 type App = IntoMakeServiceWithConnectInfo<Router, SocketAddr>;
 
+/// The `manager_listen` of the version in force as `node` runs it (its own settings laid
+/// over).
+pub async fn wanted(db: &Db, node: &str) -> Result<SocketAddr, VersionError> {
+    let in_force = db.in_force().await?;
+    Ok(db.for_node(node, in_force).await?.config.manager_listen)
+}
+
 /// Serves `app` on `listen` until `shutdown` completes. With `follow`, moves to the
-/// `manager_listen` of each new version in force.
+/// `manager_listen` of each new version in force, as `node` runs it.
 pub async fn serve(
     db: Db,
+    node: String,
     app: App,
     listen: SocketAddr,
     follow: bool,
@@ -43,8 +52,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
             _ = check.tick(), if follow => {}
         }
-        let wanted = match db.in_force().await {
-            Ok(version) => version.config.manager_listen,
+        let wanted = match wanted(&db, &node).await {
+            Ok(wanted) => wanted,
             Err(e) => {
                 tracing::warn!("reading manager_listen: {e}");
                 continue;

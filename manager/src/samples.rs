@@ -1,5 +1,7 @@
-//! The proxy's counters sampled into SQLite every few seconds, so charts have history that
-//! survives a restart of either process.
+//! The proxy's counters sampled into the database every few seconds, so charts have history
+//! that survives a restart of either process. Each console samples its own node's proxy, so
+//! a sample is kept by node: a chart shows one node, or the fleet summed (each node's
+//! increases computed apart, then added).
 //!
 //! Samples hold the counters as the proxy reports them (they only grow while it runs); a
 //! chart plots the increase between samples, and a counter that went down means the proxy
@@ -26,8 +28,35 @@ pub const ROLLED_UP_STEP_S: i64 = 300;
 /// Rolled-up samples are kept this long.
 pub const KEEP_ROLLED_UP_S: i64 = 400 * 24 * 3600;
 
-/// Samples the proxy's `stats` every `every` for as long as the console runs.
-pub async fn run_sampler(state: AppState, every: Duration) {
+/// Whose samples a chart shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One node's.
+    Node(String),
+    /// Every node's, summed (on a lone Canopy: its whole history).
+    Fleet,
+}
+
+impl Scope {
+    /// From a page's `?node=`: empty or absent is the whole fleet.
+    pub fn from_query(node: Option<&str>) -> Scope {
+        match node.map(str::trim) {
+            Some(name) if !name.is_empty() => Scope::Node(name.to_owned()),
+            _ => Scope::Fleet,
+        }
+    }
+
+    /// The node's name, empty for the fleet (as a form sends it back).
+    pub fn node(&self) -> &str {
+        match self {
+            Scope::Node(name) => name,
+            Scope::Fleet => "",
+        }
+    }
+}
+
+/// Samples the proxy's `stats` every `every` for as long as the console runs, as `node`'s.
+pub async fn run_sampler(state: AppState, node: String, every: Duration) {
     let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rollup = 0;
@@ -36,7 +65,7 @@ pub async fn run_sampler(state: AppState, every: Duration) {
         let now = unix_now();
         match proxy::stats(&state.control).await {
             Ok(snapshot) => {
-                if let Err(e) = record(&state.db, now, &snapshot).await {
+                if let Err(e) = record(&state.db, &node, now, &snapshot).await {
                     tracing::warn!("saving a stats sample: {e}");
                 }
             }
@@ -65,30 +94,36 @@ fn icp_other_replies(peer: &PeerSnapshot) -> u64 {
     peer.icp_replies.values().sum::<u64>() - icp_hits(peer) - icp_misses(peer)
 }
 
-/// Saves one snapshot taken at `at` (unix seconds).
-pub async fn record(db: &Db, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Error> {
+/// Saves one snapshot of `node`'s proxy taken at `at` (unix seconds).
+pub async fn record(db: &Db, node: &str, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Error> {
     let mut tx = db.pool().begin().await?;
     let icp_sent: u64 = s.peers.iter().map(|p| p.icp_queries).sum();
     let icp_replies: u64 = s.peers.iter().flat_map(|p| p.icp_replies.values()).sum();
     // A second sample in the same second replaces the first, peers and all.
     for table in ["stats_samples", "peer_samples"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE at = $1"))
+        sqlx::query(&format!("DELETE FROM {table} WHERE node = $1 AND at = $2"))
+            .bind(node)
             .bind(at)
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("INSERT INTO stats_samples VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(at)
-        .bind(s.requests as i64)
-        .bind((s.hits_fresh + s.hits_stale + s.hits_revalidated) as i64)
-        .bind(s.misses as i64)
-        .bind(s.bytes_from_cache as i64)
-        .bind(s.bytes_from_upstream as i64)
-        .bind(icp_sent as i64)
-        .bind(icp_replies as i64)
-        .bind(s.icp_queries_received as i64)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO stats_samples (node, at, requests, hits, misses, bytes_from_cache,
+            bytes_from_upstream, icp_queries_sent, icp_replies, icp_queries_received)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(node)
+    .bind(at)
+    .bind(s.requests as i64)
+    .bind((s.hits_fresh + s.hits_stale + s.hits_revalidated) as i64)
+    .bind(s.misses as i64)
+    .bind(s.bytes_from_cache as i64)
+    .bind(s.bytes_from_upstream as i64)
+    .bind(icp_sent as i64)
+    .bind(icp_replies as i64)
+    .bind(s.icp_queries_received as i64)
+    .execute(&mut *tx)
+    .await?;
     for p in &s.peers {
         let reply_ms = if p.icp_reply_ms_recent > 0.0 {
             p.icp_reply_ms_recent
@@ -96,9 +131,12 @@ pub async fn record(db: &Db, at: i64, s: &StatsSnapshot) -> Result<(), sqlx::Err
             p.icp_reply_ms_avg
         };
         sqlx::query(
-            "INSERT INTO peer_samples
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "INSERT INTO peer_samples (node, at, peer, up, fetches, failures, bytes, icp_queries,
+                icp_hits, icp_misses, icp_other_replies, icp_timeouts, icp_reply_ms,
+                hits_served, false_hits, last_failure_at, last_failure)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
+        .bind(node)
         .bind(at)
         .bind(&p.name)
         .bind(p.state.map(|st| i64::from(st == PeerState::Up)))
@@ -126,8 +164,8 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<(), sqlx::Error> {
     let cut = now - FULL_RESOLUTION_S;
     let gone = now - KEEP_ROLLED_UP_S;
     sqlx::query(
-        "DELETE FROM stats_samples WHERE at < $1 AND (at < $2 OR at NOT IN
-           (SELECT max(at) FROM stats_samples WHERE at < $1 GROUP BY at / $3))",
+        "DELETE FROM stats_samples WHERE at < $1 AND (at < $2 OR (node, at) NOT IN
+           (SELECT node, max(at) FROM stats_samples WHERE at < $1 GROUP BY node, at / $3))",
     )
     .bind(cut)
     .bind(gone)
@@ -135,8 +173,9 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<(), sqlx::Error> {
     .execute(db.pool())
     .await?;
     sqlx::query(
-        "DELETE FROM peer_samples WHERE at < $1 AND (at < $2 OR (peer, at) NOT IN
-           (SELECT peer, max(at) FROM peer_samples WHERE at < $1 GROUP BY peer, at / $3))",
+        "DELETE FROM peer_samples WHERE at < $1 AND (at < $2 OR (node, peer, at) NOT IN
+           (SELECT node, peer, max(at) FROM peer_samples WHERE at < $1
+            GROUP BY node, peer, at / $3))",
     )
     .bind(cut)
     .bind(gone)
@@ -180,19 +219,38 @@ pub const PEER_COLUMNS: &[&str] = &[
     "false_hits",
 ];
 
-fn samples_from(rows: &[sqlx::any::AnyRow], columns: &[&str]) -> Result<Vec<Sample>, sqlx::Error> {
-    rows.iter()
-        .map(|row| {
-            let values = columns
-                .iter()
-                .map(|c| row.try_get::<f64, _>(*c))
-                .collect::<Result<Vec<f64>, _>>()?;
-            Ok(Sample {
-                at: row.try_get("at")?,
-                values,
-            })
-        })
-        .collect()
+/// One series per node, from rows ordered by node, then time.
+fn series_from(
+    rows: &[sqlx::any::AnyRow],
+    columns: &[&str],
+) -> Result<Vec<Vec<Sample>>, sqlx::Error> {
+    let mut series: Vec<(String, Vec<Sample>)> = Vec::new();
+    for row in rows {
+        let node: String = row.try_get("node")?;
+        let values = columns
+            .iter()
+            .map(|c| row.try_get::<f64, _>(*c))
+            .collect::<Result<Vec<f64>, _>>()?;
+        let sample = Sample {
+            at: row.try_get("at")?,
+            values,
+        };
+        match series.last_mut() {
+            Some((of, samples)) if *of == node => samples.push(sample),
+            _ => series.push((node, vec![sample])),
+        }
+    }
+    Ok(series.into_iter().map(|(_, samples)| samples).collect())
+}
+
+/// The condition on `table`'s rows (aliased `s`) from `since` (`$1`) on, of the node `$2`
+/// (every node when it is empty), each node's with its last sample before `since` (for the
+/// first increase); `extra`: more conditions on the inner `b`.
+fn since_condition(table: &str, extra: &str) -> String {
+    format!(
+        "($2 = '' OR s.node = $2) AND s.at >= (SELECT coalesce(max(b.at), $1) FROM {table} b
+                                              WHERE b.node = s.node AND b.at < $1 {extra})"
+    )
 }
 
 /// The columns read as floating point, so every value of a sample is an `f64`.
@@ -204,34 +262,50 @@ fn as_real(columns: &[&str]) -> String {
         .join(", ")
 }
 
-/// Totals sampled from `since` on, with the last sample before it (for the first increase).
-pub async fn totals(db: &Db, since: i64) -> Result<Vec<Sample>, sqlx::Error> {
+/// Totals sampled from `since` on, one series per node of `scope`, each with its last
+/// sample before `since` (for the first increase).
+pub async fn totals(db: &Db, scope: &Scope, since: i64) -> Result<Vec<Vec<Sample>>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT at, {cols} FROM stats_samples
-         WHERE at >= (SELECT coalesce(max(at), $1) FROM stats_samples WHERE at < $1)
-         ORDER BY at",
-        cols = as_real(TOTAL_COLUMNS)
+        "SELECT s.node, s.at, {cols} FROM stats_samples s WHERE {condition}
+         ORDER BY s.node, s.at",
+        cols = as_real(TOTAL_COLUMNS),
+        condition = since_condition("stats_samples", ""),
     ))
     .bind(since)
+    .bind(scope.node())
     .fetch_all(db.pool())
     .await?;
-    samples_from(&rows, TOTAL_COLUMNS)
+    series_from(&rows, TOTAL_COLUMNS)
 }
 
-/// One peer's samples from `since` on, with the last one before it.
-pub async fn peer(db: &Db, name: &str, since: i64) -> Result<Vec<Sample>, sqlx::Error> {
+/// One peer's samples from `since` on, one series per node of `scope`, each with its last
+/// one before `since`.
+pub async fn peer(
+    db: &Db,
+    scope: &Scope,
+    name: &str,
+    since: i64,
+) -> Result<Vec<Vec<Sample>>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT at, {cols} FROM peer_samples
-         WHERE peer = $2 AND at >= (SELECT coalesce(max(at), $1) FROM peer_samples
-                                    WHERE peer = $2 AND at < $1)
-         ORDER BY at",
-        cols = as_real(PEER_COLUMNS)
+        "SELECT s.node, s.at, {cols} FROM peer_samples s WHERE s.peer = $3 AND {condition}
+         ORDER BY s.node, s.at",
+        cols = as_real(PEER_COLUMNS),
+        condition = since_condition("peer_samples", "AND b.peer = $3"),
     ))
     .bind(since)
+    .bind(scope.node())
     .bind(name)
     .fetch_all(db.pool())
     .await?;
-    samples_from(&rows, PEER_COLUMNS)
+    series_from(&rows, PEER_COLUMNS)
+}
+
+/// The nodes that have samples, by name (`''` for those from before samples had a node).
+pub async fn sampled_nodes(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT DISTINCT node FROM stats_samples ORDER BY node")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(|row| row.try_get("node")).collect()
 }
 
 /// A failure the proxy reported for a peer.
@@ -241,19 +315,21 @@ pub struct FailureSeen {
     pub reason: String,
 }
 
-/// The peer's most recent distinct failures, newest first.
+/// The peer's most recent distinct failures seen by the nodes of `scope`, newest first.
 pub async fn recent_failures(
     db: &Db,
+    scope: &Scope,
     name: &str,
     limit: i64,
 ) -> Result<Vec<FailureSeen>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT DISTINCT last_failure_at, last_failure FROM peer_samples
-         WHERE peer = $1 AND last_failure_at IS NOT NULL
+         WHERE peer = $1 AND ($3 = '' OR node = $3) AND last_failure_at IS NOT NULL
          ORDER BY last_failure_at DESC LIMIT $2",
     )
     .bind(name)
     .bind(limit)
+    .bind(scope.node())
     .fetch_all(db.pool())
     .await?;
     rows.iter()
@@ -342,6 +418,33 @@ pub fn whole_buckets(samples: &[Sample], window: Window) -> Vec<Option<(f64, Vec
         .collect()
 }
 
+/// [`whole_buckets`] of each node's series, added: the fleet's increases. A bucket is kept
+/// where any node's is; its seconds are the most any node's cover, so that an increase over
+/// them is the fleet's rate.
+pub fn summed_buckets(series: &[Vec<Sample>], window: Window) -> Vec<Option<(f64, Vec<f64>)>> {
+    let mut sum: Vec<Option<(f64, Vec<f64>)>> = vec![None; window.buckets];
+    for one in series {
+        for (slot, bucket) in sum.iter_mut().zip(whole_buckets(one, window)) {
+            match (slot.as_mut(), bucket) {
+                (Some((seconds, deltas)), Some((more_seconds, more))) => {
+                    *seconds = seconds.max(more_seconds);
+                    for (total, d) in deltas.iter_mut().zip(more) {
+                        *total += d;
+                    }
+                }
+                (None, bucket) => *slot = bucket,
+                (Some(_), None) => {}
+            }
+        }
+    }
+    sum
+}
+
+/// [`means`] over the samples of every node's series together.
+pub fn means_over(series: &[Vec<Sample>], index: usize, window: Window) -> Vec<Option<f64>> {
+    means(&series.concat(), index, window)
+}
+
 /// The mean of column `index` over the samples in each bucket (for gauges, such as a
 /// reply time, where 0 means nothing was measured).
 pub fn means(samples: &[Sample], index: usize, window: Window) -> Vec<Option<f64>> {
@@ -389,13 +492,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
         let now = 1_000_000;
-        record(&db, now - 7200, &snapshot(1, 0, 0)).await.unwrap();
-        record(&db, now - 3590, &snapshot(10, 5, 1)).await.unwrap();
-        record(&db, now - 3000, &snapshot(30, 15, 3)).await.unwrap();
+        record(&db, "a", now - 7200, &snapshot(1, 0, 0))
+            .await
+            .unwrap();
+        record(&db, "a", now - 3590, &snapshot(10, 5, 1))
+            .await
+            .unwrap();
+        record(&db, "a", now - 3000, &snapshot(30, 15, 3))
+            .await
+            .unwrap();
         // The proxy restarted: its counters began again.
-        record(&db, now - 2990, &snapshot(4, 2, 1)).await.unwrap();
+        record(&db, "a", now - 2990, &snapshot(4, 2, 1))
+            .await
+            .unwrap();
         let window = Window::last_hour(now);
-        let totals = totals(&db, window.start()).await.unwrap();
+        let mut totals = totals(&db, &Scope::Fleet, window.start()).await.unwrap();
+        assert_eq!(totals.len(), 1, "one node");
+        let totals = totals.remove(0);
         assert_eq!(totals.len(), 4, "one sample before the window, three in it");
         let inc = increases(&totals, window);
         let (seconds, first) = inc[0].clone().unwrap();
@@ -410,14 +523,19 @@ mod tests {
             "after a restart the new value is the increase"
         );
         assert!(inc[30].is_none());
-        let peer = peer(&db, "squid", window.start()).await.unwrap();
+        let peer = peer(&db, &Scope::Fleet, "squid", window.start())
+            .await
+            .unwrap()
+            .concat();
         assert_eq!(peer.last().unwrap().values[0], 1.0);
         assert_eq!(
             peer.last().unwrap().values[6],
             1.0,
             "DENIED is an other reply"
         );
-        let failures = recent_failures(&db, "squid", 5).await.unwrap();
+        let failures = recent_failures(&db, &Scope::Fleet, "squid", 5)
+            .await
+            .unwrap();
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].reason, "connection refused");
     }
@@ -430,24 +548,58 @@ mod tests {
         let old = now - FULL_RESOLUTION_S - 3 * ROLLED_UP_STEP_S;
         let old = old - old % ROLLED_UP_STEP_S;
         for i in 0..60 {
-            record(&db, old + i * 5, &snapshot(i as u64, 0, 0))
+            record(&db, "a", old + i * 5, &snapshot(i as u64, 0, 0))
                 .await
                 .unwrap();
         }
-        record(&db, now - 10, &snapshot(100, 0, 0)).await.unwrap();
-        record(&db, now - KEEP_ROLLED_UP_S - 10, &snapshot(1, 0, 0))
+        record(&db, "a", now - 10, &snapshot(100, 0, 0))
+            .await
+            .unwrap();
+        record(&db, "a", now - KEEP_ROLLED_UP_S - 10, &snapshot(1, 0, 0))
             .await
             .unwrap();
         roll_up(&db, now).await.unwrap();
-        let all = totals(&db, 0).await.unwrap();
+        let all = totals(&db, &Scope::Fleet, 0).await.unwrap().concat();
         let ats: Vec<i64> = all.iter().map(|s| s.at).collect();
         assert_eq!(ats, [old + 295, now - 10]);
         assert_eq!(
             all[0].values[0], 59.0,
             "the last of the five minutes is kept"
         );
-        let peer = peer(&db, "squid", 0).await.unwrap();
+        let peer = peer(&db, &Scope::Fleet, "squid", 0).await.unwrap().concat();
         assert_eq!(peer.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn two_nodes_samples_in_the_same_seconds_are_both_kept_and_summed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("canopy.db")).await.unwrap();
+        let now = 1_000_000;
+        for (node, requests) in [("a", [10, 13, 20]), ("b", [500, 600, 700])] {
+            for (i, n) in requests.into_iter().enumerate() {
+                let at = now - 120 + 60 * i as i64;
+                record(&db, node, at, &snapshot(n, 0, n)).await.unwrap();
+            }
+        }
+        let window = Window::last_hour(now);
+        let fleet = totals(&db, &Scope::Fleet, window.start()).await.unwrap();
+        assert_eq!(fleet.len(), 2, "a series per node");
+        assert!(fleet.iter().all(|one| one.len() == 3), "none overwritten");
+        let sum = summed_buckets(&fleet, window);
+        assert_eq!(
+            sum[59].as_ref().map(|b| (b.0, b.1[0])),
+            Some((60.0, 7.0 + 100.0))
+        );
+        assert_eq!(sum[58].as_ref().map(|b| b.1[0]), Some(3.0 + 100.0));
+        let b = Scope::Node("b".to_owned());
+        let only_b = totals(&db, &b, window.start()).await.unwrap();
+        assert_eq!(
+            summed_buckets(&only_b, window)[59].as_ref().unwrap().1[0],
+            100.0
+        );
+        let peer_sum = summed_buckets(&peer(&db, &Scope::Fleet, "squid", 0).await.unwrap(), window);
+        assert_eq!(peer_sum[59].as_ref().unwrap().1[0], 107.0, "fetches");
+        assert_eq!(sampled_nodes(&db).await.unwrap(), ["a", "b"]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct AppState {
     pub db: Db,
     /// The proxy's control socket.
     pub control: PathBuf,
+    /// The node of the proxy beside this console (its samples are kept under this name).
+    pub node: String,
     /// How long a failed login waits before it is answered, so guessing is slow.
     pub login_delay: Duration,
     /// The one gate every password check goes through.
@@ -30,6 +32,7 @@ impl AppState {
         AppState {
             db,
             control,
+            node: canopy_config::nodes::default_node_name(),
             login_delay: Duration::from_secs(1),
             login_limits: Arc::default(),
             pinned_listen: None,

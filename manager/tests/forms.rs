@@ -1042,7 +1042,7 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let snapshot = canopy_manager::proxy::stats(&console.control_socket())
         .await
         .unwrap();
-    canopy_manager::samples::record(&console.db, accounts::unix_now() - 5, &snapshot)
+    canopy_manager::samples::record(&console.db, "node1", accounts::unix_now() - 5, &snapshot)
         .await
         .unwrap();
     let (_, json) = console.get("/api/peers/squid/history?minutes=10").await;

@@ -67,13 +67,13 @@ async fn main() -> anyhow::Result<()> {
         Ok(db) => Proxy::start(db, data_dir, node).await?,
         // A fleet's node serves on without PostgreSQL, on the version it last applied.
         Err(error) if url.is_shared() => {
-            let Some(version) = node::last_applied(&data_dir)? else {
+            let Some(last) = node::last_applied(&data_dir)? else {
                 anyhow::bail!(
                     "opening {url}: {error}; no config version was ever applied on this node \
                      to start on without it"
                 );
             };
-            Proxy::start_offline(Db::connect_lazy(&url)?, data_dir, node, version, &error).await?
+            Proxy::start_offline(Db::connect_lazy(&url)?, data_dir, node, last, &error).await?
         }
         Err(error) => return Err(error).with_context(|| format!("opening {url}")),
     };

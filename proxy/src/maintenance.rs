@@ -139,6 +139,20 @@ pub fn lay_over(runtime: &Runtime, records: Vec<Maintenance>) -> Vec<Maintenance
     gone
 }
 
+/// Makes the peers of `runtime` down by hand those `records` name, and only those: once the
+/// database is back after an offline start, its records are the truth (an administrator
+/// may have brought a peer up meanwhile). Returns the records of peers it does not have.
+pub fn resync(runtime: &Runtime, records: Vec<Maintenance>) -> Vec<Maintenance> {
+    let parents = runtime.parents.iter().map(|p| (&p.name, &p.stats));
+    let peers = runtime.peers.iter().map(|p| (&p.config.name, &p.stats));
+    for (name, stats) in parents.chain(peers) {
+        if stats.health.is_down_by_hand() && !records.iter().any(|r| &r.name == name) {
+            stats.health.bring_up();
+        }
+    }
+    lay_over(runtime, records)
+}
+
 /// Forgets the records of peers the config version in force no longer has (their counters,
 /// kept by name, are brought up too). A failure is logged: the version is in force already.
 pub async fn drop_gone(db: &Db, stats: &Stats, gone: &[Maintenance]) {
@@ -221,5 +235,19 @@ mod tests {
         assert!(runtime.peers[1].stats.health.is_down_by_hand());
         assert!(runtime.parents[0].stats.health.is_down_by_hand());
         assert!(!runtime.peers[0].stats.health.is_down_by_hand());
+    }
+
+    #[test]
+    fn the_database_s_records_are_the_truth_once_it_is_back() {
+        let runtime = runtime();
+        lay_over(&runtime, vec![record("sib"), record("squid")]);
+        let gone = resync(&runtime, vec![record("squid"), record("10.0.0.1:3128")]);
+        assert!(gone.is_empty());
+        assert!(
+            !runtime.peers[1].stats.health.is_down_by_hand(),
+            "brought up meanwhile"
+        );
+        assert!(runtime.peers[0].stats.health.is_down_by_hand());
+        assert!(runtime.parents[0].stats.health.is_down_by_hand());
     }
 }

@@ -1,16 +1,19 @@
 //! This proxy as a node of its database: its name, whether the database answers, and the
-//! config version it last applied, kept in the data dir so that the node can start on it
-//! while a fleet's PostgreSQL is unreachable.
+//! config version it last applied with the peers then down by hand, kept in the data dir so
+//! that the node can start on them while a fleet's PostgreSQL is unreachable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
+use canopy_config::config::Config;
 use canopy_config::control::DatabaseDown;
 use canopy_config::files;
+use canopy_config::maintenance::Maintenance;
 use canopy_config::versions::{now_rfc3339, ConfigVersion};
 
-/// The file in the data dir that holds the version last applied here (JSON).
-pub const LAST_APPLIED_FILE: &str = "last-applied-version.json";
+pub use canopy_config::nodes::LAST_APPLIED_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalVersionError {
@@ -37,6 +40,9 @@ pub struct Node {
     pub started_at: String,
     /// `None` while the database answers.
     down: Mutex<Option<DatabaseDown>>,
+    /// The config (the version in force with this node's own settings) that could not be
+    /// applied, so that the regular check does not try it again until they change.
+    refused_own: Mutex<Option<Config>>,
 }
 
 impl Node {
@@ -45,6 +51,21 @@ impl Node {
             name,
             started_at: now_rfc3339(),
             down: Mutex::new(None),
+            refused_own: Mutex::new(None),
+        }
+    }
+
+    /// Whether `config` is the one this node's own settings last failed with.
+    pub fn refused_own(&self, config: &Config) -> bool {
+        self.refused_own
+            .lock()
+            .is_ok_and(|refused| refused.as_ref() == Some(config))
+    }
+
+    /// Remembers the config this node's own settings failed with (`None`: they applied).
+    pub fn set_refused_own(&self, config: Option<Config>) {
+        if let Ok(mut refused) = self.refused_own.lock() {
+            *refused = config;
         }
     }
 
@@ -85,23 +106,30 @@ impl Node {
     }
 }
 
-/// Keeps `version` as the one last applied here: written aside, then moved over the old
+/// What the data dir keeps to start on without the database: the version last applied
+/// here, and the peers down by hand (an offline start keeps them down). A file written
+/// before the peers were kept reads as none down.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastApplied {
+    #[serde(flatten)]
+    pub version: ConfigVersion,
+    #[serde(default)]
+    pub peers_down: Vec<Maintenance>,
+}
+
+/// Keeps `last` as what was last applied here: written aside, then moved over the old
 /// file, so a crash leaves the old one or the new one whole.
-pub fn keep_last_applied(
-    data_dir: &Path,
-    version: &ConfigVersion,
-) -> Result<(), LocalVersionError> {
+pub fn keep_last_applied(data_dir: &Path, last: &LastApplied) -> Result<(), LocalVersionError> {
     let path = data_dir.join(LAST_APPLIED_FILE);
     let aside = data_dir.join(format!("{LAST_APPLIED_FILE}.new"));
     let io = |source| LocalVersionError::Io {
         path: path.clone(),
         source,
     };
-    let text =
-        serde_json::to_vec_pretty(version).map_err(|source| LocalVersionError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
+    let text = serde_json::to_vec_pretty(last).map_err(|source| LocalVersionError::Unreadable {
+        path: path.clone(),
+        source,
+    })?;
     let mut file = files::private_file(&aside, files::DATABASE_MODE)?;
     file.set_len(0).map_err(io)?;
     std::io::Write::write_all(&mut file, &text).map_err(io)?;
@@ -109,8 +137,8 @@ pub fn keep_last_applied(
     std::fs::rename(&aside, &path).map_err(io)
 }
 
-/// The version last applied here, when one was kept.
-pub fn last_applied(data_dir: &Path) -> Result<Option<ConfigVersion>, LocalVersionError> {
+/// The version last applied here and the peers then down by hand, when they were kept.
+pub fn last_applied(data_dir: &Path) -> Result<Option<LastApplied>, LocalVersionError> {
     let path = data_dir.join(LAST_APPLIED_FILE);
     let text = match std::fs::read(&path) {
         Ok(text) => text,
@@ -129,7 +157,7 @@ mod tests {
     use canopy_config::versions::VersionState;
 
     #[test]
-    fn the_version_last_applied_is_kept_and_read_back() {
+    fn the_version_last_applied_and_the_peers_down_are_kept_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         assert!(last_applied(dir.path()).unwrap().is_none());
         let mut config = Config::default();
@@ -145,8 +173,25 @@ mod tests {
             state_at: None,
             canary: None,
         };
-        keep_last_applied(dir.path(), &version).unwrap();
+        let old_format = serde_json::to_vec(&version).unwrap();
+        std::fs::write(dir.path().join(LAST_APPLIED_FILE), old_format).unwrap();
         let read = last_applied(dir.path()).unwrap().unwrap();
-        assert_eq!((read.id, read.config), (7, version.config));
+        assert_eq!(read.version.config, version.config);
+        assert!(
+            read.peers_down.is_empty(),
+            "a file of before keeps none down"
+        );
+        let last = LastApplied {
+            version,
+            peers_down: vec![Maintenance {
+                name: "squid".to_owned(),
+                reason: "new disks".to_owned(),
+                by: "alice".to_owned(),
+                at: now_rfc3339(),
+            }],
+        };
+        keep_last_applied(dir.path(), &last).unwrap();
+        let read = last_applied(dir.path()).unwrap().unwrap();
+        assert_eq!((read.version.id, read.peers_down), (7, last.peers_down));
     }
 }

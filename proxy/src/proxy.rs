@@ -26,7 +26,7 @@ use crate::http::listener;
 use crate::icp::serve;
 use crate::icp::socket::{BindError, IcpSettings, IcpSocket};
 use crate::maintenance::{self, MaintenanceError};
-use crate::node::{self, Node};
+use crate::node::{self, LastApplied, Node};
 use crate::runtime::{Runtime, RuntimeError, Shared};
 use crate::stats::{ratio, Stats};
 use canopy_config::config::{Config, FleetPeering};
@@ -250,15 +250,20 @@ impl Proxy {
         }
     }
 
-    /// Starts on `version`, the one this node last applied (kept in its data dir), while
-    /// the database (a fleet's PostgreSQL) does not answer; `db` connects when it is back.
+    /// Starts on the version this node last applied, with the peers then down by hand kept
+    /// down (both kept in its data dir), while the database (a fleet's PostgreSQL) does not
+    /// answer; `db` connects when it is back.
     pub async fn start_offline(
         db: Db,
         data_dir: PathBuf,
         node: Node,
-        version: ConfigVersion,
+        last: LastApplied,
         error: &dyn std::fmt::Display,
     ) -> anyhow::Result<Arc<Proxy>> {
+        let LastApplied {
+            version,
+            peers_down,
+        } = last;
         let stats = Arc::new(Stats::default());
         node.lost(error, version.id);
         let (runtime, bound) = match prepare(&version, &data_dir, &stats) {
@@ -271,6 +276,8 @@ impl Proxy {
                 ))
             }
         };
+        // Peers it no longer has are forgotten once the database is back, not here.
+        maintenance::lay_over(&runtime, peers_down);
         let started = Start {
             runtime,
             bound,
@@ -411,7 +418,19 @@ impl Proxy {
     /// Keeps `version` in the data dir (to start on without the database) and records
     /// that this node applied it.
     async fn record_applied(&self, version: &ConfigVersion) {
-        if let Err(e) = node::keep_last_applied(&self.data_dir, version) {
+        let peers_down = match self.db.maintenance().await {
+            Ok(records) => records,
+            Err(_) => node::last_applied(&self.data_dir)
+                .ok()
+                .flatten()
+                .map(|last| last.peers_down)
+                .unwrap_or_default(),
+        };
+        let last = LastApplied {
+            version: version.clone(),
+            peers_down,
+        };
+        if let Err(e) = node::keep_last_applied(&self.data_dir, &last) {
             tracing::error!("config version {} applied but not kept: {e}", version.id);
         }
         self.record_outcome(version.id, Outcome::Applied).await;
@@ -445,7 +464,9 @@ impl Proxy {
                 return;
             }
         };
-        self.node.reached();
+        if self.node.reached() {
+            self.resync_peers_down().await;
+        }
         let refused = self
             .rejected
             .lock()
@@ -454,6 +475,8 @@ impl Proxy {
         if newest.id != in_force && refused != Some(newest.id) {
             // Its outcome is logged and recorded by `reload` itself.
             let _ = self.reload().await;
+        } else if newest.id == in_force {
+            self.apply_own_settings(newest).await;
         }
         self.report(NodeState::Running).await;
         self.follow_registry().await;
@@ -511,13 +534,82 @@ impl Proxy {
         Ok((runtime, gone))
     }
 
+    /// Re-applies the version in force when this node's own settings changed (the console's
+    /// form on the Nodes page): at once, not at the next version. Settings it cannot apply
+    /// (a port taken) leave the old in force, and why is recorded for the console.
+    async fn apply_own_settings(&self, in_force: ConfigVersion) {
+        let id = in_force.id;
+        let own = match self.db.for_node(&self.node.name, in_force).await {
+            Ok(own) => own,
+            Err(e) => {
+                tracing::error!("this node's own settings not read: {e}");
+                return;
+            }
+        };
+        let current = self.shared.runtime.load().config.clone();
+        if *current == own.config || self.node.refused_own(&own.config) {
+            return;
+        }
+        let refused = match self.apply_newest().await {
+            Ok(_) => {
+                tracing::info!("config version {id} applied again with this node's own settings");
+                self.node.set_refused_own(None);
+                self.record_applied(&own).await;
+                None
+            }
+            Err(why) => {
+                let why = why.to_string();
+                tracing::warn!(
+                    "this node's own settings not applied, version {id} stays as it was: {why}"
+                );
+                self.node.set_refused_own(Some(own.config));
+                Some(why)
+            }
+        };
+        if let Err(e) = self
+            .db
+            .record_own_settings(&self.node.name, refused.as_deref())
+            .await
+        {
+            tracing::error!("the outcome of this node's own settings not recorded: {e}");
+        }
+    }
+
+    /// Once the database is back after an offline start: the peers down by hand are those
+    /// its records say, and the data dir keeps them.
+    async fn resync_peers_down(&self) {
+        let _listening = self.listening.lock().await;
+        match self.db.maintenance().await {
+            Ok(records) => {
+                maintenance::resync(&self.shared.runtime.load(), records.clone());
+                self.keep_peers_down(records);
+            }
+            Err(e) => tracing::error!("peers down by hand not read: {e}"),
+        }
+    }
+
+    /// Keeps `peers_down` beside the version last applied in the data dir.
+    fn keep_peers_down(&self, peers_down: Vec<Maintenance>) {
+        let kept = match node::last_applied(&self.data_dir) {
+            Ok(Some(last)) => {
+                node::keep_last_applied(&self.data_dir, &LastApplied { peers_down, ..last })
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = kept {
+            tracing::error!("peers down by hand not kept in the data dir: {e}");
+        }
+    }
+
     async fn apply_newest(&self) -> Result<ReloadReply, ApplyError> {
         let began = Instant::now();
         let mut listening = self.listening.lock().await;
         let newest = self.db.latest_for(&self.node.name).await?;
         let newest = self.db.for_node(&self.node.name, newest).await?;
         let current = self.shared.runtime.load_full();
-        if newest.id == current.version {
+        // The same version with this node's own settings changed is applied again.
+        if newest.id == current.version && newest.config == *current.config {
             return Ok(ReloadReply {
                 config_version: current.version,
                 changed: false,
@@ -719,6 +811,10 @@ impl ControlHandler for Proxy {
                 maintenance::bring_up(&runtime, &self.db, name, by).await?,
             ),
         };
+        match self.db.maintenance().await {
+            Ok(records) => self.keep_peers_down(records),
+            Err(e) => tracing::error!("peers down by hand not kept in the data dir: {e}"),
+        }
         Ok(stats.snapshot(name))
     }
 

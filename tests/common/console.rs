@@ -12,6 +12,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
+use canopy_config::database::DatabaseUrl;
 use canopy_config::versions::Db;
 use canopy_manager::accounts;
 
@@ -47,12 +48,35 @@ impl Console {
         Console::launch(dir.to_owned(), user, password).await
     }
 
+    /// The console of node `node` of a fleet on `url`, on the node's data dir `dir`,
+    /// sampling every `sample_every_s`; `user` is made first when the database answers.
+    pub async fn on_fleet(
+        dir: &Path,
+        url: &DatabaseUrl,
+        node: &str,
+        sample_every_s: u64,
+        user: &str,
+        password: &str,
+    ) -> Console {
+        if let Ok(db) = Db::connect(url).await {
+            accounts::set_password(&db, user, password)
+                .await
+                .expect("account");
+        }
+        let fleet = ["--database", &url.as_arg(), "--node", node];
+        Console::spawn(dir.to_owned(), &fleet, sample_every_s).await
+    }
+
     async fn launch(data_dir: PathBuf, user: &str, password: &str) -> Console {
         let db = Db::open(&data_dir.join("canopy.db")).await.expect("db");
         accounts::set_password(&db, user, password)
             .await
             .expect("account");
         drop(db);
+        Console::spawn(data_dir, &[], 60).await
+    }
+
+    async fn spawn(data_dir: PathBuf, args: &[&str], sample_every_s: u64) -> Console {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(data_dir.join("manager.log")).expect("manager log");
         let child = Command::new(binary("canopy-manager"))
@@ -63,7 +87,8 @@ impl Console {
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--sample-every")
-            .arg("60")
+            .arg(sample_every_s.to_string())
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("CANOPY_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod disk;
+pub mod fleet;
 pub mod nginx;
 pub mod raw;
 pub mod squid;

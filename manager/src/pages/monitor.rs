@@ -3,7 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::Form;
 use canopy_config::config::Config;
@@ -14,7 +14,7 @@ use canopy_config::stats::{
     StatsSnapshot, StoreState, FALSE_HIT_METHODS,
 };
 use canopy_config::versions::ConfigVersion;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::landing::see_other;
 use super::{
@@ -24,7 +24,7 @@ use crate::accounts::{unix_now, Session};
 use crate::auth::{self, csrf_ok, FormData};
 use crate::charts::{Chart, Series};
 use crate::proxy;
-use crate::samples::{self, Sample, Window};
+use crate::samples::{self, Sample, Scope, Window};
 use crate::state::AppState;
 
 /// The proxy as the console sees it right now.
@@ -325,6 +325,7 @@ pub fn peer_rows(config: &Config, stats: Option<&StatsSnapshot>) -> Vec<PeerRow>
 #[template(path = "dashboard.html")]
 pub struct DashboardPage {
     chrome: Chrome,
+    chart_scope: ChartScope,
     running: bool,
     down_reason: String,
     pid: String,
@@ -492,14 +493,43 @@ async fn newest(state: &AppState) -> Result<ConfigVersion, Refusal> {
     state.db.latest().await.or_failed("reading the config")
 }
 
-pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answer {
+/// `?node=` of a page with charts: one node's samples, or (absent or empty) the fleet's.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChartsOf {
+    node: Option<String>,
+}
+
+/// The choice of node above a page's charts, offered when the database has more than one.
+pub struct ChartScope {
+    pub nodes: Vec<String>,
+    /// The node shown; empty for the whole fleet.
+    pub chosen: String,
+}
+
+async fn chart_scope(state: &AppState, of: &ChartsOf) -> Result<(Scope, ChartScope), Refusal> {
+    let scope = Scope::from_query(of.node.as_deref());
+    let nodes = state.db.nodes().await.or_failed("reading the nodes")?;
+    let nodes = match nodes.len() {
+        0 | 1 => Vec::new(),
+        _ => nodes.into_iter().map(|n| n.node.name).collect(),
+    };
+    let chosen = scope.node().to_owned();
+    Ok((scope, ChartScope { nodes, chosen }))
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    session: Session,
+    Query(of): Query<ChartsOf>,
+) -> Answer {
     let newest = newest(&state).await?;
     let editing = Editing::load(&state, None).await?;
     let Live { status, stats } = live(&state).await;
     let stats_or_zero = stats.clone().unwrap_or_default();
     let s = &stats_or_zero;
     let window = Window::last_hour(unix_now());
-    let samples = samples::totals(&state.db, window.start())
+    let (scope, chart_scope) = chart_scope(&state, &of).await?;
+    let samples = samples::totals(&state.db, &scope, window.start())
         .await
         .or_failed("reading the stats samples")?;
     let failed_logins = crate::accounts::failed_login_total(&state.db)
@@ -575,6 +605,7 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
             .filter(|p| p.state == Some(PeerState::Dead))
             .count(),
         charts: dashboard_charts(&samples, window),
+        chart_scope,
         failed_logins,
         memory_cache: TierCard::memory(s),
         disk_cache: TierCard::disk(s.disk.as_ref()),
@@ -593,8 +624,8 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Answe
     Ok(page.into_response())
 }
 
-fn dashboard_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::whole_buckets(samples, window);
+fn dashboard_charts(series: &[Vec<Sample>], window: Window) -> Vec<String> {
+    let inc = samples::summed_buckets(series, window);
     let ratio = |part: usize, whole: &[usize]| -> Vec<Option<f64>> {
         inc.iter()
             .map(|b| {
@@ -679,6 +710,7 @@ pub struct PeerPage {
     running: bool,
     row: PeerRow,
     charts: Vec<String>,
+    chart_scope: ChartScope,
     failures: Vec<samples::FailureSeen>,
     notice: Option<Notice>,
 }
@@ -687,9 +719,10 @@ pub async fn peer(
     State(state): State<AppState>,
     session: Session,
     Path(name): Path<String>,
+    Query(of): Query<ChartsOf>,
 ) -> Answer {
     let notice = state.landing.take(&session, &peer_address(&name));
-    peer_page(&state, &session, &name, notice).await
+    peer_page(&state, &session, &name, &of, notice).await
 }
 
 /// Peer `name`'s page.
@@ -730,6 +763,7 @@ async fn peer_page(
     state: &AppState,
     session: &Session,
     name: &str,
+    of: &ChartsOf,
     notice: Option<Notice>,
 ) -> Answer {
     let newest = newest(state).await?;
@@ -744,10 +778,11 @@ async fn peer_page(
     };
     let window = Window::last_hour(unix_now());
     let doing = "reading the peer's samples";
-    let samples = samples::peer(&state.db, name, window.start())
+    let (scope, chart_scope) = chart_scope(state, of).await?;
+    let samples = samples::peer(&state.db, &scope, name, window.start())
         .await
         .or_failed(doing)?;
-    let mut failures = samples::recent_failures(&state.db, name, 10)
+    let mut failures = samples::recent_failures(&state.db, &scope, name, 10)
         .await
         .or_failed(doing)?;
     if let Some(last) = &row.last_failure {
@@ -769,14 +804,15 @@ async fn peer_page(
         running: status.is_ok(),
         row,
         charts: peer_charts(&samples, window),
+        chart_scope,
         failures,
         notice,
     }
     .into_response())
 }
 
-fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
-    let inc = samples::whole_buckets(samples, window);
+fn peer_charts(series: &[Vec<Sample>], window: Window) -> Vec<String> {
+    let inc = samples::summed_buckets(series, window);
     let col = |name: &str| {
         samples::PEER_COLUMNS
             .iter()
@@ -811,7 +847,7 @@ fn peer_charts(samples: &[Sample], window: Window) -> Vec<String> {
             window,
             series: vec![Series {
                 name: "reply time".into(),
-                points: samples::means(samples, col("icp_reply_ms"), window),
+                points: samples::means_over(series, col("icp_reply_ms"), window),
             }],
         }
         .html(),

@@ -1,19 +1,25 @@
 //! The Nodes page: every proxy on this database (one for a lone Canopy, each node of a
 //! fleet on a shared PostgreSQL), its state, the version in force, when it was last seen,
-//! and its outcome for the newest version it tried.
+//! and its outcome for the newest version it tried; and each node's own settings (where it
+//! listens, the name it shows), applied on that node at once.
+
+use std::collections::BTreeMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Form;
-use canopy_config::nodes::{NodeState, NodeView, Outcome, HEARTBEAT_S};
+use canopy_config::config::SETTINGS;
+use canopy_config::nodes::{NodeState, NodeView, Outcome, HEARTBEAT_S, PER_NODE};
 use canopy_config::versions::now_rfc3339;
 
 use super::landing::see_other;
-use super::{when, Answer, Chrome, Notice, OrFailed};
+use super::{not_found, when, Answer, Chrome, Notice, OrFailed, Refusal};
 use crate::accounts::Session;
 use crate::auth::{self, csrf_ok, FormData};
+use crate::proxy;
 use crate::state::AppState;
 
 /// One node's row, as the page shows it.
@@ -30,6 +36,8 @@ pub struct NodeRow {
     /// "version 5 applied", "version 6 rejected".
     pub latest: String,
     pub rejected_because: String,
+    /// Why the node kept its old own settings, when it could not apply new ones.
+    pub own_settings_refused: String,
 }
 
 impl NodeRow {
@@ -57,6 +65,7 @@ impl NodeRow {
             last_seen: when(&node.last_seen),
             latest,
             rejected_because,
+            own_settings_refused: view.own_settings_refused.clone().unwrap_or_default(),
         }
     }
 }
@@ -156,6 +165,173 @@ pub async fn roll_out(
         Err(e) => Notice::error(format!("Not rolled out: {e}.")),
     };
     Ok(see_other(&state, &session, HERE, notice))
+}
+
+/// One of the settings a node holds apart, as its form shows it.
+#[derive(Debug, Clone)]
+pub struct OwnField {
+    pub key: &'static str,
+    pub help: &'static str,
+    /// The node's own value; empty: it runs the fleet's.
+    pub value: String,
+    /// The fleet's value, in the version the node may apply.
+    pub fleet: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "node.html")]
+pub struct NodePage {
+    chrome: Chrome,
+    notice: Option<Notice>,
+    row: NodeRow,
+    fields: Vec<OwnField>,
+}
+
+fn node_address(name: &str) -> String {
+    format!("{HERE}/{}", auth::percent_encode(name))
+}
+
+/// The node called `name`, or the 404 page.
+async fn find_node(state: &AppState, session: &Session, name: &str) -> Result<NodeRow, Refusal> {
+    let nodes = state.db.nodes().await.or_failed("reading the nodes")?;
+    let now = now_rfc3339();
+    match nodes.iter().find(|n| n.node.name == name) {
+        Some(view) => Ok(NodeRow::of(view, &now)),
+        None => {
+            let text = format!("There is no node called {name:?} on this database.");
+            Err(not_found(session, "nodes", text, (HERE, "See every node")).into())
+        }
+    }
+}
+
+/// The form's fields: `values` (the node's own, or what was posted) over the fleet's.
+async fn own_fields(
+    state: &AppState,
+    name: &str,
+    values: &BTreeMap<String, String>,
+    errors: &BTreeMap<String, String>,
+) -> Result<Vec<OwnField>, Refusal> {
+    let fleet = state
+        .db
+        .latest_for(name)
+        .await
+        .or_failed("reading the version in force")?
+        .config;
+    Ok(PER_NODE
+        .iter()
+        .map(|key| OwnField {
+            key,
+            help: SETTINGS
+                .iter()
+                .find(|s| s.key == *key)
+                .map_or("", |s| s.help),
+            value: values.get(*key).cloned().unwrap_or_default(),
+            fleet: fleet.get(key).unwrap_or_default(),
+            error: errors.get(*key).cloned(),
+        })
+        .collect())
+}
+
+/// The node's page: its row and the form of its own settings.
+pub async fn own_settings(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Answer {
+    let notice = state.landing.take(&session, &node_address(&name));
+    let row = find_node(&state, &session, &name).await?;
+    let own = state
+        .db
+        .node_settings(&name)
+        .await
+        .or_failed("reading the node's settings")?;
+    let values = own.into_iter().collect();
+    let fields = own_fields(&state, &name, &values, &BTreeMap::new()).await?;
+    Ok(NodePage {
+        chrome: Chrome::new(&session, "nodes"),
+        notice,
+        row,
+        fields,
+    }
+    .into_response())
+}
+
+/// Saves the node's own settings (an empty box: the fleet's value) and has the node apply
+/// them now: told by PostgreSQL, or, on a lone Canopy's SQLite, asked to reload. A value
+/// the config model refuses is shown under its box, and nothing is saved.
+pub async fn set_own_settings(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    Form(form): Form<FormData>,
+) -> Answer {
+    if !csrf_ok(&session, &form) {
+        return Err(auth::forbidden().into());
+    }
+    let row = find_node(&state, &session, &name).await?;
+    let values: BTreeMap<String, String> = PER_NODE
+        .iter()
+        .map(|key| {
+            let value = form.get(key).unwrap_or_default().trim().to_owned();
+            ((*key).to_owned(), value)
+        })
+        .collect();
+    let mut fleet = state
+        .db
+        .latest_for(&name)
+        .await
+        .or_failed("reading the version in force")?
+        .config;
+    let given = values.iter().filter(|(_, v)| !v.is_empty());
+    if let Err(errors) = fleet.set_all(given.map(|(k, v)| (k.as_str(), v.as_str()))) {
+        let mut by_key = BTreeMap::new();
+        let mut others = Vec::new();
+        for e in errors.0 {
+            match PER_NODE.contains(&e.key.as_str()) {
+                true => {
+                    by_key.entry(e.key.clone()).or_insert(e.message);
+                }
+                false => others.push(e.to_string()),
+            }
+        }
+        let notice = Notice::error(match others.is_empty() {
+            true => "Nothing saved: see the settings marked below.".to_owned(),
+            false => format!("Nothing saved: {}.", others.join("; ")),
+        });
+        let fields = own_fields(&state, &name, &values, &by_key).await?;
+        let page = NodePage {
+            chrome: Chrome::new(&session, "nodes"),
+            notice: Some(notice),
+            row,
+            fields,
+        };
+        return Err(Refusal::with(StatusCode::UNPROCESSABLE_ENTITY, page));
+    }
+    let changes: Vec<(&str, Option<&str>)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_str()).filter(|v| !v.is_empty())))
+        .collect();
+    let notice = match state.db.set_node_settings(&name, &changes).await {
+        Err(e) => Notice::error(format!("Nothing saved: {e}.")),
+        Ok(()) if state.db.url().is_shared() => Notice {
+            tone: "ok",
+            text: format!(
+                "Saved: {name} applies its own settings now, over the version in force; \
+                 this page says so if it cannot."
+            ),
+        },
+        Ok(()) => match proxy::reload(&state.control).await {
+            Ok(_) => Notice {
+                tone: "ok",
+                text: format!("Saved and applied on {name}."),
+            },
+            Err(e) => Notice::error(format!(
+                "Saved, but {name} did not apply its own settings: {e}."
+            )),
+        },
+    };
+    Ok(see_other(&state, &session, &node_address(&name), notice))
 }
 
 #[cfg(test)]
