@@ -16,6 +16,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use canopy_config::config::{Control, Group};
+use canopy_config::control::{self, Command as ControlCommand};
+use canopy_config::database::DatabaseUrl;
 use canopy_config::nodes::Outcome;
 use canopy_config::stats::StatsSnapshot;
 use canopy_config::versions::Db;
