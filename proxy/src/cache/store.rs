@@ -225,7 +225,8 @@ impl StoredHeaders {
         let block = &self.block;
         let mut start = self.fields_start();
         let lines = block[start..].iter().filter(|&&b| b == b'\n').count();
-        let mut map = HeaderMap::with_capacity(lines);
+        // Room for what a hit adds (Age, Via, X-Cache), so that serving never regrows it.
+        let mut map = HeaderMap::with_capacity(lines + 3);
         while let Some(len) = block[start..].iter().position(|&b| b == b'\n') {
             let (line, end) = (&block[start..start + len], start + len);
             let (name, value_start) = match line.first() {

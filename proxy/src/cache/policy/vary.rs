@@ -32,41 +32,85 @@ pub(super) fn vary_names(resp: &HeaderMap) -> Option<Vec<HeaderName>> {
 /// Commas split members everywhere: a quoted comma (rare in request fields) then only
 /// loses its surrounding white space, which never makes two different values equal.
 pub(super) fn request_value(req: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let mut members: Vec<&[u8]> = req
-        .get_all(name)
+    let mut text = String::new();
+    // Every byte given is visible ASCII or space: escaped, never split.
+    normalize(req, name, &mut |byte| text.push(char::from(byte))).then_some(text)
+}
+
+/// Whether a request's normalized value for one field is `stored` ([`request_value`]), compared
+/// byte by byte as it is normalized: a hit on a Vary'd response builds no string.
+fn request_value_is(req: &HeaderMap, name: &HeaderName, stored: Option<&str>) -> bool {
+    let Some(stored) = stored else {
+        return !req.contains_key(name);
+    };
+    let mut expected = stored.bytes();
+    let mut same = true;
+    let present = normalize(req, name, &mut |byte| same &= expected.next() == Some(byte));
+    present && same && expected.next().is_none()
+}
+
+/// The members a field's value is normalized with when they fit, kept on the stack.
+const MEMBERS_ON_STACK: usize = 16;
+
+/// Gives `out` the bytes of [`request_value`], one at a time; false when the request has no
+/// such field.
+fn normalize(req: &HeaderMap, name: &HeaderName, out: &mut impl FnMut(u8)) -> bool {
+    let lines = req.get_all(name);
+    let mut members = lines
         .iter()
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|member| !member.is_empty())
-        .collect();
-    if members.is_empty() && !req.contains_key(name) {
-        return None;
+        .filter(|member| !member.is_empty());
+    if lines.iter().next().is_none() {
+        return false;
     }
     let unordered = name == header::ACCEPT_LANGUAGE || name == header::ACCEPT_ENCODING;
-    if unordered {
-        members.sort_by(|a, b| folded(a).cmp(folded(b)));
+    if !unordered {
+        for (i, member) in members.enumerate() {
+            if i > 0 {
+                b", ".iter().for_each(|&byte| out(byte));
+            }
+            member.iter().for_each(|&byte| push_escaped(out, byte));
+        }
+        return true;
     }
-    let mut text = String::new();
-    for (i, member) in members.iter().enumerate() {
+    let mut on_stack = [&[][..]; MEMBERS_ON_STACK];
+    let mut held = 0;
+    let mut more = Vec::new();
+    for member in members.by_ref() {
+        if held == MEMBERS_ON_STACK {
+            more.extend_from_slice(&on_stack);
+            more.push(member);
+            more.extend(members.by_ref());
+            break;
+        }
+        on_stack[held] = member;
+        held += 1;
+    }
+    let sorted = if more.is_empty() {
+        &mut on_stack[..held]
+    } else {
+        &mut more[..]
+    };
+    // Members that fold alike give the same bytes, so their order among themselves is moot.
+    sorted.sort_unstable_by(|a, b| folded(a).cmp(folded(b)));
+    for (i, member) in sorted.iter().enumerate() {
         if i > 0 {
-            text.push_str(", ");
+            b", ".iter().for_each(|&byte| out(byte));
         }
-        if unordered {
-            folded(member).for_each(|byte| push_escaped(&mut text, byte));
-        } else {
-            member
-                .iter()
-                .for_each(|&byte| push_escaped(&mut text, byte));
-        }
+        folded(member).for_each(|byte| push_escaped(out, byte));
     }
-    Some(text)
+    true
 }
 
-fn push_escaped(text: &mut String, byte: u8) {
+fn push_escaped(out: &mut impl FnMut(u8), byte: u8) {
     if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-        text.push(char::from(byte));
+        out(byte);
     } else {
-        text.push_str(&format!("%{byte:02X}"));
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        out(b'%');
+        out(HEX[usize::from(byte >> 4)]);
+        out(HEX[usize::from(byte & 0xf)]);
     }
 }
 
@@ -101,5 +145,8 @@ pub fn vary_request_values(
 pub fn vary_matches(stored: &[(HeaderName, Option<String>)], req: &HeaderMap) -> bool {
     stored
         .iter()
-        .all(|(name, value)| request_value(req, name) == *value)
+        .all(|(name, value)| request_value_is(req, name, value.as_deref()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,20 +37,70 @@ pub(super) struct CacheRequest<'a> {
     pub parts: &'a Parts,
     /// The URL's cache key.
     pub key: &'a str,
+    /// Its fields that bear on serving a stored response, looked at once.
+    pub asks: Asks,
+}
+
+/// Which of the request fields that change how a stored response is used the request has,
+/// found in one pass over its fields: most requests have none, and each field looked up
+/// by name costs a hash and a probe, several times per hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Asks {
+    /// Cache-Control or Pragma: directives of its own.
+    pub directives: bool,
+    pub authorization: bool,
+    pub range: bool,
+    /// If-None-Match or If-Modified-Since, which the cache answers itself.
+    pub conditional: bool,
+}
+
+impl Asks {
+    pub fn of(headers: &HeaderMap) -> Asks {
+        let mut asks = Asks::default();
+        for name in headers.keys() {
+            if name == header::CACHE_CONTROL || name == header::PRAGMA {
+                asks.directives = true;
+            } else if name == header::AUTHORIZATION {
+                asks.authorization = true;
+            } else if name == header::RANGE {
+                asks.range = true;
+            } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
+                asks.conditional = true;
+            }
+        }
+        asks
+    }
+
+    /// The request's cache directives: [`CacheControl::parse_request`], not parsed when it
+    /// has no field that holds any.
+    fn directives(self, headers: &HeaderMap) -> CacheControl {
+        if self.directives {
+            CacheControl::parse_request(headers)
+        } else {
+            CacheControl::default()
+        }
+    }
+
+    /// [`ranges::asks_for_range`], from what is known.
+    fn range_of(self, parts: &Parts) -> bool {
+        self.range && parts.method == Method::GET
+    }
 }
 
 /// GET and HEAD: served from the cache when fresh, revalidated when stale, fetched once
 /// for all concurrent clients when missing.
 pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: Parts) -> Served {
     let key = cache_key(&parts.uri);
+    let asks = Asks::of(&parts.headers);
     let req = CacheRequest {
         shared,
         runtime,
         parts: &parts,
         key: &key,
+        asks,
     };
-    let request_cc = CacheControl::parse_request(&parts.headers);
-    let ranged = ranges::asks_for_range(&parts);
+    let request_cc = asks.directives(&parts.headers);
+    let ranged = asks.range_of(&parts);
     let on_disk = match from_store(&req, request_cc.only_if_cached).await {
         Ok(served) => return served,
         Err(on_disk) => on_disk,
@@ -83,7 +133,7 @@ pub(super) async fn cached(shared: &Arc<Shared>, runtime: &Arc<Runtime>, parts: 
     }
     // Its answer is its own unless the origin says it is shared (RFC 9111 §3.5): never
     // waited on by, nor waiting on, other clients' fetches.
-    if parts.headers.contains_key(header::AUTHORIZATION) {
+    if asks.authorization {
         return fetch_and_fill(&req, None).await;
     }
     // A request that comes back to us is part of a fetch already under way here: waiting
@@ -215,7 +265,7 @@ async fn fetch_variant(
         targets,
     );
     let age = age_now(&for_this_request);
-    let mut served = serve_stored(parts, &for_this_request, age, LogCode::RefreshUnmodified);
+    let mut served = serve_stored(req, &for_this_request, age, LogCode::RefreshUnmodified);
     served.hierarchy = fetched.hierarchy;
     store.insert(req.key, refreshed);
     store.insert(req.key, for_this_request);
@@ -237,11 +287,9 @@ async fn from_store(
     let Some(stored) = store.lookup(req.key, &parts.headers) else {
         return from_disk(req, only_if_cached).await;
     };
-    let plain = !parts.headers.contains_key(header::CACHE_CONTROL)
-        && !parts.headers.contains_key(header::PRAGMA)
-        && !parts.headers.contains_key(header::AUTHORIZATION);
+    let plain = !req.asks.directives && !req.asks.authorization;
     if let Some(age) = stored.fresh_age(SystemTime::now()).filter(|_| plain) {
-        return Ok(serve_stored(parts, &stored, age, LogCode::Hit));
+        return Ok(serve_stored(req, &stored, age, LogCode::Hit));
     }
     reuse(req, Held::Memory(stored), only_if_cached)
         .await
@@ -348,9 +396,7 @@ impl Held {
 async fn reuse(req: &CacheRequest<'_>, held: Held, only_if_cached: bool) -> Option<Served> {
     let (parts, targets) = (req.parts, &req.runtime.targets);
     let headers = held.headers();
-    if parts.headers.contains_key(header::AUTHORIZATION)
-        && !policy::answers_credentials(&headers, targets)
-    {
+    if req.asks.authorization && !policy::answers_credentials(&headers, targets) {
         return None;
     }
     let reuse = policy::evaluate(
@@ -390,7 +436,7 @@ async fn serve_held(
     let mut headers = headers;
     headers.insert(header::AGE, policy::age_header(age));
     let response = match held {
-        Held::Memory(stored) => respond(req.parts, stored.status, headers, body),
+        Held::Memory(stored) => respond(req, stored.status, headers, body),
         Held::Disk(entry) => stream_from_disk(req, entry, headers).await?,
     };
     Some(Served {
@@ -426,15 +472,10 @@ async fn stream_from_disk(
 
 /// A response from the store, with its current Age; 304 when it answers the client's own
 /// conditional request.
-pub(super) fn serve_stored(
-    parts: &Parts,
-    stored: &Stored,
-    age: Duration,
-    result: LogCode,
-) -> Served {
+fn serve_stored(req: &CacheRequest<'_>, stored: &Stored, age: Duration, result: LogCode) -> Served {
     let mut headers = stored.headers();
     headers.insert(header::AGE, policy::age_header(age));
-    let response = respond(parts, stored.status, headers, Some(stored.body.clone()));
+    let response = respond(req, stored.status, headers, Some(stored.body.clone()));
     Served {
         response,
         result,
@@ -448,14 +489,18 @@ pub(super) fn age_now(stored: &Stored) -> Duration {
     policy::current_age(&stored.headers(), &stored.times(), SystemTime::now())
 }
 
-/// Builds the client's response from a (stored or arriving) response's parts.
-pub(super) fn respond(
-    parts: &Parts,
+/// Builds the client's response from a stored response's parts.
+fn respond(
+    req: &CacheRequest<'_>,
     status: StatusCode,
     mut headers: HeaderMap,
     body: Option<Bytes>,
 ) -> Response<ProxyBody> {
-    if status == StatusCode::OK && policy::client_not_modified(&parts.headers, &headers) {
+    let parts = req.parts;
+    if req.asks.conditional
+        && status == StatusCode::OK
+        && policy::client_not_modified(&parts.headers, &headers)
+    {
         return not_modified(headers);
     }
     let body = match body {
@@ -472,6 +517,9 @@ pub(super) fn respond(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    if !req.asks.range {
+        return response;
+    }
     ranges::cut(parts, response, false)
 }
 
@@ -592,7 +640,7 @@ async fn refreshed(req: &CacheRequest<'_>, held: &Held, head: ObjectHead) -> Opt
                 &req.runtime.targets,
             );
             let age = age_now(&refreshed);
-            let served = serve_stored(parts, &refreshed, age, LogCode::RefreshUnmodified);
+            let served = serve_stored(req, &refreshed, age, LogCode::RefreshUnmodified);
             shared.store.load().insert(key, refreshed);
             if let Some(disk) = shared.disk.as_ref() {
                 disk.update_head(key, &parts.headers, head);
@@ -701,6 +749,7 @@ fn revalidate_in_background(req: &CacheRequest<'_>, held: &Held) {
             runtime: &runtime,
             parts: &parts,
             key: &key,
+            asks: Asks::of(&parts.headers),
         };
         let served = revalidate(&req, held).await;
         served.count(&shared.stats);
@@ -711,3 +760,6 @@ fn revalidate_in_background(req: &CacheRequest<'_>, held: &Held) {
         leader.finish();
     });
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,7 +25,7 @@ use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::headers::remove_hop_by_hop;
 use crate::runtime::{Runtime, Shared};
 
-use super::cached::{not_modified, CacheRequest};
+use super::cached::{not_modified, Asks, CacheRequest};
 use super::ranges;
 use super::Served;
 
@@ -367,6 +367,7 @@ pub(super) async fn pass_through(
         runtime,
         parts: &parts,
         key: &key,
+        asks: Asks::of(&parts.headers),
     };
     store_and_serve(&req, fetched, request_time, None, LogCode::Miss)
 }

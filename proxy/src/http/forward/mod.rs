@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -133,6 +133,9 @@ impl Served {
     }
 }
 
+/// Named once: a `&str` name is parsed again on every response.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 /// A request as it arrives: what it is handled with, whoever it came from, and when its
 /// connection must close.
 #[derive(Clone, Copy)]
@@ -204,7 +207,7 @@ pub async fn handle(
     } else {
         &runtime.x_cache_miss
     };
-    headers.insert("x-cache", x_cache.clone());
+    headers.insert(X_CACHE, x_cache.clone());
     if runtime.config.debug_headers.0 {
         let hop = served
             .hop

@@ -296,7 +296,7 @@ pub(super) fn from_partial(req: &CacheRequest<'_>) -> Option<Served> {
     let held = req.shared.partials.lookup(req.key, &parts.headers)?;
     // RFC 9111 §3.5, as for a complete response: only content that says it is shared
     // answers a request with credentials.
-    if parts.headers.contains_key(header::AUTHORIZATION)
+    if req.asks.authorization
         && !policy::answers_credentials(&held.headers, &req.runtime.targets)
     {
         return None;
