@@ -1,6 +1,7 @@
 //! Interim (1xx) responses relayed end to end (RFC 9110 §15.2): an origin on a raw socket
 //! sends 102 and 103 before its final response, and clients on raw sockets read what the
-//! proxy passes on, HTTP/1.1 and HTTP/1.0, one request at a time and pipelined.
+//! proxy passes on, HTTP/1.1 and HTTP/1.0, one request at a time, pipelined, and through a
+//! parent.
 
 mod common;
 
@@ -201,4 +202,29 @@ async fn pipelined_requests_get_their_interim_responses_in_their_places() {
         let last = read(&mut client).await;
         assert_eq!((last.status(), last.text()), (200, format!("final {path}")));
     }
+}
+
+#[tokio::test]
+async fn interim_responses_come_through_a_parent() {
+    let origin = HintingOrigin::start().await;
+    let parent = Canopy::start(&[("visible_name", "parent")]).await;
+    let child = Canopy::start(&[
+        ("parents", &format!("{};", parent.addr)),
+        ("never_direct", "on"),
+    ])
+    .await;
+    let url = origin.url("/hinted-by-way-of-a-parent");
+    let mut client = RawConnection::connect(child.addr).await;
+    client.send(&get(&url, "HTTP/1.1")).await;
+    let (processing, early) = (read(&mut client).await, read(&mut client).await);
+    assert_hints(&processing, &early);
+    let last = read(&mut client).await;
+    assert_eq!(
+        (last.status(), last.text()),
+        (200, "final /hinted-by-way-of-a-parent".to_owned())
+    );
+    assert!(
+        last.field("via").unwrap_or("").contains("parent"),
+        "{last:?}"
+    );
 }

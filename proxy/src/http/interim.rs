@@ -4,11 +4,12 @@
 //!
 //! hyper's HTTP/1 server cannot send an interim response, so [`Relaying`], the client
 //! socket, writes them itself, only where they cannot land inside another message:
-//! - one is begun only when hyper flushes the socket, which it does once every byte it has
-//!   produced has been handed to the socket. The request it belongs to is then being served
-//!   (its service future pending): hyper has sent the previous response whole, since it
-//!   reads a pipelined request only once the response before it is written out, and writes
-//!   nothing of this one's final response before the service returns it;
+//! - one is begun only when hyper flushes the socket, which it does only with all it has
+//!   produced handed to the socket (`pipeline_flush`, which skips flushes, stays off). The
+//!   request it belongs to is then being served, its service future pending: hyper reads a
+//!   pipelined request only once the response before it is produced whole, so that one is
+//!   all on the socket, and produces nothing of this one's final response before the service
+//!   returns it;
 //! - the service returns a final response only once the interim responses queued for its
 //!   request are written ([`InterimRelay::finish`]);
 //! - one begun is finished before any byte hyper writes next (its own 100 Continue).
@@ -17,8 +18,9 @@
 //! client"). 100 Continue is hyper's to send, when the request body is read; 101 only comes
 //! with an upgrade.
 //!
-//! What a request that takes none costs: two counter updates when it begins and ends, and a
-//! flag looked at on each write and flush of the socket; no lock, nothing allocated.
+//! What an HTTP/1.1 request that gets none costs: a number stored when it begins and swapped
+//! when it ends, two references to its connection's queue taken, and a flag or two looked at
+//! on each write and flush of the socket; no lock, nothing allocated.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -49,8 +51,8 @@ const NUMBER_SHIFT: u32 = 2;
 /// requests, and the upstream connections that receive them.
 pub struct Interims {
     /// The number of the request being served, with `OPEN` while its final response is not
-    /// ready and `ARMED` once it went upstream. Changed by read-modify-write only, so that
-    /// its end and an interim response arriving are ordered one way or the other.
+    /// ready and `ARMED` once it went upstream. Its end is a swap and an arrival is checked
+    /// against it under the lock, so the two are ordered one way or the other.
     open: AtomicU64,
     /// Whether `queue` holds bytes: looked at by the socket without taking the lock.
     waiting: AtomicBool,
