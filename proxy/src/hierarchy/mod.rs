@@ -36,6 +36,7 @@ use crate::digest;
 use crate::http::body::{empty_body, BoxError, ProxyBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, is_loop, remove_hop_by_hop};
+use crate::http::interim::InterimRelay;
 use crate::icp::codec::IcpOpcode;
 use crate::icp::hit_obj;
 use crate::icp::querier;
@@ -49,9 +50,10 @@ use rules::Route;
 use selection::Candidate;
 use upstream::{ClientBodyError, HopFailure, UpstreamBody, UpstreamError};
 
-/// The client's address, kept in the request's extensions for routing by client.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub IpAddr);
+/// The client's address, kept in the request's extensions for routing by client, and where
+/// the interim responses to its request go (none for an HTTP/1.0 client).
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub IpAddr, pub Option<InterimRelay>);
 
 /// One place a miss can be fetched from.
 pub enum Hop<'a> {
@@ -726,6 +728,13 @@ fn upstream_request(
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = fields;
+    if let Some(relay) = parts
+        .extensions
+        .get::<ClientAddr>()
+        .and_then(|c| c.1.as_ref())
+    {
+        relay.attach(&mut request);
+    }
     if let Hop::PeerHit(peer) | Hop::DigestHit(peer) = hop {
         if peer.is_sibling() && !peer.config.allow_miss {
             // A sibling serves us hits only; it must not fetch a miss for us.

@@ -1,6 +1,7 @@
 //! Header rules of a forwarding proxy: hop-by-hop fields, Via, X-Cache and loop detection.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, VIA};
+use http::StatusCode;
 
 /// Whether a field belongs to one connection and is never forwarded (RFC 9110 §7.6.1).
 /// Matched on the name's text, which costs less than comparing `HeaderName`s one by one.
@@ -48,6 +49,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(name);
     }
+}
+
+/// Writes an HTTP/1.1 response head: status line, `headers` as they are, the blank line.
+pub fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap) {
+    let reason = match status.as_u16() {
+        103 => "Early Hints",
+        _ => status.canonical_reason().unwrap_or_default(),
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The Via entry this proxy adds: `1.1 <name> (canopy/<version>)`.

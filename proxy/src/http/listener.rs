@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::{Method, Request};
+use http::{Method, Request, Version};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::hierarchy::peers;
 use crate::http::errors::ProxyError;
+use crate::http::interim::{InterimRelay, Interims, Relaying};
 use crate::http::timeouts::{Answering, ClientLimits, Phase, Watched};
 use crate::http::{forward, workers};
 use crate::runtime::{Runtime, Shared};
@@ -185,15 +186,16 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
     };
     let closes_at = Instant::now() + limits.lifetime;
     let phase = Arc::new(Phase::default());
-    let io = TokioIo::new(Watched::new(
-        stream,
-        phase.clone(),
-        limits,
-        shared.stats.clone(),
+    let interims = Arc::new(Interims::new());
+    let io = TokioIo::new(Relaying::new(
+        Watched::new(stream, phase.clone(), limits, shared.stats.clone()),
+        interims.clone(),
     ));
     let builder = {
         let mut b = http1::Builder::new();
-        // The socket keeps the header and idle timers itself (http/timeouts.rs).
+        // The socket keeps the header and idle timers itself (http/timeouts.rs). It writes
+        // interim responses when hyper flushes, so `pipeline_flush`, which skips flushes
+        // while requests are queued, stays off (http/interim.rs).
         b.keep_alive(true)
             .header_read_timeout(None)
             .max_header_size(REQUEST_HEAD_MAX);
@@ -206,10 +208,18 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, shared: Arc<Sha
             let service = service_fn(move |req: Request<Incoming>| {
                 phase.serving();
                 let connect = req.method() == Method::CONNECT;
+                // RFC 9110 §15.2: "a server MUST NOT send a 1xx response to an HTTP/1.0 client".
+                let relay =
+                    (req.version() == Version::HTTP_11).then(|| InterimRelay::begin(&interims));
                 let (shared, phase) = (shared.clone(), phase.clone());
                 let counted = counted.clone();
                 async move {
-                    let response = forward::handle(shared, client, counted, req, closes_at).await?;
+                    let response =
+                        forward::handle(shared, client, counted, relay.as_ref(), req, closes_at)
+                            .await?;
+                    if let Some(relay) = &relay {
+                        relay.finish().await;
+                    }
                     if connect && response.status().is_success() {
                         phase.tunnel();
                     }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod interim;
 pub mod listener;
 pub mod max_forwards;
 pub mod timeouts;

@@ -11,7 +11,7 @@ use http::StatusCode;
 
 use crate::cache::policy;
 use crate::cache::store::Stored;
-use crate::http::headers::remove_hop_by_hop;
+use crate::http::headers::{remove_hop_by_hop, write_head};
 
 /// Fields a peer's inline object may carry at most, as many as a response head read from a
 /// socket may (`hierarchy/upstream.rs` allows 1,000; a datagram holds far fewer).
@@ -27,24 +27,7 @@ pub fn write(stored: &Stored, now: SystemTime) -> Vec<u8> {
     headers.insert(header::AGE, policy::age_header(age));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
     let mut object = Vec::with_capacity(stored.body.len() + 512);
-    object.extend_from_slice(b"HTTP/1.1 ");
-    object.extend_from_slice(stored.status.as_str().as_bytes());
-    object.push(b' ');
-    object.extend_from_slice(
-        stored
-            .status
-            .canonical_reason()
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    object.extend_from_slice(b"\r\n");
-    for (name, value) in &headers {
-        object.extend_from_slice(name.as_str().as_bytes());
-        object.extend_from_slice(b": ");
-        object.extend_from_slice(value.as_bytes());
-        object.extend_from_slice(b"\r\n");
-    }
-    object.extend_from_slice(b"\r\n");
+    write_head(&mut object, stored.status, &headers);
     object.extend_from_slice(&stored.body);
     object
 }

@@ -25,6 +25,7 @@ use crate::hierarchy::ClientAddr;
 use crate::http::body::ProxyBody;
 use crate::http::errors::ProxyError;
 use crate::http::headers::{append_via, times_seen};
+use crate::http::interim::InterimRelay;
 use crate::http::max_forwards::{self, Hops};
 use crate::http::tunnel;
 use crate::runtime::{Runtime, Shared};
@@ -144,15 +145,18 @@ struct Arrival<'a> {
     runtime: &'a Arc<Runtime>,
     client: SocketAddr,
     closes_at: tokio::time::Instant,
+    relay: Option<&'a InterimRelay>,
 }
 
 /// Entry point for every request on a client connection; `counted` are the client's own
 /// counters where it is a peer or child; `closes_at` is the end of the connection's
-/// lifetime, which a tunnel it becomes must keep to.
+/// lifetime, which a tunnel it becomes must keep to; `relay` is where interim responses
+/// from upstream go.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     counted: Option<Arc<ClientCounters>>,
+    relay: Option<&InterimRelay>,
     mut req: Request<Incoming>,
     closes_at: tokio::time::Instant,
 ) -> Result<Response<Accounted>, Infallible> {
@@ -172,6 +176,7 @@ pub async fn handle(
         runtime: &runtime,
         client,
         closes_at,
+        relay,
     };
     let served = if digest::server::is_digest_request(&runtime.config, req.uri()) {
         // The proxy's own resource, for peers and children: never looked up or forwarded.
@@ -251,6 +256,7 @@ async fn route(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
         runtime,
         client,
         closes_at,
+        relay,
     } = *arrival;
     if req.method() == Method::CONNECT {
         return match tunnel::handle(shared.clone(), runtime.clone(), req, closes_at).await {
@@ -297,7 +303,9 @@ async fn route(arrival: &Arrival<'_>, mut req: Request<Incoming>) -> Served {
     }
     let (mut parts, body) = req.into_parts();
     // Routing by client address reads it from here.
-    parts.extensions.insert(ClientAddr(client.ip()));
+    parts
+        .extensions
+        .insert(ClientAddr(client.ip(), relay.cloned()));
     if parts.method == Method::GET || parts.method == Method::HEAD {
         if body.is_end_stream() {
             cached(shared, runtime, parts).await
