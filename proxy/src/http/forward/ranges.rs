@@ -296,9 +296,7 @@ pub(super) fn from_partial(req: &CacheRequest<'_>) -> Option<Served> {
     let held = req.shared.partials.lookup(req.key, &parts.headers)?;
     // RFC 9111 §3.5, as for a complete response: only content that says it is shared
     // answers a request with credentials.
-    if req.asks.authorization
-        && !policy::answers_credentials(&held.headers, &req.runtime.targets)
-    {
+    if req.asks.authorization && !policy::answers_credentials(&held.headers, &req.runtime.targets) {
         return None;
     }
     let view = policy::StoredResponse {
