@@ -103,8 +103,8 @@ pub(crate) enum NodeAction {
     /// for the newest version it tried.
     List,
     /// Hold KEY = VALUE on this node (--node; by default the host name) over every version
-    /// it applies: bind_address, http_port, icp_port, manager_listen or visible_name. Taken
-    /// up at the node's next start or the next version it applies.
+    /// it applies: bind_address, http_port, icp_port, manager_listen or visible_name. The
+    /// node applies it at once, over the version in force (`node list` says if it cannot).
     Set { key: String, value: String },
     /// Make NODE the canary: every version saved from now on (in any console, or with
     /// `canopy config`) is applied by NODE alone, until `canopy node rollout`.

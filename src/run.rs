@@ -61,14 +61,24 @@ pub(crate) async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let db = paths.open_db().await?;
-    let version = db.latest().await?;
-    if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
-        // Printed at once, so it is not lost if the proxy then fails to start.
-        println!("Console account created: admin, password {password} (shown only now;");
-        println!("  change it with `canopy admin set-password admin`).");
+    match paths.open_db().await {
+        Ok(db) => {
+            if let Some(password) = canopy_manager::accounts::ensure_admin(&db).await? {
+                // Printed at once, so it is not lost if the proxy then fails to start.
+                println!("Console account created: admin, password {password} (shown only now;");
+                println!("  change it with `canopy admin set-password admin`).");
+            }
+        }
+        // A fleet node whose PostgreSQL is down starts on the version it last applied; its
+        // console says the database is unreachable until it is back.
+        Err(e) if paths.database.is_some() => {
+            println!("The database does not answer ({e:#}).");
+            println!(
+                "  Starting on the version last applied here; the node catches up when it is back."
+            );
+        }
+        Err(e) => return Err(e),
     }
-    drop(db);
     let mut proxy = spawn("canopy-proxy", paths)?;
     let status = match wait_until_up(paths, &mut proxy).await {
         Ok(status) => status,
@@ -84,16 +94,14 @@ pub(crate) async fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION"),
         status.config_version
     );
-    if status.config_version != version.id {
+    if let Some(rejected) = &status.rejected_version {
         println!(
             "  Note: config version {} was rejected; see `canopy status`.",
-            version.id
+            rejected.id
         );
     }
     println!("  Proxy:   {listen}   try: curl -x http://{listen} http://example.com/");
-    // The console listens where the version in force says, as the proxy runs it.
-    let in_force = paths.open_db().await?.in_force().await?;
-    println!("  Console: http://{}/", in_force.config.manager_listen);
+    println!("  Console: http://{}/", status.manager_listen);
     println!("  Data:    {}", paths.data_dir.display());
     println!("Press Ctrl-C to stop.");
     let mut proxy = Supervised::new("canopy-proxy", proxy);

@@ -337,3 +337,183 @@ async fn a_node_started_offline_keeps_its_peers_down_by_hand() {
     })
     .await;
 }
+
+/// `canopy run` for one node of a fleet, read until it says where to point a client.
+struct CanopyRun {
+    child: std::process::Child,
+    printed: String,
+}
+
+impl CanopyRun {
+    fn start(dir: &std::path::Path, url: &DatabaseUrl, node: &str) -> CanopyRun {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--database")
+            .arg(url.as_arg())
+            .arg("--node")
+            .arg(node)
+            .arg("run")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("canopy run");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(out).lines();
+        let mut printed = String::new();
+        while !printed.contains("Ctrl-C") {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("canopy run ended having printed: {printed}"))
+                .expect("a line");
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        CanopyRun { child, printed }
+    }
+
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let exit = self.child.wait().expect("canopy run exits");
+        assert!(exit.success(), "{exit}");
+    }
+}
+
+impl Drop for CanopyRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `canopy run` starts a node whose PostgreSQL is down on the version it last applied,
+/// says so, and its proxy serves while its console says the database is unreachable.
+#[tokio::test]
+async fn canopy_run_starts_a_node_on_its_last_version_while_postgresql_is_down() {
+    let Some(mut postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let db = Db::connect(&url).await.expect("the fleet's database");
+    let port = free_port();
+    let manager = format!("127.0.0.1:{}", free_port());
+    let mut config = db.latest().await.expect("latest").config;
+    for (key, value) in [
+        ("http_port", port.to_string()),
+        ("bind_address", "127.0.0.1".to_owned()),
+        ("manager_listen", manager.clone()),
+    ] {
+        config.set(key, &value).expect("a valid setting");
+    }
+    let version = db.save_change(&config, "test", None).await.expect("saved");
+    drop(db);
+    let dir = tempfile::tempdir().expect("data dir");
+
+    let online = CanopyRun::start(dir.path(), &url, "runner");
+    assert!(
+        online
+            .printed
+            .contains(&format!("(config version {version})")),
+        "{}",
+        online.printed
+    );
+    online.stop();
+
+    postgres.down();
+    let offline = CanopyRun::start(dir.path(), &url, "runner");
+    for said in [
+        "The database does not answer".to_owned(),
+        format!("(config version {version})"),
+        format!("Proxy:   127.0.0.1:{port}"),
+        format!("Console: http://{manager}/"),
+    ] {
+        assert!(offline.printed.contains(&said), "{}", offline.printed);
+    }
+    let status = control::call_typed::<canopy_config::control::StatusReply>(
+        &dir.path().join("canopy.sock"),
+        ControlCommand::Status,
+    )
+    .await
+    .expect("the proxy answers");
+    assert!(status.database_down.is_some(), "{status:?}");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok());
+    let console: SocketAddr = manager.parse().expect("an address");
+    wait_for(
+        "the console to say the database is unreachable",
+        LIMIT,
+        || async {
+            fetch_page(console, "/")
+                .await
+                .is_some_and(|(status, body)| status == 503 && body.contains("unreachable"))
+        },
+    )
+    .await;
+    offline.stop();
+}
+
+/// `canopy node set` is applied by the node at once, with no new config version.
+#[tokio::test]
+async fn a_node_applies_its_own_setting_from_the_cli_at_once() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let (db, _port, nodes) = fleet(&url, &["node1"]).await;
+    let version = db.latest().await.expect("latest").id;
+    let moved = free_port();
+    let set = canopy_cli(
+        nodes[0].dir.path(),
+        &[
+            "--database",
+            &url.as_arg(),
+            "--node",
+            "node1",
+            "node",
+            "set",
+            "http_port",
+            &moved.to_string(),
+        ],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert!(
+        stdout(&set).contains("applied by the node now"),
+        "{}",
+        stdout(&set)
+    );
+    let there = format!("127.0.0.1:{moved}");
+    wait_for("node1 to listen on its own port", LIMIT, || async {
+        nodes[0]
+            .status()
+            .await
+            .is_some_and(|s| s.http_listen == there)
+    })
+    .await;
+    assert_eq!(
+        db.latest().await.expect("latest").id,
+        version,
+        "no new version"
+    );
+}
+
+/// The status and body of GET `path` on the console at `console`, if it answers.
+async fn fetch_page(console: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(console).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}

@@ -119,6 +119,9 @@ pub struct StatusReply {
     pub rejected_version: Option<RejectedVersion>,
     pub http_listen: String,
     pub icp_listen: Option<String>,
+    /// Where the console of the version in force listens.
+    #[serde(default)]
+    pub manager_listen: String,
     /// This node's name in the nodes table.
     #[serde(default)]
     pub node: String,

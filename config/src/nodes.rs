@@ -144,8 +144,8 @@ impl Db {
         Ok(())
     }
 
-    /// Holds `key` = `value` on `node` apart from the fleet's versions, from the next
-    /// version it applies (or its next start) on.
+    /// Holds `key` = `value` on `node` apart from the fleet's versions; the node applies it
+    /// over the version in force at once (see [`Db::set_node_settings`]).
     pub async fn set_node_setting(
         &self,
         node: &str,
@@ -156,16 +156,7 @@ impl Db {
             return Err(VersionError::NotPerNode(key.to_owned()));
         }
         Config::default().set(key, value)?;
-        sqlx::query(
-            "INSERT INTO node_settings (node, key, value) VALUES ($1, $2, $3)
-             ON CONFLICT (node, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(node)
-        .bind(key)
-        .bind(value)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        self.set_node_settings(node, &[(key, Some(value))]).await
     }
 
     /// Sets (`Some`) or clears (`None`: the fleet's value again) settings `node` holds apart,

@@ -43,6 +43,7 @@ impl ControlHandler for FakeProxy {
             node: "test".into(),
             database_down: None,
             icp_listen: Some("127.0.0.1:3130".into()),
+            manager_listen: "127.0.0.1:3129".into(),
         }
     }
 

@@ -233,6 +233,7 @@ mod tests {
                 node: "test".into(),
                 database_down: None,
                 icp_listen: None,
+                manager_listen: "127.0.0.1:3129".into(),
             }
         }
         fn stats(&self) -> StatsSnapshot {

@@ -749,6 +749,7 @@ impl ControlHandler for Proxy {
                 .filter(|r| r.id > runtime.version),
             http_listen: self.listening.lock().await.addr.to_string(),
             icp_listen: runtime.icp.as_ref().map(|icp| icp.local.to_string()),
+            manager_listen: runtime.config.manager_listen.to_string(),
             node: self.node.name.clone(),
             database_down: self.node.database_down(),
         }

@@ -34,14 +34,17 @@ pub(crate) async fn node(paths: &Paths, action: NodeAction) -> anyhow::Result<Ex
                     node.http_listen,
                     node.last_seen,
                 );
+                if let Some(why) = &view.own_settings_refused {
+                    println!("  its own settings were not applied: {why}");
+                }
             }
         }
         NodeAction::Set { key, value } => {
             let name = paths.node.clone().unwrap_or_else(default_node_name);
             match db.set_node_setting(&name, &key, &value).await {
                 Ok(()) => println!(
-                    "node {name}: {key} = {value}, from its next start or the next version it \
-                     applies"
+                    "node {name}: {key} = {value}, applied by the node now over the version in \
+                     force (see `canopy node list` if it cannot)"
                 ),
                 Err(VersionError::Invalid(errors)) => return Err(refused(errors)),
                 Err(e @ VersionError::NotPerNode(_)) => return Err(UserError(e.to_string()).into()),
