@@ -72,6 +72,10 @@ impl ControlHandler for FakeProxy {
                     false_hits: 2,
                     false_hits_icp: 2,
                     false_hits_digest: 4,
+                    htcp_queries: 9,
+                    htcp_hits: 2,
+                    htcp_misses: 6,
+                    htcp_timeouts: 1,
                     digest: Some(DigestSnapshot {
                         size: 4_096,
                         entries: 1_234,
@@ -1012,6 +1016,10 @@ async fn monitor_pages_api_and_metrics_show_the_proxy_s_figures() {
     let (status, peer) = console.get("/monitor/peers/squid").await;
     assert_eq!(status, StatusCode::OK);
     assert!(peer.contains("2 false hits · ICP 2"), "{peer}");
+    assert!(
+        peer.contains("9 TST queries") && peer.contains("2 HIT · 6 MISS · 1 timeout<"),
+        "HTCP's answers and timeouts beside ICP's: {peer}"
+    );
     assert!(
         peers.contains(">False hits</th>") && peers.contains("<th class=\"num minor\">ICP</th>"),
         "a false-hit column per method: {peers}"
