@@ -520,3 +520,60 @@ async fn round_robin_parents_take_turns_and_the_default_parent_is_the_last_resor
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(hop_peer(&r), "fallback DEFAULT_PARENT");
 }
+
+/// A client that puts this proxy's own name in Via (which any response shows it) must not
+/// get round a rule's mandatory parent: the forwarding loop goes direct only where going
+/// direct is allowed, as Squid's never_direct holds on a loop.
+#[tokio::test]
+async fn a_forged_via_does_not_get_a_client_round_a_mandatory_parent() {
+    let origin = Origin::start(|seen| {
+        Response::builder()
+            .header("cache-control", "no-store")
+            .body(full(format!("origin saw {}", seen.path)))
+            .unwrap()
+    })
+    .await;
+    let filter = Origin::start(|_| {
+        Response::builder()
+            .header("cache-control", "no-store")
+            .body(full("the filtering parent answered"))
+            .unwrap()
+    })
+    .await;
+    let child = Canopy::start(&[("visible_name", "child-cache")]).await;
+    let add = child.cli(&[
+        "rule",
+        "add",
+        "--dest-domain",
+        ".",
+        "--parents",
+        &format!("{};", filter.addr),
+        "--go-direct",
+        "false",
+    ]);
+    assert!(add.status.success(), "{}", stderr(&add));
+    assert!(child.cli(&["reload"]).status.success());
+
+    let through = child.get(&origin.url("/plain")).await;
+    assert_eq!(through.text(), "the filtering parent answered");
+    let forged = child
+        .request("GET", &origin.url("/forged"), &[("via", "1.1 child-cache")])
+        .await;
+    assert_eq!(
+        forged.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        forged.text()
+    );
+    assert!(
+        forged.text().contains("forwarding loop") && forged.text().contains("rule 1"),
+        "{}",
+        forged.text()
+    );
+    assert_eq!(
+        origin.count("/forged"),
+        0,
+        "the client got round the parent"
+    );
+    assert_eq!(origin.count("/plain"), 0);
+}

@@ -208,15 +208,28 @@ pub fn plan<'a>(
 ) -> Plan<'a> {
     let config = &runtime.config;
     let direct = |go_direct: bool| !config.never_direct.0 && go_direct;
-    // A request that has been through us already must not go round again.
-    if is_loop(&parts.headers, &config.visible_name) || config.always_direct.0 {
+    let route: &Route = runtime
+        .routes
+        .iter()
+        .find(|r| r.matches(method, &parts.uri))
+        .unwrap_or(&runtime.default_route);
+    // A request that has been through us already must not go round again. It goes direct
+    // only where the route allows that: as in Squid, never_direct holds on a loop too, so a
+    // forged Via does not get a client round a rule's mandatory parent.
+    let looped = is_loop(&parts.headers, &config.visible_name);
+    if looped || config.always_direct.0 {
+        let allowed = if config.always_direct.0 {
+            !config.never_direct.0
+        } else {
+            direct(route.go_direct)
+        };
         return Plan {
-            hops: if config.never_direct.0 {
-                Vec::new()
-            } else {
+            hops: if allowed {
                 vec![Hop::Origin]
+            } else {
+                Vec::new()
             },
-            rule: 0,
+            rule: if allowed { 0 } else { route.number },
             reason: if config.always_direct.0 {
                 PlanReason::AlwaysDirect
             } else {
@@ -225,11 +238,6 @@ pub fn plan<'a>(
             skipped: Vec::new(),
         };
     }
-    let route: &Route = runtime
-        .routes
-        .iter()
-        .find(|r| r.matches(method, &parts.uri))
-        .unwrap_or(&runtime.default_route);
     let candidates: Vec<Candidate<'_>> = route
         .parents
         .iter()
@@ -679,6 +687,10 @@ pub async fn fetch(
     }
     let reason = if had_body && !tried.is_empty() {
         NoHopServed::BodySentOnce { tried }
+    } else if matches!(plan.reason, PlanReason::Loop) && runtime.config.never_direct.0 {
+        NoHopServed::LoopNeverDirect
+    } else if matches!(plan.reason, PlanReason::Loop) {
+        NoHopServed::LoopNotDirect { rule: plan.rule }
     } else if tried.is_empty() {
         NoHopServed::NoParent
     } else if runtime.config.never_direct.0 {
@@ -708,6 +720,10 @@ enum NoHopServed {
     NeverDirect { tried: Vec<String> },
     #[error("no hop could serve (going direct is not allowed by rule {rule}): {}", .tried.join("; "))]
     NotDirect { rule: usize, tried: Vec<String> },
+    #[error("forwarding loop: the request's Via names this proxy, and never_direct is on")]
+    LoopNeverDirect,
+    #[error("forwarding loop: the request's Via names this proxy, and rule {rule} does not allow going direct")]
+    LoopNotDirect { rule: usize },
 }
 
 /// The request sent to `hop`, with `fields` and the client's body if it has one.
