@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 
-use http::{HeaderMap, Request, StatusCode};
+use http::{header, HeaderMap, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::headers::{remove_hop_by_hop, write_head};
@@ -249,10 +249,12 @@ fn is_relayed(status: StatusCode) -> bool {
 }
 
 /// An interim response's head as the client gets it: its status and its fields, less those
-/// that belong to the connection it came on.
+/// that belong to the connection it came on, and less a Content-Length, which a 1xx never
+/// has content for and which would put a client's parser out of step.
 fn encode(status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
     let mut fields = headers.clone();
     remove_hop_by_hop(&mut fields);
+    fields.remove(header::CONTENT_LENGTH);
     let mut head = Vec::new();
     write_head(&mut head, status, &fields);
     head

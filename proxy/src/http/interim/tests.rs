@@ -29,6 +29,7 @@ fn an_interim_head_keeps_its_fields_but_not_those_of_the_connection() {
     headers.insert("connection", HeaderValue::from_static("x-hop"));
     headers.insert("x-hop", HeaderValue::from_static("1"));
     headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    headers.insert("content-length", HeaderValue::from_static("12"));
     let head = encode(StatusCode::from_u16(103).unwrap(), &headers);
     assert_eq!(
         String::from_utf8(head).unwrap(),
