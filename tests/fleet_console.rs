@@ -449,9 +449,11 @@ async fn canopy_run_starts_a_node_on_its_last_version_while_postgresql_is_down()
         "the console to say the database is unreachable",
         LIMIT,
         || async {
-            fetch_page(console, "/")
+            request_via(console, None, "GET", &format!("http://{console}/"), &[])
                 .await
-                .is_some_and(|(status, body)| status == 503 && body.contains("unreachable"))
+                .is_ok_and(|page| {
+                    page.status.as_u16() == 503 && page.text().contains("unreachable")
+                })
         },
     )
     .await;
@@ -500,20 +502,4 @@ async fn a_node_applies_its_own_setting_from_the_cli_at_once() {
         version,
         "no new version"
     );
-}
-
-/// The status and body of GET `path` on the console at `console`, if it answers.
-async fn fetch_page(console: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(console).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut answer = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut answer))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, text))
 }
